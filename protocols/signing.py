@@ -1,0 +1,89 @@
+"""Ed25519 keys, signatures and key ids (the `cryptography` package).
+
+Keys travel as unpadded base64url of their 32 raw bytes. A key id is the first 16 hex digits of
+SHA-256 of the raw public key: envelopes name the key that signed them so keys can be rotated.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+def b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str) -> bytes:
+    if not isinstance(text, str) or "=" in text:
+        raise ValueError("expected unpadded base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def generate() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_from_b64(text: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(b64d(text))
+
+
+def private_to_b64(key: Ed25519PrivateKey) -> str:
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return b64e(raw)
+
+
+def public_raw(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_to_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    return b64e(public_raw(key))
+
+
+def public_from_b64(text: str) -> Ed25519PublicKey:
+    raw = b64d(text)
+    if len(raw) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def key_id(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    return hashlib.sha256(public_raw(key)).hexdigest()[:16]
+
+
+def sign(key: Ed25519PrivateKey, message: bytes) -> str:
+    return b64e(key.sign(message))
+
+
+def verify(key: Ed25519PublicKey, message: bytes, signature: str) -> bool:
+    try:
+        raw = b64d(signature)
+    except ValueError:
+        return False
+    if len(raw) != 64:
+        return False
+    try:
+        key.verify(raw, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    """Read a private key file written by `save_private` (one base64url line)."""
+    return private_from_b64(path.read_text(encoding="ascii").strip())
+
+
+def save_private(key: Ed25519PrivateKey, path: Path) -> None:
+    """Write the key readable by its owner only; refuse to overwrite an existing key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="ascii") as fh:
+        fh.write(private_to_b64(key) + "\n")
+    path.chmod(0o600)

@@ -1,0 +1,117 @@
+"""Opening incoming messages: size, canonical form, version, schema, records' own chain.
+
+Signature checks need the registered key, so they are a separate step (`check_signature`); the
+server's ingest calls both, the offline verifier too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ValidationError
+
+from protocols import PROTOCOL_VERSION
+from protocols.canonical import dumps_sorted, parse_canonical
+from protocols.chain import check_run
+from protocols.envelope import MAX_CONTROL_BYTES, MAX_ENVELOPE_BYTES, MAX_RECORD_BYTES, signed_bytes
+from protocols.errors import ProtocolError, Reason
+from protocols.records import MESSAGE_MODELS, RECORD_TYPES, Envelope
+from protocols.signing import verify
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A structurally valid envelope: the model, the parsed records and each record's hash."""
+
+    envelope: Envelope
+    raw: bytes
+    body: dict[str, Any]
+    hashes: list[str]
+
+    @property
+    def first_seq(self) -> int:
+        return self.envelope.records[0].seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.envelope.records[-1].seq
+
+
+KeyLookup = Callable[[str, str], Ed25519PublicKey]
+
+
+def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: KeyLookup | None = None) -> Opened:
+    """Check a `rec` message in the order that gives the truest reason for a refusal.
+
+    Size, canonical form, version, schema; then, when `key_for(agent, key_id)` is given, the
+    signature (it raises ProtocolError for an unknown or revoked agent or key); then the records'
+    own agent, sizes and chain. A record altered after signing is thus a bad signature, not a
+    broken link.
+    """
+    body = _parse(data, max_bytes, "rec")
+    for i, rec in enumerate(body.get("records") or []):
+        if isinstance(rec, dict) and rec.get("type") not in RECORD_TYPES:
+            raise ProtocolError(
+                Reason.UNKNOWN_TYPE, f"record type {rec.get('type')!r} is not defined in v1", f"records[{i}].type"
+            )
+    env = _model(Envelope, body)
+    if key_for is not None:
+        check_signature(body, key_for(env.agent, env.key))
+    hashes: list[str] = []
+    for i, (rec_model, rec) in enumerate(zip(env.records, body["records"], strict=True)):
+        if rec_model.agent != env.agent:
+            raise ProtocolError(
+                Reason.WRONG_AGENT,
+                f"record of agent {rec_model.agent!r} in an envelope of {env.agent!r}",
+                f"records[{i}].agent",
+            )
+        if rec_model.boot > env.boot:
+            raise ProtocolError(Reason.SCHEMA, "record from a later boot than the envelope", f"records[{i}].boot")
+        encoded = dumps_sorted(rec)
+        if len(encoded) > MAX_RECORD_BYTES:
+            raise ProtocolError(
+                Reason.OVERSIZED, f"record is {len(encoded)} bytes, limit {MAX_RECORD_BYTES}", f"records[{i}]"
+            )
+        hashes.append(hashlib.sha256(encoded).hexdigest())
+    check_run(body["records"], hashes=hashes)
+    return Opened(envelope=env, raw=data, body=body, hashes=hashes)
+
+
+def open_message(data: bytes, model: type[M]) -> M:
+    """Open a birth, death, ack or command message (no signature check)."""
+    kind = next(k for k, m in MESSAGE_MODELS.items() if m is model)
+    return _model(model, _parse(data, MAX_CONTROL_BYTES, kind))
+
+
+def check_signature(body: dict[str, Any], key: Ed25519PublicKey) -> None:
+    if not verify(key, signed_bytes(body), body.get("sig", "")):
+        raise ProtocolError(Reason.BAD_SIGNATURE, "signature does not verify with the registered key", "sig")
+
+
+def _parse(data: bytes, max_bytes: int, kind: str) -> dict[str, Any]:
+    body = parse_canonical(data, max_bytes)
+    version = body.get("v")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"v={version!r}, this server speaks v{PROTOCOL_VERSION}", "v")
+    if body.get("msg") != kind:
+        raise ProtocolError(Reason.SCHEMA, f"msg={body.get('msg')!r} on a {kind!r} topic", "msg")
+    return body
+
+
+def _model(model: type[M], body: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"] if not _is_tag(p))
+        raise ProtocolError(Reason.SCHEMA, f"{err['msg']} ({exc.error_count()} error(s))", field or None) from None
+
+
+def _is_tag(part: object) -> bool:
+    return isinstance(part, str) and part in RECORD_TYPES

@@ -1,0 +1,101 @@
+"""Private PostgreSQL+TimescaleDB and Mosquitto for the whole test session (server/devstack.py).
+
+Databases:
+- ``pg_dsn``: one migrated database, ``jishi_test``, shared by the session's tests;
+- ``fresh_db``: a migrated database of a test's own, copied from a migrated template (copying is
+  much faster than migrating), dropped after the test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from server.devstack import MosquittoServer, PostgresServer
+
+TEST_DB = "jishi_test"
+TEMPLATE_DB = "jishi_template"
+_fresh_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Iterator[Path]:
+    """A short, world-searchable directory for the services' data.
+
+    Not ``tmp_path_factory``: /tmp/pytest-of-root is 0700, and under root the services run as an
+    unprivileged user who must reach their directories. A short path also keeps PostgreSQL's
+    Unix socket path under the kernel's 107-byte limit.
+    """
+    d = Path(tempfile.mkdtemp(prefix="jishi-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(services_dir: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(services_dir / "pg", fast=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _migrate() -> Callable[[str], list[str]]:
+    if importlib.util.find_spec("server.db.migrate") is None:
+        pytest.skip("server.db.migrate is not written yet")
+    from server.db.migrate import apply
+
+    return apply
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: PostgresServer) -> str:
+    """DSN of ``jishi_test``: created afresh and migrated once per session."""
+    apply = _migrate()
+    pg_server.drop_database(TEST_DB)
+    dsn = pg_server.create_database(TEST_DB)
+    apply(dsn)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def _migrated_template(pg_server: PostgresServer) -> str:
+    """A migrated database that nobody may connect to, so it can always be copied.
+
+    CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template, and
+    TimescaleDB's background scheduler connects to every database that allows connections.
+    """
+    apply = _migrate()
+    pg_server.drop_database(TEMPLATE_DB)
+    apply(pg_server.create_database(TEMPLATE_DB))
+    pg_server.freeze_template(TEMPLATE_DB)
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def fresh_db(pg_server: PostgresServer, _migrated_template: str) -> Iterator[str]:
+    """DSN of a migrated database of this test's own."""
+    name = f"jishi_t{next(_fresh_names)}"
+    dsn = pg_server.create_database(name, template=_migrated_template)
+    try:
+        yield dsn
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(services_dir: Path) -> Iterator[MosquittoServer]:
+    broker = MosquittoServer(services_dir / "mqtt")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
