@@ -16,12 +16,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from server.devstack import MosquittoServer, PostgresServer
 
 TEST_DB = "jishi_test"
 TEMPLATE_DB = "jishi_template"
 _fresh_names = itertools.count(1)
+
+# Property tests share the machine with databases and brokers: judge them by their examples,
+# never by how fast the machine happened to be.
+settings.register_profile("jishi", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("jishi")
 
 
 @pytest.fixture(scope="session")
