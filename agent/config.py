@@ -1,0 +1,469 @@
+"""The agent's one configuration model: a TOML file validated into frozen dataclasses.
+
+Not pydantic-settings: pydantic costs ~10 MB of resident memory and the agent's whole budget is
+40 MB (see agent/README.md). This module is a small typed builder instead: every mistake is a
+`ConfigError` naming the file, the section and the key. Environment variables
+`JISHI_AGENT_<SECTION>__<KEY>` (e.g. `JISHI_AGENT_MQTT__HOST`) override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import os
+import re
+import sys
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+RESERVED_NAMES = {"state", "agent", "identity"}
+ENV_PREFIX = "JISHI_AGENT_"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, with the file and the dotted key it concerns."""
+
+    def __init__(self, file: Path | str, key: str, problem: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+        where = f" [{key}]" if key else ""
+        super().__init__(f"config error in {file}{where}: {problem}")
+
+
+class Invalid(ValueError):
+    """Raised by a section's `__post_init__`: `key` is relative to the section."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+def require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise Invalid(key, problem)
+
+
+def positive(value: float, key: str) -> None:
+    require(value > 0, key, f"must be > 0, got {value}")
+
+
+# ---- sections --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    """Who this agent is and how often it looks."""
+
+    id: str
+    unit: str
+    instrument: str
+    key_file: Path
+    data_dir: Path
+    sample_period_s: float = 1.0
+    heartbeat_s: float = 300.0
+    clock_jump_ms: int = 2000
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("id", "unit", "instrument"):
+            value = getattr(self, key)
+            require(bool(ID_RE.match(value)), key, f"{value!r} must match [A-Za-z0-9_-]{{1,64}}")
+        positive(self.sample_period_s, "sample_period_s")
+        positive(self.heartbeat_s, "heartbeat_s")
+        require(self.heartbeat_s >= self.sample_period_s, "heartbeat_s", "must be >= sample_period_s")
+        positive(self.clock_jump_ms, "clock_jump_ms")
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    """Broker connection. TLS with a CA file; identity by username/password or client certificate."""
+
+    host: str = "localhost"
+    port: int = 1883
+    client_id: str = ""
+    keepalive_s: int = 60
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str = ""
+    password: str = ""
+    password_file: Path | None = None
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 120.0
+    connect_timeout_s: float = 10.0
+    max_inflight: int = 8
+    batch_records: int = 500
+    batch_bytes: int = 200 * 1024
+    resend_after_s: float = 600.0
+    stop_flush_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        require(1 <= self.port <= 65535, "port", f"must be 1..65535, got {self.port}")
+        require(self.keepalive_s >= 5, "keepalive_s", "must be >= 5")
+        positive(self.backoff_min_s, "backoff_min_s")
+        require(self.backoff_max_s >= self.backoff_min_s, "backoff_max_s", "must be >= backoff_min_s")
+        require(1 <= self.max_inflight <= 100, "max_inflight", "must be 1..100")
+        require(1 <= self.batch_records <= 2000, "batch_records", "must be 1..2000 (protocol limit)")
+        require(1024 <= self.batch_bytes <= 240 * 1024, "batch_bytes", "must be 1024..245760 (envelope limit)")
+        require((self.cert_file is None) == (self.key_file is None), "cert_file",
+                "cert_file and key_file go together (client certificate)")
+        require(not (self.cert_file and not self.tls), "tls", "a client certificate needs tls = true")
+        require(not (self.password and self.password_file), "password", "give password or password_file, not both")
+        require(self.resend_after_s >= 0, "resend_after_s", "must be >= 0 (0 disables)")
+
+    def read_password(self) -> str:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return self.password
+
+
+@dataclass(frozen=True)
+class SpoolSection:
+    """Durable queue limits. Only `sample` (then `heartbeat`) records are ever dropped."""
+
+    path: Path | None = None
+    max_mb: float = 200.0
+    max_age_days: float = 400.0
+    check_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        positive(self.max_mb, "max_mb")
+        positive(self.max_age_days, "max_age_days")
+        positive(self.check_s, "check_s")
+
+
+@dataclass(frozen=True)
+class StateSection:
+    """How detector verdicts become the instrument's state (see agent/state.py)."""
+
+    running: str
+    on: str = ""
+    warmup: str = ""
+    warmup_max_s: float = 1800.0
+    confirm_s: float = 10.0
+    post_run_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        require(0 < len(self.running) <= 256, "running", "a rule of 1..256 characters is required")
+        require(len(self.on) <= 256 and len(self.warmup) <= 256, "on", "rules are at most 256 characters")
+        require(self.confirm_s >= 0, "confirm_s", "must be >= 0")
+        require(self.post_run_s >= 0, "post_run_s", "must be >= 0")
+        require(self.warmup_max_s >= 0, "warmup_max_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class IdentitySection:
+    """Who is at the instrument: OS session, check-in page/CLI, card reader."""
+
+    os_session: bool = True
+    os_poll_s: float = 10.0
+    os_ignore_users: tuple[str, ...] = ()
+    os_include_remote: bool = False
+    checkin: bool = True
+    checkin_port: int = 8787
+    idle_timeout_s: float = 1800.0
+    card_port: str = ""
+    card_baudrate: int = 9600
+    card_key: str = ""
+    card_key_file: Path | None = None
+    card_pattern: str = r"^[0-9A-Za-z]{4,32}$"
+
+    def __post_init__(self) -> None:
+        positive(self.os_poll_s, "os_poll_s")
+        require(1024 <= self.checkin_port <= 65535, "checkin_port", "must be 1024..65535")
+        positive(self.idle_timeout_s, "idle_timeout_s")
+        if self.card_port:
+            require(bool(self.card_key or self.card_key_file), "card_key",
+                    "a card reader needs card_key or card_key_file (cards are sent as a keyed hash)")
+        try:
+            re.compile(self.card_pattern)
+        except re.error as exc:
+            raise Invalid("card_pattern", f"not a regular expression: {exc}") from None
+
+    def read_card_key(self) -> bytes:
+        if self.card_key_file is not None:
+            return self.card_key_file.read_bytes().strip()
+        return self.card_key.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class SamplesSection:
+    """Optional raw samples (off by default: the server stores 25 MB per instrument-year)."""
+
+    enabled: bool = False
+    signals: tuple[str, ...] = ()
+    record_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        positive(self.record_s, "record_s")
+        for s in self.signals:
+            require(bool(re.match(r"^[a-z][a-z0-9_]{0,31}\.[a-z][a-z0-9_]{0,31}$", s)), "signals",
+                    f"{s!r} must be <detector>.<evidence key>, e.g. power.mw")
+
+
+@dataclass(frozen=True)
+class DetectorEntry:
+    name: str
+    kind: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    agent: AgentSection
+    mqtt: MqttSection
+    spool: SpoolSection
+    state: StateSection
+    identity: IdentitySection
+    samples: SamplesSection
+    detectors: tuple[DetectorEntry, ...] = field(default_factory=tuple)
+    digest: str = ""
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool.path or self.agent.data_dir / "spool.db"
+
+    def detector(self, name: str) -> DetectorEntry:
+        for d in self.detectors:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+SECTIONS: dict[str, type] = {
+    "agent": AgentSection,
+    "mqtt": MqttSection,
+    "spool": SpoolSection,
+    "state": StateSection,
+    "identity": IdentitySection,
+    "samples": SamplesSection,
+}
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def default_path() -> Path:
+    """JISHI_AGENT_CONFIG, else the platform's usual place for a service's config."""
+    env = os.environ.get("JISHI_AGENT_CONFIG")
+    if env:
+        return Path(env)
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Jishi" / "agent.toml"
+    return Path("/etc/jishi/agent.toml")
+
+
+def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate; raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "the file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    _apply_env(data, os.environ if environ is None else environ, path)
+    return parse(data, path, digest=hashlib.sha256(raw).hexdigest()[:16])
+
+
+def parse(data: dict[str, Any], path: Path, digest: str = "") -> Config:
+    unknown = set(data) - set(SECTIONS) - {"detectors"}
+    for key in sorted(unknown):
+        raise ConfigError(path, key, f"unknown section{_suggest(key, [*SECTIONS, 'detectors'])}")
+    base = path.parent
+    for required in ("agent", "state"):
+        if required not in data:
+            raise ConfigError(path, required, f"the [{required}] section is required")
+    built: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(path, name, "must be a table")
+        built[name] = build(cls, table, name, path, base)
+    detectors = _detectors(data.get("detectors", {}), path, base)
+    cfg = Config(path=path, detectors=detectors, digest=digest, **built)
+    _check_rules(cfg)
+    _check_samples(cfg)
+    return cfg
+
+
+def _detectors(table: Any, path: Path, base: Path) -> tuple[DetectorEntry, ...]:
+    from agent.detectors import KINDS, module
+
+    if not isinstance(table, dict):
+        raise ConfigError(path, "detectors", "must be a table of [detectors.<name>] sections")
+    if not table:
+        raise ConfigError(path, "detectors", "configure at least one [detectors.<name>] section")
+    out: list[DetectorEntry] = []
+    for name, section in table.items():
+        where = f"detectors.{name}"
+        if not isinstance(section, dict):
+            raise ConfigError(path, where, "must be a table")
+        if not NAME_RE.match(name) or name in RESERVED_NAMES:
+            raise ConfigError(path, where, "detector names are lower-case [a-z][a-z0-9_]{0,31} and not "
+                              f"one of {sorted(RESERVED_NAMES)}")
+        section = dict(section)
+        kind = section.pop("kind", name)
+        if kind not in KINDS:
+            raise ConfigError(path, f"{where}.kind",
+                              f"unknown detector kind {kind!r}{_suggest(str(kind), list(KINDS))}; "
+                              f"known: {sorted(KINDS)} (the kind defaults to the section name)")
+        enabled = section.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(path, f"{where}.enabled", "must be true or false")
+        cfg = build(module(kind).Config, section, where, path, base)
+        if enabled:
+            out.append(DetectorEntry(name=name, kind=kind, config=cfg))
+    if len(out) > 15:
+        raise ConfigError(path, "detectors", "at most 15 detectors (records carry evidence of 16 sources)")
+    if not out:
+        raise ConfigError(path, "detectors", "every detector is disabled")
+    return tuple(out)
+
+
+def _check_rules(cfg: Config) -> None:
+    from agent.state import RuleError, parse_rule
+
+    names = {d.name for d in cfg.detectors}
+    for key in ("running", "on", "warmup"):
+        text = getattr(cfg.state, key)
+        if not text:
+            continue
+        try:
+            parse_rule(text, names)
+        except RuleError as exc:
+            raise ConfigError(cfg.path, f"state.{key}", str(exc)) from None
+
+
+def _check_samples(cfg: Config) -> None:
+    names = {d.name for d in cfg.detectors}
+    for s in cfg.samples.signals:
+        det = s.split(".")[0]
+        if det not in names:
+            raise ConfigError(cfg.path, "samples.signals", f"{s!r} names no configured detector ({sorted(names)})")
+
+
+# ---- the typed builder -----------------------------------------------------------------------
+
+
+def build(cls: type[Any], table: Mapping[str, Any], where: str, file: Path, base: Path) -> Any:
+    """Build dataclass `cls` from a TOML table; every problem names `where.key` and the file."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in table:
+        if key not in fields:
+            raise ConfigError(file, f"{where}.{key}", f"unknown key{_suggest(key, list(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}"
+        if name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(file, key, "is required")
+            continue
+        kwargs[name] = _convert(hints[name], table[name], key, file, base)
+    try:
+        return cls(**kwargs)
+    except Invalid as exc:
+        raise ConfigError(file, f"{where}.{exc.key}", exc.problem) from None
+    except ValueError as exc:
+        raise ConfigError(file, where, str(exc)) from None
+
+
+def _convert(tp: Any, value: Any, key: str, file: Path, base: Path) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, key, file, base)
+            except ConfigError as exc:
+                errors.append(exc.problem)
+        raise ConfigError(file, key, " or ".join(errors))
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(file, key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"expected a list, got {_show(value)}")
+        return tuple(_convert(args[0], v, f"{key}[{i}]", file, base) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a table, got {_show(value)}")
+        return {str(k): _convert(args[1], v, f"{key}.{k}", file, base) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a table, got {_show(value)}")
+        return build(tp, value, key, file, base)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, f"expected an integer, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(file, key, f"expected a number, got {_show(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, f"expected a string, got {_show(value)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(file, key, f"expected a path string, got {_show(value)}")
+        p = Path(os.path.expandvars(os.path.expanduser(value)))
+        return p if p.is_absolute() else base / p
+    raise ConfigError(file, key, f"unsupported type {tp!r} (a bug in the config model)")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}"
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str], file: Path) -> None:
+    """Merge JISHI_AGENT_<SECTION>__<KEY>[__<KEY>] variables into the parsed TOML."""
+    for var, text in environ.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var or var == "JISHI_AGENT_CONFIG":
+            continue
+        parts = [p.lower() for p in var[len(ENV_PREFIX):].split("__")]
+        if len(parts) < 2 or not all(parts):
+            continue
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        node = data
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(file, ".".join(parts), f"environment variable {var} overrides a non-table")
+            node = nxt
+        node[parts[-1]] = value

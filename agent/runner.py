@@ -1,0 +1,402 @@
+"""The agent's main loop: poll detectors, decide the state, track users, record, stay alive.
+
+One thread (this one) writes records; the publisher thread reads the spool and talks MQTT; the
+check-in server and the file watcher have their own small threads and hand their work here.
+Nothing a device does can stop the loop: every poll is guarded, and a failing detector becomes
+`unknown` evidence plus a `lifecycle`/`detector_error` record (once per episode, and once more
+when it recovers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from agent import SOFTWARE
+from agent.clock import Clock
+from agent.config import Config
+from agent.detectors import module
+from agent.detectors.base import Detector, Observation
+from agent.identity import EXPLICIT, OS, Sessions
+from agent.identity.checkin import CheckinServer, Request
+from agent.publisher import Publisher
+from agent.recorder import Recorder
+from agent.spool import Spool
+from agent.state import StateMachine, compile_rules
+from protocols.signing import load_private
+
+log = logging.getLogger("jishi.agent")
+ERROR_RECORD_EVERY_S = 60.0
+SAMPLE_UNITS = {"mw": "mW", "cpu": "permille", "io": "KiB/s", "ms": "ms"}
+
+
+class Summary:
+    """Per-detector summary of the polls between two heartbeats (counts and min/max/avg)."""
+
+    SHORT: ClassVar[dict[str, str]] = {
+        "running": "run", "idle": "idle", "off": "off", "unknown": "unk", "fault": "fault"}
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.counts: dict[str, int] = {}
+        self.agg: dict[str, list[int]] = {}  # key -> [min, max, sum, n]
+        self.last: dict[str, Any] = {}
+
+    def add(self, obs: Observation) -> None:
+        self.n += 1
+        short = self.SHORT[obs.verdict]
+        self.counts[short] = self.counts.get(short, 0) + 1
+        for k, v in obs.evidence.items():
+            if k in self.keys and isinstance(v, int) and not isinstance(v, bool):
+                a = self.agg.get(k)
+                if a is None:
+                    self.agg[k] = [v, v, v, 1]
+                else:
+                    a[0], a[1], a[2], a[3] = min(a[0], v), max(a[1], v), a[2] + v, a[3] + 1
+            else:
+                self.last[k] = v
+
+    def evidence(self) -> dict[str, Any]:
+        ev: dict[str, Any] = {"n": self.n, **self.counts}
+        for k, (lo, hi, total, n) in self.agg.items():
+            ev[f"{k}_min"], ev[f"{k}_max"], ev[f"{k}_avg"] = lo, hi, total // n
+        for k, v in self.last.items():
+            if k not in ev and len(ev) < 16:
+                ev[k] = v
+        return ev
+
+
+class Agent:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        a = cfg.agent
+        self.key = load_private(a.key_file)
+        self.spool = Spool(cfg.spool_path, a.id)
+        self.boot = self.spool.start_boot()
+        self.clock = Clock(a.clock_jump_ms, last_t=int(self.spool.meta("last_t", 0)))
+        self.publisher = Publisher(cfg, self.key, self.boot)
+        self.recorder = Recorder(self.spool, a.id, self.boot, self.clock, on_append=self.publisher.notify)
+        self.detectors: list[Detector] = []
+        for entry in cfg.detectors:
+            det = module(entry.kind).create(entry.name, entry.config)
+            if entry.kind == "data_files":
+                det.on_output = self._output
+            self.detectors.append(det)
+        st = cfg.state
+        running, on, warmup = compile_rules(st.running, st.on, st.warmup, self.detectors)
+        self.machine = StateMachine(
+            running=running, on=on, warmup=warmup,
+            confirm_ms=round(st.confirm_s * 1000), post_run_ms=round(st.post_run_s * 1000),
+            warmup_max_ms=round(st.warmup_max_s * 1000))
+        self.rule_text = st.running
+        self.sessions = Sessions(self.recorder, self.spool, round(cfg.identity.idle_timeout_s * 1000))
+        self.os_users: Any = None
+        if cfg.identity.os_session:
+            from agent.identity.os_session import OsUsers
+
+            self.os_users = OsUsers(cfg.identity.os_ignore_users, cfg.identity.os_include_remote)
+        self.card: Any = None
+        if cfg.identity.card_port:
+            from agent.identity.card_reader import CardReader
+
+            self.card = CardReader(cfg.identity.card_port, cfg.identity.card_baudrate,
+                                   cfg.identity.read_card_key(), cfg.identity.card_pattern)
+        self.http: CheckinServer | None = None
+        if cfg.identity.checkin:
+            self.http = CheckinServer(cfg.identity.checkin_port, a.instrument, self.snapshot)
+        self.stop_event = threading.Event()
+        self.summaries = {d.name: Summary(d.summary_keys) for d in self.detectors}
+        self.last_obs: dict[str, Observation] = {}
+        self._det_error: dict[str, str | None] = {}
+        self._det_error_failed: dict[str, int] = {}
+        self._det_error_recorded: dict[str, float] = {}
+        self._samples: dict[str, list[int | None]] = (
+            {s: [] for s in cfg.samples.signals} if cfg.samples.enabled else {})
+        self._sample_start = 0
+        self._snapshot: dict[str, Any] = {}
+        self._spool_stats: dict[str, Any] = {}
+        self.started_mono = time.monotonic()
+        self.ticks = 0
+        self._output_lock = threading.Lock()
+        self._outputs: list[tuple[int, str, int, str]] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        if hasattr(signal, "SIGBREAK"):  # Windows services and consoles (Ctrl+Break)
+            signal.signal(signal.SIGBREAK, handler)
+
+    def run(self) -> int:
+        self.publisher.start()
+        try:
+            self.start()
+            period = self.cfg.agent.sample_period_s
+            next_tick = time.monotonic()
+            failures = 0
+            while not self.stop_event.is_set():
+                try:
+                    self.tick()
+                    failures = 0
+                except Exception:  # e.g. the disk is full: keep trying, log sparsely
+                    failures += 1
+                    if failures == 1 or failures % 60 == 0:
+                        log.exception("tick failed (%d in a row)", failures)
+                next_tick += period
+                now = time.monotonic()
+                if next_tick < now:  # overran (slow device): skip, do not burst
+                    next_tick = now
+                self.stop_event.wait(next_tick - now)
+        finally:
+            self.shutdown()
+        return 0
+
+    def start(self) -> None:
+        a = self.cfg.agent
+        self.recorder.lifecycle("boot", {"sw": SOFTWARE, "pid": os.getpid(), "os": platform.system()[:32],
+                                         "config": self.cfg.digest, "detectors": len(self.detectors)})
+        previous = self.spool.meta("config_digest")
+        if previous != self.cfg.digest:
+            self.recorder.lifecycle("config", {"digest": self.cfg.digest, "previous": previous,
+                                               "rule": self.cfg.state.running})
+            self.spool.set_meta("config_digest", self.cfg.digest)
+        if self.http is not None:
+            try:
+                self.http.start()
+            except OSError as exc:
+                log.error("check-in page on 127.0.0.1:%d unavailable: %s", self.cfg.identity.checkin_port, exc)
+                self.http = None
+        self._last_heartbeat_mono = self.clock.mono()
+        self._next_heartbeat = time.monotonic() + a.heartbeat_s
+        self._next_os_poll = 0.0
+        self._next_limits = time.monotonic() + 1
+        self._next_last_t = 0.0
+        self._next_stats = 0.0
+        log.info("agent %s started (boot %d) for %s/%s with %d detectors", a.id, self.boot, a.unit, a.instrument,
+                 len(self.detectors))
+
+    def shutdown(self) -> None:
+        try:
+            if self.http is not None:
+                self.http.stop()
+            self._drain_requests()
+            self.sessions.stop()
+            self._flush_samples()
+            self.recorder.lifecycle("stop", {"ticks": self.ticks, "uptime_s": round(time.monotonic()
+                                                                                    - self.started_mono)})
+            t, _ = self.clock.now()
+            self.spool.set_meta("last_t", t)
+        except Exception:
+            log.exception("while stopping")
+        for det in self.detectors:
+            try:
+                det.close()
+            except Exception:
+                log.exception("closing detector %s", det.name)
+        if self.card is not None:
+            self.card.close()
+        self.publisher.stop()
+        self.spool.close()
+        log.info("agent stopped")
+
+    # ---- one tick ----------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.ticks += 1
+        now = time.monotonic()
+        t, mono = self.clock.now()
+        jump = self.clock.check_jump()
+        if jump is not None:
+            log.warning("wall clock jumped by %d ms", jump[0])
+            self.recorder.lifecycle("clock", {"jump_ms": jump[0], "wall": jump[1], "invalid": self.clock.wall_invalid})
+        obs = self.poll_all(now)
+        tr = self.machine.update(obs, t, mono)
+        if tr is not None:
+            evidence: dict[str, Mapping[str, Any]] = {n: {"v": o.verdict, **o.evidence} for n, o in obs.items()}
+            row = self.recorder.state(tr, self.rule_text, evidence)
+            self.spool.set_meta("last_state", f"{tr.state} {tr.since}")
+            log.info("state %s -> %s (seq %d)", tr.prev_state, tr.state, row.seq)
+        self.sessions.on_state(self.machine.state, mono)
+        self._identity(now)
+        if now >= self._next_heartbeat:
+            self.heartbeat()
+            self._next_heartbeat = now + self.cfg.agent.heartbeat_s
+        if self._samples:
+            self._sample(obs, t)
+        if now >= self._next_limits:
+            self._enforce_limits(t)
+            self._next_limits = now + self.cfg.spool.check_s
+        if now >= self._next_last_t:
+            self.spool.set_meta("last_t", t)
+            self._next_last_t = now + 60
+        self._update_snapshot(now)
+
+    def poll_all(self, now: float) -> dict[str, Observation]:
+        obs: dict[str, Observation] = {}
+        for det in self.detectors:
+            try:
+                o = det.poll(now)
+            except Exception as exc:  # a bug or an unexpected device: never stop the loop
+                log.exception("detector %s failed", det.name)
+                o = Observation.failed(f"{type(exc).__name__}: {exc}")
+            obs[det.name] = o
+            self.summaries[det.name].add(o)
+            self._track_error(det.name, o, now)
+        self.last_obs = obs
+        return obs
+
+    def _track_error(self, name: str, o: Observation, now: float) -> None:
+        prev = self._det_error.get(name)
+        if o.error is not None:
+            self._det_error_failed[name] = self._det_error_failed.get(name, 0) + 1
+            if prev is None:
+                log.warning("detector %s: %s", name, o.error)
+                if now - self._det_error_recorded.get(name, -1e9) >= ERROR_RECORD_EVERY_S:
+                    self.recorder.lifecycle("detector_error", {"detector": name, "error": o.error})
+                    self._det_error_recorded[name] = now
+            self._det_error[name] = o.error
+        elif prev is not None:
+            failed = self._det_error_failed.pop(name, 0)
+            log.info("detector %s recovered after %d failed polls", name, failed)
+            if name in self._det_error_recorded:
+                self.recorder.lifecycle("detector_error", {"detector": name, "recovered": True, "failed": failed})
+            self._det_error[name] = None
+
+    def heartbeat(self) -> None:
+        mono = self.clock.mono()
+        evidence = {name: s.evidence() for name, s in self.summaries.items()}
+        self.recorder.heartbeat(self.machine.state, mono - self._last_heartbeat_mono, evidence)
+        self._last_heartbeat_mono = mono
+        for s in self.summaries.values():
+            s.reset()
+
+    # ---- identity ----------------------------------------------------------------------------------
+
+    def _identity(self, now: float) -> None:
+        if self.os_users is not None and now >= self._next_os_poll:
+            self._next_os_poll = now + self.cfg.identity.os_poll_s
+            try:
+                user = self.os_users.current()
+            except Exception as exc:
+                log.warning("reading OS sessions: %s", exc)
+            else:
+                if user is None:
+                    self.sessions.end(OS, "os_logout")
+                else:
+                    self.sessions.start(OS, "os", user)
+        if self.card is not None:
+            for hashed in self.card.poll():
+                cur = self.sessions.user(EXPLICIT)
+                if cur == ("card", hashed):
+                    self.sessions.end(EXPLICIT, "card")
+                else:
+                    self.sessions.start(EXPLICIT, "card", hashed)
+                    self.sessions.reset_idle(self.clock.mono())
+        self._drain_requests()
+
+    def _drain_requests(self) -> None:
+        if self.http is None:
+            return
+        q = self.http.requests
+        while not q.empty():
+            req = q.get_nowait()
+            try:
+                req.result = self._handle(req)
+            except Exception as exc:
+                log.exception("check-in request failed")
+                req.result = {"ok": False, "error": str(exc)}
+            req.done.set()
+
+    def _handle(self, req: Request) -> dict[str, Any]:
+        if req.action == "checkout":
+            session = self.sessions.end(EXPLICIT, "checkout")
+            if session is None:
+                return {"ok": False, "error": "nobody is checked in", "message": "无人签到 Nobody is checked in"}
+            return {"ok": True, "session": session, "message": "已签退 Checked out"}
+        if req.kind == "card":
+            if self.card is None and not (self.cfg.identity.card_key or self.cfg.identity.card_key_file):
+                return {"ok": False, "error": "no card key is configured on this agent"}
+            from agent.identity.card_reader import card_hash
+
+            method, user = "card", card_hash(self.cfg.identity.read_card_key(), req.user)
+        else:
+            method, user = ("booking" if req.kind == "booking" else "checkin"), req.user
+        session = self.sessions.start(EXPLICIT, method, user)
+        self.sessions.reset_idle(self.clock.mono())
+        if session is None:
+            return {"ok": True, "session": self.sessions.open[EXPLICIT][0], "message": "已签到 Already checked in"}
+        return {"ok": True, "session": session, "message": "已签到 Checked in"}
+
+    def _output(self, path: str, size: int, sha: str) -> None:
+        """A data file finished (watchdog/hash thread): keep it locally for spot checks."""
+        with self._output_lock:
+            self._outputs.append((self.clock.now()[0], path, size, sha))
+
+    # ---- samples, limits, status -------------------------------------------------------------------
+
+    def _sample(self, obs: Mapping[str, Observation], t: int) -> None:
+        if not any(self._samples.values()):
+            self._sample_start = t
+        for signal_name, values in self._samples.items():
+            det, key = signal_name.split(".", 1)
+            o = obs.get(det)
+            v = o.evidence.get(key) if o is not None else None
+            values.append(v if isinstance(v, int) and not isinstance(v, bool) else None)
+        per_record = max(1, round(self.cfg.samples.record_s / self.cfg.agent.sample_period_s))
+        if len(next(iter(self._samples.values()))) >= per_record:
+            self._flush_samples()
+
+    def _flush_samples(self) -> None:
+        step = max(1, round(self.cfg.agent.sample_period_s * 1000))
+        for signal_name, values in self._samples.items():
+            if values:
+                det, key = signal_name.split(".", 1)
+                self.recorder.sample(f"{det}_{key}", SAMPLE_UNITS.get(key, "count"), self._sample_start, step, values)
+            values.clear()
+
+    def _enforce_limits(self, t: int) -> None:
+        sp = self.cfg.spool
+        dropped = self.spool.enforce_limits(round(sp.max_mb * 1024 * 1024), round(sp.max_age_days * 86_400_000), t,
+                                            self.recorder.overflow_builder)
+        if dropped:
+            log.warning("spool limit reached: dropped %d ranges of sample/heartbeat records", len(dropped))
+            self.publisher.notify()
+        with self._output_lock:
+            outputs, self._outputs = list(self._outputs), []
+        for out in outputs:
+            self.spool.output(*out)
+
+    def _update_snapshot(self, now: float) -> None:
+        if now >= self._next_stats:
+            st = self.spool.stats()
+            self._spool_stats = {"boot": st.boot, "next_seq": st.next_seq, "spool_first": st.first_seq,
+                                 "spool_records": st.count}
+            self._next_stats = now + 5
+        os_user = self.sessions.user(OS)
+        ex = self.sessions.user(EXPLICIT)
+        self._snapshot = {
+            "agent": self.cfg.agent.id, "unit": self.cfg.agent.unit, "instrument": self.cfg.agent.instrument,
+            "state": self.machine.state, "raw_state": self.machine.raw,
+            "os_user": os_user[1] if os_user else None,
+            "explicit_user": (ex[1][:20] + "…" if ex[0] == "card" else ex[1]) if ex else None,
+            "explicit_method": ex[0] if ex else None,
+            "detectors": {n: {"verdict": o.verdict, "error": o.error} for n, o in self.last_obs.items()},
+            **self._spool_stats, "publisher": self.publisher.status(), "ticks": self.ticks,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self._snapshot) if self._snapshot else {"state": "starting"}

@@ -1,0 +1,213 @@
+"""Agent footprint: resident memory, CPU and start-up time of `jishi-agent run` at 1 sample/s.
+
+Runs the real agent process with the process + power meter + data-files detectors against
+simulated devices (sim/: a Modbus RTU meter on a pty, a fake control software whose acquisition
+child writes data files) and a private Mosquitto, for N seconds, while a schedule switches runs on
+and off. Prints peak and final RSS, average CPU % of one core, and the time from spawning the
+agent to the first record arriving at a subscriber.
+
+    .venv/bin/python bench/agent_footprint.py 120            # 2 minutes
+    .venv/bin/python bench/agent_footprint.py 60 --json
+
+Budget (issue 3): RSS <= 40 MB, CPU <= 1 % of one core on average, first record <= 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from protocols.signing import generate, save_private  # noqa: E402
+from sim.control_software import ControlSoftware  # noqa: E402
+from sim.modbus_meter import ModbusMeter  # noqa: E402
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start")
+
+
+def config(workdir: Path, port: int, meter_port: str, data: Path) -> Path:
+    save_private(generate(), workdir / "agent.key")
+    path = workdir / "agent.toml"
+    path.write_text(f"""
+[agent]
+id = "bench"
+unit = "bench-unit"
+instrument = "bench-instr"
+key_file = "agent.key"
+data_dir = "data"
+sample_period_s = 1.0
+heartbeat_s = 300
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+
+[state]
+running = "power or software or files"
+confirm_s = 2
+post_run_s = 5
+
+[identity]
+os_session = true
+checkin = true
+checkin_port = {free_port()}
+
+[detectors.software]
+kind = "process"
+names = ["FakeAcqSoft"]
+children = ["acq_worker"]
+rescan_s = 5
+
+[detectors.power]
+kind = "power_meter"
+port = "{meter_port}"
+levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
+
+[detectors.files]
+kind = "data_files"
+path = "{data}"
+patterns = ["*.dat"]
+active_s = 10
+settle_s = 5
+hash_files = true
+""")
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("seconds", type=float, nargs="?", default=60.0)
+    ap.add_argument("--run-every", type=float, default=20.0, help="switch runs on/off this often (s)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="jishi-bench-"))
+    data = work / "acq"
+    data.mkdir()
+    broker, port = start_broker(work)
+    meter = ModbusMeter(watts=40.0)
+    software = ControlSoftware(data, duty=0.05)
+    software.start()
+    first_record: list[float] = []
+    first_t: list[int] = []
+    received = [0]
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/rec"):
+            recs = json.loads(msg.payload)["records"]
+            received[0] += len(recs)
+            if not first_record:
+                first_record.append(time.monotonic())
+                first_t.append(recs[0]["t"])
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("jishi/v1/bench-unit/bench-instr/#", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+
+    cfg = config(work, port, meter.port, data)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    spawned = time.monotonic()
+    spawned_wall = time.time_ns() // 1_000_000
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "wb"))
+    proc = psutil.Process(agent.pid)
+    rss: list[int] = []
+    stop = threading.Event()
+
+    def toggler() -> None:
+        on = False
+        while not stop.wait(args.run_every):
+            on = not on
+            meter.watts = 850.0 if on else 40.0
+            (software.begin_run if on else software.end_run)()
+
+    threading.Thread(target=toggler, daemon=True).start()
+    try:
+        time.sleep(2.0)  # start-up is not steady state: CPU is measured from here on
+        cpu0 = proc.cpu_times()
+        wall0 = time.monotonic()
+        while time.monotonic() - wall0 < args.seconds:
+            rss.append(proc.memory_info().rss)
+            time.sleep(1.0)
+        cpu1 = proc.cpu_times()
+        wall = time.monotonic() - wall0
+        cpu_pct = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / wall * 100
+        uss = proc.memory_full_info().uss
+    finally:
+        stop.set()
+        agent.terminate()
+        agent.wait(20)
+        software.stop()
+        meter.close()
+        sub.loop_stop()
+        broker.terminate()
+        broker.wait(10)
+    peak_mb = round(max(rss) / 2**20, 1)
+    first_s = round(first_record[0] - spawned, 2) if first_record else None
+    result: dict[str, Any] = {
+        "seconds": round(wall, 1),
+        "rss_peak_mb": peak_mb,
+        "rss_final_mb": round(rss[-1] / 2**20, 1),
+        "uss_final_mb": round(uss / 2**20, 1),
+        "cpu_percent_of_one_core": round(cpu_pct, 2),
+        "first_record_s": first_s,
+        "first_record_made_s": round((first_t[0] - spawned_wall) / 1000, 2) if first_t else None,
+        "records_received": received[0],
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}",
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:26} {v}")
+        ok = peak_mb <= 40 and cpu_pct <= 1.0 and first_s is not None and first_s <= 3
+        print(f"{'within' if ok else 'OUTSIDE'} budget (RSS <= 40 MB, CPU <= 1 %, first record <= 3 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""The web side: JSON API by resource, server-rendered pages (Chinese first, English switch), the
+live board over server-sent events, and the public catalog. `create_app` builds it; `serve.main`
+runs it under uvicorn."""
+
+from server.web.app import create_app
+from server.web.settings import WebSettings
+
+__all__ = ["WebSettings", "create_app"]

@@ -1,0 +1,79 @@
+"""The app factory: routes, error handlers, static assets, security headers, and the lifespan that
+opens the database pool and the jishi_live listener."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from server.web import errors, pages
+from server.web.board import LiveHub
+from server.web.db import Database
+from server.web.routes import agents, audit, evaluation, live, public, registry, session, timeline
+from server.web.settings import WebSettings
+
+DESCRIPTION = """\
+Jishi (机时): verified machine-hours of shared research instruments.
+
+Authentication: people log in (`POST /api/v1/auth/login`) and get a session cookie; changes made
+with the cookie need the `X-CSRF-Token` header (returned by login and `/auth/me`). Scripts use
+`Authorization: Bearer jst_…` tokens (`POST /api/v1/tokens`). Agents enrol once with a one-time
+`jse_…` token issued by the platform operator.
+
+Roles: platform operator (everything), unit manager (own unit only), evaluator (reads every unit;
+people only as stable pseudonyms, art. 17). Every change is recorded in the audit log.
+
+Errors: `{"error": {"code", "message", "fields"?}}`; the message is Chinese, or English with
+`Accept-Language: en` or `?lang=en`.
+"""
+
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self';"
+        " connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
+
+
+def create_app(settings: WebSettings) -> FastAPI:
+    db = Database(settings.dsn, settings.pool_min, settings.pool_max)
+    hub = LiveHub(settings.dsn)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db.open()
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            db.close()
+
+    app = FastAPI(title="Jishi 机时", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.hub = hub
+    errors.install(app)
+    for module in (session, registry, agents, live, timeline, evaluation, public, audit):
+        app.include_router(module.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        if not request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, bool]:
+        with db.read() as conn:
+            conn.execute("SELECT 1")
+        return {"ok": True, "live_listening": hub.listening.is_set()}
+
+    return app

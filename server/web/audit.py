@@ -1,0 +1,25 @@
+"""Reading the audit log (written only by the database triggers of migration 020)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.web.db import Conn, rows
+
+
+def entries(conn: Conn, *, table: str | None = None, key: str | None = None, actor: str | None = None,
+            limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+    return rows(
+        conn,
+        "SELECT id, at, actor, action, table_name, row_key, before, after FROM audit_log"
+        " WHERE (%(t)s::text IS NULL OR table_name = %(t)s) AND (%(k)s::text IS NULL OR row_key = %(k)s)"
+        " AND (%(a)s::text IS NULL OR actor = %(a)s) AND (%(b)s::bigint IS NULL OR id < %(b)s)"
+        " ORDER BY id DESC LIMIT %(l)s",
+        {"t": table, "k": key, "a": actor, "b": before_id, "l": limit},
+    )
+
+
+def changed_fields(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
+    """Only what changed, for people reading the log."""
+    b, a = before or {}, after or {}
+    return {k: (b.get(k), a.get(k)) for k in sorted(set(b) | set(a)) if b.get(k) != a.get(k)}

@@ -1,0 +1,284 @@
+"""Who is asking: people by login session (a secure cookie), scripts by bearer token, agents by a
+one-time enrolment token; and what each role may touch.
+
+- Passwords: scrypt (stdlib) with a random salt, parameters stored with the hash so they can grow.
+- Sessions and tokens are random 256-bit values; only their SHA-256 is stored, so a database leak
+  gives no usable credential.
+- Cookie sessions need the CSRF token (header X-CSRF-Token) on every change; bearer tokens do not.
+- Failed logins are counted per login name and per client; past the limit, login answers 429.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import Request
+
+from server.web.db import Conn, Database, one
+from server.web.errors import ApiError
+from server.web.settings import WebSettings
+
+Role = Literal["operator", "unit_manager", "evaluator"]
+ROLES: tuple[Role, ...] = ("operator", "unit_manager", "evaluator")
+SESSION_COOKIE = "jishi_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+API_TOKEN_PREFIX = "jst_"
+ENROL_TOKEN_PREFIX = "jse_"
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    dk = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(dk)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        kind, n, r, p, salt, dk = stored.split("$")
+        if kind != "scrypt":
+            return False
+        expected = base64.b64decode(dk)
+        got = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+# Compared against when the login does not exist, so both cases take the same time.
+_DUMMY_HASH = hash_password(secrets.token_hex(16))
+
+
+def new_token(prefix: str) -> tuple[str, str]:
+    """A fresh secret and the SHA-256 hex that is stored in its place."""
+    token = prefix + secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated person or script, with the scope of their role."""
+
+    account_id: int
+    login: str
+    display_name: str
+    role: Role
+    unit_id: str | None
+    via: Literal["session", "token"]
+    csrf_token: str = ""
+    token_id: int | None = None
+
+    @property
+    def actor(self) -> str:
+        if self.via == "token":
+            return f"account:{self.login} (token {self.token_id})"
+        return f"account:{self.login}"
+
+    @property
+    def sees_names(self) -> bool:
+        """Evaluators see stable pseudonyms only (art. 17)."""
+        return self.role != "evaluator"
+
+    def unit_scope(self) -> list[str] | None:
+        """Units this principal may read; None is all of them."""
+        if self.role == "unit_manager":
+            return [self.unit_id or ""]
+        return None
+
+    def can_read_unit(self, unit_id: str) -> bool:
+        return self.role != "unit_manager" or unit_id == self.unit_id
+
+    def can_write_unit(self, unit_id: str) -> bool:
+        return self.role == "operator" or (self.role == "unit_manager" and unit_id == self.unit_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.account_id,
+            "login": self.login,
+            "display_name": self.display_name,
+            "role": self.role,
+            "unit_id": self.unit_id,
+            "via": self.via,
+        }
+
+
+def require_role(p: Principal, *roles: Role) -> None:
+    if p.role not in roles:
+        raise ApiError(403, "forbidden", "err.forbidden_role", role=p.role)
+
+
+def require_unit_read(p: Principal, unit_id: str) -> None:
+    if not p.can_read_unit(unit_id):
+        raise ApiError(403, "other_unit", "err.other_unit", unit=p.unit_id)
+
+
+def require_unit_write(p: Principal, unit_id: str) -> None:
+    if p.role == "evaluator":
+        raise ApiError(403, "forbidden", "err.forbidden_role", role=p.role)
+    if not p.can_write_unit(unit_id):
+        raise ApiError(403, "other_unit", "err.other_unit", unit=p.unit_id)
+
+
+# -- resolving a request ------------------------------------------------------------------------
+
+_ACCOUNT_COLS = "a.id, a.login, a.display_name, a.role, a.unit_id, a.disabled_at"
+
+
+def _principal(row: dict[str, Any], via: Literal["session", "token"], **extra: Any) -> Principal:
+    if row["disabled_at"] is not None:
+        raise ApiError(403, "account_disabled", "err.account_disabled")
+    return Principal(
+        account_id=row["id"], login=row["login"], display_name=row["display_name"], role=row["role"],
+        unit_id=row["unit_id"], via=via, **extra,
+    )  # fmt: skip
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def resolve(conn: Conn, request: Request) -> Principal | None:
+    """The principal of the request, None when anonymous; raises on a bad credential."""
+    token = bearer(request)
+    if token is not None:
+        if not token.startswith(API_TOKEN_PREFIX):
+            raise ApiError(401, "bad_token", "err.bad_token", headers={"WWW-Authenticate": "Bearer"})
+        row = one(
+            conn,
+            f"SELECT {_ACCOUNT_COLS}, t.id AS token_id FROM api_tokens t JOIN web_accounts a ON a.id = t.account_id"
+            " WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+            (token_hash(token),),
+        )
+        if row is None:
+            raise ApiError(401, "bad_token", "err.bad_token", headers={"WWW-Authenticate": "Bearer"})
+        return _principal(row, "token", token_id=row["token_id"])
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    row = one(
+        conn,
+        f"SELECT {_ACCOUNT_COLS}, s.csrf_token, s.expires_at > now() AS live"
+        " FROM web_sessions s JOIN web_accounts a ON a.id = s.account_id WHERE s.token_hash = %s",
+        (token_hash(cookie),),
+    )
+    if row is None or not row["live"]:
+        raise ApiError(401, "session_expired", "err.session_expired")
+    p = _principal(row, "session", csrf_token=row["csrf_token"])
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent or not hmac.compare_digest(sent, p.csrf_token):
+            raise ApiError(403, "csrf", "err.csrf")
+    return p
+
+
+def current(request: Request) -> Principal:
+    """FastAPI dependency: the logged-in principal, 401 otherwise."""
+    db: Database = request.app.state.db
+    with db.read() as conn:
+        p = resolve(conn, request)
+    if p is None:
+        raise ApiError(401, "unauthenticated", "err.unauthenticated", headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def optional(request: Request) -> Principal | None:
+    """FastAPI dependency for pages open to all: the principal if any, never an error."""
+    db: Database = request.app.state.db
+    try:
+        with db.read() as conn:
+            return resolve(conn, request)
+    except ApiError:
+        return None
+
+
+# -- login / logout -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    principal: Principal
+    session_token: str
+    expires_at: datetime
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def login(db: Database, settings: WebSettings, login_name: str, password: str, client: str) -> LoginResult:
+    """Check the password under the rate limit; on success open a session."""
+    window = timedelta(seconds=settings.login_window_s)
+    with db.read() as conn:
+        counts = one(
+            conn,
+            "SELECT (SELECT count(*) FROM login_failures WHERE login = %(l)s AND at > now() - %(w)s) AS by_login,"
+            " (SELECT count(*) FROM login_failures WHERE client = %(c)s AND at > now() - %(w)s) AS by_client,"
+            " (SELECT min(at) FROM login_failures WHERE (login = %(l)s OR client = %(c)s)"
+            "  AND at > now() - %(w)s) AS oldest, now() AS now",
+            {"l": login_name, "c": client, "w": window},
+        )
+        assert counts is not None
+        locked = (counts["by_login"] >= settings.login_max_failures
+                  or counts["by_client"] >= settings.login_max_failures_client)
+        if locked:
+            wait = int((counts["oldest"] + window - counts["now"]).total_seconds()) + 1
+            raise ApiError(429, "rate_limited", "err.rate_limited", seconds=max(wait, 1),
+                           headers={"Retry-After": str(max(wait, 1))})
+        row = one(conn, f"SELECT {_ACCOUNT_COLS}, a.password_hash FROM web_accounts a WHERE a.login = %s",
+                  (login_name,))
+    ok = verify_password(password, row["password_hash"] if row else _DUMMY_HASH) and row is not None
+    if not ok or row is None:
+        with db.write(f"login:{login_name}") as conn:
+            conn.execute("INSERT INTO login_failures (login, client) VALUES (%s, %s)", (login_name, client))
+        raise ApiError(401, "bad_credentials", "err.bad_credentials")
+    token, digest = new_token("")
+    csrf = secrets.token_urlsafe(24)
+    p = _principal(row, "session", csrf_token=csrf)
+    with db.write(p.actor) as conn:
+        got = one(
+            conn,
+            "INSERT INTO web_sessions (token_hash, account_id, csrf_token, expires_at)"
+            " VALUES (%s, %s, %s, now() + %s) RETURNING expires_at",
+            (digest, p.account_id, csrf, timedelta(seconds=settings.session_ttl_s)),
+        )
+        # A successful login clears the name's failures; expired sessions are swept here too.
+        conn.execute("DELETE FROM login_failures WHERE login = %s", (login_name,))
+        conn.execute("DELETE FROM web_sessions WHERE account_id = %s AND expires_at < now()", (p.account_id,))
+    assert got is not None
+    return LoginResult(principal=p, session_token=token, expires_at=got["expires_at"])
+
+
+def logout(db: Database, request: Request) -> None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return
+    digest = token_hash(cookie)
+    with db.read() as conn:
+        row = one(conn, "SELECT a.login FROM web_sessions s JOIN web_accounts a ON a.id = s.account_id"
+                        " WHERE s.token_hash = %s", (digest,))
+    if row is None:
+        return
+    with db.write(f"account:{row['login']}") as conn:
+        conn.execute("DELETE FROM web_sessions WHERE token_hash = %s", (digest,))
