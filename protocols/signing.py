@@ -67,7 +67,9 @@ def verify(key: Ed25519PublicKey, message: bytes, signature: str) -> bool:
         raw = b64d(signature)
     except ValueError:
         return False
-    if len(raw) != 64:
+    if len(raw) != 64 or b64e(raw) != signature:
+        # one spelling per signature: the spare bits of the last character must be zero, or a
+        # replayed message could pass as new by changing them
         return False
     try:
         key.verify(raw, message)

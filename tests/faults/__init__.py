@@ -1,0 +1,1 @@
+"""Fault tests: processes killed, services restarted, clocks jumping; compared with ground truth."""

@@ -1,0 +1,1 @@
+"""Security tests: hostile input against the real ingest, the broker ACL deliberately open."""
