@@ -105,3 +105,48 @@ def mqtt_broker(services_dir: Path) -> Iterator[MosquittoServer]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def no_retained(mqtt_broker: MosquittoServer) -> MosquittoServer:
+    """The shared broker with no retained messages left by earlier tests.
+
+    Agents' births and deaths (and ingest's acks) are retained by design; a test that counts every
+    message an ingest receives must not see those of other tests' agents.
+    """
+    clear_retained(mqtt_broker.host, mqtt_broker.port)
+    return mqtt_broker
+
+
+def clear_retained(host: str, port: int, settle_s: float = 0.5) -> int:
+    """Delete every retained message on the broker (publish an empty retained payload); return how many."""
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    topics: set[str] = set()
+    lock = threading.Lock()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain and msg.payload:
+            with lock:
+                topics.add(msg.topic)
+
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"clear-retained-{port}")
+    client.on_message = on_message
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        client.subscribe("#", qos=0)
+        time.sleep(settle_s)
+        with lock:
+            found = sorted(topics)
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in found]
+        for info in infos:
+            info.wait_for_publish(timeout=5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return len(found)

@@ -15,7 +15,7 @@ from sim.modbus_meter import ModbusMeter
 from sim.serial_instrument import SerialInstrument
 from tests.agent.helpers import AgentProc, Collector, write_config
 
-PERIOD = 0.1
+PERIOD = 0.2
 STANDBY_W, RUNNING_W = 40.0, 850.0
 
 
@@ -86,9 +86,9 @@ def test_schedule_of_runs_is_reproduced(mqtt_broker: Any, tmp_path: Path) -> Non
                 inst.state = "idle"
                 software.end_run()
 
-            driver = ScheduleDriver(Schedule([(0.5, 2.0), (3.0, 3.8), (4.6, 6.5)]), start_run, end_run)
+            driver = ScheduleDriver(Schedule([(1.0, 4.0), (6.0, 7.6), (9.2, 13.0)]), start_run, end_run)
             driver.start()
-            driver.join(15)
+            driver.join(25)
             assert len(driver.truth) == 3
             time.sleep(0.6)
             collector.wait_for(lambda c: len(run_intervals([r for r in c.records.values()

@@ -150,6 +150,7 @@ def _fingerprint(topic: str, payload: bytes) -> tuple[str, str, int]:
     return topic, hashlib.sha256(payload[:MAX_BYTES]).hexdigest(), len(payload)
 
 
+@pytest.mark.usefixtures("no_retained")
 def test_fuzzed_messages_are_each_verified_or_quarantined(pg_dsn: str, mqtt_broker: Any,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)

@@ -1,0 +1,244 @@
+"""Benchmark: the full evaluation of a region and one unit's report.
+
+A region as the issue sizes it: 5,000 instruments in 60 units, one year (2025) of derived data:
+3 runs a day per instrument, each inside a user session (a third of them external users), idle /
+off time between runs, two-day agent-offline gaps three times a year (segments not watched), a
+day in 29 arriving from the spool, and service records for 30 % of the external runs (5 % of them
+claiming twice the hours). Derived rows are generated inside PostgreSQL (generate_series), not
+through ingest: this measures the evaluation, not the ingest.
+
+    python bench/evaluation_region.py            # private PostgreSQL under /tmp, ~12 M rows
+    python bench/evaluation_region.py --dsn URL  # an existing, empty, migrated database
+    python bench/evaluation_region.py --instruments 500 --units 6   # a quick run
+
+Targets (issue 5): full evaluation <= 10 s, one unit's report <= 1 s, bounded memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+from server.db.migrate import apply
+from server.devstack import PostgresServer
+from server.evaluation import privacy, rubric
+from server.evaluation.period import Period
+from server.evaluation.report import evaluate_region, region_report, unit_report
+from server.exports.workbook import write_json, write_xlsx
+
+YEAR = 2025
+
+
+def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
+    """Fill an empty migrated database; returns seconds per step."""
+    per_unit = n_instruments // n_units
+    steps: dict[str, float] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+
+        def step(name: str, sql: str) -> None:
+            t = time.perf_counter()
+            conn.execute(sql.encode())
+            steps[name] = time.perf_counter() - t
+
+        conn.execute("SELECT setseed(0.42)")
+        step(
+            "registry",
+            """
+            INSERT INTO organisations (id, name, kind)
+              SELECT 'O' || u, '单位' || u, 'university' FROM generate_series(1, %(units)s) u
+              UNION ALL SELECT 'A' || u, '附属' || u, 'hospital' FROM generate_series(1, %(units)s) u
+              UNION ALL SELECT 'E' || e, '企业' || e, 'enterprise' FROM generate_series(1, 200) e;
+            INSERT INTO units (id, org_id, name, region)
+              SELECT 'U' || u, 'O' || u, '单位' || u, '盟市' || (u % 12) FROM generate_series(1, %(units)s) u;
+            INSERT INTO unit_affiliations SELECT 'U' || u, 'A' || u FROM generate_series(1, %(units)s) u;
+            -- per unit 30 internal users (10 of them from the affiliated org) and 15 external ones
+            INSERT INTO platform_users (id, name, org_id)
+              SELECT 'P' || u || '_' || k, '用户' || u || '_' || k,
+                     CASE WHEN k <= 20 THEN 'O' || u WHEN k <= 30 THEN 'A' || u ELSE 'E' || ((u * 7 + k) % 200 + 1) END
+              FROM generate_series(1, %(units)s) u, generate_series(1, 45) k;
+            INSERT INTO identity_map (unit_id, method, identifier, user_id)
+              SELECT 'U' || u, 'os', 'user' || k, 'P' || u || '_' || k
+              FROM generate_series(1, %(units)s) u, generate_series(1, 45) k;
+            INSERT INTO instruments (id, unit_id, name, classification_code, original_value, category, accepted_on,
+                                     registered_on, is_open, sharing_mode, location, specs, model)
+              SELECT 'I' || n, 'U' || least((n - 1) / %(per)s + 1, %(units)s), '仪器' || n,
+                     '0303' || lpad(((n % 40) + 1)::text, 2, '0') || '00',
+                     CASE WHEN n % 10 = 0 THEN 200000 ELSE 300000 + (n * 7919) % 5000000 END,
+                     CASE WHEN n % 3 = 0 THEN '专用' ELSE '通用' END,
+                     CASE WHEN n % 50 = 0 THEN date '2025-03-01' + (n % 200) ELSE date '2018-01-01' + (n % 1500) END,
+                     CASE WHEN n % 17 = 0 THEN NULL
+                          WHEN n % 50 = 0 THEN date '2025-03-01' + (n % 200) + 20 + (n % 40)
+                          ELSE date '2018-02-01' + (n % 1500) END,
+                     n % 23 <> 0, CASE WHEN n % 29 = 0 THEN '内部共享' ELSE '外部共享' END,
+                     '盟市' || (n % 12), '分辨率 ' || (n % 9) || ' nm', 'M-' || (n % 300)
+              FROM generate_series(1, %(n)s) n;
+            INSERT INTO instrument_exemptions (instrument_id, reason, approved_by, approval_ref, approved_on)
+              SELECT 'I' || n, '涉密任务', '主管部门', '批复' || n, date '2024-06-01'
+              FROM generate_series(1, %(n)s) n WHERE n % 97 = 0;
+            INSERT INTO agents (id, instrument_id) SELECT 'G' || n, 'I' || n FROM generate_series(1, %(n)s) n;
+            INSERT INTO service_cases (unit_id, occurred_on, title, kind)
+              SELECT 'U' || u, date '2025-01-01' + k * 30, '案例' || k, '企业成果'
+              FROM generate_series(1, %(units)s) u, generate_series(1, 1 + u % 6) k;
+        """.replace("%(units)s", str(n_units))
+            .replace("%(per)s", str(per_unit))
+            .replace("%(n)s", str(n_instruments)),
+        )
+        # Three runs a day per instrument (the instrument's service days), start 08:00 + 3h*k + jitter.
+        step(
+            "runs",
+            f"""
+            CREATE UNLOGGED TABLE bench_runs AS
+            SELECT a.id AS agent_id, i.id AS instrument_id, i.unit_id, d, k,
+                   (date '{YEAR}-01-01' + d)::timestamp AT TIME ZONE 'Asia/Shanghai'
+                       + make_interval(hours => 8 + 3 * k, mins => (random() * 60)::int) AS start_at,
+                   make_interval(mins => 30 + (random() * 80)::int) AS dur,
+                   'user' || CASE WHEN random() < 1.0 / 3 THEN 31 + (random() * 14.99)::int
+                                  ELSE 1 + (random() * 29.99)::int END AS ident,
+                   -- agent offline two days, three times a year; spool arrival one day in 29
+                   (d - (i.id_n * 37) % 120) % 120 IN (0, 1) AS offline,
+                   d % 29 = i.id_n % 29 AS spooled
+            FROM (SELECT id, unit_id, accepted_on, substr(id, 2)::int AS id_n FROM instruments) i
+            JOIN agents a ON a.instrument_id = i.id
+            CROSS JOIN generate_series(0, 364) d CROSS JOIN generate_series(0, 2) k
+            WHERE date '{YEAR}-01-01' + d >= i.accepted_on
+        """,
+        )
+        step(
+            "segments",
+            """
+            INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,
+                                        session_id, start_seq)
+            SELECT agent_id, instrument_id, start_at, start_at + dur, 'running', NOT offline,
+                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, d || '-' || k, (d * 6 + k * 2 + 1)
+            FROM bench_runs
+            UNION ALL
+            SELECT agent_id, instrument_id, start_at + dur, next_start,
+                   CASE WHEN k = 2 THEN 'off' ELSE 'idle' END, NOT offline,
+                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, NULL, (d * 6 + k * 2 + 2)
+            FROM (SELECT *, lead(start_at) OVER (PARTITION BY agent_id ORDER BY start_at) AS next_start
+                  FROM bench_runs) r
+            WHERE next_start IS NOT NULL
+        """,
+        )
+        step(
+            "sessions",
+            """
+            INSERT INTO user_sessions (agent_id, instrument_id, session_id, method, identifier, start_at, end_at,
+                                       end_reason, start_seq)
+            SELECT agent_id, instrument_id, d || '-' || k, 'os', ident, start_at - interval '5 min',
+                   start_at + dur + interval '5 min', 'os_logout', d * 6 + k * 2 + 1
+            FROM bench_runs
+        """,
+        )
+        step(
+            "coverage",
+            """
+            INSERT INTO coverage (agent_id, instrument_id, start_at, end_at, status, reason)
+            SELECT agent_id, instrument_id, min(start_at), max(start_at + dur),
+                   CASE WHEN offline THEN 'offline' ELSE 'watching' END, CASE WHEN offline THEN 'silent' ELSE '' END
+            FROM (SELECT *, sum(chg) OVER (PARTITION BY agent_id ORDER BY start_at) AS island
+                  FROM (SELECT *, (offline IS DISTINCT FROM
+                                   lag(offline) OVER (PARTITION BY agent_id ORDER BY start_at))::int AS chg
+                        FROM bench_runs) x) y
+            GROUP BY agent_id, instrument_id, island, offline
+        """,
+        )
+        step(
+            "service_records",
+            """
+            INSERT INTO service_records (unit_id, instrument_id, record_no, start_at, end_at, service_hours, amount,
+                                         way, user_type, direction, applicant_org_name)
+            SELECT unit_id, instrument_id, instrument_id || '-' || d || '-' || k,
+                   date_trunc('hour', start_at), date_trunc('hour', start_at + dur) + interval '1 hour',
+                   round((extract(epoch FROM dur) / 3600 * CASE WHEN random() < 0.05 THEN 2 ELSE 1 END)::numeric, 1),
+                   round((extract(epoch FROM dur) / 3600 * 300)::numeric, 2), '占用', 130, 135, '企业'
+            FROM bench_runs WHERE substr(ident, 5)::int > 30 AND random() < 0.3
+        """,
+        )
+        step("drop_runs", "DROP TABLE bench_runs")
+        step("analyze", "VACUUM ANALYZE")
+    return steps
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(dsn: str, out: Path, unit: str) -> dict[str, float]:
+    period = Period.year(YEAR)
+    rb = rubric.load()
+    figures: dict[str, float] = {}
+    with psycopg.connect(dsn) as conn:
+        counts = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+            for t in ("usage_segments", "user_sessions", "coverage", "service_records", "instruments")
+        }
+        print("rows:", counts)
+        pseudonyms = privacy.load(conn)
+        conn.commit()
+        for attempt in range(2):  # first run warms the cache
+            t = time.perf_counter()
+            result = evaluate_region(conn, period, rb, pseudonyms)
+            figures[f"evaluate_region_{attempt}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        rep = region_report(result)
+        write_xlsx(rep, out / "evaluation.xlsx")
+        write_json(rep, out / "evaluation.json")
+        figures["region_report_write"] = time.perf_counter() - t
+        for attempt in range(2):
+            t = time.perf_counter()
+            urep = unit_report(conn, period, unit, rb, pseudonyms)
+            write_xlsx(urep, out / f"{unit}.xlsx")
+            write_json(urep, out / f"{unit}.json")
+            figures[f"unit_report_{attempt}"] = time.perf_counter() - t
+        grades: dict[str, int] = {}
+        for s in result.sheets.values():
+            grades[s.grade] = grades.get(s.grade, 0) + 1
+        checked = sum(u.records for u in result.reconciliation.units.values())
+        overclaimed = sum(u.overclaimed_records for u in result.reconciliation.units.values())
+        print("grades:", grades, "service records checked:", checked, "overclaimed:", overclaimed)
+    figures["peak_rss_mb"] = peak_rss_mb()
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dsn")
+    ap.add_argument("--instruments", type=int, default=5000)
+    ap.add_argument("--units", type=int, default=60)
+    ap.add_argument("--keep", action="store_true", help="keep the private database directory")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="jishi-bench-"))
+    workdir.chmod(0o755)
+    server = None
+    try:
+        if args.dsn:
+            dsn = args.dsn
+        else:
+            server = PostgresServer(workdir / "pg", fast=True).start()
+            dsn = server.create_database("bench")
+            apply(dsn)
+        t = time.perf_counter()
+        steps = generate(dsn, args.instruments, args.units)
+        print(f"generated in {time.perf_counter() - t:.1f} s:", {k: round(v, 1) for k, v in steps.items()})
+        figures = run(dsn, workdir, "U1")
+        print(f"{date.today()} {platform.node()} {platform.processor() or platform.machine()}")
+        for k, v in figures.items():
+            print(f"  {k}: {v:.2f}")
+    finally:
+        if server is not None:
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

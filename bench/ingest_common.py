@@ -1,0 +1,170 @@
+"""Shared parts of the ingest benchmarks: private services, a fleet of simulated agents whose
+records are chained and signed exactly as the agent does, and ingest processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols.canonical import dumps_sorted
+from protocols.chain import GENESIS
+from protocols.signing import generate, key_id, public_to_b64, sign
+from server.db.migrate import apply
+from server.devstack import MosquittoServer, PostgresServer
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY_MS = 86_400_000
+
+
+@contextmanager
+def services(fast: bool = False) -> Iterator[tuple[PostgresServer, MosquittoServer]]:
+    """A private PostgreSQL (durable unless fast) and Mosquitto, removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="jishi-bench-"))
+    d.chmod(0o755)
+    pg = PostgresServer(d / "pg", fast=fast)
+    broker = MosquittoServer(d / "mqtt", autosave_interval=300)
+    try:
+        pg.start()
+        broker.start()
+        yield pg, broker
+    finally:
+        broker.stop()
+        pg.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def fresh_db(pg: PostgresServer, name: str) -> str:
+    pg.drop_database(name)
+    dsn = pg.create_database(name)
+    apply(dsn)
+    return dsn
+
+
+@dataclass
+class SimAgent:
+    """Records and envelopes byte-identical to protocols.envelope.envelope(), built without the
+    per-value checks of canonical() (all values here are known-safe ints and ASCII strings)."""
+
+    agent: str
+    unit: str
+    instrument: str
+    key: Ed25519PrivateKey = field(default_factory=generate)
+    boot: int = 1
+    seq: int = 0
+    prev: str = GENESIS
+    kid: str = ""
+
+    def __post_init__(self) -> None:
+        self.kid = key_id(self.key)
+
+    def record(self, t: int, type_: str, **body: Any) -> dict[str, Any]:
+        self.seq += 1
+        rec = {"agent": self.agent, "boot": self.boot, "seq": self.seq, "t": t, "mono": self.seq * 1000,
+               "prev": self.prev, "type": type_, **body}
+        self.prev = hashlib.sha256(dumps_sorted(rec)).hexdigest()
+        return rec
+
+    def envelope(self, records: list[dict[str, Any]], sent: int) -> bytes:
+        body = {"v": 1, "msg": "rec", "agent": self.agent, "key": self.kid, "unit": self.unit,
+                "instrument": self.instrument, "boot": self.boot, "sent": sent, "records": records}
+        body["sig"] = sign(self.key, dumps_sorted(body))
+        return dumps_sorted(body)
+
+    def register(self, conn: psycopg.Connection[Any], org: str = "bench-org") -> None:
+        conn.execute("INSERT INTO organisations (id, name) VALUES (%s, 'Bench') ON CONFLICT DO NOTHING", (org,))
+        conn.execute("INSERT INTO units (id, org_id, name) VALUES (%s, %s, 'u') ON CONFLICT DO NOTHING",
+                     (self.unit, org))
+        conn.execute("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')", (self.instrument, self.unit))
+        conn.execute("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)", (self.agent, self.instrument))
+        conn.execute("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
+                     (self.kid, self.agent, public_to_b64(self.key)))
+
+
+def typical_day(a: SimAgent, day0: int, heartbeat_ms: int = 300_000, runs: int = 3) -> list[dict[str, Any]]:
+    """One day of an instrument at the agent's defaults: the agent up all day, heartbeats every
+    5 min, `runs` sessions each with a ~1.4 h run (1,500 h a year over 365 days ~ 4.1 h/day)."""
+    out: list[dict[str, Any]] = []
+    events: list[tuple[int, int, str, dict[str, Any]]] = []
+    for k in range(runs):
+        start = day0 + (9 + 3 * k) * 3_600_000
+        sid = f"s{day0 // DAY_MS}-{k}"
+        events += [(start - 600_000, 0, "session_start", {"session": sid, "method": "os", "user": f"user{k}"}),
+                   (start, 1, "state", {"state": "running", "prev_state": "idle", "rule": "power>=run",
+                                        "evidence": {"power": {"mw": 850_000}}}),
+                   (start + 4_932_000, 1, "state", {"state": "idle", "prev_state": "running", "rule": "power<run",
+                                                    "evidence": {"power": {"mw": 120_000}}}),
+                   (start + 5_400_000, 0, "session_end", {"session": sid, "reason": "checkout"})]
+    state = "idle"
+    hb: dict[int, tuple[int, int, str, dict[str, Any]]] = {
+        t: (t, 2, "heartbeat", {}) for t in range(day0 + heartbeat_ms, day0 + DAY_MS + 1, heartbeat_ms)}
+    for t, _, kind, kw in sorted([*events, *hb.values()], key=lambda e: (e[0], e[1])):
+        if kind == "heartbeat":
+            out.append(a.record(t, "heartbeat", state=state, period_ms=heartbeat_ms,
+                                evidence={"power": {"mw": 850_000 if state == "running" else 120_000}}))
+        else:
+            if kind == "state":
+                state = kw["state"]
+            out.append(a.record(t, kind, **kw))
+    return out
+
+
+def write_ingest_config(path: Path, dsn: str, broker: MosquittoServer, client_id: str, group: str,
+                        **ingest: Any) -> Path:
+    ing = {"batch_max_wait_ms": 20, **ingest}
+    path.write_text(
+        f'log_level = "WARNING"\n[database]\ndsn = "{dsn}"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{client_id}"\n'
+        f'share_group = "{group}"\n'
+        "[ingest]\n" + "".join(f"{k} = {v!r}\n" for k, v in ing.items()) + "[metrics]\nport = 0\n"
+    )
+    return path
+
+
+def start_ingest(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JISHI_")}
+    env["PYTHONPATH"] = str(ROOT)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "server.cli", "--config", str(config), "ingest"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait(cond: Any, timeout: float, every: float = 0.1) -> float:
+    """Poll cond() until true; return the time it became true (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(every)
+
+
+def machine() -> str:
+    import platform
+
+    cpu = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{platform.node()}: {cpu} cores, {mem:.0f} GiB, Python {platform.python_version()}; load average {load}"

@@ -1,0 +1,147 @@
+"""Backlog drain: agents flush spools in big envelopes while ingest is down; how fast does ingest
+take the backlog from the broker to committed, derived records? Compared with a plain binary COPY
+of the same record rows into the same table in the same run (the ceiling).
+
+    .venv/bin/python bench/ingest_drain.py [--agents 20] [--days 40] [--per-envelope 500] [--workers 1 2]
+
+Everything on one host: PostgreSQL (durable: fsync on), Mosquitto and the ingest processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import paho.mqtt.client as mqtt
+import psycopg
+from ingest_common import (
+    DAY_MS,
+    SimAgent,
+    fresh_db,
+    machine,
+    services,
+    start_ingest,
+    stop,
+    typical_day,
+    wait,
+    write_ingest_config,
+)
+from paho.mqtt.enums import CallbackAPIVersion
+
+from protocols import topics
+from server.ingest.book import STATE_CODES, TYPE_CODES, short_hash
+from server.ingest.store import copy_records, ms_to_dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=20)
+    ap.add_argument("--days", type=int, default=40)
+    ap.add_argument("--per-envelope", type=int, default=500)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+
+    t = time.perf_counter()
+    day0 = (int(time.time() * 1000) // DAY_MS - args.days - 1) * DAY_MS
+    fleet = [SimAgent(f"bench-{i}", "bench-unit", f"bench-i{i}") for i in range(args.agents)]
+    records = {a.agent: [r for d in range(args.days) for r in typical_day(a, day0 + d * DAY_MS)] for a in fleet}
+    now = int(time.time() * 1000)
+    per_agent = []
+    for a in fleet:
+        recs = records[a.agent]
+        top = topics.topic(a.unit, a.instrument, topics.Kind.REC)
+        per_agent.append([(top, a.envelope(recs[i:i + args.per_envelope], now))
+                          for i in range(0, len(recs), args.per_envelope)])
+    # a fleet flushing together: the agents' envelopes interleaved
+    envelopes = [e for k in range(max(map(len, per_agent))) for lst in per_agent if k < len(lst) for e in [lst[k]]]
+    total = sum(len(v) for v in records.values())
+    size = sum(len(p) for _, p in envelopes)
+    print(f"backlog: {args.agents} agents x {args.days} days = {total:,} records in {len(envelopes):,} envelopes "
+          f"of {args.per_envelope} ({size / 2**20:.0f} MiB); generated and signed in {time.perf_counter() - t:.1f} s")
+
+    with services(fast=False) as (pg, broker):
+        ceiling = copy_ceiling(pg, fleet, records)
+        print(f"ceiling: binary COPY of the same {total:,} record rows into records: {ceiling:,.0f} rows/s")
+        results = {}
+        for w in args.workers:
+            rate, steady, dups = drain(pg, broker, fleet, envelopes, total, w)
+            results[w] = rate
+            print(f"drain with {w} ingest process(es): {rate:,.0f} records/s end to end "
+                  f"({steady:,.0f}/s from first commit), {rate / ceiling:.0%} of the COPY ceiling; "
+                  f"records stored twice: {dups}")
+        if 1 in results and 2 in results:
+            print(f"two workers vs one: x{results[2] / results[1]:.2f}")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[str, Any]]]) -> float:
+    dsn = fresh_db(pg, "bench_ceiling")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        nos = {}
+        for a in fleet:
+            a.register(conn)
+            nos[a.agent] = conn.execute("INSERT INTO agent_progress (agent_id) VALUES (%s) RETURNING agent_no",
+                                        (a.agent,)).fetchone()[0]  # type: ignore[index]
+        rows = [(ms_to_dt(r["t"]), r["seq"], 1, short_hash("0" * 16), nos[aid], TYPE_CODES[r["type"]],
+                 STATE_CODES[r["state"]] if r["type"] in ("state", "heartbeat") else None)
+                for aid, recs in records.items() for r in recs]
+        t = time.perf_counter()
+        with conn.transaction():
+            copy_records(conn, rows)
+        return len(rows) / (time.perf_counter() - t)
+
+
+def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tuple[str, bytes]], total: int,
+          workers: int) -> tuple[float, float, int]:
+    dsn = fresh_db(pg, f"bench_drain{workers}")  # type: ignore[arg-type]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for a in fleet:
+            a.register(conn)
+    tmp = Path(tempfile.mkdtemp(prefix="jishi-drain-"))
+    group = f"drain{workers}-{int(time.time())}"
+    configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-w{k}", group,  # type: ignore[arg-type]
+                                   batch_max_messages=40) for k in range(workers)]
+    # create the persistent sessions, then stop ingest: the backlog queues in the broker
+    procs = [start_ingest(c, tmp / f"w{k}.log") for k, c in enumerate(configs)]
+    time.sleep(3)
+    for p in procs:
+        stop(p)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{group}-pub", protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(200)
+    pub.max_queued_messages_set(0)
+    pub.connect(broker.host, broker.port)  # type: ignore[attr-defined]
+    pub.loop_start()
+    infos = [pub.publish(tp, p, qos=1) for tp, p in envelopes]
+    for i in infos:
+        i.wait_for_publish(300)
+    pub.loop_stop()
+    pub.disconnect()
+    time.sleep(1)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        def stored() -> int:
+            return int(conn.execute("SELECT coalesce(sum(derived_seq), 0) FROM agent_progress").fetchone()[0])  # type: ignore[index]
+
+        t0 = time.monotonic()
+        procs = [start_ingest(c, tmp / f"w{k}.log") for k, c in enumerate(configs)]
+        first = wait(lambda: stored() > 0, 120, every=0.02)
+        done = wait(lambda: stored() >= total, 600, every=0.05)
+        for p in procs:
+            stop(p)
+        dups = conn.execute("SELECT count(*) - count(DISTINCT (agent_no, seq)) FROM records").fetchone()[0]  # type: ignore[index]
+        n = conn.execute("SELECT count(*) FROM records").fetchone()[0]  # type: ignore[index]
+        assert n == total, f"stored {n} of {total}"
+    return total / (done - t0), total / (done - first), int(dups)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Live latency: many instruments, each sending one envelope every 10 s (a heartbeat, and every
+tenth time a state change too); latency = from publish to the row being visible to a live-state
+follower in another process/connection (NOTIFY jishi_live, delivered at commit).
+
+    .venv/bin/python bench/ingest_live.py [--instruments 5000] [--seconds 600] [--workers 1]
+
+The first 20 s (every agent's first envelope creates its progress row) are left out of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import paho.mqtt.client as mqtt
+import psycopg
+from ingest_common import (
+    SimAgent,
+    fresh_db,
+    machine,
+    services,
+    start_ingest,
+    stop,
+    write_ingest_config,
+)
+from paho.mqtt.enums import CallbackAPIVersion
+
+from protocols import topics
+from protocols.signing import public_to_b64
+from server.live import follow
+
+WARMUP_S = 20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instruments", type=int, default=5000)
+    ap.add_argument("--seconds", type=int, default=600)
+    ap.add_argument("--period", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    fleet = [SimAgent(f"live-{i}", f"lu{i % 50}", f"li{i}") for i in range(args.instruments)]
+    with services(fast=False) as (pg, broker):
+        dsn = fresh_db(pg, "bench_live")
+        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+            conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'Bench')")
+            units = sorted({a.unit for a in fleet})
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO units (id, org_id, name) VALUES (%s, 'o', 'u')", [(u,) for u in units])
+                cur.executemany("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')",
+                                [(a.instrument, a.unit) for a in fleet])
+                cur.executemany("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)",
+                                [(a.agent, a.instrument) for a in fleet])
+                cur.executemany("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
+                                [(a.kid, a.agent, public_to_b64(a.key)) for a in fleet])
+        tmp = Path(tempfile.mkdtemp(prefix="jishi-live-"))
+        group = f"live-{int(time.time())}"
+        procs = [start_ingest(write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-{k}", group,
+                                                  batch_max_messages=500, batch_max_wait_ms=20,
+                                                  gap_check_every_s=5.0), tmp / f"w{k}.log")
+                 for k in range(args.workers)]
+        lat: list[float] = []
+        seen = 0
+        stop_evt = threading.Event()
+        t_start = time.time()
+
+        def listen() -> None:
+            nonlocal seen
+            for row in follow(dsn, stop=stop_evt):
+                if row.get("last_t") is None:
+                    continue
+                now = time.time()
+                t = datetime.fromisoformat(row["last_t"]).timestamp()
+                seen += 1
+                if t - t_start > WARMUP_S:
+                    lat.append(now - t)
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        time.sleep(3)  # ingest subscribed
+
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{group}-pub", protocol=mqtt.MQTTv5)
+        pub.max_inflight_messages_set(1000)
+        pub.max_queued_messages_set(0)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        rng = random.Random(1)
+        offsets = sorted((rng.random() * args.period, i) for i in range(len(fleet)))
+        states = ["idle"] * len(fleet)
+        sent = 0
+        t_start = time.time()
+        end = t_start + args.seconds
+        rnd = 0
+        while time.time() < end:
+            base = t_start + rnd * args.period
+            for off, i in offsets:
+                due = base + off
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                if time.time() >= end:
+                    break
+                a = fleet[i]
+                t_ms = int(time.time() * 1000)
+                recs = []
+                if rnd % 10 == i % 10:
+                    new = "running" if states[i] == "idle" else "idle"
+                    recs.append(a.record(t_ms, "state", state=new, prev_state=states[i], rule="bench", evidence={}))
+                    states[i] = new
+                recs.append(a.record(t_ms, "heartbeat", state=states[i], period_ms=int(args.period * 1000),
+                                     evidence={}))
+                pub.publish(topics.topic(a.unit, a.instrument, topics.Kind.REC), a.envelope(recs, t_ms), qos=1)
+                sent += 1
+            rnd += 1
+        time.sleep(5)
+        stop_evt.set()
+        pub.loop_stop()
+        pub.disconnect()
+        for p in procs:
+            stop(p)
+        with psycopg.connect(dsn) as conn:
+            stored = conn.execute("SELECT count(*) FROM envelopes").fetchone()[0]  # type: ignore[index]
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+
+    print(f"{args.instruments} instruments x 1 envelope / {args.period:.0f} s for {args.seconds} s "
+          f"({args.instruments / args.period:.0f} envelopes/s), {args.workers} ingest process(es)")
+    print(f"published {sent:,} envelopes, stored {stored:,}, live rows seen {seen:,} "
+          f"({len(lat):,} after the {WARMUP_S} s warm-up)")
+    print(f"publish -> visible in live state: p50 {pct(0.5):.0f} ms, p95 {pct(0.95):.0f} ms, p99 {pct(0.99):.0f} ms,"
+          f" max {lat[-1] * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

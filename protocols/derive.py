@@ -1,0 +1,349 @@
+"""Records in seq order -> usage segments, user sessions and coverage. Pure: no I/O, no pydantic.
+
+This is the one place where records become machine-hours. The server runs it incrementally as
+records commit; the offline verifier runs it once over an evidence bundle. Both must agree to the
+millisecond, so the function is deterministic and resumable: `derive(records, carry=c)` continues
+exactly where the run that produced `c` stopped, and chaining runs gives the same rows as one run
+(rows are keyed by their start; a row emitted again with a later end replaces the earlier one).
+
+Rules (times are the agents' event times `t`, in ms; intervals are half-open [start, end)):
+- Time only exists between consecutive records of the contiguous prefix. Each interval between a
+  record `p` and the next record `r` gets one answer to: which state, watched or not, arrival
+  live or spool, which user session. Nothing is extended past the latest record.
+- Event times are clamped to be non-decreasing in seq order (a clock stepped back gives a
+  zero-length interval, never an overlap).
+- Watched: `p` and `r` are in the same agent boot, `p` is not a clean `lifecycle stop`, no
+  record is missing between them (except records the agent declared dropped in a
+  `spool_overflow`: those are samples and prove nothing either way), and `r.t - p.t` is at most
+  heartbeat period x tolerance (the period is the latest heartbeat's `period_ms`, else the
+  default). Otherwise the interval is 'offline' (reason silent / agent_restart / agent_stopped)
+  or 'gap' (records lost for good: never counted as watched).
+- State: a `state` record sets the state at its time; a heartbeat reporting another state than
+  the current one sets it too (a lost or inconsistent state change). A new boot starts 'unknown'.
+- Sessions: `session_start` opens one (an open one ends with reason 'replaced'); `session_end`
+  closes the open session of that id. A new boot ends an open session at the last record of
+  the old boot with reason 'agent_restart' (clean stop: 'agent_stop').
+- Arrival: a record is live when the server received it at most `live_window_ms` after its `t`;
+  an interval is 'live' when both records that bound it are live, else 'spool'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, NamedTuple
+
+STATES = ("off", "idle", "running", "fault", "unknown")
+WATCHING, OFFLINE, GAP = "watching", "offline", "gap"
+SILENT, AGENT_RESTART, AGENT_STOPPED, RECORDS_LOST = "silent", "agent_restart", "agent_stopped", "records_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    heartbeat_ms: int = 300_000
+    """Heartbeat period assumed until a heartbeat states its own `period_ms`."""
+    tolerance_permille: int = 1500
+    """An interval longer than period x tolerance/1000 is not watched (integer: exact everywhere)."""
+    live_window_ms: int = 120_000
+
+
+class Rec(NamedTuple):
+    """The fields of a record the derivation uses, plus when the server received it.
+    (A named tuple: the server builds one per record, and tuples are the cheapest to build.)"""
+
+    seq: int
+    t: int
+    type: str
+    boot: int
+    received: int
+    state: str | None = None
+    period_ms: int | None = None
+    session: str | None = None
+    method: str | None = None
+    user: str | None = None
+    reason: str | None = None
+    event: str | None = None
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any], received: int) -> Rec:
+        """From a verified record (a parsed dict as in the envelope) and its receive time in ms."""
+        typ = rec["type"]
+        seq, t, boot = rec["seq"], rec["t"], rec["boot"]
+        if typ == "heartbeat":
+            return cls(seq, t, typ, boot, received, rec["state"], rec["period_ms"])
+        if typ == "state":
+            return cls(seq, t, typ, boot, received, rec["state"])
+        if typ == "session_start":
+            return cls(seq, t, typ, boot, received, session=rec["session"], method=rec["method"], user=rec["user"])
+        if typ == "session_end":
+            return cls(seq, t, typ, boot, received, session=rec["session"], reason=rec["reason"])
+        if typ == "lifecycle":
+            return cls(seq, t, typ, boot, received, event=rec["event"])
+        return cls(seq, t, typ, boot, received)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Seqs first..last that will never be stored. kind 'lost' (never arrived) or 'overflow'
+    (declared dropped by the agent in a spool_overflow record)."""
+
+    first: int
+    last: int
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start: int
+    end: int
+    state: str
+    watched: bool
+    arrival: str
+    session: str | None
+    start_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    session_id: str
+    method: str
+    identifier: str
+    start: int
+    end: int | None
+    end_reason: str | None
+    start_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cover:
+    start: int
+    end: int
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """An open row: attributes and where it started (its end is the latest record time)."""
+
+    start: int
+    start_seq: int
+    attrs: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """Everything needed to continue after the last record processed. JSON-able via to_dict."""
+
+    last_seq: int
+    last_t: int
+    last_boot: int
+    last_live: bool
+    last_stop: bool
+    state: str
+    state_since: int
+    period_ms: int
+    session: Session | None
+    seg: _Open | None
+    cov: _Open | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("seg", "cov"):
+            if d[key] is not None:
+                d[key]["attrs"] = list(d[key]["attrs"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Carry:
+        def opened(v: Mapping[str, Any] | None) -> _Open | None:
+            return None if v is None else _Open(v["start"], v["start_seq"], tuple(v["attrs"]))
+
+        sess = d.get("session")
+        return cls(
+            last_seq=d["last_seq"],
+            last_t=d["last_t"],
+            last_boot=d["last_boot"],
+            last_live=d["last_live"],
+            last_stop=d["last_stop"],
+            state=d["state"],
+            state_since=d["state_since"],
+            period_ms=d["period_ms"],
+            session=None if sess is None else Session(**sess),
+            seg=opened(d.get("seg")),
+            cov=opened(d.get("cov")),
+        )
+
+
+@dataclass
+class Derived:
+    """Rows produced by one run. Segments and coverage include the open row (ending at the latest
+    record) when it has a length; sessions are those started or ended in this run (open: end None)."""
+
+    segments: list[Segment] = field(default_factory=list)
+    sessions: list[Session] = field(default_factory=list)
+    coverage: list[Cover] = field(default_factory=list)
+    carry: Carry | None = None
+
+
+def is_live(rec: Rec, params: Params) -> bool:
+    return rec.received - rec.t <= params.live_window_ms
+
+
+def derive(
+    records: Iterable[Rec],
+    params: Params = Params(),
+    carry: Carry | None = None,
+    gaps: Sequence[Gap] = (),
+) -> Derived:
+    """Derive rows from `records` (ascending seq, the contiguous prefix after `carry`).
+
+    `gaps` must cover every seq missing between consecutive records (and between the carry and
+    the first record); a missing seq not covered is treated as lost.
+    """
+    out = Derived(carry=carry)
+    sessions: dict[str, Session] = {}
+    c = None if carry is None else _State(**{f: getattr(carry, f) for f in _CARRY_FIELDS})
+    limit = params.tolerance_permille
+    for r in records:
+        if c is None:
+            c = _State(
+                last_seq=r.seq, last_t=r.t, last_boot=r.boot, last_live=is_live(r, params), last_stop=False,
+                state="unknown", state_since=r.t, period_ms=params.heartbeat_ms, session=None, seg=None, cov=None,
+            )  # fmt: skip
+            _apply(c, r, r.t, sessions)
+            continue
+        if r.seq <= c.last_seq:
+            raise ValueError(f"records out of order: seq {r.seq} after {c.last_seq}")
+        t = r.t if r.t > c.last_t else c.last_t
+        live = r.received - r.t <= params.live_window_ms
+        new_boot = r.boot != c.last_boot
+        if new_boot:
+            _end_session(c, c.last_t, "agent_stop" if c.last_stop else AGENT_RESTART, sessions)
+            c.state, c.state_since, c.period_ms = "unknown", c.last_t, params.heartbeat_ms
+        period = r.period_ms if r.type == "heartbeat" and r.period_ms else c.period_ms
+        if r.seq != c.last_seq + 1 and not _declared_dropped(c.last_seq + 1, r.seq - 1, gaps):
+            status, reason = GAP, RECORDS_LOST
+        elif new_boot:
+            status, reason = OFFLINE, AGENT_STOPPED if c.last_stop else AGENT_RESTART
+        elif c.last_stop:
+            status, reason = OFFLINE, AGENT_STOPPED
+        elif (t - c.last_t) * 1000 > period * limit:
+            status, reason = OFFLINE, SILENT
+        else:
+            status, reason = WATCHING, ""
+        if t > c.last_t:
+            arrival = "live" if (c.last_live and live) else "spool"
+            seg_attrs = (c.state, status == WATCHING, arrival, c.session.session_id if c.session else None)
+            _extend(c, out, c.last_t, c.last_seq, seg_attrs, (status, reason))
+        c.last_seq, c.last_t, c.last_boot, c.last_live, c.last_stop = r.seq, t, r.boot, live, False
+        _apply(c, r, t, sessions)
+    if c is not None:
+        _emit_open(c, out)
+        out.carry = Carry(**{f: getattr(c, f) for f in _CARRY_FIELDS})
+    out.sessions = list(sessions.values())
+    return out
+
+
+@dataclass(slots=True)
+class _State:
+    """Mutable twin of Carry used inside the loop (a frozen copy per record would be slow)."""
+
+    last_seq: int
+    last_t: int
+    last_boot: int
+    last_live: bool
+    last_stop: bool
+    state: str
+    state_since: int
+    period_ms: int
+    session: Session | None
+    seg: _Open | None
+    cov: _Open | None
+
+
+_CARRY_FIELDS = tuple(f for f in _State.__slots__)
+
+
+def _declared_dropped(first: int, last: int, gaps: Sequence[Gap]) -> bool:
+    """True when every seq in first..last lies in an 'overflow' gap."""
+    need = first
+    for g in sorted((g for g in gaps if g.kind == "overflow"), key=lambda g: g.first):
+        if g.first > need:
+            break
+        need = max(need, g.last + 1)
+        if need > last:
+            return True
+    return need > last
+
+
+def _apply(c: _State, r: Rec, t: int, sessions: dict[str, Session]) -> None:
+    """The record's own effect, at its (clamped) time t."""
+    typ = r.type
+    if (typ == "state" or typ == "heartbeat") and r.state is not None and r.state != c.state:
+        c.state, c.state_since = r.state, t
+    if typ == "heartbeat":
+        if r.period_ms:
+            c.period_ms = r.period_ms
+    elif typ == "session_start" and r.session is not None:
+        _end_session(c, t, "replaced", sessions)
+        s = Session(r.session, r.method or "", r.user or "", t, None, None, r.seq)
+        sessions[s.session_id] = s
+        c.session = s
+    elif typ == "session_end":
+        if c.session is not None and c.session.session_id == r.session:
+            _end_session(c, t, r.reason or "", sessions)
+    elif typ == "lifecycle" and r.event == "stop":
+        c.last_stop = True
+
+
+def _end_session(c: _State, t: int, reason: str, sessions: dict[str, Session]) -> None:
+    if c.session is not None:
+        ended = replace(c.session, end=t, end_reason=reason)
+        sessions[ended.session_id] = ended
+        c.session = None
+
+
+def _extend(c: _State, out: Derived, start: int, start_seq: int, seg_attrs: tuple[Any, ...],
+            cov_attrs: tuple[Any, ...]) -> None:
+    """Add the interval from `start` to the open segment and coverage row, closing them where
+    attributes change (their end is always the latest record time, so only starts are kept)."""
+    if c.seg is None or c.seg.attrs != seg_attrs:
+        if c.seg is not None:
+            out.segments.append(_segment(c.seg, start))
+        c.seg = _Open(start, start_seq, seg_attrs)
+    if c.cov is None or c.cov.attrs != cov_attrs:
+        if c.cov is not None:
+            out.coverage.append(Cover(c.cov.start, start, c.cov.attrs[0], c.cov.attrs[1]))
+        c.cov = _Open(start, start_seq, cov_attrs)
+
+
+def _segment(o: _Open, end: int) -> Segment:
+    state, watched, arrival, session = o.attrs
+    return Segment(o.start, end, state, watched, arrival, session, o.start_seq)
+
+
+def _emit_open(c: _State, out: Derived) -> None:
+    if c.seg is not None and c.last_t > c.seg.start:
+        out.segments.append(_segment(c.seg, c.last_t))
+    if c.cov is not None and c.last_t > c.cov.start:
+        out.coverage.append(Cover(c.cov.start, c.last_t, c.cov.attrs[0], c.cov.attrs[1]))
+
+
+def merge_rows(runs: Iterable[Derived]) -> Derived:
+    """Combine chained runs as a store keyed by start would: a later row with the same start wins."""
+    segs: dict[int, Segment] = {}
+    covs: dict[int, Cover] = {}
+    sess: dict[str, Session] = {}
+    last: Carry | None = None
+    for d in runs:
+        segs.update({s.start: s for s in d.segments})
+        covs.update({x.start: x for x in d.coverage})
+        sess.update({s.session_id: s for s in d.sessions})
+        last = d.carry
+    return Derived(
+        segments=[segs[k] for k in sorted(segs)],
+        sessions=sorted(sess.values(), key=lambda s: (s.start, s.session_id)),
+        coverage=[covs[k] for k in sorted(covs)],
+        carry=last,
+    )

@@ -1,0 +1,344 @@
+"""`jishi`: the evaluation console (reports, exports, evidence, imports, grades).
+
+Database: --dsn, else JISHI_DATABASE_URL, else the server settings (server/config.py:
+JISHI_DATABASE__DSN or the config file). `jishi verify` needs no database and imports nothing
+of the server but the offline verifier, so an evaluator can run it on their own PC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from server.evaluation.period import Period
+
+log = logging.getLogger("jishi")
+
+
+def _dsn(args: argparse.Namespace) -> str:
+    if args.dsn:
+        return str(args.dsn)
+    env = os.environ.get("JISHI_DATABASE_URL")
+    if env:
+        return env
+    from server.config import load
+
+    return load().database.dsn
+
+
+def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
+    import psycopg
+
+    return psycopg.connect(_dsn(args))
+
+
+def _period(args: argparse.Namespace) -> Period:
+    from server.evaluation.period import Period
+
+    if getattr(args, "period", None):
+        return Period.parse(args.period)
+    if getattr(args, "year", None):
+        return Period.year(args.year)
+    return Period.default()
+
+
+def _as_of(args: argparse.Namespace) -> datetime | None:
+    from server.evaluation.period import TZ
+
+    text = getattr(args, "as_of", None)
+    return datetime.fromisoformat(text).replace(tzinfo=TZ) if text else None
+
+
+def _rubric(args: argparse.Namespace) -> Any:
+    from server.evaluation import rubric
+
+    return rubric.load(Path(args.rubric) if getattr(args, "rubric", None) else None)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from server.evaluation import privacy
+    from server.evaluation.report import unit_report
+    from server.exports.workbook import write_json, write_xlsx
+
+    period = _period(args)
+    started = time.perf_counter()
+    with _connect(args) as conn:
+        rep = unit_report(
+            conn, period, args.unit, _rubric(args), privacy.load(conn), as_of=_as_of(args), silent_days=args.silent_days
+        )
+    out = Path(args.out)
+    stem = f"{args.unit}-{period.label.replace('..', '_')}"
+    write_xlsx(rep, out / f"{stem}.xlsx")
+    write_json(rep, out / f"{stem}.json")
+    print(f"{out / stem}.xlsx, .json ({time.perf_counter() - started:.2f} s)")
+    for key, label, value, _ in rep.summary:
+        if key in (
+            "open_rate",
+            "utilization_verified",
+            "utilization_all",
+            "sharing_verified",
+            "sharing_all",
+            "revenue",
+            "grade",
+            "subsidy",
+        ):
+            print(f"  {label}: {_fmt(value)}")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "—" if v is None else str(v)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from server.evaluation import privacy
+    from server.evaluation.report import evaluate_region, region_report
+    from server.exports.workbook import write_json, write_xlsx
+
+    period = _period(args)
+    started = time.perf_counter()
+    with _connect(args) as conn:
+        result = evaluate_region(
+            conn,
+            period,
+            _rubric(args),
+            privacy.load(conn),
+            sample_size=args.sample,
+            seed=args.seed,
+            as_of=_as_of(args),
+            silent_days=args.silent_days,
+        )
+    computed = time.perf_counter() - started
+    rep = region_report(result)
+    out = Path(args.out)
+    stem = f"evaluation-{period.label.replace('..', '_')}"
+    write_xlsx(rep, out / f"{stem}.xlsx")
+    write_json(rep, out / f"{stem}.json")
+    print(f"{out / stem}.xlsx, .json (computed in {computed:.2f} s, total {time.perf_counter() - started:.2f} s)")
+    print(f"{'单位':<12}{'评分':>8}  等级")
+    for uid, sheet in result.sheets.items():
+        print(f"{uid:<12}{sheet.total:>8.2f}  {sheet.grade}{'' if sheet.complete else '（待专家评分）'}")
+    if result.calendar.note():
+        print(f"注意：{result.calendar.note()}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from server.evaluation import privacy
+    from server.exports import nrii
+
+    period = _period(args)
+    with _connect(args) as conn:
+        files = nrii.export(
+            conn, period, Path(args.out), privacy.load(conn), args.unit or None, include_names=args.include_names
+        )
+    print(f"{files.instruments_csv} ({files.instruments} instruments)")
+    print(f"{files.services_csv} ({files.services} service records)")
+    print(f"{files.json}")
+    return 0
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from server.evaluation import privacy
+    from server.exports import evidence
+
+    period = _period(args)
+    out = Path(args.out) if args.out else Path(f"evidence-{args.unit}-{period.label.replace('..', '_')}.zip")
+    with _connect(args) as conn:
+        summary = evidence.write_bundle(conn, period, args.unit, out, privacy.load(conn))
+    print(f"{out}: {summary}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from server.exports.verify import verify_bundle
+
+    result = verify_bundle(Path(args.bundle))
+    print(result.text())
+    return 0 if result.ok else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from server.registry.importer import import_file
+
+    with _connect(args) as conn:
+        report = import_file(conn, args.kind, args.unit, Path(args.file), dry_run=args.dry_run)
+    print(report.text())
+    if args.report:
+        Path(args.report).write_text(
+            json.dumps(report.as_dict(), ensure_ascii=False, indent=1, default=str), encoding="utf-8"
+        )
+    return 0 if report.status in ("committed", "dry_run") and report.ok else 2
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    """Create a web account (the first operator cannot be made through the web itself)."""
+    from server.web.auth import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
+    if len(password) < 10:
+        raise ValueError("the password must have at least 10 characters")
+    with _connect(args) as conn:
+        conn.execute("SELECT set_config('jishi.actor', %s, false)", (f"cli:{getpass.getuser()}",))
+        row = conn.execute(
+            "INSERT INTO web_accounts (login, display_name, role, unit_id, password_hash)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (login) DO NOTHING RETURNING id",
+            (args.login, args.name, args.role, args.unit, hash_password(password)),
+        ).fetchone()
+    if row is None:
+        raise ValueError(f"an account {args.login!r} exists already")
+    print(f"account {args.login} ({args.role}) created")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from server.evaluation import rubric
+
+    period = _period(args)
+    with _connect(args) as conn:
+        rubric.record_expert_score(
+            conn, _rubric(args), args.unit, period.label, args.criterion, args.points, args.note, args.expert
+        )
+    print(f"{args.unit} {period.label} {args.criterion} = {args.points}")
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from server.evaluation import review
+    from server.evaluation.indicators import compute
+
+    period = _period(args)
+    with _connect(args) as conn:
+        if args.what == "low-use":
+            items, units = review.low_use(compute(conn, period), args.threshold)
+            rows: list[dict[str, Any]] = [i.as_dict() for i in items]
+            print(json.dumps({"instruments": rows, "units_to_summon": units}, ensure_ascii=False, indent=1))
+        else:
+            cands = review.duplicate_review(
+                conn, period, classification_code=args.code, specs=args.specs, location=args.location
+            )
+            print(json.dumps([c.as_dict() for c in cands], ensure_ascii=False, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jishi", description="Jishi evaluation console")
+    p.add_argument("--dsn", help="PostgreSQL DSN (default: $JISHI_DATABASE_URL or the server settings)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def period_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--year", type=int, help="evaluation year (default: last year, Asia/Shanghai)")
+        sp.add_argument("--period", help="any period: YYYY-MM-DD..YYYY-MM-DD (end exclusive)")
+
+    sp = sub.add_parser("report", help="a unit's evaluation workbook (XLSX) and JSON")
+    period_args(sp)
+    sp.add_argument("--unit", required=True)
+    sp.add_argument("--out", default=".")
+    sp.add_argument("--rubric", help="rubric TOML (default: the sample rubric)")
+    sp.add_argument("--as-of", help="judge deadlines and agent silence at this local time (default: period end)")
+    sp.add_argument("--silent-days", type=int, default=7)
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("evaluate", help="all units: score sheet, subsidies, findings, spot-check sample")
+    period_args(sp)
+    sp.add_argument("--out", default=".")
+    sp.add_argument("--rubric")
+    sp.add_argument("--sample", type=int, default=50, help="spot-check sample size")
+    sp.add_argument("--seed", type=int, help="sample seed (default: the period's year)")
+    sp.add_argument("--as-of")
+    sp.add_argument("--silent-days", type=int, default=7)
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("export", help="exports in other layouts")
+    sp.add_argument("layout", choices=["nrii"])
+    period_args(sp)
+    sp.add_argument("--unit", action="append", help="only these units (repeatable)")
+    sp.add_argument("--out", default=".")
+    sp.add_argument("--include-names", action="store_true", help="applicants' real names (default: pseudonyms)")
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("evidence", help="bundle of signed envelopes, keys and manifest for a unit")
+    period_args(sp)
+    sp.add_argument("--unit", required=True)
+    sp.add_argument("--out")
+    sp.set_defaults(func=cmd_evidence)
+
+    sp = sub.add_parser("verify", help="recompute hours from an evidence bundle alone (no database)")
+    sp.add_argument("bundle")
+    sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("import", help="import an instrument ledger or service records (XLSX/CSV), all or nothing")
+    sp.add_argument("kind", choices=["instruments", "services"])
+    sp.add_argument("file")
+    sp.add_argument("--unit", required=True)
+    sp.add_argument("--dry-run", action="store_true", help="check every row, write nothing")
+    sp.add_argument("--report", help="write the per-row report as JSON here")
+    sp.set_defaults(func=cmd_import)
+
+    sp = sub.add_parser("score", help="an expert's score for a criterion, with a note")
+    period_args(sp)
+    sp.add_argument("--unit", required=True)
+    sp.add_argument("--criterion", required=True)
+    sp.add_argument("--points", type=float, required=True)
+    sp.add_argument("--note", required=True)
+    sp.add_argument("--expert", required=True)
+    sp.add_argument("--rubric")
+    sp.set_defaults(func=cmd_score)
+
+    sp = sub.add_parser("account", help="create a web account (e.g. the first platform operator)")
+    sp.add_argument("login")
+    sp.add_argument("--role", required=True, choices=["operator", "unit_manager", "evaluator"])
+    sp.add_argument("--unit", help="the unit of a unit manager")
+    sp.add_argument("--name", default="", help="display name")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sp.set_defaults(func=cmd_account)
+
+    sub.add_parser("deploy-config", help="broker configuration generated from the registry (see --help)",
+                   add_help=False)
+
+    sp = sub.add_parser("review", help="low-use list or duplicate-purchase review")
+    sp.add_argument("what", choices=["low-use", "duplicate"])
+    period_args(sp)
+    sp.add_argument("--threshold", type=float, default=0.2, help="low-use utilization threshold")
+    sp.add_argument("--code", default="", help="classification code of the proposed purchase")
+    sp.add_argument("--specs", default="", help="key specs (words)")
+    sp.add_argument("--location", default="")
+    sp.set_defaults(func=cmd_review)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["deploy-config"]:
+        from server.deploy_config import main as deploy_main
+
+        return deploy_main(raw[1:])
+    args = build_parser().parse_args(raw)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        rc: int = args.func(args)
+    except (LookupError, ValueError, OSError) as e:
+        print(f"jishi {args.command}: {e}", file=sys.stderr)
+        return 2
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

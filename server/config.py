@@ -1,0 +1,157 @@
+"""Server settings: one model, read from a TOML file and from `JISHI_…` environment variables.
+
+Environment wins over the file; nested sections use a double underscore
+(`JISHI_MQTT__HOST=broker`, `JISHI_INGEST__BATCH_MAX_MESSAGES=200`). The file is named by
+`--config`, else `JISHI_CONFIG`, else none. Everything is validated at start, so a typo or an
+impossible value stops the process with a message naming the setting instead of failing later.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from protocols.derive import Params
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    dsn: str = Field("postgresql:///jishi", description="libpq connection string or URL")
+    connect_timeout_s: int = Field(10, ge=1)
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = Field(None, description="CA file: turns TLS on")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_id: str = Field(
+        default_factory=lambda: f"jishi-ingest-{socket.gethostname()}"[:64],
+        description="stable per ingest process: the broker keeps its session (and messages) by this id",
+    )
+    share_group: str = Field("jishi-ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    keepalive_s: int = Field(30, ge=5)
+    session_expiry_s: int = Field(7 * 86400, ge=0, description="how long the broker holds messages for us")
+    receive_maximum: int = Field(1000, ge=1, le=65535, description="unacknowledged messages in flight")
+
+
+class IngestSettings(_Section):
+    batch_max_messages: int = Field(500, ge=1)
+    batch_max_records: int = Field(50_000, ge=1)
+    batch_max_wait_ms: int = Field(50, ge=0, description="how long to wait for a batch to fill")
+    quarantine_max_bytes: int = Field(64 * 1024, ge=256, description="payload bytes kept per rejected message")
+    retry_initial_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+    replay_grace_s: int = Field(600, ge=0, description="an identical old envelope re-sent after this is a replay")
+    resend_after_s: float = Field(30.0, gt=0, description="a hole older than this triggers a resend command")
+    resend_max_attempts: int = Field(3, ge=1)
+    gap_give_up_after_s: float = Field(600.0, gt=0, description="a hole older than this is a permanent gap")
+    gap_check_every_s: float = Field(5.0, gt=0)
+    pack_after_s: int = Field(86400, ge=0, description="raw envelopes older than this are packed per agent")
+    pack_every_s: float = Field(600.0, gt=0)
+
+
+class DeriveSettings(_Section):
+    heartbeat_s: int = Field(300, ge=1, description="assumed period until a heartbeat states its own")
+    tolerance: float = Field(1.5, ge=1.0, le=10.0, description="silence longer than period x this is offline")
+    live_window_s: int = Field(120, ge=1, description="records received within this of their time are 'live'")
+    timezone: str = Field("Asia/Shanghai", description="what 'today' means in live state")
+
+    def params(self) -> Params:
+        return Params(
+            heartbeat_ms=self.heartbeat_s * 1000,
+            tolerance_permille=round(self.tolerance * 1000),
+            live_window_ms=self.live_window_s * 1000,
+        )
+
+
+class MetricsSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535, description="0: do not serve /metrics")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JISHI_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
+    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings())
+    ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
+    derive: DeriveSettings = Field(default_factory=lambda: DeriveSettings())
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.ingest.gap_give_up_after_s < self.ingest.resend_after_s:
+            raise ValueError("ingest.gap_give_up_after_s must be >= ingest.resend_after_s")
+        if self.ingest.retry_max_s < self.ingest.retry_initial_s:
+            raise ValueError("ingest.retry_max_s must be >= ingest.retry_initial_s")
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(self.derive.timezone)
+        except Exception:
+            raise ValueError(f"derive.timezone {self.derive.timezone!r} is not a known time zone") from None
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("JISHI_CONFIG")
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; the message names each bad setting."""
+
+
+def load(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from `path` (or $JISHI_CONFIG) and the environment; raise ConfigError if invalid."""
+    old = os.environ.get("JISHI_CONFIG")
+    try:
+        if path is not None:
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            os.environ["JISHI_CONFIG"] = str(path)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
+    except ValueError as exc:  # TOML syntax errors
+        raise ConfigError(f"cannot read settings: {exc}") from None
+    finally:
+        if path is not None:
+            if old is None:
+                os.environ.pop("JISHI_CONFIG", None)
+            else:
+                os.environ["JISHI_CONFIG"] = old

@@ -1,0 +1,95 @@
+"""Run the pure derivation over each agent's newly contiguous records, inside the ingest transaction.
+
+Records become usable for derivation only when the watermark passes them (no holes below), so
+state is always rebuilt in seq order. The derivation's carry is saved with the agent's progress,
+so the next batch continues exactly where this one stopped; rows are upserted by their start,
+which extends the open segment instead of adding a row per heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import psycopg
+
+from protocols.derive import Carry, Derived, Gap, Params, Rec, derive
+from server.db import queries
+from server.ingest.archive import envelopes_for
+from server.ingest.book import Book
+from server.ingest.store import ms_to_dt
+
+log = logging.getLogger(__name__)
+Conn = psycopg.Connection[Any]
+
+
+def _needed(lo: int, hi: int, have: Iterable[int], gaps: list[Gap]) -> set[int]:
+    """Seqs in lo..hi that are neither at hand nor declared lost/dropped."""
+    have_set = set(have)
+    out: set[int] = set()
+    spans = sorted((g.first, g.last) for g in gaps if g.last >= lo and g.first <= hi)
+    s = lo
+    for first, last in [*spans, (hi + 1, hi + 1)]:
+        while s < min(first, hi + 1):
+            if s not in have_set:
+                out.add(s)
+            s += 1
+        s = max(s, last + 1)
+        if s > hi:
+            break
+    return out
+
+
+def advance(conn: Conn, book: Book, instrument_id: str, params: Params, *, write_rows: bool = True) -> Derived | None:
+    """Derive from derived_seq+1 up to the watermark; update the carry in book.prog; write the rows
+    (unless the caller writes several agents' rows at once with `write_many`)."""
+    p = book.prog
+    lo, hi = p.derived_seq + 1, p.watermark
+    if hi < lo:
+        return None
+    recs = {s: Rec.from_record(nr.rec, nr.received) for s, nr in book.new.items() if lo <= s <= hi}
+    gaps = [Gap(g.first, g.last, g.kind) for g in book.gaps]
+    missing = _needed(lo, hi, recs, gaps)
+    if missing:
+        for env in envelopes_for(conn, p.agent_no, min(missing), max(missing)):
+            received = int(env.received_at.timestamp() * 1000)
+            for rec in orjson.loads(env.raw)["records"]:
+                if rec["seq"] in missing:
+                    recs[rec["seq"]] = Rec.from_record(rec, received)
+                    missing.discard(rec["seq"])
+            if not missing:
+                break
+        if missing:
+            log.error("agent %s: %d stored records up to the watermark were not found in their envelopes "
+                      "(first %d); deriving as if lost", p.agent_id, len(missing), min(missing))
+    carry = Carry.from_dict(p.derive_carry) if p.derive_carry else None
+    d = derive((recs[s] for s in sorted(recs)), params, carry, gaps)
+    if write_rows:
+        write(conn, p.agent_id, instrument_id, d)
+    p.derived_seq = hi
+    p.derive_carry = d.carry.to_dict() if d.carry is not None else None
+    return d
+
+
+def write(conn: Conn, agent_id: str, instrument_id: str, d: Derived) -> None:
+    write_many(conn, [(agent_id, instrument_id, d)])
+
+
+def write_many(conn: Conn, items: Iterable[tuple[str, str, Derived]]) -> None:
+    """Upsert the rows of several agents' runs: three statements whatever the number of agents."""
+    items = list(items)
+    queries.upsert_segments(conn, [
+        (agent_id, instrument_id, ms_to_dt(s.start), ms_to_dt(s.end), s.state, s.watched, s.arrival, s.session,
+         s.start_seq) for agent_id, instrument_id, d in items for s in d.segments
+    ])
+    queries.upsert_coverage(conn, [
+        (agent_id, instrument_id, ms_to_dt(c.start), ms_to_dt(c.end), c.status, c.reason)
+        for agent_id, instrument_id, d in items for c in d.coverage
+    ])
+    queries.upsert_sessions(conn, [
+        (agent_id, instrument_id, s.session_id, s.method, s.identifier, ms_to_dt(s.start),
+         None if s.end is None else ms_to_dt(s.end), s.end_reason, s.start_seq)
+        for agent_id, instrument_id, d in items for s in d.sessions
+    ])

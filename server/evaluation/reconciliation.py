@@ -1,0 +1,414 @@
+"""Self-reported service records against measured use (art. 16 and 25: data must be true).
+
+Two directions:
+- each service record of the period is checked against the instrument's running time and user
+  sessions inside its window [start, end). Hours claimed beyond what was measured are split into
+  *unverifiable* (no agent was watching for that long in the window: use could have gone unseen)
+  and *contradicted* (the agent watched and saw no running): only the latter is a discrepancy that
+  the data proves;
+- measured external running time that no external (130) service record's window covers.
+
+Both come out of one pass over (record window x running segment) pairs: an instrument's external
+time without a record is its external running time in the period minus what the windows of its
+external (130) records cover. Windows of one instrument that overlap each other would count the
+shared time twice, so that difference can only be understated, never overstated. For one unit the
+report also lists the sessions concerned (each segment covered at most once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from server.evaluation.indicators import Conn, Evaluation, params
+from server.evaluation.period import Period, local_iso
+from server.evaluation.privacy import Pseudonymizer
+from server.evaluation.sql import (
+    IDENTITY_CLASS,
+    INST,
+    INTERNAL_ORGS,
+    SESSIONS,
+    clipped_seconds,
+    overlapping,
+    running_overlapping,
+)
+
+DEFAULT_TOLERANCE_H = 0.5
+
+# One row per service record of the period: what was measured inside its window, looked up per
+# record through the running-segment indexes (one tight range each), and the verdict. The verdict is
+# computed here, in SQL, so that region totals never need every record in Python.
+_CHECKED = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+ident AS MATERIALIZED ({IDENTITY_CLASS}),
+internal_org AS MATERIALIZED ({INTERNAL_ORGS}),
+rec AS (
+    SELECT r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.end_at, r.service_hours, r.amount,
+           r.user_type, r.applicant_user_id, r.applicant_org_name, r.applicant_org_id
+    FROM service_records r JOIN inst ON inst.id = r.instrument_id
+    WHERE r.start_at >= %(t0)s AND r.start_at < %(t1)s
+),
+-- (record, running segment) pairs: one tight index range per record, the session by primary key.
+-- Identities are classed outside the lateral so their hash table is built once.
+pair AS (
+    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id, us.method, us.identifier,
+           {clipped_seconds("s.start_at", "s.end_at", "r.start_at", "r.end_at")} AS seconds,
+           greatest(0, extract(epoch FROM least(s.end_at, r.end_at, %(t1)s) - greatest(s.start_at, r.start_at, %(t0)s)))
+               AS period_seconds
+    FROM rec r
+    CROSS JOIN LATERAL ({running_overlapping("= r.instrument_id", "r.start_at", "r.end_at")}) s
+    LEFT JOIN LATERAL (
+        -- LIMIT keeps this a primary-key look-up per pair instead of a hash of every session
+        SELECT us.method, us.identifier FROM user_sessions us
+        WHERE us.agent_id = s.agent_id AND us.session_id = s.session_id LIMIT 1
+    ) us ON true
+),
+by_record AS (
+    SELECT p.rec_id,
+           sum(p.seconds) FILTER (WHERE p.watched) AS verified,
+           sum(p.seconds) FILTER (WHERE NOT p.watched) AS unverified,
+           sum(p.seconds) FILTER (WHERE ident.who = 'external') AS external,
+           -- external time inside the window and the period: what a 130 record covers
+           sum(p.period_seconds) FILTER (WHERE ident.who = 'external' AND p.watched) AS ext_period_verified,
+           sum(p.period_seconds) FILTER (WHERE ident.who = 'external' AND NOT p.watched) AS ext_period_unverified,
+           count(DISTINCT p.session_id) AS sessions,
+           bool_or(ident.user_id = p.applicant_user_id) AS applicant_seen
+    FROM pair p
+    LEFT JOIN ident ON ident.unit_id = p.unit_id AND ident.method = p.method AND ident.identifier = p.identifier
+    GROUP BY p.rec_id
+),
+measured AS (
+    SELECT r.*, COALESCE(m.verified, 0) AS verified, COALESCE(m.unverified, 0) AS unverified,
+           COALESCE(m.external, 0) AS external, m.sessions, m.applicant_seen,
+           COALESCE(m.ext_period_verified, 0) AS ext_period_verified,
+           COALESCE(m.ext_period_unverified, 0) AS ext_period_unverified,
+           greatest(0, r.service_hours * 3600 - COALESCE(m.verified, 0) - COALESCE(m.unverified, 0)) AS not_measured
+    FROM rec r LEFT JOIN by_record m ON m.rec_id = r.id
+),
+watched AS (
+    SELECT r.*,
+           -- time in the window no agent watched; looked up only where claims exceed measurements
+           CASE WHEN r.not_measured > %(tol)s * 3600
+                THEN extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0) ELSE 0 END AS unwatched
+    FROM measured r
+    LEFT JOIN LATERAL (
+        SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
+        FROM ({
+    overlapping(
+        "coverage",
+        "= r.instrument_id",
+        "r.start_at",
+        "r.end_at",
+        "x.status = 'watching' AND r.not_measured > %(tol)s * 3600",
+    )
+}) c
+    ) w ON true
+),
+checked AS (
+    SELECT r.*, least(r.not_measured, greatest(0, r.unwatched)) AS unverifiable,
+           r.not_measured - least(r.not_measured, greatest(0, r.unwatched)) AS contradicted,
+           (r.user_type = 130 AND io.org_id IS NOT NULL) AS type_mismatch
+    FROM watched r
+    LEFT JOIN internal_org io ON io.unit_id = r.unit_id AND io.org_id = r.applicant_org_id
+),
+verdict AS (
+    SELECT c.*, CASE WHEN c.contradicted > %(tol)s * 3600 THEN 'overclaimed'
+                     WHEN c.not_measured > %(tol)s * 3600 THEN 'unverifiable'
+                     ELSE 'ok' END AS status
+    FROM checked c
+)
+"""
+
+# Every record of the period, in RecordCheck's field order, then what it covers of external time
+# (one unit's report lists them).
+RECORDS = f"""
+{_CHECKED}
+SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.service_hours::float8, v.amount,
+       v.user_type,
+       v.applicant_user_id, v.applicant_org_name, v.type_mismatch,
+       v.verified::float8 / 3600, v.unverified::float8 / 3600, v.external::float8 / 3600, COALESCE(v.sessions, 0),
+       v.applicant_seen, v.unwatched::float8 / 3600, v.not_measured::float8 / 3600, v.unverifiable::float8 / 3600,
+       v.contradicted::float8 / 3600, v.status,
+       EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = v.instrument_id) AS has_agent,
+       v.ext_period_verified::float8 / 3600, v.ext_period_unverified::float8 / 3600
+FROM verdict v
+ORDER BY v.unit_id, v.start_at, v.id
+"""
+
+# Per instrument: what the region's evaluation needs, without a row per record.
+TOTALS = f"""
+{_CHECKED}
+SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FILTER (WHERE status = 'overclaimed'),
+       sum(contradicted)::float8 / 3600, sum(unverifiable)::float8 / 3600, count(*) FILTER (WHERE type_mismatch),
+       COALESCE(sum(ext_period_verified) FILTER (WHERE user_type = 130), 0)::float8 / 3600,
+       COALESCE(sum(ext_period_unverified) FILTER (WHERE user_type = 130), 0)::float8 / 3600
+FROM verdict
+GROUP BY unit_id, instrument_id
+"""
+
+# One unit's external sessions with running time that no 130 window of the period covers (each
+# segment covered at most once; %(units)s must not be NULL). Windows are found per segment through
+# the records' (instrument, start) index, bounded below by the longest window of the period.
+UNCOVERED_SESSIONS = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+ident AS MATERIALIZED ({IDENTITY_CLASS}),
+longest AS MATERIALIZED (
+    SELECT COALESCE(max(r.end_at - r.start_at), interval '0') AS len FROM service_records r
+    WHERE r.unit_id = ANY (%(units)s::text[]) AND r.user_type = 130
+      AND r.start_at >= %(t0)s AND r.start_at < %(t1)s
+),
+seg AS ({running_overlapping("IN (SELECT id FROM inst)", "%(t0)s", "%(t1)s")}),
+sess AS MATERIALIZED {SESSIONS},
+seg_identity AS MATERIALIZED (
+    SELECT seg.instrument_id, inst.unit_id, seg.agent_id, seg.session_id, seg.start_at, seg.end_at, seg.watched,
+           us.method, us.identifier,
+           {clipped_seconds("seg.start_at", "seg.end_at", "%(t0)s", "%(t1)s")} AS seconds
+    FROM seg
+    JOIN inst ON inst.id = seg.instrument_id
+    JOIN sess us ON us.agent_id = seg.agent_id AND us.session_id = seg.session_id
+),
+ext AS (
+    SELECT si.*, ident.user_id FROM seg_identity si
+    JOIN ident ON ident.unit_id = si.unit_id AND ident.method = si.method AND ident.identifier = si.identifier
+    WHERE ident.who = 'external'
+),
+covered AS (
+    SELECT ext.*, least(ext.seconds, COALESCE(c.seconds, 0)) AS covered
+    FROM ext LEFT JOIN LATERAL (
+        SELECT sum(greatest(0, extract(epoch FROM least(r.end_at, ext.end_at, %(t1)s)
+                                                  - greatest(r.start_at, ext.start_at, %(t0)s)))) AS seconds
+        FROM service_records r
+        WHERE r.instrument_id = ext.instrument_id AND r.user_type = 130
+          AND r.start_at >= greatest(%(t0)s, ext.start_at - (SELECT len FROM longest))
+          AND r.start_at < least(%(t1)s, ext.end_at) AND r.end_at > ext.start_at
+    ) c ON true
+),
+per_session AS (
+    SELECT unit_id, instrument_id, agent_id, session_id, min(user_id) AS user_id, min(method) AS method,
+           min(identifier) AS identifier, min(start_at) AS first_start,
+           sum(seconds) FILTER (WHERE watched) AS verified, sum(seconds) FILTER (WHERE NOT watched) AS unverified,
+           sum(seconds - covered) FILTER (WHERE watched) AS uncovered_verified,
+           sum(seconds - covered) FILTER (WHERE NOT watched) AS uncovered_unverified
+    FROM covered GROUP BY 1, 2, 3, 4
+)
+SELECT unit_id, instrument_id, session_id, user_id, method, identifier, first_start,
+       COALESCE(verified, 0)::float8 / 3600, COALESCE(unverified, 0)::float8 / 3600,
+       COALESCE(uncovered_verified, 0)::float8 / 3600, COALESCE(uncovered_unverified, 0)::float8 / 3600
+FROM per_session
+WHERE COALESCE(uncovered_verified, 0) + COALESCE(uncovered_unverified, 0) > %(tol)s * 3600
+ORDER BY unit_id, uncovered_verified DESC NULLS LAST, uncovered_unverified DESC NULLS LAST, first_start
+LIMIT %(top)s
+"""
+
+STATUS_LABELS = {"ok": "一致", "unverifiable": "无法核实", "overclaimed": "多报"}
+
+
+@dataclass
+class RecordCheck:
+    id: int
+    unit_id: str
+    instrument_id: str
+    record_no: str
+    start_at: datetime
+    end_at: datetime
+    claimed_hours: float
+    amount: Decimal
+    user_type: int
+    applicant: str  # pseudonym
+    applicant_org: str
+    type_mismatch: bool  # declared 130 although the applicant's organisation is internal / affiliated
+    measured_verified: float
+    measured_unverified: float
+    measured_external: float
+    sessions: int
+    applicant_seen: bool | None
+    unwatched_hours: float
+    not_measured: float
+    unverifiable: float
+    contradicted: float
+    status: str
+    has_agent: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "unit_id": self.unit_id,
+            "instrument_id": self.instrument_id,
+            "record_no": self.record_no,
+            "start_at": local_iso(self.start_at),
+            "end_at": local_iso(self.end_at),
+            "claimed_hours": self.claimed_hours,
+            "amount": str(self.amount),
+            "user_type": self.user_type,
+            "applicant": self.applicant,
+            "applicant_org": self.applicant_org,
+            "type_mismatch": self.type_mismatch,
+            "measured_verified": round(self.measured_verified, 4),
+            "measured_unverified": round(self.measured_unverified, 4),
+            "measured_external": round(self.measured_external, 4),
+            "sessions": self.sessions,
+            "applicant_seen": self.applicant_seen,
+            "unwatched_hours": round(self.unwatched_hours, 4),
+            "has_agent": self.has_agent,
+            "not_measured": round(self.not_measured, 4),
+            "unverifiable": round(self.unverifiable, 4),
+            "contradicted": round(self.contradicted, 4),
+            "status": self.status,
+        }
+
+
+@dataclass
+class UncoveredSession:
+    unit_id: str
+    instrument_id: str
+    session_id: str
+    user: str  # pseudonym
+    start_at: datetime
+    external_verified: float
+    external_unverified: float
+    uncovered_verified: float
+    uncovered_unverified: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "unit_id": self.unit_id,
+            "instrument_id": self.instrument_id,
+            "session_id": self.session_id,
+            "user": self.user,
+            "start_at": local_iso(self.start_at),
+            "external_verified": round(self.external_verified, 4),
+            "external_unverified": round(self.external_unverified, 4),
+            "uncovered_verified": round(self.uncovered_verified, 4),
+            "uncovered_unverified": round(self.uncovered_unverified, 4),
+        }
+
+
+@dataclass
+class InstrumentUncovered:
+    """External running time of an instrument that no 130 record's window covers."""
+
+    unit_id: str
+    instrument_id: str
+    external_verified: float
+    external_unverified: float
+    covered_verified: float = 0.0
+    covered_unverified: float = 0.0
+    contradicted: float = 0.0  # hours claimed by its records that the agent saw not running
+
+    @property
+    def uncovered_verified(self) -> float:
+        return max(0.0, self.external_verified - self.covered_verified)
+
+    @property
+    def uncovered_unverified(self) -> float:
+        return max(0.0, self.external_unverified - self.covered_unverified)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "unit_id": self.unit_id,
+            "instrument_id": self.instrument_id,
+            "external_verified": round(self.external_verified, 4),
+            "external_unverified": round(self.external_unverified, 4),
+            "uncovered_verified": round(self.uncovered_verified, 4),
+            "uncovered_unverified": round(self.uncovered_unverified, 4),
+        }
+
+
+@dataclass
+class UnitReconciliation:
+    unit_id: str
+    records: int = 0
+    claimed_hours: float = 0.0
+    overclaimed_records: int = 0
+    contradicted_hours: float = 0.0
+    unverifiable_hours: float = 0.0
+    type_mismatches: int = 0
+    uncovered_verified: float = 0.0
+    uncovered_unverified: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Reconciliation:
+    period: Period
+    tolerance_h: float
+    records: list[RecordCheck] = field(default_factory=list)
+    instruments: list[InstrumentUncovered] = field(default_factory=list)
+    sessions: list[UncoveredSession] = field(default_factory=list)
+    units: dict[str, UnitReconciliation] = field(default_factory=dict)
+
+    def discrepancy_hours(self) -> dict[str, float]:
+        """Per instrument, the size of the proven differences (contradicted + uncovered verified)."""
+        return {i.instrument_id: i.contradicted + i.uncovered_verified for i in self.instruments}
+
+
+def reconcile(
+    conn: Conn,
+    ev: Evaluation,
+    pseudonyms: Pseudonymizer,
+    unit_ids: Sequence[str] | None = None,
+    *,
+    tolerance_h: float = DEFAULT_TOLERANCE_H,
+    top_sessions: int = 200,
+) -> Reconciliation:
+    """Check the period's service records of the units (all when None) against `ev`, the same
+    period's indicators. Records and uncovered sessions are listed one by one only for a single
+    unit; for more, only per-instrument and per-unit totals come back (memory stays bounded)."""
+    period = ev.period
+    p = params(period, unit_ids) | {"tol": tolerance_h, "top": top_sessions}
+    out = Reconciliation(period=period, tolerance_h=tolerance_h)
+    wanted = set(unit_ids) if unit_ids is not None else None
+    for uid in ev.units:
+        if wanted is None or uid in wanted:
+            out.units[uid] = UnitReconciliation(uid)
+    uncovered = {
+        f.id: InstrumentUncovered(f.unit_id, f.id, f.external.verified, f.external.unverified)
+        for f in ev.instruments.values()
+        if f.unit_id in out.units
+    }
+
+    def add(unit: str, inst: str, n: int, claimed: float, overclaimed: int, contradicted: float,
+            unverifiable: float, mismatches: int, cov_v: float, cov_u: float) -> None:  # fmt: skip
+        u = out.units[unit]
+        u.records += n
+        u.claimed_hours += claimed
+        u.overclaimed_records += overclaimed
+        u.contradicted_hours += contradicted
+        u.unverifiable_hours += unverifiable
+        u.type_mismatches += mismatches
+        item = uncovered.setdefault(inst, InstrumentUncovered(unit, inst, 0.0, 0.0))
+        item.covered_verified += cov_v
+        item.covered_unverified += cov_u
+        item.contradicted += contradicted
+
+    if unit_ids is not None and len(unit_ids) == 1:
+        # one unit: every record, listed; the totals are their sums
+        for row in conn.execute(RECORDS, p):
+            rec = RecordCheck(*row[:23])
+            rec.applicant_seen = rec.applicant_seen if rec.applicant else None
+            rec.applicant = pseudonyms.user(rec.applicant) if rec.applicant else ""
+            out.records.append(rec)
+            cov_v, cov_u = row[23:25] if rec.user_type == 130 else (0.0, 0.0)
+            add(rec.unit_id, rec.instrument_id, 1, rec.claimed_hours, rec.status == "overclaimed",
+                rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u)  # fmt: skip
+        for unit, inst, session, user, method, ident, start, ext_v, ext_u, unc_v, unc_u in conn.execute(
+            UNCOVERED_SESSIONS, p
+        ):
+            person = pseudonyms.person(user, method, ident)
+            out.sessions.append(UncoveredSession(unit, inst, session, person, start, ext_v, ext_u, unc_v, unc_u))
+    else:
+        for row in conn.execute(TOTALS, p):
+            add(*row)
+    for item in sorted(uncovered.values(), key=lambda i: (i.unit_id, -i.uncovered_verified, i.instrument_id)):
+        if item.external_verified + item.external_unverified + item.contradicted == 0:
+            continue
+        out.instruments.append(item)
+        u = out.units[item.unit_id]
+        u.uncovered_verified += item.uncovered_verified
+        u.uncovered_unverified += item.uncovered_unverified
+    return out

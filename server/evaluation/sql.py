@@ -1,0 +1,84 @@
+"""SQL pieces every evaluation query shares, written once: which instruments, who is external, and
+which intervals overlap a time range.
+
+Parameters used by these pieces: %(units)s (text[] or NULL for all units), %(t0)s, %(t1)s.
+"""
+
+from __future__ import annotations
+
+# The instruments of the units asked for; %(units)s NULL means every unit.
+INST = """
+    SELECT i.id, i.unit_id FROM instruments i
+    WHERE %(units)s::text[] IS NULL OR i.unit_id = ANY (%(units)s::text[])
+"""
+
+# Organisations whose users are internal to a unit: its own and its affiliated ones (关联单位).
+INTERNAL_ORGS = """
+    SELECT u.id AS unit_id, u.org_id FROM units u
+    UNION SELECT a.unit_id, a.org_id FROM unit_affiliations a
+"""
+
+# Identities seen by agents, resolved to a platform user and classed for the unit they belong to.
+# An identity missing here is unattributed: never counted as external.
+IDENTITY_CLASS = f"""
+    SELECT m.unit_id, m.method, m.identifier, m.user_id,
+           CASE WHEN io.org_id IS NULL THEN 'external' ELSE 'internal' END AS who
+    FROM identity_map m
+    JOIN platform_users p ON p.id = m.user_id
+    LEFT JOIN ({INTERNAL_ORGS}) io ON io.unit_id = m.unit_id AND io.org_id = p.org_id
+"""
+
+
+def overlapping(table: str, instrument: str, lo: str, hi: str, where: str = "true") -> str:
+    """Rows of a per-agent interval table (usage_segments, coverage) that overlap [lo, hi).
+
+    Those starting inside the range come from the (instrument_id, start_at) index; of those that
+    started earlier only one per agent can reach in (an agent's intervals do not overlap), found
+    through the (agent_id, start_at) primary key, so no history before `lo` is ever scanned.
+    `instrument` is a condition on the instrument id, e.g. "= r.instrument_id" or
+    "IN (SELECT id FROM inst)"; `where` filters rows (alias x) after that choice.
+    """
+    return f"""
+        SELECT x.* FROM {table} x
+        WHERE x.instrument_id {instrument} AND x.start_at >= {lo} AND x.start_at < {hi} AND ({where})
+        UNION ALL
+        SELECT x.* FROM agents a
+        CROSS JOIN LATERAL (
+            SELECT * FROM {table} y WHERE y.agent_id = a.id AND y.start_at < {lo}
+            ORDER BY y.start_at DESC LIMIT 1
+        ) x
+        WHERE a.instrument_id {instrument} AND x.end_at > {lo} AND ({where})
+    """
+
+
+def clipped_seconds(start: str, end: str, lo: str, hi: str) -> str:
+    """Seconds of [start, end) inside [lo, hi) (assumes they overlap)."""
+    return f"extract(epoch FROM least({end}, {hi}) - greatest({start}, {lo}))"
+
+
+RUNNING_COLUMNS = "x.instrument_id, x.agent_id, x.start_at, x.end_at, x.watched, x.arrival, x.session_id"
+
+
+def running_overlapping(instrument: str, lo: str, hi: str) -> str:
+    """Running segments that overlap [lo, hi), through the partial indexes of migration 011:
+    those that started at most 24 h before `lo` from usage_segments_running, the longer ones from
+    usage_segments_running_long. One tight index range per look-up, so it is cheap enough to run
+    once per service record."""
+    return f"""
+        SELECT {RUNNING_COLUMNS} FROM usage_segments x
+        WHERE x.instrument_id {instrument} AND x.state = 'running'
+          AND x.start_at >= {lo} - interval '24 hours' AND x.start_at < {hi} AND x.end_at > {lo}
+        UNION ALL
+        SELECT {RUNNING_COLUMNS} FROM usage_segments x
+        WHERE x.instrument_id {instrument} AND x.state = 'running' AND x.end_at - x.start_at > interval '24 hours'
+          AND x.start_at < {lo} - interval '24 hours' AND x.end_at > {lo}
+    """
+
+
+# The user sessions that running segments of `inst` in [t0, t1) can belong to, as a relation to
+# join: restricted up front so that one unit's report never hashes the whole region's sessions.
+SESSIONS = """(
+    SELECT us.agent_id, us.session_id, us.method, us.identifier FROM user_sessions us
+    WHERE us.instrument_id IN (SELECT id FROM inst) AND us.start_at < %(t1)s
+      AND (us.end_at IS NULL OR us.end_at > %(t0)s)
+)"""

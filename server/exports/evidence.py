@@ -1,0 +1,158 @@
+"""Evidence bundle of a unit's period: the raw signed envelopes, the agents' public keys and a
+manifest, so that anyone can recompute every instrument's running and external hours without the
+database (`jishi verify BUNDLE`, server/exports/verify.py).
+
+A zip file:
+- manifest.json: unit, period, derivation parameters, per agent its keys, stored-records
+  watermark, declared gaps and envelope file; the identities the agents saw with their class
+  (internal / external) for the unit and a pseudonym (never a name, art. 17); the expected hours
+  per instrument as the database derived them; the SHA-256 of every other file;
+- envelopes/<agent>.bin: every kept envelope of the agent from seq 1 (derivation needs the whole
+  history to know the state at the period's start), as entries
+  envelope id (int64 BE) | received_at (int64 BE, microseconds since 1970 UTC) | length (uint32 BE) | bytes
+  in ascending id (storing order: the first envelope holding a seq is the one that stored it).
+
+What the bundle cannot prove, and the manifest says: receive times (live vs spool) are the
+server's word; identity classes come from the registry. Signatures, the hash chain, the
+derivation and the sums are checked by the verifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import zipfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from server.config import load as load_settings
+from server.db import queries as ingest_queries
+from server.evaluation.indicators import Conn, params, segment_hours
+from server.evaluation.period import Period, local_iso
+from server.evaluation.privacy import Pseudonymizer
+from server.evaluation.sql import IDENTITY_CLASS
+from server.ingest.archive import envelopes_for
+
+FORMAT = "jishi-evidence"
+VERSION = 1
+ENTRY = struct.Struct(">qqI")
+
+
+def _pack_envelopes(conn: Conn, agent_no: int, watermark: int) -> tuple[bytes, int]:
+    buf = io.BytesIO()
+    n = 0
+    for env in envelopes_for(conn, agent_no, 1, watermark):
+        us = int(env.received_at.timestamp() * 1_000_000)
+        buf.write(ENTRY.pack(env.id, us, len(env.raw)))
+        buf.write(env.raw)
+        n += 1
+    return buf.getvalue(), n
+
+
+def build_manifest(
+    conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudonymizer
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest (without file hashes) and the files of the bundle."""
+    unit = conn.execute("SELECT id, name FROM units WHERE id = %s", (unit_id,)).fetchone()
+    if unit is None:
+        raise LookupError(f"unit {unit_id!r} does not exist")
+    derive = load_settings().derive.params()
+    files: dict[str, bytes] = {}
+    agents = []
+    rows = conn.execute(
+        "SELECT a.id, a.instrument_id, p.agent_no, p.watermark FROM agents a"
+        " JOIN instruments i ON i.id = a.instrument_id LEFT JOIN agent_progress p ON p.agent_id = a.id"
+        " WHERE i.unit_id = %s ORDER BY a.id",
+        (unit_id,),
+    ).fetchall()
+    for agent_id, instrument_id, agent_no, watermark in rows:
+        keys = [
+            {"key_id": k, "public_key": pk, "revoked_at": local_iso(rev)}
+            for k, pk, rev in conn.execute(
+                "SELECT key_id, public_key, revoked_at FROM agent_keys WHERE agent_id = %s ORDER BY key_id",
+                (agent_id,),
+            )
+        ]
+        entry: dict[str, Any] = {
+            "agent_id": agent_id,
+            "instrument_id": instrument_id,
+            "keys": keys,
+            "watermark": watermark or 0,
+            "gaps": [],
+            "file": None,
+            "envelopes": 0,
+        }
+        if agent_no is not None and watermark:
+            data, n = _pack_envelopes(conn, agent_no, watermark)
+            name = f"envelopes/{agent_id}.bin"
+            files[name] = data
+            entry["file"], entry["envelopes"] = name, n
+            entry["gaps"] = [
+                {"first": first, "last": last, "kind": kind, "last_hash": last_hash}
+                for _, first, last, kind, last_hash in ingest_queries.gaps_of(conn, [agent_no])
+            ]
+        agents.append(entry)
+    identities = [
+        {"method": method, "identifier": identifier, "who": who, "user": pseudonyms.user(user_id)}
+        for _, method, identifier, user_id, who in conn.execute(
+            f"SELECT * FROM ({IDENTITY_CLASS}) c WHERE c.unit_id = %s ORDER BY method, identifier", (unit_id,)
+        )
+    ]
+    expected: dict[str, dict[str, dict[str, float]]] = {}
+    for _, instrument_id, _n, *_ in rows:
+        expected.setdefault(instrument_id, _empty())
+    for instrument_id, cls, who, hours in segment_hours(conn, params(period, [unit_id])):
+        e = expected.setdefault(instrument_id, _empty())
+        e["running"][cls] += hours
+        if who == "external":
+            e["external"][cls] += hours
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "unit": {"id": unit[0], "name": unit[1]},
+        "period": {
+            "label": period.label,
+            "start": period.t0.isoformat(),
+            "end": period.t1.isoformat(),
+            "timezone": "Asia/Shanghai",
+        },
+        "generated_at": local_iso(datetime.now().astimezone()),
+        "derive": {
+            "heartbeat_ms": derive.heartbeat_ms,
+            "tolerance_permille": derive.tolerance_permille,
+            "live_window_ms": derive.live_window_ms,
+        },
+        "agents": agents,
+        "identities": identities,
+        "expected_hours": {
+            k: {g: {c: round(v, 6) for c, v in d.items()} for g, d in e.items()} for k, e in sorted(expected.items())
+        },
+        "notes": [
+            "Hours are running machine-hours from the agents' signed records only; manual logbook entries "
+            "are not in the bundle.",
+            "received_at (live vs spool) is the server's statement; identity classes come from the registry.",
+        ],
+    }
+    return manifest, files
+
+
+def _empty() -> dict[str, dict[str, float]]:
+    return {
+        "running": {"live": 0.0, "spool": 0.0, "unverified": 0.0},
+        "external": {"live": 0.0, "spool": 0.0, "unverified": 0.0},
+    }
+
+
+def write_bundle(conn: Conn, period: Period, unit_id: str, path: Path, pseudonyms: Pseudonymizer) -> str:
+    manifest, files = build_manifest(conn, period, unit_id, pseudonyms)
+    manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1))
+        for name, data in files.items():
+            zf.writestr(name, data)
+    n_env = sum(a["envelopes"] for a in manifest["agents"])
+    return f"{len(manifest['agents'])} agents, {n_env} envelopes, {len(manifest['expected_hours'])} instruments"

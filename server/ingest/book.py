@@ -1,0 +1,359 @@
+"""One agent's book-keeping inside an ingest transaction: dedupe, chain continuity, watermark.
+
+Held under the agent's locked `agent_progress` row, so whatever several workers receive, each
+seq is judged against everything committed before: a seq <= watermark or inside a stored run
+above it (`pending`) is already stored, anything else is new. Pure Python over the loaded row;
+the worker loads, calls, and saves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from protocols.chain import GENESIS
+from protocols.errors import Reason
+from server.ingest.verify import EnvelopeIn
+
+TYPE_CODES = {"state": 1, "heartbeat": 2, "session_start": 3, "session_end": 4, "sample": 5, "lifecycle": 6,
+              "spool_overflow": 7}
+STATE_CODES = {"off": 0, "idle": 1, "running": 2, "fault": 3, "unknown": 4}
+
+
+def short_hash(hex_hash: str) -> int:
+    """The first 8 bytes of a hex SHA-256 as a signed 64-bit integer (the `records.h` column)."""
+    v = int(hex_hash[:16], 16)
+    return v - (1 << 64) if v >= (1 << 63) else v
+
+
+@dataclass
+class Run:
+    """Stored seqs lo..hi above the watermark, with what the chain needs at both edges."""
+
+    lo: int
+    hi: int
+    prev_lo: str | None
+    hash_hi: str
+    t_min: int
+    t_max: int
+
+    def to_json(self) -> list[Any]:
+        return [self.lo, self.hi, self.prev_lo, self.hash_hi, self.t_min, self.t_max]
+
+    @classmethod
+    def from_json(cls, v: list[Any]) -> Run:
+        return cls(int(v[0]), int(v[1]), v[2], v[3], int(v[4]), int(v[5]))
+
+
+@dataclass
+class GapRow:
+    first: int
+    last: int
+    kind: str
+    last_hash: str | None
+    reason: str = ""
+
+
+@dataclass
+class Progress:
+    agent_no: int
+    agent_id: str
+    watermark: int
+    watermark_hash: str | None
+    watermark_t: int | None
+    pending: list[Run]
+    max_seq: int
+    hole_since: datetime | None
+    resend_attempts: int
+    last_resend_at: datetime | None
+    derived_seq: int
+    derive_carry: dict[str, Any] | None
+    boot: int | None
+    conn: int | None
+    spool_first: int | None
+    next_seq: int | None
+    birth_at: datetime | None
+    death_at: datetime | None
+    death_clean: bool | None
+    last_received_at: datetime | None
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> Progress:
+        return cls(
+            agent_no=r[0], agent_id=r[1], watermark=r[2], watermark_hash=r[3], watermark_t=r[4],
+            pending=[Run.from_json(v) for v in r[5]], max_seq=r[6], hole_since=r[7], resend_attempts=r[8],
+            last_resend_at=r[9], derived_seq=r[10], derive_carry=r[11], boot=r[12], conn=r[13],
+            spool_first=r[14], next_seq=r[15], birth_at=r[16], death_at=r[17], death_clean=r[18],
+            last_received_at=r[19],
+        )  # fmt: skip
+
+    def to_params(self) -> dict[str, Any]:
+        return {
+            "agent_no": self.agent_no, "watermark": self.watermark, "watermark_hash": self.watermark_hash,
+            "watermark_t": self.watermark_t, "pending": [r.to_json() for r in self.pending],
+            "max_seq": self.max_seq, "hole_since": self.hole_since, "resend_attempts": self.resend_attempts,
+            "last_resend_at": self.last_resend_at, "derived_seq": self.derived_seq,
+            "derive_carry": self.derive_carry, "boot": self.boot, "conn": self.conn,
+            "spool_first": self.spool_first, "next_seq": self.next_seq, "birth_at": self.birth_at,
+            "death_at": self.death_at, "death_clean": self.death_clean, "last_received_at": self.last_received_at,
+        }  # fmt: skip
+
+    def first_hole(self) -> tuple[int, int] | None:
+        """The missing seqs right above the watermark, when records beyond them are stored."""
+        if not self.pending:
+            return None
+        return self.watermark + 1, self.pending[0].lo - 1
+
+
+@dataclass(slots=True)
+class NewRecord:
+    seq: int
+    t: int
+    hash: str
+    prev: str
+    rec: dict[str, Any]
+    envelope: int
+    """index of the accepted envelope in the batch"""
+    received: int
+
+
+@dataclass
+class Verdict:
+    """What to do with one envelope: store its new records, count it as duplicate, or refuse it."""
+
+    new: list[int] = field(default_factory=list)
+    """indices of the envelope's records that are new"""
+    duplicates: int = 0
+    late: int = 0
+    reason: str | None = None
+    detail: str = ""
+    field: str | None = None
+    replay_candidate: int | None = None
+    """envelope id that stored the first record, when every record is an old duplicate"""
+
+
+StoredHashes = dict[tuple[int, int], tuple[int, int]]
+
+
+class Book:
+    def __init__(self, prog: Progress, gaps: list[GapRow]) -> None:
+        self.prog = prog
+        self.gaps = gaps
+        self.new: dict[int, NewRecord] = {}
+        self.new_gaps: list[GapRow] = []
+        self.start_watermark = prog.watermark
+        self.touched = False
+        """duplicates or new records: the agent should hear the watermark again"""
+
+    # -- where is a seq --------------------------------------------------------------------------
+
+    def _gap_of(self, seq: int) -> GapRow | None:
+        for g in self.gaps:
+            if g.first <= seq <= g.last:
+                return g
+        return None
+
+    def _pending_of(self, seq: int) -> Run | None:
+        for r in self.prog.pending:
+            if r.lo <= seq <= r.hi:
+                return r
+        return None
+
+    def needs_lookup(self, seq: int) -> bool:
+        """A seq whose stored hash must be fetched to tell a duplicate from a conflict."""
+        if seq in self.new:
+            return False
+        if seq <= self.prog.watermark:
+            g = self._gap_of(seq)
+            return g is None
+        return self._pending_of(seq) is not None
+
+    def hash_before(self, seq: int) -> str | None:
+        """Full hash of the stored record seq-1 (or the declared hash at a dropped range's end)."""
+        p = seq - 1
+        if p == 0:
+            return GENESIS
+        if p in self.new:
+            return self.new[p].hash
+        if p == self.prog.watermark and self.prog.watermark_hash is not None:
+            return self.prog.watermark_hash
+        for r in self.prog.pending:
+            if r.hi == p:
+                return r.hash_hi
+        for g in self.gaps:
+            if g.last == p and g.kind == "overflow" and g.last_hash:
+                return g.last_hash
+        return None
+
+    def prev_after(self, seq: int) -> str | None:
+        """The `prev` of the stored record seq+1, when it is stored and its link is still unchecked."""
+        n = seq + 1
+        if n in self.new:
+            return self.new[n].prev
+        for r in self.prog.pending:
+            if r.lo == n:
+                return r.prev_lo
+        return None
+
+    # -- judging ---------------------------------------------------------------------------------
+
+    def judge(self, env: EnvelopeIn, stored: StoredHashes, now_ms: int, replay_grace_ms: int) -> Verdict:
+        v = Verdict()
+        opened = env.opened
+        records = opened.body["records"]
+        agent_no = self.prog.agent_no
+        for i, rec in enumerate(records):
+            seq = rec["seq"]
+            h = opened.hashes[i]
+            if seq in self.new:
+                if self.new[seq].hash != h:
+                    return _conflict(v, seq, i)
+                v.duplicates += 1
+            elif seq <= self.prog.watermark or self._pending_of(seq) is not None:
+                if seq <= self.prog.watermark and self._gap_of(seq) is not None:
+                    v.late += 1
+                    continue
+                found = stored.get((agent_no, seq))
+                if found is None or found[0] != short_hash(h):
+                    return _conflict(v, seq, i)
+                v.duplicates += 1
+            else:
+                v.new.append(i)
+        if not v.new:
+            if v.late and not v.duplicates:
+                v.reason, v.field = str(Reason.SEQ_GAP), "records[0].seq"
+                v.detail = "records arrived after their range was declared lost; kept here for operators"
+                return v
+            last = records[-1]["seq"]
+            sent = opened.body["sent"]
+            first = stored.get((agent_no, records[0]["seq"]))
+            if (last < self.prog.watermark and now_ms - sent > replay_grace_ms and first is not None
+                    and not env.msg.dup):
+                v.replay_candidate = first[1]
+            return v
+        # chain continuity at the edges of each run of new records
+        for i in v.new:
+            seq = records[i]["seq"]
+            if i == 0:
+                before = self.hash_before(seq)
+                if before is not None and records[0]["prev"] != before:
+                    v.reason, v.field = str(Reason.CHAIN_BROKEN), "records[0].prev"
+                    v.detail = (f"seq {seq} links to {records[0]['prev'][:12]}…, the stored seq {seq - 1} "
+                                f"hashes to {before[:12]}…")
+                    return v
+            if i == len(records) - 1:
+                after = self.prev_after(seq)
+                if after is not None and after != opened.hashes[i]:
+                    v.reason, v.field = str(Reason.CHAIN_BROKEN), f"records[{i}]"
+                    v.detail = (f"the stored seq {seq + 1} links to {after[:12]}…, but seq {seq} here hashes "
+                                f"to {opened.hashes[i][:12]}…")
+                    return v
+        for i in v.new:
+            rec = records[i]
+            if rec["type"] == "spool_overflow":
+                for d in rec["dropped"]:
+                    after = self.prev_after(d["last"])
+                    if after is not None and after != d["last_hash"]:
+                        v.reason, v.field = str(Reason.CHAIN_BROKEN), f"records[{i}].dropped"
+                        v.detail = f"the stored seq {d['last'] + 1} does not link to the declared last_hash"
+                        return v
+        return v
+
+    def accept(self, env: EnvelopeIn, v: Verdict, envelope_index: int) -> list[NewRecord]:
+        opened = env.opened
+        records = opened.body["records"]
+        out = []
+        for i in v.new:
+            rec = records[i]
+            nr = NewRecord(rec["seq"], rec["t"], opened.hashes[i], rec["prev"], rec, envelope_index,
+                           env.msg.received_ms)
+            self.new[nr.seq] = nr
+            out.append(nr)
+            if rec["type"] == "spool_overflow":
+                for d in rec["dropped"]:
+                    g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {nr.seq}")
+                    if not any(x.first == g.first for x in self.gaps):
+                        self.gaps.append(g)
+                        self.new_gaps.append(g)
+        self.touched = True
+        return out
+
+    # -- after the batch -------------------------------------------------------------------------
+
+    def declare_lost(self, first: int, last: int, reason: str) -> GapRow | None:
+        """Declare first..last lost for good (minus what is stored); the watermark may pass it."""
+        first = max(first, self.prog.watermark + 1)
+        if last < first:
+            return None
+        for r in self.prog.pending:
+            if r.lo <= first <= r.hi:
+                first = r.hi + 1
+        ends = [r.lo - 1 for r in self.prog.pending if r.lo > first]
+        last = min([last, *ends])
+        if last < first:
+            return None
+        g = GapRow(first, last, "lost", None, reason)
+        self.gaps.append(g)
+        self.new_gaps.append(g)
+        return g
+
+    def settle(self, now: datetime) -> None:
+        """Merge new records into the stored runs and advance the watermark over everything
+        contiguous (stored records and declared gaps)."""
+        p = self.prog
+        runs = list(p.pending)
+        cur: Run | None = None
+        for seq in sorted(self.new):
+            nr = self.new[seq]
+            if cur is not None and cur.hi + 1 == seq:
+                cur.hi, cur.hash_hi = seq, nr.hash
+                cur.t_min, cur.t_max = min(cur.t_min, nr.t), max(cur.t_max, nr.t)
+            else:
+                cur = Run(seq, seq, nr.prev, nr.hash, nr.t, nr.t)
+                runs.append(cur)
+        runs.sort(key=lambda r: r.lo)
+        merged: list[Run] = []
+        for r in runs:
+            if merged and merged[-1].hi + 1 >= r.lo:
+                m = merged[-1]
+                if r.hi > m.hi:
+                    merged[-1] = Run(m.lo, r.hi, m.prev_lo, r.hash_hi, min(m.t_min, r.t_min), max(m.t_max, r.t_max))
+            else:
+                merged.append(r)
+        if self.new:
+            p.max_seq = max(p.max_seq, max(self.new))
+        old_wm = p.watermark
+        while True:
+            nxt = p.watermark + 1
+            if merged and merged[0].lo <= nxt:
+                r = merged.pop(0)
+                if r.hi >= nxt:
+                    p.watermark, p.watermark_hash = r.hi, r.hash_hi
+                    p.watermark_t = r.t_max if p.watermark_t is None else max(p.watermark_t, r.t_max)
+                continue
+            g = self._gap_of(nxt)
+            if g is not None:
+                p.watermark = g.last
+                p.watermark_hash = g.last_hash if g.kind == "overflow" else None
+                continue
+            break
+        # runs that a gap swallowed, or that start inside the watermark, lose their checked left edge
+        p.pending = [r if r.lo > p.watermark else Run(p.watermark + 1, r.hi, None, r.hash_hi, r.t_min, r.t_max)
+                     for r in merged if r.hi > p.watermark]
+        p.max_seq = max(p.max_seq, p.watermark)
+        if not p.pending:
+            p.hole_since, p.resend_attempts, p.last_resend_at = None, 0, None
+        elif p.hole_since is None or p.watermark != old_wm:
+            p.hole_since, p.resend_attempts, p.last_resend_at = now, 0, None
+
+    @property
+    def watermark_moved(self) -> bool:
+        return self.prog.watermark != self.start_watermark
+
+
+def _conflict(v: Verdict, seq: int, i: int) -> Verdict:
+    v.new.clear()
+    v.reason, v.field = str(Reason.SEQ_CONFLICT), f"records[{i}]"
+    v.detail = f"seq {seq} is already stored with another content"
+    return v

@@ -1,0 +1,58 @@
+"""One ingest process: subscriber (network thread) -> inbox -> database worker, plus /metrics."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from server import live
+from server.config import Settings
+from server.ingest.metrics import Metrics
+from server.ingest.subscriber import Subscriber
+from server.ingest.verify import Incoming
+from server.ingest.worker import Packer, Worker
+
+log = logging.getLogger(__name__)
+
+
+class Ingest:
+    """Start, run and stop one ingest instance; several may share a broker group and a database."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None, hub: live.LiveHub | None = None,
+                 serve_metrics: bool = False) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.hub = hub or live.LiveHub()
+        self.inbox: queue.Queue[Incoming] = queue.Queue()
+        self.subscriber = Subscriber(settings.mqtt, self.inbox, self.metrics)
+        self.worker = Worker(settings, self.inbox, self.metrics, name=settings.mqtt.client_id,
+                             ack_messages=self.subscriber.ack, publish=self.subscriber.publish, hub=self.hub)
+        self.packer = Packer(settings, self.worker.stop_event)
+        self._serve_metrics = serve_metrics
+
+    def start(self) -> Ingest:
+        if self._serve_metrics and self.settings.metrics.port:
+            self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
+            log.info("metrics on http://%s:%d/metrics", self.settings.metrics.host, self.settings.metrics.port)
+        self.worker.start()
+        self.packer.start()
+        self.subscriber.start()
+        return self
+
+    def wait_connected(self, timeout: float = 10) -> bool:
+        return self.subscriber.connected.wait(timeout)
+
+    def stop(self) -> None:
+        """Disconnect first (no new messages), then let the worker finish its batch."""
+        self.subscriber.stop()
+        self.worker.stop()
+
+    def run_until(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            while not stop.wait(1.0):
+                if not self.worker.thread.is_alive():
+                    raise RuntimeError("the database worker thread died")
+        finally:
+            self.stop()

@@ -1,0 +1,476 @@
+"""`make demo`: the whole system on this machine, with a year and more of history and live agents.
+
+    .venv/bin/python -m sim.demo [--web-port 8080] [--history-from 2025-01-01] [--fresh]
+
+What runs (everything under ./var/demo, reused by the next run):
+- a private PostgreSQL + TimescaleDB and a Mosquitto broker (server/devstack.py);
+- the registry of two units (organisations, affiliations, instruments with national platform
+  fields, price lists, people and identity maps, service records, demo logins), an Ed25519 key per
+  agent, enrolled;
+- `jishi-server ingest` and the web server, as child processes;
+- on the first run, the history since 1 January of last year (so the evaluation year is whole):
+  the seeded usage model, turned into the records each instrument's agent would have made, signed
+  with that agent's key and published through the broker into the ingest, as an agent with a
+  backlog does (bench/RESULTS.md, "Demo backfill": this is as fast as the ingest's batch path);
+- a real `jishi-agent run` per instrument (own key, spool and config under var/demo/agents/<id>/)
+  reading simulated devices: Modbus RTU power meters and serial status ports on pseudo-terminals,
+  fake control software with data files; simulated users check in through the agents;
+- Ctrl-C stops the agents first (clean stop records), then the servers, then the databases.
+
+Every child runs in its own process group, so a Ctrl-C in the terminal reaches only this process,
+which then stops them in order: SIGTERM, and SIGKILL for whatever has not ended after a grace time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from protocols import topics
+from protocols.signing import generate as new_key
+from protocols.signing import key_id, load_private, public_to_b64, save_private
+from server.devstack import MosquittoServer, PostgresServer, free_port
+from sim import backfill, seed
+from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
+from sim.history import VirtualAgent, envelopes, profile
+from sim.model import HOUR, TZ, InstrumentSpec, Truth, generate, ms, write_truth
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "jishi-demo"
+DB = "jishi"
+SEED = 7
+
+
+def agent_id(spec: InstrumentSpec) -> str:
+    return f"{spec.id}-a1"
+
+
+def say(msg: str) -> None:
+    print(f"[demo {datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+# ---- child processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+
+
+class Children:
+    """Child processes, each in its own process group (a terminal's Ctrl-C reaches only us)."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.items: list[Child] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> Child:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env or _env(), cwd=cwd, start_new_session=True)
+        child = Child(name, proc)
+        self.items.append(child)
+        return child
+
+    def dead(self) -> list[Child]:
+        return [c for c in self.items if c.proc.poll() is not None]
+
+    def stop(self, names: list[str] | None = None, grace: float = 15.0) -> None:
+        """SIGTERM to each group, wait up to `grace`, then SIGKILL what is left."""
+        chosen = [c for c in self.items if names is None or c.name in names]
+        for c in chosen:
+            _signal_group(c.proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for c in chosen:
+            try:
+                c.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"{c.name} did not stop within {grace:.0f} s: killing it")
+                _signal_group(c.proc, signal.SIGKILL)
+                c.proc.wait(10)
+            _signal_group(c.proc, signal.SIGKILL)  # stragglers of its group (e.g. grandchildren)
+        self.items = [c for c in self.items if c not in chosen]
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JISHI_", "PG"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Children started inside inherit SIGINT ignored (Python then installs no KeyboardInterrupt)."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _own_group(broker: MosquittoServer) -> None:
+    """Start the broker in a process group of its own: Mosquitto handles SIGINT itself, and a
+    Ctrl-C must not take the broker away before the agents have sent their clean stops.
+    (devstack has no option for it; this wraps the extra Popen arguments it computes.)"""
+    runas = broker._as
+    base = runas.kwargs
+    runas.kwargs = lambda: {**base(), "start_new_session": True}  # type: ignore[method-assign]
+
+
+def _port(preferred: int) -> int:
+    """`preferred` if it can be listened on (as the servers do, with SO_REUSEADDR), else a free one."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+# ---- history --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: InstrumentSpec
+    key_file: Path
+    t0: int
+    t1: int
+    sent: int
+
+
+@dataclass
+class Made:
+    agent: str
+    spec: InstrumentSpec
+    truth: Truth
+    envelopes: list[bytes]
+    last_seq: int
+    last_hash: str
+    last_boot: int
+    last_t: int
+
+
+def make_history(job: Job) -> Made:
+    """One instrument's truth and its agent's signed envelopes (runs in a worker process)."""
+    spec = job.spec
+    truth = generate(spec, PEOPLE, job.t0, job.t1, SEED)
+    aid = agent_id(spec)
+    va = VirtualAgent(aid, spec, truth, profile(spec), seed=SEED)
+    recs = va.run()
+    key = load_private(job.key_file)
+    envs = list(envelopes(aid, spec.unit_id, spec.id, key, recs, job.sent))
+    last = recs[-1]
+    return Made(aid, spec, truth, envs, last["seq"], va.prev, last["boot"], last["t"])
+
+
+def seed_spool(data_dir: Path, agent: str, next_seq: int, last_hash: str, boot: int, last_t: int) -> None:
+    """The agent's spool as it would be after its history was sent and acknowledged, so the live
+    agent continues the same chain (seq, prev, boot) instead of starting a new one."""
+    from agent.spool import Spool
+
+    sp = Spool(data_dir / "spool.db", agent)
+    try:
+        for k, v in (("next_seq", next_seq), ("last_hash", last_hash), ("boot", boot), ("acked", next_seq - 1),
+                     ("last_t", last_t), ("config_digest", "sim")):
+            sp.set_meta(k, v)
+    finally:
+        sp.close()
+
+
+def backfill_history(dsn: str, broker: MosquittoServer, agents_dir: Path, specs: list[InstrumentSpec], t0: int,
+                     t1: int, stop: threading.Event) -> list[Made]:
+    """Generate (one worker process) and publish (this process) instrument by instrument, while the
+    ingest stores; return when everything is stored."""
+    sent = int(time.time() * 1000)
+    jobs = [Job(s, agents_dir / agent_id(s) / "agent.key", t0, t1, sent) for s in specs]
+    expected: dict[str, int] = {}
+    made: list[Made] = []
+    started = time.monotonic()
+    ctx = multiprocessing.get_context("fork")
+    with sigint_ignored():  # the worker leaves Ctrl-C to us
+        pool = ctx.Pool(1)
+    try:
+        for m in pool.imap(make_history, jobs):
+            if stop.is_set():
+                raise KeyboardInterrupt
+            top = topics.topic(m.spec.unit_id, m.spec.id, topics.Kind.REC)
+            backfill.publish(broker.host, broker.port, ((top, e) for e in m.envelopes))
+            expected[m.agent] = m.last_seq
+            say(f"  {m.spec.id}: {m.last_seq:,} records in {len(m.envelopes)} envelopes published "
+                f"({m.truth.running_ms() / HOUR:,.0f} running hours in truth)")
+            m.envelopes = []
+            made.append(m)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+    last_said = [time.monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if time.monotonic() - last_said[0] >= 10:
+            last_said[0] = time.monotonic()
+            say(f"  ingest: {done:,} / {total:,} records stored")
+
+    backfill.wait_stored(dsn, expected, timeout=3600, progress=progress)
+    total = sum(expected.values())
+    secs = time.monotonic() - started
+    say(f"history stored: {total:,} records of {len(made)} agents in {secs:.0f} s ({total / secs:,.0f} records/s)")
+    return made
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+_stop = threading.Event()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if not _stop.is_set():
+        print(flush=True)
+        say("stopping (Ctrl-C again is ignored; everything is being stopped in order)")
+    _stop.set()
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _stop.is_set():
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _status(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        online, total = conn.execute(
+            "SELECT count(*) FILTER (WHERE online AND last_received_at > now() - interval '5 minutes'), count(*)"
+            " FROM live_state").fetchone() or (0, 0)
+        running = conn.execute("SELECT count(*) FROM live_state WHERE state = 'running' AND online").fetchone()
+        recs = conn.execute("SELECT coalesce(sum(watermark), 0) FROM agent_progress").fetchone()
+    return (f"agents online {online}/{total}, running now {running[0] if running else 0}, "
+            f"records stored {int(recs[0]) if recs else 0:,}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sim.demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--var", type=Path, default=ROOT / "var" / "demo", help="where everything is kept")
+    ap.add_argument("--web-port", type=int, default=8080)
+    ap.add_argument("--history-from", type=date.fromisoformat,
+                    help="first day of the backfilled history (default: 1 January of last year)")
+    ap.add_argument("--fresh", action="store_true", help="forget the previous run's data and start over")
+    ap.add_argument("--speed", type=float, default=1.0, help="live simulation speed factor")
+    ap.add_argument("--instruments", type=int, default=len(INSTRUMENTS),
+                    help=f"how many of the {len(INSTRUMENTS)} simulated instruments (first run only)")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    var: Path = args.var.absolute()
+    state_file = var / "state.json"
+    state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() and not args.fresh else {}
+    first = not state.get("history_done")
+    if first:
+        state["instruments"] = [s.id for s in INSTRUMENTS[:max(1, args.instruments)]]
+    specs = [s for s in INSTRUMENTS if s.id in state.get("instruments", [])] or list(INSTRUMENTS)
+    if first:
+        for sub in ("mqtt", "agents", "truth", "logs", "state.json"):
+            p = var / sub
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    var.mkdir(parents=True, exist_ok=True)
+    var.chmod(0o755)
+    children = Children(var / "logs")
+    pg = PostgresServer(var / "pg", _port(state.get("pg_port", 55432)))
+    broker = MosquittoServer(var / "mqtt", _port(state.get("mqtt_port", 18830)))
+    _own_group(broker)
+    devices: list[Any] = []
+    driver: Any = None
+    truthlog: Any = None
+    try:
+        say(f"PostgreSQL + TimescaleDB on 127.0.0.1:{pg.port} ({var / 'pg'})")
+        pg.start()
+        say(f"Mosquitto on 127.0.0.1:{broker.port}")
+        broker.start()
+        from server.db.migrate import apply
+
+        if first:
+            pg.drop_database(DB)
+        dsn = pg.create_database(DB)
+        applied = apply(dsn)
+        if applied:
+            say(f"migrations applied: {', '.join(applied)}")
+        web_port = _port(state.get("web_port", args.web_port))
+        state.update(pg_port=pg.port, mqtt_port=broker.port, web_port=web_port)
+        agents_dir = var / "agents"
+        if first:
+            say(f"seeding the registry: 2 units, organisations, {len(specs)} instruments, people, prices, logins,"
+                " agent keys")
+            keys = []
+            for spec in specs:
+                d = agents_dir / agent_id(spec)
+                d.mkdir(parents=True, exist_ok=True)
+                key = new_key()
+                save_private(key, d / "agent.key")
+                keys.append((agent_id(spec), spec.id, key_id(key), public_to_b64(key)))
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                seed.registry(conn, UNITS, ORGS, PEOPLE, specs)
+                seed.logins(conn, PASSWORD)
+                seed.enrol(conn, keys)
+                seed.service_cases(conn)
+        ingest_cfg = var / "ingest.toml"
+        ingest_cfg.write_text(
+            f'log_level = "INFO"\n[database]\ndsn = "{dsn}"\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "jishi-demo-ingest"\n'
+            "[metrics]\nport = 0\n")
+        children.start("ingest", [sys.executable, "-m", "server.cli", "--config", str(ingest_cfg), "ingest"])
+        web_env = _env() | {"JISHI_WEB_MQTT_HOST": broker.host, "JISHI_WEB_MQTT_PORT": str(broker.port)}
+        children.start("web", [sys.executable, "-m", "server.web.serve", "--dsn", dsn, "--port", str(web_port),
+                               "--insecure-cookies", "--log-level", "warning"], env=web_env)
+        url = f"http://127.0.0.1:{web_port}"
+        if not _wait_http(f"{url}/healthz", 60) and not _stop.is_set():
+            raise RuntimeError(f"the web server did not answer on {url}; see {var / 'logs' / 'web.log'}")
+        say(f"ingest and web running (web at {url})")
+
+        if first:
+            today = datetime.now(TZ).date()
+            start_day = args.history_from or date(today.year - 1, 1, 1)
+            t0 = ms(datetime(start_day.year, start_day.month, start_day.day, tzinfo=TZ))
+            t1 = int(time.time() * 1000) - 60_000
+            say(f"backfilling history {start_day} .. now for {len(specs)} instruments "
+                "(first run only; a few minutes)")
+            made = backfill_history(dsn, broker, agents_dir, specs, t0, t1, _stop)
+            for m in made:
+                seed_spool(agents_dir / m.agent / "data", m.agent, m.last_seq + 1, m.last_hash, m.last_boot, m.last_t)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                n = seed.service_records(conn, [m.truth for m in made], PEOPLE, ORGS, seed=SEED, until=t1)
+            paths = write_truth([m.truth for m in made], var / "truth" / "history")
+            say(f"{n} self-reported service records; ground truth in {paths[0].parent}")
+            state["history_done"] = True
+            state["history"] = {"from": start_day.isoformat(), "to_ms": t1}
+            state_file.write_text(json.dumps(state, indent=1))
+        else:
+            state_file.write_text(json.dumps(state, indent=1))
+            say("reusing the data of the previous run (history already stored)")
+            _repair_spools(dsn, agents_dir, specs)
+
+        from sim.live import Devices, Driver, Truthlog, agent_toml
+
+        say(f"starting {len(specs)} simulated instruments and their agents")
+        live: list[tuple[InstrumentSpec, Devices, int]] = []
+        for spec in specs:
+            with sigint_ignored():
+                dev = Devices.open(spec, var / "sim" / spec.id, SEED)
+            devices.append(dev)
+            port = free_port()
+            d = agents_dir / agent_id(spec)
+            (d / "agent.toml").write_text(agent_toml(spec, profile(spec), dev, agent_id=agent_id(spec),
+                                                     mqtt_host=broker.host, mqtt_port=broker.port,
+                                                     checkin_port=port,
+                                                     post_run_s=30.0 if spec.hidden_post_s else 0.0))
+            children.start(f"agent-{spec.id}", [sys.executable, "-m", "agent.cli", "run", "--config",
+                                                str(d / "agent.toml")], cwd=d)
+            live.append((spec, dev, port))
+        truthlog = Truthlog(var / "truth" / "live.jsonl")
+        time.sleep(3)
+        driver = Driver(live, PEOPLE, truthlog, SEED, speed=args.speed)
+        driver.start()
+        print(flush=True)
+        print(f"  Jishi demo is running:  {url}/login", flush=True)
+        print(f"  logins (password for all: {PASSWORD}):", flush=True)
+        for lg in seed.DEMO_LOGINS:
+            print(f"    {lg.login:<14} {lg.role:<13} {lg.display_name}", flush=True)
+        print(f"  board of a unit:        {url}/units/imu/board   {url}/units/btri/board", flush=True)
+        print(f"  logs: {var / 'logs'}   ground truth: {var / 'truth'}", flush=True)
+        print("  Ctrl-C stops everything.", flush=True)
+        print(flush=True)
+        next_status = time.monotonic() + 20
+        while not _stop.wait(1.0):
+            dead = [c for c in children.dead() if c.name in ("ingest", "web")]
+            if dead:
+                raise RuntimeError(f"{dead[0].name} exited ({dead[0].proc.returncode}); see {var / 'logs'}")
+            for c in children.dead():
+                if c.name.startswith("agent-"):
+                    say(f"{c.name} exited ({c.proc.returncode}); see {var / 'logs' / (c.name + '.log')}")
+                    children.items.remove(c)
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + 60
+                try:
+                    say(_status(dsn))
+                except psycopg.Error as exc:
+                    say(f"status unavailable: {exc}")
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        if driver is not None:
+            driver.join(5)
+        say("stopping agents")
+        children.stop([c.name for c in children.items if c.name.startswith("agent-")], grace=20)
+        for dev in devices:
+            dev.close()
+        if truthlog is not None:
+            truthlog.close()
+        say("stopping web and ingest")
+        children.stop(grace=20)
+        say("stopping Mosquitto and PostgreSQL")
+        broker.stop()
+        pg.stop()
+        say("stopped; the data stays in " + str(var) + " for the next run")
+
+
+def _repair_spools(dsn: str, agents_dir: Path, specs: list[InstrumentSpec]) -> None:
+    """An agent whose spool went missing continues from what the server holds, not from seq 1."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for spec in specs:
+            aid = agent_id(spec)
+            data = agents_dir / aid / "data"
+            if (data / "spool.db").exists():
+                continue
+            row = conn.execute("SELECT watermark, watermark_hash, coalesce(boot, 1) FROM agent_progress"
+                               " WHERE agent_id = %s", (aid,)).fetchone()
+            if row is not None and row[1]:
+                say(f"{aid}: spool missing; continuing its chain after seq {row[0]}")
+                seed_spool(data, aid, int(row[0]) + 1, str(row[1]), int(row[2]), int(time.time() * 1000))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

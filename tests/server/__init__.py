@@ -1,0 +1,1 @@
+"""Tests of the server: ingest, derivation, live state."""
