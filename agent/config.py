@@ -173,7 +173,7 @@ class IdentitySection:
     os_include_remote: bool = False
     checkin: bool = True
     checkin_port: int = 8787
-    idle_timeout_s: float = 1800.0
+    idle_timeout_s: float = 3600.0
     card_port: str = ""
     card_baudrate: int = 9600
     card_key: str = ""

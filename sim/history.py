@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import SOFTWARE
+from agent.config import IdentitySection
 from agent.detectors.base import Observation, Verdict
 from agent.detectors.power_meter import Level, Levels
 from agent.recorder import clean_by_detector, clean_evidence
@@ -56,7 +57,7 @@ class Profile:
     hysteresis_w: float = 2.0
     sample_period_s: float = 1.0
     heartbeat_s: float = 300.0
-    idle_timeout_s: float = 1800.0
+    idle_timeout_s: float = IdentitySection.idle_timeout_s  # the agent's default
     identity: str = "checkin"
 
 
@@ -74,7 +75,8 @@ def power_levels(spec: InstrumentSpec) -> tuple[tuple[Level, ...], float]:
     return levels, round(max(1.0, gap * 0.1), 1)
 
 
-def profile(spec: InstrumentSpec, heartbeat_s: float = 300.0, idle_timeout_s: float = 1800.0) -> Profile:
+def profile(spec: InstrumentSpec, heartbeat_s: float = 300.0,
+            idle_timeout_s: float = IdentitySection.idle_timeout_s) -> Profile:
     levels, hyst = power_levels(spec)
     if spec.detection == "power":
         return Profile(("power",), "power", "power.on", spec.confirm_s, 0.0, levels, hyst, heartbeat_s=heartbeat_s,
