@@ -5,7 +5,8 @@ A region as the issue sizes it: 5,000 instruments in 60 units, one year (2025) o
 off time between runs, two-day agent-offline gaps three times a year (segments not watched), a
 day in 29 arriving from the spool, and service records for 30 % of the external runs (5 % of them
 claiming twice the hours). Derived rows are generated inside PostgreSQL (generate_series), not
-through ingest: this measures the evaluation, not the ingest.
+through ingest: this measures the evaluation, not the ingest. Running segments carry their
+session's identity (method, identifier), as the derive writer stores them since migration 012.
 
     python bench/evaluation_region.py            # private PostgreSQL under /tmp, ~12 M rows
     python bench/evaluation_region.py --dsn URL  # an existing, empty, migrated database
@@ -115,14 +116,14 @@ def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
             "segments",
             """
             INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,
-                                        session_id, start_seq)
+                                        session_id, start_seq, method, identifier)
             SELECT agent_id, instrument_id, start_at, start_at + dur, 'running', NOT offline,
-                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, d || '-' || k, (d * 6 + k * 2 + 1)
+                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, d || '-' || k, (d * 6 + k * 2 + 1), 'os', ident
             FROM bench_runs
             UNION ALL
             SELECT agent_id, instrument_id, start_at + dur, next_start,
                    CASE WHEN k = 2 THEN 'off' ELSE 'idle' END, NOT offline,
-                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, NULL, (d * 6 + k * 2 + 2)
+                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, NULL, (d * 6 + k * 2 + 2), NULL, NULL
             FROM (SELECT *, lead(start_at) OVER (PARTITION BY agent_id ORDER BY start_at) AS next_start
                   FROM bench_runs) r
             WHERE next_start IS NOT NULL

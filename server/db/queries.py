@@ -270,15 +270,22 @@ def _columns(rows: Sequence[tuple[Any, ...]], n: int) -> list[list[Any]]:
 
 
 def upsert_segments(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(agent_id, instrument_id, start, end, state, watched, arrival, session_id, start_seq)."""
+    """(agent_id, instrument_id, start, end, state, watched, arrival, session_id, start_seq).
+
+    The session's identity (method, identifier; migration 012) is copied from user_sessions, so
+    write the sessions first."""
     if rows:
         conn.execute(
             "INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,"
-            " session_id, start_seq) SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[],"
+            " session_id, start_seq, method, identifier)"
+            " SELECT n.*, us.method, us.identifier FROM unnest(%s::text[], %s::text[], %s::timestamptz[],"
             " %s::timestamptz[], %s::text[], %s::bool[], %s::text[], %s::text[], %s::bigint[])"
+            " AS n(agent_id, instrument_id, start_at, end_at, state, watched, arrival, session_id, start_seq)"
+            " LEFT JOIN user_sessions us ON us.agent_id = n.agent_id AND us.session_id = n.session_id"
             " ON CONFLICT (agent_id, start_at) DO UPDATE SET end_at = EXCLUDED.end_at, state = EXCLUDED.state,"
             " watched = EXCLUDED.watched, arrival = EXCLUDED.arrival, session_id = EXCLUDED.session_id,"
-            " start_seq = EXCLUDED.start_seq, instrument_id = EXCLUDED.instrument_id",
+            " start_seq = EXCLUDED.start_seq, instrument_id = EXCLUDED.instrument_id,"
+            " method = EXCLUDED.method, identifier = EXCLUDED.identifier",
             _columns(rows, 9),
         )
 
@@ -363,7 +370,7 @@ class Hours:
 
 _HOURS_SQL = """
 WITH seg AS (
-    SELECT s.agent_id, s.instrument_id, s.state, s.watched, s.arrival, s.session_id,
+    SELECT s.agent_id, s.instrument_id, s.state, s.watched, s.arrival, s.session_id, s.method, s.identifier,
            extract(epoch FROM least(s.end_at, %(end)s) - greatest(s.start_at, %(start)s)) AS secs
     FROM usage_segments s
     WHERE s.start_at < %(end)s AND s.end_at > %(start)s
@@ -377,8 +384,14 @@ WITH seg AS (
     FROM seg
     LEFT JOIN instruments i ON i.id = seg.instrument_id
     LEFT JOIN units u ON u.id = i.unit_id
-    LEFT JOIN user_sessions us ON us.agent_id = seg.agent_id AND us.session_id = seg.session_id
-    LEFT JOIN identity_map im ON im.unit_id = i.unit_id AND im.method = us.method AND im.identifier = us.identifier
+    -- the session's identity is on the segment (012); a segment written before its session looks it up
+    LEFT JOIN LATERAL (
+        SELECT us.method, us.identifier FROM user_sessions us
+        WHERE seg.method IS NULL AND seg.session_id IS NOT NULL
+          AND us.agent_id = seg.agent_id AND us.session_id = seg.session_id LIMIT 1
+    ) us ON true
+    LEFT JOIN identity_map im ON im.unit_id = i.unit_id AND im.method = COALESCE(seg.method, us.method)
+        AND im.identifier = COALESCE(seg.identifier, us.identifier)
     LEFT JOIN platform_users pu ON pu.id = im.user_id
 )
 SELECT instrument_id,

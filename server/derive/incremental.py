@@ -78,8 +78,14 @@ def write(conn: Conn, agent_id: str, instrument_id: str, d: Derived) -> None:
 
 
 def write_many(conn: Conn, items: Iterable[tuple[str, str, Derived]]) -> None:
-    """Upsert the rows of several agents' runs: three statements whatever the number of agents."""
+    """Upsert the rows of several agents' runs: three statements whatever the number of agents.
+    Sessions first: segments copy their session's identity from user_sessions (migration 012)."""
     items = list(items)
+    queries.upsert_sessions(conn, [
+        (agent_id, instrument_id, s.session_id, s.method, s.identifier, ms_to_dt(s.start),
+         None if s.end is None else ms_to_dt(s.end), s.end_reason, s.start_seq)
+        for agent_id, instrument_id, d in items for s in d.sessions
+    ])
     queries.upsert_segments(conn, [
         (agent_id, instrument_id, ms_to_dt(s.start), ms_to_dt(s.end), s.state, s.watched, s.arrival, s.session,
          s.start_seq) for agent_id, instrument_id, d in items for s in d.segments
@@ -87,9 +93,4 @@ def write_many(conn: Conn, items: Iterable[tuple[str, str, Derived]]) -> None:
     queries.upsert_coverage(conn, [
         (agent_id, instrument_id, ms_to_dt(c.start), ms_to_dt(c.end), c.status, c.reason)
         for agent_id, instrument_id, d in items for c in d.coverage
-    ])
-    queries.upsert_sessions(conn, [
-        (agent_id, instrument_id, s.session_id, s.method, s.identifier, ms_to_dt(s.start),
-         None if s.end is None else ms_to_dt(s.end), s.end_reason, s.start_seq)
-        for agent_id, instrument_id, d in items for s in d.sessions
     ])

@@ -30,7 +30,14 @@ from typing import Any
 import psycopg
 
 from server.evaluation.period import Period, year_fraction
-from server.evaluation.sql import IDENTITY_CLASS, INST, SESSIONS, clipped_seconds, overlapping, running_overlapping
+from server.evaluation.sql import (
+    IDENTITY_CLASS,
+    INST,
+    clipped_seconds,
+    overlapping,
+    running_overlapping,
+    session_identity,
+)
 
 Conn = psycopg.Connection[Any]
 
@@ -271,21 +278,21 @@ def _iso(d: date | None) -> str | None:
 # -- SQL ----------------------------------------------------------------------------------------
 
 
-# Running time summed per identity first (one pass over the running segments, one join to their
-# sessions), and only the small per-identity result is classed internal / external: the big join
-# carries no more columns than it must.
-def _segment_hours_sql(sessions: str) -> str:
-    return f"""
+# Running time summed per identity first (one pass over the running segments, which carry their
+# session's identity since migration 012), and only the small per-identity result is classed
+# internal / external.
+SEGMENT_HOURS = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
-ident AS ({IDENTITY_CLASS}),
+ident AS MATERIALIZED ({IDENTITY_CLASS}),
 seg AS ({running_overlapping("IN (SELECT id FROM inst)", "%(t0)s", "%(t1)s")}),
 by_identity AS (
     SELECT seg.instrument_id COLLATE "C" AS instrument_id,
            CASE WHEN seg.watched THEN seg.arrival ELSE 'unverified' END COLLATE "C" AS cls,
-           us.method COLLATE "C" AS method, us.identifier COLLATE "C" AS identifier,
+           COALESCE(seg.method, sid.method) COLLATE "C" AS method,
+           COALESCE(seg.identifier, sid.identifier) COLLATE "C" AS identifier,
            sum({clipped_seconds("seg.start_at", "seg.end_at", "%(t0)s", "%(t1)s")}) AS seconds
     FROM seg
-    LEFT JOIN {sessions} us ON us.agent_id = seg.agent_id AND us.session_id = seg.session_id
+    {session_identity("seg")}
     GROUP BY 1, 2, 3, 4
 )
 SELECT b.instrument_id, b.cls, COALESCE(ident.who, 'unattributed') AS who, sum(b.seconds)::float8 / 3600
@@ -294,11 +301,6 @@ JOIN inst ON inst.id = b.instrument_id
 LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = b.method AND ident.identifier = b.identifier
 GROUP BY 1, 2, 3
 """
-
-
-# The whole region: one hash join with every session. Some units: only their sessions, by index.
-SEGMENT_HOURS = _segment_hours_sql("user_sessions")
-SEGMENT_HOURS_SCOPED = _segment_hours_sql(SESSIONS)
 
 # Manual logbook entries: unverified, and only the part no agent was watching.
 _MANUAL_HOURS = f"""
@@ -395,7 +397,7 @@ def tune(conn: Conn) -> None:
 def segment_hours(conn: Conn, p: dict[str, Any]) -> list[tuple[str, str, str, float]]:
     """(instrument, live|spool|unverified, internal|external|unattributed, hours) from measured
     segments only: what an evidence bundle must reproduce."""
-    return conn.execute(SEGMENT_HOURS if p["units"] is None else SEGMENT_HOURS_SCOPED, p).fetchall()
+    return conn.execute(SEGMENT_HOURS, p).fetchall()
 
 
 def compute(conn: Conn, period: Period, unit_ids: Sequence[str] | None = None) -> Evaluation:

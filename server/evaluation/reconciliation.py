@@ -30,10 +30,10 @@ from server.evaluation.sql import (
     IDENTITY_CLASS,
     INST,
     INTERNAL_ORGS,
-    SESSIONS,
     clipped_seconds,
     overlapping,
     running_overlapping,
+    session_identity,
 )
 
 DEFAULT_TOLERANCE_H = 0.5
@@ -51,20 +51,17 @@ rec AS (
     FROM service_records r JOIN inst ON inst.id = r.instrument_id
     WHERE r.start_at >= %(t0)s AND r.start_at < %(t1)s
 ),
--- (record, running segment) pairs: one tight index range per record, the session by primary key.
--- Identities are classed outside the lateral so their hash table is built once.
+-- (record, running segment) pairs: one tight index range per record; the segment carries its
+-- session's identity (012). Identities are classed outside the lateral so their hash table is built once.
 pair AS (
-    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id, us.method, us.identifier,
+    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id,
+           COALESCE(s.method, sid.method) AS method, COALESCE(s.identifier, sid.identifier) AS identifier,
            {clipped_seconds("s.start_at", "s.end_at", "r.start_at", "r.end_at")} AS seconds,
            greatest(0, extract(epoch FROM least(s.end_at, r.end_at, %(t1)s) - greatest(s.start_at, r.start_at, %(t0)s)))
                AS period_seconds
     FROM rec r
     CROSS JOIN LATERAL ({running_overlapping("= r.instrument_id", "r.start_at", "r.end_at")}) s
-    LEFT JOIN LATERAL (
-        -- LIMIT keeps this a primary-key look-up per pair instead of a hash of every session
-        SELECT us.method, us.identifier FROM user_sessions us
-        WHERE us.agent_id = s.agent_id AND us.session_id = s.session_id LIMIT 1
-    ) us ON true
+    {session_identity("s")}
 ),
 by_record AS (
     SELECT p.rec_id,
@@ -161,14 +158,14 @@ longest AS MATERIALIZED (
       AND r.start_at >= %(t0)s AND r.start_at < %(t1)s
 ),
 seg AS ({running_overlapping("IN (SELECT id FROM inst)", "%(t0)s", "%(t1)s")}),
-sess AS MATERIALIZED {SESSIONS},
 seg_identity AS MATERIALIZED (
     SELECT seg.instrument_id, inst.unit_id, seg.agent_id, seg.session_id, seg.start_at, seg.end_at, seg.watched,
-           us.method, us.identifier,
+           COALESCE(seg.method, sid.method) AS method, COALESCE(seg.identifier, sid.identifier) AS identifier,
            {clipped_seconds("seg.start_at", "seg.end_at", "%(t0)s", "%(t1)s")} AS seconds
     FROM seg
     JOIN inst ON inst.id = seg.instrument_id
-    JOIN sess us ON us.agent_id = seg.agent_id AND us.session_id = seg.session_id
+    {session_identity("seg")}
+    WHERE seg.session_id IS NOT NULL
 ),
 ext AS (
     SELECT si.*, ident.user_id FROM seg_identity si

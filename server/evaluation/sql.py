@@ -56,7 +56,9 @@ def clipped_seconds(start: str, end: str, lo: str, hi: str) -> str:
     return f"extract(epoch FROM least({end}, {hi}) - greatest({start}, {lo}))"
 
 
-RUNNING_COLUMNS = "x.instrument_id, x.agent_id, x.start_at, x.end_at, x.watched, x.arrival, x.session_id"
+RUNNING_COLUMNS = (
+    "x.instrument_id, x.agent_id, x.start_at, x.end_at, x.watched, x.arrival, x.session_id, x.method, x.identifier"
+)
 
 
 def running_overlapping(instrument: str, lo: str, hi: str) -> str:
@@ -75,10 +77,15 @@ def running_overlapping(instrument: str, lo: str, hi: str) -> str:
     """
 
 
-# The user sessions that running segments of `inst` in [t0, t1) can belong to, as a relation to
-# join: restricted up front so that one unit's report never hashes the whole region's sessions.
-SESSIONS = """(
-    SELECT us.agent_id, us.session_id, us.method, us.identifier FROM user_sessions us
-    WHERE us.instrument_id IN (SELECT id FROM inst) AND us.start_at < %(t1)s
-      AND (us.end_at IS NULL OR us.end_at > %(t0)s)
-)"""
+def session_identity(seg: str, alias: str = "sid") -> str:
+    """A LEFT JOIN LATERAL giving `alias`.method / `alias`.identifier of segment `seg`'s session.
+
+    The identity is copied onto usage_segments (migration 012), so this reads nothing for segments
+    that carry it; only a segment with a session but no copy (written before its session) gets one
+    primary-key look-up. Use COALESCE(seg.method, alias.method), COALESCE(seg.identifier,
+    alias.identifier)."""
+    return f"""LEFT JOIN LATERAL (
+        SELECT us.method, us.identifier FROM user_sessions us
+        WHERE {seg}.method IS NULL AND {seg}.session_id IS NOT NULL
+          AND us.agent_id = {seg}.agent_id AND us.session_id = {seg}.session_id LIMIT 1
+    ) {alias} ON true"""
