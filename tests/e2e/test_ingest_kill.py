@@ -3,15 +3,12 @@ stored twice, watermarks and derivation exactly at the last seq."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from protocols import topics
-from tests.server.helpers import Publisher, TestAgent, query, register, wait_for
+from tests.server.helpers import Publisher, query, spool_backlog, wait_for
 from tests.server.procs import IngestProc, write_config
 
 S = 1000
@@ -23,19 +20,8 @@ PER_ENVELOPE = 10
 def test_kill9_mid_batch_loses_and_duplicates_nothing(pg_dsn: str, mqtt_broker: Any, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:6]
     dsn = pg_dsn
-    agents = [TestAgent(f"k{i}-{tag}", unit=f"u-{tag}") for i in range(AGENTS)]
-    for ag in agents:
-        register(dsn, ag, org=f"org-{tag}")
-    t0 = int(time.time() * 1000) - RECORDS * 60 * S
-    items: list[tuple[str, bytes]] = []
-    for ag in agents:
-        ag.state(t0, "running")
-        for k in range(1, RECORDS):
-            ag.heartbeat(t0 + k * 60 * S, "running" if k < RECORDS // 2 else "idle", period_ms=60_000)
-        for i in range(0, RECORDS, PER_ENVELOPE):
-            items.append((ag.topic(), ag.seal(ag.made[i:i + PER_ENVELOPE])))
-    # interleave agents as a fleet flushing spools would
-    items.sort(key=lambda it: orjson.loads(it[1])["records"][0]["seq"])
+    agents, items = spool_backlog(dsn, "k", tag, AGENTS, RECORDS, PER_ENVELOPE)
+    t0 = int(agents[0].made[0]["t"])
 
     cfg = write_config(tmp_path / "ingest.toml", dsn, mqtt_broker, f"ing-{tag}", f"g-{tag}",
                        batch_max_messages=40)

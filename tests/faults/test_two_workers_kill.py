@@ -13,11 +13,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from protocols import topics
-from tests.server.helpers import Publisher, TestAgent, query, register, wait_for
+from tests.server.helpers import Publisher, query, spool_backlog, wait_for
 from tests.server.procs import IngestProc, write_config
 
 S = 1000
@@ -30,18 +29,8 @@ PER_ENVELOPE = 10
 def test_both_workers_killed_and_restarted(order: str, pg_dsn: str, mqtt_broker: Any, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:6]
     dsn = pg_dsn
-    agents = [TestAgent(f"w{i}-{tag}", unit=f"u-{tag}") for i in range(AGENTS)]
-    for ag in agents:
-        register(dsn, ag, org=f"org-{tag}")
-    t0 = int(time.time() * 1000) - RECORDS * 60 * S
-    items: list[tuple[str, bytes]] = []
-    for ag in agents:
-        ag.state(t0, "running")
-        for k in range(1, RECORDS):
-            ag.heartbeat(t0 + k * 60 * S, "running" if k < RECORDS // 2 else "idle", period_ms=60_000)
-        for i in range(0, RECORDS, PER_ENVELOPE):
-            items.append((ag.topic(), ag.seal(ag.made[i:i + PER_ENVELOPE])))
-    items.sort(key=lambda it: orjson.loads(it[1])["records"][0]["seq"])
+    agents, items = spool_backlog(dsn, "w", tag, AGENTS, RECORDS, PER_ENVELOPE)
+    t0 = int(agents[0].made[0]["t"])
     cfgs = [write_config(tmp_path / f"ingest{n}.toml", dsn, mqtt_broker, f"ing{n}-{tag}", f"g-{tag}",
                          batch_max_messages=20) for n in (1, 2)]
     procs = [IngestProc(c).start() for c in cfgs]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -182,3 +183,22 @@ def clear_retained(broker: Any, topics_: list[str]) -> None:
     for t in topics_:
         p.publish(t, b"", retain=True)
     p.close()
+
+
+def spool_backlog(dsn: str, prefix: str, tag: str, agents: int, records: int,
+                  per_envelope: int) -> tuple[list[TestAgent], list[tuple[str, bytes]]]:
+    """Registered agents, each with `records` minutes of history sealed `per_envelope` records a
+    message, interleaved by seq as a fleet flushing its spools after an outage would send them."""
+    fleet = [TestAgent(f"{prefix}{i}-{tag}", unit=f"u-{tag}") for i in range(agents)]
+    for ag in fleet:
+        register(dsn, ag, org=f"org-{tag}")
+    t0 = int(time.time() * 1000) - records * 60_000
+    items: list[tuple[str, bytes]] = []
+    for ag in fleet:
+        ag.state(t0, "running")
+        for k in range(1, records):
+            ag.heartbeat(t0 + k * 60_000, "running" if k < records // 2 else "idle", period_ms=60_000)
+        for i in range(0, records, per_envelope):
+            items.append((ag.topic(), ag.seal(ag.made[i:i + per_envelope])))
+    items.sort(key=lambda it: int(orjson.loads(it[1])["records"][0]["seq"]))
+    return fleet, items
