@@ -100,6 +100,16 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
+def utilization(running: HourSplit, rated_hours: float) -> Ratio:
+    """利用率 = running hours / rated hours, verified-only and including the rest."""
+    return Ratio(_ratio(running.verified, rated_hours), _ratio(running.total, rated_hours))
+
+
+def sharing(external: HourSplit, running: HourSplit) -> Ratio:
+    """共享率 = external running hours / running hours, verified-only and including the rest."""
+    return Ratio(_ratio(external.verified, running.verified), _ratio(external.total, running.total))
+
+
 @dataclass
 class InstrumentFigures:
     id: str
@@ -133,13 +143,11 @@ class InstrumentFigures:
 
     @property
     def utilization(self) -> Ratio:
-        return Ratio(_ratio(self.running.verified, self.rated_hours), _ratio(self.running.total, self.rated_hours))
+        return utilization(self.running, self.rated_hours)
 
     @property
     def sharing(self) -> Ratio:
-        return Ratio(
-            _ratio(self.external.verified, self.running.verified), _ratio(self.external.total, self.running.total)
-        )
+        return sharing(self.external, self.running)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -217,7 +225,7 @@ class Aggregate:
 
     @property
     def utilization(self) -> Ratio:
-        return Ratio(_ratio(self.running.verified, self.rated_hours), _ratio(self.running.total, self.rated_hours))
+        return utilization(self.running, self.rated_hours)
 
     @property
     def utilization_mean(self) -> Ratio:
@@ -226,9 +234,7 @@ class Aggregate:
 
     @property
     def sharing(self) -> Ratio:
-        return Ratio(
-            _ratio(self.external.verified, self.running.verified), _ratio(self.external.total, self.running.total)
-        )
+        return sharing(self.external, self.running)
 
     def as_dict(self) -> dict[str, Any]:
         return {
