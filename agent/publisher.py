@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import SOFTWARE
 from agent.config import Config, MqttSection
-from agent.spool import Row, Spool, SpoolError
+from agent.spool import Row, Spool, SpoolError, SpoolFull
 from protocols import envelope as env
 from protocols.topics import Kind, topic
 
@@ -312,6 +312,9 @@ class Publisher(threading.Thread):
             return
         try:
             trimmed = self._spool_().ack(acked)
+        except SpoolFull as exc:  # not even room to trim: the next ack (or reconnect) tries again
+            log.error("could not trim the spool to ack %d: %s", acked, exc)
+            return
         except SpoolError as exc:
             log.warning("server ack refused: %s (is this the agent the server knows?)", exc)
             return

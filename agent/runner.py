@@ -86,6 +86,7 @@ class Agent:
         self.clock = Clock(a.clock_jump_ms, last_t=int(self.spool.meta("last_t", 0)))
         self.publisher = Publisher(cfg, self.key, self.boot)
         self.recorder = Recorder(self.spool, a.id, self.boot, self.clock, on_append=self.publisher.notify)
+        self.spool.overflow = self.recorder.overflow_builder  # a full disk drops old samples, declared
         self.detectors: list[Detector] = []
         for entry in cfg.detectors:
             det = module(entry.kind).create(entry.name, entry.config)
@@ -174,6 +175,7 @@ class Agent:
             self.recorder.lifecycle("config", {"digest": self.cfg.digest, "previous": previous,
                                                "rule": self.cfg.state.running})
             self.spool.set_meta("config_digest", self.cfg.digest)
+        self.sessions.resume()
         if self.http is not None:
             try:
                 self.http.start()

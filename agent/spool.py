@@ -7,19 +7,31 @@ nor reuse a seq. Rows are trimmed only at or below the server's acknowledgement;
 age limits drop `sample` records first, then `heartbeat` records, never state, session,
 lifecycle or overflow records, and write a `spool_overflow` record naming exactly what went.
 
+A full disk (SQLITE_FULL / ENOSPC, whoever filled it) is handled the same way: a write that fails
+for lack of space releases the spool's reserve file (`spool.db.reserve`, kept next to the
+database so the clean-up itself has room: SQLite cannot even delete rows on a full disk),
+checkpoints the WAL, drops the oldest `sample` then `heartbeat` records (declared in a
+`spool_overflow` record, when the agent has given its builder as `overflow`) and tries once
+more; if there is still no room it raises `SpoolFull`. The reserve is written again once space
+has returned (`restore_reserve`, called with the limit checks). Every step is logged.
+
 One `Spool` object per thread (sqlite3 connections are not shared across threads).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from protocols.canonical import canonical
 from protocols.chain import GENESIS
@@ -35,13 +47,38 @@ CREATE TABLE IF NOT EXISTS outputs(t INTEGER NOT NULL, path TEXT NOT NULL, size 
 """
 DROPPABLE = ("sample", "heartbeat")  # in this order; everything else is kept whatever the limit
 MAX_RANGES_PER_RECORD = 256
+RESERVE_BYTES = 1024 * 1024
+"""kept free on the spool's disk (as a file) so that a full disk can be dealt with"""
+DROP_ON_FULL_BYTES = 64 * 1024
+"""record bytes dropped (oldest samples, then heartbeats) each time the disk is found full"""
+MIN_FREE_PAGES = 16
+"""while the disk is full, free pages kept inside the database so that writes never extend it"""
+LAST_FREE_PAGES = 4
+"""while the disk is full and fewer pages than this are free, whatever is droppable is dropped"""
+WAL_AUTOCHECKPOINT = 100
+"""pages (4 KiB): keeps the WAL well below the reserve, so the reserve always covers a checkpoint"""
+
+log = logging.getLogger("jishi.spool")
+T = TypeVar("T")
 
 Builder = Callable[[int, str], dict[str, Any]]
 """Builds a record given its seq and the previous record's hash."""
+OverflowBuilder = Callable[[int, str, list[dict[str, Any]]], dict[str, Any]]
+"""Builds the `spool_overflow` record: (seq, prev, dropped ranges)."""
 
 
 class SpoolError(RuntimeError):
     pass
+
+
+class SpoolFull(SpoolError):
+    """The disk is full and nothing more could be freed: this write is not stored."""
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 @dataclass(frozen=True)
@@ -64,9 +101,15 @@ class Row:
 
 
 class Spool:
-    def __init__(self, path: Path, agent: str, readonly: bool = False) -> None:
+    def __init__(self, path: Path, agent: str, readonly: bool = False, reserve_bytes: int = RESERVE_BYTES) -> None:
         self.path = path
         self.agent = agent
+        self.reserve = path.with_name(path.name + ".reserve")
+        self.reserve_bytes = reserve_bytes
+        self.overflow: OverflowBuilder | None = None
+        """set by the agent: lets a full disk drop old samples and heartbeats, declared"""
+        self.full_events = 0
+        self.disk_full = False
         if readonly:
             uri = path.resolve().as_uri() + "?mode=ro"  # file:///C:/... on Windows
             self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
@@ -76,32 +119,139 @@ class Spool:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA cache_size=-512")
-            with self.tx():
-                for stmt in SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        self.db.execute(stmt)
-                owner = self._meta("agent")
-                if owner is None:
-                    for key, value in (("agent", agent), ("boot", 0), ("next_seq", 1), ("last_hash", GENESIS),
-                                       ("acked", 0), ("created", int(time.time() * 1000))):
-                        self._set(key, value)
-                elif owner != agent:
-                    raise SpoolError(f"spool {path} belongs to agent {owner!r}, not {agent!r}: "
-                                     "use another data_dir or the original agent id")
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+            self._write(self._init_schema)
+            self.restore_reserve()
+
+    def _init_schema(self) -> None:
+        with self.tx():
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+            owner = self._meta("agent")
+            if owner is None:
+                for key, value in (("agent", self.agent), ("boot", 0), ("next_seq", 1), ("last_hash", GENESIS),
+                                   ("acked", 0), ("created", int(time.time() * 1000))):
+                    self._set(key, value)
+            elif owner != self.agent:
+                raise SpoolError(f"spool {self.path} belongs to agent {owner!r}, not {self.agent!r}: "
+                                 "use another data_dir or the original agent id")
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: takes the write lock at once, so reads inside are current."""
+        """An IMMEDIATE transaction: takes the write lock at once, so reads inside are current.
+        A COMMIT that fails (e.g. SQLITE_FULL) is rolled back too, never left open."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+
+    # ---- a full disk ----------------------------------------------------------------------------
+
+    def _write(self, job: Callable[[], T]) -> T:
+        """Run a writing job; if the disk is full, make room once and try again."""
+        try:
+            result = job()
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not _is_full(exc):
+                raise
+            self._make_room(exc)
+            try:
+                result = job()
+            except (sqlite3.OperationalError, OSError) as again:
+                if not _is_full(again):
+                    raise
+                raise SpoolFull(f"disk full at {self.path.parent}: record not stored ({again}); nothing left "
+                                "to drop (state, session and lifecycle records are never dropped)") from again
+        return result
+
+    def _make_room(self, exc: BaseException) -> None:
+        self.full_events += 1
+        self.disk_full = True
+        released = 0
+        if self.reserve.exists():
+            released = self.reserve.stat().st_size
+            self.reserve.unlink()
+        self._checkpoint()
+        dropped: list[tuple[int, int]] = []
+        if self.overflow is not None:
+            try:
+                with self.tx():
+                    dropped = self._drop(self.overflow, DROP_ON_FULL_BYTES, None)
+            except (sqlite3.OperationalError, OSError) as drop_exc:
+                if not _is_full(drop_exc):
+                    raise
+                log.error("spool %s: disk full and even dropping old records failed (%s)", self.path, drop_exc)
+            self._checkpoint()
+        what = (f"dropped {sum(b - a + 1 for a, b in dropped)} oldest sample/heartbeat records {dropped[:8]} "
+                "(declared in a spool_overflow record)" if dropped else "no sample/heartbeat records to drop")
+        log.error("spool %s: DISK FULL (%s): released the %d-byte reserve, %s; state, session and lifecycle "
+                  "records are kept. Free space on this disk.", self.path, exc, released, what)
+
+    def _keep_free_pages(self) -> None:
+        """While the disk is full, writes should reuse pages freed inside the database rather than
+        extend it: a checkpoint that must copy a new page into the file finds no room, and until
+        space returns the WAL cannot restart, so nothing (not even a delete) can be written. So
+        old samples and heartbeats are dropped before the free pages run out (once enough have
+        accumulated to be worth a `spool_overflow` record, or whatever there is when almost no
+        page is free)."""
+        free = int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+        if free >= MIN_FREE_PAGES or self.overflow is None:
+            return
+        if self.restore_reserve():  # space came back: nothing to do
+            return
+        droppable = int(self.db.execute(
+            f"SELECT coalesce(sum(length(body)), 0) FROM records WHERE type IN ({','.join('?' * len(DROPPABLE))})",
+            DROPPABLE).fetchone()[0])
+        if not (droppable >= DROP_ON_FULL_BYTES // 4 or (free < LAST_FREE_PAGES and droppable > 0)):
+            return
+        try:
+            with self.tx():
+                dropped = self._drop(self.overflow, DROP_ON_FULL_BYTES, None)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not _is_full(exc):
+                raise
+            return  # the write that follows reports it
+        self._checkpoint()
+        if dropped:
+            log.error("spool %s: disk still full: dropped %d more oldest sample/heartbeat records %s (declared)",
+                      self.path, sum(b - a + 1 for a, b in dropped), dropped[:8])
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and restart it: the next writes reuse the WAL file from its
+        start (its space on disk is kept, so a disk full again cannot take it away)."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+
+    def restore_reserve(self) -> bool:
+        """Write the reserve file if it is missing; False while the disk has no room for it."""
+        if self.reserve_bytes <= 0:
+            return True
+        try:
+            if self.reserve.exists() and self.reserve.stat().st_size >= self.reserve_bytes:
+                return True
+            with self.reserve.open("wb") as f:
+                f.write(b"\0" * self.reserve_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.reserve.unlink()
+            if exc.errno != errno.ENOSPC:
+                log.warning("spool %s: cannot write the reserve file: %s", self.path, exc)
+            return False
+        if self.disk_full:
+            self.disk_full = False
+            log.warning("spool %s: disk space is back (reserve of %d bytes restored after %d full event(s))",
+                        self.path, self.reserve_bytes, self.full_events)
+        return True
 
     def _meta(self, key: str) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -116,22 +266,34 @@ class Spool:
         return default if value is None else value
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self.tx():
-            self._set(key, value)
+        def job() -> None:
+            with self.tx():
+                self._set(key, value)
+
+        self._write(job)
 
     # ---- writing records ----------------------------------------------------------------------
 
     def start_boot(self) -> int:
         """Increment and return the boot counter (once per agent start)."""
-        with self.tx():
-            boot = int(self._meta("boot")) + 1
-            self._set("boot", boot)
-        return boot
+        def job() -> int:
+            with self.tx():
+                boot = int(self._meta("boot")) + 1
+                self._set("boot", boot)
+            return boot
+
+        return self._write(job)
 
     def append(self, build: Builder) -> Row:
         """Assign the next seq and prev hash, build, hash and store a record: all or nothing."""
-        with self.tx():
-            return self._append(build)
+        if self.disk_full:
+            self._keep_free_pages()
+
+        def job() -> Row:
+            with self.tx():
+                return self._append(build)
+
+        return self._write(job)
 
     def _append(self, build: Builder) -> Row:
         seq = int(self._meta("next_seq"))
@@ -190,57 +352,71 @@ class Spool:
 
     def ack(self, acked: int) -> int:
         """Server says every seq <= acked is durable: trim them. Returns rows deleted."""
-        with self.tx():
-            next_seq = int(self._meta("next_seq"))
-            if acked >= next_seq:
-                raise SpoolError(f"ack {acked} is beyond the last record {next_seq - 1}")
-            old = int(self._meta("acked"))
-            if acked > old:
-                self._set("acked", acked)
-            cur = self.db.execute("DELETE FROM records WHERE seq <= ?", (acked,))
-            return cur.rowcount
+        def job() -> int:
+            with self.tx():
+                next_seq = int(self._meta("next_seq"))
+                if acked >= next_seq:
+                    raise SpoolError(f"ack {acked} is beyond the last record {next_seq - 1}")
+                old = int(self._meta("acked"))
+                if acked > old:
+                    self._set("acked", acked)
+                cur = self.db.execute("DELETE FROM records WHERE seq <= ?", (acked,))
+                return cur.rowcount
 
-    def enforce_limits(self, max_bytes: int, max_age_ms: int, now_ms: int, overflow: Callable[
-            [int, str, list[dict[str, Any]]], dict[str, Any]]) -> list[tuple[int, int]]:
+        return self._write(job)
+
+    def enforce_limits(self, max_bytes: int, max_age_ms: int, now_ms: int,
+                       overflow: OverflowBuilder) -> list[tuple[int, int]]:
         """Drop the oldest droppable records while over size or age; record what was dropped.
 
         `overflow(seq, prev, dropped_ranges)` builds the `spool_overflow` record. Returns the dropped
         (first, last) ranges. Size is brought down to 90 % of the limit so this does not run on
-        every check once the limit is reached.
+        every check once the limit is reached. Also writes the reserve file back after a full disk.
         """
-        with self.tx():
-            size = int(self.db.execute("SELECT coalesce(sum(length(body)), 0) FROM records").fetchone()[0])
-            cutoff = now_ms - max_age_ms
-            target = max_bytes * 9 // 10 if size > max_bytes else size
-            drop: list[tuple[int, str]] = []
-            for typ in DROPPABLE:
-                cur = self.db.execute("SELECT seq, hash, length(body), t FROM records WHERE type=? ORDER BY seq",
-                                      (typ,))
-                for seq, digest, length, t in cur:
-                    if not (size > target or t < cutoff):
-                        break
-                    drop.append((seq, digest))
-                    size -= length
-                cur.close()
-            if not drop:
-                return []
-            drop.sort()
-            ranges: list[dict[str, Any]] = []
-            for seq, digest in drop:
-                if ranges and ranges[-1]["last"] == seq - 1:
-                    ranges[-1]["last"] = seq
-                    ranges[-1]["last_hash"] = digest
-                else:
-                    ranges.append({"first": seq, "last": seq, "last_hash": digest})
-            self.db.executemany("DELETE FROM records WHERE seq=?", [(s,) for s, _ in drop])
-            for i in range(0, len(ranges), MAX_RANGES_PER_RECORD):
-                chunk = ranges[i:i + MAX_RANGES_PER_RECORD]
+        self.overflow = overflow
+        if self.disk_full or not self.reserve.exists():
+            self.restore_reserve()
 
-                def build(seq: int, prev: str, chunk: list[dict[str, Any]] = chunk) -> dict[str, Any]:
-                    return overflow(seq, prev, chunk)
+        def job() -> list[tuple[int, int]]:
+            with self.tx():
+                size = int(self.db.execute("SELECT coalesce(sum(length(body)), 0) FROM records").fetchone()[0])
+                free = size - max_bytes * 9 // 10 if size > max_bytes else 0
+                return self._drop(overflow, free, now_ms - max_age_ms)
 
-                self._append(build)
-            return [(r["first"], r["last"]) for r in ranges]
+        return self._write(job)
+
+    def _drop(self, overflow: OverflowBuilder, free_bytes: int, cutoff: int | None) -> list[tuple[int, int]]:
+        """Inside a transaction: delete the oldest droppable records totalling at least `free_bytes`
+        (and all older than `cutoff`), and append the spool_overflow record(s) naming them."""
+        drop: list[tuple[int, str]] = []
+        freed = 0
+        for typ in DROPPABLE:
+            cur = self.db.execute("SELECT seq, hash, length(body), t FROM records WHERE type=? ORDER BY seq", (typ,))
+            for seq, digest, length, t in cur:
+                if not (freed < free_bytes or (cutoff is not None and t < cutoff)):
+                    break
+                drop.append((seq, digest))
+                freed += length
+            cur.close()
+        if not drop:
+            return []
+        drop.sort()
+        ranges: list[dict[str, Any]] = []
+        for seq, digest in drop:
+            if ranges and ranges[-1]["last"] == seq - 1:
+                ranges[-1]["last"] = seq
+                ranges[-1]["last_hash"] = digest
+            else:
+                ranges.append({"first": seq, "last": seq, "last_hash": digest})
+        self.db.executemany("DELETE FROM records WHERE seq=?", [(s,) for s, _ in drop])
+        for i in range(0, len(ranges), MAX_RANGES_PER_RECORD):
+            chunk = ranges[i:i + MAX_RANGES_PER_RECORD]
+
+            def build(seq: int, prev: str, chunk: list[dict[str, Any]] = chunk) -> dict[str, Any]:
+                return overflow(seq, prev, chunk)
+
+            self._append(build)
+        return [(r["first"], r["last"]) for r in ranges]
 
     # ---- identity sessions and outputs (local state, not records) --------------------------------
 
@@ -249,15 +425,18 @@ class Spool:
         cur = self.db.execute("SELECT source, session, method, user, started FROM sessions")
         return {row[0]: (row[1], row[2], row[3], int(row[4])) for row in cur}
 
+    def _exec(self, sql: str, params: tuple[Any, ...]) -> None:
+        def job() -> None:
+            with self.tx():
+                self.db.execute(sql, params)
+
+        self._write(job)
+
     def session_opened(self, source: str, session: str, method: str, user: str, started: int) -> None:
-        with self.tx():
-            self.db.execute("INSERT OR REPLACE INTO sessions VALUES(?, ?, ?, ?, ?)",
-                            (source, session, method, user, started))
+        self._exec("INSERT OR REPLACE INTO sessions VALUES(?, ?, ?, ?, ?)", (source, session, method, user, started))
 
     def session_closed(self, source: str) -> None:
-        with self.tx():
-            self.db.execute("DELETE FROM sessions WHERE source=?", (source,))
+        self._exec("DELETE FROM sessions WHERE source=?", (source,))
 
     def output(self, t: int, path: str, size: int, sha256: str) -> None:
-        with self.tx():
-            self.db.execute("INSERT INTO outputs VALUES(?, ?, ?, ?)", (t, path, size, sha256))
+        self._exec("INSERT INTO outputs VALUES(?, ?, ?, ?)", (t, path, size, sha256))

@@ -6,7 +6,10 @@ off time between runs, two-day agent-offline gaps three times a year (segments n
 day in 29 arriving from the spool, and service records for 30 % of the external runs (5 % of them
 claiming twice the hours). Derived rows are generated inside PostgreSQL (generate_series), not
 through ingest: this measures the evaluation, not the ingest. Running segments carry their
-session's identity (method, identifier), as the derive writer stores them since migration 012.
+session's identity (method, identifier), as the derive writer stores them since migration 012, and
+are inserted after their sessions, as the derive writer writes them; the running-time rollup of
+migration 013 is filled by its triggers on usage_segments while they are inserted: the same SQL
+that fills it for the derive writer (in five statements, so each trigger works on a bounded set).
 
     python bench/evaluation_region.py            # private PostgreSQL under /tmp, ~12 M rows
     python bench/evaluation_region.py --dsn URL  # an existing, empty, migrated database
@@ -36,6 +39,7 @@ from server.evaluation.report import evaluate_region, region_report, unit_report
 from server.exports.workbook import write_json, write_xlsx
 
 YEAR = 2025
+SEGMENT_CHUNKS = 5
 
 
 def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
@@ -105,28 +109,11 @@ def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
                                   ELSE 1 + (random() * 29.99)::int END AS ident,
                    -- agent offline two days, three times a year; spool arrival one day in 29
                    (d - (i.id_n * 37) % 120) % 120 IN (0, 1) AS offline,
-                   d % 29 = i.id_n % 29 AS spooled
+                   d % 29 = i.id_n % 29 AS spooled, i.id_n
             FROM (SELECT id, unit_id, accepted_on, substr(id, 2)::int AS id_n FROM instruments) i
             JOIN agents a ON a.instrument_id = i.id
             CROSS JOIN generate_series(0, 364) d CROSS JOIN generate_series(0, 2) k
             WHERE date '{YEAR}-01-01' + d >= i.accepted_on
-        """,
-        )
-        step(
-            "segments",
-            """
-            INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,
-                                        session_id, start_seq, method, identifier)
-            SELECT agent_id, instrument_id, start_at, start_at + dur, 'running', NOT offline,
-                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, d || '-' || k, (d * 6 + k * 2 + 1), 'os', ident
-            FROM bench_runs
-            UNION ALL
-            SELECT agent_id, instrument_id, start_at + dur, next_start,
-                   CASE WHEN k = 2 THEN 'off' ELSE 'idle' END, NOT offline,
-                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, NULL, (d * 6 + k * 2 + 2), NULL, NULL
-            FROM (SELECT *, lead(start_at) OVER (PARTITION BY agent_id ORDER BY start_at) AS next_start
-                  FROM bench_runs) r
-            WHERE next_start IS NOT NULL
         """,
         )
         step(
@@ -139,6 +126,27 @@ def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
             FROM bench_runs
         """,
         )
+        # Segments after their sessions, as the derive writer writes them; in a few statements so
+        # that each one's rollup trigger (migration 013) works on a bounded transition table.
+        conn.execute("SET work_mem = '256MB'")
+        for chunk in range(SEGMENT_CHUNKS):
+            step(
+                f"segments_{chunk}",
+                f"""
+            INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,
+                                        session_id, start_seq, method, identifier)
+            SELECT agent_id, instrument_id, start_at, start_at + dur, 'running', NOT offline,
+                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, d || '-' || k, (d * 6 + k * 2 + 1), 'os', ident
+            FROM bench_runs WHERE id_n % {SEGMENT_CHUNKS} = {chunk}
+            UNION ALL
+            SELECT agent_id, instrument_id, start_at + dur, next_start,
+                   CASE WHEN k = 2 THEN 'off' ELSE 'idle' END, NOT offline,
+                   CASE WHEN spooled THEN 'spool' ELSE 'live' END, NULL, (d * 6 + k * 2 + 2), NULL, NULL
+            FROM (SELECT *, lead(start_at) OVER (PARTITION BY agent_id ORDER BY start_at) AS next_start
+                  FROM bench_runs WHERE id_n % {SEGMENT_CHUNKS} = {chunk}) r
+            WHERE next_start IS NOT NULL
+        """,
+            )
         step(
             "coverage",
             """

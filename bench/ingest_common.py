@@ -66,13 +66,16 @@ class SimAgent:
     seq: int = 0
     prev: str = GENESIS
     kid: str = ""
+    boot_t: int | None = None  # wall time when mono read 0: mono follows t, as a real agent's clocks agree
 
     def __post_init__(self) -> None:
         self.kid = key_id(self.key)
 
     def record(self, t: int, type_: str, **body: Any) -> dict[str, Any]:
         self.seq += 1
-        rec = {"agent": self.agent, "boot": self.boot, "seq": self.seq, "t": t, "mono": self.seq * 1000,
+        if self.boot_t is None:
+            self.boot_t = t - 1000
+        rec = {"agent": self.agent, "boot": self.boot, "seq": self.seq, "t": t, "mono": max(0, t - self.boot_t),
                "prev": self.prev, "type": type_, **body}
         self.prev = hashlib.sha256(dumps_sorted(rec)).hexdigest()
         return rec

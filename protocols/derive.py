@@ -4,27 +4,48 @@ This is the one place where records become machine-hours. The server runs it inc
 records commit; the offline verifier runs it once over an evidence bundle. Both must agree to the
 millisecond, so the function is deterministic and resumable: `derive(records, carry=c)` continues
 exactly where the run that produced `c` stopped, and chaining runs gives the same rows as one run
-(rows are keyed by their start; a row emitted again with a later end replaces the earlier one).
+(rows are keyed by their start; a row emitted again replaces the earlier one: usually with a later
+end, or, after a state record's `since`, with an earlier end or another state).
 
-Rules (times are the agents' event times `t`, in ms; intervals are half-open [start, end)):
+Rules (intervals are half-open [start, end), times in ms):
+- Time: every record gets a corrected time T on one line (the server's idea of UTC), from the
+  agent's wall clock `t`, its monotonic clock `mono` and the server's receive time:
+  - within one boot, T = anchor + mono: durations and order come from `mono`, which a wall-clock
+    change (NTP step, a user setting the clock) does not move. The boot's anchor (wall - mono) is
+    taken from its first record (T = t there); a later record whose own `t - mono` is within
+    drift_ms (2 s) of the anchor moves it there (the two clocks drift apart slowly, and slewing
+    is not a jump: T = t again), a larger difference is a jump and leaves it. Then the bound:
+  - T <= received + future_ms for every record, and T <= received for a record whose own `t` is
+    more than future_ms ahead of its receive time (a 'future' record: its wall clock is wrong; an
+    event cannot happen after the server received it). A forged or runaway `mono` therefore gains
+    at most future_ms per boot over what the receive times allow; spooled records are bounded by
+    their (late) receive times only, exactly as their wall times would be (following drift lets
+    a forger add at most drift_ms per record, as a forged `t` could anyway);
+  - across boots (and for records without `mono`) T = t under the same bound: wall time.
+  - T is clamped to be non-decreasing in seq order (mono stepping back, or a new boot whose clock
+    is behind, gives a zero-length interval, never an overlap).
+  A clock set back therefore neither loses nor double-counts time, and a clock set forward adds
+  none: within a boot the hours are the monotonic clock's.
 - Time only exists between consecutive records of the contiguous prefix. Each interval between a
   record `p` and the next record `r` gets one answer to: which state, watched or not, arrival
   live or spool, which user session. Nothing is extended past the latest record.
-- Event times are clamped to be non-decreasing in seq order (a clock stepped back gives a
-  zero-length interval, never an overlap).
 - Watched: `p` and `r` are in the same agent boot, `p` is not a clean `lifecycle stop`, no
   record is missing between them (except records the agent declared dropped in a
-  `spool_overflow`: those are samples and prove nothing either way), and `r.t - p.t` is at most
+  `spool_overflow`: those are samples and prove nothing either way), and `T(r) - T(p)` is at most
   heartbeat period x tolerance (the period is the latest heartbeat's `period_ms`, else the
   default). Otherwise the interval is 'offline' (reason silent / agent_restart / agent_stopped)
   or 'gap' (records lost for good: never counted as watched).
 - State: a `state` record sets the state at its time; a heartbeat reporting another state than
   the current one sets it too (a lost or inconsistent state change). A new boot starts 'unknown'.
+  A `state` record's `evidence.state.since` (when the agent says the new state began: debounce
+  start, or the start of a warm-up, which counts as running by the common definition of 运行机时)
+  moves the change back to T - (t - since), bounded below by the current state's start, the
+  boot's first record and the start of the open segment (closed rows are never rewritten).
 - Sessions: `session_start` opens one (an open one ends with reason 'replaced'); `session_end`
   closes the open session of that id. A new boot ends an open session at the last record of
   the old boot with reason 'agent_restart' (clean stop: 'agent_stop').
-- Arrival: a record is live when the server received it at most `live_window_ms` after its `t`;
-  an interval is 'live' when both records that bound it are live, else 'spool'.
+- Arrival: a record is live when the server received it at most `live_window_ms` after its
+  corrected time T; an interval is 'live' when both records that bound it are live, else 'spool'.
 """
 
 from __future__ import annotations
@@ -45,6 +66,13 @@ class Params:
     tolerance_permille: int = 1500
     """An interval longer than period x tolerance/1000 is not watched (integer: exact everywhere)."""
     live_window_ms: int = 120_000
+    drift_ms: int = 2_000
+    """Within a boot, a record whose wall clock disagrees with the boot's anchor (wall - mono) by at
+    most this follows its wall clock (drift, NTP slewing); beyond it, the wall clock jumped and the
+    monotonic clock decides (2 s: the agent's own `clock_jump_ms` default)."""
+    future_ms: int = 600_000
+    """A record whose `t` is more than this ahead of its receive time is 'future' (flagged by
+    ingest); every record's corrected time is bounded by its receive time plus this."""
 
 
 class Rec(NamedTuple):
@@ -63,23 +91,32 @@ class Rec(NamedTuple):
     user: str | None = None
     reason: str | None = None
     event: str | None = None
+    mono: int | None = None
+    """the agent's monotonic clock (ms since its boot); None: wall time only"""
+    since: int | None = None
+    """state records: `evidence.state.since`, when the agent says the new state began"""
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any], received: int) -> Rec:
         """From a verified record (a parsed dict as in the envelope) and its receive time in ms."""
         typ = rec["type"]
-        seq, t, boot = rec["seq"], rec["t"], rec["boot"]
+        seq, t, boot, mono = rec["seq"], rec["t"], rec["boot"], rec.get("mono")
         if typ == "heartbeat":
-            return cls(seq, t, typ, boot, received, rec["state"], rec["period_ms"])
+            return cls(seq, t, typ, boot, received, rec["state"], rec["period_ms"], mono=mono)
         if typ == "state":
-            return cls(seq, t, typ, boot, received, rec["state"])
+            ev = rec.get("evidence", {}).get("state")
+            since = ev.get("since") if isinstance(ev, dict) else None
+            if not isinstance(since, int) or isinstance(since, bool):
+                since = None
+            return cls(seq, t, typ, boot, received, rec["state"], mono=mono, since=since)
         if typ == "session_start":
-            return cls(seq, t, typ, boot, received, session=rec["session"], method=rec["method"], user=rec["user"])
+            return cls(seq, t, typ, boot, received, session=rec["session"], method=rec["method"], user=rec["user"],
+                       mono=mono)
         if typ == "session_end":
-            return cls(seq, t, typ, boot, received, session=rec["session"], reason=rec["reason"])
+            return cls(seq, t, typ, boot, received, session=rec["session"], reason=rec["reason"], mono=mono)
         if typ == "lifecycle":
-            return cls(seq, t, typ, boot, received, event=rec["event"])
-        return cls(seq, t, typ, boot, received)
+            return cls(seq, t, typ, boot, received, event=rec["event"], mono=mono)
+        return cls(seq, t, typ, boot, received, mono=mono)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +183,10 @@ class Carry:
     session: Session | None
     seg: _Open | None
     cov: _Open | None
+    anchor: int | None = None
+    """this boot's wall - mono offset (None: not known yet, or records without mono)"""
+    boot_start: int = 0
+    """corrected time of this boot's first record"""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -172,6 +213,8 @@ class Carry:
             session=None if sess is None else Session(**sess),
             seg=opened(d.get("seg")),
             cov=opened(d.get("cov")),
+            anchor=d.get("anchor"),
+            boot_start=d.get("boot_start", d["state_since"]),
         )
 
 
@@ -187,6 +230,7 @@ class Derived:
 
 
 def is_live(rec: Rec, params: Params) -> bool:
+    """By the record's own wall time (derive itself judges by the corrected time)."""
     return rec.received - rec.t <= params.live_window_ms
 
 
@@ -205,22 +249,48 @@ def derive(
     sessions: dict[str, Session] = {}
     c = None if carry is None else _State(**{f: getattr(carry, f) for f in _CARRY_FIELDS})
     limit = params.tolerance_permille
+    future, window, drift = params.future_ms, params.live_window_ms, params.drift_ms
     for r in records:
+        # the latest the record can have happened: its receive time (+ future_ms unless its own
+        # wall clock is already that far ahead, i.e. wrong)
+        wall, received = r.t, r.received
+        bound = received if wall - received > future else received + future
         if c is None:
+            raw = wall if wall < bound else bound
             c = _State(
-                last_seq=r.seq, last_t=r.t, last_boot=r.boot, last_live=is_live(r, params), last_stop=False,
-                state="unknown", state_since=r.t, period_ms=params.heartbeat_ms, session=None, seg=None, cov=None,
+                last_seq=r.seq, last_t=raw, last_boot=r.boot, last_live=r.received - raw <= window, last_stop=False,
+                state="unknown", state_since=raw, period_ms=params.heartbeat_ms, session=None, seg=None, cov=None,
+                anchor=None if r.mono is None else raw - r.mono, boot_start=raw,
             )  # fmt: skip
-            _apply(c, r, r.t, sessions)
+            _apply(c, r, raw, sessions, out)
             continue
         if r.seq <= c.last_seq:
             raise ValueError(f"records out of order: seq {r.seq} after {c.last_seq}")
-        t = r.t if r.t > c.last_t else c.last_t
-        live = r.received - r.t <= params.live_window_ms
         new_boot = r.boot != c.last_boot
+        mono = r.mono
+        anchor: int | None
+        if mono is not None and not new_boot and c.anchor is not None:
+            # same boot: the monotonic clock; the wall clock only where it agrees (drift, slewing)
+            anchor = c.anchor
+            follow = wall - mono
+            if anchor - drift <= follow <= anchor + drift:
+                anchor = follow
+            raw = anchor + mono
+            if raw > bound:  # and never after the receive-time bound
+                anchor, raw = bound - mono, bound
+        else:
+            raw = wall if wall < bound else bound
+            if mono is not None:
+                anchor = raw - mono
+            else:
+                anchor = None if new_boot else c.anchor
+        t = raw if raw > c.last_t else c.last_t
+        live = received - raw <= window
         if new_boot:
             _end_session(c, c.last_t, "agent_stop" if c.last_stop else AGENT_RESTART, sessions)
             c.state, c.state_since, c.period_ms = "unknown", c.last_t, params.heartbeat_ms
+            c.boot_start = t
+        c.anchor = anchor
         period = r.period_ms if r.type == "heartbeat" and r.period_ms else c.period_ms
         if r.seq != c.last_seq + 1 and not _declared_dropped(c.last_seq + 1, r.seq - 1, gaps):
             status, reason = GAP, RECORDS_LOST
@@ -237,7 +307,7 @@ def derive(
             seg_attrs = (c.state, status == WATCHING, arrival, c.session.session_id if c.session else None)
             _extend(c, out, c.last_t, c.last_seq, seg_attrs, (status, reason))
         c.last_seq, c.last_t, c.last_boot, c.last_live, c.last_stop = r.seq, t, r.boot, live, False
-        _apply(c, r, t, sessions)
+        _apply(c, r, t, sessions, out)
     if c is not None:
         _emit_open(c, out)
         out.carry = Carry(**{f: getattr(c, f) for f in _CARRY_FIELDS})
@@ -260,6 +330,8 @@ class _State:
     session: Session | None
     seg: _Open | None
     cov: _Open | None
+    anchor: int | None
+    boot_start: int
 
 
 _CARRY_FIELDS = tuple(f for f in _State.__slots__)
@@ -277,11 +349,20 @@ def _declared_dropped(first: int, last: int, gaps: Sequence[Gap]) -> bool:
     return need > last
 
 
-def _apply(c: _State, r: Rec, t: int, sessions: dict[str, Session]) -> None:
-    """The record's own effect, at its (clamped) time t."""
+def _apply(c: _State, r: Rec, t: int, sessions: dict[str, Session], out: Derived) -> None:
+    """The record's own effect, at its (corrected) time t."""
     typ = r.type
     if (typ == "state" or typ == "heartbeat") and r.state is not None and r.state != c.state:
-        c.state, c.state_since = r.state, t
+        since = t
+        if typ == "state" and r.since is not None and r.since < r.t and c.seg is not None:
+            # the agent says the state began earlier (debounce, warm-up): move the change back,
+            # on the corrected time line, within the current state, boot and open segment
+            since = max(t - (r.t - r.since), c.state_since, c.boot_start, c.seg.start)
+            if since < t:
+                _restate(c, out, since, r.state, r.seq)
+            else:
+                since = t
+        c.state, c.state_since = r.state, since
     if typ == "heartbeat":
         if r.period_ms:
             c.period_ms = r.period_ms
@@ -295,6 +376,18 @@ def _apply(c: _State, r: Rec, t: int, sessions: dict[str, Session]) -> None:
             _end_session(c, t, r.reason or "", sessions)
     elif typ == "lifecycle" and r.event == "stop":
         c.last_stop = True
+
+
+def _restate(c: _State, out: Derived, since: int, state: str, seq: int) -> None:
+    """Give the open segment's time from `since` on (up to the latest record) the new state."""
+    o = c.seg
+    assert o is not None
+    attrs = (state, *o.attrs[1:])
+    if since > o.start:
+        out.segments.append(_segment(o, since))
+        c.seg = _Open(since, seq, attrs)
+    else:
+        c.seg = _Open(o.start, o.start_seq, attrs)
 
 
 def _end_session(c: _State, t: int, reason: str, sessions: dict[str, Session]) -> None:

@@ -173,16 +173,62 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from server.registry.importer import import_file
+    from server.registry.importer import KINDS, ImportOptions, import_file
 
+    # `jishi import KIND FILE` or `jishi import --kind KIND FILE`
+    if args.file is not None and not args.kind:
+        kind, file = args.kind_or_file, args.file
+    elif args.file is None and args.kind:
+        kind, file = args.kind, args.kind_or_file
+    else:
+        raise ValueError("give the kind once and one file: jishi import KIND FILE (or --kind KIND FILE)")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    card_key = Path(args.card_key_file).read_bytes().strip() if args.card_key_file else None
     with _connect(args) as conn:
-        report = import_file(conn, args.kind, args.unit, Path(args.file), dry_run=args.dry_run)
+        conn.execute("SELECT set_config('jishi.actor', %s, false)", (f"cli:{getpass.getuser()}",))  # audit_log
+        report = import_file(
+            conn, kind, args.unit, Path(file), dry_run=args.dry_run, options=ImportOptions(card_key=card_key)
+        )
     print(report.text())
     if args.report:
         Path(args.report).write_text(
             json.dumps(report.as_dict(), ensure_ascii=False, indent=1, default=str), encoding="utf-8"
         )
     return 0 if report.status in ("committed", "dry_run") and report.ok else 2
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    """Registry listings for a unit (prices, exemptions, ...) and the importable kinds."""
+    from datetime import date
+
+    if args.what == "kinds":
+        from server.registry.importer import KINDS
+
+        for key, spec in KINDS.items():
+            print(f"{key:<12}{spec.label}：{spec.description}")
+        return 0
+    from server.registry.queries import listing
+
+    if not args.unit:
+        raise ValueError("--unit is required")
+    on = date.fromisoformat(args.on) if args.on else None
+    with _connect(args) as conn:
+        headers, rows = listing(conn, args.what, args.unit, on)
+    if args.json:
+        print(json.dumps([dict(zip(headers, r, strict=True)) for r in rows], ensure_ascii=False, indent=1, default=str))
+        return 0
+    table = [list(headers), *[["—" if v is None else str(v) for v in r] for r in rows]]
+    widths = [max(_width(row[i]) for row in table) for i in range(len(headers))]
+    for row in table:
+        print("  ".join(v + " " * (w - _width(v)) for v, w in zip(row, widths, strict=True)).rstrip())
+    print(f"（{len(rows)} 行）")
+    return 0
+
+
+def _width(text: str) -> int:
+    """Columns a text takes in a terminal: CJK characters take two."""
+    return sum(2 if ord(c) >= 0x1100 else 1 for c in text)
 
 
 def cmd_account(args: argparse.Namespace) -> int:
@@ -282,13 +328,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("bundle")
     sp.set_defaults(func=cmd_verify)
 
-    sp = sub.add_parser("import", help="import an instrument ledger or service records (XLSX/CSV), all or nothing")
-    sp.add_argument("kind", choices=["instruments", "services"])
-    sp.add_argument("file")
+    from server.registry.kind_names import KIND_NAMES
+
+    sp = sub.add_parser(
+        "import",
+        help="import a registry sheet (XLSX/CSV), all or nothing: " + ", ".join(KIND_NAMES),
+        description="jishi import KIND FILE --unit U (or --kind KIND FILE); `jishi registry kinds` lists the kinds",
+    )
+    sp.add_argument("kind_or_file", metavar="KIND", help=f"one of {', '.join(KIND_NAMES)} (or give --kind)")
+    sp.add_argument("file", metavar="FILE", nargs="?", help="the XLSX or CSV file")
+    sp.add_argument("--kind", choices=KIND_NAMES)
     sp.add_argument("--unit", required=True)
+    sp.add_argument("--card-key-file", help="the deployment's card key: hash raw card numbers (identities)")
     sp.add_argument("--dry-run", action="store_true", help="check every row, write nothing")
     sp.add_argument("--report", help="write the per-row report as JSON here")
     sp.set_defaults(func=cmd_import)
+
+    sp = sub.add_parser("registry", help="list a unit's registry: prices, exemptions, cases, users, identities, ...")
+    rsub = sp.add_subparsers(dest="registry_command", required=True)
+    rl = rsub.add_parser("list", help="a unit's prices, exemptions, cases, users, identities, instruments, imports")
+    rl.add_argument("what", choices=["prices", "exemptions", "cases", "users", "identities", "instruments", "imports"])
+    rl.add_argument("--unit", required=True)
+    rl.add_argument("--on", help="prices in force on this date (YYYY-MM-DD); default: every row")
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=cmd_registry)
+    rk = rsub.add_parser("kinds", help="the kinds of sheet `jishi import` takes")
+    rk.set_defaults(func=cmd_registry, what="kinds", unit=None, on=None, json=False)
 
     sp = sub.add_parser("score", help="an expert's score for a criterion, with a note")
     period_args(sp)

@@ -72,12 +72,15 @@ class DeriveSettings(_Section):
     tolerance: float = Field(1.5, ge=1.0, le=10.0, description="silence longer than period x this is offline")
     live_window_s: int = Field(120, ge=1, description="records received within this of their time are 'live'")
     timezone: str = Field("Asia/Shanghai", description="what 'today' means in live state")
+    future_s: int = Field(600, ge=1, description="records more than this ahead of their receive time are "
+                          "flagged, and placed at their receive time for hours")
 
     def params(self) -> Params:
         return Params(
             heartbeat_ms=self.heartbeat_s * 1000,
             tolerance_permille=round(self.tolerance * 1000),
             live_window_ms=self.live_window_s * 1000,
+            future_ms=self.future_s * 1000,
         )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["MosquittoServer", "PostgresServer", "find_pg_bindir", "free_port"]
+__all__ = ["MosquittoServer", "PostgresServer", "TcpProxy", "find_pg_bindir", "free_port"]
 
 PG_SUPERUSER = "jishi"
 _PG_ROOT = Path("/usr/lib/postgresql")
@@ -401,6 +401,125 @@ connection_messages true
         """Start again on the same port and with the same persistence file."""
         self.stop()
         return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 in front of a service, for fault tests and benchmarks.
+
+    ``cut()`` is a network cut: every open connection is closed at once and new ones are accepted
+    and closed straight away (what a client sees when a link or a firewall drops it) until
+    ``restore()``. Threads only; meant for a handful of connections.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", port: int | None = None) -> None:
+        import threading
+
+        self.target = (target_host, target_port)
+        self.port = port if port is not None else free_port()
+        self.is_cut = False
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> Self:
+        import threading
+
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((self.host, self.port))
+        ls.listen(64)
+        ls.settimeout(0.2)  # so that stop() ends the accept loop
+        self._listener = ls
+        self._stopping = False
+        self._thread = threading.Thread(target=self._accept, name=f"proxy-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        import threading
+
+        ls = self._listener
+        assert ls is not None
+        while not self._stopping:
+            try:
+                client, _ = ls.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # listener closed by stop()
+            client.settimeout(None)
+            if self.is_cut:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+        with self._lock:
+            self._pairs = [p for p in self._pairs if src not in p]
+
+    def cut(self) -> None:
+        """Drop every connection now and refuse new ones until restore()."""
+        self.is_cut = True
+        self.cuts += 1
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for s in pair:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.cut()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+            self._listener = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -3,8 +3,11 @@
 Two independent session sources: `os` (the interactive OS user) and `explicit` (check-in by
 CLI or local page, or a card). Open sessions are kept in the spool's `sessions` table, so a
 crash or kill -9 resumes them instead of losing or duplicating them; a clean stop ends them with
-reason `agent_stop`. A forgotten explicit check-out ends after `idle_timeout_s` during which the
-instrument was not running, with reason `idle_timeout`.
+reason `agent_stop`. Derivation ends every open session when a new boot begins (the time between
+boots is not watched), so a resumed session is announced again under a new id at start-up
+(`resume`): the same user goes on being credited after the restart. A forgotten explicit
+check-out ends after `idle_timeout_s` during which the instrument was not running, with reason
+`idle_timeout`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,20 @@ class Sessions:
         self.open[source] = (session, method, user, t)
         log.info("session %s started: %s %s (seq %d)", session, method, _show(method, user), row.seq)
         return session
+
+    def resume(self) -> list[str]:
+        """Announce the sessions left open by a crash again, each under a new id; called once after
+        the boot record. Returns the new ids."""
+        resumed = []
+        for source, (old, method, user, _started) in list(self.open.items()):
+            session = secrets.token_hex(8)
+            row = self.recorder.session_start(session, method, user)
+            t = self.recorder.clock.now()[0]
+            self.spool.session_opened(source, session, method, user, t)
+            self.open[source] = (session, method, user, t)
+            log.info("session %s resumed after a restart as %s (seq %d)", old, session, row.seq)
+            resumed.append(session)
+        return resumed
 
     def end(self, source: str, reason: str) -> str | None:
         cur = self.open.pop(source, None)

@@ -79,7 +79,11 @@ def write(conn: Conn, agent_id: str, instrument_id: str, d: Derived) -> None:
 
 def write_many(conn: Conn, items: Iterable[tuple[str, str, Derived]]) -> None:
     """Upsert the rows of several agents' runs: three statements whatever the number of agents.
-    Sessions first: segments copy their session's identity from user_sessions (migration 012)."""
+    Sessions first: segments copy their session's identity from user_sessions (migration 012).
+    The running-time rollup (usage_rollup, migration 013) follows these writes exactly through the
+    statement triggers on usage_segments, so every writer (this one, rebuilds, hand-written test
+    data, the benchmark) fills it by the same SQL; day pieces of a segment crossing local midnight
+    go to both days."""
     items = list(items)
     queries.upsert_sessions(conn, [
         (agent_id, instrument_id, s.session_id, s.method, s.identifier, ms_to_dt(s.start),

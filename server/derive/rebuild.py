@@ -21,6 +21,7 @@ Conn = psycopg.Connection[Any]
 
 def rebuild_agent(conn: Conn, agent_id: str, params: Params) -> int:
     """Replace the agent's usage_segments, coverage and user_sessions; return records derived.
+    The rollup of migration 013 follows (the delete subtracts the old rows, the write adds the new).
 
     Locks the agent's progress row, so it waits for (and blocks) ingest of that agent.
     """

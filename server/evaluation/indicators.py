@@ -1,6 +1,7 @@
 """The annex's indicators per instrument, unit and region: open rate, utilization, sharing, revenue.
 
-Hours come from `usage_segments` (003) in SQL, clipped to the period; what is verified and what is
+Hours come from `usage_segments` (003) in SQL, clipped to the period, read through their calendar
+rollup (013: running seconds per local day / month / year, exact); what is verified and what is
 not is kept apart all the way (live / spool / unverified), so every indicator exists twice: from
 verified data only, and including the rest. Definitions (domain notes, art. 2, 13, annex):
 
@@ -9,7 +10,8 @@ verified data only, and including the rest. Definitions (domain notes, art. 2, 1
 - open: registered on the platform by the period's last day, is_open and 外部共享;
 - open rate = evaluated and open / evaluated;
 - rated hours: the instrument's override, else 1,400 h (通用) / 800 h (专用) a year, pro-rated by
-  the days it was in service (accepted_on counts, retired_on does not);
+  the days it was in service (accepted_on counts, retired_on does not) and that have begun (a
+  period still running is rated up to today, not for days to come);
 - utilization = Σ running / Σ rated over evaluated instruments (also the mean of the ratios);
 - sharing = Σ external running / Σ running; external = the session's identity maps to a user of an
   organisation that is neither the unit's own nor affiliated to it; no session or an unmapped
@@ -23,19 +25,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from server.evaluation.period import Period, year_fraction
+from server.evaluation.period import TZ, Period, year_fraction
 from server.evaluation.sql import (
     IDENTITY_CLASS,
     INST,
     clipped_seconds,
     overlapping,
+    rollup_spans,
     running_overlapping,
+    running_rollup,
     session_identity,
 )
 
@@ -284,9 +288,35 @@ def _iso(d: date | None) -> str | None:
 # -- SQL ----------------------------------------------------------------------------------------
 
 
-# Running time summed per identity first (one pass over the running segments, which carry their
-# session's identity since migration 012), and only the small per-identity result is classed
-# internal / external.
+# Running time summed per identity first, and only the small per-identity result is classed
+# internal / external (identities are classed at report time: a mapping added later applies to
+# past use too). Two sources give the same figures:
+# - ROLLUP_HOURS reads the calendar rollup of migration 013 (a few rows per instrument and identity
+#   for a year): what the evaluation uses, since periods are whole local days;
+# - SEGMENT_HOURS sums the running segments themselves (which carry their session's identity since
+#   migration 012): the reference the rollup is checked against.
+_CLASSED = """
+SELECT b.instrument_id, b.cls, COALESCE(ident.who, 'unattributed') AS who, sum(b.seconds)::float8 / 3600
+FROM by_identity b
+JOIN inst ON inst.id = b.instrument_id
+LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = b.method AND ident.identifier = b.identifier
+GROUP BY 1, 2, 3
+"""
+
+# Rollup rows are few (a year: one per instrument, agent, class and identity), so they are
+# classed directly; numeric sums are exact in any order, so the figures are those of SEGMENT_HOURS.
+ROLLUP_HOURS = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+ident AS MATERIALIZED ({IDENTITY_CLASS}),
+piece AS ({running_rollup("IN (SELECT id FROM inst)")})
+SELECT r.instrument_id, r.cls, COALESCE(ident.who, 'unattributed') AS who, sum(r.seconds)::float8 / 3600
+FROM piece r
+JOIN inst ON inst.id = r.instrument_id
+LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = NULLIF(r.method, '')
+                   AND ident.identifier = NULLIF(r.identifier, '')
+GROUP BY 1, 2, 3
+"""
+
 SEGMENT_HOURS = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_CLASS}),
@@ -301,12 +331,7 @@ by_identity AS (
     {session_identity("seg")}
     GROUP BY 1, 2, 3, 4
 )
-SELECT b.instrument_id, b.cls, COALESCE(ident.who, 'unattributed') AS who, sum(b.seconds)::float8 / 3600
-FROM by_identity b
-JOIN inst ON inst.id = b.instrument_id
-LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = b.method AND ident.identifier = b.identifier
-GROUP BY 1, 2, 3
-"""
+{_CLASSED}"""
 
 # Manual logbook entries: unverified, and only the part no agent was watching.
 _MANUAL_HOURS = f"""
@@ -376,6 +401,7 @@ def params(period: Period, unit_ids: Sequence[str] | None) -> dict[str, Any]:
         "start": period.start,
         "end": period.end,
         "units": list(unit_ids) if unit_ids is not None else None,
+        **rollup_spans(period.start, period.end),
     }
 
 
@@ -385,10 +411,21 @@ def rated_hours(category: str, override: Decimal | None, first: date, end: date)
     return yearly * year_fraction(first, end)
 
 
-def service_range(period: Period, accepted_on: date | None, retired_on: date | None) -> tuple[date, date]:
+def service_range(
+    period: Period, accepted_on: date | None, retired_on: date | None, until: date | None = None
+) -> tuple[date, date]:
+    """The service days [first, end) of the period; `until` (exclusive) cuts off days that have
+    not happened yet, so a period still running is rated for its elapsed days only."""
     first = max(period.start, accepted_on) if accepted_on else period.start
     end = min(period.end, retired_on) if retired_on else period.end
+    if until is not None:
+        end = min(end, until)
     return first, max(first, end)
+
+
+def elapsed_until(now: datetime | None = None) -> date:
+    """The end (exclusive) of the days that have begun, in Asia/Shanghai: today counts."""
+    return (now or datetime.now(TZ)).astimezone(TZ).date() + timedelta(days=1)
 
 
 def tune(conn: Conn) -> None:
@@ -402,13 +439,23 @@ def tune(conn: Conn) -> None:
 
 def segment_hours(conn: Conn, p: dict[str, Any]) -> list[tuple[str, str, str, float]]:
     """(instrument, live|spool|unverified, internal|external|unattributed, hours) from measured
-    segments only: what an evidence bundle must reproduce."""
+    segments only: what an evidence bundle must reproduce. Read from the rollup, which holds the
+    same seconds exactly (migration 013)."""
+    return conn.execute(ROLLUP_HOURS, p).fetchall()
+
+
+def segment_hours_from_segments(conn: Conn, p: dict[str, Any]) -> list[tuple[str, str, str, float]]:
+    """As `segment_hours`, summed from the segments themselves: the reference for the rollup."""
     return conn.execute(SEGMENT_HOURS, p).fetchall()
 
 
-def compute(conn: Conn, period: Period, unit_ids: Sequence[str] | None = None) -> Evaluation:
-    """Every indicator of the period for the given units (all units when None)."""
+def compute(
+    conn: Conn, period: Period, unit_ids: Sequence[str] | None = None, now: datetime | None = None
+) -> Evaluation:
+    """Every indicator of the period for the given units (all units when None). Rated hours count
+    the period's days up to today: a period still running is not rated for days to come."""
     p = params(period, unit_ids)
+    until = elapsed_until(now)
     figures: dict[str, InstrumentFigures] = {}
     for row in conn.execute(_INSTRUMENTS, p):
         (
@@ -443,9 +490,10 @@ def compute(conn: Conn, period: Period, unit_ids: Sequence[str] | None = None) -
             exempted=exempted,
         )
         first, end = service_range(period, accepted, retired)
+        f.in_scope = value >= IN_SCOPE_VALUE and end > first
+        first, end = service_range(period, accepted, retired, until)
         f.service_days = (end - first).days
         f.rated_hours = rated_hours(category, rated, first, end)
-        f.in_scope = value >= IN_SCOPE_VALUE and f.service_days > 0
         f.open = bool(registered is not None and registered < period.end and is_open and mode == OPEN_MODE)
         figures[iid] = f
     for iid, cls, who, hours in [*segment_hours(conn, p), *conn.execute(_MANUAL_HOURS, p)]:

@@ -15,7 +15,10 @@ Checks:
 - `late_share`: a large share of running time that reached the server from the spool rather than
   live (back-filled data cannot be told from genuine outages, but a lot of it is worth a question);
 - `synthetic_heartbeats`: heartbeat intervals identical to the millisecond over many heartbeats (a
-  real agent's timer jitters by a few ms; a script replaying a schedule does not).
+  real agent's timer jitters by a few ms; a script replaying a schedule does not);
+- `future_clock`: records whose time was more than `derive.future_s` ahead of the server's receive
+  time (flagged at ingest, table `future_records`, server/ingest/future.py): the agent's wall clock
+  is wrong or was set ahead. They are stored, and placed at their receive time for hours.
 """
 
 from __future__ import annotations
@@ -166,6 +169,28 @@ def synthetic_heartbeats(times_ms: Sequence[int], *, min_intervals: int = 100) -
                  _dt(start), _dt(times_ms[best_end]), float(best))]
 
 
+@dataclass(frozen=True, slots=True)
+class FutureBatch:
+    """One envelope's records that were ahead of the server clock (a `future_records` row)."""
+
+    received_at: datetime
+    records: int
+    max_ahead_ms: int
+
+
+def future_clock(batches: Sequence[FutureBatch], *, min_records: int = 1) -> list[Flag]:
+    """Any record (at least `min_records`) stored with a time ahead of the server's receive time."""
+    n = sum(b.records for b in batches)
+    if not batches or n < min_records:
+        return []
+    ahead = max(b.max_ahead_ms for b in batches)
+    first = min(b.received_at for b in batches)
+    last = max(b.received_at for b in batches)
+    return [Flag("future_clock", f"{n} record(s) in {len(batches)} envelope(s) were up to {ahead / 60_000:.0f} min "
+                 "ahead of the server clock when received (placed at their receive time for hours)",
+                 first, last, float(n))]
+
+
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, TZ)
 
@@ -185,6 +210,19 @@ SELECT (extract(epoch FROM r.t) * 1000)::bigint FROM records r
  WHERE a.instrument_id = %(instrument)s AND r.type = %(heartbeat)s AND r.t >= %(start)s AND r.t < %(end)s
  ORDER BY p.agent_id, r.seq
 """
+
+
+FUTURE_SQL = """
+SELECT f.received_at, f.records, f.max_ahead_ms FROM future_records f
+  JOIN agents a ON a.id = f.agent_id
+ WHERE a.instrument_id = %(instrument)s AND f.received_at >= %(start)s AND f.received_at < %(end)s
+ ORDER BY f.received_at
+"""
+
+
+def load_future(conn: psycopg.Connection[Any], instrument: str, start: datetime, end: datetime) -> list[FutureBatch]:
+    rows = conn.execute(FUTURE_SQL, {"instrument": instrument, "start": start, "end": end}).fetchall()
+    return [FutureBatch(r[0], int(r[1]), int(r[2])) for r in rows]
 
 
 def load_segments(conn: psycopg.Connection[Any], instrument: str, start: datetime, end: datetime) -> list[Segment]:
@@ -208,7 +246,7 @@ def check_instrument(conn: psycopg.Connection[Any], instrument: str, start: date
     it has them; without them that check is skipped."""
     segs = load_segments(conn, instrument, start, end)
     flags = continuous_running(segs) + late_share(segs) + synthetic_heartbeats(
-        load_heartbeat_times(conn, instrument, start, end))
+        load_heartbeat_times(conn, instrument, start, end)) + future_clock(load_future(conn, instrument, start, end))
     if standby_mw is not None:
         flags += power_below_standby(beats, standby_mw, inverted=inverted)
     return flags

@@ -25,6 +25,7 @@ from typing import Any
 
 from server.evaluation.indicators import Conn, Evaluation, params
 from server.evaluation.period import Period, local_iso
+from server.evaluation.prices import FeeChecks, check_fees
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.sql import (
     IDENTITY_CLASS,
@@ -38,10 +39,31 @@ from server.evaluation.sql import (
 
 DEFAULT_TOLERANCE_H = 0.5
 
-# One row per service record of the period: what was measured inside its window, looked up per
-# record through the running-segment indexes (one tight range each), and the verdict. The verdict is
+# One row per service record of the period: what was measured inside its window (one set-based
+# pass over the running segments, see `pair`), and the verdict. The verdict is
 # computed here, in SQL, so that region totals never need every record in Python.
-_CHECKED = f"""
+def _us(seconds: str) -> str:
+    """Seconds as whole microseconds in float8: integers below 2^53, so their sums are exact, and
+    float8 sums aggregate far cheaper than numeric ones; `_hours` turns them back into the same
+    numeric seconds at the end."""
+    return f"(({seconds}) * 1000000)::bigint::float8"
+
+
+def _hours(us: str) -> str:
+    """Microseconds (float8, whole) as hours, through the exact numeric seconds, so the figures are
+    those the numeric seconds gave."""
+    return f"(({us})::numeric / 1000000)::float8 / 3600"
+
+
+# Seconds of segment {seg} inside both record {rec}'s window and the period.
+_PERIOD_SECONDS = (
+    "greatest(0, extract(epoch FROM least({seg}.end_at, {rec}.end_at, %(t1)s)"
+    " - greatest({seg}.start_at, {rec}.start_at, %(t0)s)))"
+)
+
+# The records of the period and their pairs with running segments that started more than 24 h
+# before the window, shared by both ways of measuring.
+_HEAD = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_CLASS}),
 internal_org AS MATERIALIZED ({INTERNAL_ORGS}),
@@ -51,58 +73,137 @@ rec AS (
     FROM service_records r JOIN inst ON inst.id = r.instrument_id
     WHERE r.start_at >= %(t0)s AND r.start_at < %(t1)s
 ),
--- (record, running segment) pairs: one tight index range per record; the segment carries its
--- session's identity (012). Identities are classed outside the lateral so their hash table is built once.
-pair AS (
-    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id,
-           COALESCE(s.method, sid.method) AS method, COALESCE(s.identifier, sid.identifier) AS identifier,
-           {clipped_seconds("s.start_at", "s.end_at", "r.start_at", "r.end_at")} AS seconds,
-           greatest(0, extract(epoch FROM least(s.end_at, r.end_at, %(t1)s) - greatest(s.start_at, r.start_at, %(t0)s)))
-               AS period_seconds
-    FROM rec r
-    CROSS JOIN LATERAL ({running_overlapping("= r.instrument_id", "r.start_at", "r.end_at")}) s
-    {session_identity("s")}
+-- (record, running segment) pairs. Running segments that started at most 24 h before the window
+-- come from one tight range of the running index per record; the rare ones that started earlier are
+-- longer than 24 h and are joined by instrument from the small set of the period's long running
+-- segments, in one hash join. Segments carry their session's identity whenever the session exists
+-- (012, 013), so no session is looked up. Identities are classed after the pairs are made, so their
+-- hash table is built once. (A set-based join of all running segments to the records by
+-- (instrument, local day) was measured slower: it reads every running segment.)
+long_seg AS MATERIALIZED (
+    SELECT x.instrument_id, x.start_at, x.end_at, x.watched, x.session_id, x.method, x.identifier
+    FROM usage_segments x
+    WHERE x.instrument_id IN (SELECT id FROM inst) AND x.state = 'running'
+      AND x.end_at - x.start_at > interval '24 hours'
+      AND x.start_at < (SELECT max(end_at) FROM rec) AND x.end_at > %(t0)s
 ),
-by_record AS (
-    SELECT p.rec_id,
-           sum(p.seconds) FILTER (WHERE p.watched) AS verified,
-           sum(p.seconds) FILTER (WHERE NOT p.watched) AS unverified,
-           sum(p.seconds) FILTER (WHERE ident.who = 'external') AS external,
+long_pair AS (
+    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id, s.method, s.identifier,
+           {_us(clipped_seconds("s.start_at", "s.end_at", "r.start_at", "r.end_at"))} AS us,
+           {_us(_PERIOD_SECONDS.format(seg="s", rec="r"))} AS period_us
+    FROM rec r JOIN long_seg s ON s.instrument_id = r.instrument_id
+    WHERE s.start_at < r.start_at - interval '24 hours' AND s.end_at > r.start_at
+),
+"""
+
+# Per record and pair: everything one unit's list shows (sessions, whether the applicant was seen).
+_MEASURE_PAIRS = f"""
+pair AS (
+    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id, s.method, s.identifier,
+           {_us(clipped_seconds("s.start_at", "s.end_at", "r.start_at", "r.end_at"))} AS us,
+           {_us(_PERIOD_SECONDS.format(seg="s", rec="r"))} AS period_us
+    FROM rec r CROSS JOIN LATERAL (
+        SELECT x.start_at, x.end_at, x.watched, x.session_id, x.method, x.identifier FROM usage_segments x
+        WHERE x.instrument_id = r.instrument_id AND x.state = 'running'
+          AND x.start_at >= r.start_at - interval '24 hours' AND x.start_at < r.end_at AND x.end_at > r.start_at
+    ) s
+    UNION ALL
+    SELECT * FROM long_pair
+),
+-- per record and session first, so that the sessions are counted without a DISTINCT (a sort per
+-- record); sums of sums are the same sums
+by_session AS (
+    SELECT p.rec_id, p.session_id,
+           sum(p.us) FILTER (WHERE p.watched) AS verified,
+           sum(p.us) FILTER (WHERE NOT p.watched) AS unverified,
+           sum(p.us) FILTER (WHERE ident.who = 'external') AS external,
            -- external time inside the window and the period: what a 130 record covers
-           sum(p.period_seconds) FILTER (WHERE ident.who = 'external' AND p.watched) AS ext_period_verified,
-           sum(p.period_seconds) FILTER (WHERE ident.who = 'external' AND NOT p.watched) AS ext_period_unverified,
-           count(DISTINCT p.session_id) AS sessions,
+           sum(p.period_us) FILTER (WHERE ident.who = 'external' AND p.watched) AS ext_period_verified,
+           sum(p.period_us) FILTER (WHERE ident.who = 'external' AND NOT p.watched) AS ext_period_unverified,
            bool_or(ident.user_id = p.applicant_user_id) AS applicant_seen
     FROM pair p
     LEFT JOIN ident ON ident.unit_id = p.unit_id AND ident.method = p.method AND ident.identifier = p.identifier
-    GROUP BY p.rec_id
+    GROUP BY p.rec_id, p.session_id
 ),
-measured AS (
-    SELECT r.*, COALESCE(m.verified, 0) AS verified, COALESCE(m.unverified, 0) AS unverified,
+by_record AS (
+    SELECT rec_id, sum(verified) AS verified, sum(unverified) AS unverified, sum(external) AS external,
+           sum(ext_period_verified) AS ext_period_verified, sum(ext_period_unverified) AS ext_period_unverified,
+           count(session_id) AS sessions, bool_or(applicant_seen) AS applicant_seen
+    FROM by_session
+    GROUP BY rec_id
+),
+rec_measured AS (SELECT r.*, m.* FROM rec r LEFT JOIN by_record m ON m.rec_id = r.id),
+"""
+
+_MEASURE_TOTALS = f"""
+-- Region totals need neither the sessions nor the applicant per record, so each record's
+-- running time is summed inside its look-up (one row per record, no grouping of pairs); external
+-- identities are a hashed set built once.
+ext_ident AS MATERIALIZED (SELECT unit_id, method, identifier FROM ident WHERE who = 'external'),
+rec_measured AS (
+    SELECT r.*,
+           COALESCE(s.verified, 0) + COALESCE(l.verified, 0) AS verified,
+           COALESCE(s.unverified, 0) + COALESCE(l.unverified, 0) AS unverified,
+           COALESCE(s.external, 0) + COALESCE(l.external, 0) AS external,
+           COALESCE(s.ext_period_verified, 0) + COALESCE(l.ext_period_verified, 0) AS ext_period_verified,
+           COALESCE(s.ext_period_unverified, 0) + COALESCE(l.ext_period_unverified, 0) AS ext_period_unverified,
+           NULL::bigint AS sessions, NULL::boolean AS applicant_seen
+    FROM rec r
+    CROSS JOIN LATERAL (
+        SELECT sum(q.us) FILTER (WHERE q.watched) AS verified, sum(q.us) FILTER (WHERE NOT q.watched) AS unverified,
+               sum(q.us) FILTER (WHERE q.ext) AS external,
+               sum(q.period_us) FILTER (WHERE q.ext AND q.watched) AS ext_period_verified,
+               sum(q.period_us) FILTER (WHERE q.ext AND NOT q.watched) AS ext_period_unverified
+        FROM (
+            SELECT x.watched, (r.unit_id, x.method, x.identifier) IN (SELECT * FROM ext_ident) AS ext,
+                   {_us(clipped_seconds("x.start_at", "x.end_at", "r.start_at", "r.end_at"))} AS us,
+                   {_us(_PERIOD_SECONDS.format(seg="x", rec="r"))} AS period_us
+            FROM usage_segments x
+            WHERE x.instrument_id = r.instrument_id AND x.state = 'running'
+              AND x.start_at >= r.start_at - interval '24 hours' AND x.start_at < r.end_at AND x.end_at > r.start_at
+        ) q
+    ) s
+    LEFT JOIN (
+        SELECT p.rec_id,
+               sum(p.us) FILTER (WHERE p.watched) AS verified, sum(p.us) FILTER (WHERE NOT p.watched) AS unverified,
+               sum(p.us) FILTER (WHERE ident.who = 'external') AS external,
+               sum(p.period_us) FILTER (WHERE ident.who = 'external' AND p.watched) AS ext_period_verified,
+               sum(p.period_us) FILTER (WHERE ident.who = 'external' AND NOT p.watched) AS ext_period_unverified
+        FROM long_pair p
+        LEFT JOIN ident ON ident.unit_id = p.unit_id AND ident.method = p.method AND ident.identifier = p.identifier
+        GROUP BY p.rec_id
+    ) l ON l.rec_id = r.id
+),
+"""
+
+# Claims against measurements, the unwatched time and the verdict, in microseconds (float8,
+# exact: see _us); `_hours` turns them into the hours the numeric seconds gave.
+_VERDICT = f"""
+measured AS MATERIALIZED (
+    SELECT m.id, m.unit_id, m.instrument_id, m.record_no, m.start_at, m.end_at, m.service_hours, m.amount,
+           m.user_type, m.applicant_user_id, m.applicant_org_name, m.applicant_org_id,
+           COALESCE(m.verified, 0) AS verified, COALESCE(m.unverified, 0) AS unverified,
            COALESCE(m.external, 0) AS external, m.sessions, m.applicant_seen,
            COALESCE(m.ext_period_verified, 0) AS ext_period_verified,
            COALESCE(m.ext_period_unverified, 0) AS ext_period_unverified,
-           greatest(0, r.service_hours * 3600 - COALESCE(m.verified, 0) - COALESCE(m.unverified, 0)) AS not_measured
-    FROM rec r LEFT JOIN by_record m ON m.rec_id = r.id
+           greatest(0, (m.service_hours * 3600000000)::float8 - COALESCE(m.verified, 0) - COALESCE(m.unverified, 0))
+               AS not_measured
+    FROM rec_measured m
 ),
-watched AS (
-    SELECT r.*,
-           -- time in the window no agent watched; looked up only where claims exceed measurements
-           CASE WHEN r.not_measured > %(tol)s * 3600
-                THEN extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0) ELSE 0 END AS unwatched
+-- time in the window no agent watched; looked up only where claims exceed measurements (a few
+-- per cent of the records, so the look-ups run for those only)
+unwatched AS (
+    SELECT r.id, {_us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")} AS unwatched
     FROM measured r
     LEFT JOIN LATERAL (
         SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
-        FROM ({
-    overlapping(
-        "coverage",
-        "= r.instrument_id",
-        "r.start_at",
-        "r.end_at",
-        "x.status = 'watching' AND r.not_measured > %(tol)s * 3600",
-    )
-}) c
+        FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
     ) w ON true
+    WHERE r.not_measured > %(tol)s * 3600000000
+),
+watched AS (
+    SELECT r.*, COALESCE(u.unwatched, 0) AS unwatched
+    FROM measured r LEFT JOIN unwatched u ON u.id = r.id
 ),
 checked AS (
     SELECT r.*, least(r.not_measured, greatest(0, r.unwatched)) AS unverifiable,
@@ -112,12 +213,14 @@ checked AS (
     LEFT JOIN internal_org io ON io.unit_id = r.unit_id AND io.org_id = r.applicant_org_id
 ),
 verdict AS (
-    SELECT c.*, CASE WHEN c.contradicted > %(tol)s * 3600 THEN 'overclaimed'
-                     WHEN c.not_measured > %(tol)s * 3600 THEN 'unverifiable'
+    SELECT c.*, CASE WHEN c.contradicted > %(tol)s * 3600000000 THEN 'overclaimed'
+                     WHEN c.not_measured > %(tol)s * 3600000000 THEN 'unverifiable'
                      ELSE 'ok' END AS status
     FROM checked c
 )
 """
+
+_CHECKED = _HEAD + _MEASURE_PAIRS + _VERDICT
 
 # Every record of the period, in RecordCheck's field order, then what it covers of external time
 # (one unit's report lists them).
@@ -126,22 +229,22 @@ RECORDS = f"""
 SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.service_hours::float8, v.amount,
        v.user_type,
        v.applicant_user_id, v.applicant_org_name, v.type_mismatch,
-       v.verified::float8 / 3600, v.unverified::float8 / 3600, v.external::float8 / 3600, COALESCE(v.sessions, 0),
-       v.applicant_seen, v.unwatched::float8 / 3600, v.not_measured::float8 / 3600, v.unverifiable::float8 / 3600,
-       v.contradicted::float8 / 3600, v.status,
+       {_hours("v.verified")}, {_hours("v.unverified")}, {_hours("v.external")}, COALESCE(v.sessions, 0),
+       v.applicant_seen, {_hours("v.unwatched")}, {_hours("v.not_measured")}, {_hours("v.unverifiable")},
+       {_hours("v.contradicted")}, v.status,
        EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = v.instrument_id) AS has_agent,
-       v.ext_period_verified::float8 / 3600, v.ext_period_unverified::float8 / 3600
+       {_hours("v.ext_period_verified")}, {_hours("v.ext_period_unverified")}
 FROM verdict v
 ORDER BY v.unit_id, v.start_at, v.id
 """
 
 # Per instrument: what the region's evaluation needs, without a row per record.
 TOTALS = f"""
-{_CHECKED}
+{_HEAD + _MEASURE_TOTALS + _VERDICT}
 SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FILTER (WHERE status = 'overclaimed'),
-       sum(contradicted)::float8 / 3600, sum(unverifiable)::float8 / 3600, count(*) FILTER (WHERE type_mismatch),
-       COALESCE(sum(ext_period_verified) FILTER (WHERE user_type = 130), 0)::float8 / 3600,
-       COALESCE(sum(ext_period_unverified) FILTER (WHERE user_type = 130), 0)::float8 / 3600
+       {_hours("sum(contradicted)")}, {_hours("sum(unverifiable)")}, count(*) FILTER (WHERE type_mismatch),
+       {_hours("COALESCE(sum(ext_period_verified) FILTER (WHERE user_type = 130), 0)")},
+       {_hours("COALESCE(sum(ext_period_unverified) FILTER (WHERE user_type = 130), 0)")}
 FROM verdict
 GROUP BY unit_id, instrument_id
 """
@@ -338,6 +441,8 @@ class Reconciliation:
     instruments: list[InstrumentUncovered] = field(default_factory=list)
     sessions: list[UncoveredSession] = field(default_factory=list)
     units: dict[str, UnitReconciliation] = field(default_factory=dict)
+    # service records' fees against the published price lists (server/evaluation/prices.py)
+    fees: FeeChecks | None = None
 
     def discrepancy_hours(self) -> dict[str, float]:
         """Per instrument, the size of the proven differences (contradicted + uncovered verified)."""
@@ -408,4 +513,5 @@ def reconcile(
         u = out.units[item.unit_id]
         u.uncovered_verified += item.uncovered_verified
         u.uncovered_unverified += item.uncovered_unverified
+    out.fees = check_fees(conn, period, unit_ids)
     return out

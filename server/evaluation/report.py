@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from server.evaluation import compliance, reconciliation, rubric, sampling
+from server.evaluation import compliance, prices, reconciliation, rubric, sampling
 from server.evaluation.indicators import (
     CLASSES,
     Conn,
@@ -381,6 +381,93 @@ def reconciliation_tables(rc: reconciliation.Reconciliation, unit_id: str) -> li
     return [recs, inst, sess]
 
 
+def fee_table(fees: prices.FeeChecks | None, unit_id: str) -> Table:
+    """Service records whose fee differs from the price list in force on their date (art. 12)."""
+    t = Table(
+        "fees",
+        "收费核对",
+        [
+            Column("record_no", "服务记录编号"),
+            Column("instrument_id", "仪器编号"),
+            Column("start_at", "开始时间", "datetime"),
+            Column("user_type", "用户类型"),
+            Column("item", "收费项目"),
+            Column("basis", "计价单位"),
+            Column("rate", "公布单价（元）", "money"),
+            Column("quantity", "计费数量（机时或样品数）", "hours"),
+            Column("expected", "按收费标准应收（元）", "money"),
+            Column("amount", "登记金额（元）", "money"),
+            Column("difference", "差额（元）", "money"),
+            Column("finding", "结论"),
+        ],
+    )
+    if fees is None:
+        return t
+    u = fees.units.get(unit_id, prices.UnitFees(unit_id))
+    t.notes = [
+        "应收 = 服务日期当天执行的收费标准 × 服务记录的机时（元/小时）或样品数（元/样、元/次）；"
+        "内部用户（120）按校内价格，外部用户（130）按校外价格；有多个收费项目时取最接近的一项",
+        f"差额 = 登记金额 − 应收，绝对值不超过 {fees.tolerance} 元视为一致；差额为正：高于公布价格，为负：低于公布价格",
+        f"共核对 {u.checked} 条服务记录，{u.differing} 条与收费标准不符；"
+        f"{u.without_price} 条无适用的收费标准（未核对）",
+    ]
+    for r in fees.records:
+        if r.unit_id != unit_id:
+            continue
+        t.rows.append(
+            {
+                "record_no": r.record_no,
+                "instrument_id": r.instrument_id,
+                "start_at": r.start_at,
+                "user_type": USER_TYPES.get(r.user_type, str(r.user_type)),
+                "item": r.item,
+                "basis": prices.BASIS_LABELS.get(r.basis, r.basis),
+                "rate": r.rate,
+                "quantity": float(r.quantity),
+                "expected": r.expected,
+                "amount": r.amount,
+                "difference": r.difference,
+                "finding": "收费与公布的收费标准不符",
+            }
+        )
+    return t
+
+
+def revenue_at_risk_table(items: Sequence[prices.RevenueAtRisk]) -> Table:
+    """Evidence beside 服务收入: what measured external use without a record would have cost."""
+    t = Table(
+        "revenue_at_risk",
+        "按收费标准估算的未登记服务收入",
+        [
+            Column("instrument_id", "仪器编号"),
+            Column("uncovered_verified", "无服务记录的对外机时（核验）", "hours"),
+            Column("uncovered_unverified", "无服务记录的对外机时（未核验）", "hours"),
+            Column("rate", "校外机时单价（元/小时）", "money"),
+            Column("estimate_verified", "按收费标准估算的未登记服务收入（核验）", "money"),
+            Column("estimate_all", "按收费标准估算的未登记服务收入（含未核验）", "money"),
+            Column("note", "说明"),
+        ],
+        notes=[
+            "估算 = 无服务记录的对外运行机时 × 评价期内执行的校外机时单价（期内调价时取最低价，估算只会偏小）",
+            "仅为佐证：服务收入指标仍按外部（130）服务记录的金额合计计算",
+        ],
+    )
+    for i in items:
+        note = "无公布的校外机时收费标准" if i.rate is None else ("期内调价，按最低价估算" if i.rate_changed else "")
+        t.rows.append(
+            {
+                "instrument_id": i.instrument_id,
+                "uncovered_verified": i.uncovered_verified,
+                "uncovered_unverified": i.uncovered_unverified,
+                "rate": i.rate,
+                "estimate_verified": i.estimate_verified,
+                "estimate_all": i.estimate_all,
+                "note": note,
+            }
+        )
+    return t
+
+
 def compliance_table(findings: Sequence[compliance.Finding], cal: compliance.WorkdayCalendar) -> Table:
     t = Table(
         "compliance",
@@ -521,6 +608,8 @@ def unit_report(
     unit = ev.units[unit_id]
     figures = ev.unit_instruments(unit_id)
     rc = reconciliation.reconcile(conn, ev, pseudonyms, [unit_id], tolerance_h=tolerance_h)
+    at_risk = prices.revenue_at_risk(conn, period, [i for i in rc.instruments if i.unit_id == unit_id])
+    fees = rc.fees.units.get(unit_id, prices.UnitFees(unit_id)) if rc.fees else prices.UnitFees(unit_id)
     findings, cal = compliance.check(conn, period, [unit_id], as_of=as_of, silent_days=silent_days)
     sheet = rubric.score(rb, unit, rubric.expert_scores(conn, period.label).get(unit_id, {}))
     subsidy = unit_subsidy(conn, rb, unit_id, sheet, unit.figures.revenue, period)
@@ -559,6 +648,14 @@ def unit_report(
         ("overclaimed_records", "多报服务记录数", ur.overclaimed_records, "int"),
         ("contradicted_hours", "多报机时", ur.contradicted_hours, "hours"),
         ("uncovered_verified", "无服务记录的对外机时（核验）", ur.uncovered_verified, "hours"),
+        ("revenue_at_risk", "按收费标准估算的未登记服务收入（元，核验）", prices.total(at_risk), "money"),
+        (
+            "revenue_at_risk_all",
+            "按收费标准估算的未登记服务收入（元，含未核验）",
+            prices.total(at_risk, verified_only=False),
+            "money",
+        ),
+        ("fee_differences", "收费与收费标准不符的服务记录数", fees.differing, "int"),
         ("score", "评分", sheet.total, "hours"),
         ("grade", "等级", sheet.grade if sheet.complete else f"{sheet.grade}（待专家评分）", "text"),
         ("subsidy", "后补助（元）", subsidy.amount, "money"),
@@ -573,6 +670,8 @@ def unit_report(
         revenue_table(conn, period, unit_id, pseudonyms),
         cases_table(conn, period, unit_id),
         *reconciliation_tables(rc, unit_id),
+        fee_table(rc.fees, unit_id),
+        revenue_at_risk_table(at_risk),
         compliance_table(findings, cal),
         score_table(sheet),
         instruments_table(conn, figures),
@@ -587,6 +686,12 @@ def unit_report(
         },
         "instruments": [f.as_dict() for f in figures],
         "reconciliation": ur.as_dict(),
+        "prices": {
+            "fees": fees.as_dict(),
+            "revenue_at_risk": str(prices.total(at_risk)),
+            "revenue_at_risk_including_unverified": str(prices.total(at_risk, False)),
+            "revenue_at_risk_by_instrument": [i.as_dict() for i in at_risk],
+        },
         "score_sheet": sheet.as_dict(),
         "subsidy": subsidy.as_dict(),
     }
@@ -618,6 +723,7 @@ class RegionResult:
     findings: list[compliance.Finding]
     calendar: compliance.WorkdayCalendar
     sample: list[sampling.Sampled]
+    at_risk: list[prices.RevenueAtRisk] = field(default_factory=list)  # revenue at risk per instrument
 
 
 def evaluate_region(
@@ -656,7 +762,8 @@ def evaluate_region(
     sample = sampling.sample(
         ev.instruments.values(), rc.discrepancy_hours(), sample_size, seed if seed is not None else period.start.year
     )
-    return RegionResult(ev, rc, sheets, subsidies, findings, cal, sample)
+    at_risk = prices.revenue_at_risk(conn, period, rc.instruments)
+    return RegionResult(ev, rc, sheets, subsidies, findings, cal, sample, at_risk)
 
 
 def region_report(result: RegionResult, now: datetime | None = None) -> Report:
@@ -676,6 +783,8 @@ def region_report(result: RegionResult, now: datetime | None = None) -> Report:
             Column("unverified_share", "未核验机时占比", "ratio"),
             Column("contradicted_hours", "多报机时", "hours"),
             Column("uncovered_verified", "无服务记录的对外机时", "hours"),
+            Column("revenue_at_risk", "按收费标准估算的未登记服务收入（元，核验）", "money"),
+            Column("fee_differences", "收费与收费标准不符的服务记录数", "int"),
             Column("findings", "合规问题数", "int"),
             Column("score", "评分", "hours"),
             Column("grade", "等级"),
@@ -687,6 +796,7 @@ def region_report(result: RegionResult, now: datetime | None = None) -> Report:
     finding_counts: dict[str, int] = {}
     for f in result.findings:
         finding_counts[f.unit_id] = finding_counts.get(f.unit_id, 0) + 1
+    fees = result.reconciliation.fees
     for uid, unit in ev.units.items():
         agg = unit.figures
         sheet = result.sheets[uid]
@@ -704,6 +814,8 @@ def region_report(result: RegionResult, now: datetime | None = None) -> Report:
                 "unverified_share": agg.running.unverified / agg.running.total if agg.running.total else None,
                 "contradicted_hours": ur.contradicted_hours,
                 "uncovered_verified": ur.uncovered_verified,
+                "revenue_at_risk": prices.total([i for i in result.at_risk if i.unit_id == uid]),
+                "fee_differences": fees.units[uid].differing if fees and uid in fees.units else 0,
                 "findings": finding_counts.get(uid, 0),
                 "score": sheet.total,
                 "grade": sheet.grade,

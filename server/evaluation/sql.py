@@ -6,6 +6,8 @@ Parameters used by these pieces: %(units)s (text[] or NULL for all units), %(t0)
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 # The instruments of the units asked for; %(units)s NULL means every unit.
 INST = """
     SELECT i.id, i.unit_id FROM instruments i
@@ -56,6 +58,8 @@ def clipped_seconds(start: str, end: str, lo: str, hi: str) -> str:
     return f"extract(epoch FROM least({end}, {hi}) - greatest({start}, {lo}))"
 
 
+_MONTH = timedelta(days=32)
+
 RUNNING_COLUMNS = (
     "x.instrument_id, x.agent_id, x.start_at, x.end_at, x.watched, x.arrival, x.session_id, x.method, x.identifier"
 )
@@ -89,3 +93,35 @@ def session_identity(seg: str, alias: str = "sid") -> str:
         WHERE {seg}.method IS NULL AND {seg}.session_id IS NOT NULL
           AND us.agent_id = {seg}.agent_id AND us.session_id = {seg}.session_id LIMIT 1
     ) {alias} ON true"""
+
+
+def running_rollup(instrument: str) -> str:
+    """Rows of the running-time rollup (migration 013: seconds per instrument, calendar span, agent,
+    class and identity) that tile the period exactly: leading days, months, whole years, months,
+    trailing days, each read at its own grain. Needs the span parameters of `rollup_spans`."""
+    cols = "r.instrument_id, r.cls, r.method, r.identifier, r.seconds"
+
+    def grain(g: str, *ranges: tuple[str, str]) -> str:
+        spans = " OR ".join(f"(r.first_day >= %({lo})s AND r.first_day < %({hi})s)" for lo, hi in ranges)
+        return f"SELECT {cols} FROM usage_rollup r WHERE r.instrument_id {instrument} AND r.grain = '{g}' AND ({spans})"
+
+    return "\nUNION ALL\n".join([
+        grain("y", ("rollup_y0", "rollup_y1")),
+        grain("m", ("rollup_m0", "rollup_y0"), ("rollup_y1", "rollup_m1")),
+        grain("d", ("start", "rollup_m0"), ("rollup_m1", "end")),
+    ])
+
+
+def rollup_spans(start: date, end: date) -> dict[str, date]:
+    """The bounds that cut the local dates [start, end) into rollup grains for `running_rollup`:
+    days [start, m0), months [m0, y0), years [y0, y1), months [y1, m1), days [m1, end); empty
+    ranges where a grain does not fit."""
+    m0 = start if start.day == 1 else (start.replace(day=1) + _MONTH).replace(day=1)
+    m1 = end.replace(day=1)
+    if m0 >= m1:
+        m0 = m1 = end
+    y0 = m0 if (m0.month, m0.day) == (1, 1) else date(m0.year + 1, 1, 1)
+    y1 = date(m1.year, 1, 1)
+    if y0 >= y1:
+        y0 = y1 = m1
+    return {"rollup_m0": m0, "rollup_y0": y0, "rollup_y1": y1, "rollup_m1": m1}

@@ -25,6 +25,8 @@ class Metrics:
                                   registry=r)
         self.late_records = Counter("jishi_ingest_late_records", "records arriving after their range was "
                                     "declared lost", registry=r)
+        self.future_records = Counter("jishi_ingest_future_records", "records stored whose time was more than "
+                                      "derive.future_s ahead of their receive time (flagged)", registry=r)
         self.rejects = Counter("jishi_ingest_rejects", "messages refused and quarantined, by reason", ["reason"],
                                registry=r)
         for reason in [*Reason, "store_error"]:

@@ -32,7 +32,7 @@ from server import live
 from server.config import Settings
 from server.db import queries
 from server.derive import incremental
-from server.ingest import archive, gaps, quarantine
+from server.ingest import archive, future, gaps, quarantine
 from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
 from server.ingest.book import STATE_CODES, TYPE_CODES, Book, GapRow, Progress, short_hash
 from server.ingest.metrics import Metrics
@@ -67,6 +67,8 @@ class Outcome:
     late: int = 0
     lags: list[float] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    future_rows: list[future.FutureRow] = field(default_factory=list)
+    """envelopes that brought records from a wall clock ahead of the server (stored, flagged)"""
     deferred: list[tuple[Incoming, Opening | Refused]] = field(default_factory=list)
     """messages of agents another worker was busy with: not processed, not acked, try again"""
 
@@ -142,6 +144,10 @@ class Pipeline:
                 if v.new:
                     book.accept(e, v, len(accepted))
                     accepted.append(e)
+                    ahead = future.flag(e.agent.agent_id, (e.opened.body["records"][i] for i in v.new),
+                                        e.msg.received_ms, e.msg.received_at, self.params.future_ms)
+                    if ahead is not None:
+                        out.future_rows.append(ahead)
                     continue
                 if v.replay_candidate is not None:
                     raw = archive.envelope_bytes(conn, book.prog.agent_no, v.replay_candidate)
@@ -173,6 +179,7 @@ class Pipeline:
                 for r in refused
             ]
             quarantine.record(conn, out.rejections, max_bytes=self.s.ingest.quarantine_max_bytes, worker=self.name)
+            future.record(conn, out.future_rows)
         commit_s = time.time()
         out.lags = [commit_s - e.opened.body["records"][-1]["t"] / 1000 for e in accepted]
         return out
@@ -483,6 +490,7 @@ class Worker:
         for kind in out.gaps:
             m.gaps.labels(kind=kind).inc()
         quarantine.account(out.rejections, m)
+        m.future_records.inc(future.account(out.future_rows))
         if self.hub is not None and out.live_rows:
             self.hub.publish(out.live_rows)
 

@@ -15,6 +15,18 @@ from typing import Any
 from server.evaluation.period import TZ
 
 _EXCEL_EPOCH = date(1899, 12, 30)
+MAX_AMOUNT = Decimal(10) ** 12  # numeric(14, 2), the widest column a number goes to
+YEARS = range(1900, 2101)
+
+
+class Formula(str):
+    """The text of a spreadsheet formula cell (=...): imported as written, never evaluated, never
+    taken as the value the file claims it last computed (server/registry/untrusted.py)."""
+
+
+def _no_formula(value: Any, what: str) -> None:
+    if isinstance(value, Formula):
+        raise ValueError(f"{what}是公式“{value}”，公式不被计算也不取其缓存结果；请先将该列“选择性粘贴为数值”")
 _DATE_RE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
 _DATETIME_RE = re.compile(
     r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?\s*[T ]?\s*"
@@ -36,6 +48,7 @@ def is_blank(value: Any) -> bool:
 
 
 def parse_date(value: Any) -> date:
+    _no_formula(value, "日期")
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -52,6 +65,8 @@ def parse_date(value: Any) -> date:
     if not m:
         raise ValueError(f"无法识别的日期“{s}”（应为 2024-03-05 或 2024年3月5日）")
     try:
+        if int(m.group(1)) not in YEARS:
+            raise ValueError(f"日期“{s}”超出 1900–2100 年")
         return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
     except ValueError:
         raise ValueError(f"日期“{s}”不存在") from None
@@ -59,6 +74,7 @@ def parse_date(value: Any) -> date:
 
 def parse_datetime(value: Any) -> datetime:
     """Local (Asia/Shanghai) time; a bare date means 00:00."""
+    _no_formula(value, "时间")
     if isinstance(value, datetime):
         return value.replace(tzinfo=TZ) if value.tzinfo is None else value
     if isinstance(value, date):
@@ -75,6 +91,8 @@ def parse_datetime(value: Any) -> datetime:
         except ValueError:
             raise ValueError(f"无法识别的时间“{s}”（应为 2024-03-05 09:00 或 2024年3月5日9时）") from None
     y, mo, d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
+    if y not in YEARS:
+        raise ValueError(f"时间“{s}”超出 1900–2100 年")
     try:
         return datetime(y, mo, d, h, mi, sec, tzinfo=TZ)
     except ValueError:
@@ -84,6 +102,7 @@ def parse_datetime(value: Any) -> datetime:
 def parse_decimal(value: Any, *, scale: Decimal = Decimal(1), what: str = "数值") -> Decimal:
     """Amounts like 350000, '¥350,000.00', '35万', '35 万元'; `scale` multiplies plain numbers
     (a column headed 原值（万元） has scale 10,000)."""
+    _no_formula(value, what)
     if isinstance(value, bool):
         raise ValueError(f"{what}“{value}”不是数字")
     if isinstance(value, int | float | Decimal):
@@ -101,11 +120,29 @@ def parse_decimal(value: Any, *, scale: Decimal = Decimal(1), what: str = "数�
             raise ValueError(f"{what}“{text(value)}”不是数字") from None
     if not result.is_finite() or result < 0:
         raise ValueError(f"{what}“{text(value)}”不能为负数")
+    if result >= MAX_AMOUNT:
+        raise ValueError(f"{what}“{text(value)}”过大")
     return result
+
+
+def parse_count(value: Any, what: str) -> int:
+    """A whole number of things (samples): '12', 12.0, '12个'."""
+    _no_formula(value, what)
+    s = text(value).rstrip("个件样次").strip()
+    try:
+        d = Decimal(s)
+    except InvalidOperation:
+        raise ValueError(f"{what}“{text(value)}”不是整数") from None
+    if not d.is_finite() or d < 0 or d != d.to_integral_value():
+        raise ValueError(f"{what}“{text(value)}”应为非负整数")
+    if d > 1_000_000_000:
+        raise ValueError(f"{what}“{text(value)}”过大")
+    return int(d)
 
 
 def parse_choice(value: Any, choices: dict[str, str], what: str) -> str:
     """One of an enumeration, given by any of its spellings (exact, then contained)."""
+    _no_formula(value, what)
     s = text(value).replace(" ", "")
     if s in choices:
         return choices[s]
@@ -117,6 +154,7 @@ def parse_choice(value: Any, choices: dict[str, str], what: str) -> str:
 
 
 def parse_bool(value: Any, what: str) -> bool:
+    _no_formula(value, what)
     s = text(value)
     if s in ("是", "Y", "y", "yes", "true", "True", "1", "开放", "√", "✓"):
         return True

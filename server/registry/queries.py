@@ -49,6 +49,7 @@ SERVICE_COLUMNS = (
     "start_at",
     "end_at",
     "service_hours",
+    "sample_count",
     "amount",
     "content",
     "way",
@@ -133,3 +134,199 @@ def lookup_people(conn: Conn) -> Any:
         return user_id, org_id
 
     return find
+
+
+# -- exemptions, prices, cases (imports of migration 014) ----------------------------------------
+
+
+def upsert_exemption(conn: Conn, rec: dict[str, Any], batch_id: int | None) -> None:
+    """Insert or update the same exemption: same instrument and approval document, or for a request
+    (no document) the same instrument and reason."""
+    cols = ("reason", "requested_on", "approved_by", "approval_ref", "approved_on", "filed_on", "valid_from",
+            "valid_to", "revoked_on")  # fmt: skip
+    values = {c: rec.get(c) for c in cols} | {"instrument_id": rec["instrument_id"], "batch": batch_id}
+    for c in ("approved_by", "approval_ref"):
+        values[c] = values[c] or ""
+    row = conn.execute(
+        "SELECT id FROM instrument_exemptions WHERE instrument_id = %(instrument_id)s"
+        " AND approval_ref = %(approval_ref)s AND (approval_ref <> '' OR reason = %(reason)s)"
+        " ORDER BY id LIMIT 1",
+        values,
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO instrument_exemptions (instrument_id, reason, requested_on, approved_by, approval_ref,"
+            " approved_on, filed_on, valid_from, valid_to, revoked_on, import_batch_id) VALUES (%(instrument_id)s,"
+            " %(reason)s, %(requested_on)s, %(approved_by)s, %(approval_ref)s, %(approved_on)s, %(filed_on)s,"
+            " %(valid_from)s, %(valid_to)s, %(revoked_on)s, %(batch)s)",
+            values,
+        )
+    else:
+        conn.execute(
+            "UPDATE instrument_exemptions SET reason = %(reason)s, requested_on = %(requested_on)s,"
+            " approved_by = %(approved_by)s, approval_ref = %(approval_ref)s, approved_on = %(approved_on)s,"
+            " filed_on = %(filed_on)s, valid_from = %(valid_from)s, valid_to = %(valid_to)s,"
+            " revoked_on = %(revoked_on)s, import_batch_id = %(batch)s WHERE id = %(id)s",
+            values | {"id": row[0]},
+        )
+
+
+def upsert_price(conn: Conn, rec: dict[str, Any], batch_id: int | None) -> None:
+    """Insert or replace one price list row by (instrument, item, valid from)."""
+    conn.execute(
+        "INSERT INTO price_list (instrument_id, item, basis, internal_price, external_price, valid_from, valid_to,"
+        " published_on, note, import_batch_id) VALUES (%(instrument_id)s, %(item)s, %(basis)s, %(internal_price)s,"
+        " %(external_price)s, %(valid_from)s, %(valid_to)s, %(published_on)s, %(note)s, %(batch)s)"
+        " ON CONFLICT (instrument_id, item, valid_from) DO UPDATE SET basis = EXCLUDED.basis,"
+        " internal_price = EXCLUDED.internal_price, external_price = EXCLUDED.external_price,"
+        " valid_to = EXCLUDED.valid_to, published_on = EXCLUDED.published_on, note = EXCLUDED.note,"
+        " import_batch_id = EXCLUDED.import_batch_id",
+        {"valid_to": None, "published_on": None, "note": ""} | rec | {"batch": batch_id},
+    )
+
+
+def upsert_case(conn: Conn, rec: dict[str, Any], batch_id: int | None) -> None:
+    """Insert or update a service case by (unit, date, title)."""
+    values = rec | {"batch": batch_id}
+    row = conn.execute(
+        "SELECT id FROM service_cases WHERE unit_id = %(unit_id)s AND occurred_on = %(occurred_on)s"
+        " AND title = %(title)s ORDER BY id LIMIT 1",
+        values,
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO service_cases (unit_id, instrument_id, occurred_on, title, kind, beneficiary, evidence,"
+            " description, import_batch_id) VALUES (%(unit_id)s, %(instrument_id)s, %(occurred_on)s, %(title)s,"
+            " %(kind)s, %(beneficiary)s, %(evidence)s, %(description)s, %(batch)s)",
+            values,
+        )
+    else:
+        conn.execute(
+            "UPDATE service_cases SET instrument_id = %(instrument_id)s, kind = %(kind)s,"
+            " beneficiary = %(beneficiary)s, evidence = %(evidence)s, description = %(description)s,"
+            " import_batch_id = %(batch)s WHERE id = %(id)s",
+            values | {"id": row[0]},
+        )
+
+
+# -- people ---------------------------------------------------------------------------------------
+
+
+def organisations(conn: Conn) -> dict[str, str]:
+    """Organisation id -> name."""
+    return {r[0]: r[1] for r in conn.execute("SELECT id, name FROM organisations")}
+
+
+def unit_org(conn: Conn, unit_id: str) -> str:
+    row = conn.execute("SELECT org_id FROM units WHERE id = %s", (unit_id,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def platform_users(conn: Conn) -> dict[str, tuple[str, str]]:
+    """Platform user id -> (name, organisation id)."""
+    return {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, name, org_id FROM platform_users")}
+
+
+def upsert_organisation(conn: Conn, org_id: str, name: str, kind: str | None) -> None:
+    """Create the organisation, or set its kind when the sheet states one (the name stays)."""
+    conn.execute(
+        "INSERT INTO organisations (id, name, kind) VALUES (%s, %s, COALESCE(%s, 'other'))"
+        " ON CONFLICT (id) DO UPDATE SET kind = COALESCE(%s, organisations.kind)",
+        (org_id, name, kind, kind),
+    )
+
+
+def upsert_platform_user(conn: Conn, user_id: str, name: str, org_id: str) -> None:
+    conn.execute(
+        "INSERT INTO platform_users (id, name, org_id) VALUES (%s, %s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, org_id = EXCLUDED.org_id",
+        (user_id, name, org_id),
+    )
+
+
+def set_affiliation(conn: Conn, unit_id: str, org_id: str, affiliated: bool) -> None:
+    if affiliated:
+        conn.execute(
+            "INSERT INTO unit_affiliations (unit_id, org_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (unit_id, org_id)
+        )
+    else:
+        conn.execute("DELETE FROM unit_affiliations WHERE unit_id = %s AND org_id = %s", (unit_id, org_id))
+
+
+def upsert_identity(conn: Conn, unit_id: str, method: str, identifier: str, user_id: str) -> None:
+    conn.execute(
+        "INSERT INTO identity_map (unit_id, method, identifier, user_id) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (unit_id, method, identifier) DO UPDATE SET user_id = EXCLUDED.user_id",
+        (unit_id, method, identifier, user_id),
+    )
+
+
+# -- listings (jishi registry list) ---------------------------------------------------------------
+
+# name -> (Chinese column headers, query with %(unit)s and %(on)s (a date or NULL))
+LISTINGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "instruments": (
+        (
+            "仪器编号",
+            "单位内部编号",
+            "仪器名称",
+            "原值（元）",
+            "类别",
+            "验收日期",
+            "纳入平台日期",
+            "共享方式",
+            "是否开放",
+        ),
+        "SELECT id, internal_no, name, original_value, category, accepted_on, registered_on, sharing_mode, is_open"
+        " FROM instruments WHERE unit_id = %(unit)s ORDER BY id",
+    ),
+    "prices": (
+        ("仪器编号", "仪器名称", "收费项目", "计价单位", "校内价格（元）", "校外价格（元）", "执行日期", "截止日期"),
+        "SELECT p.instrument_id, i.name, p.item, p.basis, p.internal_price, p.external_price, p.valid_from,"
+        " p.valid_to FROM price_list p JOIN instruments i ON i.id = p.instrument_id WHERE i.unit_id = %(unit)s"
+        " AND (%(on)s::date IS NULL OR (p.valid_from <= %(on)s::date"
+        "      AND (p.valid_to IS NULL OR p.valid_to >= %(on)s::date)"
+        "      AND NOT EXISTS (SELECT 1 FROM price_list n WHERE n.instrument_id = p.instrument_id"
+        "                      AND n.item = p.item AND n.valid_from > p.valid_from AND n.valid_from <= %(on)s::date)))"
+        " ORDER BY p.instrument_id, p.item, p.valid_from",
+    ),
+    "exemptions": (
+        ("仪器编号", "仪器名称", "理由", "审批部门", "批准文号", "批准日期", "有效期起", "有效期至", "撤销日期"),
+        "SELECT e.instrument_id, i.name, e.reason, e.approved_by, e.approval_ref, e.approved_on, e.valid_from,"
+        " e.valid_to, e.revoked_on FROM instrument_exemptions e JOIN instruments i ON i.id = e.instrument_id"
+        " WHERE i.unit_id = %(unit)s ORDER BY e.instrument_id, e.id",
+    ),
+    "cases": (
+        ("日期", "仪器编号", "案例名称", "成果类型", "服务对象", "佐证材料"),
+        "SELECT occurred_on, instrument_id, title, kind, beneficiary, evidence FROM service_cases"
+        " WHERE unit_id = %(unit)s ORDER BY occurred_on, id",
+    ),
+    "users": (
+        ("用户编号", "姓名", "单位编号", "所在单位", "单位类型", "内部/外部"),
+        "SELECT p.id, p.name, o.id, o.name, o.kind,"
+        " CASE WHEN o.id = u.org_id OR a.org_id IS NOT NULL THEN '内部' ELSE '外部' END"
+        " FROM units u CROSS JOIN platform_users p JOIN organisations o ON o.id = p.org_id"
+        " LEFT JOIN unit_affiliations a ON a.unit_id = u.id AND a.org_id = o.id"
+        " WHERE u.id = %(unit)s AND (o.id = u.org_id OR a.org_id IS NOT NULL"
+        "   OR EXISTS (SELECT 1 FROM identity_map m WHERE m.unit_id = u.id AND m.user_id = p.id)"
+        "   OR EXISTS (SELECT 1 FROM service_records r WHERE r.unit_id = u.id AND r.applicant_user_id = p.id))"
+        " ORDER BY p.id",
+    ),
+    "identities": (
+        ("识别方式", "标识", "用户编号", "姓名", "所在单位"),
+        "SELECT m.method, m.identifier, m.user_id, p.name, o.name FROM identity_map m"
+        " JOIN platform_users p ON p.id = m.user_id JOIN organisations o ON o.id = p.org_id"
+        " WHERE m.unit_id = %(unit)s ORDER BY m.method, m.identifier",
+    ),
+    "imports": (
+        ("批次", "类型", "文件", "结果", "行数", "接受", "拒绝", "时间"),
+        "SELECT id, kind, file_name, status, rows_total, rows_accepted, rows_rejected, created_at"
+        " FROM import_batches WHERE unit_id = %(unit)s ORDER BY id DESC LIMIT 50",
+    ),
+}
+
+
+def listing(conn: Conn, what: str, unit_id: str, on: Any = None) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """One of LISTINGS for a unit: headers and rows (prices in force on `on` when given)."""
+    headers, query = LISTINGS[what]
+    return headers, list(conn.execute(query, {"unit": unit_id, "on": on}))

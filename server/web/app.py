@@ -10,10 +10,24 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from server.web import errors, pages
+from server.web import errors, openapi, pages, pages_registry
 from server.web.board import LiveHub
 from server.web.db import Database
-from server.web.routes import agents, audit, evaluation, live, public, registry, session, timeline
+from server.web.limits import BodyLimit
+from server.web.routes import (
+    agents,
+    audit,
+    evaluation,
+    evidence,
+    imports,
+    lists,
+    live,
+    public,
+    quarantine,
+    registry,
+    session,
+    timeline,
+)
 from server.web.settings import WebSettings
 
 DESCRIPTION = """\
@@ -54,8 +68,13 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.state.db = db
     app.state.hub = hub
     errors.install(app)
-    for module in (session, registry, agents, live, timeline, evaluation, public, audit):
+    # request bodies: 413 above the limit, before they are read (server/web/limits.py)
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})
+    openapi.install(app)
+    for module in (session, registry, lists, imports, agents, live, timeline, evidence, evaluation, public, audit,
+                   quarantine):
         app.include_router(module.router)
+    app.include_router(pages_registry.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
 

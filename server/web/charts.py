@@ -111,6 +111,7 @@ class Span:
     cls: str
     title: str
     label: str = ""
+    href: str = ""  # a link (e.g. to the interval's evidence)
 
 
 def timeline(t0: datetime, t1: datetime, lanes: Sequence[tuple[str, Sequence[Span]]], *, title: str) -> Markup:
@@ -133,8 +134,11 @@ def timeline(t0: datetime, t1: datetime, lanes: Sequence[tuple[str, Sequence[Spa
                    f'<rect class="lane" x="{left}" y="{y + 2}" width="{plot_w}" height="{lane_h - 6}"/>')
         for s in spans:
             x0, x1 = x(s.start), x(s.end)
-            out.append(f'<rect class="{escape(s.cls)}" x="{x0:.2f}" y="{y + 2}" width="{max(x1 - x0, 0.8):.2f}"'
-                       f' height="{lane_h - 6}"><title>{escape(s.title)}</title></rect>')
+            rect = (f'<rect class="{escape(s.cls)}" x="{x0:.2f}" y="{y + 2}" width="{max(x1 - x0, 0.8):.2f}"'
+                    f' height="{lane_h - 6}"><title>{escape(s.title)}</title></rect>')
+            if s.href:
+                rect = f'<a class="span-link" href="{escape(s.href)}">{rect}</a>'
+            out.append(rect)
             if s.label and x1 - x0 > 40:
                 out.append(f'<text class="span-label" x="{x0 + 3:.1f}" y="{y + 15}">{escape(s.label[:20])}</text>')
     # ticks: hours for a day, days otherwise
@@ -149,5 +153,107 @@ def timeline(t0: datetime, t1: datetime, lanes: Sequence[tuple[str, Sequence[Spa
         out.append(f'<line class="chart-axis" x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{base}"/>'
                    f'<text class="chart-label" x="{xx:.1f}" y="{base + 14}" text-anchor="middle">{label}</text>')
         t += tick
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+@dataclass(frozen=True)
+class Point:
+    t: datetime
+    value: float
+    low: float | None = None  # a band under the line (e.g. a heartbeat's minimum and maximum)
+    high: float | None = None
+
+
+def line(t0: datetime, t1: datetime, points: Sequence[Point], *, title: str, unit: str,
+         marks: Sequence[tuple[datetime, str]] = (), empty: str = "") -> Markup:
+    """A curve over [t0, t1] (e.g. power in W), with an optional min–max band and vertical marks
+    (e.g. state changes). Without points it says `empty` instead of drawing a flat line."""
+    width, height, left, top, bottom = 560, 200, 62, 24, 22
+    plot_w, plot_h = width - left - 8, height - top - bottom
+    total = max((t1 - t0).total_seconds(), 1e-9)
+    vmax = max([p.high if p.high is not None else p.value for p in points] + [1e-9]) * 1.1
+
+    def x(t: datetime) -> float:
+        return left + plot_w * max(0.0, min(total, (t - t0).total_seconds())) / total
+
+    def y(v: float) -> float:
+        return top + plot_h - plot_h * max(v, 0.0) / vmax
+
+    out = [f'<svg class="chart line-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
+           f' xmlns="http://www.w3.org/2000/svg">',
+           f'<text class="chart-title" x="0" y="14">{escape(title)}</text>',
+           f'<line class="chart-axis" x1="{left}" y1="{top + plot_h}" x2="{width - 8}" y2="{top + plot_h}"/>',
+           f'<line class="chart-axis" x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}"/>']
+    if not points:
+        out.append(f'<text class="chart-label" x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}"'
+                   f' text-anchor="middle">{escape(empty)}</text>')
+    else:
+        out.append(f'<text class="chart-label" x="{left - 4}" y="{top + 8}" text-anchor="end">'
+                   f'{_fmt(vmax / 1.1)} {escape(unit)}</text>'
+                   f'<text class="chart-label" x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>')
+        band = [p for p in points if p.low is not None and p.high is not None]
+        if band:
+            upper = " ".join(f"{x(p.t):.1f},{y(p.high or 0):.1f}" for p in band)
+            lower = " ".join(f"{x(p.t):.1f},{y(p.low or 0):.1f}" for p in reversed(band))
+            out.append(f'<polygon class="power-band" points="{upper} {lower}"/>')
+        path = " ".join(f"{x(p.t):.1f},{y(p.value):.1f}" for p in points)
+        out.append(f'<polyline class="power-line" points="{path}"/>')
+        if len(points) <= 80:
+            for p in points:
+                local = p.t.astimezone(TZ).strftime("%m-%d %H:%M:%S")
+                out.append(f'<circle class="power-dot" cx="{x(p.t):.1f}" cy="{y(p.value):.1f}" r="2.2">'
+                           f'<title>{local} {_fmt(p.value)} {escape(unit)}</title></circle>')
+    for t, label in marks:
+        xx = x(t)
+        out.append(f'<line class="chart-mark" x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{top + plot_h}">'
+                   f'<title>{escape(label)}</title></line>')
+    for i in range(5):
+        t = t0 + (t1 - t0) * i / 4
+        fmt = "%H:%M" if total <= 86400 * 1.01 else "%m-%d %H:%M"
+        anchor = "start" if i == 0 else ("end" if i == 4 else "middle")
+        out.append(f'<text class="chart-label" x="{x(t):.1f}" y="{height - 6}" text-anchor="{anchor}">'
+                   f'{t.astimezone(TZ).strftime(fmt)}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+def trend(items: Sequence[tuple[str, float | None, float | None]], *, title: str, legend: tuple[str, str],
+          reference: float | None = None) -> Markup:
+    """Columns of a ratio per period (e.g. utilization per month): the verified part, and on top the
+    part that is not verified; a dashed line at `reference` (e.g. the low-use threshold)."""
+    n = max(len(items), 1)
+    width, height, left, top, bottom = 560, 190, 40, 40, 22
+    plot_w, plot_h = width - left - 6, height - top - bottom
+    vmax = max([(b if b is not None else a or 0.0) for _, a, b in items] + [reference or 0.0, 0.1]) * 1.1
+    step = plot_w / n
+    base = top + plot_h
+    out = [f'<svg class="chart trend-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
+           f' xmlns="http://www.w3.org/2000/svg">',
+           f'<text class="chart-title" x="0" y="14">{escape(title)}</text>',
+           f'<rect class="bar-a" x="{left}" y="22" width="10" height="10"/>'
+           f'<text class="chart-label" x="{left + 14}" y="31">{escape(legend[0])}</text>'
+           f'<rect class="bar-u" x="{left + 140}" y="22" width="10" height="10"/>'
+           f'<text class="chart-label" x="{left + 154}" y="31">{escape(legend[1])}</text>',
+           f'<text class="chart-label" x="{left - 4}" y="{top + 8}" text-anchor="end">{vmax / 1.1 * 100:.0f}%</text>',
+           f'<line class="chart-axis" x1="{left}" y1="{base}" x2="{width - 6}" y2="{base}"/>']
+    label_every = max(1, n // 12)
+    for i, (label, a, b) in enumerate(items):
+        xx = left + i * step + step * 0.15
+        w = step * 0.7
+        va, vb = a or 0.0, max((b or 0.0) - (a or 0.0), 0.0)
+        ha, hb = plot_h * va / vmax, plot_h * vb / vmax
+        shown = "—" if a is None else f"{a * 100:.1f}%"
+        shown_b = "—" if b is None else f"{b * 100:.1f}%"
+        out.append(f'<g class="trend-col" data-label="{escape(label)}"><title>{escape(label)}: {shown}'
+                   f' ({escape(legend[1])} {shown_b})</title>'
+                   f'<rect class="bar-a" x="{xx:.1f}" y="{base - ha:.1f}" width="{w:.1f}" height="{ha:.1f}"/>'
+                   f'<rect class="bar-u" x="{xx:.1f}" y="{base - ha - hb:.1f}" width="{w:.1f}" height="{hb:.1f}"/></g>')
+        if i % label_every == 0:
+            out.append(f'<text class="chart-label" x="{xx + w / 2:.1f}" y="{height - 6}" text-anchor="middle">'
+                       f'{escape(label[2:] if len(label) == 7 else label[5:])}</text>')
+    if reference is not None:
+        yy = base - plot_h * reference / vmax
+        out.append(f'<line class="chart-ref" x1="{left}" y1="{yy:.1f}" x2="{width - 6}" y2="{yy:.1f}"/>')
     out.append("</svg>")
     return Markup("".join(out))

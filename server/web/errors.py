@@ -181,7 +181,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(psycopg.errors.DataError)
     async def _data(request: Request, exc: psycopg.errors.DataError) -> Response:
         lang = request_lang(request)
-        detail = exc.diag.message_primary or ""
+        detail = exc.diag.message_primary or str(exc)  # psycopg's own refusals (a NUL in text) have no diag
         return _respond(request, 422, "check_failed", t(lang, "err.check_failed", detail=detail))
 
     @app.exception_handler(Exception)

@@ -31,8 +31,11 @@ def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str)
     return report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
 
 
-def region(conn: Conn, settings: WebSettings, period: Period) -> report.RegionResult:
-    return report.evaluate_region(conn, period, rubric_of(settings), pseudonymizer(conn))
+def region(conn: Conn, settings: WebSettings, period: Period, *, sample_size: int = 50,
+           seed: int | None = None) -> report.RegionResult:
+    """All units; the spot-check sample is weighted and reproducible (default seed: the period's year)."""
+    return report.evaluate_region(conn, period, rubric_of(settings), pseudonymizer(conn), sample_size=sample_size,
+                                  seed=seed)
 
 
 def low_use(conn: Conn, period: Period, threshold: float) -> dict[str, Any]:

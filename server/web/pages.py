@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -22,9 +22,12 @@ from server.web.auth import Principal
 from server.web.db import rows
 from server.web.deps import Db, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
+from server.web.evidence import MAX_SPAN, interval_evidence
 from server.web.i18n import request_lang, t
+from server.web.routes.evidence import aware, check_range
 from server.web.routes.session import set_session_cookie
 from server.web.timeline import SPANS, timeline
+from server.web.trend import utilization_trend
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -166,29 +169,49 @@ _STATE_CLASS = {"running": "st-running", "idle": "st-idle", "off": "st-off", "fa
 @router.get("/instruments/{instrument_id}", response_class=HTMLResponse)
 def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db, settings: Settings,
                     span: Annotated[str, Query(pattern="^(day|week|month)$")] = "day",
-                    start: date | None = None) -> Response:
+                    start: date | None = None, ev_from: datetime | None = None,
+                    ev_to: datetime | None = None) -> Response:
     p = _need(who)
     lang = request_lang(request)
     days = SPANS[span]
     first = start or (datetime.now(TZ).date() - timedelta(days=days - 1))
+    ev = None
+    if ev_from is not None and ev_to is not None:
+        ev_from, ev_to = aware(ev_from), aware(ev_to)
+        check_range(ev_from, ev_to, "ev_from", "ev_to")
     with db.read() as conn:
         inst = scope.instrument(conn, p, instrument_id)
         data = timeline(conn, p, instrument_id, first, days)
+        # the trend ends with the month being looked at (today's, unless an earlier period is shown)
+        trend_data = utilization_trend(conn, inst, today=min(datetime.now(TZ).date(),
+                                                             first + timedelta(days=days - 1)))
+        if ev_from is not None and ev_to is not None:
+            ev = interval_evidence(conn, p, inst, ev_from, ev_to)
         tile = board.tiles(conn, unit_id=None, ids=[instrument_id], stale_s=settings.live_stale_s)
-        prices = rows(conn, "SELECT item, basis, internal_price, external_price, valid_from, valid_to FROM price_list"
+        prices = rows(conn, "SELECT id, item, basis, internal_price, external_price, valid_from, valid_to"
+                            " FROM price_list"
                             " WHERE instrument_id = %s ORDER BY valid_from DESC, item", (instrument_id,))
         agents = rows(conn, "SELECT a.id, a.revoked_at, (SELECT count(*) FROM agent_keys k WHERE k.agent_id = a.id"
                             " AND k.revoked_at IS NULL) AS keys FROM agents a WHERE a.instrument_id = %s ORDER BY a.id",
                       (instrument_id,))
     t0, t1 = data["start"], data["end"]
+
+    def ev_href(a: datetime, b: datetime) -> str:
+        return "?" + urlencode({"span": span, "start": first.isoformat(), "ev_from": a.isoformat(),
+                                "ev_to": b.isoformat()}) + "#evidence"
+
     lanes = [
         (t(lang, "inst.states"), [charts.Span(s["start_at"], s["end_at"], _STATE_CLASS.get(s["state"], "st-unknown")
                                               + ("" if s["watched"] else " unwatched"),
                                               f"{t(lang, 'state.' + s['state'])} {_local(s['start_at'])}–"
-                                              f"{_local(s['end_at'], '%H:%M')}")
+                                              f"{_local(s['end_at'], '%H:%M')}",
+                                              href=ev_href(s["start_at"], min(s["end_at"], s["start_at"] + MAX_SPAN)))
                                   for s in data["segments"]]),
         (t(lang, "inst.sessions"), [charts.Span(max(s["start_at"], t0), min(s["end_at"] or t1, t1), "session",
-                                                f"{s['who']} {s['org'] or ''}", s["who"] or "")
+                                                f"{s['who']} {s['org'] or ''}", s["who"] or "",
+                                                href=ev_href(max(s["start_at"], t0),
+                                                             min(s["end_at"] or t1, t1, max(s["start_at"], t0)
+                                                                 + MAX_SPAN)))
                                     for s in data["sessions"]]),
         (t(lang, "inst.coverage"), [charts.Span(c["start_at"], c["end_at"], "cov-" + c["status"],
                                                 f"{t(lang, 'cov.' + c['status'])} {c['reason']}")
@@ -200,27 +223,46 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
                            legend=(t(lang, "report.verified"), t(lang, "report.including")))
     nav = {"prev": (first - timedelta(days=days)).isoformat(), "next": (first + timedelta(days=days)).isoformat()}
     total = sum(d["verified"] for d in data["daily"])
+    trend_chart = charts.trend(
+        [(pt["label"], pt["utilization_verified"], pt["utilization_total"]) for pt in trend_data["points"]],
+        title=f"{t(lang, 'trend.title')}（{t(lang, 'trend.' + trend_data['bucket'])}）",
+        legend=(t(lang, "report.verified"), t(lang, "report.including")), reference=settings.low_use_threshold)
+    power_chart = None
+    if ev is not None:
+        power_chart = charts.line(
+            ev["from"], ev["to"],
+            [charts.Point(pt["t"], pt["w"], pt.get("min_w"), pt.get("max_w")) for pt in ev["power"]["points"]],
+            title=t(lang, "ev.power"), unit="W", empty=t(lang, "ev.no_power"),
+            marks=[(tr["t"], f"{t(lang, 'state.' + str(tr['from']))} → {t(lang, 'state.' + str(tr['to']))}")
+                   for tr in ev["transitions"] if not tr["before_interval"]])
     return render(request, "instrument.html", p, inst=inst, data=data, chart=chart, daily=daily, span=span,
                   start=first, nav=nav, tile=tile[0] if tile else None, prices=prices, agents=agents,
-                  total_verified=total)
+                  total_verified=total, trend_chart=trend_chart, trend=trend_data, ev=ev, power_chart=power_chart)
 
 
 # -- unit report ------------------------------------------------------------------------------------
 
 
-def _year(year: int | None) -> Period:
+def _year(year: int | None, period: str = "") -> Period:
+    """`period` (YYYY or YYYY-MM-DD..YYYY-MM-DD, end exclusive) wins over `year`; default: the
+    evaluation year (the previous calendar year)."""
+    if period.strip():
+        return evaluation.period_of(period)
     return Period.year(year) if year else Period.default()
+
+
+PeriodQuery = Annotated[str, Query(max_length=40, description="YYYY or YYYY-MM-DD..YYYY-MM-DD")]
 
 
 @router.get("/units/{unit_id}/report", response_class=HTMLResponse)
 def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: Settings,
-                year: Annotated[int | None, Query(ge=2000, le=2100)] = None) -> Response:
+                year: Annotated[int | None, Query(ge=2000, le=2100)] = None, period: PeriodQuery = "") -> Response:
     p = _need(who)
     lang = request_lang(request)
-    period = _year(year)
+    period_ = _year(year, period)
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
-        rep = evaluation.unit_report(conn, settings, period, unit_id).as_dict()
+        rep = evaluation.unit_report(conn, settings, period_, unit_id).as_dict()
     insts = rep["instruments"]
     util_chart = charts.hbars(
         [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
@@ -231,7 +273,7 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
          for f in insts if f["service_records"] or f["external_hours"]["total"]],
         title=t(lang, "report.chart_claims"), unit=" h",
         legend=(t(lang, "report.external"), t(lang, "report.claimed")))
-    return render(request, "report.html", p, unit=u, rep=rep, period=period, util_chart=util_chart,
+    return render(request, "report.html", p, unit=u, rep=rep, period=period_, util_chart=util_chart,
                   claims_chart=claims_chart, ind=rep["unit"]["indicators"])
 
 
@@ -240,33 +282,44 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
 
 @router.get("/overview", response_class=HTMLResponse)
 def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
-                  year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
-                  code: Annotated[str, Query(max_length=32)] = "") -> Response:
+                  year: Annotated[int | None, Query(ge=2000, le=2100)] = None, period: PeriodQuery = "",
+                  code: Annotated[str, Query(max_length=32)] = "",
+                  specs: Annotated[str, Query(max_length=500)] = "",
+                  location: Annotated[str, Query(max_length=100)] = "",
+                  sample: Annotated[int, Query(ge=0, le=1000)] = 50,
+                  seed: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> Response:
     p = _need(who)
     auth.require_role(p, "operator", "evaluator")
     lang = request_lang(request)
-    period = _year(year)
+    period_ = _year(year, period)
     from server.evaluation import report as report_mod
     from server.evaluation import review
 
     with db.read() as conn:
-        result = evaluation.region(conn, settings, period)
+        result = evaluation.region(conn, settings, period_, sample_size=sample, seed=seed)
         rep = report_mod.region_report(result).as_dict()
         low, low_units = review.low_use(result.evaluation, settings.low_use_threshold)
-        dup = ([c.as_dict() for c in review.duplicate_review(conn, period, classification_code=code)]
+        dup = ([c.as_dict() for c in review.duplicate_review(conn, period_, classification_code=code.strip(),
+                                                             specs=specs, location=location)]
                if code.strip() else None)
-    scores = sorted(rep["tables"]["scores"]["rows"], key=lambda r: -(r.get("utilization_verified") or 0.0))
+    # ranking by the rubric's score (the grade follows from it); verified utilization breaks ties
+    scores = sorted(rep["tables"]["scores"]["rows"],
+                    key=lambda r: (-float(r.get("score") or 0.0), -(r.get("utilization_verified") or 0.0),
+                                   str(r["unit_id"])))
     grades: dict[str, int] = {}
     for r in scores:
         grades[str(r["grade"])] = grades.get(str(r["grade"]), 0) + 1
     units_chart = charts.hbars([charts.Bar(r["unit_name"], r.get("utilization_verified")) for r in scores],
                                title=t(lang, "overview.chart_units"), percent=True,
                                reference=settings.low_use_threshold)
-    grade_chart = charts.hbars([charts.Bar(g, float(n)) for g, n in sorted(grades.items())],
-                               title="等级分布" if lang != "en" else "Grade distribution")
-    return render(request, "overview.html", p, rep=rep, scores=scores, period=period, units_chart=units_chart,
+    order = ["优秀", "良好", "合格", "不合格"]
+    order += sorted(g for g in grades if g not in order)
+    grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
+                               title=t(lang, "overview.grades"))
+    return render(request, "overview.html", p, rep=rep, scores=scores, period=period_, units_chart=units_chart,
                   grade_chart=grade_chart, low=[x.as_dict() for x in low], low_units=low_units,
-                  low_pct=round(settings.low_use_threshold * 100), dup=dup, code=code)
+                  low_pct=round(settings.low_use_threshold * 100), dup=dup, code=code, specs=specs,
+                  location=location, sample=sample, seed=period_.start.year if seed is None else seed)
 
 
 # -- public catalog -------------------------------------------------------------------------------------
@@ -319,10 +372,18 @@ def registry_page(request: Request, who: MaybeWho, db: Db,
                             " WHERE (%(s)s::text[] IS NULL OR i.unit_id = ANY(%(s)s::text[]))"
                             " AND (%(u)s::text IS NULL OR i.unit_id = %(u)s) ORDER BY a.id, k.created_at",
                       {"s": p.unit_scope(), "u": unit_id})
+        # affiliated organisations of the unit shown (their users count as internal); operators change them
+        affiliations = (rows(conn, "SELECT o.id AS org_id, o.name, o.kind FROM unit_affiliations a"
+                                   " JOIN organisations o ON o.id = a.org_id WHERE a.unit_id = %s ORDER BY o.id",
+                             (u["id"],)) if u else None)
+        orgs = (rows(conn, "SELECT id, name FROM organisations WHERE id <> %(o)s AND id NOT IN"
+                           " (SELECT org_id FROM unit_affiliations WHERE unit_id = %(u)s) ORDER BY id",
+                     {"o": u["org_id"], "u": u["id"]}) if u and p.role == "operator" else [])
     by_inst: dict[str, list[dict[str, Any]]] = {}
     for a in agents:
         by_inst.setdefault(a["instrument_id"], []).append(a)
-    return render(request, "registry.html", p, unit=u, units=units, insts=insts, agents=by_inst)
+    return render(request, "registry.html", p, unit=u, units=units, insts=insts, agents=by_inst,
+                  affiliations=affiliations, orgs=orgs)
 
 
 @router.get("/audit", response_class=HTMLResponse)

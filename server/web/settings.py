@@ -31,12 +31,18 @@ class WebSettings:
     # Period of the board's full refresh (today's hours tick, offline detection).
     live_refresh_s: float = 30.0
     sse_keepalive_s: float = 15.0
+    # Largest request body (JSON, forms) outside the spreadsheet upload: 413 above it, unread.
+    max_body_bytes: int = 1024 * 1024
     pool_min: int = 1
     pool_max: int = 8
     default_lang: str = "zh"
     # The evaluators' rubric (TOML); empty: the sample shipped with server/evaluation.
     rubric_path: str = ""
     low_use_threshold: float = 0.2
+    # The deployment's card key (a file, as `jishi import --card-key-file`): the web import of
+    # `identities` hashes raw card numbers with it, as the agents' card readers do. Empty: raw
+    # numbers are rejected and only `hmac-sha256:` values are accepted.
+    card_key_file: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> WebSettings:

@@ -125,6 +125,8 @@ def test_schedule_of_runs_is_reproduced(mqtt_broker: Any, tmp_path: Path) -> Non
     assert collector.births and collector.births[0].next_seq >= 1
 
     # the server's own derivation (protocols/derive.py) reads the same runs, all of them watched
+    # (it starts and ends each at the state's `since`, the poll that showed it: up to the debounce
+    # earlier than the state record's own time)
     segments = derive([Rec.from_record(r, r["t"]) for r in recs]).segments
     derived: list[tuple[int, int]] = []
     for seg in segments:
@@ -135,4 +137,6 @@ def test_schedule_of_runs_is_reproduced(mqtt_broker: Any, tmp_path: Path) -> Non
             derived[-1] = (derived[-1][0], seg.end)
         else:
             derived.append((seg.start, seg.end))
-    assert derived == got
+    assert len(derived) == len(got), (derived, got)
+    for (d0, d1), (g0, g1) in zip(derived, got, strict=True):
+        assert g0 - tolerance <= d0 <= g0 and g1 - tolerance <= d1 <= g1, ((d0, d1), (g0, g1))

@@ -64,14 +64,21 @@ class TestAgent:
     prev: str = GENESIS
     mono: int = 0
     made: list[dict[str, Any]] = field(default_factory=list)
+    boot_t: int | None = None
+    """wall time at which this boot's monotonic clock read 0: mono follows t from there (never
+    decreasing), as a real agent's clocks agree; record(..., mono=...) overrides it (clock jumps)"""
 
     def __post_init__(self) -> None:
         if not self.instrument:
             self.instrument = f"i-{self.agent}"
 
     def record(self, t: int, type_: str, **body: Any) -> dict[str, Any]:
+        """body: the type's fields; `mono=` (not a field) sets the monotonic clock explicitly."""
         self.seq += 1
-        self.mono += 1000
+        if self.boot_t is None:
+            self.boot_t = t - 1000
+        mono = body.pop("mono", None)
+        self.mono = int(mono) if mono is not None else max(self.mono, t - self.boot_t)
         rec = {"agent": self.agent, "boot": self.boot, "seq": self.seq, "t": t, "mono": self.mono,
                "prev": self.prev, "type": type_, **body}
         self.prev = record_hash(rec)
@@ -97,6 +104,7 @@ class TestAgent:
         self.boot += 1
         self.conn = 1
         self.mono = 0
+        self.boot_t = None
 
     def seal(self, records: list[dict[str, Any]], sent: int | None = None) -> bytes:
         """An envelope sealed now (as the agent does when it sends), unless `sent` is given."""

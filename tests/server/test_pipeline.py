@@ -230,7 +230,8 @@ def test_birth_below_spool_declares_gap_and_derivation_continues(db: tuple[str, 
     a.heartbeat(T0 + 200 * S, "running")
     r4 = a.heartbeat(T0 + 300 * S, "running")
     r5 = a.heartbeat(T0 + 400 * S, "running")
-    out = run(conn, dsn, [a.msg(a.seal([r1])), a.msg(a.seal([r4, r5]))])
+    # received when made (T0 is in the future: received now, they would be 'future' records)
+    out = run(conn, dsn, [a.msg(a.seal([r1]), T0), a.msg(a.seal([r4, r5]), T0 + 400 * S)])
     assert [x.acked for x in out.acks] == [1]
     out = run(conn, dsn, [a.msg(a.birth(T0 + 401 * S, spool_first=4), kind=topics.Kind.BIRTH)])
     assert out.rejections == [] and [x.acked for x in out.acks] == [5] and out.gaps == ["lost"]
@@ -252,7 +253,7 @@ def test_spool_overflow_declares_a_transparent_hole(db: tuple[str, Conn]) -> Non
                                                               "last_hash": __import__("protocols.chain",
                                                               fromlist=["x"]).record_hash(s3)}])
     assert s2["seq"] == 2
-    out = run(conn, dsn, [a.msg(a.seal([r1])), a.msg(a.seal([r4, r5]))])
+    out = run(conn, dsn, [a.msg(a.seal([r1]), T0), a.msg(a.seal([r4, r5]), T0 + 101 * S)])  # received when made
     assert out.rejections == [] and [x.acked for x in out.acks] == [5]
     assert query(dsn, "SELECT first_seq, last_seq, kind FROM gaps") == [(2, 3, "overflow")]
     assert query(dsn, "SELECT status FROM coverage") == [("watching",)]

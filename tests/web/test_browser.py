@@ -151,3 +151,116 @@ def test_screenshots_of_every_page(browser: Any, make_web: Callable[..., Web]) -
                 page.screenshot(path=str(ARTIFACTS / "enrol-dialog.png"))
             ctx.close()
     assert web.sql("SELECT count(*) FROM enrolment_tokens") == [(1,)]
+
+
+# -- evidence, registry forms, import (issue 6) --------------------------------------------------------
+
+
+def test_click_an_interval_shows_its_evidence(browser: Any, make_web: Callable[..., Web]) -> None:
+    from tests.web.evidencehelp import FILE, store_nmr_records
+
+    web = make_web()
+    store_nmr_records(web.dsn)
+    with serve(web.dsn) as base:
+        for login, shot in (("mgr-a", "instrument-evidence"), ("eva", "instrument-evidence-evaluator")):
+            ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+            page = ctx.new_page()
+            _login(page, base, login)
+            page.goto(base + "/instruments/ua-nmr?span=day&start=2025-03-04")
+            assert "点击时间线" in page.inner_text("#evidence")
+            page.locator("a.span-link rect.st-running").first.click()
+            page.wait_for_url("**ev_from=**")
+            page.wait_for_selector("#power-curve polyline.power-line")
+            assert page.locator("#power-curve circle.power-dot").count() >= 5
+            assert int(page.inner_text("#ev-verified")) > 0
+            assert page.locator("#ev-failed").count() == 0
+            assert "topspin" in page.inner_text("#ev-processes")
+            assert "5f5f5f5f" in page.inner_text("#ev-files")
+            assert page.locator("#trend svg.trend-chart").count() == 1
+            if login == "eva":
+                assert "张三" not in page.content() and FILE not in page.content()
+            else:
+                assert FILE in page.inner_text("#ev-files")
+            page.locator("#evidence").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+            ctx.close()
+
+
+def test_a_form_names_the_bad_field(browser: Any, make_web: Callable[..., Web]) -> None:
+    web = make_web()
+    with serve(web.dsn) as base:
+        ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        _login(page, base, "mgr-a")
+        page.goto(base + "/registry")
+        page.click('#reg-ua-xrd a.edit-link')
+        page.wait_for_url(base + "/registry/instruments/ua-xrd/edit")
+        page.fill("input[name=original_value]", "很多钱")
+        page.fill("input[name=location]", "化学楼 202")
+        page.click("#form-submit")
+        err = page.wait_for_selector('.field-error[data-field="original_value"]')
+        assert err.inner_text() == "应为数字"
+        assert "original_value" in page.inner_text("#form-error")
+        assert page.get_attribute("input[name=original_value]", "class") == "invalid"
+        page.screenshot(path=str(ARTIFACTS / "form-error.png"), full_page=True)
+        assert web.sql("SELECT location FROM instruments WHERE id = 'ua-xrd'") == [("化学楼 201",)]
+        page.fill("input[name=original_value]", "1300000")
+        page.click("#form-submit")
+        page.wait_for_url(base + "/instruments/ua-xrd")
+        assert web.sql("SELECT location, original_value::text FROM instruments WHERE id = 'ua-xrd'") == [
+            ("化学楼 202", "1300000.00")]
+        # a new service record with its end before its start
+        page.goto(base + "/registry/service-records/new?instrument=ua-xrd")
+        page.fill("input[name=record_no]", "SR-77")
+        page.fill("input[name=start_at]", "2025-03-05T11:00")
+        page.fill("input[name=end_at]", "2025-03-05T09:00")
+        page.fill("input[name=service_hours]", "2")
+        page.click("#form-submit")
+        page.wait_for_selector('.field-error[data-field="end_at"]')
+        page.screenshot(path=str(ARTIFACTS / "form-service-error.png"), full_page=True)
+        # a new user with the identity the agents see
+        page.goto(base + "/registry/people/new")
+        page.fill("input[name=id]", "p-li")
+        page.fill("input[name=name]", "李四")
+        page.select_option("select[name=org_id]", "org-a")
+        page.fill('input[name="identities.0.identifier"]', "LAB\\li")
+        page.click("#form-submit")
+        page.wait_for_url(base + "/registry/people")
+        assert "李四" in page.inner_text("#reglist")
+        assert web.sql("SELECT user_id FROM identity_map WHERE unit_id = 'ua' AND identifier = 'LAB\\li'") == [
+            ("p-li",)]
+        ctx.close()
+
+
+def test_import_dry_run_shows_the_row_report(browser: Any, make_web: Callable[..., Web]) -> None:
+    from tests.web.test_registry_forms import BAD_CSV, GOOD_CSV
+
+    web = make_web()
+    with serve(web.dsn) as base:
+        ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        _login(page, base, "ops")
+        page.goto(base + "/registry")
+        page.click("#import-link")
+        page.wait_for_url(base + "/registry/import")
+        page.select_option("#import-kind", "instruments")
+        page.select_option("#import-unit", "ua")
+        page.set_input_files("#import-file", files=[{"name": "台账.csv", "mimeType": "text/csv",
+                                                     "buffer": BAD_CSV.encode()}])
+        page.click("#import-dry-run")
+        page.wait_for_selector("#import-rows tr.row-rejected")
+        assert "试运行" in page.inner_text("#import-status")
+        rows = page.locator("#import-rows tbody tr")
+        assert rows.count() == 2
+        assert "拒绝" in rows.nth(1).inner_text() and "3" in rows.nth(1).inner_text()
+        assert page.is_disabled("#import-confirm")
+        page.screenshot(path=str(ARTIFACTS / "import-dry-run.png"), full_page=True)
+        page.set_input_files("#import-file", files=[{"name": "台账.csv", "mimeType": "text/csv",
+                                                     "buffer": GOOD_CSV.encode()}])
+        page.click("#import-dry-run")
+        page.wait_for_selector("#import-confirm:not([disabled])")
+        page.click("#import-confirm")
+        page.wait_for_selector("#import-status:has-text('已导入')")
+        page.screenshot(path=str(ARTIFACTS / "import-committed.png"), full_page=True)
+        ctx.close()
+    assert web.sql("SELECT count(*) FROM instruments WHERE name IN ('拉曼光谱仪', '激光粒度仪')") == [(2,)]

@@ -7,6 +7,7 @@ as pseudonyms (art. 17). Every change goes through `Database.write`, hence into 
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -14,11 +15,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.evaluation.period import TZ
+from server.registry.import_identities import card_hash
 from server.web import scope
 from server.web.auth import Principal, require_role
 from server.web.db import Conn, one, rows
-from server.web.deps import Db, Who
+from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
+from server.web.routes.imports import card_key
+from server.web.settings import WebSettings
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -145,6 +150,47 @@ def patch_unit(unit_id: str, body: UnitPatch, who: Who, db: Db) -> dict[str, Any
         scope.unit(conn, who, unit_id)
         _update(conn, "units", "id", unit_id, body.model_dump(exclude_unset=True, exclude_none=True))
         return scope.unit(conn, who, unit_id)
+
+
+# Affiliated organisations (附属单位): their users count as the unit's own, never as external (art. 4).
+_AFFILIATIONS = ("SELECT o.id AS org_id, o.name, o.kind FROM unit_affiliations a"
+                 " JOIN organisations o ON o.id = a.org_id WHERE a.unit_id = %s ORDER BY o.id")
+_AFF_EXAMPLE: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {"example": [
+    {"org_id": "imu-hospital", "name": "内蒙古大学附属医院", "kind": "hospital"}]}}}}
+
+
+@router.get("/units/{unit_id}/affiliations", summary="The unit's affiliated organisations (their users are internal)",
+            responses=_AFF_EXAMPLE)
+def list_affiliations(unit_id: str, who: Who, db: Db) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        scope.unit(conn, who, unit_id)
+        return rows(conn, _AFFILIATIONS, (unit_id,))
+
+
+@router.put("/units/{unit_id}/affiliations/{org_id}", summary="Affiliate an organisation with the unit (operator)",
+            responses=_AFF_EXAMPLE)
+def put_affiliation(unit_id: str, org_id: str, who: Who, db: Db) -> list[dict[str, Any]]:
+    require_role(who, "operator")
+    with db.write(who.actor) as conn:
+        u = scope.unit(conn, who, unit_id)
+        if one(conn, "SELECT 1 AS x FROM organisations WHERE id = %s", (org_id,)) is None:
+            raise not_found("what.organisation", org_id)
+        if u["org_id"] == org_id:
+            raise ApiError(409, "exists", "err.exists", what="what.organisation", id=org_id)
+        conn.execute("INSERT INTO unit_affiliations (unit_id, org_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                     (unit_id, org_id))
+        return rows(conn, _AFFILIATIONS, (unit_id,))
+
+
+@router.delete("/units/{unit_id}/affiliations/{org_id}", status_code=204,
+               summary="End an organisation's affiliation with the unit (operator)")
+def delete_affiliation(unit_id: str, org_id: str, who: Who, db: Db) -> None:
+    require_role(who, "operator")
+    with db.write(who.actor) as conn:
+        scope.unit(conn, who, unit_id)
+        cur = conn.execute("DELETE FROM unit_affiliations WHERE unit_id = %s AND org_id = %s", (unit_id, org_id))
+        if cur.rowcount == 0:
+            raise not_found("what.organisation", org_id)
 
 
 # -- instruments -------------------------------------------------------------------------------
@@ -319,6 +365,37 @@ def delete_price(price_id: int, who: Who, db: Db) -> None:
         conn.execute("DELETE FROM price_list WHERE id = %s", (price_id,))
 
 
+class PricePatch(Model):
+    item: Short | None = Field(default=None, min_length=1, examples=["物相分析"])
+    basis: Literal["per_hour", "per_sample", "per_item"] | None = None
+    internal_price: Money | None = None
+    external_price: Money | None = None
+    valid_from: date | None = None
+    valid_to: date | None = None
+    published_on: date | None = None
+    note: Short | None = None
+
+
+_PRICE_NULLABLE = {"internal_price", "external_price", "valid_to", "published_on"}
+
+
+@router.patch("/prices/{price_id}", summary="Change a price item (own unit)")
+def patch_price(price_id: int, body: PricePatch, who: Who, db: Db) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    for k in [k for k, v in changes.items() if v is None and k not in _PRICE_NULLABLE]:
+        del changes[k]
+    with db.write(who.actor) as conn:
+        row = one(conn, "SELECT instrument_id FROM price_list WHERE id = %s", (price_id,))
+        if row is None:
+            raise not_found("what.price", price_id)
+        inst = scope.instrument(conn, who, row["instrument_id"], write=True)
+        scope.writable_unit(who, inst["unit_id"])
+        _update(conn, "price_list", "id", price_id, changes)
+        got = one(conn, f"SELECT {_PRICE_COLS} FROM price_list WHERE id = %s", (price_id,))
+    assert got is not None
+    return got
+
+
 # -- people (instrument users) and identity mapping ------------------------------------------------
 
 
@@ -364,32 +441,74 @@ def list_people(who: Who, db: Db) -> list[dict[str, Any]]:
 
 
 @router.post("/people", status_code=201, summary="Register a person and their identities in a unit")
-def create_person(body: PersonIn, who: Who, db: Db) -> dict[str, Any]:
+def create_person(body: PersonIn, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
     require_role(who, "operator", "unit_manager")
     unit_id = body.unit_id or who.unit_id
     if body.identities and unit_id is None:
         raise field_error("unit_id", "identities need a unit_id / 登记身份需要单位")
     if unit_id is not None:
         scope.writable_unit(who, unit_id)
+    idents = [(i.method, stored_identifier(settings, i, f"identities.{n}.identifier"))
+              for n, i in enumerate(body.identities)]
     with db.write(who.actor) as conn:
         if one(conn, "SELECT 1 AS x FROM platform_users WHERE id = %s", (body.id,)):
             raise ApiError(409, "exists", "err.exists", what="what.person", id=body.id)
         conn.execute("INSERT INTO platform_users (id, name, org_id) VALUES (%s, %s, %s)",
                      (body.id, body.name, body.org_id))
-        for ident in body.identities:
-            _map_identity(conn, unit_id or "", ident, body.id)
-    return body.model_dump()
+        for method, identifier in idents:
+            _map_identity(conn, unit_id or "", method, identifier, body.id)
+    return {**body.model_dump(), "identities": [{"method": m, "identifier": i} for m, i in idents]}
+
+
+class PersonPatch(Model):
+    name: Short | None = Field(default=None, min_length=1, examples=["张三"])
+    org_id: IdStr | None = Field(default=None, examples=["imu"])
+
+
+@router.patch("/people/{person_id}", summary="Change a person (operator; a unit manager for people of their unit)")
+def patch_person(person_id: str, body: PersonPatch, who: Who, db: Db) -> dict[str, Any]:
+    require_role(who, "operator", "unit_manager")
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    with db.write(who.actor) as conn:
+        seen = one(conn, "SELECT x.id FROM (" + _PEOPLE + ") x WHERE x.id = %(id)s",
+                   {"s": who.unit_scope(), "id": person_id})
+        if seen is None:
+            raise not_found("what.person", person_id)
+        if "org_id" in changes and one(conn, "SELECT 1 AS x FROM organisations WHERE id = %s",
+                                       (changes["org_id"],)) is None:
+            raise field_error("org_id", "no such organisation / 组织不存在")
+        _update(conn, "platform_users", "id", person_id, changes)
+        got = one(conn, "SELECT p.id, p.name, p.org_id, o.name AS org_name FROM platform_users p"
+                        " JOIN organisations o ON o.id = p.org_id WHERE p.id = %s", (person_id,))
+    assert got is not None
+    return got
 
 
 class MappingIn(IdentityIn):
     user_id: IdStr
 
 
-def _map_identity(conn: Conn, unit_id: str, ident: IdentityIn, user_id: str) -> None:
+_CARD_HASH = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
+
+
+def stored_identifier(settings: WebSettings, ident: IdentityIn, field: str) -> str:
+    """The identifier as the agents report it. Card numbers travel only as `hmac-sha256:<hex>` keyed
+    with the deployment's card key: a raw number is hashed with the configured key (`card_key_file`,
+    as the agents' card readers do), and refused without one — stored raw it would never match."""
+    if ident.method != "card" or _CARD_HASH.match(ident.identifier):
+        return ident.identifier
+    key = card_key(settings)
+    if key is None:
+        raise field_error(field, "card numbers as the agents send them (hmac-sha256:…); the server has no card key"
+                                 " / 卡号须为采集端上报的哈希值（hmac-sha256:…），服务器未配置卡号密钥")
+    return card_hash(key, ident.identifier)
+
+
+def _map_identity(conn: Conn, unit_id: str, method: str, identifier: str, user_id: str) -> None:
     conn.execute(
         "INSERT INTO identity_map (unit_id, method, identifier, user_id) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (unit_id, method, identifier) DO UPDATE SET user_id = EXCLUDED.user_id",
-        (unit_id, ident.method, ident.identifier, user_id),
+        (unit_id, method, identifier, user_id),
     )
 
 
@@ -403,17 +522,19 @@ def list_identities(unit_id: str, who: Who, db: Db) -> list[dict[str, Any]]:
 
 
 @router.put("/units/{unit_id}/identities", summary="Map an identity the agents see to a person")
-def put_identity(unit_id: str, body: MappingIn, who: Who, db: Db) -> dict[str, Any]:
+def put_identity(unit_id: str, body: MappingIn, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
+    identifier = stored_identifier(settings, body, "identifier")
     with db.write(who.actor) as conn:
         scope.unit(conn, who, unit_id)
         scope.writable_unit(who, unit_id)
         if one(conn, "SELECT 1 AS x FROM platform_users WHERE id = %s", (body.user_id,)) is None:
             raise not_found("what.person", body.user_id)
-        _map_identity(conn, unit_id, body, body.user_id)
-    return {"unit_id": unit_id, **body.model_dump()}
+        _map_identity(conn, unit_id, body.method, identifier, body.user_id)
+    return {"unit_id": unit_id, **body.model_dump(), "identifier": identifier}
 
 
-@router.delete("/units/{unit_id}/identities/{method}/{identifier}", status_code=204, summary="Remove a mapping")
+@router.delete("/units/{unit_id}/identities/{method}/{identifier:path}", status_code=204, summary="Remove a mapping",
+               description="`identifier` may contain `/` (a check-in account or booking code); percent-encode it.")
 def delete_identity(unit_id: str, method: str, identifier: str, who: Who, db: Db) -> None:
     with db.write(who.actor) as conn:
         scope.unit(conn, who, unit_id)
@@ -444,11 +565,13 @@ class ServiceRecordIn(Model):
     applicant_org_name: Short = ""
     satisfaction: Annotated[int, Field(ge=1, le=5)] | None = None
     contract_no: Short = ""
+    sample_count: Annotated[int, Field(ge=0, le=10_000_000)] | None = Field(
+        default=None, examples=[12], description="samples or items, for prices per sample / per item (fee check)")
 
 
 _SR_COLS = ("id, unit_id, instrument_id, record_no, start_at, end_at, service_hours, amount, content, way,"
             " user_type, direction, applicant_user_id, applicant_name, applicant_org_id, applicant_org_name,"
-            " satisfaction, contract_no, import_batch_id, created_at")
+            " satisfaction, contract_no, sample_count, import_batch_id, created_at")
 
 
 def _sr_view(p: Principal, pseudo: Any, r: dict[str, Any]) -> dict[str, Any]:
@@ -488,8 +611,14 @@ def list_service_records(
         return [_sr_view(who, pseudo, r) for r in found]
 
 
+def _aware(t: datetime) -> datetime:
+    """A time without zone is Asia/Shanghai local time (as people type it)."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=TZ)
+
+
 @router.post("/service-records", status_code=201, summary="Add a service record (own unit)")
 def create_service_record(body: ServiceRecordIn, who: Who, db: Db) -> dict[str, Any]:
+    body.start_at, body.end_at = _aware(body.start_at), _aware(body.end_at)
     if body.end_at <= body.start_at:
         raise field_error("end_at", "must be after start_at / 结束时间须晚于开始时间")
     with db.write(who.actor) as conn:
@@ -511,3 +640,52 @@ def delete_service_record(record_id: int, who: Who, db: Db) -> None:
             raise not_found("what.service_record", record_id)
         scope.writable_unit(who, row["unit_id"])
         conn.execute("DELETE FROM service_records WHERE id = %s", (record_id,))
+
+
+class ServiceRecordPatch(Model):
+    instrument_id: IdStr | None = None
+    record_no: Short | None = Field(default=None, min_length=1, examples=["2025-0001"])
+    start_at: datetime | None = Field(default=None, examples=["2025-03-01T09:00:00+08:00"])
+    end_at: datetime | None = Field(default=None, examples=["2025-03-01T12:00:00+08:00"])
+    service_hours: Annotated[Decimal, Field(ge=0, le=999999, decimal_places=1)] | None = None
+    amount: Money | None = None
+    content: Text | None = None
+    way: Literal["占用", "技术", "委托", "远程", "其他"] | None = None
+    user_type: Literal[120, 130] | None = None
+    direction: Literal[135, 136, 137, 138] | None = None
+    applicant_user_id: IdStr | None = None
+    applicant_name: Short | None = None
+    applicant_org_id: IdStr | None = None
+    applicant_org_name: Short | None = None
+    satisfaction: Annotated[int, Field(ge=1, le=5)] | None = None
+    contract_no: Short | None = None
+    sample_count: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+
+
+_SR_NULLABLE = {"applicant_user_id", "applicant_org_id", "satisfaction", "sample_count"}
+
+
+@router.patch("/service-records/{record_id}", summary="Change a service record (own unit)")
+def patch_service_record(record_id: int, body: ServiceRecordPatch, who: Who, db: Db) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    for k in [k for k, v in changes.items() if v is None and k not in _SR_NULLABLE]:
+        del changes[k]
+    with db.write(who.actor) as conn:
+        row = one(conn, "SELECT unit_id, start_at, end_at FROM service_records WHERE id = %s", (record_id,))
+        if row is None or not who.can_read_unit(row["unit_id"]):
+            raise not_found("what.service_record", record_id)
+        scope.writable_unit(who, row["unit_id"])
+        if "instrument_id" in changes:
+            inst = scope.instrument(conn, who, changes["instrument_id"], write=True)
+            if inst["unit_id"] != row["unit_id"]:
+                raise field_error("instrument_id", "an instrument of the record's unit / 须为本单位仪器")
+        for k in ("start_at", "end_at"):
+            if k in changes:
+                changes[k] = _aware(changes[k])
+        start, end = changes.get("start_at", row["start_at"]), changes.get("end_at", row["end_at"])
+        if end <= start:
+            raise field_error("end_at", "must be after start_at / 结束时间须晚于开始时间")
+        _update(conn, "service_records", "id", record_id, changes)
+        got = one(conn, f"SELECT {_SR_COLS} FROM service_records WHERE id = %s", (record_id,))
+    assert got is not None
+    return got

@@ -1,0 +1,240 @@
+"""Published price lists (art. 12) against what units report: two pieces of evidence, never an
+indicator. 服务收入 stays Σ amount of the period's external (130) service records (domain notes).
+
+- Fee check: a service record's amount against the price list in force on its (local) start date:
+  the record's own hours × the hourly rate, or its sample count × the per-sample (per-item) rate,
+  at the internal rate for user type 120 and the external rate for 130. An instrument with several
+  items gives several expected fees; the record agrees when its amount is within FEE_TOLERANCE of
+  any, and otherwise the closest one is reported with the difference (amount − expected).
+  The row in force for an item on day d is its latest `valid_from` ≤ d, unless its `valid_to` < d.
+- Revenue at risk: measured external running time that no external service record covers
+  (server/evaluation/reconciliation.py) × the instrument's external hourly rate. Where the rate
+  changed during the period the lowest rate in force is used, so the estimate is never overstated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from server.evaluation.indicators import Conn, params
+from server.evaluation.period import Period, local_iso
+from server.evaluation.sql import INST
+
+if TYPE_CHECKING:  # reconciliation imports this module
+    from server.evaluation.reconciliation import InstrumentUncovered
+
+FEE_TOLERANCE = Decimal("1.00")  # 元: rounding of hours and amounts, not discounts
+FEN = Decimal("0.01")
+BASIS_LABELS = {"per_hour": "元/小时", "per_sample": "元/样", "per_item": "元/次"}
+
+# Per service record of the period: the closest expected fee among the price items in force on its
+# date, and the verdict ('ok', 'differs', 'no_price': no item with a rate and a quantity).
+_CHECKED = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+rec AS (
+    SELECT r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.service_hours, r.sample_count, r.amount,
+           r.user_type, (r.start_at AT TIME ZONE 'Asia/Shanghai')::date AS d
+    FROM service_records r JOIN inst ON inst.id = r.instrument_id
+    WHERE r.start_at >= %(t0)s AND r.start_at < %(t1)s
+),
+expected AS (
+    SELECT r.id AS rec_id, p.item, p.basis,
+           CASE WHEN r.user_type = 130 THEN p.external_price ELSE p.internal_price END AS rate,
+           CASE WHEN p.basis = 'per_hour' THEN r.service_hours ELSE r.sample_count END AS qty
+    FROM rec r
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT ON (q.item) q.item, q.basis, q.internal_price, q.external_price, q.valid_to
+        FROM price_list q
+        WHERE q.instrument_id = r.instrument_id AND q.valid_from <= r.d
+        ORDER BY q.item, q.valid_from DESC
+    ) p
+    WHERE p.valid_to IS NULL OR p.valid_to >= r.d
+),
+priced AS (
+    SELECT e.*, round(e.rate * e.qty, 2) AS fee FROM expected e WHERE e.rate IS NOT NULL AND e.qty IS NOT NULL
+),
+best AS (
+    SELECT DISTINCT ON (r.id) r.*, p.item, p.basis, p.rate, p.qty, p.fee, r.amount - p.fee AS diff
+    FROM rec r LEFT JOIN priced p ON p.rec_id = r.id
+    ORDER BY r.id, abs(r.amount - p.fee) NULLS LAST
+),
+verdict AS (
+    SELECT b.*, CASE WHEN b.fee IS NULL THEN 'no_price'
+                     WHEN abs(b.diff) <= %(fee_tol)s THEN 'ok' ELSE 'differs' END AS status
+    FROM best b
+)
+"""
+
+# One unit's records whose fee differs from the price list, in FeeCheck's field order.
+FEE_DIFFERENCES = f"""
+{_CHECKED}
+SELECT v.unit_id, v.instrument_id, v.record_no, v.start_at, v.user_type, v.service_hours, v.sample_count,
+       v.item, v.basis, v.rate, v.qty, v.fee, v.amount, v.diff
+FROM verdict v WHERE v.status = 'differs'
+ORDER BY v.unit_id, v.start_at, v.id
+"""
+
+# Per unit: how many records were checked, differ, had no applicable price; the summed difference.
+FEE_TOTALS = f"""
+{_CHECKED}
+SELECT unit_id, count(*) FILTER (WHERE status <> 'no_price'), count(*) FILTER (WHERE status = 'differs'),
+       count(*) FILTER (WHERE status = 'no_price'), COALESCE(sum(diff) FILTER (WHERE status = 'differs'), 0)
+FROM verdict GROUP BY unit_id
+"""
+
+# Per instrument, the lowest and highest external hourly rate in force on some day of the period.
+EXTERNAL_HOURLY = f"""
+WITH inst AS NOT MATERIALIZED ({INST})
+SELECT p.instrument_id, min(p.external_price), max(p.external_price)
+FROM price_list p JOIN inst ON inst.id = p.instrument_id
+WHERE p.basis = 'per_hour' AND p.external_price IS NOT NULL
+  AND p.valid_from < %(end)s AND (p.valid_to IS NULL OR p.valid_to >= %(start)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM price_list n
+      WHERE n.instrument_id = p.instrument_id AND n.item = p.item
+        AND n.valid_from > p.valid_from AND n.valid_from <= %(start)s
+  )
+GROUP BY p.instrument_id
+"""
+
+
+@dataclass
+class FeeCheck:
+    """A service record whose amount differs from the published price list."""
+
+    unit_id: str
+    instrument_id: str
+    record_no: str
+    start_at: datetime
+    user_type: int
+    service_hours: Decimal
+    sample_count: int | None
+    item: str
+    basis: str
+    rate: Decimal
+    quantity: Decimal
+    expected: Decimal
+    amount: Decimal
+    difference: Decimal  # amount − expected: > 0 charged above the list, < 0 below
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "unit_id": self.unit_id,
+            "instrument_id": self.instrument_id,
+            "record_no": self.record_no,
+            "start_at": local_iso(self.start_at),
+            "user_type": self.user_type,
+            "service_hours": str(self.service_hours),
+            "sample_count": self.sample_count,
+            "item": self.item,
+            "basis": self.basis,
+            "rate": str(self.rate),
+            "quantity": str(self.quantity),
+            "expected": str(self.expected),
+            "amount": str(self.amount),
+            "difference": str(self.difference),
+        }
+
+
+@dataclass
+class UnitFees:
+    unit_id: str
+    checked: int = 0
+    differing: int = 0
+    without_price: int = 0
+    difference: Decimal = Decimal("0.00")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "differing": self.differing,
+            "without_price": self.without_price,
+            "difference": str(self.difference),
+        }
+
+
+@dataclass
+class FeeChecks:
+    tolerance: Decimal
+    records: list[FeeCheck] = field(default_factory=list)  # listed for a single unit only
+    units: dict[str, UnitFees] = field(default_factory=dict)
+
+
+def check_fees(
+    conn: Conn, period: Period, unit_ids: Sequence[str] | None = None, *, tolerance: Decimal = FEE_TOLERANCE
+) -> FeeChecks:
+    """Service records of the period against the price lists; records listed for one unit only (a
+    region gets per-unit totals, so memory stays bounded)."""
+    p = params(period, unit_ids) | {"fee_tol": tolerance}
+    out = FeeChecks(tolerance)
+    for uid in unit_ids or ():
+        out.units[uid] = UnitFees(uid)
+    for uid, checked, differing, without, diff in conn.execute(FEE_TOTALS, p):
+        out.units[uid] = UnitFees(uid, checked, differing, without, Decimal(diff).quantize(FEN))
+    if unit_ids is not None and len(unit_ids) == 1:
+        out.records = [FeeCheck(*row) for row in conn.execute(FEE_DIFFERENCES, p)]
+    return out
+
+
+@dataclass
+class RevenueAtRisk:
+    """Measured external hours without a service record, priced at the external hourly rate."""
+
+    unit_id: str
+    instrument_id: str
+    uncovered_verified: float
+    uncovered_unverified: float
+    rate: Decimal | None  # lowest external hourly rate in force during the period; None: no price
+    rate_changed: bool = False
+
+    @property
+    def estimate_verified(self) -> Decimal | None:
+        return None if self.rate is None else _money(self.rate * Decimal(str(round(self.uncovered_verified, 4))))
+
+    @property
+    def estimate_all(self) -> Decimal | None:
+        hours = Decimal(str(round(self.uncovered_verified + self.uncovered_unverified, 4)))
+        return None if self.rate is None else _money(self.rate * hours)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "unit_id": self.unit_id,
+            "instrument_id": self.instrument_id,
+            "uncovered_verified": round(self.uncovered_verified, 4),
+            "uncovered_unverified": round(self.uncovered_unverified, 4),
+            "external_hourly_rate": None if self.rate is None else str(self.rate),
+            "rate_changed": self.rate_changed,
+            "estimate_verified": None if self.estimate_verified is None else str(self.estimate_verified),
+            "estimate_all": None if self.estimate_all is None else str(self.estimate_all),
+        }
+
+
+def _money(v: Decimal) -> Decimal:
+    return v.quantize(FEN, ROUND_HALF_UP)
+
+
+def revenue_at_risk(conn: Conn, period: Period, uncovered: Sequence[InstrumentUncovered]) -> list[RevenueAtRisk]:
+    """Per instrument with uncovered external hours (reconciliation.InstrumentUncovered items):
+    the estimate of the service revenue that no service record declares."""
+    items = [u for u in uncovered if u.uncovered_verified + u.uncovered_unverified > 0]
+    if not items:
+        return []
+    units = sorted({u.unit_id for u in items})
+    rates = {r[0]: (r[1], r[2]) for r in conn.execute(EXTERNAL_HOURLY, params(period, units))}
+    out = []
+    for u in items:
+        lo, hi = rates.get(u.instrument_id, (None, None))
+        out.append(
+            RevenueAtRisk(u.unit_id, u.instrument_id, u.uncovered_verified, u.uncovered_unverified, lo, lo != hi)
+        )
+    return out
+
+
+def total(items: Sequence[RevenueAtRisk], verified_only: bool = True) -> Decimal:
+    """Σ estimate over the instruments that have an external hourly rate."""
+    values = [i.estimate_verified if verified_only else i.estimate_all for i in items]
+    return sum((v for v in values if v is not None), Decimal("0.00"))

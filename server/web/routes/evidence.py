@@ -1,0 +1,70 @@
+"""The evidence behind an interval (signed records: power, processes, files, transitions, signature
+and arrival) and an instrument's utilization trend. Unit managers: own unit only; evaluators: users
+as pseudonyms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from server.evaluation.period import TZ
+from server.web import scope
+from server.web.deps import Db, Who
+from server.web.errors import ApiError
+from server.web.evidence import MAX_SPAN, interval_evidence
+from server.web.trend import utilization_trend
+
+router = APIRouter(prefix="/api/v1", tags=["intervals"])
+
+
+def aware(t: datetime) -> datetime:
+    """A time without zone is Asia/Shanghai local time."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=TZ)
+
+
+def check_range(t0: datetime, t1: datetime, lo: str = "from", hi: str = "to", where: str = "query") -> None:
+    if t1 <= t0:
+        raise ApiError(422, "validation", "err.validation", names=f"{hi}", fields=[
+            {"field": hi, "in": where, "message": f"must be after {lo} / 须晚于 {lo}"}])
+    if t1 - t0 > MAX_SPAN:
+        raise ApiError(422, "validation", "err.validation", names=f"{hi}", fields=[
+            {"field": hi, "in": where,
+             "message": f"at most {MAX_SPAN.days} days after {lo} / 区间最长 {MAX_SPAN.days} 天"}])
+
+
+@router.get("/instruments/{instrument_id}/evidence",
+            summary="Evidence behind an interval: power curve, processes, data files, state changes, signatures",
+            description="Reads the signed records of [from, to] back from the kept envelopes and checks each "
+                        "envelope's signature again. At most 7 days. Times without a zone are Asia/Shanghai. "
+                        "Evaluators see users as pseudonyms and no file names.")
+def get_evidence(
+    instrument_id: str,
+    who: Who,
+    db: Db,
+    start: Annotated[datetime, Query(alias="from", description="interval start (ISO 8601)",
+                                     examples=["2025-03-03T09:00:00+08:00"])],
+    end: Annotated[datetime, Query(alias="to", description="interval end (ISO 8601)",
+                                   examples=["2025-03-03T11:00:00+08:00"])],
+) -> dict[str, Any]:
+    t0, t1 = aware(start), aware(end)
+    check_range(t0, t1)
+    with db.read() as conn:
+        inst = scope.instrument(conn, who, instrument_id)
+        return interval_evidence(conn, who, inst, t0, t1)
+
+
+@router.get("/instruments/{instrument_id}/utilization-trend",
+            summary="Utilization per month (or week) over the last months, verified and including unverified")
+def get_trend(
+    instrument_id: str,
+    who: Who,
+    db: Db,
+    months: Annotated[int, Query(ge=1, le=36, examples=[12])] = 12,
+    bucket: Annotated[Literal["month", "week"] | None, Query(
+        description="month or week; by default weeks when the instrument is in service for < 3 months")] = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        inst = scope.instrument(conn, who, instrument_id)
+        return utilization_trend(conn, inst, months=months, bucket=bucket)
