@@ -14,6 +14,11 @@ that fills it for the derive writer (in five statements, so each trigger works o
     python bench/evaluation_region.py            # private PostgreSQL under /tmp, ~12 M rows
     python bench/evaluation_region.py --dsn URL  # an existing, empty, migrated database
     python bench/evaluation_region.py --instruments 500 --units 6   # a quick run
+    python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse  # generate once, keep, reuse
+    python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse --unit-only  # just the unit
+
+``--reuse`` skips generation when the database already holds a generated region of the requested
+size (``--dsn``, or the private cluster kept in ``--workdir``); new migrations are applied first.
 
 Targets (issue 5): full evaluation <= 10 s, one unit's report <= 1 s, bounded memory.
 """
@@ -181,7 +186,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(dsn: str, out: Path, unit: str) -> dict[str, float]:
+def already_generated(dsn: str, n_instruments: int) -> bool:
+    """True if the database holds a generated region of this size (service records written)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM instruments), EXISTS (SELECT 1 FROM service_records)"
+        ).fetchone()
+    return row is not None and row[0] == n_instruments and bool(row[1])
+
+
+def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str, float]:
     period = Period.year(YEAR)
     rb = rubric.load()
     figures: dict[str, float] = {}
@@ -193,27 +207,30 @@ def run(dsn: str, out: Path, unit: str) -> dict[str, float]:
         print("rows:", counts)
         pseudonyms = privacy.load(conn)
         conn.commit()
-        for attempt in range(2):  # first run warms the cache
+        result = None
+        for attempt in range(0 if unit_only else 2):  # first run warms the cache
             t = time.perf_counter()
             result = evaluate_region(conn, period, rb, pseudonyms)
             figures[f"evaluate_region_{attempt}"] = time.perf_counter() - t
-        t = time.perf_counter()
-        rep = region_report(result)
-        write_xlsx(rep, out / "evaluation.xlsx")
-        write_json(rep, out / "evaluation.json")
-        figures["region_report_write"] = time.perf_counter() - t
-        for attempt in range(2):
+        if result is not None:
+            t = time.perf_counter()
+            rep = region_report(result)
+            write_xlsx(rep, out / "evaluation.xlsx")
+            write_json(rep, out / "evaluation.json")
+            figures["region_report_write"] = time.perf_counter() - t
+        for attempt in range(3 if unit_only else 2):  # with --unit-only the first one warms the cache
             t = time.perf_counter()
             urep = unit_report(conn, period, unit, rb, pseudonyms)
             write_xlsx(urep, out / f"{unit}.xlsx")
             write_json(urep, out / f"{unit}.json")
             figures[f"unit_report_{attempt}"] = time.perf_counter() - t
-        grades: dict[str, int] = {}
-        for s in result.sheets.values():
-            grades[s.grade] = grades.get(s.grade, 0) + 1
-        checked = sum(u.records for u in result.reconciliation.units.values())
-        overclaimed = sum(u.overclaimed_records for u in result.reconciliation.units.values())
-        print("grades:", grades, "service records checked:", checked, "overclaimed:", overclaimed)
+        if result is not None:
+            grades: dict[str, int] = {}
+            for s in result.sheets.values():
+                grades[s.grade] = grades.get(s.grade, 0) + 1
+            checked = sum(u.records for u in result.reconciliation.units.values())
+            overclaimed = sum(u.overclaimed_records for u in result.reconciliation.units.values())
+            print("grades:", grades, "service records checked:", checked, "overclaimed:", overclaimed)
     figures["peak_rss_mb"] = peak_rss_mb()
     return figures
 
@@ -224,8 +241,17 @@ def main() -> None:
     ap.add_argument("--instruments", type=int, default=5000)
     ap.add_argument("--units", type=int, default=60)
     ap.add_argument("--keep", action="store_true", help="keep the private database directory")
+    ap.add_argument("--workdir", type=Path, help="private cluster here (created if missing, kept)")
+    ap.add_argument("--reuse", action="store_true", help="skip generation if the database holds the region")
+    ap.add_argument("--unit-only", action="store_true", help="measure only one unit's report")
+    ap.add_argument("--unit", default="U1")
     args = ap.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="jishi-bench-"))
+    if args.workdir is not None:
+        workdir = args.workdir.absolute()
+        workdir.mkdir(parents=True, exist_ok=True)
+        args.keep = True
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="jishi-bench-"))
     workdir.chmod(0o755)
     server = None
     try:
@@ -234,11 +260,14 @@ def main() -> None:
         else:
             server = PostgresServer(workdir / "pg", fast=True).start()
             dsn = server.create_database("bench")
-            apply(dsn)
-        t = time.perf_counter()
-        steps = generate(dsn, args.instruments, args.units)
-        print(f"generated in {time.perf_counter() - t:.1f} s:", {k: round(v, 1) for k, v in steps.items()})
-        figures = run(dsn, workdir, "U1")
+        apply(dsn)  # an up-to-date database is left as it is
+        if args.reuse and already_generated(dsn, args.instruments):
+            print("reusing the generated region in", dsn)
+        else:
+            t = time.perf_counter()
+            steps = generate(dsn, args.instruments, args.units)
+            print(f"generated in {time.perf_counter() - t:.1f} s:", {k: round(v, 1) for k, v in steps.items()})
+        figures = run(dsn, workdir, args.unit, unit_only=args.unit_only)
         print(f"{date.today()} {platform.node()} {platform.processor() or platform.machine()}")
         for k, v in figures.items():
             print(f"  {k}: {v:.2f}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.evaluation.indicators import Conn, params
 from server.evaluation.period import Period, local_iso
-from server.evaluation.sql import INST
+from server.evaluation.sql import INST, records_in_period
 
 if TYPE_CHECKING:  # reconciliation imports this module
     from server.evaluation.reconciliation import InstrumentUncovered
@@ -33,14 +33,18 @@ BASIS_LABELS = {"per_hour": "元/小时", "per_sample": "元/样", "per_item": "
 
 # Per service record of the period: the closest expected fee among the price items in force on its
 # date, and the verdict ('ok', 'differs', 'no_price': no item with a rate and a quantity).
-_CHECKED = f"""
+_REC_COLUMNS = """r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.service_hours, r.sample_count,
+    r.amount, r.user_type, (r.start_at AT TIME ZONE 'Asia/Shanghai')::date AS d"""
+
+
+def _checked(by_instrument: bool) -> str:
+    """The verdict per record; `by_instrument` for one unit (sql.records_in_period)."""
+    return f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
-rec AS (
-    SELECT r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.service_hours, r.sample_count, r.amount,
-           r.user_type, (r.start_at AT TIME ZONE 'Asia/Shanghai')::date AS d
-    FROM service_records r JOIN inst ON inst.id = r.instrument_id
-    WHERE r.start_at >= %(t0)s AND r.start_at < %(t1)s
-),
+rec AS ({records_in_period(_REC_COLUMNS, by_instrument=by_instrument)}),{_CHECKED_TAIL}"""
+
+
+_CHECKED_TAIL = """
 expected AS (
     SELECT r.id AS rec_id, p.item, p.basis,
            CASE WHEN r.user_type = 130 THEN p.external_price ELSE p.internal_price END AS rate,
@@ -69,21 +73,26 @@ verdict AS (
 )
 """
 
-# One unit's records whose fee differs from the price list, in FeeCheck's field order.
-FEE_DIFFERENCES = f"""
-{_CHECKED}
-SELECT v.unit_id, v.instrument_id, v.record_no, v.start_at, v.user_type, v.service_hours, v.sample_count,
-       v.item, v.basis, v.rate, v.qty, v.fee, v.amount, v.diff
-FROM verdict v WHERE v.status = 'differs'
-ORDER BY v.unit_id, v.start_at, v.id
-"""
+_TOTALS_COLUMNS = """count(*) FILTER (WHERE status <> 'no_price'), count(*) FILTER (WHERE status = 'differs'),
+       count(*) FILTER (WHERE status = 'no_price'), COALESCE(sum(diff) FILTER (WHERE status = 'differs'), 0)"""
 
 # Per unit: how many records were checked, differ, had no applicable price; the summed difference.
 FEE_TOTALS = f"""
-{_CHECKED}
-SELECT unit_id, count(*) FILTER (WHERE status <> 'no_price'), count(*) FILTER (WHERE status = 'differs'),
-       count(*) FILTER (WHERE status = 'no_price'), COALESCE(sum(diff) FILTER (WHERE status = 'differs'), 0)
+{_checked(by_instrument=False)}
+SELECT unit_id, {_TOTALS_COLUMNS}
 FROM verdict GROUP BY unit_id
+"""
+
+# One unit in one pass (its records read through the (instrument, start) index): per unit of the
+# records, the totals of FEE_TOTALS, then one of its records whose fee differs, in FeeCheck's field
+# order (NULLs when none differs), in the order of (unit, start, id).
+FEE_UNIT = f"""
+{_checked(by_instrument=True)},
+totals AS (SELECT unit_id, {_TOTALS_COLUMNS} FROM verdict GROUP BY unit_id)
+SELECT t.*, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.user_type, v.service_hours, v.sample_count,
+       v.item, v.basis, v.rate, v.qty, v.fee, v.amount, v.diff
+FROM totals t LEFT JOIN verdict v ON v.unit_id = t.unit_id AND v.status = 'differs'
+ORDER BY t.unit_id, v.start_at, v.id
 """
 
 # Per instrument, the lowest and highest external hourly rate in force on some day of the period.
@@ -173,10 +182,17 @@ def check_fees(
     out = FeeChecks(tolerance)
     for uid in unit_ids or ():
         out.units[uid] = UnitFees(uid)
+    if unit_ids is not None and len(unit_ids) == 1:
+        seen: set[str] = set()
+        for uid, checked, differing, without, diff, *record in conn.execute(FEE_UNIT, p).fetchall():
+            if uid not in seen:  # the unit's first row
+                seen.add(uid)
+                out.units[uid] = UnitFees(uid, checked, differing, without, Decimal(diff).quantize(FEN))
+            if record[0] is not None:
+                out.records.append(FeeCheck(*record))
+        return out
     for uid, checked, differing, without, diff in conn.execute(FEE_TOTALS, p):
         out.units[uid] = UnitFees(uid, checked, differing, without, Decimal(diff).quantize(FEN))
-    if unit_ids is not None and len(unit_ids) == 1:
-        out.records = [FeeCheck(*row) for row in conn.execute(FEE_DIFFERENCES, p)]
     return out
 
 

@@ -32,9 +32,10 @@ from server.evaluation.sql import (
     INST,
     INTERNAL_ORGS,
     clipped_seconds,
+    clipped_us,
     overlapping,
+    records_in_period,
     running_overlapping,
-    session_identity,
 )
 
 DEFAULT_TOLERANCE_H = 0.5
@@ -55,24 +56,37 @@ def _hours(us: str) -> str:
     return f"(({us})::numeric / 1000000)::float8 / 3600"
 
 
+def _record_hours(us: str) -> str:
+    """`_hours` of one record's microseconds without numeric arithmetic: the float8 quotient of two
+    exactly represented whole numbers is the correctly rounded seconds, as the numeric detour gives
+    (float8 -> numeric keeps 15 significant digits: exact below 10^15 µs, 31 years, which one
+    record's window or claim does not reach)."""
+    return f"(({us}) / 1000000::float8) / 3600"
+
+
 # Seconds of segment {seg} inside both record {rec}'s window and the period.
 _PERIOD_SECONDS = (
     "greatest(0, extract(epoch FROM least({seg}.end_at, {rec}.end_at, %(t1)s)"
     " - greatest({seg}.start_at, {rec}.start_at, %(t0)s)))"
 )
 
-# The records of the period and their pairs with running segments that started more than 24 h
-# before the window, shared by both ways of measuring.
-_HEAD = f"""
+_REC_COLUMNS = """r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.end_at, r.service_hours, r.amount,
+    r.user_type, r.applicant_user_id, r.applicant_org_name, r.applicant_org_id"""
+
+
+def _head(by_instrument: bool) -> str:
+    """The records of the period and their pairs with running segments that started more than 24 h
+    before the window, shared by both ways of measuring; `by_instrument` for one unit (see
+    sql.records_in_period)."""
+    return f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_CLASS}),
 internal_org AS MATERIALIZED ({INTERNAL_ORGS}),
-rec AS (
-    SELECT r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.end_at, r.service_hours, r.amount,
-           r.user_type, r.applicant_user_id, r.applicant_org_name, r.applicant_org_id
-    FROM service_records r JOIN inst ON inst.id = r.instrument_id
-    WHERE r.start_at >= %(t0)s AND r.start_at < %(t1)s
-),
+rec AS MATERIALIZED ({records_in_period(_REC_COLUMNS, by_instrument=by_instrument)}),
+{_PAIRS_HEAD}"""
+
+
+_PAIRS_HEAD = f"""
 -- (record, running segment) pairs. Running segments that started at most 24 h before the window
 -- come from one tight range of the running index per record; the rare ones that started earlier are
 -- longer than 24 h and are joined by instrument from the small set of the period's long running
@@ -220,27 +234,26 @@ verdict AS (
 )
 """
 
-_CHECKED = _HEAD + _MEASURE_PAIRS + _VERDICT
-
 # Every record of the period, in RecordCheck's field order, then what it covers of external time
-# (one unit's report lists them).
+# (one unit's report lists them; its records are read through the (instrument, start) index).
 RECORDS = f"""
-{_CHECKED}
+{_head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT}
 SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.service_hours::float8, v.amount,
        v.user_type,
        v.applicant_user_id, v.applicant_org_name, v.type_mismatch,
-       {_hours("v.verified")}, {_hours("v.unverified")}, {_hours("v.external")}, COALESCE(v.sessions, 0),
-       v.applicant_seen, {_hours("v.unwatched")}, {_hours("v.not_measured")}, {_hours("v.unverifiable")},
-       {_hours("v.contradicted")}, v.status,
+       {_record_hours("v.verified")}, {_record_hours("v.unverified")}, {_record_hours("v.external")},
+       COALESCE(v.sessions, 0), v.applicant_seen, {_record_hours("v.unwatched")}, {_record_hours("v.not_measured")},
+       {_record_hours("v.unverifiable")},
+       {_record_hours("v.contradicted")}, v.status,
        EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = v.instrument_id) AS has_agent,
-       {_hours("v.ext_period_verified")}, {_hours("v.ext_period_unverified")}
+       {_record_hours("v.ext_period_verified")}, {_record_hours("v.ext_period_unverified")}
 FROM verdict v
 ORDER BY v.unit_id, v.start_at, v.id
 """
 
 # Per instrument: what the region's evaluation needs, without a row per record.
 TOTALS = f"""
-{_HEAD + _MEASURE_TOTALS + _VERDICT}
+{_head(by_instrument=False) + _MEASURE_TOTALS + _VERDICT}
 SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FILTER (WHERE status = 'overclaimed'),
        {_hours("sum(contradicted)")}, {_hours("sum(unverifiable)")}, count(*) FILTER (WHERE type_mismatch),
        {_hours("COALESCE(sum(ext_period_verified) FILTER (WHERE user_type = 130), 0)")},
@@ -250,55 +263,58 @@ GROUP BY unit_id, instrument_id
 """
 
 # One unit's external sessions with running time that no 130 window of the period covers (each
-# segment covered at most once; %(units)s must not be NULL). Windows are found per segment through
-# the records' (instrument, start) index, bounded below by the longest window of the period.
+# segment covered at most once; %(units)s must not be NULL). Running segments carry their session's
+# identity (migrations 012, 013), so they are classed by joining the unit's external identities
+# directly (no session look-up) and only external ones go on. Windows are found per segment
+# through the records' (instrument, start) index, bounded below by the longest 130 window of the
+# unit's instruments in the period. Seconds are whole microseconds (bigint, see sql.clipped_us):
+# the planner repeats these expressions, which in numeric cost more than the rest of the query.
 UNCOVERED_SESSIONS = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
-ident AS MATERIALIZED ({IDENTITY_CLASS}),
-longest AS MATERIALIZED (
-    SELECT COALESCE(max(r.end_at - r.start_at), interval '0') AS len FROM service_records r
-    WHERE r.unit_id = ANY (%(units)s::text[]) AND r.user_type = 130
-      AND r.start_at >= %(t0)s AND r.start_at < %(t1)s
+ext_ident AS MATERIALIZED (
+    SELECT i.unit_id, i.method, i.identifier, i.user_id FROM ({IDENTITY_CLASS}) i
+    WHERE i.who = 'external' AND i.unit_id = ANY (%(units)s::text[])
 ),
-seg AS ({running_overlapping("IN (SELECT id FROM inst)", "%(t0)s", "%(t1)s")}),
-seg_identity AS MATERIALIZED (
-    SELECT seg.instrument_id, inst.unit_id, seg.agent_id, seg.session_id, seg.start_at, seg.end_at, seg.watched,
-           COALESCE(seg.method, sid.method) AS method, COALESCE(seg.identifier, sid.identifier) AS identifier,
-           {clipped_seconds("seg.start_at", "seg.end_at", "%(t0)s", "%(t1)s")} AS seconds
-    FROM seg
-    JOIN inst ON inst.id = seg.instrument_id
-    {session_identity("seg")}
-    WHERE seg.session_id IS NOT NULL
+longest AS MATERIALIZED (
+    SELECT COALESCE(max(r.end_at - r.start_at), interval '0') AS len
+    FROM ({records_in_period("r.start_at, r.end_at, r.user_type", by_instrument=True)}) r
+    WHERE r.user_type = 130
 ),
 ext AS (
-    SELECT si.*, ident.user_id FROM seg_identity si
-    JOIN ident ON ident.unit_id = si.unit_id AND ident.method = si.method AND ident.identifier = si.identifier
-    WHERE ident.who = 'external'
+    SELECT seg.instrument_id, inst.unit_id, seg.agent_id, seg.session_id, seg.start_at, seg.end_at, seg.watched,
+           seg.method, seg.identifier, e.user_id,
+           {clipped_us("seg.start_at", "seg.end_at", "%(t0)s", "%(t1)s")} AS us
+    FROM ({running_overlapping("IN (SELECT id FROM inst)", "%(t0)s", "%(t1)s")}) seg
+    JOIN inst ON inst.id = seg.instrument_id
+    JOIN ext_ident e ON e.unit_id = inst.unit_id AND e.method = seg.method AND e.identifier = seg.identifier
+    WHERE seg.session_id IS NOT NULL
 ),
 covered AS (
-    SELECT ext.*, least(ext.seconds, COALESCE(c.seconds, 0)) AS covered
+    SELECT ext.*, least(ext.us, COALESCE(c.us, 0)) AS covered
     FROM ext LEFT JOIN LATERAL (
-        SELECT sum(greatest(0, extract(epoch FROM least(r.end_at, ext.end_at, %(t1)s)
-                                                  - greatest(r.start_at, ext.start_at, %(t0)s)))) AS seconds
+        SELECT sum(greatest(0, {clipped_us("r.start_at", "r.end_at", "greatest(ext.start_at, %(t0)s)",
+                                           "least(ext.end_at, %(t1)s)")})) AS us
         FROM service_records r
         WHERE r.instrument_id = ext.instrument_id AND r.user_type = 130
           AND r.start_at >= greatest(%(t0)s, ext.start_at - (SELECT len FROM longest))
           AND r.start_at < least(%(t1)s, ext.end_at) AND r.end_at > ext.start_at
     ) c ON true
 ),
+-- microseconds, summed exactly (bigint), turned into the hours of the exact numeric seconds
 per_session AS (
     SELECT unit_id, instrument_id, agent_id, session_id, min(user_id) AS user_id, min(method) AS method,
            min(identifier) AS identifier, min(start_at) AS first_start,
-           sum(seconds) FILTER (WHERE watched) AS verified, sum(seconds) FILTER (WHERE NOT watched) AS unverified,
-           sum(seconds - covered) FILTER (WHERE watched) AS uncovered_verified,
-           sum(seconds - covered) FILTER (WHERE NOT watched) AS uncovered_unverified
+           sum(us) FILTER (WHERE watched) AS verified, sum(us) FILTER (WHERE NOT watched) AS unverified,
+           sum(us - covered) FILTER (WHERE watched) AS uncovered_verified,
+           sum(us - covered) FILTER (WHERE NOT watched) AS uncovered_unverified
     FROM covered GROUP BY 1, 2, 3, 4
 )
 SELECT unit_id, instrument_id, session_id, user_id, method, identifier, first_start,
-       COALESCE(verified, 0)::float8 / 3600, COALESCE(unverified, 0)::float8 / 3600,
-       COALESCE(uncovered_verified, 0)::float8 / 3600, COALESCE(uncovered_unverified, 0)::float8 / 3600
+       (COALESCE(verified, 0) / 1000000)::float8 / 3600, (COALESCE(unverified, 0) / 1000000)::float8 / 3600,
+       (COALESCE(uncovered_verified, 0) / 1000000)::float8 / 3600,
+       (COALESCE(uncovered_unverified, 0) / 1000000)::float8 / 3600
 FROM per_session
-WHERE COALESCE(uncovered_verified, 0) + COALESCE(uncovered_unverified, 0) > %(tol)s * 3600
+WHERE ((COALESCE(uncovered_verified, 0) + COALESCE(uncovered_unverified, 0)) / 1000000)::float8 > %(tol)s * 3600
 ORDER BY unit_id, uncovered_verified DESC NULLS LAST, uncovered_unverified DESC NULLS LAST, first_start
 LIMIT %(top)s
 """
@@ -490,7 +506,7 @@ def reconcile(
 
     if unit_ids is not None and len(unit_ids) == 1:
         # one unit: every record, listed; the totals are their sums
-        for row in conn.execute(RECORDS, p):
+        for row in conn.execute(RECORDS, p).fetchall():  # fetchall: far less per-row overhead
             rec = RecordCheck(*row[:23])
             rec.applicant_seen = rec.applicant_seen if rec.applicant else None
             rec.applicant = pseudonyms.user(rec.applicant) if rec.applicant else ""
@@ -500,7 +516,7 @@ def reconcile(
                 rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u)  # fmt: skip
         for unit, inst, session, user, method, ident, start, ext_v, ext_u, unc_v, unc_u in conn.execute(
             UNCOVERED_SESSIONS, p
-        ):
+        ).fetchall():
             person = pseudonyms.person(user, method, ident)
             out.sessions.append(UncoveredSession(unit, inst, session, person, start, ext_v, ext_u, unc_v, unc_u))
     else:

@@ -253,7 +253,7 @@ def revenue_table(conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudony
         " applicant_user_id, applicant_name, applicant_org_name, contract_no FROM service_records"
         " WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s ORDER BY start_at, id",
         (unit_id, period.t0, period.t1),
-    )
+    ).fetchall()
     for no, inst, a, b, hours, amount, way, direction, user, name, org, contract in rows:
         t.rows.append(
             {

@@ -11,7 +11,6 @@ texts that look like formulas are escaped all the same (server.exports.cells).
 
 from __future__ import annotations
 
-import json
 import re
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+import orjson
+
+from server.evaluation.period import TZ
 from server.evaluation.report import Kind, Report
 from server.exports.cells import cell_value, safe_text
 
@@ -67,8 +69,26 @@ def column_letter(i: int) -> str:
     return letters
 
 
+# ' s="n"' of the number formats by column kind
+_NUMBER_ATTR: dict[str | None, str] = {k: f' s="{s}"' for k, s in STYLE_OF_KIND.items()}
+
+
 def _cell(ref: str, value: Any, kind: Kind | None, style: int = 0) -> str:
-    v = cell_value(value)
+    # Fast paths for the bulk of the cells (floats, ints, texts): the same output as the general
+    # path below, without its chain of isinstance checks (118,000 cells for one large unit).
+    t = type(value)
+    if t is float:
+        if kind == "hours":
+            value = round(value, 4)
+        return f'<c r="{ref}"{_NUMBER_ATTR.get(kind, "")}><v>{value!r}</v></c>'
+    if t is int:
+        return f'<c r="{ref}"{_NUMBER_ATTR.get(kind, "")}><v>{value}</v></c>'
+    if t is Decimal:
+        return f'<c r="{ref}"{_NUMBER_ATTR.get(kind, "")}><v>{value!s}</v></c>'
+    if t is datetime:
+        dt = value.astimezone(TZ).replace(tzinfo=None) if value.tzinfo else value
+        return f'<c r="{ref}" s="{DATETIME}"><v>{(dt - _EPOCH).total_seconds() / 86400!r}</v></c>'
+    v = safe_text(value) if t is str else cell_value(value)
     if v is None or v == "":
         return ""
     if isinstance(v, str):
@@ -101,12 +121,14 @@ def _sheet(rows: Iterable[Sequence[tuple[Any, Kind | None, int]]], widths: Seque
         + "</cols><sheetData>"
     )
     letters = [column_letter(i) for i in range(max(len(widths), 64))]
+    n_letters = len(letters)
     for r, row in enumerate(rows, start=1):
-        cells = "".join(
-            _cell(f"{letters[c] if c < len(letters) else column_letter(c)}{r}", v, kind, style)
+        rs = str(r)
+        cells = "".join([
+            _cell((letters[c] if c < n_letters else column_letter(c)) + rs, v, kind, style)
             for c, (v, kind, style) in enumerate(row)
-        )
-        parts.append(f'<row r="{r}">{cells}</row>')
+        ])
+        parts.append(f'<row r="{rs}">{cells}</row>')
     parts.append("</sheetData></worksheet>")
     return "".join(parts).encode("utf-8")
 
@@ -130,8 +152,9 @@ def write_xlsx(report: Report, path: Path) -> None:
 
         def rows(table: Any = table) -> Iterable[list[tuple[Any, Kind | None, int]]]:
             yield [(c.label, None, HEADER) for c in table.columns]
+            keys = [(c.key, c.kind) for c in table.columns]
             for row in table.rows:
-                yield [(row.get(c.key), c.kind, 0) for c in table.columns]
+                yield [(row.get(key), kind, 0) for key, kind in keys]
             if table.notes:
                 yield []
                 for note in table.notes:
@@ -187,8 +210,10 @@ def write_xlsx(report: Report, path: Path) -> None:
 
 
 def write_json(report: Report, path: Path) -> None:
+    """UTF-8 JSON, indented by two spaces. orjson: the standard library's encoder runs in pure
+    Python once it indents (0.17 s for one unit's 10,000 rows, against ~0.01 s)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    path.write_bytes(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")
 
 
 __all__ = ["column_letter", "safe_text", "write_json", "write_xlsx"]
