@@ -37,6 +37,7 @@ from server.evaluation.sql import (
     INST,
     clipped_seconds,
     overlapping,
+    records_in_period,
     rollup_spans,
     running_overlapping,
     running_rollup,
@@ -376,13 +377,21 @@ FROM instruments i JOIN inst ON inst.id = i.id
 ORDER BY i.id
 """
 
-_SERVICES = f"""
-WITH inst AS NOT MATERIALIZED ({INST})
+
+def _services(by_instrument: bool) -> str:
+    """External service records (user type 130) per instrument: count, revenue, claimed hours.
+    A unit's few instruments read their records by index; a region scans (records_in_period)."""
+    return f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+r AS ({records_in_period("r.*", by_instrument=by_instrument)})
 SELECT r.instrument_id, count(*), sum(r.amount), sum(r.service_hours)
-FROM service_records r JOIN inst ON inst.id = r.instrument_id
-WHERE r.user_type = 130 AND r.start_at >= %(t0)s AND r.start_at < %(t1)s
+FROM r WHERE r.user_type = 130
 GROUP BY 1
 """
+
+
+_SERVICES = _services(by_instrument=False)
+_SERVICES_UNIT = _services(by_instrument=True)
 
 _UNITS = """
 SELECT u.id, u.name, u.region,
@@ -500,7 +509,7 @@ def compute(
         f = figures[iid]
         f.running.add(cls, hours)
         getattr(f, who).add(cls, hours)
-    for iid, count, amount, hours in conn.execute(_SERVICES, p):
+    for iid, count, amount, hours in conn.execute(_SERVICES if unit_ids is None else _SERVICES_UNIT, p):
         f = figures[iid]
         f.service_records = count
         f.revenue = amount
