@@ -22,6 +22,17 @@ def _fmt(v: float) -> str:
     return f"{v:.1f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
 
 
+def _legend_header(cls: str, width: int, height: int, left: int, title: str, legend: tuple[str, str]) -> list[str]:
+    """The opening of a two-series chart: the svg element, its title and the verified / all legend."""
+    return [f'<svg class="{cls}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
+            f' xmlns="http://www.w3.org/2000/svg">',
+            f'<text class="chart-title" x="0" y="14">{escape(title)}</text>',
+            f'<rect class="bar-a" x="{left}" y="22" width="10" height="10"/>'
+            f'<text class="chart-label" x="{left + 14}" y="31">{escape(legend[0])}</text>'
+            f'<rect class="bar-u" x="{left + 140}" y="22" width="10" height="10"/>'
+            f'<text class="chart-label" x="{left + 154}" y="31">{escape(legend[1])}</text>']
+
+
 @dataclass(frozen=True)
 class Bar:
     label: str
@@ -79,13 +90,7 @@ def columns(days: Sequence[tuple[str, float, float]], *, title: str, legend: tup
     plot_w, plot_h = width - left - 6, height - top - bottom
     vmax = max([a + b for _, a, b in days] + [1.0])
     step = plot_w / n
-    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
-           f' xmlns="http://www.w3.org/2000/svg">',
-           f'<text class="chart-title" x="0" y="14">{escape(title)}</text>',
-           f'<rect class="bar-a" x="{left}" y="22" width="10" height="10"/>'
-           f'<text class="chart-label" x="{left + 14}" y="31">{escape(legend[0])}</text>'
-           f'<rect class="bar-u" x="{left + 140}" y="22" width="10" height="10"/>'
-           f'<text class="chart-label" x="{left + 154}" y="31">{escape(legend[1])}</text>',
+    out = [*_legend_header("chart", width, height, left, title, legend),
            f'<text class="chart-label" x="{left - 4}" y="{top + 8}" text-anchor="end">{_fmt(vmax)}</text>',
            f'<line class="chart-axis" x1="{left}" y1="{top + plot_h}" x2="{width - 6}" y2="{top + plot_h}"/>']
     label_every = max(1, n // 10)
@@ -228,13 +233,7 @@ def trend(items: Sequence[tuple[str, float | None, float | None]], *, title: str
     vmax = max([(b if b is not None else a or 0.0) for _, a, b in items] + [reference or 0.0, 0.1]) * 1.1
     step = plot_w / n
     base = top + plot_h
-    out = [f'<svg class="chart trend-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
-           f' xmlns="http://www.w3.org/2000/svg">',
-           f'<text class="chart-title" x="0" y="14">{escape(title)}</text>',
-           f'<rect class="bar-a" x="{left}" y="22" width="10" height="10"/>'
-           f'<text class="chart-label" x="{left + 14}" y="31">{escape(legend[0])}</text>'
-           f'<rect class="bar-u" x="{left + 140}" y="22" width="10" height="10"/>'
-           f'<text class="chart-label" x="{left + 154}" y="31">{escape(legend[1])}</text>',
+    out = [*_legend_header("chart trend-chart", width, height, left, title, legend),
            f'<text class="chart-label" x="{left - 4}" y="{top + 8}" text-anchor="end">{vmax / 1.1 * 100:.0f}%</text>',
            f'<line class="chart-axis" x1="{left}" y1="{base}" x2="{width - 6}" y2="{base}"/>']
     label_every = max(1, n // 12)

@@ -22,8 +22,21 @@ from protocols.chain import GENESIS, check_run
 from protocols.records import Birth, Death
 from protocols.signing import generate, load_private, save_private
 from protocols.validate import check_signature, open_envelope, open_message
+from sim.modbus_meter import ModbusMeter
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def meter_toml(meter: ModbusMeter) -> str:
+    """A power-meter detector on `meter`: off below 5 W, idle below 200 W, else running."""
+    return f"""
+[detectors.power]
+kind = "power_meter"
+port = "{meter.port}"
+timeout_s = 0.05
+retries = 0
+levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
+"""
 
 
 def write_config(tmp: Path, *, agent_id: str, broker: Any, detectors: str, running: str,

@@ -11,20 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from sim.modbus_meter import ModbusMeter
-from tests.agent.helpers import AgentProc, Collector, wait_until, write_config
+from tests.agent.helpers import AgentProc, Collector, meter_toml, wait_until, write_config
 
 PERIOD = 0.05
-
-
-def meter_toml(meter: ModbusMeter) -> str:
-    return f"""
-[detectors.power]
-kind = "power_meter"
-port = "{meter.port}"
-timeout_s = 0.05
-retries = 0
-levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
-"""
 
 
 class Toggler:

@@ -21,6 +21,7 @@ import psycopg
 
 from protocols.signing import key_id, load_private, public_to_b64
 from sim.modbus_meter import ModbusMeter
+from tests.agent.helpers import meter_toml as meter_toml  # the fault tests take it from here
 
 PERIOD = 0.05
 HEARTBEAT = 0.5
@@ -29,17 +30,6 @@ EDGE_ALLOWANCE_S = 0.5
 plus the scheduling delay of a loaded machine (generous: no test is about speed)"""
 
 IDLE_W, RUNNING_W = 40.0, 900.0
-
-
-def meter_toml(meter: ModbusMeter) -> str:
-    return f"""
-[detectors.power]
-kind = "power_meter"
-port = "{meter.port}"
-timeout_s = 0.05
-retries = 0
-levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
-"""
 
 
 class Schedule:
