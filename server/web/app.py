@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from server.web import errors, openapi, pages, pages_registry
+from server.web import errors, openapi, pages, pages_ops, pages_registry, vendor
 from server.web.board import LiveHub
 from server.web.db import Database
 from server.web.limits import BodyLimit
@@ -22,6 +22,7 @@ from server.web.routes import (
     imports,
     lists,
     live,
+    plausibility,
     public,
     quarantine,
     registry,
@@ -50,6 +51,7 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inli
 
 
 def create_app(settings: WebSettings) -> FastAPI:
+    vendor.plotly_path()  # the chart library must be installed before anything starts
     db = Database(settings.dsn, settings.pool_min, settings.pool_max)
     hub = LiveHub(settings.dsn)
 
@@ -71,11 +73,13 @@ def create_app(settings: WebSettings) -> FastAPI:
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})
     openapi.install(app)
-    for module in (session, registry, lists, imports, agents, live, timeline, evidence, evaluation, public, audit,
-                   quarantine):
+    for module in (session, registry, lists, imports, agents, live, timeline, evidence, plausibility, evaluation,
+                   public, audit, quarantine):
         app.include_router(module.router)
     app.include_router(pages_registry.router)
+    app.include_router(pages_ops.router)
     app.include_router(pages.router)
+    app.include_router(vendor.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
 
     @app.middleware("http")
@@ -85,7 +89,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Content-Security-Policy", _CSP)
-        if not request.url.path.startswith("/static/"):
+        if not request.url.path.startswith(("/static/", "/vendor/")):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 

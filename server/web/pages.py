@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from server.evaluation.period import TZ, Period
-from server.web import audit, auth, board, catalog, charts, evaluation, scope
+from server.web import audit, auth, board, catalog, charts, evaluation, plausibility, scope, vendor
 from server.web.auth import Principal
 from server.web.db import rows
 from server.web.deps import Db, MaybeWho, Settings
@@ -57,6 +57,7 @@ def _local(v: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
 templates.env.filters["pct"] = _pct
 templates.env.filters["num"] = _num
 templates.env.filters["local"] = _local
+templates.env.globals["plotly_js"] = vendor.plotly_url()
 
 
 def render(request: Request, name: str, who: Principal | None, status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -217,27 +218,29 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
                                                 f"{t(lang, 'cov.' + c['status'])} {c['reason']}")
                                     for c in data["coverage"]]),
     ]
-    chart = charts.timeline(t0, t1, lanes, title=t(lang, "inst.timeline"))
+    chart = charts.timeline(t0, t1, lanes, title=t(lang, "inst.timeline"), lang=lang)
     daily = charts.columns([(d["day"].isoformat(), d["verified"], d["unverified"]) for d in data["daily"]],
                            title=t(lang, "inst.daily_hours"),
-                           legend=(t(lang, "report.verified"), t(lang, "report.including")))
+                           legend=(t(lang, "report.verified"), t(lang, "report.including")), lang=lang)
     nav = {"prev": (first - timedelta(days=days)).isoformat(), "next": (first + timedelta(days=days)).isoformat()}
     total = sum(d["verified"] for d in data["daily"])
     trend_chart = charts.trend(
         [(pt["label"], pt["utilization_verified"], pt["utilization_total"]) for pt in trend_data["points"]],
         title=f"{t(lang, 'trend.title')}（{t(lang, 'trend.' + trend_data['bucket'])}）",
-        legend=(t(lang, "report.verified"), t(lang, "report.including")), reference=settings.low_use_threshold)
+        legend=(t(lang, "report.verified"), t(lang, "report.including")), reference=settings.low_use_threshold,
+        lang=lang)
     power_chart = None
     if ev is not None:
         power_chart = charts.line(
             ev["from"], ev["to"],
             [charts.Point(pt["t"], pt["w"], pt.get("min_w"), pt.get("max_w")) for pt in ev["power"]["points"]],
-            title=t(lang, "ev.power"), unit="W", empty=t(lang, "ev.no_power"),
+            title=t(lang, "ev.power"), unit="W", empty=t(lang, "ev.no_power"), lang=lang,
             marks=[(tr["t"], f"{t(lang, 'state.' + str(tr['from']))} → {t(lang, 'state.' + str(tr['to']))}")
                    for tr in ev["transitions"] if not tr["before_interval"]])
     return render(request, "instrument.html", p, inst=inst, data=data, chart=chart, daily=daily, span=span,
                   start=first, nav=nav, tile=tile[0] if tile else None, prices=prices, agents=agents,
-                  total_verified=total, trend_chart=trend_chart, trend=trend_data, ev=ev, power_chart=power_chart)
+                  total_verified=total, trend_chart=trend_chart, trend=trend_data, ev=ev, power_chart=power_chart,
+                  plausibility=plausibility.shown(db, lang, instrument_id, t0, t1))
 
 
 # -- unit report ------------------------------------------------------------------------------------
@@ -267,12 +270,12 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
     util_chart = charts.hbars(
         [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
          for f in insts if f["in_scope"] and not f["exempted"]],
-        title=t(lang, "report.chart_util"), percent=True, reference=settings.low_use_threshold)
+        title=t(lang, "report.chart_util"), percent=True, reference=settings.low_use_threshold, lang=lang)
     claims_chart = charts.hbars(
         [charts.Bar(f["name"], f["external_hours"]["verified"], float(f["claimed_external_hours"]))
          for f in insts if f["service_records"] or f["external_hours"]["total"]],
         title=t(lang, "report.chart_claims"), unit=" h",
-        legend=(t(lang, "report.external"), t(lang, "report.claimed")))
+        legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
     return render(request, "report.html", p, unit=u, rep=rep, period=period_, util_chart=util_chart,
                   claims_chart=claims_chart, ind=rep["unit"]["indicators"])
 
@@ -311,11 +314,11 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
         grades[str(r["grade"])] = grades.get(str(r["grade"]), 0) + 1
     units_chart = charts.hbars([charts.Bar(r["unit_name"], r.get("utilization_verified")) for r in scores],
                                title=t(lang, "overview.chart_units"), percent=True,
-                               reference=settings.low_use_threshold)
+                               reference=settings.low_use_threshold, lang=lang)
     order = ["优秀", "良好", "合格", "不合格"]
     order += sorted(g for g in grades if g not in order)
     grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
-                               title=t(lang, "overview.grades"))
+                               title=t(lang, "overview.grades"), lang=lang)
     return render(request, "overview.html", p, rep=rep, scores=scores, period=period_, units_chart=units_chart,
                   grade_chart=grade_chart, low=[x.as_dict() for x in low], low_units=low_units,
                   low_pct=round(settings.low_use_threshold * 100), dup=dup, code=code, specs=specs,

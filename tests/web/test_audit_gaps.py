@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.web import test_browser
+from tests.web.charthelp import figures
 from tests.web.conftest import Web
 from tests.web.livehelp import serve
 
@@ -141,9 +142,12 @@ def test_overview_ranks_by_score_and_searches_duplicates_by_specs_and_location(w
     page = eva.get("/overview?year=2025").text
     assert _ranking(page) == sorted(scores, key=lambda u: (-scores[u], u))
     assert "各单位排名（按评分）" in page
-    # grade distribution in the fixed order of the grades
-    chart = page[page.index('aria-label="等级分布"'):]
-    assert chart.index("优秀") < chart.index("良好") < chart.index("不合格")
+    # grade distribution in the fixed order of the grades, one bar per grade counting its units
+    grades = figures(page)["等级分布"]
+    assert grades["layout"]["yaxis"]["ticktext"][:4] == ["优秀", "良好", "合格", "不合格"]
+    count = {g: sum(1 for r in region["tables"]["scores"]["rows"] if r["grade"] == g)
+             for g in grades["layout"]["yaxis"]["ticktext"]}
+    assert grades["data"][0]["x"] == [float(n) for n in count.values()] and sum(count.values()) == len(scores)
     # duplicate search: the classification code finds both instruments, the location narrows
     both = eva.get("/overview", params={"year": 2025, "code": "03040702"}).text
     assert "X射线衍射仪" in both.split('id="duplicate-search"')[1] and "扫描电子显微镜" in both.split(
@@ -326,7 +330,14 @@ def test_unit_report_page_has_every_part_the_issue_asks_for(web: Web) -> None:
                 "instruments"):
         assert f'id="table-{key}"' in page, key
     # charts: utilization per instrument, and measured external hours beside the self-reported ones
-    assert page.count("<svg") >= 2 and "对外服务机时：测量 vs 自报" in page and "对外服务机时（自报）" in page
+    charts = figures(page)
+    rep = mgr.get("/api/v1/evaluation/2025/units/ua").json()
+    util = charts["各仪器利用率（已验证）"]
+    shown = [f for f in rep["instruments"] if f["in_scope"] and not f["exempted"]]
+    assert util["data"][0]["x"] == [f["utilization"]["verified"] or 0 for f in shown]
+    assert util["data"][0]["customdata"] == [f"/instruments/{f['id']}" for f in shown]
+    claims = charts["对外服务机时：测量 vs 自报"]
+    assert [tr["name"] for tr in claims["data"]] == ["对外服务机时（测量）", "对外服务机时（自报）"]
     assert "含未核验" in page  # both variants of every figure
     assert 'id="download-xlsx"' in page and 'id="download-evidence"' in page
     wb = load_workbook(io.BytesIO(mgr.get("/api/v1/evaluation/2025/units/ua/workbook.xlsx").content), read_only=True)

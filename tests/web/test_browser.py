@@ -48,6 +48,25 @@ def _login(page: Any, base: str, login: str) -> None:
     page.click("button[type=submit]")
 
 
+def _watch_errors(page: Any) -> list[str]:
+    """Script errors and console errors (a refused script or CSP violation shows there)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return errors
+
+
+def _click_bar(page: Any, figure: str, trace: str) -> None:
+    """Click the middle of the first bar of the named trace, as a person would with the mouse."""
+    box = page.evaluate("""([figure, trace]) => {
+        const plot = document.querySelector(figure + ' .plot');
+        const i = plot._fullData.findIndex(t => t.name === trace);
+        const r = plot.querySelectorAll('.barlayer .trace')[i].querySelector('.point path').getBoundingClientRect();
+        return {x: r.x + r.width / 2, y: r.y + r.height / 2};
+    }""", [figure, trace])
+    page.mouse.click(box["x"], box["y"])
+
+
 def test_login_and_role_redirects(browser: Any, make_web: Callable[..., Web]) -> None:
     web = make_web()
     with serve(web.dsn) as base:
@@ -117,7 +136,8 @@ def test_screenshots_of_every_page(browser: Any, make_web: Callable[..., Web]) -
     web = make_web()
     store_live(web.dsn, "ua-xrd", "ua", "ua-xrd-a1", "running", identifier="LAB\\zhang", org_name="丙科技有限公司")
     shots = {
-        "ops": [("registry", "/registry"), ("audit", "/audit"), ("overview-operator", "/overview?year=2025")],
+        "ops": [("registry", "/registry"), ("audit", "/audit"), ("overview-operator", "/overview?year=2025"),
+                ("quarantine", "/quarantine")],
         "mgr-a": [("instrument-day", "/instruments/ua-xrd?span=day&start=2025-03-03"),
                   ("instrument-week", "/instruments/ua-xrd?span=week&start=2025-03-01"),
                   ("report", "/units/ua/report?year=2025")],
@@ -137,12 +157,18 @@ def test_screenshots_of_every_page(browser: Any, make_web: Callable[..., Web]) -
             ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 800})
             page = ctx.new_page()
             _login(page, base, login)
+            errors = _watch_errors(page)
             for name, path in pages:
                 page.goto(base + path)
                 assert page.locator("main").count() == 1
+                charts = page.locator("figure.chart").count()
+                if charts:  # every chart drawn by Plotly, none left as its bare table
+                    page.wait_for_selector("html[data-charts=drawn]")
+                    assert page.locator("figure.chart.drawn .main-svg").count() >= charts, path
                 if login == "eva":
                     assert "张三" not in page.content()
                 page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            assert errors == [], login
             if login == "ops":
                 page.goto(base + "/registry?unit=ua")
                 page.click('button.enrol[data-instrument="ua-nmr"]')
@@ -168,15 +194,19 @@ def test_click_an_interval_shows_its_evidence(browser: Any, make_web: Callable[.
             _login(page, base, login)
             page.goto(base + "/instruments/ua-nmr?span=day&start=2025-03-04")
             assert "点击时间线" in page.inner_text("#evidence")
-            page.locator("a.span-link rect.st-running").first.click()
+            errors = _watch_errors(page)
+            page.wait_for_selector("html[data-charts=drawn]")
+            _click_bar(page, "figure.timeline", "st-running")
             page.wait_for_url("**ev_from=**")
-            page.wait_for_selector("#power-curve polyline.power-line")
-            assert page.locator("#power-curve circle.power-dot").count() >= 5
+            page.wait_for_selector("html[data-charts=drawn]")
+            # the power curve drawn by Plotly: a line with a marker per reading
+            assert page.locator("#power-curve figure.drawn .scatterlayer .trace .points path").count() >= 5
+            assert errors == []
             assert int(page.inner_text("#ev-verified")) > 0
             assert page.locator("#ev-failed").count() == 0
             assert "topspin" in page.inner_text("#ev-processes")
             assert "5f5f5f5f" in page.inner_text("#ev-files")
-            assert page.locator("#trend svg.trend-chart").count() == 1
+            assert page.locator("#trend figure.trend-chart.drawn .barlayer .point").count() >= 1
             if login == "eva":
                 assert "张三" not in page.content() and FILE not in page.content()
             else:
@@ -184,6 +214,17 @@ def test_click_an_interval_shows_its_evidence(browser: Any, make_web: Callable[.
             page.locator("#evidence").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
             ctx.close()
+        # on a phone the charts fit the screen's width
+        ctx = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844}, is_mobile=True)
+        page = ctx.new_page()
+        _login(page, base, "mgr-a")
+        page.goto(base + "/instruments/ua-nmr?span=week&start=2025-03-01")
+        page.wait_for_selector("html[data-charts=drawn]")
+        widths = page.eval_on_selector_all("figure.chart .main-svg",
+                                           "els => els.map(e => e.getBoundingClientRect().right)")
+        assert widths and max(widths) <= 390
+        page.screenshot(path=str(ARTIFACTS / "instrument-phone.png"), full_page=True)
+        ctx.close()
 
 
 def test_a_form_names_the_bad_field(browser: Any, make_web: Callable[..., Web]) -> None:

@@ -8,6 +8,7 @@ import json
 import zipfile
 from typing import Any
 
+from tests.web.charthelp import figures
 from tests.web.conftest import REAL_NAME, Web
 from tests.web.evidencehelp import END, FILE, SHA, START, store_nmr_records
 
@@ -186,7 +187,11 @@ def test_report_page_offers_the_bundle_and_instrument_page_links_intervals(web: 
     assert 'id="trend"' in page and "trend-chart" in page
     page = c.get("/instruments/ua-nmr", params={"span": "day", "start": "2025-03-04", "lang": "en",
                                                "ev_from": START.isoformat(), "ev_to": END.isoformat()}).text
-    assert "power-line" in page and "Evidence behind the interval" in page
+    power = figures(page)["Power curve"]
+    curve = [tr for tr in power["data"] if tr.get("name") == "Power curve"]
+    ev = c.get("/api/v1/instruments/ua-nmr/evidence", params={"from": START.isoformat(), "to": END.isoformat()}).json()
+    assert curve and curve[0]["y"] == [p["w"] for p in ev["power"]["points"]] and len(curve[0]["y"]) >= 5
+    assert "line-chart" in power["class"] and "Evidence behind the interval" in page
     bad = c.get("/instruments/ua-nmr", params={"ev_from": END.isoformat(), "ev_to": START.isoformat()})
     assert bad.status_code == 422 and "ev_to" in bad.text
     assert web.as_("mgr-b").get("/instruments/ua-nmr", params={"ev_from": START.isoformat(),

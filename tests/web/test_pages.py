@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime
 
 import pytest
 from openpyxl import load_workbook
 
+from server.evaluation.period import TZ
+from tests.web.charthelp import figures
 from tests.web.conftest import Web
 from tests.web.livehelp import store_live
 
 PAGES = {
     "ops": ["/registry", "/registry?unit=ua", "/audit", "/overview?year=2025", "/overview?year=2025&code=03040702",
             "/units/ua/board", "/units/ua/report?year=2025", "/instruments/ua-xrd?span=week&start=2025-03-01",
-            "/catalog", "/catalog/ua-xrd"],
+            "/catalog", "/catalog/ua-xrd", "/quarantine"],
     "mgr-a": ["/units/ua/board", "/units/ua/report?year=2025", "/instruments/ua-xrd?span=month&start=2025-03-01",
               "/registry"],
     "eva": ["/overview?year=2025", "/units/ub/report?year=2025", "/instruments/ub-sem", "/registry"],
@@ -43,6 +46,10 @@ def test_language_switch_sticks(web: Web) -> None:
     assert r.json()["error"]["message"].startswith("Unit 'ub' not found")
 
 
+def _local_ms(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def test_timeline_shows_states_sessions_and_gaps(web: Web) -> None:
     mgr = web.as_("mgr-a")
     data = mgr.get("/api/v1/instruments/ua-xrd/timeline", params={"start": "2025-03-03"}).json()
@@ -51,7 +58,12 @@ def test_timeline_shows_states_sessions_and_gaps(web: Web) -> None:
     day = {d["day"]: d for d in data["daily"]}
     assert day["2025-03-03"]["verified"] == 2.0
     page = mgr.get("/instruments/ua-xrd?span=day&start=2025-03-03").text
-    assert 'class="st-running"' in page and 'class="cov-offline"' in page and "agent stopped" in page
+    lanes = {tr["name"]: tr for tr in figures(page)["运行时间线"]["data"]}
+    run = data["segments"][1]
+    assert lanes["st-running"]["base"] == [_local_ms(run["start_at"])] and lanes["st-running"]["y"] == [0]
+    assert lanes["st-running"]["x"] == [(datetime.fromisoformat(run["end_at"])
+                                         - datetime.fromisoformat(run["start_at"])).total_seconds() * 1000]
+    assert lanes["cov-offline"]["y"] == [2] and "agent stopped" in lanes["cov-offline"]["hovertext"][0]
     assert 'id="total-verified">2.00<' in page
 
 

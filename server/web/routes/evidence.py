@@ -4,7 +4,7 @@ as pseudonyms."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -24,14 +24,15 @@ def aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=TZ)
 
 
-def check_range(t0: datetime, t1: datetime, lo: str = "from", hi: str = "to", where: str = "query") -> None:
+def check_range(t0: datetime, t1: datetime, lo: str = "from", hi: str = "to", where: str = "query",
+                max_span: timedelta = MAX_SPAN) -> None:
     if t1 <= t0:
         raise ApiError(422, "validation", "err.validation", names=f"{hi}", fields=[
             {"field": hi, "in": where, "message": f"must be after {lo} / 须晚于 {lo}"}])
-    if t1 - t0 > MAX_SPAN:
+    if t1 - t0 > max_span:
         raise ApiError(422, "validation", "err.validation", names=f"{hi}", fields=[
             {"field": hi, "in": where,
-             "message": f"at most {MAX_SPAN.days} days after {lo} / 区间最长 {MAX_SPAN.days} 天"}])
+             "message": f"at most {max_span.days} days after {lo} / 区间最长 {max_span.days} 天"}])
 
 
 @router.get("/instruments/{instrument_id}/evidence",

@@ -1,0 +1,40 @@
+"""Plausibility flags of one instrument over a period, for the API and the instrument page.
+
+A thin wrapper over `server.evaluation.plausibility.check_instrument` (the named queries and the
+checks live there): flags as plain dicts, and with a label in the reader's language for pages.
+Power evidence is not passed, so `power_below_standby` is not run here (it needs the calibrated
+standby draw and the heartbeats' power from the signed envelopes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from server.evaluation.plausibility import check_instrument
+from server.web.db import Conn, Database
+from server.web.i18n import TEXT, t
+
+# the longest range the API checks at once (a quarter; the instrument page shows at most 31 days)
+MAX_SPAN = timedelta(days=92)
+
+
+def flags(conn: Conn, instrument_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Every flag over [start, end): `check`, `detail` (English, the check's own words), `start`,
+    `end` (None when the check names no time) and `value` (days, share or count, by check)."""
+    return [asdict(f) for f in check_instrument(conn, instrument_id, start, end)]
+
+
+def label(lang: str, check: str) -> str:
+    """The check's name in `lang`; an unknown check shows as itself."""
+    key = f"plaus.check.{check}"
+    return t(lang, key) if key in TEXT else check
+
+
+def shown(db: Database, lang: str, instrument_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The flags for a page (with `label`), read on a connection of their own. The caller has
+    already checked that the reader may see the instrument."""
+    with db.read() as conn:
+        found = flags(conn, instrument_id, start, end)
+    return [{**f, "label": label(lang, f["check"])} for f in found]
