@@ -35,6 +35,12 @@ def check_range(t0: datetime, t1: datetime, lo: str = "from", hi: str = "to", wh
              "message": f"at most {max_span.days} days after {lo} / 区间最长 {max_span.days} 天"}])
 
 
+# a range of time in the query, `from` / `to` (Python names start / end)
+FromQuery = Annotated[datetime, Query(alias="from", description="start (ISO 8601)",
+                                      examples=["2025-03-03T09:00:00+08:00"])]
+ToQuery = Annotated[datetime, Query(alias="to", description="end (ISO 8601)", examples=["2025-03-03T11:00:00+08:00"])]
+
+
 @router.get("/instruments/{instrument_id}/evidence",
             summary="Evidence behind an interval: power curve, processes, data files, state changes, signatures",
             description="Reads the signed records of [from, to] back from the kept envelopes and checks each "
@@ -44,10 +50,8 @@ def get_evidence(
     instrument_id: str,
     who: Who,
     db: Db,
-    start: Annotated[datetime, Query(alias="from", description="interval start (ISO 8601)",
-                                     examples=["2025-03-03T09:00:00+08:00"])],
-    end: Annotated[datetime, Query(alias="to", description="interval end (ISO 8601)",
-                                   examples=["2025-03-03T11:00:00+08:00"])],
+    start: FromQuery,
+    end: ToQuery,
 ) -> dict[str, Any]:
     t0, t1 = aware(start), aware(end)
     check_range(t0, t1)

@@ -4,15 +4,14 @@ every instrument."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from server.web import scope
 from server.web.deps import Db, Who
 from server.web.plausibility import MAX_SPAN, flags
-from server.web.routes.evidence import aware, check_range
+from server.web.routes.evidence import FromQuery, ToQuery, aware, check_range
 
 router = APIRouter(prefix="/api/v1", tags=["intervals"])
 
@@ -41,10 +40,8 @@ def get_plausibility(
     instrument_id: str,
     who: Who,
     db: Db,
-    start: Annotated[datetime, Query(alias="from", description="range start (ISO 8601)",
-                                     examples=["2025-04-01T00:00:00+08:00"])],
-    end: Annotated[datetime, Query(alias="to", description="range end, exclusive (ISO 8601)",
-                                   examples=["2025-04-11T00:00:00+08:00"])],
+    start: FromQuery,
+    end: ToQuery,
 ) -> dict[str, Any]:
     t0, t1 = aware(start), aware(end)
     check_range(t0, t1, max_span=MAX_SPAN)
