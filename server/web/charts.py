@@ -73,10 +73,12 @@ class Chart:
 
     def __html__(self) -> str:
         spec = orjson.dumps(self.spec()).decode()
-        out = [f'<figure class="chart {escape(self.kind)}" role="img" aria-label="{escape(self.title)}"'
+        # the drawing is one image to a screen reader; the table under it stays readable
+        out = [f'<figure class="chart {escape(self.kind)}" aria-label="{escape(self.title)}"'
                f' data-plotly="{escape(spec)}">',
                f'<figcaption class="chart-title">{escape(self.title)}</figcaption>',
-               f'<div class="plot" style="min-height:{int(self.layout["height"])}px"></div>',
+               f'<div class="plot" role="img" aria-label="{escape(self.title)}"'
+               f' style="min-height:{int(self.layout["height"])}px"></div>',
                f'<details class="chart-data"><summary>{escape(t(self.lang, "chart.data"))}</summary>'
                '<div class="scroll"><table><tr>', *(f"<th>{escape(h)}</th>" for h in self.head), "</tr>"]
         for row in self.rows[:TABLE_ROWS]:
