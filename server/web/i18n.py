@@ -450,6 +450,11 @@ def t(lang: str, key: str, **params: object) -> str:
     return text
 
 
+def t_or(lang: str, key: str, fallback: str) -> str:
+    """The text of `key` in `lang`, or `fallback` (e.g. a raw code) where the table has no such key."""
+    return t(lang, key) if key in TEXT else fallback
+
+
 def both(key: str, **params: object) -> str:
     """Chinese then English, for logs and places without a request (e.g. the agent's enrolment)."""
     return f"{t('zh', key, **params)} / {t('en', key, **params)}"

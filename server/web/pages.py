@@ -183,6 +183,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
     with db.read() as conn:
         inst = scope.instrument(conn, p, instrument_id)
         data = timeline(conn, p, instrument_id, first, days)
+        flags = plausibility.shown(conn, lang, instrument_id, data["start"], data["end"])
         # the trend ends with the month being looked at (today's, unless an earlier period is shown)
         trend_data = utilization_trend(conn, inst, today=min(datetime.now(TZ).date(),
                                                              first + timedelta(days=days - 1)))
@@ -240,7 +241,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
     return render(request, "instrument.html", p, inst=inst, data=data, chart=chart, daily=daily, span=span,
                   start=first, nav=nav, tile=tile[0] if tile else None, prices=prices, agents=agents,
                   total_verified=total, trend_chart=trend_chart, trend=trend_data, ev=ev, power_chart=power_chart,
-                  plausibility=plausibility.shown(db, lang, instrument_id, t0, t1))
+                  plausibility=flags)
 
 
 # -- unit report ------------------------------------------------------------------------------------

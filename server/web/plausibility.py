@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.evaluation.plausibility import check_instrument
-from server.web.db import Conn, Database
-from server.web.i18n import TEXT, t
+from server.web.db import Conn
+from server.web.i18n import t_or
 
 # the longest range the API checks at once (a quarter; the instrument page shows at most 31 days)
 MAX_SPAN = timedelta(days=92)
@@ -28,13 +28,10 @@ def flags(conn: Conn, instrument_id: str, start: datetime, end: datetime) -> lis
 
 def label(lang: str, check: str) -> str:
     """The check's name in `lang`; an unknown check shows as itself."""
-    key = f"plaus.check.{check}"
-    return t(lang, key) if key in TEXT else check
+    return t_or(lang, f"plaus.check.{check}", check)
 
 
-def shown(db: Database, lang: str, instrument_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """The flags for a page (with `label`), read on a connection of their own. The caller has
-    already checked that the reader may see the instrument."""
-    with db.read() as conn:
-        found = flags(conn, instrument_id, start, end)
-    return [{**f, "label": label(lang, f["check"])} for f in found]
+def shown(conn: Conn, lang: str, instrument_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The flags for a page, each with its `label`. The caller has already checked that the reader
+    may see the instrument."""
+    return [{**f, "label": label(lang, f["check"])} for f in flags(conn, instrument_id, start, end)]

@@ -15,7 +15,7 @@ from fastapi import Query
 from protocols.errors import Reason
 from server.db.queries import quarantine_counts, recent_quarantine
 from server.web.db import Conn
-from server.web.i18n import TEXT, t
+from server.web.i18n import t_or
 
 COLUMNS = ("id", "received_at", "topic", "kind", "agent_id", "reason", "field", "detail", "payload_len")
 
@@ -40,5 +40,4 @@ def listing(conn: Conn, *, reason: str | None = None, agent_id: str | None = Non
 
 def reason_label(lang: str, code: str) -> str:
     """The reason's name in `lang`; an unknown code shows as itself."""
-    key = f"quarantine.reason.{code}"
-    return t(lang, key) if key in TEXT else code
+    return t_or(lang, f"quarantine.reason.{code}", code)

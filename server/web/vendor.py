@@ -25,6 +25,7 @@ _HEADERS = {"Cache-Control": "public, max-age=31536000, immutable", "Vary": "Acc
 router = APIRouter(include_in_schema=False)
 
 
+@cache
 def plotly_version() -> str:
     return metadata.version("plotly")
 

@@ -492,71 +492,62 @@ def test_browser_adds_and_removes_an_identity_of_an_existing_person(browser: Any
                                                                      make_web: Callable[..., Web]) -> None:
     web = make_web()
     with serve(web.dsn) as base:
-        ctx = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844})  # a phone
-        page = ctx.new_page()
-        test_browser._login(page, base, "mgr-a")
-        page.goto(base + "/registry/people/p-zhang/edit")
-        # a raw card number without a configured card key: the field is marked with the reason
-        page.select_option("#identity-form select[name=method]", "card")
-        page.fill("#identity-form input[name=identifier]", "12345678")
-        page.click("#identity-submit")
-        err = page.wait_for_selector('#identity-form .field-error[data-field="identifier"]')
-        assert "hmac-sha256" in err.inner_text()
-        assert web.sql("SELECT count(*) FROM identity_map WHERE method = 'card'") == [(0,)]
-        # a check-in account
-        page.select_option("#identity-form select[name=method]", "checkin")
-        page.fill("#identity-form input[name=identifier]", "zhang-checkin")
-        page.click("#identity-submit")
-        page.wait_for_selector("#identity-list:has-text('zhang-checkin')")
-        assert web.sql("SELECT unit_id, user_id FROM identity_map WHERE method = 'checkin'") == [("ua", "p-zhang")]
-        page.screenshot(path=str(test_browser.ARTIFACTS / "person-identities.png"), full_page=True)
-        page.click("#identity-list tr:has-text('zhang-checkin') button.api-delete")
-        page.wait_for_selector("#identity-list:has-text('zhang-checkin')", state="detached")
-        assert web.sql("SELECT count(*) FROM identity_map WHERE method = 'checkin'") == [(0,)]
-        assert web.sql("SELECT action, actor FROM audit_log WHERE table_name = 'identity_map'"
-                       " AND coalesce(after, before)->>'method' = 'checkin' ORDER BY id") == [
-            ("INSERT", "account:mgr-a"), ("DELETE", "account:mgr-a")]
-        ctx.close()
+        with test_browser.logged_in(browser, base, "mgr-a", viewport={"width": 390, "height": 844}) as page:  # a phone
+            page.goto(base + "/registry/people/p-zhang/edit")
+            # a raw card number without a configured card key: the field is marked with the reason
+            page.select_option("#identity-form select[name=method]", "card")
+            page.fill("#identity-form input[name=identifier]", "12345678")
+            page.click("#identity-submit")
+            err = page.wait_for_selector('#identity-form .field-error[data-field="identifier"]')
+            assert "hmac-sha256" in err.inner_text()
+            assert web.sql("SELECT count(*) FROM identity_map WHERE method = 'card'") == [(0,)]
+            # a check-in account
+            page.select_option("#identity-form select[name=method]", "checkin")
+            page.fill("#identity-form input[name=identifier]", "zhang-checkin")
+            page.click("#identity-submit")
+            page.wait_for_selector("#identity-list:has-text('zhang-checkin')")
+            assert web.sql("SELECT unit_id, user_id FROM identity_map WHERE method = 'checkin'") == [("ua", "p-zhang")]
+            page.screenshot(path=str(test_browser.ARTIFACTS / "person-identities.png"), full_page=True)
+            page.click("#identity-list tr:has-text('zhang-checkin') button.api-delete")
+            page.wait_for_selector("#identity-list:has-text('zhang-checkin')", state="detached")
+            assert web.sql("SELECT count(*) FROM identity_map WHERE method = 'checkin'") == [(0,)]
+            assert web.sql("SELECT action, actor FROM audit_log WHERE table_name = 'identity_map'"
+                           " AND coalesce(after, before)->>'method' = 'checkin' ORDER BY id") == [
+                ("INSERT", "account:mgr-a"), ("DELETE", "account:mgr-a")]
 
 
 def test_browser_expert_scores_a_criterion_on_the_unit_report(browser: Any, make_web: Callable[..., Web]) -> None:
     web = make_web()
     with serve(web.dsn) as base:
-        ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-        page = ctx.new_page()
-        test_browser._login(page, base, "eva")
-        page.goto(base + "/units/ua/report?period=2025")
-        page.select_option("#expert-form select[name=criterion]", "atmosphere")
-        page.fill("#expert-form input[name=points]", "很好")
-        page.fill("#expert-form textarea[name=note]", "现场检查")
-        page.click("#expert-submit")
-        page.wait_for_selector('#expert-form .field-error[data-field="points"]')
-        assert web.sql("SELECT count(*) FROM expert_scores") == [(0,)]
-        page.fill("#expert-form input[name=points]", "4")
-        page.click("#expert-submit")
-        page.wait_for_selector("#table-score:has-text('现场检查')")
-        assert web.sql("SELECT unit_id, period, criterion, points::text, expert FROM expert_scores") == [
-            ("ua", "2025", "atmosphere", "4.00", "EVA (eva)")]
-        page.screenshot(path=str(test_browser.ARTIFACTS / "report-expert-score.png"), full_page=True)
-        ctx.close()
+        with test_browser.logged_in(browser, base, "eva") as page:
+            page.goto(base + "/units/ua/report?period=2025")
+            page.select_option("#expert-form select[name=criterion]", "atmosphere")
+            page.fill("#expert-form input[name=points]", "很好")
+            page.fill("#expert-form textarea[name=note]", "现场检查")
+            page.click("#expert-submit")
+            page.wait_for_selector('#expert-form .field-error[data-field="points"]')
+            assert web.sql("SELECT count(*) FROM expert_scores") == [(0,)]
+            page.fill("#expert-form input[name=points]", "4")
+            page.click("#expert-submit")
+            page.wait_for_selector("#table-score:has-text('现场检查')")
+            assert web.sql("SELECT unit_id, period, criterion, points::text, expert FROM expert_scores") == [
+                ("ua", "2025", "atmosphere", "4.00", "EVA (eva)")]
+            page.screenshot(path=str(test_browser.ARTIFACTS / "report-expert-score.png"), full_page=True)
 
 
 def test_browser_operator_affiliates_an_organisation(browser: Any, make_web: Callable[..., Web]) -> None:
     web = make_web()
     with serve(web.dsn) as base:
-        ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-        page = ctx.new_page()
-        test_browser._login(page, base, "ops")
-        page.goto(base + "/registry?unit=ua")
-        page.select_option("#affiliation-form select[name=org_id]", "ext-co")
-        page.click("#affiliation-submit")
-        page.wait_for_selector("#affiliation-list:has-text('丙科技有限公司')")
-        assert web.sql("SELECT org_id FROM unit_affiliations WHERE unit_id = 'ua'") == [("ext-co",)]
-        page.screenshot(path=str(test_browser.ARTIFACTS / "registry-affiliations.png"), full_page=True)
-        page.click("#affiliation-list button.api-delete")
-        page.wait_for_selector("#affiliation-list", state="detached")
-        assert web.sql("SELECT count(*) FROM unit_affiliations") == [(0,)]
-        ctx.close()
+        with test_browser.logged_in(browser, base, "ops") as page:
+            page.goto(base + "/registry?unit=ua")
+            page.select_option("#affiliation-form select[name=org_id]", "ext-co")
+            page.click("#affiliation-submit")
+            page.wait_for_selector("#affiliation-list:has-text('丙科技有限公司')")
+            assert web.sql("SELECT org_id FROM unit_affiliations WHERE unit_id = 'ua'") == [("ext-co",)]
+            page.screenshot(path=str(test_browser.ARTIFACTS / "registry-affiliations.png"), full_page=True)
+            page.click("#affiliation-list button.api-delete")
+            page.wait_for_selector("#affiliation-list", state="detached")
+            assert web.sql("SELECT count(*) FROM unit_affiliations") == [(0,)]
     # a unit manager sees the affiliations of their unit without the controls
     mgr_page = web.as_("mgr-a").get("/registry").text
     assert 'id="affiliations"' in mgr_page and 'id="affiliation-form"' not in mgr_page
@@ -565,22 +556,19 @@ def test_browser_operator_affiliates_an_organisation(browser: Any, make_web: Cal
 def test_browser_files_an_exemption_and_is_told_what_is_missing(browser: Any, make_web: Callable[..., Web]) -> None:
     web = make_web()
     with serve(web.dsn) as base:
-        ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-        page = ctx.new_page()
-        test_browser._login(page, base, "mgr-a")
-        page.goto(base + "/registry/lists/exemptions")
-        page.click("#new-entry")
-        page.wait_for_url(base + "/registry/lists/exemptions/new?unit=ua")
-        page.select_option("select[name=instrument_id]", "ua-nmr")
-        page.fill("textarea[name=reason]", "涉密科研任务专用")
-        page.fill("input[name=approved_by]", "自治区科技厅")
-        page.fill("input[name=approved_on]", "2025-02-10")
-        page.click("#form-submit")
-        page.wait_for_selector('.field-error[data-field="approval_ref"]')
-        assert web.sql("SELECT count(*) FROM instrument_exemptions") == [(0,)]
-        page.fill("input[name=approval_ref]", "内科发〔2025〕12号")
-        page.click("#form-submit")
-        page.wait_for_url(base + "/registry/lists/exemptions?unit=ua")
-        assert "内科发〔2025〕12号" in page.inner_text("#listing")
-        page.screenshot(path=str(test_browser.ARTIFACTS / "registry-exemptions.png"), full_page=True)
-        ctx.close()
+        with test_browser.logged_in(browser, base, "mgr-a") as page:
+            page.goto(base + "/registry/lists/exemptions")
+            page.click("#new-entry")
+            page.wait_for_url(base + "/registry/lists/exemptions/new?unit=ua")
+            page.select_option("select[name=instrument_id]", "ua-nmr")
+            page.fill("textarea[name=reason]", "涉密科研任务专用")
+            page.fill("input[name=approved_by]", "自治区科技厅")
+            page.fill("input[name=approved_on]", "2025-02-10")
+            page.click("#form-submit")
+            page.wait_for_selector('.field-error[data-field="approval_ref"]')
+            assert web.sql("SELECT count(*) FROM instrument_exemptions") == [(0,)]
+            page.fill("input[name=approval_ref]", "内科发〔2025〕12号")
+            page.click("#form-submit")
+            page.wait_for_url(base + "/registry/lists/exemptions?unit=ua")
+            assert "内科发〔2025〕12号" in page.inner_text("#listing")
+            page.screenshot(path=str(test_browser.ARTIFACTS / "registry-exemptions.png"), full_page=True)

@@ -37,6 +37,11 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _changes(body: Model, nullable: set[str]) -> dict[str, Any]:
+    """The fields a PATCH sent; a null clears only the columns in `nullable`, elsewhere it is ignored."""
+    return {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k in nullable}
+
+
 def _update(conn: Conn, table: str, key: str, key_value: object, changes: dict[str, Any]) -> None:
     """UPDATE only the given columns (names come from a pydantic model, never from the client)."""
     if not changes:
@@ -296,9 +301,7 @@ def create_instrument(body: InstrumentIn, who: Who, db: Db) -> dict[str, Any]:
 
 @router.patch("/instruments/{instrument_id}", summary="Change an instrument")
 def patch_instrument(instrument_id: str, body: InstrumentPatch, who: Who, db: Db) -> dict[str, Any]:
-    changes = body.model_dump(exclude_unset=True)
-    for k in [k for k, v in changes.items() if v is None and k not in _NULLABLE]:
-        del changes[k]
+    changes = _changes(body, _NULLABLE)
     with db.write(who.actor) as conn:
         row = scope.instrument(conn, who, instrument_id, write=True)
         scope.writable_unit(who, row["unit_id"])
@@ -381,9 +384,7 @@ _PRICE_NULLABLE = {"internal_price", "external_price", "valid_to", "published_on
 
 @router.patch("/prices/{price_id}", summary="Change a price item (own unit)")
 def patch_price(price_id: int, body: PricePatch, who: Who, db: Db) -> dict[str, Any]:
-    changes = body.model_dump(exclude_unset=True)
-    for k in [k for k, v in changes.items() if v is None and k not in _PRICE_NULLABLE]:
-        del changes[k]
+    changes = _changes(body, _PRICE_NULLABLE)
     with db.write(who.actor) as conn:
         row = one(conn, "SELECT instrument_id FROM price_list WHERE id = %s", (price_id,))
         if row is None:
@@ -667,9 +668,7 @@ _SR_NULLABLE = {"applicant_user_id", "applicant_org_id", "satisfaction", "sample
 
 @router.patch("/service-records/{record_id}", summary="Change a service record (own unit)")
 def patch_service_record(record_id: int, body: ServiceRecordPatch, who: Who, db: Db) -> dict[str, Any]:
-    changes = body.model_dump(exclude_unset=True)
-    for k in [k for k, v in changes.items() if v is None and k not in _SR_NULLABLE]:
-        del changes[k]
+    changes = _changes(body, _SR_NULLABLE)
     with db.write(who.actor) as conn:
         row = one(conn, "SELECT unit_id, start_at, end_at FROM service_records WHERE id = %s", (record_id,))
         if row is None or not who.can_read_unit(row["unit_id"]):
