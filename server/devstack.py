@@ -15,6 +15,7 @@ it is a throw-away, loopback-only cluster, never a deployment.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -97,13 +98,10 @@ class _RunAs:
             return {}
         return {"user": self.uid, "group": self.gid, "extra_groups": [], "cwd": "/"}
 
-    def own(self, path: Path, mode: int = 0o700) -> None:
-        """Create ``path`` if needed and hand it to the service user; check it can reach it."""
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(mode)
-        if self.uid is None or self.gid is None:
-            return
-        os.chown(path, self.uid, self.gid)
+    def blocker(self, path: Path) -> Path | None:
+        """The first existing directory above ``path`` that the service user cannot search, if any."""
+        if self.uid is None:
+            return None
         for parent in path.resolve().parents:
             st = parent.stat()
             if not (
@@ -111,10 +109,51 @@ class _RunAs:
                 or (st.st_uid == self.uid and st.st_mode & 0o100)
                 or (st.st_gid == self.gid and st.st_mode & 0o010)
             ):
-                raise PermissionError(
-                    f"user {self.name!r} cannot reach {path}: {parent} is not searchable by it "
-                    f"(use a directory outside it, e.g. under /tmp)"
-                )
+                return parent
+        return None
+
+    def own(self, path: Path, mode: int = 0o700) -> None:
+        """Create ``path`` if needed and hand it to the service user; check it can reach it."""
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+        if self.uid is None or self.gid is None:
+            return
+        os.chown(path, self.uid, self.gid)
+        parent = self.blocker(path)
+        if parent is not None:
+            raise PermissionError(
+                f"user {self.name!r} cannot reach {path}: {parent} is not searchable by it "
+                f"(use a directory outside it, e.g. under /tmp, or devstack.service_dir)"
+            )
+
+
+# Where a service's data goes when its user cannot reach the place asked for (a checkout in
+# root's mode-700 home): persistent, like the checkout's own var/, and reachable by every user.
+SERVICE_HOME = Path("/var/lib/jishi")
+
+
+def service_dir(path: Path, user: str) -> Path:
+    """``path``, or, when ``user`` (the service's account, as chosen by the servers below) cannot
+    reach it, a stand-in under SERVICE_HOME named after it, linked from ``path`` so that the next
+    run from the same checkout finds the same data. Nothing above the checkout is changed."""
+    path = path.absolute()
+    if path.is_symlink():
+        return path.resolve()
+    runas = _RunAs(user)
+    if runas.blocker(path) is None:
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    alt = SERVICE_HOME / f"{path.name}-{digest}"
+    SERVICE_HOME.mkdir(parents=True, exist_ok=True)
+    SERVICE_HOME.chmod(0o755)
+    if path.is_dir():
+        if any(path.iterdir()):
+            raise PermissionError(f"user {user!r} cannot reach {path}, and it is not empty: move it somewhere"
+                                  f" {user!r} can reach (e.g. {alt}) and link it from {path}")
+        path.rmdir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(alt, target_is_directory=True)
+    return alt
 
 
 class PostgresServer:

@@ -48,7 +48,7 @@ import psycopg
 from protocols import topics
 from protocols.signing import generate as new_key
 from protocols.signing import key_id, load_private, public_to_b64, save_private
-from server.devstack import MosquittoServer, PostgresServer, free_port
+from server.devstack import MosquittoServer, PostgresServer, free_port, service_dir
 from sim import backfill, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
 from sim.history import VirtualAgent, envelopes, profile
@@ -312,18 +312,22 @@ def main(argv: list[str] | None = None) -> int:
     if first:
         for sub in ("mqtt", "agents", "truth", "logs", "state.json"):
             p = var / sub
+            if p.is_symlink():  # a service directory kept elsewhere (devstack.service_dir)
+                shutil.rmtree(p.resolve(), ignore_errors=True)
+                p.unlink()
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     var.mkdir(parents=True, exist_ok=True)
     var.chmod(0o755)
     children = Children(var / "logs")
-    pg = PostgresServer(var / "pg", _port(state.get("pg_port", 55432)))
-    broker = MosquittoServer(var / "mqtt", _port(state.get("mqtt_port", 18830)))
+    # The services run as their own users, who may not reach a checkout in root's mode-700 home.
+    pg = PostgresServer(service_dir(var / "pg", "postgres"), _port(state.get("pg_port", 55432)))
+    broker = MosquittoServer(service_dir(var / "mqtt", "mosquitto"), _port(state.get("mqtt_port", 18830)))
     _own_group(broker)
     devices: list[Any] = []
     driver: Any = None
     truthlog: Any = None
     try:
-        say(f"PostgreSQL + TimescaleDB on 127.0.0.1:{pg.port} ({var / 'pg'})")
+        say(f"PostgreSQL + TimescaleDB on 127.0.0.1:{pg.port} ({pg.datadir})")
         pg.start()
         say(f"Mosquitto on 127.0.0.1:{broker.port}")
         broker.start()

@@ -13,11 +13,13 @@ import itertools
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import date, datetime, time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from server import clock
 from server.devstack import MosquittoServer, PostgresServer
 
 TEST_DB = "jishi_test"
@@ -28,6 +30,25 @@ _fresh_names = itertools.count(1)
 # never by how fast the machine happened to be.
 settings.register_profile("jishi", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("jishi")
+
+# The days every date-sensitive test runs on: a rule that asks "what is today" must hold on each.
+SWEEP_DAYS = {
+    "first-of-month": date(2026, 12, 1),
+    "last-of-month": date(2026, 11, 30),
+    "new-year": date(2027, 1, 1),  # also a year chinesecalendar 1.11 does not know
+    "leap-day": date(2028, 2, 29),
+    "holiday": date(2025, 10, 1),  # National Day, an official holiday
+    "make-up-workday": date(2025, 9, 28),  # a Sunday worked for it (调休)
+    "unknown-year": date(2031, 7, 15),
+}
+
+
+@pytest.fixture(params=list(SWEEP_DAYS.values()), ids=list(SWEEP_DAYS))
+def today(request: pytest.FixtureRequest) -> Iterator[date]:
+    """Run the test "on" each sweep day: every rule reads server.clock, frozen at 10:30 that day."""
+    day: date = request.param
+    with clock.frozen_at(datetime.combine(day, time(10, 30), clock.LOCAL)):
+        yield day
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from typing import Any
 
 import chinese_calendar
 
+from server import clock
 from server.evaluation.indicators import IN_SCOPE_VALUE, OPEN_MODE, Conn, params
 from server.evaluation.period import TZ, Period, local_iso
 from server.evaluation.sql import INST
@@ -121,6 +122,12 @@ ORDER BY i.unit_id, a.id
 """
 
 
+def judged_at(period: Period, as_of: datetime | None = None) -> datetime:
+    """When deadlines are judged: `as_of` if given, else the period's end, or now for a period still
+    running (a deadline that falls after today but inside the period is not yet missed)."""
+    return as_of or min(period.t1, clock.now())
+
+
 def check(
     conn: Conn,
     period: Period,
@@ -130,9 +137,9 @@ def check(
     silent_days: int = DEFAULT_SILENT_DAYS,
     calendar: WorkdayCalendar | None = None,
 ) -> tuple[list[Finding], WorkdayCalendar]:
-    """Findings for the period; deadlines and silence are judged at `as_of` (default: period end)."""
+    """Findings for the period; deadlines and silence are judged at `as_of` (default: `judged_at`)."""
     cal = calendar or WorkdayCalendar()
-    as_of = as_of or period.t1
+    as_of = judged_at(period, as_of)
     as_of_day = as_of.astimezone(TZ).date()
     p = params(period, unit_ids)
     findings: list[Finding] = []

@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 
+from server import clock
 from server.evaluation.period import TZ, Period, year_fraction
 from server.evaluation.sql import (
     IDENTITY_CLASS,
@@ -434,7 +435,7 @@ def service_range(
 
 def elapsed_until(now: datetime | None = None) -> date:
     """The end (exclusive) of the days that have begun, in Asia/Shanghai: today counts."""
-    return (now or datetime.now(TZ)).astimezone(TZ).date() + timedelta(days=1)
+    return (now.astimezone(TZ).date() if now else clock.today()) + timedelta(days=1)
 
 
 def tune(conn: Conn) -> None:

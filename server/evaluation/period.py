@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from server import clock
+
 TZ = ZoneInfo("Asia/Shanghai")
 
 
@@ -30,7 +32,7 @@ class Period:
     @classmethod
     def default(cls, now: datetime | None = None) -> Period:
         """The evaluation year: the calendar year before today's, in Asia/Shanghai."""
-        today = (now or datetime.now(TZ)).astimezone(TZ).date()
+        today = now.astimezone(TZ).date() if now else clock.today()
         return cls.year(today.year - 1)
 
     @classmethod

@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from server import clock
 from server.evaluation import compliance, prices, reconciliation, rubric, sampling
 from server.evaluation.indicators import (
     CLASSES,
@@ -698,7 +699,7 @@ def unit_report(
     return Report(
         f"{unit.name} 科研设施与仪器开放共享评价（{period.label}）",
         period,
-        now or datetime.now().astimezone(),
+        now or clock.now().astimezone(),
         summary,
         tables,
         data,
@@ -857,7 +858,7 @@ def region_report(result: RegionResult, now: datetime | None = None) -> Report:
     return Report(
         f"科研设施与仪器开放共享评价汇总（{period.label}）",
         period,
-        now or datetime.now().astimezone(),
+        now or clock.now().astimezone(),
         summary,
         [scores, findings, sample],
         {

@@ -24,10 +24,10 @@ import io
 import json
 import struct
 import zipfile
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from server import clock
 from server.config import load as load_settings
 from server.db import queries as ingest_queries
 from server.evaluation.indicators import Conn, params, segment_hours
@@ -119,7 +119,7 @@ def build_manifest(
             "end": period.t1.isoformat(),
             "timezone": "Asia/Shanghai",
         },
-        "generated_at": local_iso(datetime.now().astimezone()),
+        "generated_at": local_iso(clock.now()),
         "derive": {
             "heartbeat_ms": derive.heartbeat_ms,
             "tolerance_permille": derive.tolerance_permille,

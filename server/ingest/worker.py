@@ -28,7 +28,7 @@ import psycopg
 from protocols.derive import Carry, Derived
 from protocols.errors import Reason
 from protocols.records import Birth
-from server import live
+from server import clock, live
 from server.config import Settings
 from server.db import queries
 from server.derive import incremental
@@ -97,7 +97,7 @@ class Pipeline:
                 refused.append(r)
             else:
                 openings.append(r)
-        now = datetime.now(UTC)
+        now = clock.now()
         now_ms = int(now.timestamp() * 1000)
         with conn.transaction():
             envs: list[EnvelopeIn] = []
@@ -271,7 +271,7 @@ class Pipeline:
     def scan_holes(self, conn: Conn) -> Outcome:
         """Resend requests for holes that have waited long enough; permanent gaps for hopeless ones."""
         out = Outcome()
-        now = datetime.now(UTC)
+        now = clock.now()
         with conn.transaction():
             progs = [Progress.from_row(r) for r in queries.progress_with_holes(conn)]
             if not progs:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from fastapi import Request
 
+from server import clock
 from server.web.db import Conn, Database, one
 from server.web.errors import ApiError
 from server.web.settings import WebSettings
@@ -168,8 +169,8 @@ def resolve(conn: Conn, request: Request) -> Principal | None:
         row = one(
             conn,
             f"SELECT {_ACCOUNT_COLS}, t.id AS token_id FROM api_tokens t JOIN web_accounts a ON a.id = t.account_id"
-            " WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
-            (token_hash(token),),
+            " WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > %s)",
+            (token_hash(token), clock.now()),
         )
         if row is None:
             raise ApiError(401, "bad_token", "err.bad_token", headers={"WWW-Authenticate": "Bearer"})
@@ -179,9 +180,9 @@ def resolve(conn: Conn, request: Request) -> Principal | None:
         return None
     row = one(
         conn,
-        f"SELECT {_ACCOUNT_COLS}, s.csrf_token, s.expires_at > now() AS live"
+        f"SELECT {_ACCOUNT_COLS}, s.csrf_token, s.expires_at > %s AS live"
         " FROM web_sessions s JOIN web_accounts a ON a.id = s.account_id WHERE s.token_hash = %s",
-        (token_hash(cookie),),
+        (clock.now(), token_hash(cookie)),
     )
     if row is None or not row["live"]:
         raise ApiError(401, "session_expired", "err.session_expired")
@@ -260,12 +261,12 @@ def login(db: Database, settings: WebSettings, login_name: str, password: str, c
         got = one(
             conn,
             "INSERT INTO web_sessions (token_hash, account_id, csrf_token, expires_at)"
-            " VALUES (%s, %s, %s, now() + %s) RETURNING expires_at",
-            (digest, p.account_id, csrf, timedelta(seconds=settings.session_ttl_s)),
+            " VALUES (%s, %s, %s, %s) RETURNING expires_at",
+            (digest, p.account_id, csrf, clock.now() + timedelta(seconds=settings.session_ttl_s)),
         )
         # A successful login clears the name's failures; expired sessions are swept here too.
         conn.execute("DELETE FROM login_failures WHERE login = %s", (login_name,))
-        conn.execute("DELETE FROM web_sessions WHERE account_id = %s AND expires_at < now()", (p.account_id,))
+        conn.execute("DELETE FROM web_sessions WHERE account_id = %s AND expires_at < %s", (p.account_id, clock.now()))
     assert got is not None
     return LoginResult(principal=p, session_token=token, expires_at=got["expires_at"])
 

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from server import clock
 from server.evaluation.period import TZ
 from server.web.db import Conn, rows
 
@@ -88,7 +89,7 @@ def tile(r: dict[str, Any], now: datetime, stale: timedelta, with_user: bool = T
 
 def tiles(conn: Conn, *, unit_id: str | None, ids: list[str] | None = None, stale_s: int = 900,
           with_user: bool = True, now: datetime | None = None) -> list[dict[str, Any]]:
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     found = rows(conn, _TILES, {"u": unit_id, "ids": ids})
     return [tile(r, now, timedelta(seconds=stale_s), with_user) for r in found]
 

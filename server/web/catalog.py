@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from server import clock
 from server.web import board
 from server.web.db import Conn, one, rows
 
 # Published: open, shared with outsiders or at least inside, and not retired.
-_PUBLISHED = "i.is_open AND i.sharing_mode <> '不共享' AND (i.retired_on IS NULL OR i.retired_on > current_date)"
+_PUBLISHED = "i.is_open AND i.sharing_mode <> '不共享' AND (i.retired_on IS NULL OR i.retired_on > %(today)s)"
 
 _COLS = """i.id, i.name, i.name_en, i.unit_id, u.name AS unit_name, i.location, i.classification_code, i.model,
            i.manufacturer, i.country, i.specs, i.main_functions, i.service_content, i.fee_standard, i.booking_url,
@@ -20,7 +21,7 @@ _COLS = """i.id, i.name, i.name_en, i.unit_id, u.name AS unit_name, i.location, 
 def search(conn: Conn, *, q: str | None, unit_id: str | None, classification: str | None, location: str | None,
            limit: int, offset: int, stale_s: int) -> dict[str, Any]:
     params = {"q": q or None, "u": unit_id or None, "c": classification or None, "l": location or None,
-              "lim": limit, "off": offset}
+              "lim": limit, "off": offset, "today": clock.today()}
     where = (f" WHERE {_PUBLISHED}"
              " AND (%(q)s::text IS NULL OR i.name ILIKE '%%' || %(q)s || '%%' OR i.name_en ILIKE '%%' || %(q)s || '%%'"
              "      OR i.model ILIKE '%%' || %(q)s || '%%' OR i.main_functions ILIKE '%%' || %(q)s || '%%')"
@@ -39,12 +40,13 @@ def search(conn: Conn, *, q: str | None, unit_id: str | None, classification: st
 
 def detail(conn: Conn, instrument_id: str, stale_s: int) -> dict[str, Any] | None:
     r = one(conn, f"SELECT {_COLS} FROM instruments i JOIN units u ON u.id = i.unit_id"
-                  f" WHERE i.id = %s AND {_PUBLISHED}", (instrument_id,))
+                  f" WHERE i.id = %(i)s AND {_PUBLISHED}", {"i": instrument_id, "today": clock.today()})
     if r is None:
         return None
     r["prices"] = rows(conn, "SELECT item, basis, internal_price, external_price, valid_from, valid_to, note"
-                             " FROM price_list WHERE instrument_id = %s AND valid_from <= current_date"
-                             " AND (valid_to IS NULL OR valid_to >= current_date) ORDER BY item", (instrument_id,))
+                             " FROM price_list WHERE instrument_id = %(i)s AND valid_from <= %(today)s"
+                             " AND (valid_to IS NULL OR valid_to >= %(today)s) ORDER BY item",
+                       {"i": instrument_id, "today": clock.today()})
     t = board.tiles(conn, unit_id=None, ids=[instrument_id], stale_s=stale_s, with_user=False)
     r["free"] = t[0]["free"] if t else "unknown"
     return r

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from server import clock
 from server.evaluation.period import TZ, Period
 from server.web import audit, auth, board, catalog, charts, evaluation, plausibility, scope, vendor
 from server.web.auth import Principal
@@ -175,7 +176,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
     p = _need(who)
     lang = request_lang(request)
     days = SPANS[span]
-    first = start or (datetime.now(TZ).date() - timedelta(days=days - 1))
+    first = start or (clock.today() - timedelta(days=days - 1))
     ev = None
     if ev_from is not None and ev_to is not None:
         ev_from, ev_to = aware(ev_from), aware(ev_to)
@@ -185,7 +186,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
         data = timeline(conn, p, instrument_id, first, days)
         flags = plausibility.shown(conn, lang, instrument_id, data["start"], data["end"])
         # the trend ends with the month being looked at (today's, unless an earlier period is shown)
-        trend_data = utilization_trend(conn, inst, today=min(datetime.now(TZ).date(),
+        trend_data = utilization_trend(conn, inst, today=min(clock.today(),
                                                              first + timedelta(days=days - 1)))
         if ev_from is not None and ev_to is not None:
             ev = interval_evidence(conn, p, inst, ev_from, ev_to)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
+from server import clock
 from server.evaluation.indicators import rated_hours
 from server.evaluation.period import TZ
 from server.evaluation.sql import overlapping
@@ -61,7 +62,7 @@ def utilization_trend(conn: Conn, inst: dict[str, Any], *, months: int = 12, buc
                       today: date | None = None) -> dict[str, Any]:
     """Per bucket: running hours (verified, total), rated hours and both ratios. `bucket` None picks
     weeks when the instrument has been in service for less than three months of the range."""
-    today = today or datetime.now(TZ).date()
+    today = today or clock.today()
     accepted, retired = inst.get("accepted_on"), inst.get("retired_on")
     if bucket is None:
         span_start = buckets(today, months, "month")[0][0]

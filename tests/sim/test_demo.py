@@ -32,10 +32,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def var() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="jishi-demo-"))  # world-searchable: PostgreSQL runs as postgres
-    d.chmod(0o755)
+    # Inside a mode-700 directory, like a checkout in root's home: the services' users cannot reach
+    # it, so the demo must keep their data where they can, and find it again on the next run.
+    home = Path(tempfile.mkdtemp(prefix="jishi-home-"))
+    home.chmod(0o700)
+    d = home / "checkout" / "var" / "demo"
+    d.mkdir(parents=True)
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    for sub in ("pg", "mqtt"):
+        if (d / sub).is_symlink():
+            shutil.rmtree((d / sub).resolve(), ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 class Demo:
@@ -101,6 +108,8 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         with opener.open(f"{url}/api/v1/units/imu/live", timeout=10) as r:
             tiles = json.loads(r.read())["tiles"]
         assert {t["id"] for t in tiles} == {"imu-tem", "imu-nmr", "imu-xrd"}
+        with opener.open(f"{url}/units/imu/report", timeout=30) as r:  # the page a manager opens first
+            assert r.status == 200 and "利用率" in r.read().decode()
         state = json.loads((var / "state.json").read_text())
         dsn = f"postgresql://jishi@127.0.0.1:{state['pg_port']}/jishi"
         history = {a: w for a, (w, _) in _published(dsn).items()}
@@ -114,6 +123,7 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         else:
             raise AssertionError(f"agents did not publish: {now} after history {history}")
         children = _descendants(demo.proc.pid)
+        assert (var / "pg").is_symlink()  # postgres cannot reach a mode-700 directory: kept elsewhere
         pg_pid = int((var / "pg" / "postmaster.pid").read_text().split()[0])
         assert len([c for c in children if "agent.cli" in " ".join(c.cmdline())]) == 3
         assert demo.interrupt() == 0  # a clean stop, as asked

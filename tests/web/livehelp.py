@@ -7,12 +7,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
 import uvicorn
 
+from server import clock
 from server.db import queries
 from server.devstack import free_port
 from server.evaluation.period import TZ
@@ -44,7 +45,7 @@ def store_live(dsn: str, instrument_id: str, unit_id: str, agent_id: str, state:
                since: datetime | None = None, identifier: str | None = None, org_name: str | None = None,
                today_running_s: float = 0.0, online: bool = True) -> None:
     """Write the live state the way ingest does (server/db/queries.upsert_live: row + NOTIFY on commit)."""
-    now = datetime.now(UTC)
+    now = clock.now()
     today: date = now.astimezone(TZ).date()
     row = {"instrument_id": instrument_id, "unit_id": unit_id, "agent_id": agent_id, "state": state,
            "state_since": since or now, "session_id": "s-live" if identifier else None, "identifier": identifier,

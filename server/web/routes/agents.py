@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import signing
+from server import clock
 from server.web import scope
 from server.web.auth import ENROL_TOKEN_PREFIX, bearer, new_token, require_role, token_hash
 from server.web.db import Conn, one, rows
@@ -101,8 +102,8 @@ def create_enrolment_token(instrument_id: str, body: EnrolmentTokenIn, request: 
         if existing is not None and existing["revoked_at"] is not None:
             raise ApiError(409, "agent_revoked", "err.agent_revoked", agent=agent_id)
         got = one(conn, "INSERT INTO enrolment_tokens (token_hash, instrument_id, agent_id, created_by, expires_at)"
-                        " VALUES (%s, %s, %s, %s, now() + %s) RETURNING id, expires_at",
-                  (digest, instrument_id, agent_id, who.account_id, ttl))
+                        " VALUES (%s, %s, %s, %s, %s) RETURNING id, expires_at",
+                  (digest, instrument_id, agent_id, who.account_id, clock.now() + ttl))
     assert got is not None
     url = str(request.base_url).rstrip("/") + "/api/v1/enrol"
     return {
@@ -162,8 +163,8 @@ def enrol(body: EnrolIn, request: Request, db: Db, settings: Settings) -> dict[s
         claimed = one(
             conn,
             "UPDATE enrolment_tokens SET used_at = now(), key_id = %s WHERE token_hash = %s AND used_at IS NULL"
-            " AND revoked_at IS NULL AND expires_at > now() RETURNING id, instrument_id, agent_id",
-            (kid, token_hash(token)),
+            " AND revoked_at IS NULL AND expires_at > %s RETURNING id, instrument_id, agent_id",
+            (kid, token_hash(token), clock.now()),
         )
         if claimed is None:
             raise ApiError(401, "enrolment_token", "err.enrolment_token", headers={"WWW-Authenticate": "Bearer"})

@@ -254,7 +254,8 @@ def compliance_findings(period: PeriodPath, who: Who, db: Db,
         for u in units or []:
             scope.unit(conn, who, u)
         found, cal = compliance.check(conn, p, units, as_of=at, silent_days=silent_days)
-    return {"period": p.label, "as_of": (at or p.t1).astimezone(TZ).isoformat(), "silent_days": silent_days,
+    return {"period": p.label, "as_of": compliance.judged_at(p, at).astimezone(TZ).isoformat(),
+            "silent_days": silent_days,
             "calendar_note": cal.note(),
             "findings": [{**f.as_dict(), "rule_label": compliance.RULE_LABELS.get(f.rule, f.rule)} for f in found]}
 

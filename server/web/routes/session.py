@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from server import clock
 from server.web import auth
 from server.web.auth import API_TOKEN_PREFIX, ROLES, Role, new_token, require_role
 from server.web.db import one, rows
@@ -74,7 +75,7 @@ def list_tokens(who: Who, db: Db) -> list[dict[str, Any]]:
 @router.post("/tokens", status_code=201, summary="Create an API token for scripts (shown once)")
 def create_token(body: TokenIn, who: Who, db: Db) -> dict[str, Any]:
     token, digest = new_token(API_TOKEN_PREFIX)
-    expires = datetime.now().astimezone() + timedelta(days=body.days) if body.days else None
+    expires = clock.now() + timedelta(days=body.days) if body.days else None
     with db.write(who.actor) as conn:
         got = one(conn, "INSERT INTO api_tokens (token_hash, account_id, name, expires_at) VALUES (%s, %s, %s, %s)"
                         " RETURNING id, name, created_at, expires_at", (digest, who.account_id, body.name, expires))
