@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 
 from server import clock
-from server.evaluation.indicators import year_fraction
+from server.evaluation.period import year_fraction
 from tests.web.conftest import Web
 from tests.web.livehelp import store_live
 
