@@ -122,15 +122,18 @@ class LiveHub:
                             pass
 
 
-def follow(dsn: str, *, timeout: float | None = None, stop: threading.Event | None = None) -> Iterator[LiveRow]:
+def follow(dsn: str, *, timeout: float | None = None, stop: threading.Event | None = None,
+           listening: threading.Event | None = None) -> Iterator[LiveRow]:
     """Yield the current rows, then every row committed from now on (LISTEN jishi_live).
 
     LISTEN starts before the snapshot is read, so nothing committed in between is missed (a row
     may come twice; the later one is current). Ends after `timeout` seconds without a row, or
-    when `stop` is set.
+    when `stop` is set. `listening` is set once LISTEN is in place.
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"LISTEN {CHANNEL}")
+        if listening is not None:
+            listening.set()
         yield from snapshot(conn)
         last = time.monotonic()
         while stop is None or not stop.is_set():

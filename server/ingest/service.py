@@ -41,7 +41,8 @@ class Ingest:
         return self
 
     def wait_connected(self, timeout: float = 10) -> bool:
-        return self.subscriber.connected.wait(timeout)
+        """Connected and subscribed: from now on every message published reaches this ingest."""
+        return self.subscriber.subscribed.wait(timeout)
 
     def stop(self) -> None:
         """Disconnect first (no new messages), then let the worker finish its batch."""

@@ -44,6 +44,8 @@ class Subscriber:
         self.out = out
         self.metrics = metrics
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        """set once the broker has granted this connection's subscriptions: messages now reach us"""
         self.generation = 0
         """connection number: message ids of an earlier connection must not be acked on this one"""
         self._lock = threading.Lock()
@@ -64,6 +66,7 @@ class Subscriber:
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self.client = c
 
@@ -83,6 +86,7 @@ class Subscriber:
         finally:
             self.client.loop_stop()
             self.connected.clear()
+            self.subscribed.clear()
 
     # -- callbacks (network thread) -------------------------------------------------------------
 
@@ -102,8 +106,18 @@ class Subscriber:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                        properties: Properties | None) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if rc.value != 0:
             log.warning("disconnected from broker (%s); reconnecting", rc)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("broker refused subscriptions: %s", ", ".join(refused))
+            return
+        log.info("subscribed to %d topic filters", len(reason_codes))
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = time.time()

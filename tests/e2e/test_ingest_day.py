@@ -8,7 +8,6 @@ intervals, sessions, coverage and hours must be exactly what the script implies,
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,8 +127,7 @@ def test_scripted_day(pg_dsn: str, mqtt_broker: Any) -> None:
     w1, w2 = Ingest(s1).start(), Ingest(s2).start()
     pub = Publisher(mqtt_broker, client_id=f"pub-{tag}")
     try:
-        assert w1.wait_connected() and w2.wait_connected()
-        time.sleep(0.3)  # subscriptions in place
+        assert w1.wait_connected() and w2.wait_connected()  # subscriptions in place
         items: list[tuple[str, bytes]] = []
         items += [(a.topic(), p) for p in shuffled_with_dups([e for _, e in envelopes(a, a.made, rng)], rng)]
         items += [(b.topic(), p) for p in shuffled_with_dups([e for f, e in b_env if f != held_first], rng)]

@@ -37,7 +37,6 @@ def test_database_outage_and_broker_restart(pg_server: Any, pg_dsn: str, mqtt_br
 
     try:
         assert ing.wait_connected()
-        time.sleep(0.3)
         pub.publish(a.topic(), a.seal([a.state(now - 50 * S, "running")]))
         wait_for(lambda: acked() == 1, 10, what="first ack")
 

@@ -64,7 +64,6 @@ def test_broker_down_agent_spools_and_everything_arrives_once(pg_dsn: str, mqtt_
         schedule = Schedule(meter)
         try:
             assert ing.wait_connected()
-            time.sleep(0.3)
             schedule.start()
             agent.start()
             wait_until(lambda: progress(pg_dsn, agent_id)[0] >= 10, 30, "records flowing")

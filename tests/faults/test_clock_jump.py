@@ -46,7 +46,6 @@ def test_clock_jumps_are_recorded_and_hours_equal_the_truth(pg_dsn: str, mqtt_br
     pub = Publisher(mqtt_broker, client_id=f"pub-{tag}")
     try:
         assert ing.wait_connected()
-        time.sleep(0.3)
         pub.publish_many([(a.topic(), a.seal(a.made[i:i + 10])) for i in range(0, len(a.made), 10)])
         wait_for(lambda: query(pg_dsn, "SELECT derived_seq FROM agent_progress WHERE agent_id = %s",
                                (a.agent,)) == [(101,)], 20, what="all records derived")

@@ -52,7 +52,6 @@ def test_database_restart_while_records_flow(pg_server: PostgresServer, pg_dsn: 
     sender = threading.Thread(target=stream, daemon=True)
     try:
         assert ing.wait_connected()
-        time.sleep(0.3)
         sender.start()
         wait_for(lambda: stored() >= RECORDS // 5, 20, every=0.01, what="records flowing")
         stopped_at.append(stored())

@@ -72,8 +72,7 @@ def test_database_unreachable_ingest_backs_off_and_nothing_is_lost(pg_server: Po
         schedule = Schedule(meter)
         try:
             ingest.start()
-            wait_until(lambda: "connected to" in ingest.output(), 20, "ingest connected to the broker")
-            time.sleep(0.5)
+            wait_until(lambda: "subscribed to" in ingest.output(), 20, "ingest subscribed on the broker")
             schedule.start()
             agent.start()
             wait_until(lambda: progress(pg_dsn, agent_id)[0] >= 10, 30, "records flowing")

@@ -77,7 +77,6 @@ def test_cuts_longer_than_session_expiry_lose_nothing(pg_dsn: str, mqtt_broker: 
         schedule = Schedule(meter)
         try:
             assert ing.wait_connected()
-            time.sleep(0.3)
             schedule.start()
             agent.start()
             wait_until(lambda: progress(pg_dsn, agent_id)[0] >= 10, 30, "records flowing")

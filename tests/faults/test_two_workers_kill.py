@@ -54,7 +54,6 @@ def test_both_workers_killed_and_restarted(order: str, pg_dsn: str, mqtt_broker:
             return len(progress()) == AGENTS
 
         wait_for(subscribed, 20, every=0.3, what="both ingest processes subscribed")
-        time.sleep(0.5)
         pub.publish_many(items)
         total = AGENTS * RECORDS
         wait_for(lambda: stored() > total // 6, 30, every=0.005, what="some progress")

@@ -4,7 +4,6 @@ neighbour not; and the named queries over data stored by the real ingest pipelin
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -112,7 +111,6 @@ def test_named_queries_over_ingested_records(pg_dsn: str, mqtt_broker: Any) -> N
         a.heartbeat(start_ms + k * 60_000, "running", period_ms=60_000)
     try:
         assert ing.wait_connected()
-        time.sleep(0.3)
         pub.publish_many([(a.topic(), a.seal(a.made[i:i + 500])) for i in range(0, len(a.made), 500)])
         wait_for(lambda: query(pg_dsn, "SELECT derived_seq FROM agent_progress WHERE agent_id = %s",
                                (a.agent,)) == [(n + 1,)], 30, what="all records derived")

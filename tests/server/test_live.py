@@ -44,15 +44,15 @@ def test_live_rows_follow_commits(fresh_db: str) -> None:
     day_start = int(live.day_bounds(datetime.now(UTC), "Asia/Shanghai")[1].timestamp() * 1000)
     start = max(now - 3600 * S, day_start)  # running for up to an hour, within today
     followed: queue.Queue[dict[str, Any]] = queue.Queue()
-    stop = threading.Event()
+    stop, listening = threading.Event(), threading.Event()
 
     def run_follower() -> None:
-        for row in live.follow(dsn, stop=stop):
+        for row in live.follow(dsn, stop=stop, listening=listening):
             followed.put(row)
 
     th = threading.Thread(target=run_follower, daemon=True)
     th.start()
-    time.sleep(0.5)
+    assert listening.wait(30)
     hub = live.LiveHub()
     q = hub.subscribe()
     pipe = Pipeline(settings_for(dsn), "t")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
@@ -167,9 +167,9 @@ def patch_account(account_id: int, body: AccountPatch, who: Who, db: Db) -> dict
             changes["display_name"] = body.display_name
         if body.password is not None:
             changes["password_hash"] = auth.hash_password(body.password)
-            changes["password_changed_at"] = datetime.now().astimezone()
+            changes["password_changed_at"] = clock.now()
         if body.disabled is not None:
-            changes["disabled_at"] = datetime.now().astimezone() if body.disabled else None
+            changes["disabled_at"] = clock.now() if body.disabled else None
         cols = ", ".join(f"{c} = %({c})s" for c in changes)
         conn.execute(f"UPDATE web_accounts SET {cols} WHERE id = %(_id)s".encode(), {**changes, "_id": account_id})
         if body.password is not None or body.disabled or "role" in sent or "unit_id" in sent:
