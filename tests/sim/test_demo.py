@@ -4,6 +4,7 @@ process group, as a terminal sends it) stops every child, and a second run reuse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -145,4 +146,9 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
     finally:
         for d in (demo, locals().get("again")):
             if isinstance(d, Demo) and d.proc.poll() is None:
+                # the broker and the servers run in sessions of their own: kill them one by one
+                left = _descendants(d.proc.pid)
                 os.killpg(d.proc.pid, signal.SIGKILL)
+                for c in left:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        c.kill()
