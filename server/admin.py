@@ -74,10 +74,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     period = _period(args)
     started = time.perf_counter()
+    from server.evaluation import closing
+    from server.evaluation.report import Report
+
     with _connect(args) as conn:
-        rep = unit_report(
-            conn, period, args.unit, _rubric(args), privacy.load(conn), as_of=_as_of(args), silent_days=args.silent_days
-        )
+        snap = closing.current(conn, period.label)
+        rep: Report
+        if snap is not None:  # a closed period: the signed snapshot, late records beside it
+            rep = closing.unit_view(conn, snap, args.unit)
+            print(f"{period.label} is closed (version {snap.version}): the report is read from its snapshot")
+        else:
+            rep = unit_report(
+                conn, period, args.unit, _rubric(args), privacy.load(conn), as_of=_as_of(args),
+                silent_days=args.silent_days,
+            )  # fmt: skip
     out = Path(args.out)
     stem = f"{args.unit}-{period.label.replace('..', '_')}"
     write_xlsx(rep, out / f"{stem}.xlsx")
@@ -93,6 +103,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             "revenue",
             "grade",
             "subsidy",
+            "closed",
+            "amended_instruments",
         ):
             print(f"  {label}: {_fmt(value)}")
     return 0

@@ -130,6 +130,7 @@ def create_expert_score(period: PeriodPath, unit_id: str, body: ExpertScoreIn, w
     expert = f"{who.display_name} ({who.login})" if who.display_name else who.login
     with db.write(who.actor) as conn:
         scope.unit(conn, who, unit_id)
+        evaluation.require_open(conn, p)
         rubric.record_expert_score(conn, rb, unit_id, p.label, body.criterion, body.points, body.note.strip(),
                                    expert)
     with db.read() as conn:
@@ -151,7 +152,7 @@ def region_report(period: PeriodPath, who: Who, db: Db, settings: Settings, samp
     require_role(who, "operator", "evaluator")
     p = evaluation.period_of(period)
     with db.read() as conn:
-        return report_mod.region_report(evaluation.region(conn, settings, p, sample_size=sample, seed=seed)).as_dict()
+        return evaluation.region_report(conn, settings, p, sample_size=sample, seed=seed).as_dict()
 
 
 @router.get("/{period}/region/workbook.xlsx", summary="The region's report as an XLSX workbook",
@@ -161,7 +162,7 @@ def region_workbook(period: PeriodPath, who: Who, db: Db, settings: Settings, sa
     require_role(who, "operator", "evaluator")
     p = evaluation.period_of(period)
     with db.read() as conn:
-        rep = report_mod.region_report(evaluation.region(conn, settings, p, sample_size=sample, seed=seed))
+        rep = evaluation.region_report(conn, settings, p, sample_size=sample, seed=seed)
     return _xlsx(rep, f"jishi-region-{p.label}")
 
 
