@@ -341,12 +341,12 @@ def cmd_period(args: argparse.Namespace) -> int:
                 state = f"reopened {s.reopened_at} by {s.reopened_by}: {s.reopen_reason}" if s.reopened_at else ""
                 print(f"{s.period} v{s.version} closed {s.closed_at} by {s.closed_by}, sha256 {s.payload_sha256}"
                       f" — {state or 'in force'}")
-            snap = closing.current(conn, period.label)
-            if snap is None:
+            in_force = closing.current(conn, period.label)
+            if in_force is None:
                 print(f"{period.label} is not closed")
                 return 0
             if args.out:
-                Path(args.out).write_text(json.dumps(snap.export(), ensure_ascii=False), encoding="utf-8")
+                Path(args.out).write_text(json.dumps(in_force.export(), ensure_ascii=False), encoding="utf-8")
                 print(f"{args.out}: signed snapshot (check it with `jishi period verify {args.out}`)")
     return 0
 

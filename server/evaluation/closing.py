@@ -105,7 +105,11 @@ def current(conn: Conn, period: str, *, with_payload: bool = True) -> Snapshot |
         " JOIN period_snapshot_payloads p ON p.snapshot_id = s.id WHERE s.period = %s AND s.reopened_at IS NULL",
         (with_payload, period),
     ).fetchone()
-    return Snapshot(*row[:11], payload_bytes=bytes(row[11] or b"")) if row else None
+    if row is None:
+        return None
+    snap = Snapshot(*row[:11])
+    snap.payload_bytes = bytes(row[11] or b"")
+    return snap
 
 
 def history(conn: Conn, period: str) -> list[Snapshot]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -38,19 +39,20 @@ def _late_run(dsn: str) -> None:
         )
 
 
-def _i1(rep: dict[str, object]) -> dict[str, object]:
-    return next(f for f in rep["instruments"] if f["id"] == "I1")  # type: ignore[attr-defined,index]
+def _i1(rep: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = next(f for f in rep["instruments"] if f["id"] == "I1")
+    return found
 
 
 def test_late_record_leaves_the_snapshot_and_shows_as_amendment(db: str, tmp_path: Path) -> None:
     key, _ = snapshot.generate_key(tmp_path / "snapshot.key")
     with psycopg.connect(db) as conn:
-        snap = closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+        closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
     with psycopg.connect(db) as conn:
         snap = closing.current(conn, "2025")
         assert snap is not None and snap.version == 1
         closed = closing.unit_view(conn, snap, "U1").as_dict()
-    assert _i1(closed)["running_hours"]["total"] == pytest.approx(21.5)  # type: ignore[index]
+    assert _i1(closed)["running_hours"]["total"] == pytest.approx(21.5)
     assert closed["tables"]["amendment"]["rows"] == []
     assert closed["closed"]["version"] == 1 and closed["closed"]["amended"] is False
 
