@@ -88,10 +88,13 @@ IDENTITY_ORG = f"SELECT c.*, pu.org_id FROM ({IDENTITY_CLASS}) c JOIN platform_u
 def attribution(who: str, org: str, user_type: str, rec_org: str) -> str:
     """The share of a record's claim a running segment stands for: 'att' (supports it), 'may'
     (nobody known: may support it), 'own' (the unit's own or affiliated users, against an external
-    claim) or 'other' (someone else's use). `who` is NULL for an unattributed identity."""
+    claim) or 'other' (someone else's use). `who` is NULL for an unattributed identity. An external
+    record that names no organisation (neither its own nor its applicant's) has nothing to match:
+    outside users' time may support it, and it never shows as a proven 多报 for that reason alone."""
     return f"""CASE WHEN {who} IS NULL THEN 'may'
         WHEN {user_type} = 120 THEN CASE WHEN {who} = 'internal' THEN 'att' ELSE 'other' END
         WHEN {who} = 'internal' THEN 'own'
+        WHEN {rec_org} IS NULL THEN 'may'
         WHEN {org} = {rec_org} THEN 'att'
         ELSE 'other' END"""
 

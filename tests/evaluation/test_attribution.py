@@ -16,6 +16,8 @@ busy with outside users would file. Worked by hand (I1, agent A1, Asia/Shanghai)
      follow the same rule, attributed to the unit's own and affiliated users).
   X6 130 carol      03-10 13-18 claims 4.3: carol's s3 14-18 -> attributed 4, 0.3 beyond it is
      within the tolerance -> 一致.
+  X7 130 nobody named, no organisation, 01-01 00-02 claims 2: carol (external) ran s1 -> nothing to
+     attribute to, her time may support it -> 一致, listed as relying on may-support time.
 Existing records: R1 (carol, attributed 4) 一致, R2 多报 8, R3 一致, R4 无法核实 2, R5 (alice, 120) 一致.
 """
 
@@ -39,13 +41,14 @@ Y2025 = Period.year(2025)
 KEY = privacy.Pseudonymizer(b"k" * 32)
 
 # (record_no, start, end, claimed, user type, applicant, applicant org)
-EXTRA = [
+EXTRA: list[tuple[str, str, str, str, int, str | None, str | None]] = [
     ("X1", "2025-03-10 09:00", "2025-03-10 12:00", "3.0", 130, "dave", "O4"),
     ("X2", "2025-09-09 08:00", "2025-09-09 10:00", "2.0", 130, "carol", "O3"),
     ("X3", "2025-12-31 23:00", "2026-01-01 00:00", "1.0", 130, "carol", "O3"),
     ("X4", "2025-06-04 09:00", "2025-06-04 12:00", "3.0", 130, "carol", "O3"),
     ("X5", "2025-03-10 14:00", "2025-03-10 18:00", "4.0", 120, "alice", "O1"),
     ("X6", "2025-03-10 13:00", "2025-03-10 18:00", "4.3", 130, "carol", None),  # org from the applicant
+    ("X7", "2025-01-01 00:00", "2025-01-01 02:00", "2.0", 130, None, None),
 ]
 
 
@@ -54,11 +57,12 @@ def db(fresh_db: str) -> str:
     scenario.build(fresh_db)
     with psycopg.connect(fresh_db) as conn:
         for no, a, b, hours, user_type, user, org in EXTRA:
+            name = user.title() if user else "某企业"
             conn.execute(
                 "INSERT INTO service_records (unit_id, instrument_id, record_no, start_at, end_at, service_hours,"
                 " amount, way, user_type, applicant_user_id, applicant_name, applicant_org_id, content)"
                 " VALUES ('U1', 'I1', %s, %s, %s, %s, 100, '占用', %s, %s, %s, %s, '样品测试')",
-                (no, scenario.t(a), scenario.t(b), Decimal(hours), user_type, user, user.title(), org),
+                (no, scenario.t(a), scenario.t(b), Decimal(hours), user_type, user, name, org),
             )
     return fresh_db
 
@@ -102,6 +106,9 @@ def test_each_verdict_with_its_breakdown(db: str) -> None:
     assert (r4.attributed_hours, r4.unverifiable, r4.contradicted) == pytest.approx((3.0, 2.0, 0.0))
     # internal records: only the unit's own / affiliated users support them
     assert by_no["R5"].status == "ok" and by_no["R5"].attributed_hours == pytest.approx(3.0)
+    x7 = by_no["X7"]  # no organisation to match: outside users' time may support it, never a proven 多报
+    assert x7.status == "ok" and x7.relies_on_unattributed
+    assert (x7.attributed_hours, x7.may_support_hours, x7.other_hours) == pytest.approx((0.0, 2.0, 0.0))
     x5 = by_no["X5"]
     assert x5.status == "overclaimed"
     assert (x5.attributed_hours, x5.other_hours, x5.contradicted) == pytest.approx((0.0, 4.0, 4.0))
@@ -117,7 +124,7 @@ def test_region_totals_agree_with_the_records(db: str) -> None:
     assert (one.overclaimed_records, one.unverifiable_records) == (4, 2)
     assert (one.contradicted_hours, one.unverifiable_hours) == pytest.approx((16.3, 5.0))
     assert one.own_unit_in_external_windows == pytest.approx(3.0)
-    assert one.may_support_used == pytest.approx(2.0)
+    assert one.may_support_used == pytest.approx(4.0)  # X2, X7
     assert region.as_dict() == one.as_dict()
 
 
@@ -127,7 +134,7 @@ def test_report_page_table_and_workbook_show_the_breakdown(db: str, tmp_path: Pa
         region = region_report(evaluate_region(conn, Y2025, rubric.load(None), KEY))
     table = rep.as_dict()["tables"]["reconciliation"]
     rows = {r["record_no"]: r for r in table["rows"]}
-    assert set(rows) == {"R2", "R4", "X1", "X2", "X3", "X4", "X5"}  # R1, R3, R5, X6 are consistent
+    assert set(rows) == {"R2", "R4", "X1", "X2", "X3", "X4", "X5", "X7"}  # R1, R3, R5, X6 are consistent
     assert rows["X1"]["status"] == "多报" and rows["X1"]["own_unit_hours"] == pytest.approx(3.0)
     assert rows["X2"]["status"] == "一致（依赖可能支持机时）"
     assert rows["X4"]["status"] == "无法核实"
