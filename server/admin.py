@@ -117,12 +117,25 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from server.evaluation import privacy
+    from server.evaluation import closing, privacy
     from server.evaluation.report import evaluate_region, region_report
     from server.exports.workbook import write_json, write_xlsx
 
     period = _period(args)
     started = time.perf_counter()
+    out = Path(args.out)
+    stem = f"evaluation-{period.label.replace('..', '_')}"
+    with _connect(args) as conn:
+        snap = closing.current(conn, period.label)
+        if snap is not None:  # a closed period: the signed snapshot, late records beside it
+            frozen = closing.region_view(conn, snap)
+    if snap is not None:
+        write_xlsx(frozen, out / f"{stem}.xlsx")
+        write_json(frozen, out / f"{stem}.json")
+        print(f"{out / stem}.xlsx, .json: {period.label} is closed (version {snap.version}), read from its snapshot")
+        for row in frozen.as_dict()["tables"]["scores"]["rows"]:
+            print(f"{row['unit_id']:<12}{float(row['score'] or 0):>8.2f}  {row['grade']}")
+        return 0
     with _connect(args) as conn:
         result = evaluate_region(
             conn,
@@ -136,8 +149,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     computed = time.perf_counter() - started
     rep = region_report(result)
-    out = Path(args.out)
-    stem = f"evaluation-{period.label.replace('..', '_')}"
     write_xlsx(rep, out / f"{stem}.xlsx")
     write_json(rep, out / f"{stem}.json")
     print(f"{out / stem}.xlsx, .json (computed in {computed:.2f} s, total {time.perf_counter() - started:.2f} s)")

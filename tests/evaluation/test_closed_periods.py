@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from server import admin
+from server import admin, clock
 from server.evaluation import closing, privacy, rubric, snapshot
 from server.evaluation.period import Period
 from server.exports.workbook import write_xlsx
@@ -46,11 +46,13 @@ def _i1(rep: dict[str, Any]) -> dict[str, Any]:
 
 def test_late_record_leaves_the_snapshot_and_shows_as_amendment(db: str, tmp_path: Path) -> None:
     key, _ = snapshot.generate_key(tmp_path / "snapshot.key")
-    with psycopg.connect(db) as conn:
+    with psycopg.connect(db) as conn, clock.frozen_at(scenario.t("2026-02-01 09:00")):
         closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
     with psycopg.connect(db) as conn:
         snap = closing.current(conn, "2025")
         assert snap is not None and snap.version == 1
+        assert snap.closed_at == scenario.t("2026-02-01 09:00")  # the rules' clock, not the wall clock
+        assert snap.payload["closed_at"] == "2026-02-01T09:00:00+08:00"
         closed = closing.unit_view(conn, snap, "U1").as_dict()
     assert _i1(closed)["running_hours"]["total"] == pytest.approx(21.5)
     assert closed["tables"]["amendment"]["rows"] == []
@@ -183,3 +185,18 @@ def test_cli_keygen_close_show_verify_reopen(db: str, tmp_path: Path, capsys: py
     capsys.readouterr()
     assert admin.main(["--dsn", db, "period", "show", "--year", "2025"]) == 0
     assert "is not closed" in capsys.readouterr().out
+
+
+def test_cli_report_and_evaluate_read_the_snapshot(db: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "snapshot.key"
+    assert admin.main(["period", "keygen", "--key-file", str(key_file)]) == 0
+    assert admin.main(["--dsn", db, "period", "close", "--year", "2025", "--key-file", str(key_file)]) == 0
+    _late_run(db)
+    assert admin.main(["--dsn", db, "report", "--year", "2025", "--unit", "U1", "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "U1-2025.json").read_text(encoding="utf-8"))
+    assert _i1(rep)["running_hours"]["total"] == pytest.approx(21.5)
+    assert [r["instrument_id"] for r in rep["tables"]["amendment"]["rows"]] == ["I1"]
+    assert admin.main(["--dsn", db, "evaluate", "--year", "2025", "--out", str(tmp_path)]) == 0
+    region = json.loads((tmp_path / "evaluation-2025.json").read_text(encoding="utf-8"))
+    assert region["closed"]["version"] == 1
+    assert region["tables"]["amendment"]["rows"][0]["running_added"] == pytest.approx(2.0)
