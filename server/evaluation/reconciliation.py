@@ -75,11 +75,8 @@ _PERIOD_SECONDS = (
     " - greatest({seg}.start_at, {rec}.start_at, %(t0)s)))"
 )
 
-# rec_org: the organisation the claim is attributed to (the record's, else its applicant's)
 _REC_COLUMNS = """r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.end_at, r.service_hours, r.amount,
-    r.user_type, r.applicant_user_id, r.applicant_org_name, r.applicant_org_id,
-    COALESCE(r.applicant_org_id, (SELECT pu.org_id FROM platform_users pu WHERE pu.id = r.applicant_user_id))
-        AS rec_org"""
+    r.user_type, r.applicant_user_id, r.applicant_org_name, r.applicant_org_id"""
 
 # IDENTITY_CLASS with the user's organisation (attribution to the applicant's organisation).
 IDENTITY_ORG = f"SELECT c.*, pu.org_id FROM ({IDENTITY_CLASS}) c JOIN platform_users pu ON pu.id = c.user_id"
@@ -107,7 +104,13 @@ def _head(by_instrument: bool) -> str:
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_ORG}),
 internal_org AS MATERIALIZED ({INTERNAL_ORGS}),
-rec AS MATERIALIZED ({records_in_period(_REC_COLUMNS, by_instrument=by_instrument)}),
+rec_only AS MATERIALIZED ({records_in_period(_REC_COLUMNS, by_instrument=by_instrument)}),
+-- rec_org: the organisation the claim is attributed to (the record's, else its applicant's), in one
+-- hash join (a look-up per record cost more than the rest of the region's query)
+rec AS MATERIALIZED (
+    SELECT r.*, COALESCE(r.applicant_org_id, pu.org_id) AS rec_org
+    FROM rec_only r LEFT JOIN platform_users pu ON pu.id = r.applicant_user_id
+),
 {_PAIRS_HEAD}"""
 
 
@@ -142,6 +145,10 @@ _CLASS_SUMS = """sum(us) FILTER (WHERE ({cls}) = 'att') AS attributed,
            sum(us) FILTER (WHERE ({cls}) = 'may') AS may_support,
            sum(us) FILTER (WHERE ({cls}) = 'own') AS own_unit,
            sum(us) FILTER (WHERE ({cls}) = 'other') AS other_use"""
+
+_CLASS_SUMS_TOTALS = """sum(us) FILTER (WHERE ({cls}) = 'att') AS attributed,
+               sum(us) FILTER (WHERE ({cls}) = 'may') AS may_support,
+               sum(us) FILTER (WHERE ({cls}) = 'own') AS own_unit"""
 
 # Per record and pair: everything one unit's list shows (sessions, whether the applicant was seen).
 _MEASURE_PAIRS = f"""
@@ -186,6 +193,11 @@ by_record AS (
 rec_measured AS (SELECT r.*, m.* FROM rec r LEFT JOIN by_record m ON m.rec_id = r.id),
 """
 
+# The class and organisation `attribution` needs, from the kind of identity found per segment
+# ('match': an external user of the record's organisation).
+_K_WHO = "(CASE WHEN q.k = 'internal' THEN 'internal' WHEN q.k IS NOT NULL THEN 'external' END)"
+_K_ORG = "(CASE WHEN q.k = 'match' THEN r.rec_org END)"
+
 _MEASURE_TOTALS = f"""
 -- Region totals need neither the sessions nor the applicant per record, so each record's
 -- running time is summed inside its look-up (one row per record, no grouping of pairs); the
@@ -193,37 +205,37 @@ _MEASURE_TOTALS = f"""
 ext_ident AS MATERIALIZED (SELECT unit_id, method, identifier, org_id FROM ident WHERE who = 'external'),
 int_ident AS MATERIALIZED (SELECT unit_id, method, identifier FROM ident WHERE who = 'internal'),
 rec_measured AS (
+    -- only what the verdict and the totals use: no verified / unverified / external per record
     SELECT r.*,
-           COALESCE(s.verified, 0) + COALESCE(l.verified, 0) AS verified,
-           COALESCE(s.unverified, 0) + COALESCE(l.unverified, 0) AS unverified,
-           COALESCE(s.external, 0) + COALESCE(l.external, 0) AS external,
+           0::float8 AS verified, 0::float8 AS unverified, 0::float8 AS external,
            COALESCE(s.ext_period_verified, 0) + COALESCE(l.ext_period_verified, 0) AS ext_period_verified,
            COALESCE(s.ext_period_unverified, 0) + COALESCE(l.ext_period_unverified, 0) AS ext_period_unverified,
            NULL::bigint AS sessions, NULL::boolean AS applicant_seen,
            COALESCE(s.attributed, 0) + COALESCE(l.attributed, 0) AS attributed,
            COALESCE(s.may_support, 0) + COALESCE(l.may_support, 0) AS may_support,
            COALESCE(s.own_unit, 0) + COALESCE(l.own_unit, 0) AS own_unit,
-           COALESCE(s.other_use, 0) + COALESCE(l.other_use, 0) AS other_use
+           0::float8 AS other_use
     FROM rec r
     CROSS JOIN LATERAL (
-        SELECT sum(q.us) FILTER (WHERE q.watched) AS verified, sum(q.us) FILTER (WHERE NOT q.watched) AS unverified,
-               sum(q.us) FILTER (WHERE q.who = 'external') AS external,
-               sum(q.period_us) FILTER (WHERE q.who = 'external' AND q.watched) AS ext_period_verified,
-               sum(q.period_us) FILTER (WHERE q.who = 'external' AND NOT q.watched) AS ext_period_unverified,
-               {_CLASS_SUMS.format(cls=attribution("q.who", "q.org", "r.user_type", "r.rec_org"))}
+        SELECT sum(q.period_us) FILTER (WHERE q.k IN ('match', 'external') AND q.watched) AS ext_period_verified,
+               sum(q.period_us) FILTER (WHERE q.k IN ('match', 'external') AND NOT q.watched) AS ext_period_unverified,
+               {_CLASS_SUMS_TOTALS.format(cls=attribution(_K_WHO, _K_ORG, "r.user_type", "r.rec_org"))}
         FROM (
+            -- the identity's kind, each segment looked up once (OFFSET 0: not repeated per FILTER);
+            -- the record's own organisation first, the common case of a record's window
             SELECT x.watched,
-                   CASE WHEN (r.unit_id, x.method, x.identifier) IN (SELECT * FROM int_ident) THEN 'internal'
+                   CASE WHEN r.rec_org IS NOT NULL
+                             AND (r.unit_id, x.method, x.identifier, r.rec_org) IN (SELECT * FROM ext_ident)
+                        THEN 'match'
+                        WHEN (r.unit_id, x.method, x.identifier) IN (SELECT * FROM int_ident) THEN 'internal'
                         WHEN (r.unit_id, x.method, x.identifier) IN (SELECT unit_id, method, identifier FROM ext_ident)
-                        THEN 'external' END AS who,
-                   -- the record's organisation when the identity is one of its external users
-                   CASE WHEN (r.unit_id, x.method, x.identifier, r.rec_org) IN (SELECT * FROM ext_ident)
-                        THEN r.rec_org END AS org,
+                        THEN 'external' END AS k,
                    {_us(clipped_seconds("x.start_at", "x.end_at", "r.start_at", "r.end_at"))} AS us,
                    {_us(_PERIOD_SECONDS.format(seg="x", rec="r"))} AS period_us
             FROM usage_segments x
             WHERE x.instrument_id = r.instrument_id AND x.state = 'running'
               AND x.start_at >= r.start_at - interval '24 hours' AND x.start_at < r.end_at AND x.end_at > r.start_at
+            OFFSET 0
         ) q
     ) s
     LEFT JOIN (
