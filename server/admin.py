@@ -357,7 +357,7 @@ def cmd_period(args: argparse.Namespace) -> int:
                 print(f"{period.label} is not closed")
                 return 0
             if args.out:
-                Path(args.out).write_text(json.dumps(in_force.export(), ensure_ascii=False), encoding="utf-8")
+                Path(args.out).write_text(json.dumps(in_force.export(conn), ensure_ascii=False), encoding="utf-8")
                 print(f"{args.out}: signed snapshot (check it with `jishi period verify {args.out}`)")
     return 0
 

@@ -2,9 +2,10 @@
 
 Closing a period computes, once, the region's report, every unit's report (figures, reconciliation,
 grades, subsidies) and every unit's evidence manifest (with the SHA-256 of each agent's envelope
-file), plus the running and external hours per instrument and the audit log's head, and stores
-them as one canonical JSON payload signed with the server's Ed25519 key (server.evaluation.snapshot;
-migration 022 keeps the rows immutable). From then on the reports of that period (API, pages,
+file) as parts, and signs with the server's Ed25519 key one small canonical JSON payload holding
+the running and external hours per instrument, the audit log's head and each part's SHA-256
+(server.evaluation.snapshot; migration 022 keeps the rows immutable). A unit's closed report reads
+its own part only, checked against the signed hash. From then on the reports of that period (API, pages,
 workbooks) are read from the snapshot; records that arrive later (an agent's spool) change nothing
 in it and are shown beside it as an amendment: the hours per instrument that the database now has
 beyond the snapshot's. Reopening is an operator action, audited with who and why; closing again
@@ -74,9 +75,30 @@ class Snapshot:
             self._payload = json.loads(self.payload_bytes)
         return self._payload
 
-    def export(self) -> dict[str, Any]:
-        """The file `jishi period verify` checks offline."""
-        return snapshot.export(self.payload_bytes, self.signature, self.public_key)
+    def part(self, conn: Conn, name: str) -> dict[str, Any]:
+        """One large part (region report, a unit's report or manifest), checked against the SHA-256
+        the signed payload names for it."""
+        digest = self.payload.get("parts", {}).get(name)
+        if digest is None:
+            raise LookupError(f"the snapshot of {self.period} has no part {name!r}")
+        row = conn.execute(
+            "SELECT body FROM period_snapshot_parts WHERE snapshot_id = %s AND part = %s", (self.id, name)
+        ).fetchone()
+        body = bytes(row[0]) if row else b""
+        if snapshot.sha256_hex(body) != digest:
+            raise ValueError(f"snapshot part {name!r} of {self.period} does not match its signed SHA-256")
+        part: dict[str, Any] = json.loads(body)
+        return part
+
+    def export(self, conn: Conn) -> dict[str, Any]:
+        """The file `jishi period verify` checks offline: the signed payload and every part."""
+        parts = {
+            name: bytes(body)
+            for name, body in conn.execute(
+                "SELECT part, body FROM period_snapshot_parts WHERE snapshot_id = %s ORDER BY part", (self.id,)
+            )
+        }
+        return snapshot.export(self.payload_bytes, self.signature, self.public_key, parts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +158,11 @@ def _report_doc(rep: Report) -> dict[str, Any]:
     return {"doc": rep.as_dict(), "summary_kinds": {k: kind for k, _, _, kind in rep.summary}}
 
 
+def _canonical(obj: Any) -> bytes:
+    """One normalisation of every value to JSON types (Decimal, dates), then the canonical bytes."""
+    return snapshot.canonical(orjson.loads(orjson.dumps(obj, default=_plain, option=orjson.OPT_NON_STR_KEYS)))
+
+
 def build_payload(
     conn: Conn,
     period: Period,
@@ -145,19 +172,22 @@ def build_payload(
     version: int,
     closed_at: datetime,
     closed_by: str,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The signed payload (parts named by SHA-256) and the parts' canonical bytes."""
     result = report_mod.evaluate_region(conn, period, rb, pseudonyms)
-    units: dict[str, Any] = {}
+    parts: dict[str, bytes] = {"region": _canonical(_report_doc(report_mod.region_report(result, now=closed_at)))}
     for uid in sorted(result.evaluation.units):
         rep = report_mod.unit_report(conn, period, uid, rb, pseudonyms, now=closed_at)
+        parts[f"unit/{uid}"] = _canonical(_report_doc(rep))
         manifest, files = build_manifest(conn, period, uid, pseudonyms)
         manifest["files"] = {name: snapshot.sha256_hex(data) for name, data in sorted(files.items())}
-        units[uid] = {"report": _report_doc(rep), "evidence_manifest": manifest}
+        del files
+        parts[f"manifest/{uid}"] = _canonical(manifest)
     hours = {
         f.id: {"unit_id": f.unit_id, "name": f.name, "running": f.running.as_dict(), "external": f.external.as_dict()}
         for f in result.evaluation.instruments.values()
     }
-    return {
+    doc = {
         "format": snapshot.FORMAT,
         "period": period.label,
         "period_start": period.start.isoformat(),
@@ -167,10 +197,11 @@ def build_payload(
         "closed_at": local_iso(closed_at),
         "closed_by": closed_by,
         "audit": audit_head(conn),
-        "region": _report_doc(report_mod.region_report(result, now=closed_at)),
-        "units": units,
+        "units": sorted(result.evaluation.units),
         "instrument_hours": hours,
+        "parts": {name: snapshot.sha256_hex(body) for name, body in sorted(parts.items())},
     }
+    return doc, parts
 
 
 def close(
@@ -185,9 +216,8 @@ def close(
     ).fetchone()
     version = int(row[0]) if row else 1
     closed_at = clock.now()
-    doc = build_payload(conn, period, rb, pseudonyms, version=version, closed_at=closed_at, closed_by=actor)
-    # one normalisation of every value to JSON types, then the canonical bytes that are signed
-    payload = snapshot.canonical(orjson.loads(orjson.dumps(doc, default=_plain, option=orjson.OPT_NON_STR_KEYS)))
+    doc, parts = build_payload(conn, period, rb, pseudonyms, version=version, closed_at=closed_at, closed_by=actor)
+    payload = _canonical(doc)
     signature, public_key = snapshot.sign(key, payload)
     sha = snapshot.sha256_hex(payload)
     new = conn.execute(
@@ -197,6 +227,11 @@ def close(
     ).fetchone()
     assert new is not None
     conn.execute("INSERT INTO period_snapshot_payloads (snapshot_id, payload) VALUES (%s, %s)", (new[0], payload))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO period_snapshot_parts (snapshot_id, part, sha256, body) VALUES (%s, %s, %s, %s)",
+            [(new[0], name, snapshot.sha256_hex(body), body) for name, body in parts.items()],
+        )
     snap = current(conn, period.label)
     assert snap is not None
     return snap
@@ -340,12 +375,11 @@ def amendment_table(conn: Conn, snap: Snapshot, unit_ids: list[str] | None) -> T
 
 def unit_view(conn: Conn, snap: Snapshot, unit_id: str) -> Report:
     """A unit's report of a closed period: the snapshot's, with the amendment beside it."""
-    stored = snap.payload["units"].get(unit_id)
-    if stored is None:
+    if unit_id not in snap.payload["units"]:
         raise LookupError(f"unit {unit_id!r} is not in the snapshot of {snap.period}")
-    return ClosedReport(stored["report"], snap, amendment_table(conn, snap, [unit_id]))
+    return ClosedReport(snap.part(conn, f"unit/{unit_id}"), snap, amendment_table(conn, snap, [unit_id]))
 
 
 def region_view(conn: Conn, snap: Snapshot) -> Report:
     """The region's report of a closed period (scores, grades, subsidies as closed), with the amendment."""
-    return ClosedReport(snap.payload["region"], snap, amendment_table(conn, snap, None))
+    return ClosedReport(snap.part(conn, "region"), snap, amendment_table(conn, snap, None))

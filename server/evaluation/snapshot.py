@@ -7,9 +7,12 @@ an evaluator's PC without the database or the rest of the server (like `jishi ve
 An exported snapshot is one JSON file:
     {"format": "jishi-period-snapshot", "version": 1, "payload": "<canonical JSON text>",
      "signature": "<base64 Ed25519 signature of the payload's UTF-8 bytes>",
-     "public_key": "<base64 raw 32-byte Ed25519 public key>"}
-The payload travels as text, not as a nested object, so that the signed bytes are exactly what
-the file holds, whatever JSON library reads it.
+     "public_key": "<base64 raw 32-byte Ed25519 public key>",
+     "parts": {"unit/U1": "<canonical JSON text>", ...}}
+The signed payload is small: the period, the closing, the audit head, the hours per instrument
+and, under "parts", the SHA-256 of each large part (the region's report, each unit's report and
+evidence manifest), which the file carries beside it. Texts, not nested objects, so that the
+signed and hashed bytes are exactly what the file holds, whatever JSON library reads it.
 """
 
 from __future__ import annotations
@@ -75,13 +78,14 @@ def sign(key: Ed25519PrivateKey, payload: bytes) -> tuple[str, str]:
     return b64(key.sign(payload)), public_key_b64(key)
 
 
-def export(payload: bytes, signature: str, public_key: str) -> dict[str, Any]:
+def export(payload: bytes, signature: str, public_key: str, parts: dict[str, bytes]) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
         "payload": payload.decode("utf-8"),
         "signature": signature,
         "public_key": public_key,
+        "parts": {name: body.decode("utf-8") for name, body in sorted(parts.items())},
     }
 
 
@@ -97,6 +101,7 @@ class Verification:
         head = "OK: signature verifies" if self.ok else "FAILED"
         lines = [head, f"payload sha256 {self.sha256}", f"public key {self.public_key}"]
         if self.payload is not None:
+            lines.append(f"parts checked against the signed payload: {len(self.payload.get('parts', {}))}")
             lines.append(
                 f"period {self.payload.get('period')} version {self.payload.get('version')}"
                 f" closed {self.payload.get('closed_at')} by {self.payload.get('closed_by')}"
@@ -130,5 +135,21 @@ def verify(doc: dict[str, Any], expected_public_key: str | None = None) -> Verif
         out.payload = json.loads(payload)
     except ValueError as e:
         out.problems.append(f"payload is not JSON: {e}")
+    if out.payload is not None:
+        out.problems += check_parts(out.payload, doc.get("parts") or {})
     out.ok = not out.problems
     return out
+
+
+def check_parts(payload: dict[str, Any], parts: dict[str, Any]) -> list[str]:
+    """Every part the signed payload names must be in the file with the SHA-256 it gives."""
+    problems = []
+    named: dict[str, str] = payload.get("parts", {})
+    for name, digest in sorted(named.items()):
+        body = parts.get(name)
+        if body is None:
+            problems.append(f"part {name} is missing")
+        elif sha256_hex(str(body).encode("utf-8")) != digest:
+            problems.append(f"part {name} does not match its SHA-256 in the signed payload (altered)")
+    problems += [f"part {name} is not named in the signed payload" for name in sorted(set(parts) - set(named))]
+    return problems

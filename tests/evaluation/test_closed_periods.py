@@ -97,27 +97,53 @@ def test_snapshot_signature_verifies_and_a_tampered_one_fails(db: str, tmp_path:
         closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
     with psycopg.connect(db) as conn:
         snap = closing.current(conn, "2025")
-    assert snap is not None
-    doc = snap.export()
+        assert snap is not None
+        doc = snap.export(conn)
     good = snapshot.verify(doc, public)
     assert good.ok, good.problems
     assert good.payload is not None and good.payload["audit"]["audit_last_id"] > 0
-    manifest = good.payload["units"]["U1"]["evidence_manifest"]
-    assert [a["agent_id"] for a in manifest["agents"]] == ["A1", "A2"] and "files" in manifest
-    assert good.payload["units"]["U1"]["report"]["doc"]["summary"]["grade"]["value"]
     assert good.sha256 == snap.payload_sha256
+    assert set(good.payload["parts"]) == {"region", "unit/U1", "manifest/U1"}
+    manifest = json.loads(doc["parts"]["manifest/U1"])
+    assert [a["agent_id"] for a in manifest["agents"]] == ["A1", "A2"] and "files" in manifest
+    assert json.loads(doc["parts"]["unit/U1"])["doc"]["summary"]["grade"]["value"]
 
-    # a figure changed in the payload
+    # a figure changed in the signed payload
     payload = json.loads(doc["payload"])
     payload["instrument_hours"]["I1"]["running"]["total"] = 99.0
     tampered = {**doc, "payload": snapshot.canonical(payload).decode()}
     assert not snapshot.verify(tampered, public).ok
+    # a figure changed in a part: its SHA-256 no longer matches the signed one
+    part = doc["parts"]["unit/U1"].replace('"grade"', '"grade "', 1)
+    bad_part = snapshot.verify({**doc, "parts": {**doc["parts"], "unit/U1": part}}, public)
+    assert not bad_part.ok and any("unit/U1" in p for p in bad_part.problems)
+    # a part left out, or one slipped in
+    assert not snapshot.verify({**doc, "parts": {"region": doc["parts"]["region"]}}, public).ok
+    assert not snapshot.verify({**doc, "parts": {**doc["parts"], "unit/X": "{}"}}, public).ok
     # re-signed with another key: consistent in itself, refused against the deployment's key
     other = snapshot.generate_key(tmp_path / "other.key")[0]
     sig, pk = snapshot.sign(other, tampered["payload"].encode())
     forged = {**tampered, "signature": sig, "public_key": pk}
     assert snapshot.verify(forged).ok
     assert not snapshot.verify(forged, public).ok
+
+
+def test_a_part_altered_in_the_database_is_refused_when_read(db: str, tmp_path: Path) -> None:
+    """Even a superuser who drops the guard and edits a unit's stored report cannot make the
+    closed report show it: each part is checked against the signed SHA-256 when read."""
+    key, _ = snapshot.generate_key(tmp_path / "snapshot.key")
+    with psycopg.connect(db) as conn:
+        closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+    with psycopg.connect(db) as conn:
+        conn.execute("ALTER TABLE period_snapshot_parts DISABLE TRIGGER period_snapshot_parts_guard")
+        conn.execute("UPDATE period_snapshot_parts SET body = convert_to(replace(convert_from(body, 'UTF8'),"
+                     " '合格', '优秀'), 'UTF8') WHERE part = 'unit/U1'")  # fmt: skip
+    with psycopg.connect(db) as conn:
+        snap = closing.current(conn, "2025")
+        assert snap is not None
+        with pytest.raises(ValueError, match="does not match its signed SHA-256"):
+            closing.unit_view(conn, snap, "U1")
+        assert not snapshot.verify(snap.export(conn), snapshot.public_key_b64(key)).ok
 
 
 def test_snapshot_rows_are_immutable_and_reopening_is_audited(db: str, tmp_path: Path) -> None:
@@ -130,6 +156,8 @@ def test_snapshot_rows_are_immutable_and_reopening_is_audited(db: str, tmp_path:
     for sql in (
         "UPDATE period_snapshot_payloads SET payload = 'x'",
         "DELETE FROM period_snapshot_payloads",
+        "UPDATE period_snapshot_parts SET body = 'x'",
+        "DELETE FROM period_snapshot_parts",
         "UPDATE period_snapshots SET payload_sha256 = repeat('0', 64)",
         "UPDATE period_snapshots SET closed_by = 'someone else'",
         "DELETE FROM period_snapshots",
@@ -161,6 +189,7 @@ def test_snapshot_rows_are_immutable_and_reopening_is_audited(db: str, tmp_path:
         new = closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
         assert new.version == 2
         assert new.payload["instrument_hours"]["I1"]["running"]["total"] == pytest.approx(23.5)
+        assert closing.unit_view(conn, new, "U1").as_dict()["tables"]["amendment"]["rows"] == []
         assert [s.version for s in closing.history(conn, "2025")] == [1, 2]
 
 

@@ -4,9 +4,10 @@
 -- period_snapshots holds one row per closing (version 1, 2, ... of a period); at most one of a
 -- period is in force (reopened_at IS NULL). Nothing of a row changes but its reopening, once:
 -- the operator reopens a period (audited, with who and why); a later closing adds a new version.
--- The signed bytes live in period_snapshot_payloads, apart, so that the audit log (which copies
--- whole rows) records the closing and its hash, not megabytes of payload. Neither table can be
--- updated (beyond the reopening), deleted from or truncated by the application.
+-- The signed bytes live in period_snapshot_payloads (and the parts they name by hash in
+-- period_snapshot_parts), apart, so that the audit log (which copies whole rows) records the
+-- closing and its hash, not megabytes of payload. None of the tables can be updated (beyond the
+-- reopening), deleted from or truncated, by any role short of dropping the triggers.
 
 CREATE TABLE period_snapshots (
     id              bigserial PRIMARY KEY,
@@ -28,6 +29,16 @@ CREATE UNIQUE INDEX period_snapshots_in_force ON period_snapshots (period) WHERE
 CREATE TABLE period_snapshot_payloads (
     snapshot_id  bigint PRIMARY KEY REFERENCES period_snapshots (id),
     payload      bytea NOT NULL         -- canonical JSON (UTF-8), exactly the signed bytes
+);
+
+-- The large parts (the region's report, each unit's report, each unit's evidence manifest), each
+-- named in the signed payload with its SHA-256: a unit's closed report reads its own part only.
+CREATE TABLE period_snapshot_parts (
+    snapshot_id  bigint NOT NULL REFERENCES period_snapshots (id),
+    part         text NOT NULL,
+    sha256       text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    body         bytea NOT NULL,        -- canonical JSON (UTF-8)
+    PRIMARY KEY (snapshot_id, part)
 );
 
 CREATE FUNCTION period_snapshot_guard() RETURNS trigger
@@ -55,6 +66,10 @@ CREATE TRIGGER period_snapshots_no_truncate BEFORE TRUNCATE ON period_snapshots
 CREATE TRIGGER period_snapshot_payloads_guard BEFORE UPDATE OR DELETE ON period_snapshot_payloads
     FOR EACH ROW EXECUTE FUNCTION period_snapshot_guard();
 CREATE TRIGGER period_snapshot_payloads_no_truncate BEFORE TRUNCATE ON period_snapshot_payloads
+    FOR EACH STATEMENT EXECUTE FUNCTION period_snapshot_guard();
+CREATE TRIGGER period_snapshot_parts_guard BEFORE UPDATE OR DELETE ON period_snapshot_parts
+    FOR EACH ROW EXECUTE FUNCTION period_snapshot_guard();
+CREATE TRIGGER period_snapshot_parts_no_truncate BEFORE TRUNCATE ON period_snapshot_parts
     FOR EACH STATEMENT EXECUTE FUNCTION period_snapshot_guard();
 
 -- closing and reopening are audited (who, when, before -> after)

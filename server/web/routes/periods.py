@@ -5,6 +5,7 @@ unit never freezes or thaws its own figures, and a snapshot holds every unit's r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -119,17 +120,17 @@ def reopen_period(period: PeriodPath, body: ReopenIn, who: Who, db: Db) -> dict[
     summary="The signed snapshot in force (operators, evaluators), for `jishi period verify FILE --public-key KEY`",
     responses={200: {"content": {"application/json": {"example": {
         "format": "jishi-period-snapshot", "version": 1, "payload": "{\"audit\":{\"audit_last_id\":42},...}",
-        "signature": "base64…", "public_key": "mJ0c3s8m6yQ0m7Lr0sRj3bq0w5V0mQm0G4v6l8cQ1xk="}}}}},
+        "signature": "base64…", "public_key": "mJ0c3s8m6yQ0m7Lr0sRj3bq0w5V0mQm0G4v6l8cQ1xk=",
+        "parts": {"unit/ua": "{\"doc\":{...},\"summary_kinds\":{...}}"}}}}}},
 )  # fmt: skip
 def snapshot_file(period: PeriodPath, who: Who, db: Db) -> Response:
     require_role(who, "operator", "evaluator")
     p = evaluation.period_of(period)
     with db.read() as conn:
         snap = closing.current(conn, p.label)
-    if snap is None:
-        raise ApiError(404, "period_not_closed", "err.period_not_closed", period=p.label)
-    import json
-
+        if snap is None:
+            raise ApiError(404, "period_not_closed", "err.period_not_closed", period=p.label)
+        doc = snap.export(conn)
     name = f"jishi-snapshot-{p.label.replace('..', '_')}-v{snap.version}.json"
-    return Response(json.dumps(snap.export(), ensure_ascii=False), media_type="application/json",
+    return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
