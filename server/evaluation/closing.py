@@ -53,6 +53,10 @@ def audit_head(conn: Conn) -> dict[str, Any]:
     return {"audit_last_id": int(row[0]) if row and row[0] is not None else 0}
 
 
+class SnapshotAltered(ValueError):
+    """A stored part whose bytes no longer match the SHA-256 the signed payload gives."""
+
+
 @dataclass
 class Snapshot:
     id: int
@@ -86,7 +90,7 @@ class Snapshot:
         ).fetchone()
         body = bytes(row[0]) if row else b""
         if snapshot.sha256_hex(body) != digest:
-            raise ValueError(f"snapshot part {name!r} of {self.period} does not match its signed SHA-256")
+            raise SnapshotAltered(f"snapshot part {name!r} of {self.period} does not match its signed SHA-256")
         part: dict[str, Any] = json.loads(body)
         return part
 

@@ -3,6 +3,7 @@ error, the configured rubric, and the reports the pages and the API both serve."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from server.web.db import Conn
 from server.web.errors import ApiError
 from server.web.scope import pseudonymizer
 from server.web.settings import WebSettings
+
+log = logging.getLogger(__name__)
 
 
 def period_of(text: str) -> Period:
@@ -35,6 +38,9 @@ def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str)
             return closing.unit_view(conn, snap, unit_id)
         except LookupError:
             raise ApiError(404, "not_found", "err.not_found", what="unit", id=unit_id) from None
+        except closing.SnapshotAltered:
+            log.error("closed period %s: the stored report of unit %s fails its signed hash", period.label, unit_id)
+            raise ApiError(500, "snapshot_altered", "err.snapshot_altered", period=period.label) from None
     return report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
 
 
@@ -44,7 +50,11 @@ def region_report(conn: Conn, settings: WebSettings, period: Period, *, sample_s
     closing), with the amendment beside it."""
     snap = closing.current(conn, period.label)
     if snap is not None:
-        return closing.region_view(conn, snap)
+        try:
+            return closing.region_view(conn, snap)
+        except closing.SnapshotAltered:
+            log.error("closed period %s: the stored region report fails its signed hash", period.label)
+            raise ApiError(500, "snapshot_altered", "err.snapshot_altered", period=period.label) from None
     return report.region_report(region(conn, settings, period, sample_size=sample_size, seed=seed))
 
 

@@ -33,6 +33,11 @@ TEXT: dict[str, tuple[str, str]] = {
         "评价期 {period} 已结账，不能再更改；如确需更改，请平台运营方先重新开放该评价期。",
         "Period {period} is closed and cannot change; the platform operator must reopen it first.",
     ),
+    "err.snapshot_altered": (
+        "评价期 {period} 的结账快照已被改动（与服务器签名不符），拒绝显示；请通知平台运营方。",
+        "The closing snapshot of period {period} has been altered (it no longer matches the server's signature) "
+        "and is not shown; tell the platform operator.",
+    ),
     "err.period_not_closed": ("评价期 {period} 未结账。", "Period {period} is not closed."),
     "err.no_snapshot_key": (
         "服务器未配置结账签名密钥（JISHI_WEB_SNAPSHOT_KEY_FILE），请先运行 jishi period keygen。",

@@ -91,3 +91,15 @@ def test_closed_reports_read_the_snapshot_and_show_late_records_apart(
     doc = eva.get("/api/v1/evaluation/2025/snapshot.json").json()
     assert snapshot.verify(doc, public).ok
     assert not snapshot.verify({**doc, "payload": doc["payload"].replace("ua-xrd", "ua-xrX", 1)}, public).ok
+
+
+def test_an_altered_snapshot_is_refused_not_shown(make_web: Callable[..., Web], tmp_path: Path) -> None:
+    web, _ = _keyed(make_web, tmp_path)
+    assert web.as_("ops").post("/api/v1/evaluation/2025/close", json={}).status_code == 201
+    web.sql("ALTER TABLE period_snapshot_parts DISABLE TRIGGER period_snapshot_parts_guard")
+    web.sql("UPDATE period_snapshot_parts SET body = convert_to(replace(convert_from(body, 'UTF8'), '甲大学',"
+            " '甲大学（改）'), 'UTF8') WHERE part = 'unit/ua'")  # fmt: skip
+    r = web.as_("eva").get("/api/v1/evaluation/2025/units/ua")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "snapshot_altered"
+    assert "甲大学（改）" not in r.text
+    assert web.as_("eva").get("/api/v1/evaluation/2025/region").status_code == 200  # its own part is intact
