@@ -36,6 +36,7 @@ def test_only_the_operator_closes_and_reopens(make_web: Callable[..., Web], tmp_
         assert c.post("/api/v1/evaluation/2025/reopen", json={"reason": "想改分数"}).status_code == 403, login
     assert web.as_("eva").get("/api/v1/evaluation/2025/closing").json()["closed"] is True
     assert ops.post("/api/v1/evaluation/2025/reopen", json={"reason": ""}).status_code == 422
+    assert ops.post("/api/v1/evaluation/2025/reopen", json={"reason": "   "}).status_code == 422
     r = ops.post("/api/v1/evaluation/2025/reopen", json={"reason": "补传数据到达"})
     assert r.status_code == 200 and r.json()["reopened_by"] == "account:ops"
     again = ops.post("/api/v1/evaluation/2025/reopen", json={"reason": "x"})

@@ -17,7 +17,7 @@ from server.evaluation import closing, snapshot
 from server.web import evaluation
 from server.web.auth import require_role
 from server.web.deps import Db, Settings, Who
-from server.web.errors import ApiError
+from server.web.errors import ApiError, field_error
 from server.web.scope import pseudonymizer
 
 router = APIRouter(prefix="/api/v1/evaluation", tags=["closed periods"])
@@ -51,6 +51,8 @@ class ReopenIn(BaseModel):
 def _state_error(e: closing.PeriodStateError, period: str) -> ApiError:
     if e.code == "already_closed":
         return ApiError(409, "period_closed", "err.period_closed", period=period)
+    if e.code == "reason_required":
+        return field_error("reason", "a reason / 请填写原因")
     return ApiError(409, "period_not_closed", "err.period_not_closed", period=period)
 
 
@@ -85,8 +87,7 @@ def close_period(period: PeriodPath, body: CloseIn, who: Who, db: Db, settings: 
     require_role(who, "operator")
     p = evaluation.period_of(period)
     if not body.confirm:
-        raise ApiError(422, "validation", "err.validation", names="confirm",
-                       fields=[{"field": "confirm", "in": "body", "message": "must be true"}])  # fmt: skip
+        raise field_error("confirm", "must be true / 须为 true")
     if not settings.snapshot_key_file:
         raise ApiError(409, "no_snapshot_key", "err.no_snapshot_key")
     key = snapshot.load_key(Path(settings.snapshot_key_file))
