@@ -27,6 +27,7 @@ def test_only_the_operator_closes_and_reopens(make_web: Callable[..., Web], tmp_
         assert c.post("/api/v1/evaluation/2025/close", json={}).status_code == 403, login
     assert web.as_("mgr-b").get("/api/v1/evaluation/2025/closing").status_code == 403
     ops = web.as_("ops")
+    assert ops.post("/api/v1/evaluation/2025/close", json={"confirm": False}).status_code == 422
     r = ops.post("/api/v1/evaluation/2025/close", json={})
     assert r.status_code == 201, r.text
     assert r.json()["version"] == 1 and r.json()["closed_by"] == "account:ops"
