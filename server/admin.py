@@ -74,10 +74,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     period = _period(args)
     started = time.perf_counter()
+    from server.evaluation import closing
+    from server.evaluation.report import Report
+
     with _connect(args) as conn:
-        rep = unit_report(
-            conn, period, args.unit, _rubric(args), privacy.load(conn), as_of=_as_of(args), silent_days=args.silent_days
-        )
+        snap = closing.current(conn, period.label)
+        rep: Report
+        if snap is not None:  # a closed period: the signed snapshot, late records beside it
+            rep = closing.unit_view(conn, snap, args.unit)
+            print(f"{period.label} is closed (version {snap.version}): the report is read from its snapshot")
+        else:
+            rep = unit_report(
+                conn, period, args.unit, _rubric(args), privacy.load(conn), as_of=_as_of(args),
+                silent_days=args.silent_days,
+            )  # fmt: skip
     out = Path(args.out)
     stem = f"{args.unit}-{period.label.replace('..', '_')}"
     write_xlsx(rep, out / f"{stem}.xlsx")
@@ -93,6 +103,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             "revenue",
             "grade",
             "subsidy",
+            "closed",
+            "amended_instruments",
         ):
             print(f"  {label}: {_fmt(value)}")
     return 0
@@ -105,12 +117,25 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from server.evaluation import privacy
+    from server.evaluation import closing, privacy
     from server.evaluation.report import evaluate_region, region_report
     from server.exports.workbook import write_json, write_xlsx
 
     period = _period(args)
     started = time.perf_counter()
+    out = Path(args.out)
+    stem = f"evaluation-{period.label.replace('..', '_')}"
+    with _connect(args) as conn:
+        snap = closing.current(conn, period.label)
+        if snap is not None:  # a closed period: the signed snapshot, late records beside it
+            frozen = closing.region_view(conn, snap)
+    if snap is not None:
+        write_xlsx(frozen, out / f"{stem}.xlsx")
+        write_json(frozen, out / f"{stem}.json")
+        print(f"{out / stem}.xlsx, .json: {period.label} is closed (version {snap.version}), read from its snapshot")
+        for row in frozen.as_dict()["tables"]["scores"]["rows"]:
+            print(f"{row['unit_id']:<12}{float(row['score'] or 0):>8.2f}  {row['grade']}")
+        return 0
     with _connect(args) as conn:
         result = evaluate_region(
             conn,
@@ -124,8 +149,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     computed = time.perf_counter() - started
     rep = region_report(result)
-    out = Path(args.out)
-    stem = f"evaluation-{period.label.replace('..', '_')}"
     write_xlsx(rep, out / f"{stem}.xlsx")
     write_json(rep, out / f"{stem}.json")
     print(f"{out / stem}.xlsx, .json (computed in {computed:.2f} s, total {time.perf_counter() - started:.2f} s)")
@@ -281,6 +304,64 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_file(args: argparse.Namespace) -> Path:
+    """The snapshot signing key: --key-file, else the web's setting JISHI_WEB_SNAPSHOT_KEY_FILE."""
+    path = getattr(args, "key_file", None) or os.environ.get("JISHI_WEB_SNAPSHOT_KEY_FILE")
+    if not path:
+        raise ValueError("no signing key: give --key-file or set JISHI_WEB_SNAPSHOT_KEY_FILE")
+    return Path(path)
+
+
+def cmd_period(args: argparse.Namespace) -> int:
+    """Closed evaluation periods: keygen, close, reopen, show, verify (server/evaluation/closing.py)."""
+    from server.evaluation import snapshot
+
+    if args.action == "keygen":
+        path = _key_file(args)
+        key, made = snapshot.generate_key(path)
+        print(f"{path}: {'new key written' if made else 'key exists, kept'}")
+        print(f"public key {snapshot.public_key_b64(key)}")
+        return 0
+    if args.action == "verify":
+        doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        expected = args.public_key
+        if expected is None and args.key_file:
+            expected = snapshot.public_key_b64(snapshot.load_key(Path(args.key_file)))
+        result = snapshot.verify(doc, expected)
+        print(result.text())
+        if expected is None:
+            print("note: no --public-key given: only the file's own consistency was checked")
+        return 0 if result.ok else 1
+
+    from server.evaluation import closing, privacy
+
+    period = _period(args)
+    actor = f"cli:{getpass.getuser()}"
+    with _connect(args) as conn:
+        conn.execute("SELECT set_config('jishi.actor', %s, false)", (actor,))  # audit_log
+        if args.action == "close":
+            key = snapshot.load_key(_key_file(args))
+            snap = closing.close(conn, period, _rubric(args), privacy.load(conn), key, actor)
+            print(f"{period.label} closed: version {snap.version}, sha256 {snap.payload_sha256}")
+            print(f"signed by {snap.public_key}")
+        elif args.action == "reopen":
+            snap = closing.reopen(conn, period.label, actor, args.reason or "")
+            print(f"{period.label} reopened: version {snap.version} is no longer in force ({snap.reopen_reason})")
+        else:
+            for s in closing.history(conn, period.label):
+                state = f"reopened {s.reopened_at} by {s.reopened_by}: {s.reopen_reason}" if s.reopened_at else ""
+                print(f"{s.period} v{s.version} closed {s.closed_at} by {s.closed_by}, sha256 {s.payload_sha256}"
+                      f" — {state or 'in force'}")
+            in_force = closing.current(conn, period.label)
+            if in_force is None:
+                print(f"{period.label} is not closed")
+                return 0
+            if args.out:
+                Path(args.out).write_text(json.dumps(in_force.export(conn), ensure_ascii=False), encoding="utf-8")
+                print(f"{args.out}: signed snapshot (check it with `jishi period verify {args.out}`)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jishi", description="Jishi evaluation console")
     p.add_argument("--dsn", help="PostgreSQL DSN (default: $JISHI_DATABASE_URL or the server settings)")
@@ -375,6 +456,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("deploy-config", help="broker configuration generated from the registry (see --help)",
                    add_help=False)
+
+    sp = sub.add_parser("period", help="close / reopen / show an evaluation period; verify a snapshot offline")
+    sp.add_argument("action", choices=["keygen", "close", "reopen", "show", "verify"])
+    sp.add_argument("file", nargs="?", help="verify: the snapshot file `period show --out` wrote")
+    period_args(sp)
+    sp.add_argument("--key-file", help="the server's Ed25519 signing key (default: $JISHI_WEB_SNAPSHOT_KEY_FILE)")
+    sp.add_argument("--rubric", help="rubric TOML (default: the sample rubric)")
+    sp.add_argument("--reason", help="reopen: why (recorded in the audit log)")
+    sp.add_argument("--out", help="show: write the signed snapshot to this file")
+    sp.add_argument("--public-key", help="verify: the deployment's public key (base64), as keygen printed it")
+    sp.set_defaults(func=cmd_period)
 
     sp = sub.add_parser("review", help="low-use list or duplicate-purchase review")
     sp.add_argument("what", choices=["low-use", "duplicate"])

@@ -1,11 +1,16 @@
 """Self-reported service records against measured use (art. 16 and 25: data must be true).
 
 Two directions:
-- each service record of the period is checked against the instrument's running time and user
-  sessions inside its window [start, end). Hours claimed beyond what was measured are split into
-  *unverifiable* (no agent was watching for that long in the window: use could have gone unseen)
-  and *contradicted* (the agent watched and saw no running): only the latter is a discrepancy that
-  the data proves;
+- each service record of the period is checked against the instrument's running time inside its
+  window [start, end), by attribution: only running time whose session is attributed to the
+  record's side supports the claim (an external (130) record: users of the applicant's
+  organisation, when it is neither the unit's own nor affiliated; an internal (120) record: the
+  unit's own and affiliated users). Running time of nobody known (no session, unmapped identity)
+  *may support* it and is shown apart; the unit's own or affiliated users' time never supports an
+  external claim, however much of the window it fills. Hours claimed beyond attributed + may-support
+  time are split into *unverifiable* (no agent was watching for that long in the window: use could
+  have gone unseen) and *contradicted* (the agent watched and saw no running by the claimant): only
+  the latter is a discrepancy that the data proves;
 - measured external running time that no external (130) service record's window covers.
 
 Both come out of one pass over (record window x running segment) pairs: an instrument's external
@@ -73,6 +78,23 @@ _PERIOD_SECONDS = (
 _REC_COLUMNS = """r.id, r.unit_id, r.instrument_id, r.record_no, r.start_at, r.end_at, r.service_hours, r.amount,
     r.user_type, r.applicant_user_id, r.applicant_org_name, r.applicant_org_id"""
 
+# IDENTITY_CLASS with the user's organisation (attribution to the applicant's organisation).
+IDENTITY_ORG = f"SELECT c.*, pu.org_id FROM ({IDENTITY_CLASS}) c JOIN platform_users pu ON pu.id = c.user_id"
+
+
+def attribution(who: str, org: str, user_type: str, rec_org: str) -> str:
+    """The share of a record's claim a running segment stands for: 'att' (supports it), 'may'
+    (nobody known: may support it), 'own' (the unit's own or affiliated users, against an external
+    claim) or 'other' (someone else's use). `who` is NULL for an unattributed identity. An external
+    record that names no organisation (neither its own nor its applicant's) has nothing to match:
+    outside users' time may support it, and it never shows as a proven 多报 for that reason alone."""
+    return f"""CASE WHEN {who} IS NULL THEN 'may'
+        WHEN {user_type} = 120 THEN CASE WHEN {who} = 'internal' THEN 'att' ELSE 'other' END
+        WHEN {who} = 'internal' THEN 'own'
+        WHEN {rec_org} IS NULL THEN 'may'
+        WHEN {org} = {rec_org} THEN 'att'
+        ELSE 'other' END"""
+
 
 def _head(by_instrument: bool) -> str:
     """The records of the period and their pairs with running segments that started more than 24 h
@@ -80,9 +102,15 @@ def _head(by_instrument: bool) -> str:
     sql.records_in_period)."""
     return f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
-ident AS MATERIALIZED ({IDENTITY_CLASS}),
+ident AS MATERIALIZED ({IDENTITY_ORG}),
 internal_org AS MATERIALIZED ({INTERNAL_ORGS}),
-rec AS MATERIALIZED ({records_in_period(_REC_COLUMNS, by_instrument=by_instrument)}),
+rec_only AS MATERIALIZED ({records_in_period(_REC_COLUMNS, by_instrument=by_instrument)}),
+-- rec_org: the organisation the claim is attributed to (the record's, else its applicant's), in one
+-- hash join (a look-up per record cost more than the rest of the region's query)
+rec AS MATERIALIZED (
+    SELECT r.*, COALESCE(r.applicant_org_id, pu.org_id) AS rec_org
+    FROM rec_only r LEFT JOIN platform_users pu ON pu.id = r.applicant_user_id
+),
 {_PAIRS_HEAD}"""
 
 
@@ -102,7 +130,8 @@ long_seg AS MATERIALIZED (
       AND x.start_at < (SELECT max(end_at) FROM rec) AND x.end_at > %(t0)s
 ),
 long_pair AS (
-    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id, s.method, s.identifier,
+    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, r.user_type, r.rec_org,
+           s.watched, s.session_id, s.method, s.identifier,
            {_us(clipped_seconds("s.start_at", "s.end_at", "r.start_at", "r.end_at"))} AS us,
            {_us(_PERIOD_SECONDS.format(seg="s", rec="r"))} AS period_us
     FROM rec r JOIN long_seg s ON s.instrument_id = r.instrument_id
@@ -110,10 +139,22 @@ long_pair AS (
 ),
 """
 
+# A record's running time by attribution (see `attribution`); {cls} is the class expression of a pair
+# or segment, whose microseconds are `us`.
+_CLASS_SUMS = """sum(us) FILTER (WHERE ({cls}) = 'att') AS attributed,
+           sum(us) FILTER (WHERE ({cls}) = 'may') AS may_support,
+           sum(us) FILTER (WHERE ({cls}) = 'own') AS own_unit,
+           sum(us) FILTER (WHERE ({cls}) = 'other') AS other_use"""
+
+_CLASS_SUMS_TOTALS = """sum(us) FILTER (WHERE ({cls}) = 'att') AS attributed,
+               sum(us) FILTER (WHERE ({cls}) = 'may') AS may_support,
+               sum(us) FILTER (WHERE ({cls}) = 'own') AS own_unit"""
+
 # Per record and pair: everything one unit's list shows (sessions, whether the applicant was seen).
 _MEASURE_PAIRS = f"""
 pair AS (
-    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, s.watched, s.session_id, s.method, s.identifier,
+    SELECT r.id AS rec_id, r.unit_id, r.applicant_user_id, r.user_type, r.rec_org,
+           s.watched, s.session_id, s.method, s.identifier,
            {_us(clipped_seconds("s.start_at", "s.end_at", "r.start_at", "r.end_at"))} AS us,
            {_us(_PERIOD_SECONDS.format(seg="s", rec="r"))} AS period_us
     FROM rec r CROSS JOIN LATERAL (
@@ -134,7 +175,8 @@ by_session AS (
            -- external time inside the window and the period: what a 130 record covers
            sum(p.period_us) FILTER (WHERE ident.who = 'external' AND p.watched) AS ext_period_verified,
            sum(p.period_us) FILTER (WHERE ident.who = 'external' AND NOT p.watched) AS ext_period_unverified,
-           bool_or(ident.user_id = p.applicant_user_id) AS applicant_seen
+           bool_or(ident.user_id = p.applicant_user_id) AS applicant_seen,
+           {_CLASS_SUMS.format(cls=attribution("ident.who", "ident.org_id", "p.user_type", "p.rec_org"))}
     FROM pair p
     LEFT JOIN ident ON ident.unit_id = p.unit_id AND ident.method = p.method AND ident.identifier = p.identifier
     GROUP BY p.rec_id, p.session_id
@@ -142,39 +184,58 @@ by_session AS (
 by_record AS (
     SELECT rec_id, sum(verified) AS verified, sum(unverified) AS unverified, sum(external) AS external,
            sum(ext_period_verified) AS ext_period_verified, sum(ext_period_unverified) AS ext_period_unverified,
-           count(session_id) AS sessions, bool_or(applicant_seen) AS applicant_seen
+           count(session_id) AS sessions, bool_or(applicant_seen) AS applicant_seen,
+           sum(attributed) AS attributed, sum(may_support) AS may_support, sum(own_unit) AS own_unit,
+           sum(other_use) AS other_use
     FROM by_session
     GROUP BY rec_id
 ),
 rec_measured AS (SELECT r.*, m.* FROM rec r LEFT JOIN by_record m ON m.rec_id = r.id),
 """
 
+# The class and organisation `attribution` needs, from the kind of identity found per segment
+# ('match': an external user of the record's organisation).
+_K_WHO = "(CASE WHEN q.k = 'internal' THEN 'internal' WHEN q.k IS NOT NULL THEN 'external' END)"
+_K_ORG = "(CASE WHEN q.k = 'match' THEN r.rec_org END)"
+
 _MEASURE_TOTALS = f"""
 -- Region totals need neither the sessions nor the applicant per record, so each record's
--- running time is summed inside its look-up (one row per record, no grouping of pairs); external
--- identities are a hashed set built once.
-ext_ident AS MATERIALIZED (SELECT unit_id, method, identifier FROM ident WHERE who = 'external'),
+-- running time is summed inside its look-up (one row per record, no grouping of pairs); the
+-- identities are hashed sets built once, external ones with their organisation (attribution).
+ext_ident AS MATERIALIZED (SELECT unit_id, method, identifier, org_id FROM ident WHERE who = 'external'),
+int_ident AS MATERIALIZED (SELECT unit_id, method, identifier FROM ident WHERE who = 'internal'),
 rec_measured AS (
+    -- only what the verdict and the totals use: no verified / unverified / external per record
     SELECT r.*,
-           COALESCE(s.verified, 0) + COALESCE(l.verified, 0) AS verified,
-           COALESCE(s.unverified, 0) + COALESCE(l.unverified, 0) AS unverified,
-           COALESCE(s.external, 0) + COALESCE(l.external, 0) AS external,
+           0::float8 AS verified, 0::float8 AS unverified, 0::float8 AS external,
            COALESCE(s.ext_period_verified, 0) + COALESCE(l.ext_period_verified, 0) AS ext_period_verified,
            COALESCE(s.ext_period_unverified, 0) + COALESCE(l.ext_period_unverified, 0) AS ext_period_unverified,
-           NULL::bigint AS sessions, NULL::boolean AS applicant_seen
+           NULL::bigint AS sessions, NULL::boolean AS applicant_seen,
+           COALESCE(s.attributed, 0) + COALESCE(l.attributed, 0) AS attributed,
+           COALESCE(s.may_support, 0) + COALESCE(l.may_support, 0) AS may_support,
+           COALESCE(s.own_unit, 0) + COALESCE(l.own_unit, 0) AS own_unit,
+           0::float8 AS other_use
     FROM rec r
     CROSS JOIN LATERAL (
-        SELECT sum(q.us) FILTER (WHERE q.watched) AS verified, sum(q.us) FILTER (WHERE NOT q.watched) AS unverified,
-               sum(q.us) FILTER (WHERE q.ext) AS external,
-               sum(q.period_us) FILTER (WHERE q.ext AND q.watched) AS ext_period_verified,
-               sum(q.period_us) FILTER (WHERE q.ext AND NOT q.watched) AS ext_period_unverified
+        SELECT sum(q.period_us) FILTER (WHERE q.k IN ('match', 'external') AND q.watched) AS ext_period_verified,
+               sum(q.period_us) FILTER (WHERE q.k IN ('match', 'external') AND NOT q.watched) AS ext_period_unverified,
+               {_CLASS_SUMS_TOTALS.format(cls=attribution(_K_WHO, _K_ORG, "r.user_type", "r.rec_org"))}
         FROM (
-            SELECT x.watched, (r.unit_id, x.method, x.identifier) IN (SELECT * FROM ext_ident) AS ext,
+            -- the identity's kind, each segment looked up once (OFFSET 0: not repeated per FILTER);
+            -- the record's own organisation first, the common case of a record's window
+            SELECT x.watched,
+                   CASE WHEN r.rec_org IS NOT NULL
+                             AND (r.unit_id, x.method, x.identifier, r.rec_org) IN (SELECT * FROM ext_ident)
+                        THEN 'match'
+                        WHEN (r.unit_id, x.method, x.identifier) IN (SELECT * FROM int_ident) THEN 'internal'
+                        WHEN (r.unit_id, x.method, x.identifier) IN (SELECT unit_id, method, identifier FROM ext_ident)
+                        THEN 'external' END AS k,
                    {_us(clipped_seconds("x.start_at", "x.end_at", "r.start_at", "r.end_at"))} AS us,
                    {_us(_PERIOD_SECONDS.format(seg="x", rec="r"))} AS period_us
             FROM usage_segments x
             WHERE x.instrument_id = r.instrument_id AND x.state = 'running'
               AND x.start_at >= r.start_at - interval '24 hours' AND x.start_at < r.end_at AND x.end_at > r.start_at
+            OFFSET 0
         ) q
     ) s
     LEFT JOIN (
@@ -182,7 +243,8 @@ rec_measured AS (
                sum(p.us) FILTER (WHERE p.watched) AS verified, sum(p.us) FILTER (WHERE NOT p.watched) AS unverified,
                sum(p.us) FILTER (WHERE ident.who = 'external') AS external,
                sum(p.period_us) FILTER (WHERE ident.who = 'external' AND p.watched) AS ext_period_verified,
-               sum(p.period_us) FILTER (WHERE ident.who = 'external' AND NOT p.watched) AS ext_period_unverified
+               sum(p.period_us) FILTER (WHERE ident.who = 'external' AND NOT p.watched) AS ext_period_unverified,
+               {_CLASS_SUMS.format(cls=attribution("ident.who", "ident.org_id", "p.user_type", "p.rec_org"))}
         FROM long_pair p
         LEFT JOIN ident ON ident.unit_id = p.unit_id AND ident.method = p.method AND ident.identifier = p.identifier
         GROUP BY p.rec_id
@@ -190,8 +252,10 @@ rec_measured AS (
 ),
 """
 
-# Claims against measurements, the unwatched time and the verdict, in microseconds (float8,
-# exact: see _us); `_hours` turns them into the hours the numeric seconds gave.
+# Claims against attributed time, the unwatched time and the verdict, in microseconds (float8,
+# exact: see _us); `_hours` turns them into the hours the numeric seconds gave. `unsupported`:
+# the claim beyond attributed + may-support time; `may_used`: the part of the claim only
+# may-support time covers (shown, not a discrepancy).
 _VERDICT = f"""
 measured AS MATERIALIZED (
     SELECT m.id, m.unit_id, m.instrument_id, m.record_no, m.start_at, m.end_at, m.service_hours, m.amount,
@@ -200,12 +264,16 @@ measured AS MATERIALIZED (
            COALESCE(m.external, 0) AS external, m.sessions, m.applicant_seen,
            COALESCE(m.ext_period_verified, 0) AS ext_period_verified,
            COALESCE(m.ext_period_unverified, 0) AS ext_period_unverified,
-           greatest(0, (m.service_hours * 3600000000)::float8 - COALESCE(m.verified, 0) - COALESCE(m.unverified, 0))
-               AS not_measured
+           COALESCE(m.attributed, 0) AS attributed, COALESCE(m.may_support, 0) AS may_support,
+           COALESCE(m.own_unit, 0) AS own_unit, COALESCE(m.other_use, 0) AS other_use,
+           greatest(0, (m.service_hours * 3600000000)::float8 - COALESCE(m.attributed, 0)
+                       - COALESCE(m.may_support, 0)) AS unsupported,
+           least(COALESCE(m.may_support, 0),
+                 greatest(0, (m.service_hours * 3600000000)::float8 - COALESCE(m.attributed, 0))) AS may_used
     FROM rec_measured m
 ),
--- time in the window no agent watched; looked up only where claims exceed measurements (a few
--- per cent of the records, so the look-ups run for those only)
+-- time in the window no agent watched; looked up only where claims exceed the supporting time (a
+-- few per cent of the records, so the look-ups run for those only)
 unwatched AS (
     SELECT r.id, {_us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")} AS unwatched
     FROM measured r
@@ -213,22 +281,22 @@ unwatched AS (
         SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
         FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
     ) w ON true
-    WHERE r.not_measured > %(tol)s * 3600000000
+    WHERE r.unsupported > %(tol)s * 3600000000
 ),
 watched AS (
     SELECT r.*, COALESCE(u.unwatched, 0) AS unwatched
     FROM measured r LEFT JOIN unwatched u ON u.id = r.id
 ),
 checked AS (
-    SELECT r.*, least(r.not_measured, greatest(0, r.unwatched)) AS unverifiable,
-           r.not_measured - least(r.not_measured, greatest(0, r.unwatched)) AS contradicted,
+    SELECT r.*, least(r.unsupported, greatest(0, r.unwatched)) AS unverifiable,
+           r.unsupported - least(r.unsupported, greatest(0, r.unwatched)) AS contradicted,
            (r.user_type = 130 AND io.org_id IS NOT NULL) AS type_mismatch
     FROM watched r
     LEFT JOIN internal_org io ON io.unit_id = r.unit_id AND io.org_id = r.applicant_org_id
 ),
 verdict AS (
     SELECT c.*, CASE WHEN c.contradicted > %(tol)s * 3600000000 THEN 'overclaimed'
-                     WHEN c.not_measured > %(tol)s * 3600000000 THEN 'unverifiable'
+                     WHEN c.unsupported > %(tol)s * 3600000000 THEN 'unverifiable'
                      ELSE 'ok' END AS status
     FROM checked c
 )
@@ -242,10 +310,12 @@ SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.se
        v.user_type,
        v.applicant_user_id, v.applicant_org_name, v.type_mismatch,
        {_record_hours("v.verified")}, {_record_hours("v.unverified")}, {_record_hours("v.external")},
-       COALESCE(v.sessions, 0), v.applicant_seen, {_record_hours("v.unwatched")}, {_record_hours("v.not_measured")},
+       COALESCE(v.sessions, 0), v.applicant_seen, {_record_hours("v.unwatched")}, {_record_hours("v.unsupported")},
        {_record_hours("v.unverifiable")},
        {_record_hours("v.contradicted")}, v.status,
        EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = v.instrument_id) AS has_agent,
+       {_record_hours("v.attributed")}, {_record_hours("v.may_support")}, {_record_hours("v.own_unit")},
+       {_record_hours("v.other_use")}, {_record_hours("v.may_used")},
        {_record_hours("v.ext_period_verified")}, {_record_hours("v.ext_period_unverified")}
 FROM verdict v
 ORDER BY v.unit_id, v.start_at, v.id
@@ -257,7 +327,10 @@ TOTALS = f"""
 SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FILTER (WHERE status = 'overclaimed'),
        {_hours("sum(contradicted)")}, {_hours("sum(unverifiable)")}, count(*) FILTER (WHERE type_mismatch),
        {_hours("COALESCE(sum(ext_period_verified) FILTER (WHERE user_type = 130), 0)")},
-       {_hours("COALESCE(sum(ext_period_unverified) FILTER (WHERE user_type = 130), 0)")}
+       {_hours("COALESCE(sum(ext_period_unverified) FILTER (WHERE user_type = 130), 0)")},
+       count(*) FILTER (WHERE status = 'unverifiable'),
+       {_hours("COALESCE(sum(own_unit) FILTER (WHERE user_type = 130), 0)")},
+       {_hours("sum(may_used)")}
 FROM verdict
 GROUP BY unit_id, instrument_id
 """
@@ -320,6 +393,7 @@ LIMIT %(top)s
 """
 
 STATUS_LABELS = {"ok": "一致", "unverifiable": "无法核实", "overclaimed": "多报"}
+MAY_SUPPORT_LABEL = "可能支持"
 
 
 @dataclass
@@ -342,11 +416,22 @@ class RecordCheck:
     sessions: int
     applicant_seen: bool | None
     unwatched_hours: float
-    not_measured: float
+    unsupported: float  # claimed beyond attributed + may-support time
     unverifiable: float
     contradicted: float
     status: str
     has_agent: bool
+    # the record's running time by attribution (see `attribution`)
+    attributed_hours: float = 0.0  # supports the claim
+    may_support_hours: float = 0.0  # nobody known: may support it (可能支持)
+    own_unit_hours: float = 0.0  # the unit's own / affiliated users, against an external claim
+    other_hours: float = 0.0  # other organisations' (or, for an internal claim, external users') use
+    may_support_used: float = 0.0  # the part of the claim only may-support time covers
+
+    @property
+    def relies_on_unattributed(self) -> bool:
+        """Consistent only thanks to running time nobody is known to have used."""
+        return self.may_support_used > 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -369,7 +454,12 @@ class RecordCheck:
             "applicant_seen": self.applicant_seen,
             "unwatched_hours": round(self.unwatched_hours, 4),
             "has_agent": self.has_agent,
-            "not_measured": round(self.not_measured, 4),
+            "unsupported": round(self.unsupported, 4),
+            "attributed_hours": round(self.attributed_hours, 4),
+            "may_support_hours": round(self.may_support_hours, 4),
+            "own_unit_hours": round(self.own_unit_hours, 4),
+            "other_hours": round(self.other_hours, 4),
+            "may_support_used": round(self.may_support_used, 4),
             "unverifiable": round(self.unverifiable, 4),
             "contradicted": round(self.contradicted, 4),
             "status": self.status,
@@ -444,6 +534,11 @@ class UnitReconciliation:
     type_mismatches: int = 0
     uncovered_verified: float = 0.0
     uncovered_unverified: float = 0.0
+    unverifiable_records: int = 0
+    # the unit's own / affiliated use inside the windows of its external records (never support)
+    own_unit_in_external_windows: float = 0.0
+    # claimed hours only unattributed running time covers (一致 only if that time was theirs)
+    may_support_used: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -491,7 +586,8 @@ def reconcile(
     }
 
     def add(unit: str, inst: str, n: int, claimed: float, overclaimed: int, contradicted: float,
-            unverifiable: float, mismatches: int, cov_v: float, cov_u: float) -> None:  # fmt: skip
+            unverifiable: float, mismatches: int, cov_v: float, cov_u: float, unverifiable_n: int,
+            own_in_external: float, may_used: float) -> None:  # fmt: skip
         u = out.units[unit]
         u.records += n
         u.claimed_hours += claimed
@@ -499,6 +595,9 @@ def reconcile(
         u.contradicted_hours += contradicted
         u.unverifiable_hours += unverifiable
         u.type_mismatches += mismatches
+        u.unverifiable_records += unverifiable_n
+        u.own_unit_in_external_windows += own_in_external
+        u.may_support_used += may_used
         item = uncovered.setdefault(inst, InstrumentUncovered(unit, inst, 0.0, 0.0))
         item.covered_verified += cov_v
         item.covered_unverified += cov_u
@@ -507,13 +606,14 @@ def reconcile(
     if unit_ids is not None and len(unit_ids) == 1:
         # one unit: every record, listed; the totals are their sums
         for row in conn.execute(RECORDS, p).fetchall():  # fetchall: far less per-row overhead
-            rec = RecordCheck(*row[:23])
+            rec = RecordCheck(*row[:28])
             rec.applicant_seen = rec.applicant_seen if rec.applicant else None
             rec.applicant = pseudonyms.user(rec.applicant) if rec.applicant else ""
             out.records.append(rec)
-            cov_v, cov_u = row[23:25] if rec.user_type == 130 else (0.0, 0.0)
+            cov_v, cov_u = row[28:30] if rec.user_type == 130 else (0.0, 0.0)
             add(rec.unit_id, rec.instrument_id, 1, rec.claimed_hours, rec.status == "overclaimed",
-                rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u)  # fmt: skip
+                rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u, rec.status == "unverifiable",
+                rec.own_unit_hours if rec.user_type == 130 else 0.0, rec.may_support_used)  # fmt: skip
         for unit, inst, session, user, method, ident, start, ext_v, ext_u, unc_v, unc_u in conn.execute(
             UNCOVERED_SESSIONS, p
         ).fetchall():

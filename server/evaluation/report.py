@@ -304,6 +304,7 @@ def cases_table(conn: Conn, period: Period, unit_id: str) -> Table:
 
 
 def reconciliation_tables(rc: reconciliation.Reconciliation, unit_id: str) -> list[Table]:
+    may = reconciliation.MAY_SUPPORT_LABEL
     recs = Table(
         "reconciliation",
         "服务记录核对（差异）",
@@ -315,40 +316,52 @@ def reconciliation_tables(rc: reconciliation.Reconciliation, unit_id: str) -> li
             Column("user_type", "用户类型"),
             Column("applicant", "申请人（假名）"),
             Column("claimed_hours", "自报机时", "hours"),
+            Column("attributed_hours", "归属申请方的运行机时", "hours"),
+            Column("may_support_hours", f"未能归属用户的运行机时（{may}）", "hours"),
+            Column("own_unit_hours", "本单位/关联单位用户运行机时（不支持对外记录）", "hours"),
+            Column("other_hours", "其他用户运行机时", "hours"),
+            Column("unwatched_hours", "时段内终端离线时长", "hours"),
+            Column("may_support_used", f"仅由“{may}”机时支持的自报机时", "hours"),
             Column("measured_verified", "实测运行机时（核验）", "hours"),
             Column("measured_unverified", "实测运行机时（未核验）", "hours"),
-            Column("measured_external", "其中对外用户机时", "hours"),
             Column("sessions", "时段内登录次数", "int"),
             Column("applicant_seen", "申请人登录", "bool"),
-            Column("unwatched_hours", "时段内终端离线时长", "hours"),
             Column("unverifiable", "无法核实机时", "hours"),
             Column("contradicted", "多报机时", "hours"),
             Column("type_mismatch", "申请单位实为本单位/关联单位", "bool"),
             Column("status", "结论"),
         ],
         notes=[
-            "多报机时 = 自报机时超出实测运行机时、且终端在线可证实未运行的部分；"
-            f"差额小于 {rc.tolerance_h} 小时视为一致",
-            "无法核实机时 = 自报机时超出实测、但时段内终端离线的部分",
+            "按使用者归属核对：对外（130）服务记录只由申请单位用户的运行机时支持；内部（120）服务记录只由本单位及"
+            f"关联单位用户的运行机时支持；未登录或身份未映射的运行机时单列为“{may}”；本单位及关联单位用户的运行机时"
+            "在任何情况下都不支持对外服务记录",
+            f"多报机时 = 自报机时超出“归属申请方 + {may}”机时、且终端在线可证实的部分；"
+            f"差额不超过 {rc.tolerance_h} 小时视为一致",
+            "无法核实机时 = 自报机时超出上述机时、但在时段内终端离线时长之内的部分",
         ],
     )
     consistent = 0
     for r in rc.records:
         if r.unit_id != unit_id:
             continue
-        if r.status == "ok" and not r.type_mismatch:
+        if r.status == "ok" and not r.type_mismatch and r.may_support_used <= rc.tolerance_h:
             consistent += 1
             continue
+        status = reconciliation.STATUS_LABELS[r.status]
+        if r.status == "ok" and r.may_support_used > rc.tolerance_h:
+            status += f"（依赖{may}机时）"
         recs.rows.append(
             {
                 **r.as_dict(),
                 "start_at": r.start_at,
                 "end_at": r.end_at,
                 "user_type": USER_TYPES.get(r.user_type, str(r.user_type)),
-                "status": reconciliation.STATUS_LABELS[r.status],
+                "status": status,
             }
         )
-    recs.notes.insert(0, f"列出结论不是“一致”或用户类型存疑的记录；其余 {consistent} 条服务记录与实测一致")
+    recs.notes.insert(
+        0, f"列出结论不是“一致”、依赖“{may}”机时或用户类型存疑的记录；其余 {consistent} 条服务记录与归属机时一致"
+    )
     inst = Table(
         "uncovered",
         "无服务记录的对外使用",
@@ -648,6 +661,14 @@ def unit_report(
         ("cases", "对外服务案例数", unit.cases, "int"),
         ("overclaimed_records", "多报服务记录数", ur.overclaimed_records, "int"),
         ("contradicted_hours", "多报机时", ur.contradicted_hours, "hours"),
+        ("unverifiable_records", "无法核实服务记录数", ur.unverifiable_records, "int"),
+        (
+            "own_unit_in_external_windows",
+            "对外服务记录时段内本单位/关联单位用户运行机时",
+            ur.own_unit_in_external_windows,
+            "hours",
+        ),
+        ("may_support_used", "仅由“可能支持”机时支持的自报机时", ur.may_support_used, "hours"),
         ("uncovered_verified", "无服务记录的对外机时（核验）", ur.uncovered_verified, "hours"),
         ("revenue_at_risk", "按收费标准估算的未登记服务收入（元，核验）", prices.total(at_risk), "money"),
         (
@@ -783,6 +804,8 @@ def region_report(result: RegionResult, now: datetime | None = None) -> Report:
             Column("revenue", "服务收入（元）", "money"),
             Column("unverified_share", "未核验机时占比", "ratio"),
             Column("contradicted_hours", "多报机时", "hours"),
+            Column("unverifiable_records", "无法核实服务记录数", "int"),
+            Column("own_unit_in_external_windows", "对外服务记录时段内本单位/关联单位用户运行机时", "hours"),
             Column("uncovered_verified", "无服务记录的对外机时", "hours"),
             Column("revenue_at_risk", "按收费标准估算的未登记服务收入（元，核验）", "money"),
             Column("fee_differences", "收费与收费标准不符的服务记录数", "int"),
@@ -814,6 +837,8 @@ def region_report(result: RegionResult, now: datetime | None = None) -> Report:
                 "revenue": agg.revenue,
                 "unverified_share": agg.running.unverified / agg.running.total if agg.running.total else None,
                 "contradicted_hours": ur.contradicted_hours,
+                "unverifiable_records": ur.unverifiable_records,
+                "own_unit_in_external_windows": ur.own_unit_in_external_windows,
                 "uncovered_verified": ur.uncovered_verified,
                 "revenue_at_risk": prices.total([i for i in result.at_risk if i.unit_id == uid]),
                 "fee_differences": fees.units[uid].differing if fees and uid in fees.units else 0,

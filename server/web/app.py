@@ -22,6 +22,7 @@ from server.web.routes import (
     imports,
     lists,
     live,
+    periods,
     plausibility,
     public,
     quarantine,
@@ -73,8 +74,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})
     openapi.install(app)
-    for module in (session, registry, lists, imports, agents, live, timeline, evidence, plausibility, evaluation,
-                   public, audit, quarantine):
+    for module in (session, registry, lists, imports, agents, live, timeline, evidence, plausibility, periods,
+                   evaluation, public, audit, quarantine):
         app.include_router(module.router)
     app.include_router(pages_registry.router)
     app.include_router(pages_ops.router)

@@ -29,6 +29,20 @@ TEXT: dict[str, tuple[str, str]] = {
         "您的角色（{role}）无权执行此操作。",
         "Your role ({role}) is not allowed to do this.",
     ),
+    "err.period_closed": (
+        "评价期 {period} 已结账，不能再更改；如确需更改，请平台运营方先重新开放该评价期。",
+        "Period {period} is closed and cannot change; the platform operator must reopen it first.",
+    ),
+    "err.snapshot_altered": (
+        "评价期 {period} 的结账快照已被改动（与服务器签名不符），拒绝显示；请通知平台运营方。",
+        "The closing snapshot of period {period} has been altered (it no longer matches the server's signature) "
+        "and is not shown; tell the platform operator.",
+    ),
+    "err.period_not_closed": ("评价期 {period} 未结账。", "Period {period} is not closed."),
+    "err.no_snapshot_key": (
+        "服务器未配置结账签名密钥（JISHI_WEB_SNAPSHOT_KEY_FILE），请先运行 jishi period keygen。",
+        "No snapshot signing key is configured (JISHI_WEB_SNAPSHOT_KEY_FILE); run `jishi period keygen` first.",
+    ),
     "err.other_unit": (
         "您只能访问本单位（{unit}）的数据。",
         "You can only access your own unit's data ({unit}).",
@@ -374,6 +388,17 @@ TEXT: dict[str, tuple[str, str]] = {
     "trend.month": ("按月", "monthly"),
     "trend.week": ("按周", "weekly"),
     "report.evidence_zip": ("佐证包", "Evidence bundle"),
+    # -- closed evaluation periods --
+    "report.closed": (
+        "评价期已结账（第 {version} 版，{at}，{by}）：以下数据读自经服务器签名的结账快照；结账后到达的记录单列于"
+        "“结账后补充记录”，不计入结果。",
+        "This period is closed (version {version}, {at}, {by}): the figures below are read from the server-signed "
+        "snapshot; records that arrived later are listed apart under the amendment and not counted.",
+    ),
+    "report.closed_amended": (
+        "结账后有 {n} 台仪器到达了补充记录。",
+        "Late records arrived for {n} instrument(s) after closing.",
+    ),
     # -- refused agent messages (quarantine), operator page --
     "quarantine.title": ("被拒收的采集端消息", "Refused agent messages"),
     "quarantine.hint": (

@@ -297,13 +297,20 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
     auth.require_role(p, "operator", "evaluator")
     lang = request_lang(request)
     period_ = _year(year, period)
+    from server.evaluation import closing, review
     from server.evaluation import report as report_mod
-    from server.evaluation import review
+    from server.evaluation.indicators import compute
 
     with db.read() as conn:
-        result = evaluation.region(conn, settings, period_, sample_size=sample, seed=seed)
-        rep = report_mod.region_report(result).as_dict()
-        low, low_units = review.low_use(result.evaluation, settings.low_use_threshold)
+        snap = closing.current(conn, period_.label)
+        if snap is not None:  # a closed period: the snapshot's scores; the low-use review stays live
+            rep = closing.region_view(conn, snap).as_dict()
+            ev = compute(conn, period_)
+        else:
+            result = evaluation.region(conn, settings, period_, sample_size=sample, seed=seed)
+            rep = report_mod.region_report(result).as_dict()
+            ev = result.evaluation
+        low, low_units = review.low_use(ev, settings.low_use_threshold)
         dup = ([c.as_dict() for c in review.duplicate_review(conn, period_, classification_code=code.strip(),
                                                              specs=specs, location=location)]
                if code.strip() else None)

@@ -43,6 +43,9 @@ class WebSettings:
     # `identities` hashes raw card numbers with it, as the agents' card readers do. Empty: raw
     # numbers are rejected and only `hmac-sha256:` values are accepted.
     card_key_file: str = ""
+    # The server's Ed25519 key that signs the snapshots of closed evaluation periods (PKCS#8 PEM,
+    # made by `jishi period keygen --key-file FILE`). Empty: periods cannot be closed from the web.
+    snapshot_key_file: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> WebSettings:

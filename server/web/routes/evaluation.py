@@ -130,6 +130,7 @@ def create_expert_score(period: PeriodPath, unit_id: str, body: ExpertScoreIn, w
     expert = f"{who.display_name} ({who.login})" if who.display_name else who.login
     with db.write(who.actor) as conn:
         scope.unit(conn, who, unit_id)
+        evaluation.require_open(conn, p)
         rubric.record_expert_score(conn, rb, unit_id, p.label, body.criterion, body.points, body.note.strip(),
                                    expert)
     with db.read() as conn:
@@ -151,7 +152,7 @@ def region_report(period: PeriodPath, who: Who, db: Db, settings: Settings, samp
     require_role(who, "operator", "evaluator")
     p = evaluation.period_of(period)
     with db.read() as conn:
-        return report_mod.region_report(evaluation.region(conn, settings, p, sample_size=sample, seed=seed)).as_dict()
+        return evaluation.region_report(conn, settings, p, sample_size=sample, seed=seed).as_dict()
 
 
 @router.get("/{period}/region/workbook.xlsx", summary="The region's report as an XLSX workbook",
@@ -161,7 +162,7 @@ def region_workbook(period: PeriodPath, who: Who, db: Db, settings: Settings, sa
     require_role(who, "operator", "evaluator")
     p = evaluation.period_of(period)
     with db.read() as conn:
-        rep = report_mod.region_report(evaluation.region(conn, settings, p, sample_size=sample, seed=seed))
+        rep = evaluation.region_report(conn, settings, p, sample_size=sample, seed=seed)
     return _xlsx(rep, f"jishi-region-{p.label}")
 
 
@@ -261,17 +262,21 @@ def compliance_findings(period: PeriodPath, who: Who, db: Db,
 
 
 @router.get("/{period}/units/{unit_id}/reconciliation",
-            summary="Reconciliation of the unit's service records with the measured hours, and external use "
-                    "without a record (the same as in the unit report)",
+            summary="Reconciliation of the unit's service records with the running time attributed to the "
+                    "claimant (attributed / may support / own unit / other / unwatched hours per record), and "
+                    "external use without a record (the same as in the unit report)",
             responses={200: {"content": {"application/json": {"example": {
                 "period": "2025", "unit_id": "ua",
                 "summary": {"unit_id": "ua", "records": 1, "claimed_hours": 3.0, "overclaimed_records": 1,
                             "contradicted_hours": 1.0, "unverifiable_hours": 0.0, "type_mismatches": 0,
-                            "uncovered_verified": 0.0, "uncovered_unverified": 0.0},
+                            "uncovered_verified": 0.0, "uncovered_unverified": 0.0, "unverifiable_records": 0,
+                            "own_unit_in_external_windows": 1.0, "may_support_used": 0.0},
                 "records": [{"record_no": "SR-1", "instrument_id": "ua-xrd", "start_at": "2025-03-03T09:00:00+08:00",
                              "end_at": "2025-03-03T12:00:00+08:00", "user_type": "外部", "applicant": "U-fd09862c4f76",
-                             "claimed_hours": 3.0, "measured_verified": 2.0, "measured_unverified": 0.0,
-                             "measured_external": 2.0, "sessions": 1, "applicant_seen": True, "unwatched_hours": 0.0,
+                             "claimed_hours": 3.0, "attributed_hours": 2.0, "may_support_hours": 0.0,
+                             "own_unit_hours": 1.0, "other_hours": 0.0, "may_support_used": 0.0,
+                             "measured_verified": 3.0, "measured_unverified": 0.0,
+                             "sessions": 2, "applicant_seen": True, "unwatched_hours": 0.0,
                              "unverifiable": 0.0, "contradicted": 1.0, "type_mismatch": False, "status": "多报"}],
                 "uncovered": [{"instrument_id": "ua-xrd", "external_verified": 2.0, "external_unverified": 0.0,
                                "uncovered_verified": 0.0, "uncovered_unverified": 0.0}],
