@@ -47,7 +47,7 @@ def _load(args: argparse.Namespace) -> Config:
     return _load_all(args)[0]
 
 
-def _setup_logging(level: str, file: Path | None, gateway: bool = False) -> None:
+def _setup_logging(level: str, file: Path | None, gateway: bool = False, force: bool = False) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def _setup_logging(level: str, file: Path | None, gateway: bool = False) -> None
         fmt = "%(asctime)s %(levelname)s %(name)s [%(agent_id)s]: %(message)s"
         for h in handlers:
             h.addFilter(AgentLogFilter())
-    logging.basicConfig(level=level, handlers=handlers, format=fmt)
+    logging.basicConfig(level=level, handlers=handlers, format=fmt, force=force)
 
 
 def _key_problem(cfg: Config) -> str | None:
