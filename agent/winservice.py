@@ -12,6 +12,7 @@ the agent cleanly: `stop` record, sessions ended, spool flushed, clean death mes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -31,6 +32,27 @@ log = logging.getLogger("jishi.service")
 def default_log_file() -> Path:
     """A service has no console: log next to the config unless the config names a log file."""
     return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Jishi" / "logs" / "agent.log"
+
+
+def acl_paths(config: Path | None = None) -> dict[str, list[str]]:
+    """What install.ps1 sets up for the service account: `secrets` (agent keys, MQTT password and TLS
+    key, card key: readable by the service only), `readable` (the config, CA and client
+    certificate), `writable` (spool folders, the log folder)."""
+    path = config or default_path()
+    loaded = load_any(path)
+    configs = list(loaded.instruments) if isinstance(loaded, GatewayConfig) else [loaded]
+    secrets: list[Path] = []
+    readable: list[Path] = [path]
+    writable: list[Path] = []
+    for c in configs:
+        readable += [p for p in (c.mqtt.ca_file, c.mqtt.cert_file) if p is not None]
+        secrets += [p for p in (c.agent.key_file, c.mqtt.password_file, c.mqtt.key_file, c.identity.card_key_file)
+                    if p is not None]
+        writable += [c.agent.data_dir, c.spool_path.parent]
+    log_file = loaded.gateway.log_file if isinstance(loaded, GatewayConfig) else loaded.agent.log_file
+    writable.append((log_file or default_log_file()).parent)
+    return {"secrets": sorted({str(p) for p in secrets}), "readable": sorted({str(p) for p in readable}),
+            "writable": sorted({str(p) for p in writable})}
 
 
 def serve(stop: threading.Event, config: Path | None = None, log_file: Path | None = None) -> int:
@@ -67,6 +89,11 @@ def serve(stop: threading.Event, config: Path | None = None, log_file: Path | No
     runner.stop_event = stop  # the SCM's stop request is the agent's stop signal
     log.info("service %s running with %s", SERVICE_NAME, path)
     return runner.run()
+
+
+def print_acl_paths() -> None:
+    """`python -c "from agent.winservice import print_acl_paths; print_acl_paths()"` (install.ps1)."""
+    print(json.dumps(acl_paths()))
 
 
 if sys.platform == "win32":

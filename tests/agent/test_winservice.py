@@ -96,3 +96,16 @@ names = ["nope-{i}"]
         save_private(generate(), tmp_path / "data" / f"g{i}" / "agent.key")
     assert run_until_stopped(cfg, log, tmp_path / "data" / "g2" / "spool.db") == 0
     assert records(tmp_path / "data" / "g1" / "spool.db")[-1]["event"] == "stop"
+
+
+def test_acl_paths_name_every_secret_and_writable_folder(tmp_path: Path) -> None:
+    from agent.winservice import acl_paths
+
+    cfg = write_config(tmp_path, agent_id="svc2", broker=Nowhere(), running="proc", detectors=PROC,
+                       mqtt_extra='username = "svc2"\npassword_file = "mqtt.password"')
+    got = acl_paths(cfg)
+    assert got["secrets"] == sorted([str(tmp_path / "agent.key"), str(tmp_path / "mqtt.password")])
+    assert str(tmp_path / "data") in got["writable"]
+    gw = acl_paths(Path(__file__).resolve().parents[2] / "deploy" / "agent" / "gateway-example.toml")
+    assert len([s for s in gw["secrets"] if s.endswith("agent.key")]) == 8
+    assert len([s for s in gw["secrets"] if s.endswith(".password")]) == 8
