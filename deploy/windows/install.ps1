@@ -69,6 +69,8 @@ if (-not $existing) {
         -Description "Records verified machine-hours of this instrument and sends them, signed, to the Jishi platform." | Out-Null
 }
 Invoke-Checked "sc config" { sc.exe config $ServiceName obj= "$Account" | Out-Null }
+# the Event Log source for the service's start/stop/failure messages (pywin32's message DLL)
+Invoke-Checked "event log source" { & $Py -c "import servicemanager, win32evtlogutil; win32evtlogutil.AddSourceToRegistry('$ServiceName', servicemanager.__file__)" }
 Invoke-Checked "sc failure" { sc.exe failure $ServiceName reset= 86400 actions= restart/5000/restart/5000/restart/60000 | Out-Null }
 
 # 4. keys (created here, once; never overwritten) and the enrolment to register on the platform
