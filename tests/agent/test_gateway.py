@@ -166,3 +166,63 @@ def test_gateway_eight_meters_on_one_bus(pg_dsn: str, mqtt_broker: Any, tmp_path
     text = gateway.text()
     assert "Traceback" not in text
     assert all(f"[{i}]" in text for i in ids)  # one log, each line says which instrument spoke
+
+
+def test_gateway_kill9_keeps_every_chain_whole(mqtt_broker: Any, tmp_path: Path) -> None:
+    """kill -9 of the one gateway process, twice: each instrument's chain continues from its own
+    spool, nothing lost or reused, each signed with its own key, each with its own boots."""
+    from tests.agent.helpers import Collector
+
+    tag = uuid.uuid4().hex[:6]
+    ids = [f"gk-{tag}-{a}" for a in (1, 2, 3)]
+    with Rs485Bus([1, 2, 3], IDLE_W) as bus:
+        text = gateway_toml(tag, bus, mqtt_broker).split("[[instrument]]")[0]
+        text = text.replace(f'unit = "u-{tag}"\n', "")
+        for a, i in enumerate(ids, start=1):
+            text += f"""
+[[instrument]]
+id = "{i}"
+unit = "u-{i}"
+instrument = "i-{i}"
+[instrument.state]
+running = "power"
+[instrument.detectors.power]
+kind = "power_meter"
+port = "{bus.port}"
+slave = {a}
+timeout_s = 0.2
+retries = 0
+levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
+"""
+        cfg = tmp_path / "gateway.toml"
+        cfg.write_text(text)
+        assert cli("keygen", "--config", str(cfg)).returncode == 0
+        collectors = [Collector(mqtt_broker, tmp_path / "data" / i, i, persistent=True) for i in ids]
+        gateway = AgentProc(cfg)
+        try:
+            def polls(n: int) -> None:
+                start = dict(bus.requests)
+                wait_until(lambda: all(bus.requests[a] >= start[a] + n for a in start), 30, f"{n} polls each")
+
+            for round_ in range(3):
+                gateway.start()
+                polls(8)
+                bus.set(2, RUNNING_W if round_ % 2 == 0 else IDLE_W)  # only instrument 2 changes
+                polls(8)
+                if round_ < 2:
+                    gateway.kill()
+                else:
+                    assert gateway.stop() == 0
+            last = {i: int(spool(tmp_path / "data" / i / "spool.db")["next_seq"]) - 1 for i in ids}
+            for c in collectors:
+                c.wait_for(lambda c: max(c.records or [0]) >= last[c.agent_id], 30, what=f"{c.agent_id} all records")
+                recs = c.check_complete_chain()
+                assert {r["boot"] for r in recs} == {1, 2, 3}, c.agent_id
+                assert not c.errors, c.errors
+            states = {c.agent_id: {r["state"] for r in c.by_type("state")} for c in collectors}
+            assert "running" in states[ids[1]] and "running" not in states[ids[0]] | states[ids[2]], states
+        finally:
+            if gateway.alive():
+                gateway.kill()
+            for c in collectors:
+                c.close()
