@@ -3,9 +3,10 @@
 Registered by deploy/windows/install.ps1 as `python.exe -m agent.winservice` under the virtual
 account `NT SERVICE\\JishiAgent`: started without arguments, this module hands itself to the
 Service Control Manager (`StartServiceCtrlDispatcher`); `python -m agent.winservice debug` runs
-the same service in a console. The config is `%PROGRAMDATA%\\Jishi\\agent.toml` (or
-JISHI_AGENT_CONFIG); a gateway config runs all its instruments. A stop request from the SCM ends
-the agent cleanly: `stop` record, sessions ended, spool flushed, clean death message.
+the same service in a console. The config is JISHI_AGENT_CONFIG (install.ps1 sets it in the
+service's environment), else `%PROGRAMDATA%\\Jishi\\agent.toml`; a gateway config runs all its
+instruments. A stop request from the SCM ends the agent cleanly: `stop` record, sessions ended,
+spool flushed, clean death message.
 
 `serve()` is the platform-independent part (tested on Linux); only the class below needs Windows.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
@@ -29,9 +29,9 @@ STOP_WAIT_MS = 30_000  # clean stop: finish the tick, record `stop`, flush for u
 log = logging.getLogger("jishi.service")
 
 
-def default_log_file() -> Path:
-    """A service has no console: log next to the config unless the config names a log file."""
-    return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Jishi" / "logs" / "agent.log"
+def default_log_file(config: Path) -> Path:
+    """A service has no console: log in `logs\\` beside the config unless the config names a log file."""
+    return config.parent / "logs" / "agent.log"
 
 
 def acl_paths(config: Path | None = None) -> dict[str, list[str]]:
@@ -50,7 +50,7 @@ def acl_paths(config: Path | None = None) -> dict[str, list[str]]:
                     if p is not None]
         writable += [c.agent.data_dir, c.spool_path.parent]
     log_file = loaded.gateway.log_file if isinstance(loaded, GatewayConfig) else loaded.agent.log_file
-    writable.append((log_file or default_log_file()).parent)
+    writable.append((log_file or default_log_file(path)).parent)
     return {"secrets": sorted({str(p) for p in secrets}), "readable": sorted({str(p) for p in readable}),
             "writable": sorted({str(p) for p in writable})}
 
@@ -64,7 +64,7 @@ def serve(stop: threading.Event, config: Path | None = None, log_file: Path | No
     try:
         loaded = load_any(path)
     except ConfigError as exc:
-        _setup_logging("INFO", log_file or default_log_file(), force=True)
+        _setup_logging("INFO", log_file or default_log_file(path), force=True)
         log.error("%s", exc)
         return EXIT_CONFIG
     gateway = isinstance(loaded, GatewayConfig)
@@ -72,7 +72,7 @@ def serve(stop: threading.Event, config: Path | None = None, log_file: Path | No
         level, file, configs = loaded.gateway.log_level, loaded.gateway.log_file, list(loaded.instruments)
     else:
         level, file, configs = loaded.agent.log_level, loaded.agent.log_file, [loaded]
-    _setup_logging(level, file or log_file or default_log_file(), gateway=gateway, force=True)
+    _setup_logging(level, file or log_file or default_log_file(path), gateway=gateway, force=True)
     problems = [f"{c.agent.id}: {p}" for c in configs if (p := _key_problem(c))]
     if problems:
         for p in problems:
@@ -123,7 +123,8 @@ if sys.platform == "win32":
                 servicemanager.LogErrorMsg(f"{SERVICE_NAME} failed: {type(exc).__name__}: {exc}")
                 raise
             if code != 0:
-                servicemanager.LogErrorMsg(f"{SERVICE_NAME} stopped with exit code {code}: see {default_log_file()}")
+                servicemanager.LogErrorMsg(f"{SERVICE_NAME} stopped with exit code {code}: see the log in "
+                                           f"{default_log_file(default_path())} or the config's log_file")
                 # raising makes the framework report a non-zero exit: the SCM's recovery (restart) applies
                 raise SystemExit(code)
             servicemanager.LogMsg(servicemanager.EVENTLOG_INFORMATION_TYPE, servicemanager.PYS_SERVICE_STOPPED,

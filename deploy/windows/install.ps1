@@ -68,6 +68,9 @@ if (-not $existing) {
         -DisplayName "Jishi instrument agent" -StartupType Automatic `
         -Description "Records verified machine-hours of this instrument and sends them, signed, to the Jishi platform." | Out-Null
 }
+# the service finds its config through JISHI_AGENT_CONFIG in its own environment (any -DataRoot)
+New-ItemProperty -Path "HKLM:\SYSTEM\CurrentControlSet\Services\$ServiceName" -Name Environment `
+    -PropertyType MultiString -Value @("JISHI_AGENT_CONFIG=$Cfg") -Force | Out-Null
 Invoke-Checked "sc config" { sc.exe config $ServiceName obj= "$Account" | Out-Null }
 # the Event Log source for the service's start/stop/failure messages (pywin32's message DLL)
 Invoke-Checked "event log source" { & $Py -c "import servicemanager, win32evtlogutil; win32evtlogutil.AddSourceToRegistry('$ServiceName', servicemanager.__file__)" }
