@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from agent.config import ConfigError, GatewayConfig, default_path, load_any
 
@@ -34,10 +35,10 @@ def default_log_file(config: Path) -> Path:
     return config.parent / "logs" / "agent.log"
 
 
-def acl_paths(config: Path | None = None) -> dict[str, list[str]]:
+def acl_paths(config: Path | None = None) -> dict[str, Any]:
     """What install.ps1 sets up for the service account: `secrets` (agent keys, MQTT password and TLS
     key, card key: readable by the service only), `readable` (the config, CA and client
-    certificate), `writable` (spool folders, the log folder)."""
+    certificate), `writable` (spool folders, the log folder), `keys` (agent id -> its key file)."""
     path = config or default_path()
     loaded = load_any(path)
     configs = list(loaded.instruments) if isinstance(loaded, GatewayConfig) else [loaded]
@@ -52,7 +53,8 @@ def acl_paths(config: Path | None = None) -> dict[str, list[str]]:
     log_file = loaded.gateway.log_file if isinstance(loaded, GatewayConfig) else loaded.agent.log_file
     writable.append((log_file or default_log_file(path)).parent)
     return {"secrets": sorted({str(p) for p in secrets}), "readable": sorted({str(p) for p in readable}),
-            "writable": sorted({str(p) for p in writable})}
+            "writable": sorted({str(p) for p in writable}),
+            "keys": {c.agent.id: str(c.agent.key_file) for c in configs}}
 
 
 def serve(stop: threading.Event, config: Path | None = None, log_file: Path | None = None) -> int:

@@ -31,7 +31,10 @@ $System = "*S-1-5-18"       # NT AUTHORITY\SYSTEM
 $Here = Split-Path -Parent $MyInvocation.MyCommand.Path
 
 function Invoke-Checked([string]$What, [scriptblock]$Block) {
-    & $Block
+    # native tools write progress to stderr: judge them by their exit code, not by that
+    $saved = $ErrorActionPreference
+    $ErrorActionPreference = "Continue"
+    try { & $Block } finally { $ErrorActionPreference = $saved }
     if ($LASTEXITCODE -ne 0) { throw "$What failed (exit code $LASTEXITCODE)" }
 }
 
@@ -76,16 +79,18 @@ Invoke-Checked "sc config" { sc.exe config $ServiceName obj= "$Account" | Out-Nu
 Invoke-Checked "event log source" { & $Py -c "import servicemanager, win32evtlogutil; win32evtlogutil.AddSourceToRegistry('$ServiceName', servicemanager.__file__)" }
 Invoke-Checked "sc failure" { sc.exe failure $ServiceName reset= 86400 actions= restart/5000/restart/5000/restart/60000 | Out-Null }
 
-# 4. keys (created here, once; never overwritten) and the enrolment to register on the platform
+# 4. keys (created here, once; never overwritten) and the enrolments to register on the platform.
+#    The enrolment reads the private key, so it is made now, before the ACLs lock the key away.
 $paths = (& $Py -c "from agent.winservice import print_acl_paths; print_acl_paths()") | ConvertFrom-Json
-foreach ($key in $paths.secrets) {
-    if ($key.EndsWith("agent.key") -and -not (Test-Path $key)) {
-        Invoke-Checked "keygen" { & $Py -m agent.cli keygen --config $Cfg | Out-Host }
-        break
-    }
+if ($LASTEXITCODE -ne 0) { throw "reading the paths of $Cfg failed" }
+foreach ($entry in $paths.keys.PSObject.Properties) {
+    $id, $key = $entry.Name, $entry.Value
+    if (Test-Path $key) { continue }
+    Invoke-Checked "keygen $id" { & $Py -m agent.cli keygen --config $Cfg --instrument $id | Out-Host }
+    $doc = Join-Path $DataRoot "enrolment-$id.json"
+    Invoke-Checked "enroll $id" { & $Py -m agent.cli enroll --config $Cfg --instrument $id | Set-Content -Encoding UTF8 $doc }
+    Write-Host "Enrolment of $id (public key and ids to register on the platform): $doc"
 }
-Invoke-Checked "enroll" { & $Py -m agent.cli enroll --config $Cfg | Set-Content -Encoding UTF8 (Join-Path $DataRoot "enrolment.json") }
-Write-Host "Enrolment (public keys and ids to register on the platform): $(Join-Path $DataRoot 'enrolment.json')"
 
 # 5. ACLs (icacls, not chmod)
 Invoke-Checked "icacls $DataRoot" { icacls $DataRoot /inheritance:r /grant:r "${Admins}:(OI)(CI)F" "${System}:(OI)(CI)F" "${Account}:(RX)" | Out-Null }

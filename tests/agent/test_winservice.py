@@ -106,6 +106,8 @@ def test_acl_paths_name_every_secret_and_writable_folder(tmp_path: Path) -> None
     got = acl_paths(cfg)
     assert got["secrets"] == sorted([str(tmp_path / "agent.key"), str(tmp_path / "mqtt.password")])
     assert str(tmp_path / "data") in got["writable"]
+    assert got["keys"] == {"svc2": str(tmp_path / "agent.key")}
     gw = acl_paths(Path(__file__).resolve().parents[2] / "deploy" / "agent" / "gateway-example.toml")
     assert len([s for s in gw["secrets"] if s.endswith("agent.key")]) == 8
     assert len([s for s in gw["secrets"] if s.endswith(".password")]) == 8
+    assert len(gw["keys"]) == 8 and set(gw["keys"].values()) <= set(gw["secrets"])
