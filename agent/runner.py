@@ -4,12 +4,11 @@ One thread (this one) writes records; the publisher thread reads the spool and t
 check-in server and the file watcher have their own small threads and hand their work here.
 Nothing a device does can stop the loop: every poll is guarded, and a failing detector becomes
 `unknown` evidence plus a `lifecycle`/`detector_error` record (once per episode, and once more
-when it recovers); a detector that raises logs its traceback once, not at every poll.
+when it recovers).
 """
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import logging
 import os
@@ -34,7 +33,7 @@ from agent.state import StateMachine, compile_rules
 from protocols.signing import load_private
 
 log = logging.getLogger("jishi.agent")
-ERROR_EPISODES_PER_HOUR = 30
+ERROR_RECORD_EVERY_S = 60.0
 SAMPLE_UNITS = {"mw": "mW", "cpu": "permille", "io": "KiB/s", "ms": "ms"}
 
 
@@ -122,10 +121,7 @@ class Agent:
         self.last_obs: dict[str, Observation] = {}
         self._det_error: dict[str, str | None] = {}
         self._det_error_failed: dict[str, int] = {}
-        self._det_error_recorded: set[str] = set()  # detectors whose current episode was recorded
-        self._det_error_times: dict[str, collections.deque[float]] = {}
-        self._det_error_unrecorded: dict[str, int] = {}
-        self._det_raised: dict[str, str] = {}  # detector -> exception type of its last poll, if it raised
+        self._det_error_recorded: dict[str, float] = {}
         self._samples: dict[str, list[int | None]] = (
             {s: [] for s in cfg.samples.signals} if cfg.samples.enabled else {})
         self._sample_start = 0
@@ -133,7 +129,6 @@ class Agent:
         self._spool_stats: dict[str, Any] = {}
         self.started_mono = time.monotonic()
         self.ticks = 0
-        self._failures = 0
         self._output_lock = threading.Lock()
         self._outputs: list[tuple[int, str, int, str]] = []
 
@@ -187,6 +182,7 @@ class Agent:
         self._next_limits = time.monotonic() + 1
         self._next_last_t = 0.0
         self._next_stats = 0.0
+        self._failures = 0  # ticks failed in a row (safe_tick)
         log.info("agent %s started (boot %d) for %s/%s with %d detectors", a.id, self.boot, a.unit, a.instrument,
                  len(self.detectors))
 
@@ -265,15 +261,9 @@ class Agent:
         for det in self.detectors:
             try:
                 o = det.poll(now)
-                self._det_raised.pop(det.name, None)
             except Exception as exc:  # a bug or an unexpected device: never stop the loop
-                what = f"{type(exc).__name__}: {exc}"
-                if self._det_raised.get(det.name) != type(exc).__name__:
-                    log.exception("detector %s failed", det.name)  # the traceback once, not every poll
-                else:
-                    log.debug("detector %s failed again: %s", det.name, what)
-                self._det_raised[det.name] = type(exc).__name__
-                o = Observation.failed(what)
+                log.exception("detector %s failed", det.name)
+                o = Observation.failed(f"{type(exc).__name__}: {exc}")
             obs[det.name] = o
             self.summaries[det.name].add(o)
             self._track_error(det.name, o, now)
@@ -281,34 +271,20 @@ class Agent:
         return obs
 
     def _track_error(self, name: str, o: Observation, now: float) -> None:
-        """One `detector_error` record per episode (and one when it recovers), whatever the spacing of
-        episodes; a device flapping faster than ERROR_EPISODES_PER_HOUR gets the rest counted in
-        `unrecorded` on the next record it is allowed."""
         prev = self._det_error.get(name)
         if o.error is not None:
             self._det_error_failed[name] = self._det_error_failed.get(name, 0) + 1
             if prev is None:
                 log.warning("detector %s: %s", name, o.error)
-                times = self._det_error_times.setdefault(name, collections.deque())
-                while times and now - times[0] >= 3600:
-                    times.popleft()
-                if len(times) < ERROR_EPISODES_PER_HOUR:
-                    times.append(now)
-                    detail: dict[str, Any] = {"detector": name, "error": o.error}
-                    skipped = self._det_error_unrecorded.pop(name, 0)
-                    if skipped:
-                        detail["unrecorded"] = skipped
-                    self.recorder.lifecycle("detector_error", detail)
-                    self._det_error_recorded.add(name)
-                else:
-                    self._det_error_unrecorded[name] = self._det_error_unrecorded.get(name, 0) + 1
+                if now - self._det_error_recorded.get(name, -1e9) >= ERROR_RECORD_EVERY_S:
+                    self.recorder.lifecycle("detector_error", {"detector": name, "error": o.error})
+                    self._det_error_recorded[name] = now
             self._det_error[name] = o.error
         elif prev is not None:
             failed = self._det_error_failed.pop(name, 0)
             log.info("detector %s recovered after %d failed polls", name, failed)
             if name in self._det_error_recorded:
                 self.recorder.lifecycle("detector_error", {"detector": name, "recovered": True, "failed": failed})
-                self._det_error_recorded.discard(name)
             self._det_error[name] = None
 
     def heartbeat(self) -> None:
