@@ -548,13 +548,48 @@ def parse_gateway(data: dict[str, Any], path: Path) -> GatewayConfig:
     defaults = dict(data.get("agent", {}))
     for key in sorted(set(defaults) & set(AGENT_DEFAULTS_REFUSED)):
         raise ConfigError(path, f"agent.{key}", f"not a gateway-wide default: {AGENT_DEFAULTS_REFUSED[key]}")
-    configs = [_instrument(i, table, defaults, data, path) for i, table in enumerate(instruments)]
+    shared = _shared_ports(instruments)
+    configs = [_instrument(i, table, defaults, data, path, shared) for i, table in enumerate(instruments)]
     _check_gateway(configs, path)
     return GatewayConfig(path=path, gateway=gateway, instruments=tuple(configs))
 
 
+def _shared_ports(instruments: list[dict[str, Any]]) -> set[str]:
+    """Ports named by more than one detector of the gateway: a bus (meters by address)."""
+    seen: dict[str, int] = {}
+    for table in instruments:
+        dets = table.get("detectors", {})
+        for det in dets.values() if isinstance(dets, dict) else ():
+            port = det.get("port") if isinstance(det, dict) else None
+            if isinstance(port, str) and port:
+                seen[port] = seen.get(port, 0) + 1
+    return {p for p, n in seen.items() if n > 1}
+
+
+def _bus_tables(dets: dict[str, Any], shared: set[str], where: str, path: Path) -> dict[str, Any]:
+    """Detectors on a shared bus do not lock the port each for itself: one process owns the bus, and
+    a per-detector exclusive lock would shut out every meter but the first. Detector kinds that
+    offer `exclusive` get it false there by default; true is refused."""
+    from agent.detectors import KINDS, module
+
+    out: dict[str, Any] = {}
+    for name, det in dets.items():
+        if isinstance(det, dict) and det.get("port") in shared:
+            kind = det.get("kind", name)
+            fields = ({f.name for f in dataclasses.fields(module(kind).Config)}
+                      if isinstance(kind, str) and kind in KINDS else set())
+            if "exclusive" in fields:
+                if det.get("exclusive") is True:
+                    raise ConfigError(path, f"{where}.detectors.{name}.exclusive",
+                                      f"{det['port']} is a bus shared with other instruments: it cannot be locked "
+                                      "by each detector (leave exclusive out or false)")
+                det = {**det, "exclusive": False}
+        out[name] = det
+    return out
+
+
 def _instrument(i: int, table: dict[str, Any], defaults: dict[str, Any], top: dict[str, Any],
-                path: Path) -> Config:
+                path: Path, shared: set[str]) -> Config:
     """One [[instrument]] merged over the top-level defaults and validated as a complete agent config."""
     where = f"instrument[{i}]"
     agent_keys = {f.name for f in dataclasses.fields(AgentSection)}
@@ -584,7 +619,8 @@ def _instrument(i: int, table: dict[str, Any], defaults: dict[str, Any], top: di
     if "state" not in table or "running" not in table["state"]:
         raise ConfigError(path, f"{where}.state.running", "each instrument needs its own running rule "
                           "([instrument.state] running = ...)")
-    merged["detectors"] = table.get("detectors", {})
+    dets = table.get("detectors", {})
+    merged["detectors"] = _bus_tables(dets, shared, where, path) if isinstance(dets, dict) else dets
     digest = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:16]
     try:
         return parse(merged, path, digest=digest)

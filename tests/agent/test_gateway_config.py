@@ -160,3 +160,20 @@ def test_cli_over_a_gateway_config(tmp_path: Path) -> None:
     assert "== instrument a1" in out.stdout and "== instrument a2" in out.stdout
     out = cli("calibrate", "--config", str(p), "--seconds", "0")
     assert out.returncode == 2 and "--instrument" in out.stderr and "a1, a2" in out.stderr
+
+
+def test_a_shared_bus_is_not_locked_by_each_detector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detector that locks its port would shut out every other meter on the bus but the first."""
+    from agent.detectors import KINDS
+
+    monkeypatch.setitem(KINDS, "bus_meter", "tests.agent.bus_detector")
+
+    def meter(ident: str, slave: int, port: str, extra: str = "") -> str:
+        return (f'\n[[instrument]]\nid = "{ident}"\ninstrument = "i-{ident}"\n[instrument.state]\nrunning = "m"\n'
+                f'[instrument.detectors.m]\nkind = "bus_meter"\nport = "{port}"\nslave = {slave}\n{extra}')
+
+    g = gw(tmp_path, BASE + meter("a1", 1, "/dev/bus") + meter("a2", 2, "/dev/bus") + meter("a3", 1, "/dev/alone"))
+    locks = {c.agent.id: c.detector("m").config.exclusive for c in g.instruments}
+    assert locks == {"a1": False, "a2": False, "a3": True}  # a port of its own keeps its lock
+    err = mistake(tmp_path, BASE + meter("a1", 1, "/dev/bus", "exclusive = true") + meter("a2", 2, "/dev/bus"))
+    assert err.key == "instrument[0].detectors.m.exclusive" and "bus shared" in str(err)
