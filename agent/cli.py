@@ -243,10 +243,30 @@ def _check_one(cfg: Config, args: argparse.Namespace) -> int:
     spool = cfg.spool_path
     line(spool.exists() or spool.parent.exists() or not spool.parent.is_file(), "spool",
          f"{spool} ({'exists' if spool.exists() else 'will be created'})")
+    from agent.spool import RunLock
+
+    lock = RunLock(spool)
+    try:
+        if not lock.acquire():  # its devices are its own (a gateway's bus): asking them now would collide
+            print(f"     agent running (pid {lock.holder()}): devices not probed; `jishi-agent status` shows "
+                  "what it sees")
+        else:
+            ok = _probe_detectors(cfg, line) and ok
+    finally:
+        lock.release()
+    if not args.no_broker:
+        good, detail = _probe_broker(cfg)
+        line(good, "broker", detail)
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def _probe_detectors(cfg: Config, line: Any) -> bool:
+    """Poll each detector once and show the undebounced state; False if a detector failed."""
     from agent.detectors import module
     from agent.detectors.base import Observation
     from agent.state import combine, compile_rules
 
+    ok = True
     obs: dict[str, Observation] = {}
     dets: list[Any] = []
     for entry in cfg.detectors:
@@ -260,6 +280,7 @@ def _check_one(cfg: Config, args: argparse.Namespace) -> int:
         except Exception as exc:
             o = Observation.failed(f"{type(exc).__name__}: {exc}")
         obs[entry.name] = o
+        ok = ok and o.error is None
         line(o.error is None, f"detector {entry.name} ({entry.kind})",
              f"{o.verdict} {json.dumps(o.evidence, ensure_ascii=False)}" + (f" error: {o.error}" if o.error else ""))
     for det in dets:
@@ -271,10 +292,7 @@ def _check_one(cfg: Config, args: argparse.Namespace) -> int:
         from agent.identity.os_session import OsUsers
 
         print(f"     OS session user: {OsUsers(cfg.identity.os_ignore_users).current() or '-'}")
-    if not args.no_broker:
-        good, detail = _probe_broker(cfg)
-        line(good, "broker", detail)
-    return EXIT_OK if ok else EXIT_PROBLEM
+    return ok
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -340,9 +358,6 @@ def _status_one(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from agent import calibrate
-    from agent.detectors import module
-
     cfg = _load(args)
     meters = [d for d in cfg.detectors if d.kind == "power_meter" and (not args.detector or d.name == args.detector)]
     if not meters:
@@ -353,9 +368,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     store = Path(args.store) if args.store else cfg.agent.data_dir / f"calibration-{entry.name}.json"
     saved: dict[str, list[float]] = json.loads(store.read_text()) if store.exists() else {}
     if not args.propose_only:
+        from agent.spool import RunLock
+
+        lock = RunLock(cfg.spool_path)
+        if not lock.acquire():
+            print(f"jishi-agent: the agent is running (pid {lock.holder()}) and reads this meter: stop it first "
+                  "(or use --propose-only)", file=sys.stderr)
+            return EXIT_PROBLEM
+        try:
+            return _calibrate(args, cfg, entry, store, saved)
+        finally:
+            lock.release()
+    return _calibrate(args, cfg, entry, store, saved)
+
+
+def _calibrate(args: argparse.Namespace, cfg: Config, entry: Any, store: Path, saved: dict[str, list[float]]) -> int:
+    from agent import calibrate
+    from agent.detectors import module
+
+    readings: list[float] = []
+    if not args.propose_only:
         det = module(entry.kind).create(entry.name, entry.config)
         period = args.period or cfg.agent.sample_period_s
-        readings: list[float] = []
         errors = 0
         end = time.monotonic() + args.seconds
         print(f"recording {entry.name} for {args.seconds:g} s every {period:g} s"

@@ -28,7 +28,7 @@ from agent.identity import EXPLICIT, OS, Sessions
 from agent.identity.checkin import CheckinServer, Request
 from agent.publisher import Publisher
 from agent.recorder import Recorder
-from agent.spool import Spool
+from agent.spool import RunLock, Spool, SpoolError
 from agent.state import StateMachine, compile_rules
 from protocols.signing import load_private
 
@@ -82,7 +82,15 @@ class Agent:
         self.cfg = cfg
         a = cfg.agent
         self.key = load_private(a.key_file)
-        self.spool = Spool(cfg.spool_path, a.id)
+        self.run_lock = RunLock(cfg.spool_path)
+        if not self.run_lock.acquire():
+            raise SpoolError(f"another agent process (pid {self.run_lock.holder()}) is running on {cfg.spool_path}: "
+                             "one agent per spool")
+        try:
+            self.spool = Spool(cfg.spool_path, a.id)
+        except BaseException:
+            self.run_lock.release()
+            raise
         self.boot = self.spool.start_boot()
         self.clock = Clock(a.clock_jump_ms, last_t=int(self.spool.meta("last_t", 0)))
         self.publisher = Publisher(cfg, self.key, self.boot)
@@ -200,6 +208,7 @@ class Agent:
         self.finish()
         self.publisher.stop()
         self.spool.close()
+        self.run_lock.release()
         log.info("agent stopped")
 
     def finish(self) -> None:
@@ -444,6 +453,7 @@ class Gateway:
         except BaseException:
             for agent in self.agents:
                 agent.spool.close()
+                agent.run_lock.release()
             raise
         self.stop_event = threading.Event()
 
@@ -496,4 +506,5 @@ class Gateway:
         for agent in self.agents:
             agent.publisher.stop()
             agent.spool.close()
+            agent.run_lock.release()
         log.info("gateway %s stopped", self.cfg.gateway.id)
