@@ -595,6 +595,9 @@ def _instrument(i: int, table: dict[str, Any], defaults: dict[str, Any], top: di
     agent_keys = {f.name for f in dataclasses.fields(AgentSection)}
     sections = {*GATEWAY_SHARED, "detectors"}
     for key in table:
+        if key == "agent":
+            raise ConfigError(path, f"{where}.agent", "write the agent keys (id, instrument, key_file, ...) "
+                              "directly in the [[instrument]] table, not in [instrument.agent]")
         if key not in agent_keys and key not in sections:
             raise ConfigError(path, f"{where}.{key}", f"unknown key{_suggest(key, sorted(agent_keys | sections))}")
         if key in {"log_level", "log_file"}:

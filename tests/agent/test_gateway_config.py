@@ -121,6 +121,7 @@ def test_single_instrument_configs_unchanged_and_not_confused(tmp_path: Path) ->
          "nobody at the instrument"),
         (inst("a1", 1, extra="heartbeat = 5"), "instrument[0].heartbeat", "did you mean 'heartbeat_s'"),
         (inst("a1", 1, extra='log_file = "x.log"'), "instrument[0].log_file", "[gateway]"),
+        (inst("a1", 1, extra='[instrument.agent]\nheartbeat_s = 5'), "instrument[0].agent", "directly in the"),
         (inst("a1", 1, det_extra="slave = 300").replace("slave = 1\n", ""), "instrument[0].detectors.power.slave",
          "1..247"),
         (inst("a1", 1).replace('running = "power"', 'running = "powr"'), "instrument[0].state.running", "'powr'"),
