@@ -134,6 +134,9 @@ def test_gateway_eight_meters_on_one_bus(pg_dsn: str, mqtt_broker: Any, tmp_path
             hold(5)
             assert gateway.stop() == 0
             last = {i: int(spool(p)["next_seq"]) - 1 for i, p in spools.items()}
+            out = cli("status", "--json", "--config", str(cfg))  # every instrument, from its own spool
+            assert out.returncode == 0, out.stderr
+            assert {d["agent"]: d["next_seq"] - 1 for d in json.loads(out.stdout)} == last
 
             def stored() -> bool:
                 rows = dict(query(pg_dsn, "SELECT agent_id, watermark FROM agent_progress WHERE agent_id = ANY(%s)",
