@@ -1,5 +1,9 @@
 """`jishi-agent`: run, keygen, enroll, check, status, calibrate, checkin, checkout.
 
+A gateway config (`[[instrument]]` tables) runs all its instruments in one process; `keygen`,
+`enroll`, `check` and `status` cover every instrument, or the one named by `--instrument`;
+`calibrate`, `checkin` and `checkout` need `--instrument`.
+
 Exit codes: 0 success, 1 a problem found or a failure at run time, 2 configuration mistakes.
 """
 
@@ -15,23 +19,48 @@ from pathlib import Path
 from typing import Any
 
 from agent import SOFTWARE
-from agent.config import Config, ConfigError, default_path, load
+from agent.config import Config, ConfigError, GatewayConfig, default_path, load_any
 
 EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG = 0, 1, 2
 
 
+def _load_any(args: argparse.Namespace) -> Config | GatewayConfig:
+    return load_any(Path(args.config) if args.config else default_path())
+
+
+def _load_all(args: argparse.Namespace) -> list[Config]:
+    """Every instrument of the config, or only the one named by --instrument."""
+    cfg = _load_any(args)
+    if isinstance(cfg, GatewayConfig):
+        return [cfg.select(args.instrument)] if args.instrument else list(cfg.instruments)
+    if args.instrument and args.instrument not in (cfg.agent.id, cfg.agent.instrument):
+        raise ConfigError(cfg.path, "instrument", f"this config is for {cfg.agent.id}, not {args.instrument!r}")
+    return [cfg]
+
+
 def _load(args: argparse.Namespace) -> Config:
-    return load(Path(args.config) if args.config else default_path())
+    """The one instrument a command concerns; a gateway config needs --instrument."""
+    cfg = _load_any(args)
+    if isinstance(cfg, GatewayConfig) and not args.instrument:
+        raise ConfigError(cfg.path, "instrument", "a gateway config: name the instrument with --instrument "
+                          f"(agent ids: {', '.join(c.agent.id for c in cfg.instruments)})")
+    return _load_all(args)[0]
 
 
-def _setup_logging(level: str, file: Path | None) -> None:
+def _setup_logging(level: str, file: Path | None, gateway: bool = False, force: bool = False) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.handlers.RotatingFileHandler(file, maxBytes=2_000_000, backupCount=3,
                                                              encoding="utf-8"))
-    logging.basicConfig(level=level, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if gateway:
+        from agent.runner import AgentLogFilter
+
+        fmt = "%(asctime)s %(levelname)s %(name)s [%(agent_id)s]: %(message)s"
+        for h in handlers:
+            h.addFilter(AgentLogFilter())
+    logging.basicConfig(level=level, handlers=handlers, format=fmt, force=force)
 
 
 def _key_problem(cfg: Config) -> str | None:
@@ -51,6 +80,9 @@ def _key_problem(cfg: Config) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load_any(args)
+    if isinstance(loaded, GatewayConfig) and not args.instrument:
+        return _run_gateway(loaded)
     cfg = _load(args)
     _setup_logging(cfg.agent.log_level, cfg.agent.log_file)
     problem = _key_problem(cfg)
@@ -69,21 +101,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     return agent.run()
 
 
+def _run_gateway(gw: GatewayConfig) -> int:
+    """All instruments or none: a missing key is a setup mistake to fix, not a run-time state."""
+    _setup_logging(gw.gateway.log_level, gw.gateway.log_file, gateway=True)
+    problems = [f"{c.agent.id}: {p}" for c in gw.instruments if (p := _key_problem(c))]
+    if problems:
+        for p in problems:
+            print(f"jishi-agent: {p}", file=sys.stderr)
+        return EXIT_CONFIG
+    from agent.runner import Gateway
+    from agent.spool import SpoolError
+
+    try:
+        gateway = Gateway(gw)
+    except SpoolError as exc:
+        print(f"jishi-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    gateway.install_signals()
+    return gateway.run()
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from protocols.signing import generate, key_id, public_to_b64, save_private
 
     if args.out:
-        path = Path(args.out)
+        paths = [Path(args.out)]
     else:
-        path = _load(args).agent.key_file
-    key = generate()
-    try:
-        save_private(key, path)
-    except FileExistsError:
-        print(f"jishi-agent: {path} exists; refusing to overwrite a key (move it away first)", file=sys.stderr)
-        return EXIT_PROBLEM
-    print(json.dumps({"key_file": str(path), "key_id": key_id(key), "public_key": public_to_b64(key)}, indent=2))
-    return EXIT_OK
+        paths = [c.agent.key_file for c in _load_all(args)]
+    code = EXIT_OK
+    for path in paths:
+        key = generate()
+        try:
+            save_private(key, path)
+        except FileExistsError:
+            print(f"jishi-agent: {path} exists; refusing to overwrite a key (move it away first)", file=sys.stderr)
+            code = EXIT_PROBLEM
+            continue
+        print(json.dumps({"key_file": str(path), "key_id": key_id(key), "public_key": public_to_b64(key)},
+                         indent=2))
+    return code
 
 
 def enrolment(cfg: Config) -> dict[str, Any]:
@@ -96,16 +152,22 @@ def enrolment(cfg: Config) -> dict[str, Any]:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    problem = _key_problem(cfg)
-    if problem:
-        print(f"jishi-agent: {problem}", file=sys.stderr)
+    """One JSON document, or for a gateway a JSON list of them (one per instrument)."""
+    configs = _load_all(args)
+    problems = [p for c in configs if (p := _key_problem(c))]
+    if problems:
+        for p in problems:
+            print(f"jishi-agent: {p}", file=sys.stderr)
         return EXIT_CONFIG
-    doc = enrolment(cfg)
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    docs = [enrolment(c) for c in configs]
+    print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2, ensure_ascii=False))
     if not args.url:
         print("register this with the platform operator, or use --url to post it", file=sys.stderr)
         return EXIT_OK
+    return max(_post_enrolment(doc, args) for doc in docs)
+
+
+def _post_enrolment(doc: dict[str, Any], args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
@@ -115,10 +177,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         req.add_header("Authorization", f"Bearer {args.token}")
     try:
         with urllib.request.urlopen(req, timeout=20) as resp:
-            print(f"enrolment sent: HTTP {resp.status} {resp.read(2000).decode('utf-8', 'replace')}")
+            print(f"enrolment of {doc['agent']} sent: HTTP {resp.status} "
+                  f"{resp.read(2000).decode('utf-8', 'replace')}")
             return EXIT_OK
     except urllib.error.HTTPError as exc:
-        print(f"jishi-agent: the server refused the enrolment: HTTP {exc.code} "
+        print(f"jishi-agent: the server refused the enrolment of {doc['agent']}: HTTP {exc.code} "
               f"{exc.read(2000).decode('utf-8', 'replace')}", file=sys.stderr)
     except (urllib.error.URLError, OSError) as exc:
         print(f"jishi-agent: cannot reach {args.url}: {exc}", file=sys.stderr)
@@ -154,10 +217,19 @@ def _probe_broker(cfg: Config) -> tuple[bool, str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        cfg = _load(args)
+        configs = _load_all(args)
     except ConfigError as exc:
         print(f"FAIL config: {exc}")
         return EXIT_CONFIG
+    codes = []
+    for cfg in configs:
+        if len(configs) > 1:
+            print(f"== instrument {cfg.agent.id}")
+        codes.append(_check_one(cfg, args))
+    return max(codes)
+
+
+def _check_one(cfg: Config, args: argparse.Namespace) -> int:
     ok = True
 
     def line(good: bool, what: str, detail: str) -> None:
@@ -171,10 +243,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     spool = cfg.spool_path
     line(spool.exists() or spool.parent.exists() or not spool.parent.is_file(), "spool",
          f"{spool} ({'exists' if spool.exists() else 'will be created'})")
+    from agent.spool import RunLock
+
+    lock = RunLock(spool)
+    try:
+        if not lock.acquire():  # its devices are its own (a gateway's bus): asking them now would collide
+            print(f"     agent running (pid {lock.holder()}): devices not probed; `jishi-agent status` shows "
+                  "what it sees")
+        else:
+            ok = _probe_detectors(cfg, line) and ok
+    finally:
+        lock.release()
+    if not args.no_broker:
+        good, detail = _probe_broker(cfg)
+        line(good, "broker", detail)
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def _probe_detectors(cfg: Config, line: Any) -> bool:
+    """Poll each detector once and show the undebounced state; False if a detector failed."""
     from agent.detectors import module
     from agent.detectors.base import Observation
     from agent.state import combine, compile_rules
 
+    ok = True
     obs: dict[str, Observation] = {}
     dets: list[Any] = []
     for entry in cfg.detectors:
@@ -188,6 +280,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except Exception as exc:
             o = Observation.failed(f"{type(exc).__name__}: {exc}")
         obs[entry.name] = o
+        ok = ok and o.error is None
         line(o.error is None, f"detector {entry.name} ({entry.kind})",
              f"{o.verdict} {json.dumps(o.evidence, ensure_ascii=False)}" + (f" error: {o.error}" if o.error else ""))
     for det in dets:
@@ -199,14 +292,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         from agent.identity.os_session import OsUsers
 
         print(f"     OS session user: {OsUsers(cfg.identity.os_ignore_users).current() or '-'}")
-    if not args.no_broker:
-        good, detail = _probe_broker(cfg)
-        line(good, "broker", detail)
-    return EXIT_OK if ok else EXIT_PROBLEM
+    return ok
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    configs = _load_all(args)
+    if args.json and len(configs) > 1:
+        docs = [_status_doc(cfg) for cfg in configs]
+        print(json.dumps(docs, indent=2, ensure_ascii=False))
+        return EXIT_OK if all(d is not None for d in docs) else EXIT_PROBLEM
+    return max(_status_one(cfg, args) for cfg in configs)
+
+
+def _status_doc(cfg: Config) -> dict[str, Any] | None:
+    """The running agent's snapshot from its local endpoint, else what its spool says; None: no spool yet."""
     from agent.identity.checkin import call
 
     try:
@@ -217,8 +316,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         st["running"] = True
     else:
         if not cfg.spool_path.exists():
-            print(f"jishi-agent: not running, and no spool at {cfg.spool_path} yet", file=sys.stderr)
-            return EXIT_PROBLEM
+            print(f"jishi-agent: {cfg.agent.id} not running, and no spool at {cfg.spool_path} yet", file=sys.stderr)
+            return None
         from agent.spool import Spool
 
         sp = Spool(cfg.spool_path, cfg.agent.id, readonly=True)
@@ -230,6 +329,13 @@ def cmd_status(args: argparse.Namespace) -> int:
               "spool_first": s.first_seq, "spool_records": s.count, "spool_bytes": s.bytes, "acked": s.acked,
               "state": f"{last_state[0]} (last recorded)", "open_sessions": len(sp.open_sessions())}
         sp.close()
+    return st
+
+
+def _status_one(cfg: Config, args: argparse.Namespace) -> int:
+    st = _status_doc(cfg)
+    if st is None:
+        return EXIT_PROBLEM
     if args.json:
         print(json.dumps(st, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -252,9 +358,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from agent import calibrate
-    from agent.detectors import module
-
     cfg = _load(args)
     meters = [d for d in cfg.detectors if d.kind == "power_meter" and (not args.detector or d.name == args.detector)]
     if not meters:
@@ -265,9 +368,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     store = Path(args.store) if args.store else cfg.agent.data_dir / f"calibration-{entry.name}.json"
     saved: dict[str, list[float]] = json.loads(store.read_text()) if store.exists() else {}
     if not args.propose_only:
+        from agent.spool import RunLock
+
+        lock = RunLock(cfg.spool_path)
+        if not lock.acquire():
+            print(f"jishi-agent: the agent is running (pid {lock.holder()}) and reads this meter: stop it first "
+                  "(or use --propose-only)", file=sys.stderr)
+            return EXIT_PROBLEM
+        try:
+            return _calibrate(args, cfg, entry, store, saved)
+        finally:
+            lock.release()
+    return _calibrate(args, cfg, entry, store, saved)
+
+
+def _calibrate(args: argparse.Namespace, cfg: Config, entry: Any, store: Path, saved: dict[str, list[float]]) -> int:
+    from agent import calibrate
+    from agent.detectors import module
+
+    readings: list[float] = []
+    if not args.propose_only:
         det = module(entry.kind).create(entry.name, entry.config)
         period = args.period or cfg.agent.sample_period_s
-        readings: list[float] = []
         errors = 0
         end = time.monotonic() + args.seconds
         print(f"recording {entry.name} for {args.seconds:g} s every {period:g} s"
@@ -334,10 +456,11 @@ def parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("--config", "-c", help=f"config file (default: $JISHI_AGENT_CONFIG or {default_path()})")
+        sp.add_argument("--instrument", "-i", help="in a gateway config: the instrument (agent id or instrument id)")
         sp.set_defaults(fn=fn)
         return sp
 
-    add("run", cmd_run, "run the agent")
+    add("run", cmd_run, "run the agent (a gateway config: all its instruments, unless --instrument)")
     sp = add("keygen", cmd_keygen, "create the agent's Ed25519 key pair (refuses to overwrite)")
     sp.add_argument("--out", help="write the key here instead of agent.key_file")
     sp = add("enroll", cmd_enroll, "print (or --url: post) the public key and ids for registration")

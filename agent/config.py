@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import json
 import os
 import re
 import sys
@@ -89,7 +90,7 @@ class AgentSection:
 class MqttSection:
     """Broker connection. TLS with a CA file; identity by username/password or client certificate."""
 
-    host: str = "localhost"
+    host: str = ""
     port: int = 1883
     client_id: str = ""
     keepalive_s: int = 60
@@ -110,6 +111,9 @@ class MqttSection:
     stop_flush_s: float = 5.0
 
     def __post_init__(self) -> None:
+        require(bool(self.host.strip()), "host",
+                "the broker's host name is required (there is no default: an agent that silently talked "
+                "to localhost looked healthy while sending nothing anywhere)")
         require(1 <= self.port <= 65535, "port", f"must be 1..65535, got {self.port}")
         require(self.keepalive_s >= 5, "keepalive_s", "must be >= 5")
         positive(self.backoff_min_s, "backoff_min_s")
@@ -266,9 +270,7 @@ def default_path() -> Path:
     return Path("/etc/jishi/agent.toml")
 
 
-def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment, and validate; raises ConfigError."""
-    path = Path(path)
+def _read(path: Path, environ: Mapping[str, str] | None) -> tuple[dict[str, Any], bytes]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -280,7 +282,26 @@ def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     _apply_env(data, os.environ if environ is None else environ, path)
+    return data, raw
+
+
+def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read a single-instrument config, override from the environment, and validate; raises ConfigError."""
+    path = Path(path)
+    data, raw = _read(path, environ)
+    if "instrument" in data:
+        raise ConfigError(path, "instrument", "this is a gateway config (it has [[instrument]] tables): "
+                          "choose one instrument with --instrument <id>")
     return parse(data, path, digest=hashlib.sha256(raw).hexdigest()[:16])
+
+
+def load_any(path: Path | str, environ: Mapping[str, str] | None = None) -> Config | GatewayConfig:
+    """A single-instrument config as before, or a gateway config if the file has [[instrument]] tables."""
+    path = Path(path)
+    data, raw = _read(path, environ)
+    if "instrument" not in data:
+        return parse(data, path, digest=hashlib.sha256(raw).hexdigest()[:16])
+    return parse_gateway(data, path)
 
 
 def parse(data: dict[str, Any], path: Path, digest: str = "") -> Config:
@@ -467,3 +488,196 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], file: Path) -> 
                 raise ConfigError(file, ".".join(parts), f"environment variable {var} overrides a non-table")
             node = nxt
         node[parts[-1]] = value
+
+
+# ---- gateway mode ----------------------------------------------------------------------------
+#
+# One process on a small Linux box watches several instruments (meters on one RS-485 bus by
+# address, network meters by host); nothing is installed on the instruments' own PCs. Each
+# `[[instrument]]` is a complete agent of its own: its own key, spool, chain and MQTT identity. The
+# top-level sections are defaults that every instrument inherits and may override.
+
+GATEWAY_SHARED = ("mqtt", "spool", "state", "identity", "samples")
+AGENT_DEFAULTS_REFUSED = {"id": "each [[instrument]] has its own id", "instrument": "each [[instrument]] names its own",
+                          "key_file": "each [[instrument]] has its own key (default: <data_dir>/agent.key)",
+                          "log_level": "the gateway's log is configured in [gateway]",
+                          "log_file": "the gateway's log is configured in [gateway]"}
+BUS_SETTINGS = ("baudrate", "parity", "bytesize", "stopbits")
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    """The gateway process itself: its name in the log and where the log goes."""
+
+    id: str = "gateway"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        require(bool(ID_RE.match(self.id)), "id", f"{self.id!r} must match [A-Za-z0-9_-]{{1,64}}")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    path: Path
+    gateway: GatewaySection
+    instruments: tuple[Config, ...]
+
+    def select(self, name: str) -> Config:
+        """The instrument whose agent id or instrument id is `name`."""
+        for cfg in self.instruments:
+            if name in (cfg.agent.id, cfg.agent.instrument):
+                return cfg
+        raise ConfigError(self.path, "instrument", f"no instrument {name!r} in this gateway "
+                          f"(agent ids: {[c.agent.id for c in self.instruments]})")
+
+
+def parse_gateway(data: dict[str, Any], path: Path) -> GatewayConfig:
+    allowed = {"gateway", "agent", "instrument", *GATEWAY_SHARED}
+    for key in sorted(set(data) - allowed):
+        why = (": in a gateway config each [[instrument]] has its own [instrument.detectors.<name>]"
+               if key == "detectors" else _suggest(key, sorted(allowed)))
+        raise ConfigError(path, key, f"unknown section in a gateway config{why}")
+    for name in ("gateway", "agent", *GATEWAY_SHARED):
+        if not isinstance(data.get(name, {}), dict):
+            raise ConfigError(path, name, "must be a table")
+    gateway = build(GatewaySection, data.get("gateway", {}), "gateway", path, path.parent)
+    instruments = data["instrument"]
+    if not isinstance(instruments, list) or not instruments or not all(isinstance(i, dict) for i in instruments):
+        raise ConfigError(path, "instrument", "write each instrument as an [[instrument]] table")
+    defaults = dict(data.get("agent", {}))
+    for key in sorted(set(defaults) & set(AGENT_DEFAULTS_REFUSED)):
+        raise ConfigError(path, f"agent.{key}", f"not a gateway-wide default: {AGENT_DEFAULTS_REFUSED[key]}")
+    shared = _shared_ports(instruments)
+    configs = [_instrument(i, table, defaults, data, path, shared) for i, table in enumerate(instruments)]
+    _check_gateway(configs, path)
+    return GatewayConfig(path=path, gateway=gateway, instruments=tuple(configs))
+
+
+def _shared_ports(instruments: list[dict[str, Any]]) -> set[str]:
+    """Ports named by more than one detector of the gateway: a bus (meters by address)."""
+    seen: dict[str, int] = {}
+    for table in instruments:
+        dets = table.get("detectors", {})
+        for det in dets.values() if isinstance(dets, dict) else ():
+            port = det.get("port") if isinstance(det, dict) else None
+            if isinstance(port, str) and port:
+                seen[port] = seen.get(port, 0) + 1
+    return {p for p, n in seen.items() if n > 1}
+
+
+def _bus_tables(dets: dict[str, Any], shared: set[str], where: str, path: Path) -> dict[str, Any]:
+    """Detectors on a shared bus do not lock the port each for itself: one process owns the bus, and
+    a per-detector exclusive lock would shut out every meter but the first. Detector kinds that
+    offer `exclusive` get it false there by default; true is refused."""
+    from agent.detectors import KINDS, module
+
+    out: dict[str, Any] = {}
+    for name, det in dets.items():
+        if isinstance(det, dict) and det.get("port") in shared:
+            kind = det.get("kind", name)
+            fields = ({f.name for f in dataclasses.fields(module(kind).Config)}
+                      if isinstance(kind, str) and kind in KINDS else set())
+            if "exclusive" in fields:
+                if det.get("exclusive") is True:
+                    raise ConfigError(path, f"{where}.detectors.{name}.exclusive",
+                                      f"{det['port']} is a bus shared with other instruments: it cannot be locked "
+                                      "by each detector (leave exclusive out or false)")
+                det = {**det, "exclusive": False}
+        out[name] = det
+    return out
+
+
+def _instrument(i: int, table: dict[str, Any], defaults: dict[str, Any], top: dict[str, Any],
+                path: Path, shared: set[str]) -> Config:
+    """One [[instrument]] merged over the top-level defaults and validated as a complete agent config."""
+    where = f"instrument[{i}]"
+    agent_keys = {f.name for f in dataclasses.fields(AgentSection)}
+    sections = {*GATEWAY_SHARED, "detectors"}
+    for key in table:
+        if key == "agent":
+            raise ConfigError(path, f"{where}.agent", "write the agent keys (id, instrument, key_file, ...) "
+                              "directly in the [[instrument]] table, not in [instrument.agent]")
+        if key not in agent_keys and key not in sections:
+            raise ConfigError(path, f"{where}.{key}", f"unknown key{_suggest(key, sorted(agent_keys | sections))}")
+        if key in {"log_level", "log_file"}:
+            raise ConfigError(path, f"{where}.{key}", AGENT_DEFAULTS_REFUSED[key])
+        if key in sections and not isinstance(table[key], dict):
+            raise ConfigError(path, f"{where}.{key}", "must be a table")
+    agent = {**{k: v for k, v in defaults.items() if k != "data_dir"},
+             **{k: v for k, v in table.items() if k in agent_keys}}
+    ident = agent.get("id")
+    if "data_dir" not in agent and isinstance(defaults.get("data_dir"), str) and isinstance(ident, str):
+        agent["data_dir"] = f"{defaults['data_dir']}/{ident}"  # one spool directory per instrument
+    if "key_file" not in agent and isinstance(agent.get("data_dir"), str):
+        agent["key_file"] = f"{agent['data_dir']}/agent.key"
+    merged: dict[str, Any] = {"agent": agent}
+    for name in GATEWAY_SHARED:
+        section = {**top.get(name, {}), **table.get(name, {})}
+        if name == "identity":  # the gateway's login user is nobody at the instrument
+            section.setdefault("os_session", False)
+            section.setdefault("checkin", False)
+        if section or name == "mqtt":
+            merged[name] = section
+    if "state" not in table or "running" not in table["state"]:
+        raise ConfigError(path, f"{where}.state.running", "each instrument needs its own running rule "
+                          "([instrument.state] running = ...)")
+    dets = table.get("detectors", {})
+    merged["detectors"] = _bus_tables(dets, shared, where, path) if isinstance(dets, dict) else dets
+    digest = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    try:
+        return parse(merged, path, digest=digest)
+    except ConfigError as exc:
+        key = exc.key[len("agent."):] if exc.key.startswith("agent.") else exc.key
+        raise ConfigError(path, f"{where}.{key}" if key else where,
+                          f"{exc.problem} (instrument {ident!r})" if ident else exc.problem) from None
+
+
+def _check_gateway(configs: list[Config], path: Path) -> None:
+    """What several agents in one process must not share: ids, keys, spools, MQTT client ids, meters."""
+    def unique(what: str, key: str, values: list[Any]) -> None:
+        seen: dict[Any, int] = {}
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            if v in seen:
+                raise ConfigError(path, f"instrument[{i}].{key}",
+                                  f"{what} {v!s} is also used by instrument[{seen[v]}]: each instrument needs its own")
+            seen[v] = i
+
+    unique("agent id", "id", [c.agent.id for c in configs])
+    unique("instrument", "instrument", [(c.agent.unit, c.agent.instrument) for c in configs])
+    unique("key file", "key_file", [c.agent.key_file.resolve() for c in configs])
+    unique("spool", "data_dir", [c.spool_path.resolve() for c in configs])
+    unique("MQTT client id", "mqtt.client_id", [c.mqtt.client_id or c.agent.id for c in configs])
+    unique("check-in port", "identity.checkin_port",
+           [c.identity.checkin_port if c.identity.checkin else None for c in configs])
+    for i, c in enumerate(configs):
+        if c.identity.os_session:
+            raise ConfigError(path, f"instrument[{i}].identity.os_session",
+                              "a gateway's login user is nobody at the instrument: os_session must be false")
+    meters: dict[tuple[str, int | None], str] = {}
+    buses: dict[str, tuple[str, dict[str, Any]]] = {}
+    for i, c in enumerate(configs):
+        for d in c.detectors:
+            port = getattr(d.config, "port", None) or getattr(d.config, "host", None)
+            if not isinstance(port, str) or not port:
+                continue
+            addr = getattr(d.config, "slave", None)
+            where = f"instrument[{i}].detectors.{d.name}"
+            loc = (port, addr if isinstance(addr, int) else None)
+            if loc in meters:
+                what = f"address {loc[1]} on {port}" if loc[1] is not None else port
+                raise ConfigError(path, where, f"{what} is already read by {meters[loc]}: one device, one detector "
+                                  "(meters on one bus need distinct addresses)")
+            meters[loc] = where
+            settings = {k: getattr(d.config, k) for k in BUS_SETTINGS if hasattr(d.config, k)}
+            if port in buses and buses[port][1] != settings:
+                raise ConfigError(path, where, f"{port} is also used by {buses[port][0]} with other line settings "
+                                  f"({buses[port][1]}): devices on one bus share baudrate, parity and framing")
+            buses.setdefault(port, (where, settings))
+    bare = {p for p, a in meters if a is None}
+    for p, a in meters:
+        if a is not None and p in bare:
+            raise ConfigError(path, "instrument", f"{p} is used both as a bus of addressed meters and by a "
+                              "point-to-point detector")

@@ -49,7 +49,7 @@ def secure(client: mqtt.Client, m: MqttSection) -> None:
 
 class Publisher(threading.Thread):
     def __init__(self, cfg: Config, key: Ed25519PrivateKey, boot: int) -> None:
-        super().__init__(name="publisher", daemon=True)
+        super().__init__(name=f"publisher-{cfg.agent.id}", daemon=True)  # names the agent in a gateway's log
         self.cfg = cfg
         self.m = cfg.mqtt
         self.key = key
@@ -83,13 +83,18 @@ class Publisher(threading.Thread):
         """A record was appended: publish it soon."""
         self.wake.set()
 
+    def begin_stop(self) -> None:
+        """Start the clean stop without waiting (a gateway stops all its publishers at once)."""
+        if self._flush_deadline is None:
+            self._flush_deadline = time.monotonic() + self.m.stop_flush_s
+        self.stopping.set()
+        self.wake.set()
+
     def stop(self, timeout: float | None = None) -> None:
         """Flush what the spool holds (up to stop_flush_s), send the clean death, disconnect."""
-        self._flush_deadline = time.monotonic() + self.m.stop_flush_s
-        self.stopping.set()
+        self.begin_stop()
         if not self.is_alive():
             return
-        self.wake.set()
         self.finished.wait(self.m.stop_flush_s + 5 if timeout is None else timeout)
 
     def status(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ when it recovers).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import platform
@@ -20,14 +21,14 @@ from typing import Any, ClassVar
 
 from agent import SOFTWARE
 from agent.clock import Clock
-from agent.config import Config
+from agent.config import Config, GatewayConfig
 from agent.detectors import module
 from agent.detectors.base import Detector, Observation
 from agent.identity import EXPLICIT, OS, Sessions
 from agent.identity.checkin import CheckinServer, Request
 from agent.publisher import Publisher
 from agent.recorder import Recorder
-from agent.spool import Spool
+from agent.spool import RunLock, Spool, SpoolError
 from agent.state import StateMachine, compile_rules
 from protocols.signing import load_private
 
@@ -81,7 +82,15 @@ class Agent:
         self.cfg = cfg
         a = cfg.agent
         self.key = load_private(a.key_file)
-        self.spool = Spool(cfg.spool_path, a.id)
+        self.run_lock = RunLock(cfg.spool_path)
+        if not self.run_lock.acquire():
+            raise SpoolError(f"another agent process (pid {self.run_lock.holder()}) is running on {cfg.spool_path}: "
+                             "one agent per spool")
+        try:
+            self.spool = Spool(cfg.spool_path, a.id)
+        except BaseException:
+            self.run_lock.release()
+            raise
         self.boot = self.spool.start_boot()
         self.clock = Clock(a.clock_jump_ms, last_t=int(self.spool.meta("last_t", 0)))
         self.publisher = Publisher(cfg, self.key, self.boot)
@@ -148,15 +157,8 @@ class Agent:
             self.start()
             period = self.cfg.agent.sample_period_s
             next_tick = time.monotonic()
-            failures = 0
             while not self.stop_event.is_set():
-                try:
-                    self.tick()
-                    failures = 0
-                except Exception:  # e.g. the disk is full: keep trying, log sparsely
-                    failures += 1
-                    if failures == 1 or failures % 60 == 0:
-                        log.exception("tick failed (%d in a row)", failures)
+                self.safe_tick()
                 next_tick += period
                 now = time.monotonic()
                 if next_tick < now:  # overran (slow device): skip, do not burst
@@ -188,10 +190,29 @@ class Agent:
         self._next_limits = time.monotonic() + 1
         self._next_last_t = 0.0
         self._next_stats = 0.0
+        self._failures = 0  # ticks failed in a row (safe_tick)
         log.info("agent %s started (boot %d) for %s/%s with %d detectors", a.id, self.boot, a.unit, a.instrument,
                  len(self.detectors))
 
+    def safe_tick(self) -> None:
+        """One tick that never raises: e.g. the disk is full, keep trying and log sparsely."""
+        try:
+            self.tick()
+            self._failures = 0
+        except Exception:
+            self._failures += 1
+            if self._failures == 1 or self._failures % 60 == 0:
+                log.exception("tick failed (%d in a row)", self._failures)
+
     def shutdown(self) -> None:
+        self.finish()
+        self.publisher.stop()
+        self.spool.close()
+        self.run_lock.release()
+        log.info("agent stopped")
+
+    def finish(self) -> None:
+        """Everything of a clean stop before the publisher's last flush: sessions, samples, `stop`."""
         try:
             if self.http is not None:
                 self.http.stop()
@@ -211,9 +232,6 @@ class Agent:
                 log.exception("closing detector %s", det.name)
         if self.card is not None:
             self.card.close()
-        self.publisher.stop()
-        self.spool.close()
-        log.info("agent stopped")
 
     # ---- one tick ----------------------------------------------------------------------------------
 
@@ -402,3 +420,91 @@ class Agent:
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self._snapshot) if self._snapshot else {"state": "starting"}
+
+
+# ---- gateway mode ----------------------------------------------------------------------------------
+
+CURRENT_AGENT: contextvars.ContextVar[str] = contextvars.ContextVar("jishi_agent", default="")
+
+
+class AgentLogFilter(logging.Filter):
+    """Adds `agent_id` to every log record: the agent whose tick is running, else the thread's name
+    (publisher threads are named `publisher-<agent id>`), so a gateway's one log says who spoke."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.agent_id = CURRENT_AGENT.get() or record.threadName
+        return True
+
+
+class Gateway:
+    """Several instruments in one process, each a complete `Agent` (key, spool, chain, MQTT client).
+
+    One loop ticks them in turn, each at its own sample period, so detectors that share a bus
+    (meters on one RS-485 line) are never asked at the same time; a failing instrument costs only
+    its own tick. Each agent's publisher is its own thread with its own connection and identity.
+    """
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.agents: list[Agent] = []
+        try:
+            for instrument in cfg.instruments:
+                self.agents.append(Agent(instrument))
+        except BaseException:
+            for agent in self.agents:
+                agent.spool.close()
+                agent.run_lock.release()
+            raise
+        self.stop_event = threading.Event()
+
+    def install_signals(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        if hasattr(signal, "SIGBREAK"):
+            signal.signal(signal.SIGBREAK, handler)
+
+    def run(self) -> int:
+        for agent in self.agents:
+            agent.publisher.start()
+        try:
+            for agent in self.agents:
+                token = CURRENT_AGENT.set(agent.cfg.agent.id)
+                try:
+                    agent.start()
+                finally:
+                    CURRENT_AGENT.reset(token)
+            log.info("gateway %s started with %d instruments", self.cfg.gateway.id, len(self.agents))
+            due = [time.monotonic()] * len(self.agents)
+            while not self.stop_event.is_set():
+                for i, agent in enumerate(self.agents):
+                    if time.monotonic() < due[i]:
+                        continue
+                    token = CURRENT_AGENT.set(agent.cfg.agent.id)
+                    try:
+                        agent.safe_tick()
+                    finally:
+                        CURRENT_AGENT.reset(token)
+                    due[i] = max(due[i] + agent.cfg.agent.sample_period_s, time.monotonic())
+                self.stop_event.wait(max(0.0, min(due) - time.monotonic()))
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """Clean stop of every instrument; the publishers flush in parallel, not one after another."""
+        for agent in self.agents:
+            token = CURRENT_AGENT.set(agent.cfg.agent.id)
+            try:
+                agent.finish()
+            finally:
+                CURRENT_AGENT.reset(token)
+        for agent in self.agents:
+            agent.publisher.begin_stop()
+        for agent in self.agents:
+            agent.publisher.stop()
+            agent.spool.close()
+            agent.run_lock.release()
+        log.info("gateway %s stopped", self.cfg.gateway.id)

@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -440,3 +441,69 @@ class Spool:
 
     def output(self, t: int, path: str, size: int, sha256: str) -> None:
         self._exec("INSERT INTO outputs VALUES(?, ?, ?, ?)", (t, path, size, sha256))
+
+
+class RunLock:
+    """One agent process per spool: an OS file lock on `<spool>.lock`, held while the agent runs.
+
+    Two processes on one spool would share a chain and fight over one MQTT client id; `jishi-agent
+    check` and `calibrate` use the lock to leave a running agent's devices (a gateway's shared
+    bus) alone. The OS drops the lock when the process dies, so kill -9 leaves nothing stale.
+    """
+
+    def __init__(self, spool_path: Path) -> None:
+        self.path = spool_path.with_name(spool_path.name + ".lock")
+        self._fh: Any = None
+
+    def acquire(self) -> bool:
+        """True if this process now holds the lock; False if another process does."""
+        if self._fh is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+b")  # held open for as long as the lock is
+        try:
+            _lock(fh.fileno())
+        except OSError:
+            fh.close()
+            return False
+        with contextlib.suppress(OSError):  # the pid is for people; a full disk must not stop the lock
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()).encode())
+            fh.flush()
+        self._fh = fh
+        return True
+
+    def holder(self) -> str:
+        """The pid written by the process holding the lock ('?' if unknown)."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                _unlock(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

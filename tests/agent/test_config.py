@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load
+from agent.config import Config, ConfigError, load, load_any
 from agent.detectors.power_meter import Config as PowerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +19,9 @@ unit = "u1"
 instrument = "i1"
 key_file = "k"
 data_dir = "d"
+
+[mqtt]
+host = "broker.lan"
 
 [state]
 running = "power"
@@ -38,15 +41,28 @@ def write(tmp_path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_configs_are_valid(path: Path) -> None:
-    cfg = load(path, environ={})
-    assert cfg.detectors and cfg.state.running
-    assert cfg.agent.heartbeat_s == 300  # the storage budget's default
-    assert not cfg.samples.enabled
+    loaded = load_any(path, environ={})
+    for cfg in [loaded] if isinstance(loaded, Config) else loaded.instruments:
+        assert cfg.detectors and cfg.state.running
+        assert cfg.agent.heartbeat_s == 300  # the storage budget's default
+        assert not cfg.samples.enabled
 
 
 def test_three_examples_exist() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"mass-spectrometer-windows.toml", "serial-status-instrument.toml", "power-meter-only.toml"} <= names
+    assert {"mass-spectrometer-windows.toml", "serial-status-instrument.toml", "power-meter-only.toml",
+            "gateway-example.toml"} <= names
+
+
+def test_no_broker_host_is_a_clear_mistake(tmp_path: Path) -> None:
+    """Not a silent localhost: an agent that talked to nobody looked healthy."""
+    for text in (MINIMAL.replace('host = "broker.lan"\n', ""), MINIMAL.replace('host = "broker.lan"', 'host = " "')):
+        assert text != MINIMAL
+        with pytest.raises(ConfigError) as err:
+            load(write(tmp_path, text), environ={})
+        assert err.value.key == "mqtt.host" and "broker's host name is required" in str(err.value)
+    assert load(write(tmp_path, MINIMAL.replace('host = "broker.lan"\n', "")),
+                environ={"JISHI_AGENT_MQTT__HOST": "b.lan"}).mqtt.host == "b.lan"
 
 
 def test_minimal_config_defaults_and_relative_paths(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ reopen_s = 0.2
 def test_config_mistakes_give_a_clear_message(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.toml"
     cfg.write_text('[agent]\nid = "x"\nunit = "u"\ninstrument = "i"\nkey_file = "k"\ndata_dir = "d"\n'
-                   'sample_period_s = "fast"\n[state]\nrunning = "power"\n'
+                   'sample_period_s = "fast"\n[mqtt]\nhost = "broker.lan"\n[state]\nrunning = "power"\n'
                    '[detectors.power]\nkind = "power_meter"\nport = "/dev/null"\n'
                    'levels = [{ state = "off", below_w = 5 }, { state = "running" }]\n')
     out = cli("run", "--config", str(cfg))
