@@ -97,7 +97,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _pack(settings: Settings, args: argparse.Namespace) -> int:
-    from server.ingest.archive import pack_old
+    from server.store.archive import pack_old
 
     older = settings.ingest.pack_after_s if args.older_than is None else args.older_than
     with psycopg.connect(settings.database.dsn) as conn:

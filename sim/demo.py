@@ -48,9 +48,9 @@ import psycopg
 from protocols import topics
 from protocols.signing import generate as new_key
 from protocols.signing import key_id, load_private, public_to_b64, save_private
-from server.devstack import MosquittoServer, PostgresServer, free_port
 from sim import backfill, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
+from sim.devstack import MosquittoServer, PostgresServer, free_port
 from sim.history import VirtualAgent, envelopes, profile
 from sim.model import HOUR, TZ, InstrumentSpec, Truth, generate, ms, write_truth
 

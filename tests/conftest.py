@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from server.devstack import MosquittoServer, PostgresServer
+from sim.devstack import MosquittoServer, PostgresServer
 
 TEST_DB = "jishi_test"
 TEMPLATE_DB = "jishi_template"

@@ -17,9 +17,9 @@ import psycopg
 
 from protocols.derive import Carry, Derived, Gap, Params, Rec, derive
 from server.db import queries
-from server.ingest.archive import envelopes_for
 from server.ingest.book import Book
 from server.ingest.store import ms_to_dt
+from server.store.archive import envelopes_for
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]

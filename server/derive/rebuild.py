@@ -14,7 +14,7 @@ import psycopg
 from protocols.derive import Gap, Params, Rec, derive
 from server.db import queries
 from server.derive.incremental import write
-from server.ingest.archive import envelopes_for
+from server.store.archive import envelopes_for
 
 Conn = psycopg.Connection[Any]
 

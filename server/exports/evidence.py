@@ -34,7 +34,7 @@ from server.evaluation.indicators import Conn, params, segment_hours
 from server.evaluation.period import Period, local_iso
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.sql import IDENTITY_CLASS
-from server.ingest.archive import envelopes_for
+from server.store.archive import envelopes_for
 
 FORMAT = "jishi-evidence"
 VERSION = 1

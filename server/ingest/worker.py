@@ -28,11 +28,10 @@ import psycopg
 from protocols.derive import Carry, Derived
 from protocols.errors import Reason
 from protocols.records import Birth
-from server import live
 from server.config import Settings
 from server.db import queries
 from server.derive import incremental
-from server.ingest import archive, future, gaps, quarantine
+from server.ingest import future, gaps, live, quarantine
 from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
 from server.ingest.book import STATE_CODES, TYPE_CODES, Book, GapRow, Progress, short_hash
 from server.ingest.metrics import Metrics
@@ -47,6 +46,7 @@ from server.ingest.verify import (
     authenticate,
     open_any,
 )
+from server.store import archive
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]

@@ -29,8 +29,8 @@ from typing import Any
 from protocols.errors import ProtocolError
 from protocols.signing import public_from_b64
 from protocols.validate import check_signature, open_envelope
-from server.ingest.archive import envelopes_for
 from server.ingest.book import TYPE_CODES
+from server.store.archive import envelopes_for
 from server.web.auth import Principal
 from server.web.db import Conn, rows
 from server.web.scope import pseudonymizer

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from server.devstack import PostgresServer, TcpProxy
+from sim.devstack import PostgresServer, TcpProxy
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import AgentProc, write_config
 from tests.faults.common import (

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from server.devstack import TcpProxy
 from server.ingest.service import Ingest
+from sim.devstack import TcpProxy
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import AgentProc, write_config
 from tests.faults.common import (
