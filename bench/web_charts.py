@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 from server.web import charts, vendor
 
 CHROMIUM = Path("/usr/bin/chromium")

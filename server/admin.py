@@ -55,7 +55,7 @@ def _period(args: argparse.Namespace) -> Period:
 
 
 def _as_of(args: argparse.Namespace) -> datetime | None:
-    from server.evaluation.period import TZ
+    from server.store.times import TZ
 
     text = getattr(args, "as_of", None)
     return datetime.fromisoformat(text).replace(tzinfo=TZ) if text else None

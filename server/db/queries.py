@@ -11,11 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg
 from psycopg.types.json import Jsonb
 
-Conn = psycopg.Connection[Any]
-
+from server.store.conn import Conn
 
 # -- registry --------------------------------------------------------------------------------------
 

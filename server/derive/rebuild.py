@@ -6,17 +6,14 @@ stored it gives its receive time), and runs the same pure derivation in one go.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
-import psycopg
 
 from protocols.derive import Gap, Params, Rec, derive
 from server.db import queries
 from server.derive.incremental import write
 from server.store.archive import envelopes_for
-
-Conn = psycopg.Connection[Any]
+from server.store.conn import Conn
+from server.store.times import dt_to_ms
 
 
 def rebuild_agent(conn: Conn, agent_id: str, params: Params) -> int:
@@ -31,7 +28,7 @@ def rebuild_agent(conn: Conn, agent_id: str, params: Params) -> int:
     agent_no, watermark, instrument_id = row
     recs: dict[int, Rec] = {}
     for env in envelopes_for(conn, agent_no, 1, watermark):
-        received = int(env.received_at.timestamp() * 1000)
+        received = dt_to_ms(env.received_at)
         for rec in orjson.loads(env.raw)["records"]:
             if rec["seq"] <= watermark and rec["seq"] not in recs:
                 recs[rec["seq"]] = Rec.from_record(rec, received)

@@ -8,9 +8,8 @@ A zip file:
   (internal / external) for the unit and a pseudonym (never a name, art. 17); the expected hours
   per instrument as the database derived them; the SHA-256 of every other file;
 - envelopes/<agent>.bin: every kept envelope of the agent from seq 1 (derivation needs the whole
-  history to know the state at the period's start), as entries
-  envelope id (int64 BE) | received_at (int64 BE, microseconds since 1970 UTC) | length (uint32 BE) | bytes
-  in ascending id (storing order: the first envelope holding a seq is the one that stored it).
+  history to know the state at the period's start), as the entries of protocols/bundle.py in
+  ascending id (storing order: the first envelope holding a seq is the one that stored it).
 
 What the bundle cannot prove, and the manifest says: receive times (live vs spool) are the
 server's word; identity classes come from the registry. Signatures, the hash chain, the
@@ -22,32 +21,31 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import struct
 import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from protocols.bundle import pack_entry
 from server.config import load as load_settings
 from server.db import queries as ingest_queries
-from server.evaluation.indicators import Conn, params, segment_hours
+from server.evaluation.indicators import params, segment_hours
 from server.evaluation.period import Period, local_iso
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.sql import IDENTITY_CLASS
 from server.store.archive import envelopes_for
+from server.store.conn import Conn
+from server.store.times import dt_to_us
 
 FORMAT = "jishi-evidence"
 VERSION = 1
-ENTRY = struct.Struct(">qqI")
 
 
 def _pack_envelopes(conn: Conn, agent_no: int, watermark: int) -> tuple[bytes, int]:
     buf = io.BytesIO()
     n = 0
     for env in envelopes_for(conn, agent_no, 1, watermark):
-        us = int(env.received_at.timestamp() * 1_000_000)
-        buf.write(ENTRY.pack(env.id, us, len(env.raw)))
-        buf.write(env.raw)
+        buf.write(pack_entry(env.id, dt_to_us(env.received_at), env.raw))
         n += 1
     return buf.getvalue(), n
 

@@ -1,9 +1,10 @@
 """Offline verifier of an evidence bundle (server/exports/evidence.py): no database, no server.
 
-Imports only the standard library and `protocols` (the contract every party shares), so an
-evaluator can run `jishi verify BUNDLE` on their own PC with the core package installed. It
-re-checks what the bundle can prove and recomputes the hours with the same derivation the server
-runs (protocols/derive.py):
+Imports only the standard library and `protocols` (the contract every party shares, including the
+bundle's entry format in protocols/bundle.py), so an evaluator can run `jishi verify BUNDLE` on
+their own PC with the core package installed. It re-checks what the
+bundle can prove and recomputes the hours with the same derivation the server runs
+(protocols/derive.py):
 
 1. every file's SHA-256 against the manifest;
 2. every envelope: canonical form, schema, its records' chain (protocols.validate) and its
@@ -20,21 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from protocols.bundle import entries, iso_to_ms
 from protocols.chain import record_hash
 from protocols.derive import Gap, Params, Rec, derive
 from protocols.errors import ProtocolError
 from protocols.signing import public_from_b64
 from protocols.validate import check_signature, open_envelope
 
-ENTRY = struct.Struct(">qqI")
 TOLERANCE_H = 1e-6  # hours; the derivation is exact to the millisecond
 CLASSES = ("live", "spool", "unverified")
 
@@ -94,27 +92,12 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def _entries(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    pos = 0
-    while pos < len(data):
-        if pos + ENTRY.size > len(data):
-            raise ValueError("truncated envelope file")
-        eid, us, n = ENTRY.unpack_from(data, pos)
-        pos += ENTRY.size
-        yield eid, us, data[pos : pos + n]
-        pos += n
-
-
-def _ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso).timestamp() * 1000)
-
-
 def _agent_records(entry: dict[str, Any], data: bytes, res: AgentResult) -> tuple[list[Rec], list[Gap]]:
     keys = {k["key_id"]: public_from_b64(k["public_key"]) for k in entry["keys"]}
     watermark = int(entry["watermark"])
     recs: dict[int, tuple[Rec, dict[str, Any]]] = {}
     declared: list[Gap] = []
-    for eid, us, raw in _entries(data):
+    for eid, us, raw in entries(data):
         res.envelopes += 1
         try:
             opened = open_envelope(raw)
@@ -183,7 +166,7 @@ def verify_bundle(path: Path) -> VerifyResult:
     params = Params(
         heartbeat_ms=d["heartbeat_ms"], tolerance_permille=d["tolerance_permille"], live_window_ms=d["live_window_ms"]
     )
-    t0, t1 = _ms(manifest["period"]["start"]), _ms(manifest["period"]["end"])
+    t0, t1 = iso_to_ms(manifest["period"]["start"]), iso_to_ms(manifest["period"]["end"])
     who = {(i["method"], i["identifier"]): i["who"] for i in manifest["identities"]}
     got: dict[str, dict[str, dict[str, float]]] = {}
     for entry in manifest["agents"]:

@@ -27,8 +27,9 @@ import psycopg
 
 from protocols.derive import Carry
 from server.db import queries
+from server.store.conn import Conn
+from server.store.times import ms_to_dt
 
-Conn = psycopg.Connection[Any]
 CHANNEL = "jishi_live"
 LiveRow = dict[str, Any]
 
@@ -57,19 +58,13 @@ def rows_after_derivation(
         h = hours.get(instrument_id)
         rows.append({
             "instrument_id": instrument_id, "unit_id": unit_id, "agent_id": agent_id, "state": carry.state,
-            "state_since": _dt(carry.state_since), "session_id": s.session_id if s else None,
+            "state_since": ms_to_dt(carry.state_since), "session_id": s.session_id if s else None,
             "identifier": s.identifier if s else None,
             "org_name": orgs.get((unit_id, s.method, s.identifier)) if s else None,
             "today": today, "today_running_s": h.running_s if h else 0.0, "last_seq": carry.last_seq,
-            "last_t": _dt(carry.last_t), "last_received_at": received, "online": True,
+            "last_t": ms_to_dt(carry.last_t), "last_received_at": received, "online": True,
         })
     return queries.upsert_live(conn, rows, CHANNEL)
-
-
-def _dt(ms: int) -> datetime:
-    from server.ingest.store import ms_to_dt
-
-    return ms_to_dt(ms)
 
 
 def set_online(

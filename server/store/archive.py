@@ -15,16 +15,15 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
 
 import orjson
-import psycopg
 
 from protocols.canonical import dumps_sorted
 from server.db import queries
+from server.store.conn import Conn
+from server.store.times import dt_to_us, us_to_dt
 
-Conn = psycopg.Connection[Any]
 CODEC_ZLIB = 1
 CODEC_LZMA_PREV = 2
 _HEAD = struct.Struct(">qqI")
@@ -37,10 +36,6 @@ class RawEnvelope:
     id: int
     received_at: datetime
     raw: bytes
-
-
-def _us(dt: datetime) -> int:
-    return int((dt - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
 
 
 def pack(entries: list[RawEnvelope]) -> bytes:
@@ -72,7 +67,7 @@ def pack(entries: list[RawEnvelope]) -> bytes:
             if _restore(candidate, dict(hashes)) == e.raw:
                 data, form = candidate, _ELIDED
         hashes.update(own)
-        parts.append(_HEAD2.pack(e.id, _us(e.received_at), form, len(data)))
+        parts.append(_HEAD2.pack(e.id, dt_to_us(e.received_at), form, len(data)))
         parts.append(data)
     return lzma.compress(b"".join(parts), preset=6)
 
@@ -89,14 +84,13 @@ def _restore(data: bytes, hashes: dict[int, str]) -> bytes:
 
 def unpack(codec: int, blob: bytes) -> list[RawEnvelope]:
     """The envelopes of a pack, byte for byte as received, in id order."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     out: list[RawEnvelope] = []
     if codec == CODEC_ZLIB:
         data, pos = zlib.decompress(blob), 0
         while pos < len(data):
             eid, us, n = _HEAD.unpack_from(data, pos)
             pos += _HEAD.size
-            out.append(RawEnvelope(eid, epoch + timedelta(microseconds=us), data[pos:pos + n]))
+            out.append(RawEnvelope(eid, us_to_dt(us), data[pos:pos + n]))
             pos += n
         return out
     if codec != CODEC_LZMA_PREV:
@@ -113,7 +107,7 @@ def unpack(codec: int, blob: bytes) -> list[RawEnvelope]:
         else:
             for r in orjson.loads(raw).get("records") or []:
                 hashes[r["seq"]] = hashlib.sha256(dumps_sorted(r)).hexdigest()
-        out.append(RawEnvelope(eid, epoch + timedelta(microseconds=us), raw))
+        out.append(RawEnvelope(eid, us_to_dt(us), raw))
     return out
 
 

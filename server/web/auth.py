@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from fastapi import Request
 
-from server.web.db import Conn, Database, one
+from server.store.conn import Conn
+from server.web.db import Database, one
 from server.web.errors import ApiError
 from server.web.settings import WebSettings
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import psycopg
 
-from server.evaluation.period import TZ
-from server.web.db import Conn, rows
+from server.store.conn import Conn
+from server.store.times import TZ
+from server.web.db import rows
 
 log = logging.getLogger(__name__)
 CHANNEL = "jishi_live"

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from markupsafe import Markup, escape
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 from server.web.i18n import t
 
 # the colours of static/app.css, which Plotly cannot read from classes

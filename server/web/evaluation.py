@@ -9,7 +9,7 @@ from typing import Any
 from server.evaluation import report, review, rubric
 from server.evaluation.indicators import compute
 from server.evaluation.period import Period
-from server.web.db import Conn
+from server.store.conn import Conn
 from server.web.errors import ApiError
 from server.web.scope import pseudonymizer
 from server.web.settings import WebSettings

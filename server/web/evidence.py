@@ -23,22 +23,22 @@ protects users' scientific data; the SHA-256 is enough to match a file during a 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from protocols.errors import ProtocolError
 from protocols.signing import public_from_b64
 from protocols.validate import check_signature, open_envelope
-from server.ingest.book import TYPE_CODES
 from server.store.archive import envelopes_for
+from server.store.conn import Conn
+from server.store.times import dt_to_ms, ms_to_dt
 from server.web.auth import Principal
-from server.web.db import Conn, rows
+from server.web.db import rows
 from server.web.scope import pseudonymizer
 
 MAX_SPAN = timedelta(days=7)
 MAX_RECORDS = 20_000
 MAX_POINTS = 2_000
-TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
 
 # -- named queries -----------------------------------------------------------------------------------
 
@@ -113,14 +113,6 @@ def identities(conn: Conn, unit_id: str, pairs: list[tuple[str, str]]) -> dict[t
 
 
 # -- reading the signed records ----------------------------------------------------------------------
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
-
-
-def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def live_window_ms() -> int:
@@ -202,7 +194,7 @@ def _thin(points: list[dict[str, Any]], limit: int = MAX_POINTS) -> list[dict[st
 
 def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: int) -> dict[str, Any]:
     """Power points, processes, files, transitions, sessions, events and per-record facts."""
-    lo, hi = _ms(t0), _ms(t1)
+    lo, hi = dt_to_ms(t0), dt_to_ms(t1)
     samples: list[dict[str, Any]] = []
     summary_points: list[dict[str, Any]] = []
     processes: dict[str, dict[str, Any]] = {}
@@ -215,32 +207,32 @@ def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: i
     for item in records:
         rec = item["record"]
         t = rec["t"]
-        arrival = "live" if _ms(item["received_at"]) - t <= live_ms else "spool"
+        arrival = "live" if dt_to_ms(item["received_at"]) - t <= live_ms else "spool"
         kind = rec["type"]
-        facts.append({"agent_id": item["agent_id"], "seq": rec["seq"], "type": kind, "t": _at(t), "hash": item["hash"],
-                      "envelope_id": item["envelope_id"], "received_at": item["received_at"], "arrival": arrival,
-                      "verified": item["verified"]})
-        common = {"t": _at(t), "agent_id": item["agent_id"], "seq": rec["seq"], "arrival": arrival,
+        facts.append({"agent_id": item["agent_id"], "seq": rec["seq"], "type": kind, "t": ms_to_dt(t),
+                      "hash": item["hash"], "envelope_id": item["envelope_id"], "received_at": item["received_at"],
+                      "arrival": arrival, "verified": item["verified"]})
+        common = {"t": ms_to_dt(t), "agent_id": item["agent_id"], "seq": rec["seq"], "arrival": arrival,
                   "verified": item["verified"]}
         if kind == "sample" and rec.get("unit") == "mW":
             step = int(rec["step_ms"])
             for k, v in enumerate(rec["values"]):
                 ts = int(rec["start"]) + k * step
                 if v is not None and lo <= ts <= hi:
-                    samples.append({"t": _at(ts), "w": v / 1000, "source": "sample", "signal": rec["signal"]})
+                    samples.append({"t": ms_to_dt(ts), "w": v / 1000, "source": "sample", "signal": rec["signal"]})
         evidence = rec.get("evidence") if isinstance(rec.get("evidence"), dict) else {}
         for det, ev in evidence.items():
             if not isinstance(ev, dict) or det == "state":
                 continue
             if kind == "heartbeat" and isinstance(ev.get("mw_avg"), int) and lo <= t <= hi:
-                summary_points.append({"t": _at(t), "w": ev["mw_avg"] / 1000, "min_w": _w(ev.get("mw_min")),
+                summary_points.append({"t": ms_to_dt(t), "w": ev["mw_avg"] / 1000, "min_w": _w(ev.get("mw_min")),
                                        "max_w": _w(ev.get("mw_max")), "source": "heartbeat", "signal": det})
             elif kind == "state" and isinstance(ev.get("mw"), int) and lo <= t <= hi:
-                summary_points.append({"t": _at(t), "w": ev["mw"] / 1000, "min_w": None, "max_w": None,
+                summary_points.append({"t": ms_to_dt(t), "w": ev["mw"] / 1000, "min_w": None, "max_w": None,
                                        "source": "state", "signal": det})
             if any(k.startswith("procs") for k in ev):
                 p = processes.setdefault(det, {"name": det, "procs_max": 0, "cpu_max_permille": 0, "children": False,
-                                               "first_seen": _at(t), "last_seen": _at(t)})
+                                               "first_seen": ms_to_dt(t), "last_seen": ms_to_dt(t)})
                 p["procs_max"] = max(p["procs_max"], *[int(v) for k, v in ev.items()
                                                        if k.startswith("procs") and isinstance(v, int)])
                 cpus = [int(v) for k, v in ev.items() if k.startswith("cpu") and isinstance(v, int)]
@@ -248,7 +240,7 @@ def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: i
                     p["cpu_max_permille"] = max(p["cpu_max_permille"], *cpus)
                 if any(k.startswith("children") and isinstance(v, int) and v > 0 for k, v in ev.items()):
                     p["children"] = True
-                p["last_seen"] = _at(t)
+                p["last_seen"] = ms_to_dt(t)
             if "sha" in ev or "name" in ev or "done" in ev:
                 done = ev.get("done")
                 if isinstance(done, int):
@@ -257,7 +249,7 @@ def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: i
                 sha = ev.get("sha") if isinstance(ev.get("sha"), str) else None
                 if name or sha:
                     files.setdefault((name, sha), {"detector": det, "name": name, "sha256": sha, "size": None,
-                                                   "first_seen": _at(t), "arrival": arrival})
+                                                   "first_seen": ms_to_dt(t), "arrival": arrival})
         if kind == "state":
             transitions.append({**common, "from": rec.get("prev_state"), "to": rec.get("state"),
                                 "rule": rec.get("rule", ""), "before_interval": t < lo})
@@ -272,7 +264,7 @@ def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: i
             name = rec.get("name") or rec.get("path")
             files.setdefault((name, rec.get("sha256")), {
                 "detector": kind, "name": name, "sha256": rec.get("sha256"), "size": rec.get("size"),
-                "first_seen": _at(t), "arrival": arrival})
+                "first_seen": ms_to_dt(t), "arrival": arrival})
     power = samples if samples else summary_points
     power.sort(key=lambda p: p["t"])
     return {

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from server.evaluation.period import TZ, Period
+from server.evaluation.period import Period
+from server.store.times import TZ
 from server.web import audit, auth, board, catalog, charts, evaluation, plausibility, scope, vendor
 from server.web.auth import Principal
 from server.web.db import rows

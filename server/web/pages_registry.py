@@ -10,9 +10,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from server.store.conn import Conn
 from server.web import forms, scope
 from server.web.auth import Principal, require_role
-from server.web.db import Conn, one, rows
+from server.web.db import one, rows
 from server.web.deps import Db, MaybeWho
 from server.web.errors import not_found
 from server.web.i18n import request_lang, t

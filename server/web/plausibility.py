@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.evaluation.plausibility import check_instrument
-from server.web.db import Conn
+from server.store.conn import Conn
 from server.web.i18n import t_or
 
 # the longest range the API checks at once (a quarter; the instrument page shows at most 31 days)

@@ -14,7 +14,7 @@ from fastapi import Query
 
 from protocols.errors import Reason
 from server.db.queries import quarantine_counts, recent_quarantine
-from server.web.db import Conn
+from server.store.conn import Conn
 from server.web.i18n import t_or
 
 COLUMNS = ("id", "received_at", "topic", "kind", "agent_id", "reason", "field", "detail", "payload_len")

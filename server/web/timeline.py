@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from server.evaluation.period import TZ
 from server.evaluation.sql import overlapping
+from server.store.conn import Conn
+from server.store.times import TZ
 from server.web.auth import Principal
-from server.web.db import Conn, rows
+from server.web.db import rows
 from server.web.scope import pseudonymizer
 
 SPANS = {"day": 1, "week": 7, "month": 31}

@@ -12,9 +12,10 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from server.evaluation.indicators import rated_hours
-from server.evaluation.period import TZ
 from server.evaluation.sql import overlapping
-from server.web.db import Conn, rows
+from server.store.conn import Conn
+from server.store.times import TZ
+from server.web.db import rows
 
 Bucket = Literal["month", "week"]
 

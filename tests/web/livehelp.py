@@ -14,7 +14,7 @@ import psycopg
 import uvicorn
 
 from server.db import queries
-from server.evaluation.period import TZ
+from server.store.times import TZ
 from server.web.app import create_app
 from sim.devstack import free_port
 from tests.web.conftest import settings_for

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 from server.web import charts, vendor
 from tests.web.charthelp import figures
 from tests.web.conftest import Web

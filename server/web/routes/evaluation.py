@@ -19,10 +19,10 @@ from starlette.background import BackgroundTask
 from server.evaluation import compliance, review, rubric
 from server.evaluation import report as report_mod
 from server.evaluation.indicators import compute
-from server.evaluation.period import TZ
 from server.exports import nrii
 from server.exports.evidence import write_bundle
 from server.exports.workbook import write_xlsx
+from server.store.times import TZ
 from server.web import evaluation, scope
 from server.web.auth import require_role
 from server.web.db import rows

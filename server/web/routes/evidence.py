@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 from server.web import scope
 from server.web.deps import Db, Who
 from server.web.errors import ApiError

@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.registry import queries
 from server.registry.queries import LISTINGS
+from server.store.conn import Conn
 from server.web import scope
 from server.web.auth import Principal, require_role
-from server.web.db import Conn, rows
+from server.web.db import rows
 from server.web.deps import Db, Who
 from server.web.errors import field_error
 

@@ -15,11 +15,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.evaluation.period import TZ
 from server.registry.import_identities import card_hash
+from server.store.conn import Conn
+from server.store.times import TZ
 from server.web import scope
 from server.web.auth import Principal, require_role
-from server.web.db import Conn, one, rows
+from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
 from server.web.routes.imports import card_key
