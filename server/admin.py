@@ -8,6 +8,7 @@ of the server but the offline verifier, so an evaluator can run it on their own 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import logging
@@ -22,9 +23,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
+    from server.config import Settings
     from server.evaluation.period import Period
 
 log = logging.getLogger("jishi")
+
+
+@functools.cache
+def _settings() -> Settings:
+    """The process's settings, loaded once (here, at the entry point) by the commands that need them;
+    `jishi verify` never does (it runs where only the core package is installed)."""
+    from server.config import load
+
+    return load()
 
 
 def _dsn(args: argparse.Namespace) -> str:
@@ -33,9 +44,7 @@ def _dsn(args: argparse.Namespace) -> str:
     env = os.environ.get("JISHI_DATABASE_URL")
     if env:
         return env
-    from server.config import load
-
-    return load().database.dsn
+    return _settings().database.dsn
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
@@ -159,7 +168,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     period = _period(args)
     out = Path(args.out) if args.out else Path(f"evidence-{args.unit}-{period.label.replace('..', '_')}.zip")
     with _connect(args) as conn:
-        summary = evidence.write_bundle(conn, period, args.unit, out, privacy.load(conn))
+        summary = evidence.write_bundle(conn, period, args.unit, out, privacy.load(conn), _settings().derive.params())
     print(f"{out}: {summary}")
     return 0
 
@@ -394,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return deploy_main(raw[1:])
     args = build_parser().parse_args(raw)
+    _settings.cache_clear()  # loaded at most once per command, never carried over from an earlier call
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

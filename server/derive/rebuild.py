@@ -6,6 +6,8 @@ stored it gives its receive time), and runs the same pure derivation in one go.
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 
 from protocols.derive import Gap, Params, Rec, derive
@@ -36,5 +38,6 @@ def rebuild_agent(conn: Conn, agent_id: str, params: Params) -> int:
     queries.delete_derived(conn, agent_id)
     d = derive((recs[s] for s in sorted(recs)), params, None, gaps)
     write(conn, agent_id, instrument_id, d)
-    queries.set_derive_state(conn, agent_no, watermark, None if d.carry is None else d.carry.to_dict())
+    queries.set_derive_state(conn, agent_no, watermark, None if d.carry is None else d.carry.to_dict(),
+                             dataclasses.asdict(params))
     return len(recs)

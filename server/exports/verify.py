@@ -13,8 +13,9 @@ bundle can prove and recomputes the hours with the same derivation the server ru
    time, as the server does), linked across envelopes by the hash chain; a hole is accepted only as
    an unproven gap (never counted as watched), a dropped range only if the agent declared it in a
    signed spool_overflow record;
-4. derivation, then per instrument the running and external hours inside the period (live /
-   spool / unverified), compared with the hours the manifest states.
+4. derivation with the parameters the manifest states for the agent (those ingest used), then per
+   instrument the running and external hours inside the period (live / spool / unverified),
+   compared with the hours the manifest states.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,11 @@ def _agent_records(entry: dict[str, Any], data: bytes, res: AgentResult) -> tupl
     return [recs[s][0] for s in sorted(recs)], declared
 
 
+def _params(d: dict[str, Any]) -> Params:
+    """The derivation parameters a manifest states; one it does not state keeps its default."""
+    return Params(**{f.name: int(d[f.name]) for f in fields(Params) if f.name in d})
+
+
 def opened_reason() -> Any:
     from protocols.errors import Reason
 
@@ -162,10 +168,7 @@ def verify_bundle(path: Path) -> VerifyResult:
         for name, digest in manifest["files"].items():
             if hashlib.sha256(files[name]).hexdigest() != digest:
                 res.problems.append(f"{name}: SHA-256 differs from the manifest")
-    d = manifest["derive"]
-    params = Params(
-        heartbeat_ms=d["heartbeat_ms"], tolerance_permille=d["tolerance_permille"], live_window_ms=d["live_window_ms"]
-    )
+    default = _params(manifest["derive"])
     t0, t1 = iso_to_ms(manifest["period"]["start"]), iso_to_ms(manifest["period"]["end"])
     who = {(i["method"], i["identifier"]): i["who"] for i in manifest["identities"]}
     got: dict[str, dict[str, dict[str, float]]] = {}
@@ -176,6 +179,7 @@ def verify_bundle(path: Path) -> VerifyResult:
         if not entry.get("file"):
             continue
         records, gaps = _agent_records(entry, files[entry["file"]], ares)
+        params = _params(entry["derive"]) if entry.get("derive") else default
         derived = derive(records, params, None, gaps)
         identity = {s.session_id: (s.method, s.identifier) for s in derived.sessions}
         for s in derived.segments:

@@ -14,6 +14,7 @@ message the database refuses on its own is quarantined (reason 'store_error').
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -82,6 +83,7 @@ class Pipeline:
         self.name = name
         self.keys = KeyCache()
         self.params = settings.derive.params()
+        self.params_json = dataclasses.asdict(self.params)  # stored with the derived rows (migration 025)
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -265,7 +267,11 @@ class Pipeline:
                 out.acks.append(AckOut(aid, a.unit_id, a.instrument_id, b.prog.watermark))
         incremental.write_many(conn, derived)
         out.live_rows += live.rows_after_derivation(conn, items, now, self.s.derive.timezone)
-        queries.save_progress(conn, [b.prog.to_params() for b in books.values()])
+        derived_ids = {aid for aid, _, _ in derived}
+        queries.save_progress(conn, [
+            {**b.prog.to_params(), "derive_params": self.params_json if aid in derived_ids else None}
+            for aid, b in books.items()
+        ])
 
     def _derive(self, conn: Conn, b: Book) -> Derived | None:
         """Derive the agent's records from derived_seq+1 up to the watermark; keep the carry in its progress."""

@@ -10,6 +10,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
+from protocols.derive import Params
+from server.config import DeriveSettings, WebSettings
 from server.web import errors, openapi, pages, pages_ops, pages_registry, vendor
 from server.web.board import LiveHub
 from server.web.db import Database
@@ -29,7 +31,6 @@ from server.web.routes import (
     session,
     timeline,
 )
-from server.web.settings import WebSettings
 
 DESCRIPTION = """\
 Jishi (机时): verified machine-hours of shared research instruments.
@@ -50,7 +51,9 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inli
         " connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
 
 
-def create_app(settings: WebSettings) -> FastAPI:
+def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
+    """The app of one web process: `settings` and `derive` (the derivation parameters, for evidence of
+    agents whose stored rows do not record their own) come from the entry point, loaded once there."""
     vendor.plotly_path()  # the chart library must be installed before anything starts
     db = Database(settings.dsn, settings.pool_min, settings.pool_max)
     hub = LiveHub(settings.dsn)
@@ -67,6 +70,7 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     app = FastAPI(title="Jishi 机时", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.derive = derive if derive is not None else DeriveSettings().params()
     app.state.db = db
     app.state.hub = hub
     errors.install(app)

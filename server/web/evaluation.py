@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from server.config import WebSettings
 from server.evaluation import report, review, rubric
 from server.evaluation.indicators import compute
 from server.evaluation.period import Period
 from server.store.conn import Conn
 from server.web.errors import ApiError
 from server.web.scope import pseudonymizer
-from server.web.settings import WebSettings
 
 
 def period_of(text: str) -> Period:

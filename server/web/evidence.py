@@ -23,6 +23,7 @@ protects users' scientific data; the SHA-256 is enough to match a file during a 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +44,7 @@ MAX_POINTS = 2_000
 # -- named queries -----------------------------------------------------------------------------------
 
 _AGENTS = """
-SELECT a.id AS agent_id, p.agent_no FROM agents a JOIN agent_progress p ON p.agent_id = a.id
+SELECT a.id AS agent_id, p.agent_no, p.derive_params FROM agents a JOIN agent_progress p ON p.agent_id = a.id
 WHERE a.instrument_id = %(i)s ORDER BY a.id
 """
 
@@ -115,16 +116,6 @@ def identities(conn: Conn, unit_id: str, pairs: list[tuple[str, str]]) -> dict[t
 # -- reading the signed records ----------------------------------------------------------------------
 
 
-def live_window_ms() -> int:
-    """The derivation's live window (server config), so 'live' here means what it means in the hours."""
-    from server.config import DeriveSettings, load
-
-    try:
-        return load().derive.live_window_s * 1000
-    except Exception:  # an unreadable config must not hide the evidence; the default applies
-        return DeriveSettings().live_window_s * 1000
-
-
 def signed_records(conn: Conn, agents: list[dict[str, Any]], refs: list[dict[str, Any]]) -> tuple[
     list[dict[str, Any]], list[dict[str, Any]]
 ]:
@@ -192,8 +183,11 @@ def _thin(points: list[dict[str, Any]], limit: int = MAX_POINTS) -> list[dict[st
     return out
 
 
-def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: int) -> dict[str, Any]:
-    """Power points, processes, files, transitions, sessions, events and per-record facts."""
+def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: int,
+           live_ms_of: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Power points, processes, files, transitions, sessions, events and per-record facts. A record
+    is 'live' when received within its agent's live window (`live_ms_of`, else `live_ms`)."""
+    windows = live_ms_of or {}
     lo, hi = dt_to_ms(t0), dt_to_ms(t1)
     samples: list[dict[str, Any]] = []
     summary_points: list[dict[str, Any]] = []
@@ -207,7 +201,7 @@ def digest(records: list[dict[str, Any]], t0: datetime, t1: datetime, live_ms: i
     for item in records:
         rec = item["record"]
         t = rec["t"]
-        arrival = "live" if dt_to_ms(item["received_at"]) - t <= live_ms else "spool"
+        arrival = "live" if dt_to_ms(item["received_at"]) - t <= windows.get(item["agent_id"], live_ms) else "spool"
         kind = rec["type"]
         facts.append({"agent_id": item["agent_id"], "seq": rec["seq"], "type": kind, "t": ms_to_dt(t),
                       "hash": item["hash"], "envelope_id": item["envelope_id"], "received_at": item["received_at"],
@@ -284,13 +278,17 @@ def _w(mw: Any) -> float | None:
     return mw / 1000 if isinstance(mw, int) and not isinstance(mw, bool) else None
 
 
-def interval_evidence(conn: Conn, p: Principal, inst: dict[str, Any], t0: datetime, t1: datetime) -> dict[str, Any]:
+def interval_evidence(conn: Conn, p: Principal, inst: dict[str, Any], t0: datetime, t1: datetime,
+                      live_ms: int) -> dict[str, Any]:
     """Everything the signed records say about [t0, t1] for the instrument `inst` (a row the
-    caller may read)."""
+    caller may read). 'Live' means what it meant in the hours: each agent's live window as ingest
+    derived with it (migration 025), `live_ms` (the process's setting) where not recorded."""
     agents = agents_of(conn, inst["id"])
     refs = record_refs(conn, [a["agent_no"] for a in agents], t0, t1) if agents else []
     records, envs = signed_records(conn, agents, refs) if refs else ([], [])
-    out = digest(records, t0, t1, live_window_ms())
+    used = {a["agent_id"]: int(a["derive_params"]["live_window_ms"]) for a in agents
+            if a.get("derive_params") and "live_window_ms" in a["derive_params"]}
+    out = digest(records, t0, t1, live_ms, used)
     users = user_sessions(conn, inst["id"], t0, t1)
     starts = [s for s in out["sessions"] if s["event"] == "start"]
     pairs = sorted({(s["method"], s["identifier"]) for s in [*starts, *users]})

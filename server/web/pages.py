@@ -21,7 +21,7 @@ from server.store.times import TZ
 from server.web import audit, auth, board, catalog, charts, evaluation, plausibility, scope, vendor
 from server.web.auth import Principal
 from server.web.db import rows
-from server.web.deps import Db, MaybeWho, Settings
+from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
 from server.web.evidence import MAX_SPAN, interval_evidence
 from server.web.i18n import request_lang, t
@@ -170,7 +170,7 @@ _STATE_CLASS = {"running": "st-running", "idle": "st-idle", "off": "st-off", "fa
 
 @router.get("/instruments/{instrument_id}", response_class=HTMLResponse)
 def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db, settings: Settings,
-                    span: Annotated[str, Query(pattern="^(day|week|month)$")] = "day",
+                    derive: Derive, span: Annotated[str, Query(pattern="^(day|week|month)$")] = "day",
                     start: date | None = None, ev_from: datetime | None = None,
                     ev_to: datetime | None = None) -> Response:
     p = _need(who)
@@ -189,7 +189,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
         trend_data = utilization_trend(conn, inst, today=min(datetime.now(TZ).date(),
                                                              first + timedelta(days=days - 1)))
         if ev_from is not None and ev_to is not None:
-            ev = interval_evidence(conn, p, inst, ev_from, ev_to)
+            ev = interval_evidence(conn, p, inst, ev_from, ev_to, derive.live_window_ms)
         tile = board.tiles(conn, unit_id=None, ids=[instrument_id], stale_s=settings.live_stale_s)
         prices = rows(conn, "SELECT id, item, basis, internal_price, external_price, valid_from, valid_to"
                             " FROM price_list"

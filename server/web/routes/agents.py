@@ -15,13 +15,13 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import signing
+from server.config import WebSettings
 from server.store.conn import Conn
 from server.web import scope
 from server.web.auth import ENROL_TOKEN_PREFIX, bearer, new_token, require_role, token_hash
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
-from server.web.settings import WebSettings
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 ID = r"^[A-Za-z0-9_-]{1,64}$"

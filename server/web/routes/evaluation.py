@@ -26,7 +26,7 @@ from server.store.times import TZ
 from server.web import evaluation, scope
 from server.web.auth import require_role
 from server.web.db import rows
-from server.web.deps import Db, Settings, Who
+from server.web.deps import Db, Derive, Settings, Who
 from server.web.errors import field_error
 
 router = APIRouter(prefix="/api/v1/evaluation", tags=["evaluation"])
@@ -69,7 +69,7 @@ def unit_workbook(period: PeriodPath, unit_id: str, who: Who, db: Db, settings: 
                         "agents saw (OS logins, check-in accounts, keyed card hashes) are inside the signed "
                         "records and cannot be removed without breaking the signatures the bundle exists to prove.",
             response_class=Response, responses={200: {"content": {ZIP: {}}}})
-def unit_evidence(period: PeriodPath, unit_id: str, who: Who, db: Db) -> Response:
+def unit_evidence(period: PeriodPath, unit_id: str, who: Who, db: Db, derive: Derive) -> Response:
     require_role(who, "operator", "unit_manager", "evaluator")
     p = evaluation.period_of(period)
     d = tempfile.mkdtemp(prefix="jishi-evidence-")
@@ -77,7 +77,7 @@ def unit_evidence(period: PeriodPath, unit_id: str, who: Who, db: Db) -> Respons
         with db.read() as conn:
             scope.unit(conn, who, unit_id)
             path = Path(d) / "bundle.zip"
-            write_bundle(conn, p, unit_id, path, scope.pseudonymizer(conn))
+            write_bundle(conn, p, unit_id, path, scope.pseudonymizer(conn), derive)
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise

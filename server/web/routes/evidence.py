@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 
 from server.store.times import TZ
 from server.web import scope
-from server.web.deps import Db, Who
+from server.web.deps import Db, Derive, Who
 from server.web.errors import ApiError
 from server.web.evidence import MAX_SPAN, interval_evidence
 from server.web.trend import utilization_trend
@@ -50,6 +50,7 @@ def get_evidence(
     instrument_id: str,
     who: Who,
     db: Db,
+    derive: Derive,
     start: FromQuery,
     end: ToQuery,
 ) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def get_evidence(
     check_range(t0, t1)
     with db.read() as conn:
         inst = scope.instrument(conn, who, instrument_id)
-        return interval_evidence(conn, who, inst, t0, t1)
+        return interval_evidence(conn, who, inst, t0, t1, derive.live_window_ms)
 
 
 @router.get("/instruments/{instrument_id}/utilization-trend",

@@ -21,13 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from server.config import WebSettings
 from server.registry.sheet import ImportOptions
 from server.web import scope
 from server.web.auth import Principal, require_role
 from server.web.db import Database
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error
-from server.web.settings import WebSettings
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 log = logging.getLogger(__name__)

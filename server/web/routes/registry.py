@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.config import WebSettings
 from server.registry.import_identities import card_hash
 from server.store.conn import Conn
 from server.store.times import TZ
@@ -24,7 +25,6 @@ from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
 from server.web.routes.imports import card_key
-from server.web.settings import WebSettings
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 

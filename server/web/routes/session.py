@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.config import WebSettings
 from server.web import auth
 from server.web.auth import API_TOKEN_PREFIX, ROLES, Role, new_token, require_role
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
-from server.web.settings import WebSettings
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
