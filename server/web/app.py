@@ -12,11 +12,8 @@ from fastapi.staticfiles import StaticFiles
 
 from protocols.derive import Params
 from server.config import DeriveSettings, WebSettings
-from server.web import errors, openapi, pages, pages_ops, pages_registry, vendor
-from server.web.board import LiveHub
-from server.web.db import Database
-from server.web.limits import BodyLimit
-from server.web.routes import (
+from server.web import errors, openapi, vendor
+from server.web.api import (
     agents,
     audit,
     evaluation,
@@ -31,6 +28,12 @@ from server.web.routes import (
     session,
     timeline,
 )
+from server.web.db import Database
+from server.web.limits import BodyLimit
+from server.web.pages import main as pages
+from server.web.pages import ops as pages_ops
+from server.web.pages import registry as pages_registry
+from server.web.services.board import LiveHub
 
 DESCRIPTION = """\
 Jishi (机时): verified machine-hours of shared research instruments.

@@ -84,7 +84,7 @@ def _respond(request: Request, status: int, code: str, message: str, fields: lis
         if status == 401:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-        from server.web.pages import render_error  # late: pages import this module
+        from server.web.pages.main import render_error  # late: pages import this module
 
         return render_error(request, status, message)
     return JSONResponse(error_body(code, message, fields), status_code=status, headers=headers)

@@ -9,7 +9,8 @@ from importlib import metadata
 from pathlib import Path
 
 from server.store.times import TZ
-from server.web import charts, vendor
+from server.web import vendor
+from server.web.services import charts
 from tests.web.charthelp import figures
 from tests.web.conftest import Web
 

@@ -13,8 +13,8 @@ from server.store.times import TZ
 from server.web import scope
 from server.web.deps import Db, Derive, Who
 from server.web.errors import ApiError
-from server.web.evidence import MAX_SPAN, interval_evidence
-from server.web.trend import utilization_trend
+from server.web.services.evidence import MAX_SPAN, interval_evidence
+from server.web.services.trend import utilization_trend
 
 router = APIRouter(prefix="/api/v1", tags=["intervals"])
 

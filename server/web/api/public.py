@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from server.web import catalog
 from server.web.deps import Db, Settings
 from server.web.errors import not_found
+from server.web.services import catalog
 
 router = APIRouter(prefix="/api/v1/public", tags=["public catalog"])
 

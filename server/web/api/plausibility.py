@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from server.web import scope
+from server.web.api.evidence import FromQuery, ToQuery, aware, check_range
 from server.web.deps import Db, Who
-from server.web.plausibility import MAX_SPAN, flags
-from server.web.routes.evidence import FromQuery, ToQuery, aware, check_range
+from server.web.services.plausibility import MAX_SPAN, flags
 
 router = APIRouter(prefix="/api/v1", tags=["intervals"])
 

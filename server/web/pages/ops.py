@@ -11,10 +11,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from server.web import auth, quarantine
+from server.web import auth
 from server.web.deps import Db, MaybeWho
 from server.web.i18n import request_lang
-from server.web.pages import _need, render
+from server.web.pages.main import _need, render
+from server.web.services import quarantine
 
 router = APIRouter(include_in_schema=False)
 

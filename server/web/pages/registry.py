@@ -11,16 +11,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from server.store.conn import Conn
-from server.web import forms, scope
+from server.web import scope
+from server.web.api import lists
+from server.web.api.imports import kinds
+from server.web.api.registry import _PEOPLE
 from server.web.auth import Principal, require_role
 from server.web.db import one, rows
 from server.web.deps import Db, MaybeWho
 from server.web.errors import not_found
 from server.web.i18n import request_lang, t
-from server.web.pages import _local, _need, render
-from server.web.routes import lists
-from server.web.routes.imports import kinds
-from server.web.routes.registry import _PEOPLE
+from server.web.pages import forms
+from server.web.pages.main import _local, _need, render
 
 router = APIRouter(include_in_schema=False)
 

@@ -20,11 +20,11 @@ from server.registry.import_identities import card_hash
 from server.store.conn import Conn
 from server.store.times import TZ
 from server.web import scope
+from server.web.api.imports import card_key
 from server.web.auth import Principal, require_role
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
-from server.web.routes.imports import card_key
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 

@@ -14,10 +14,11 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.config import WebSettings
-from server.web import auth, board, scope
+from server.web import auth, scope
 from server.web.db import Database
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError
+from server.web.services import board
 
 router = APIRouter(prefix="/api/v1", tags=["live"])
 

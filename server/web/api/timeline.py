@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from server.web import scope
 from server.web.deps import Db, Who
-from server.web.timeline import timeline
+from server.web.services.timeline import timeline
 
 router = APIRouter(prefix="/api/v1", tags=["intervals"])
 

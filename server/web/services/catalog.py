@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from server.store.conn import Conn
-from server.web import board
 from server.web.db import one, rows
+from server.web.services import board
 
 # Published: open, shared with outsiders or at least inside, and not retired.
 _PUBLISHED = "i.is_open AND i.sharing_mode <> '不共享' AND (i.retired_on IS NULL OR i.retired_on > current_date)"

@@ -18,20 +18,21 @@ from fastapi.templating import Jinja2Templates
 
 from server.evaluation.period import Period
 from server.store.times import TZ
-from server.web import audit, auth, board, catalog, charts, evaluation, plausibility, scope, vendor
+from server.web import audit, auth, scope, vendor
+from server.web.api.evidence import aware, check_range
+from server.web.api.session import set_session_cookie
 from server.web.auth import Principal
 from server.web.db import rows
 from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
-from server.web.evidence import MAX_SPAN, interval_evidence
 from server.web.i18n import request_lang, t
-from server.web.routes.evidence import aware, check_range
-from server.web.routes.session import set_session_cookie
-from server.web.timeline import SPANS, timeline
-from server.web.trend import utilization_trend
+from server.web.services import board, catalog, charts, evaluation, plausibility
+from server.web.services.evidence import MAX_SPAN, interval_evidence
+from server.web.services.timeline import SPANS, timeline
+from server.web.services.trend import utilization_trend
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates = Jinja2Templates(directory=str(Path(__file__).parents[1] / "templates"))
 
 
 def _pct(v: float | None) -> str:

@@ -23,11 +23,12 @@ from server.exports import nrii
 from server.exports.evidence import write_bundle
 from server.exports.workbook import write_xlsx
 from server.store.times import TZ
-from server.web import evaluation, scope
+from server.web import scope
 from server.web.auth import require_role
 from server.web.db import rows
 from server.web.deps import Db, Derive, Settings, Who
 from server.web.errors import field_error
+from server.web.services import evaluation
 
 router = APIRouter(prefix="/api/v1/evaluation", tags=["evaluation"])
 PeriodPath = Annotated[str, "YYYY or YYYY-MM-DD..YYYY-MM-DD"]

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 
 from server.web.auth import require_role
 from server.web.deps import Db, Who
-from server.web.quarantine import DEFAULT_LIMIT, AgentQuery, LimitQuery, ReasonQuery, listing
+from server.web.services.quarantine import DEFAULT_LIMIT, AgentQuery, LimitQuery, ReasonQuery, listing
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 
