@@ -8,6 +8,7 @@ the same check; `lint-imports` from the repository root prints the report.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -40,3 +41,15 @@ def test_a_broken_contract_is_reported(tmp_path: Path) -> None:
     proc = _lint_imports("--config", str(cfg))
     assert proc.returncode != 0
     assert "server.web" in proc.stdout and "BROKEN" in proc.stdout
+
+
+def test_no_private_name_crosses_a_module() -> None:
+    """`from x import _name` between our modules means a helper is shared but not owned: make it public
+    where it belongs (e.g. server/web/templating.py `need`, services/registry.py `PEOPLE`)."""
+    crossing = []
+    for path in sorted((ROOT / "server").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("server", "protocols"):
+                crossing += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")]
+    assert crossing == []

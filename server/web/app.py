@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from protocols.derive import Params
 from server.config import DeriveSettings, WebSettings
-from server.web import errors, openapi, vendor
+from server.web import errors, openapi, templating, vendor
 from server.web.api import (
     agents,
     audit,
@@ -73,6 +73,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
 
     app = FastAPI(title="Jishi 机时", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.render_error = templating.render_error  # errors.py renders error pages through it
     app.state.derive = derive if derive is not None else DeriveSettings().params()
     app.state.db = db
     app.state.hub = hub

@@ -28,6 +28,7 @@ from server.web.auth import Principal, require_role
 from server.web.db import Database
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error
+from server.web.services.registry import kinds
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 log = logging.getLogger(__name__)
@@ -35,19 +36,6 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and the small form fields around the file
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-
-
-def kinds() -> list[dict[str, str]]:
-    """The kinds the importer offers right now (its `KINDS` registry when it has one)."""
-    from typing import get_args
-
-    from server.registry import importer
-
-    registry = getattr(importer, "KINDS", None)
-    if isinstance(registry, dict) and registry:
-        return [{"key": str(k), "label": str(getattr(v, "label", k)), "description": str(getattr(v, "description", ""))}
-                for k, v in registry.items()]
-    return [{"key": str(k), "label": str(k), "description": ""} for k in get_args(importer.Kind)]
 
 
 def safe_name(name: str) -> str:

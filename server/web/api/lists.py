@@ -18,25 +18,17 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.registry import queries
-from server.registry.queries import LISTINGS
 from server.store.conn import Conn
 from server.web import scope
 from server.web.auth import Principal, require_role
 from server.web.db import rows
 from server.web.deps import Db, Who
 from server.web.errors import field_error
+from server.web.services.registry import listing
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
 Listing = Literal["exemptions", "cases", "imports"]
-
-# per listing: the JSON keys, in the order of the CLI query's columns
-KEYS: dict[str, tuple[str, ...]] = {
-    "exemptions": ("instrument_id", "instrument_name", "reason", "approved_by", "approval_ref", "approved_on",
-                   "valid_from", "valid_to", "revoked_on"),
-    "cases": ("occurred_on", "instrument_id", "title", "kind", "beneficiary", "evidence"),
-    "imports": ("id", "kind", "file_name", "status", "rows_total", "rows_accepted", "rows_rejected", "created_at"),
-}
 
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "exemptions": [{"instrument_id": "ua-nmr", "instrument_name": "核磁共振波谱仪", "reason": "涉密科研任务专用",
@@ -48,20 +40,6 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
                  "rows_total": 120, "rows_accepted": 120, "rows_rejected": 0,
                  "created_at": "2026-01-08T10:12:03+08:00"}],
 }
-
-
-def listing(conn: Conn, what: str, unit_id: str) -> list[dict[str, Any]]:
-    _, query = LISTINGS[what]
-    keys = KEYS[what]
-    out = []
-    for r in rows(conn, query, {"unit": unit_id, "on": None}):
-        out.append(dict(zip(keys, r.values(), strict=True)))
-    return out
-
-
-def headers(what: str) -> tuple[str, ...]:
-    """The Chinese column headers of the CLI listing."""
-    return LISTINGS[what][0]
 
 
 def _route(what: Listing, summary: str) -> None:

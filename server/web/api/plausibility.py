@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from server.web import scope
-from server.web.api.evidence import FromQuery, ToQuery, aware, check_range
 from server.web.deps import Db, Who
+from server.web.params import FromQuery, ToQuery, aware, check_range
 from server.web.services.plausibility import MAX_SPAN, flags
 
 router = APIRouter(prefix="/api/v1", tags=["intervals"])

@@ -25,6 +25,7 @@ from server.web.auth import Principal, require_role
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
+from server.web.services.registry import PEOPLE as _PEOPLE
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -412,20 +413,6 @@ class PersonIn(Model):
     org_id: IdStr = Field(examples=["imu"])
     unit_id: IdStr | None = Field(default=None, description="unit whose identity map gets `identities`")
     identities: list[IdentityIn] = Field(default_factory=list, max_length=20)
-
-
-# People a unit may see: of its own or affiliated organisations, mapped in its identity map, or
-# named in its service records.
-_PEOPLE = """
-SELECT DISTINCT p.id, p.name, p.org_id, o.name AS org_name
-FROM platform_users p JOIN organisations o ON o.id = p.org_id
-WHERE %(s)s::text[] IS NULL
-   OR p.org_id IN (SELECT org_id FROM units WHERE id = ANY(%(s)s::text[])
-                   UNION SELECT org_id FROM unit_affiliations WHERE unit_id = ANY(%(s)s::text[]))
-   OR p.id IN (SELECT user_id FROM identity_map WHERE unit_id = ANY(%(s)s::text[]))
-   OR p.id IN (SELECT applicant_user_id FROM service_records WHERE unit_id = ANY(%(s)s::text[])
-               AND applicant_user_id IS NOT NULL)
-"""
 
 
 def _person_view(p: Principal, pseudo: Any, r: dict[str, Any]) -> dict[str, Any]:

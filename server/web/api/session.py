@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.config import WebSettings
 from server.web import auth
 from server.web.auth import API_TOKEN_PREFIX, ROLES, Role, new_token, require_role
+from server.web.cookies import set_session_cookie
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
@@ -25,13 +25,6 @@ class Model(BaseModel):
 class LoginIn(Model):
     login: str = Field(min_length=1, max_length=64, examples=["manager.imu"])
     password: str = Field(min_length=1, max_length=256, examples=["correct horse battery staple"])
-
-
-def set_session_cookie(response: Response, settings: WebSettings, result: auth.LoginResult) -> None:
-    response.set_cookie(
-        auth.SESSION_COOKIE, result.session_token, max_age=settings.session_ttl_s, httponly=True,
-        secure=settings.cookie_secure, samesite="lax", path="/",
-    )  # fmt: skip
 
 
 @router.post("/auth/login", summary="Log in: sets the session cookie, returns the CSRF token")

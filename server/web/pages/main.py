@@ -8,96 +8,28 @@ an error page.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from server.evaluation.period import Period
 from server.store.times import TZ
-from server.web import audit, auth, scope, vendor
-from server.web.api.evidence import aware, check_range
-from server.web.api.session import set_session_cookie
-from server.web.auth import Principal
+from server.web import audit, auth, scope
+from server.web.cookies import set_session_cookie
 from server.web.db import rows
 from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
 from server.web.i18n import request_lang, t
+from server.web.params import aware, check_range
 from server.web.services import board, catalog, charts, evaluation, plausibility
 from server.web.services.evidence import MAX_SPAN, interval_evidence
 from server.web.services.timeline import SPANS, timeline
 from server.web.services.trend import utilization_trend
+from server.web.templating import home_of, local, need, render
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(Path(__file__).parents[1] / "templates"))
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{v * 100:.1f}%"
-
-
-def _num(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "—"
-    return f"{float(v):,.{digits}f}"
-
-
-def _local(v: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    if isinstance(v, str):
-        try:
-            v = datetime.fromisoformat(v)
-        except ValueError:
-            return str(v)
-    if isinstance(v, datetime):
-        return str(v.astimezone(TZ).strftime(fmt))
-    return "" if v is None else str(v)
-
-
-templates.env.filters["pct"] = _pct
-templates.env.filters["num"] = _num
-templates.env.filters["local"] = _local
-templates.env.globals["plotly_js"] = vendor.plotly_url()
-
-
-def render(request: Request, name: str, who: Principal | None, status: int = 200, **ctx: Any) -> HTMLResponse:
-    lang = request_lang(request)
-
-    def tr(key: str, **params: object) -> str:
-        return t(lang, key, **params)
-
-    other = "en" if lang == "zh" else "zh"
-    query = dict(request.query_params)
-    query["lang"] = other
-    switch = request.url.path + "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
-    resp = templates.TemplateResponse(request, name, {
-        "_": tr, "lang": lang, "who": who, "lang_switch": switch, "home": home_of(who), **ctx,
-    }, status_code=status)  # fmt: skip
-    if request.query_params.get("lang") in ("zh", "en"):
-        resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", path="/")
-    return resp
-
-
-def render_error(request: Request, status: int, message: str) -> Response:
-    return render(request, "error.html", None, status=status, status_code=status, message=message)
-
-
-def home_of(who: Principal | None) -> str:
-    if who is None:
-        return "/catalog"
-    if who.role == "unit_manager":
-        return f"/units/{who.unit_id}/board"
-    if who.role == "evaluator":
-        return "/overview"
-    return "/registry"
-
-
-def _need(who: Principal | None) -> Principal:
-    if who is None:
-        raise ApiError(401, "unauthenticated", "err.unauthenticated")
-    return who
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -155,7 +87,7 @@ def logout_submit(request: Request, db: Db) -> Response:
 
 @router.get("/units/{unit_id}/board", response_class=HTMLResponse)
 def board_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: Settings) -> Response:
-    p = _need(who)
+    p = need(who)
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
         tiles = board.tiles(conn, unit_id=unit_id, stale_s=settings.live_stale_s)
@@ -174,7 +106,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
                     derive: Derive, span: Annotated[str, Query(pattern="^(day|week|month)$")] = "day",
                     start: date | None = None, ev_from: datetime | None = None,
                     ev_to: datetime | None = None) -> Response:
-    p = _need(who)
+    p = need(who)
     lang = request_lang(request)
     days = SPANS[span]
     first = start or (datetime.now(TZ).date() - timedelta(days=days - 1))
@@ -207,8 +139,8 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
     lanes = [
         (t(lang, "inst.states"), [charts.Span(s["start_at"], s["end_at"], _STATE_CLASS.get(s["state"], "st-unknown")
                                               + ("" if s["watched"] else " unwatched"),
-                                              f"{t(lang, 'state.' + s['state'])} {_local(s['start_at'])}–"
-                                              f"{_local(s['end_at'], '%H:%M')}",
+                                              f"{t(lang, 'state.' + s['state'])} {local(s['start_at'])}–"
+                                              f"{local(s['end_at'], '%H:%M')}",
                                               href=ev_href(s["start_at"], min(s["end_at"], s["start_at"] + MAX_SPAN)))
                                   for s in data["segments"]]),
         (t(lang, "inst.sessions"), [charts.Span(max(s["start_at"], t0), min(s["end_at"] or t1, t1), "session",
@@ -263,7 +195,7 @@ PeriodQuery = Annotated[str, Query(max_length=40, description="YYYY or YYYY-MM-D
 @router.get("/units/{unit_id}/report", response_class=HTMLResponse)
 def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: Settings,
                 year: Annotated[int | None, Query(ge=2000, le=2100)] = None, period: PeriodQuery = "") -> Response:
-    p = _need(who)
+    p = need(who)
     lang = request_lang(request)
     period_ = _year(year, period)
     with db.read() as conn:
@@ -294,7 +226,7 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
                   location: Annotated[str, Query(max_length=100)] = "",
                   sample: Annotated[int, Query(ge=0, le=1000)] = 50,
                   seed: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> Response:
-    p = _need(who)
+    p = need(who)
     auth.require_role(p, "operator", "evaluator")
     lang = request_lang(request)
     period_ = _year(year, period)
@@ -361,7 +293,7 @@ def catalog_item(instrument_id: str, request: Request, who: MaybeWho, db: Db, se
 @router.get("/registry", response_class=HTMLResponse)
 def registry_page(request: Request, who: MaybeWho, db: Db,
                   unit: Annotated[str, Query(max_length=64)] = "") -> Response:
-    p = _need(who)
+    p = need(who)
     unit_id = p.unit_id if p.role == "unit_manager" else (unit or None)
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id) if unit_id else None
@@ -396,7 +328,7 @@ def registry_page(request: Request, who: MaybeWho, db: Db,
 def audit_page(request: Request, who: MaybeWho, db: Db,
                table: Annotated[str, Query(max_length=64)] = "",
                before_id: Annotated[int | None, Query(ge=1)] = None) -> Response:
-    p = _need(who)
+    p = need(who)
     auth.require_role(p, "operator")
     with db.read() as conn:
         entries = audit.entries(conn, table=table or None, limit=100, before_id=before_id)

@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse, Response
 from server.web import auth
 from server.web.deps import Db, MaybeWho
 from server.web.i18n import request_lang
-from server.web.pages.main import _need, render
 from server.web.services import quarantine
+from server.web.templating import need, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,7 +24,7 @@ router = APIRouter(include_in_schema=False)
 def quarantine_page(request: Request, who: MaybeWho, db: Db, reason: quarantine.ReasonQuery = None,
                     agent_id: quarantine.AgentQuery = None,
                     limit: quarantine.LimitQuery = quarantine.DEFAULT_LIMIT) -> Response:
-    p = _need(who)
+    p = need(who)
     auth.require_role(p, "operator")
     lang = request_lang(request)
     with db.read() as conn:

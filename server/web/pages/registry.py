@@ -12,22 +12,20 @@ from fastapi.responses import HTMLResponse, Response
 
 from server.store.conn import Conn
 from server.web import scope
-from server.web.api import lists
-from server.web.api.imports import kinds
-from server.web.api.registry import _PEOPLE
 from server.web.auth import Principal, require_role
 from server.web.db import one, rows
 from server.web.deps import Db, MaybeWho
 from server.web.errors import not_found
 from server.web.i18n import request_lang, t
 from server.web.pages import forms
-from server.web.pages.main import _local, _need, render
+from server.web.services.registry import KEYS, PEOPLE, headers, kinds, listing
+from server.web.templating import local, need, render
 
 router = APIRouter(include_in_schema=False)
 
 
 def _editor(who: Principal | None) -> Principal:
-    p = _need(who)
+    p = need(who)
     require_role(p, "operator", "unit_manager")
     return p
 
@@ -76,7 +74,7 @@ def instrument_edit(instrument_id: str, request: Request, who: MaybeWho, db: Db)
 
 # -- people ---------------------------------------------------------------------------------------
 
-_PEOPLE_OF = _PEOPLE + " ORDER BY p.id LIMIT 2000"
+_PEOPLE_OF = PEOPLE + " ORDER BY p.id LIMIT 2000"
 
 
 def _orgs(conn: Conn) -> list[tuple[str, str]]:
@@ -112,7 +110,7 @@ def person_new(request: Request, who: MaybeWho, db: Db) -> Response:
 def person_edit(person_id: str, request: Request, who: MaybeWho, db: Db) -> Response:
     p = _editor(who)
     with db.read() as conn:
-        person = one(conn, "SELECT x.* FROM (" + _PEOPLE + ") x WHERE x.id = %(id)s",
+        person = one(conn, "SELECT x.* FROM (" + PEOPLE + ") x WHERE x.id = %(id)s",
                      {"s": p.unit_scope(), "id": person_id})
         if person is None:
             raise not_found("what.person", person_id)
@@ -184,7 +182,7 @@ def services_list(request: Request, who: MaybeWho, db: Db,
                            " FROM service_records WHERE (%(s)s::text[] IS NULL OR unit_id = ANY(%(s)s::text[]))"
                            " AND (%(i)s::text = '' OR instrument_id = %(i)s) ORDER BY start_at DESC LIMIT 500",
                      {"s": p.unit_scope(), "i": instrument})
-    items = [([r["record_no"], r["instrument_id"], _local(r["start_at"]), r["service_hours"], r["amount"],
+    items = [([r["record_no"], r["instrument_id"], local(r["start_at"]), r["service_hours"], r["amount"],
                r["user_type"]], f"/registry/service-records/{r['id']}/edit") for r in found]
     return render(request, "reglist.html", p, title=t(lang, "registry.services"), items=items,
                   columns=[t(lang, "import.key"), t(lang, "col.instrument"), t(lang, "inst.from"), "h", "¥", "120/130"],
@@ -227,8 +225,8 @@ def service_edit(record_id: int, request: Request, who: MaybeWho, db: Db) -> Res
 @router.get("/registry/lists/{what}", response_class=HTMLResponse)
 def listing_page(what: str, request: Request, who: MaybeWho, db: Db,
                  unit: Annotated[str, Query(max_length=64)] = "") -> Response:
-    p = _need(who)
-    if what not in lists.KEYS:
+    p = need(who)
+    if what not in KEYS:
         raise not_found("what.page", what)
     lang = request_lang(request)
     with db.read() as conn:
@@ -237,11 +235,11 @@ def listing_page(what: str, request: Request, who: MaybeWho, db: Db,
         found = []
         if unit_id:
             scope.unit(conn, p, unit_id)
-            found = lists.listing(conn, what, unit_id)
-    cells = [["—" if v is None else (_local(v) if what == "imports" and k == "created_at" else str(v))
+            found = listing(conn, what, unit_id)
+    cells = [["—" if v is None else (local(v) if what == "imports" and k == "created_at" else str(v))
               for k, v in r.items()] for r in found]
     return render(request, "listing.html", p, title=t(lang, f"registry.list_{what}"), what=what, rows=cells,
-                  columns=lists.headers(what), units=units, unit_id=unit_id,
+                  columns=headers(what), units=units, unit_id=unit_id,
                   api=f"/api/v1/units/{unit_id}/{what}" if unit_id else "")
 
 
