@@ -3,7 +3,7 @@
     .venv/bin/python -m sim.demo [--web-port 8080] [--history-from 2025-01-01] [--fresh]
 
 What runs (everything under ./var/demo, reused by the next run):
-- a private PostgreSQL + TimescaleDB and a Mosquitto broker (server/devstack.py);
+- a private PostgreSQL + TimescaleDB and a Mosquitto broker (sim/devstack.py);
 - the registry of two units (organisations, affiliations, instruments with national platform
   fields, price lists, people and identity maps, service records, demo logins), an Ed25519 key per
   agent, enrolled;

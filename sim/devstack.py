@@ -178,7 +178,7 @@ class PostgresServer:
             "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions",
         )  # fmt: skip
         with (self.datadir / "postgresql.conf").open("a") as f:
-            f.write("\n# settings written by server/devstack.py at every start\ninclude 'jishi.conf'\n")
+            f.write("\n# settings written by sim/devstack.py at every start\ninclude 'jishi.conf'\n")
 
     def _socket_dir(self) -> Path:
         """Unix socket directory: the datadir, or a short private one if its path is too long."""
@@ -323,7 +323,7 @@ class MosquittoServer:
 
     def _write_conf(self) -> None:
         conf = f"""\
-# written by server/devstack.py; rewritten at every start
+# written by sim/devstack.py; rewritten at every start
 per_listener_settings false
 listener {self.port} {self.host}
 allow_anonymous true

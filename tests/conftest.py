@@ -1,4 +1,4 @@
-"""Private PostgreSQL+TimescaleDB and Mosquitto for the whole test session (server/devstack.py).
+"""Private PostgreSQL+TimescaleDB and Mosquitto for the whole test session (sim/devstack.py).
 
 Databases:
 - ``pg_dsn``: one migrated database, ``jishi_test``, shared by the session's tests;

@@ -1,7 +1,8 @@
 """Rebuild an agent's derived rows from its kept envelopes (after a rule or parameter change).
 
 Reads the raw signed envelopes (hot and packed), takes each seq once (the first envelope that
-stored it gives its receive time), and runs the same pure derivation in one go.
+stored it gives its receive time), and runs the same pure derivation in one go with the parameters
+given (the caller's settings), which are stored with the rows (migration 025) for evidence bundles.
 """
 
 from __future__ import annotations

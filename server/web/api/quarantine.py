@@ -1,7 +1,7 @@
 """Refused agent messages (the ingest's `quarantine`), for operators: what was refused, from whom
 (the agent id the message claimed), on which topic, and why (the reason code of protocols/errors.py
 with its detail). The same rows as `jishi-server quarantine` and the page `/quarantine` (all three
-through server/web/quarantine.py's `listing`); payloads are not served."""
+through server/web/services/quarantine.py's `listing`); payloads are not served."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Operator pages of the platform's own running: refused agent messages (`/quarantine`).
 
-Same data and query validation as `GET /api/v1/quarantine` (server/web/quarantine.py). Operators
+Same data and query validation as `GET /api/v1/quarantine` (server/web/services/quarantine.py). Operators
 only: other roles get the error page, anonymous visitors the login redirect.
 """
 

@@ -1,5 +1,5 @@
 """Registry pages for people: edit forms (instruments, users, price lists, service records) and the
-spreadsheet import. The forms post to the JSON API (server/web/forms.py, static/forms.js), so every
+spreadsheet import. The forms post to the JSON API (server/web/pages/forms.py, static/forms.js), so every
 check, scope rule and audit entry is the API's. Operators and unit managers only (own unit)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The live board: each instrument's state now, which organisation is at it, today's hours; and
 the hub that tells open boards when something changed.
 
-The source is the ingest's `live_state` (migration 002, server/live.py): ingest updates a row in
+The source is the ingest's `live_state` (migration 002, server/ingest/live.py): ingest updates a row in
 the transaction that stores the records and queues `NOTIFY jishi_live, '<row as JSON>'`, which
 PostgreSQL delivers on commit. The web runs in its own process, so it LISTENs; on a notification
 it re-reads that instrument's row (committed by then) joined with the registry, and pushes it.

@@ -2,7 +2,7 @@
 
 The typed `records` table says which records fall in the interval and which envelope stored each;
 the records themselves are read back, byte for byte, from the kept envelopes
-(server/ingest/archive.py, hot rows or packs), each envelope's signature is checked again with the
+(server/store/archive.py, hot rows or packs), each envelope's signature is checked again with the
 agent's registered key, and the records are digested into what a person can look at:
 
 - power readings (for a curve): `sample` records in mW, else the heartbeats' per-detector
