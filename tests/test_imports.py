@@ -53,3 +53,24 @@ def test_no_private_name_crosses_a_module() -> None:
                 crossing += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
                              if a.name.startswith("_") and not a.name.startswith("__")]
     assert crossing == []
+
+
+def test_storage_basics_are_defined_once() -> None:
+    """`Conn`, `TZ` and conversions between stored instants and datetimes live in server/store only
+    (server/clock.py reads the wall clock; it converts nothing)."""
+    found = []
+    for path in sorted((ROOT / "server").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("server/store/"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            found += [f"{rel}: defines {t.id}" for t in targets if isinstance(t, ast.Name) and t.id in ("Conn", "TZ")]
+        if rel == "server/clock.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("fromtimestamp", "timestamp"):
+                found.append(f"{rel}:{node.lineno}: .{node.attr}")
+    assert found == []

@@ -20,6 +20,16 @@ def ms_to_dt(ms: int, tz: ZoneInfo | None = None) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz or UTC)
 
 
+def s_to_dt(s: float) -> datetime:
+    """A receive time as `time.time()` gives it (float seconds) as an aware UTC datetime."""
+    return datetime.fromtimestamp(s, UTC)
+
+
+def s_to_ms(s: float) -> int:
+    """Float seconds since 1970 UTC as UTC milliseconds (truncated)."""
+    return int(s * 1000)
+
+
 def dt_to_ms(dt: datetime) -> int:
     """An aware datetime as UTC milliseconds, computed as ingest always has (derivation depends on it)."""
     return int(dt.timestamp() * 1000)
