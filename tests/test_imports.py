@@ -70,7 +70,7 @@ def test_storage_basics_are_defined_once() -> None:
             found += [f"{rel}: defines {t.id}" for t in targets if isinstance(t, ast.Name) and t.id in ("Conn", "TZ")]
         if rel == "server/clock.py":
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in ("fromtimestamp", "timestamp"):
-                found.append(f"{rel}:{node.lineno}: .{node.attr}")
+        for sub in ast.walk(tree):
+            if isinstance(sub, ast.Attribute) and sub.attr in ("fromtimestamp", "timestamp"):
+                found.append(f"{rel}:{sub.lineno}: .{sub.attr}")
     assert found == []
