@@ -16,6 +16,7 @@ install:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(if $(strip $(EXTRA_CHECKS)),$(EXTRA_CHECKS),@true)

@@ -37,11 +37,11 @@ from protocols import topics
 from protocols.signing import generate as new_key
 from protocols.signing import key_id, public_to_b64
 from server.db.migrate import apply
-from server.devstack import MosquittoServer, PostgresServer
 from server.evaluation.indicators import compute
 from server.evaluation.period import Period
 from sim import backfill, seed
 from sim.catalog import ORGS, PEOPLE, UNITS, bench_instruments
+from sim.devstack import MosquittoServer, PostgresServer
 from sim.history import VirtualAgent, envelopes, profile
 from sim.model import HOUR, TZ, Truth, generate, ms
 

@@ -37,7 +37,7 @@ import psutil
 import psycopg
 
 from server.db.migrate import apply
-from server.devstack import MosquittoServer, PostgresServer
+from sim.devstack import MosquittoServer, PostgresServer
 from sim.fleet import Stats, members, register, run_fleet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,11 +37,11 @@ from pathlib import Path
 import psycopg
 
 from server.db.migrate import apply
-from server.devstack import PostgresServer
 from server.evaluation import privacy, rubric
 from server.evaluation.period import Period
 from server.evaluation.report import evaluate_region, region_report, unit_report
 from server.exports.workbook import write_json, write_xlsx
+from sim.devstack import PostgresServer
 
 YEAR = 2025
 SEGMENT_CHUNKS = 5

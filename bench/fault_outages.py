@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.db.migrate import apply
-from server.devstack import MosquittoServer, PostgresServer
+from sim.devstack import MosquittoServer, PostgresServer
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import AgentProc, write_config
 from tests.faults.common import Schedule, enrol, meter_toml, outcome, progress, spool_meta

@@ -23,7 +23,7 @@ from protocols.canonical import dumps_sorted
 from protocols.chain import GENESIS
 from protocols.signing import generate, key_id, public_to_b64, sign
 from server.db.migrate import apply
-from server.devstack import MosquittoServer, PostgresServer
+from sim.devstack import MosquittoServer, PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000

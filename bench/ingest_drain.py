@@ -37,8 +37,9 @@ from ingest_common import (
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols import topics
-from server.ingest.book import STATE_CODES, TYPE_CODES, short_hash
-from server.ingest.store import copy_records, ms_to_dt
+from server.ingest.store import copy_records
+from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
+from server.store.times import ms_to_dt
 
 
 def main() -> None:

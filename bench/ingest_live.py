@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols import topics
 from protocols.signing import public_to_b64
-from server.live import follow
+from server.ingest.live import follow
 
 WARMUP_S = 20
 

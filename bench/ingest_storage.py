@@ -28,9 +28,9 @@ from ingest_common import DAY_MS, SimAgent, fresh_db, machine, services, typical
 
 from protocols import topics
 from server.config import Settings
-from server.ingest.archive import pack_old
 from server.ingest.verify import Incoming
 from server.ingest.worker import Pipeline
+from server.store.archive import pack_old
 
 TABLES = ["records", "envelopes", "envelope_packs", "usage_segments", "coverage", "user_sessions", "agent_progress",
           "gaps", "live_state"]

@@ -51,7 +51,7 @@ from protocols.signing import generate as new_key
 from protocols.signing import key_id, public_to_b64, save_private
 from server.db import queries
 from server.db.migrate import apply
-from server.devstack import MosquittoServer, PostgresServer, TcpProxy, free_port
+from sim.devstack import MosquittoServer, PostgresServer, TcpProxy, free_port
 from sim.modbus_meter import ModbusMeter
 from sim.model import HOUR, TZ, InstrumentSpec, Person, Power, Truth, generate, ms
 from tests.agent.helpers import AgentProc

@@ -15,8 +15,9 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from server.evaluation.period import TZ
-from server.web import charts, vendor
+from server.store.times import TZ
+from server.web import vendor
+from server.web.services import charts
 
 CHROMIUM = Path("/usr/bin/chromium")
 STATES = ("st-running", "st-idle", "st-off", "st-fault")

@@ -8,6 +8,7 @@ of the server but the offline verifier, so an evaluator can run it on their own 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import logging
@@ -22,9 +23,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
+    from server.config import Settings
     from server.evaluation.period import Period
 
 log = logging.getLogger("jishi")
+
+
+@functools.cache
+def _settings() -> Settings:
+    """The process's settings, loaded once (here, at the entry point) by the commands that need them;
+    `jishi verify` never does (it runs where only the core package is installed)."""
+    from server.config import load
+
+    return load()
 
 
 def _dsn(args: argparse.Namespace) -> str:
@@ -33,9 +44,7 @@ def _dsn(args: argparse.Namespace) -> str:
     env = os.environ.get("JISHI_DATABASE_URL")
     if env:
         return env
-    from server.config import load
-
-    return load().database.dsn
+    return _settings().database.dsn
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
@@ -55,7 +64,7 @@ def _period(args: argparse.Namespace) -> Period:
 
 
 def _as_of(args: argparse.Namespace) -> datetime | None:
-    from server.evaluation.period import TZ
+    from server.store.times import TZ
 
     text = getattr(args, "as_of", None)
     return datetime.fromisoformat(text).replace(tzinfo=TZ) if text else None
@@ -74,8 +83,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     period = _period(args)
     started = time.perf_counter()
-    from server.evaluation import closing
     from server.evaluation.report import Report
+    from server.exports import closing
 
     with _connect(args) as conn:
         snap = closing.current(conn, period.label)
@@ -117,8 +126,9 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from server.evaluation import closing, privacy
+    from server.evaluation import privacy
     from server.evaluation.report import evaluate_region, region_report
+    from server.exports import closing
     from server.exports.workbook import write_json, write_xlsx
 
     period = _period(args)
@@ -182,7 +192,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     period = _period(args)
     out = Path(args.out) if args.out else Path(f"evidence-{args.unit}-{period.label.replace('..', '_')}.zip")
     with _connect(args) as conn:
-        summary = evidence.write_bundle(conn, period, args.unit, out, privacy.load(conn))
+        summary = evidence.write_bundle(conn, period, args.unit, out, privacy.load(conn), _settings().derive.params())
     print(f"{out}: {summary}")
     return 0
 
@@ -333,7 +343,8 @@ def cmd_period(args: argparse.Namespace) -> int:
             print("note: no --public-key given: only the file's own consistency was checked")
         return 0 if result.ok else 1
 
-    from server.evaluation import closing, privacy
+    from server.evaluation import privacy
+    from server.exports import closing
 
     period = _period(args)
     actor = f"cli:{getpass.getuser()}"
@@ -341,7 +352,8 @@ def cmd_period(args: argparse.Namespace) -> int:
         conn.execute("SELECT set_config('jishi.actor', %s, false)", (actor,))  # audit_log
         if args.action == "close":
             key = snapshot.load_key(_key_file(args))
-            snap = closing.close(conn, period, _rubric(args), privacy.load(conn), key, actor)
+            snap = closing.close(conn, period, _rubric(args), privacy.load(conn), _settings().derive.params(), key,
+                                 actor)
             print(f"{period.label} closed: version {snap.version}, sha256 {snap.payload_sha256}")
             print(f"signed by {snap.public_key}")
         elif args.action == "reopen":
@@ -486,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return deploy_main(raw[1:])
     args = build_parser().parse_args(raw)
+    _settings.cache_clear()  # loaded at most once per command, never carried over from an earlier call
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -6,7 +6,7 @@
     jishi-server [--config FILE] rederive [--agent ID ...]
     jishi-server [--config FILE] quarantine [--reason R] [--agent ID] [--limit N]
     jishi-server [--config FILE] config         (print the effective settings, passwords hidden)
-    jishi-server web [--dsn ...] [--port ...]     (the web app: server/web/serve.py, its own settings)
+    jishi-server web [--dsn ...] [--port ...]     (the web app: server/web/serve.py; settings section `web`)
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _pack(settings: Settings, args: argparse.Namespace) -> int:
-    from server.ingest.archive import pack_old
+    from server.store.archive import pack_old
 
     older = settings.ingest.pack_after_s if args.older_than is None else args.older_than
     with psycopg.connect(settings.database.dsn) as conn:
@@ -139,8 +139,9 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
     dump = settings.model_dump(mode="json")
     if dump["mqtt"].get("password"):
         dump["mqtt"]["password"] = "***"
-    dump["database"]["dsn"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dump["database"]["dsn"])
-    dump["database"]["dsn"] = re.sub(r"(password=)\S+", r"\1***", dump["database"]["dsn"])
+    for section in ("database", "web"):  # both DSNs may carry a password
+        dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dump[section]["dsn"])
+        dump[section]["dsn"] = re.sub(r"(password=)\S+", r"\1***", dsn)
 
     print(json.dumps(dump, indent=2))
     return 0

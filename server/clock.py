@@ -18,9 +18,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
-LOCAL = ZoneInfo("Asia/Shanghai")  # the regulation's calendar; == server.evaluation.period.TZ
+from server.store.times import TZ, dt_to_ms
 
 
 class Clock:
@@ -56,12 +55,12 @@ def now() -> datetime:
 
 def now_ms() -> int:
     """The current instant in UTC milliseconds, as records and acks carry it."""
-    return int(_clock.now().timestamp() * 1000)
+    return dt_to_ms(_clock.now())
 
 
 def today() -> date:
     """Today's date in Asia/Shanghai, the calendar every indicator is counted in."""
-    return _clock.now().astimezone(LOCAL).date()
+    return _clock.now().astimezone(TZ).date()
 
 
 @contextmanager

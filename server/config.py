@@ -1,9 +1,14 @@
-"""Server settings: one model, read from a TOML file and from `JISHI_…` environment variables.
+"""Server settings: one model for every server process (ingest, web, the `jishi` console), read
+from a TOML file and from `JISHI_…` environment variables by one loader, `load()`.
 
+Each process loads them once, at its entry point (server/cli.py, server/web/serve.py,
+server/admin.py), and passes what a part needs down as arguments; nothing deeper reads them.
 Environment wins over the file; nested sections use a double underscore
-(`JISHI_MQTT__HOST=broker`, `JISHI_INGEST__BATCH_MAX_MESSAGES=200`). The file is named by
-`--config`, else `JISHI_CONFIG`, else none. Everything is validated at start, so a typo or an
-impossible value stops the process with a message naming the setting instead of failing later.
+(`JISHI_MQTT__HOST=broker`, `JISHI_INGEST__BATCH_MAX_MESSAGES=200`); the web section also takes
+its historical single-underscore names (`JISHI_WEB_DSN`, `JISHI_WEB_MQTT_HOST`, …, and `JISHI_DSN`
+for its database). The file is named by `--config`, else `JISHI_CONFIG`, else none. Everything is
+validated at start, so a typo or an impossible value stops the process with a message naming the
+setting instead of failing later.
 """
 
 from __future__ import annotations
@@ -89,6 +94,36 @@ class MetricsSettings(_Section):
     port: int = Field(9108, ge=0, le=65535, description="0: do not serve /metrics")
 
 
+class WebSettings(_Section):
+    """The web process's section; tests build it directly (`WebSettings(dsn=...)`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn: str = Field("", description="the web's database (may be a read replica); required by `jishi-server web`")
+    session_ttl_s: int = Field(8 * 3600, description="absolute lifetime of a login session")
+    cookie_secure: bool = Field(True, description="off only for plain-http local tests; a deployment sits behind TLS")
+    login_window_s: int = Field(900, description="rate limit window of failed logins")
+    login_max_failures: int = Field(5, description="failed logins per login name within the window")
+    login_max_failures_client: int = Field(30, description="failed logins per client address within the window")
+    enrolment_ttl_s: int = 7 * 24 * 3600
+    mqtt_host: str = Field("localhost", description="the broker an enrolled agent talks to (in its config to copy)")
+    mqtt_port: int = 1883
+    live_stale_s: int = Field(900, description="a watching agent whose coverage has not moved for this is offline")
+    live_refresh_s: float = Field(30.0, description="period of the board's full refresh")
+    sse_keepalive_s: float = 15.0
+    max_body_bytes: int = Field(1024 * 1024, description="largest request body outside the spreadsheet upload")
+    pool_min: int = 1
+    pool_max: int = 8
+    default_lang: str = "zh"
+    rubric_path: str = Field("", description="the evaluators' rubric (TOML); empty: the sample shipped")
+    low_use_threshold: float = 0.2
+    card_key_file: str = Field("", description="the deployment's card key file: the web import of identities "
+                               "hashes raw card numbers with it; empty: only hmac-sha256: values are accepted")
+    snapshot_key_file: str = Field("", description="the server's Ed25519 key (PKCS#8 PEM, `jishi period keygen`) "
+                                   "that signs the snapshots of closed evaluation periods; empty: no closing from "
+                                   "the web")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JISHI_", env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -99,6 +134,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
     derive: DeriveSettings = Field(default_factory=lambda: DeriveSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
+    web: WebSettings = Field(default_factory=lambda: WebSettings())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -124,11 +160,28 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, _LegacyWebEnv(settings_cls)]
         path = os.environ.get("JISHI_CONFIG")
         if path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
         return tuple(sources)
+
+
+class _LegacyWebEnv(PydanticBaseSettingsSource):
+    """`JISHI_WEB_<FIELD>` (single underscore) and `JISHI_DSN`: the web's settings as deployments set them."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        web: dict[str, Any] = {}
+        for name in WebSettings.model_fields:
+            raw = os.environ.get(f"JISHI_WEB_{name.upper()}")
+            if raw is not None:
+                web[name] = raw
+        if "dsn" not in web and os.environ.get("JISHI_DSN"):
+            web["dsn"] = os.environ["JISHI_DSN"]
+        return {"web": web} if web else {}
 
 
 class ConfigError(Exception):

@@ -3,7 +3,7 @@
     .venv/bin/python -m sim.demo [--web-port 8080] [--history-from 2025-01-01] [--fresh]
 
 What runs (everything under ./var/demo, reused by the next run):
-- a private PostgreSQL + TimescaleDB and a Mosquitto broker (server/devstack.py);
+- a private PostgreSQL + TimescaleDB and a Mosquitto broker (sim/devstack.py);
 - the registry of two units (organisations, affiliations, instruments with national platform
   fields, price lists, people and identity maps, service records, demo logins), an Ed25519 key per
   agent, enrolled;
@@ -48,9 +48,9 @@ import psycopg
 from protocols import topics
 from protocols.signing import generate as new_key
 from protocols.signing import key_id, load_private, public_to_b64, save_private
-from server.devstack import MosquittoServer, PostgresServer, free_port, service_dir
 from sim import backfill, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
+from sim.devstack import MosquittoServer, PostgresServer, free_port, service_dir
 from sim.history import VirtualAgent, envelopes, profile
 from sim.model import HOUR, TZ, InstrumentSpec, Truth, generate, ms, write_truth
 

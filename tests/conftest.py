@@ -1,4 +1,4 @@
-"""Private PostgreSQL+TimescaleDB and Mosquitto for the whole test session (server/devstack.py).
+"""Private PostgreSQL+TimescaleDB and Mosquitto for the whole test session (sim/devstack.py).
 
 Databases:
 - ``pg_dsn``: one migrated database, ``jishi_test``, shared by the session's tests;
@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from server import clock
-from server.devstack import MosquittoServer, PostgresServer
+from server.store.times import TZ
+from sim.devstack import MosquittoServer, PostgresServer
 
 TEST_DB = "jishi_test"
 TEMPLATE_DB = "jishi_template"
@@ -47,7 +48,7 @@ SWEEP_DAYS = {
 def today(request: pytest.FixtureRequest) -> Iterator[date]:
     """Run the test "on" each sweep day: every rule reads server.clock, frozen at 10:30 that day."""
     day: date = request.param
-    with clock.frozen_at(datetime.combine(day, time(10, 30), clock.LOCAL)):
+    with clock.frozen_at(datetime.combine(day, time(10, 30), TZ)):
         yield day
 
 

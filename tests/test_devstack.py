@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from server.devstack import MosquittoServer, PostgresServer
+from sim.devstack import MosquittoServer, PostgresServer
 
 
 def test_timescaledb_is_loaded_and_works(pg_server: PostgresServer) -> None:

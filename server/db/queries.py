@@ -11,11 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg
 from psycopg.types.json import Jsonb
 
-Conn = psycopg.Connection[Any]
-
+from server.store.conn import Conn
 
 # -- registry --------------------------------------------------------------------------------------
 
@@ -100,11 +98,12 @@ def save_progress(conn: Conn, rows: Sequence[dict[str, Any]]) -> None:
         " derived_seq = %(derived_seq)s, derive_carry = %(derive_carry)s, boot = %(boot)s, conn = %(conn)s,"
         " spool_first = %(spool_first)s, next_seq = %(next_seq)s, birth_at = %(birth_at)s,"
         " death_at = %(death_at)s, death_clean = %(death_clean)s, last_received_at = %(last_received_at)s,"
-        " updated_at = now()"
+        " derive_params = COALESCE(%(derive_params)s, derive_params), updated_at = now()"
         " WHERE agent_no = %(agent_no)s",
         [
             {**r, "pending": Jsonb(r["pending"]),
-             "derive_carry": None if r["derive_carry"] is None else Jsonb(r["derive_carry"])}
+             "derive_carry": None if r["derive_carry"] is None else Jsonb(r["derive_carry"]),
+             "derive_params": None if r.get("derive_params") is None else Jsonb(r["derive_params"])}
             for r in rows
         ],
     )
@@ -336,11 +335,25 @@ def lock_agent_for_rebuild(conn: Conn, agent_id: str) -> tuple[int, int, str] | 
     return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
 
 
-def set_derive_state(conn: Conn, agent_no: int, derived_seq: int, carry: dict[str, Any] | None) -> None:
+def set_derive_state(conn: Conn, agent_no: int, derived_seq: int, carry: dict[str, Any] | None,
+                     params: dict[str, int]) -> None:
+    """After a rebuild: where derivation stands, its carry and the parameters it ran with (migration 025)."""
     conn.execute(
-        "UPDATE agent_progress SET derived_seq = %s, derive_carry = %s WHERE agent_no = %s",
-        (derived_seq, None if carry is None else Jsonb(carry), agent_no),
+        "UPDATE agent_progress SET derived_seq = %s, derive_carry = %s, derive_params = %s WHERE agent_no = %s",
+        (derived_seq, None if carry is None else Jsonb(carry), Jsonb(params), agent_no),
     )
+
+
+def derive_params_of(conn: Conn, agent_nos: Sequence[int]) -> dict[int, dict[str, int]]:
+    """agent_no -> the derivation parameters its stored rows were derived with (absent: not recorded)."""
+    return {
+        no: params
+        for no, params in conn.execute(
+            "SELECT agent_no, derive_params FROM agent_progress"
+            " WHERE agent_no = ANY(%s) AND derive_params IS NOT NULL",
+            (list(agent_nos),),
+        )
+    }
 
 
 def agent_ids_with_records(conn: Conn) -> list[str]:

@@ -1,28 +1,26 @@
 """Run the pure derivation over each agent's newly contiguous records, inside the ingest transaction.
 
 Records become usable for derivation only when the watermark passes them (no holes below), so
-state is always rebuilt in seq order. The derivation's carry is saved with the agent's progress,
-so the next batch continues exactly where this one stopped; rows are upserted by their start,
-which extends the open segment instead of adding a row per heartbeat.
+state is always rebuilt in seq order. The caller (ingest) passes the agent's new records, gaps and
+carry as plain values and saves the returned carry with the agent's progress, so the next batch
+continues exactly where this one stopped; rows are upserted by their start, which extends the open
+segment instead of adding a row per heartbeat. Nothing here knows ingest's book-keeping types.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
-import psycopg
 
 from protocols.derive import Carry, Derived, Gap, Params, Rec, derive
 from server.db import queries
-from server.ingest.archive import envelopes_for
-from server.ingest.book import Book
-from server.ingest.store import ms_to_dt
+from server.store.archive import envelopes_for
+from server.store.conn import Conn
+from server.store.times import dt_to_ms, ms_to_dt
 
 log = logging.getLogger(__name__)
-Conn = psycopg.Connection[Any]
 
 
 def _needed(lo: int, hi: int, have: Iterable[int], gaps: list[Gap]) -> set[int]:
@@ -42,19 +40,16 @@ def _needed(lo: int, hi: int, have: Iterable[int], gaps: list[Gap]) -> set[int]:
     return out
 
 
-def advance(conn: Conn, book: Book, instrument_id: str, params: Params, *, write_rows: bool = True) -> Derived | None:
-    """Derive from derived_seq+1 up to the watermark; update the carry in book.prog; write the rows
-    (unless the caller writes several agents' rows at once with `write_many`)."""
-    p = book.prog
-    lo, hi = p.derived_seq + 1, p.watermark
-    if hi < lo:
-        return None
-    recs = {s: Rec.from_record(nr.rec, nr.received) for s, nr in book.new.items() if lo <= s <= hi}
-    gaps = [Gap(g.first, g.last, g.kind) for g in book.gaps]
-    missing = _needed(lo, hi, recs, gaps)
+def advance(conn: Conn, agent_no: int, agent_id: str, lo: int, hi: int, new: Mapping[int, Rec],
+            gaps: Sequence[Gap], carry: Carry | None, params: Params) -> Derived:
+    """Derive seqs lo..hi (derived_seq+1 up to the watermark) from the records at hand (`new`) and,
+    for the rest, the agent's kept envelopes. The caller saves the returned carry and writes the rows
+    (several agents' at once with `write_many`)."""
+    recs = dict(new)
+    missing = _needed(lo, hi, recs, list(gaps))
     if missing:
-        for env in envelopes_for(conn, p.agent_no, min(missing), max(missing)):
-            received = int(env.received_at.timestamp() * 1000)
+        for env in envelopes_for(conn, agent_no, min(missing), max(missing)):
+            received = dt_to_ms(env.received_at)
             for rec in orjson.loads(env.raw)["records"]:
                 if rec["seq"] in missing:
                     recs[rec["seq"]] = Rec.from_record(rec, received)
@@ -63,14 +58,8 @@ def advance(conn: Conn, book: Book, instrument_id: str, params: Params, *, write
                 break
         if missing:
             log.error("agent %s: %d stored records up to the watermark were not found in their envelopes "
-                      "(first %d); deriving as if lost", p.agent_id, len(missing), min(missing))
-    carry = Carry.from_dict(p.derive_carry) if p.derive_carry else None
-    d = derive((recs[s] for s in sorted(recs)), params, carry, gaps)
-    if write_rows:
-        write(conn, p.agent_id, instrument_id, d)
-    p.derived_seq = hi
-    p.derive_carry = d.carry.to_dict() if d.carry is not None else None
-    return d
+                      "(first %d); deriving as if lost", agent_id, len(missing), min(missing))
+    return derive((recs[s] for s in sorted(recs)), params, carry, list(gaps))
 
 
 def write(conn: Conn, agent_id: str, instrument_id: str, d: Derived) -> None:

@@ -1,22 +1,22 @@
 """Rebuild an agent's derived rows from its kept envelopes (after a rule or parameter change).
 
 Reads the raw signed envelopes (hot and packed), takes each seq once (the first envelope that
-stored it gives its receive time), and runs the same pure derivation in one go.
+stored it gives its receive time), and runs the same pure derivation in one go with the parameters
+given (the caller's settings), which are stored with the rows (migration 025) for evidence bundles.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import orjson
-import psycopg
 
 from protocols.derive import Gap, Params, Rec, derive
 from server.db import queries
 from server.derive.incremental import write
-from server.ingest.archive import envelopes_for
-
-Conn = psycopg.Connection[Any]
+from server.store.archive import envelopes_for
+from server.store.conn import Conn
+from server.store.times import dt_to_ms
 
 
 def rebuild_agent(conn: Conn, agent_id: str, params: Params) -> int:
@@ -31,7 +31,7 @@ def rebuild_agent(conn: Conn, agent_id: str, params: Params) -> int:
     agent_no, watermark, instrument_id = row
     recs: dict[int, Rec] = {}
     for env in envelopes_for(conn, agent_no, 1, watermark):
-        received = int(env.received_at.timestamp() * 1000)
+        received = dt_to_ms(env.received_at)
         for rec in orjson.loads(env.raw)["records"]:
             if rec["seq"] <= watermark and rec["seq"] not in recs:
                 recs[rec["seq"]] = Rec.from_record(rec, received)
@@ -39,5 +39,6 @@ def rebuild_agent(conn: Conn, agent_id: str, params: Params) -> int:
     queries.delete_derived(conn, agent_id)
     d = derive((recs[s] for s in sorted(recs)), params, None, gaps)
     write(conn, agent_id, instrument_id, d)
-    queries.set_derive_state(conn, agent_no, watermark, None if d.carry is None else d.carry.to_dict())
+    queries.set_derive_state(conn, agent_no, watermark, None if d.carry is None else d.carry.to_dict(),
+                             dataclasses.asdict(params))
     return len(recs)

@@ -19,9 +19,11 @@ from typing import Any
 import chinese_calendar
 
 from server import clock
-from server.evaluation.indicators import IN_SCOPE_VALUE, OPEN_MODE, Conn, params
-from server.evaluation.period import TZ, Period, local_iso
+from server.evaluation.indicators import IN_SCOPE_VALUE, OPEN_MODE, params
+from server.evaluation.period import Period, local_iso
 from server.evaluation.sql import INST
+from server.store.conn import Conn
+from server.store.times import TZ
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
-
 from server import clock
-from server.evaluation.period import TZ, Period, year_fraction
+from server.evaluation.period import Period, year_fraction
 from server.evaluation.sql import (
     IDENTITY_CLASS,
     INST,
@@ -44,8 +42,8 @@ from server.evaluation.sql import (
     running_rollup,
     session_identity,
 )
-
-Conn = psycopg.Connection[Any]
+from server.store.conn import Conn
+from server.store.times import TZ
 
 IN_SCOPE_VALUE = Decimal(300_000)
 DEFAULT_RATED = {"通用": 1400.0, "专用": 800.0}

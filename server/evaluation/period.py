@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from server import clock
-
-TZ = ZoneInfo("Asia/Shanghai")
+from server.store.times import TZ
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from server.ingest.book import TYPE_CODES
+from server.store.codes import TYPE_CODES
+from server.store.times import TZ, ms_to_dt
 
-TZ = ZoneInfo("Asia/Shanghai")
 DAY_S = 86_400.0
 
 
@@ -192,7 +192,7 @@ def future_clock(batches: Sequence[FutureBatch], *, min_records: int = 1) -> lis
 
 
 def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, TZ)
+    return ms_to_dt(ms, TZ)
 
 
 # ---- named queries -------------------------------------------------------------------------------

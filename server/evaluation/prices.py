@@ -20,9 +20,10 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from server.evaluation.indicators import Conn, params
+from server.evaluation.indicators import params
 from server.evaluation.period import Period, local_iso
 from server.evaluation.sql import INST, records_in_period
+from server.store.conn import Conn
 
 if TYPE_CHECKING:  # reconciliation imports this module
     from server.evaluation.reconciliation import InstrumentUncovered

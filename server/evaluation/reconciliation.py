@@ -28,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from server.evaluation.indicators import Conn, Evaluation, params
+from server.evaluation.indicators import Evaluation, params
 from server.evaluation.period import Period, local_iso
 from server.evaluation.prices import FeeChecks, check_fees
 from server.evaluation.privacy import Pseudonymizer
@@ -42,6 +42,7 @@ from server.evaluation.sql import (
     records_in_period,
     running_overlapping,
 )
+from server.store.conn import Conn
 
 DEFAULT_TOLERANCE_H = 0.5
 

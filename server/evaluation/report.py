@@ -17,7 +17,6 @@ from server import clock
 from server.evaluation import compliance, prices, reconciliation, rubric, sampling
 from server.evaluation.indicators import (
     CLASSES,
-    Conn,
     Evaluation,
     HourSplit,
     InstrumentFigures,
@@ -28,6 +27,7 @@ from server.evaluation.indicators import (
 from server.evaluation.period import Period, local_iso
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.subsidy import Subsidy, post_subsidy
+from server.store.conn import Conn
 
 Kind = Literal["text", "int", "hours", "ratio", "money", "date", "datetime", "bool"]
 

@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from server.evaluation.indicators import Conn, Evaluation, InstrumentFigures, compute
+from server.evaluation.indicators import Evaluation, InstrumentFigures, compute
 from server.evaluation.period import Period
+from server.store.conn import Conn
 
 DEFAULT_LOW_USE = 0.2
 

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.evaluation.indicators import Aggregate, Conn, UnitIndicators
+from server.evaluation.indicators import Aggregate, UnitIndicators
+from server.store.conn import Conn
 
 INDICATORS = ("open_rate", "utilization", "utilization_mean", "sharing", "revenue", "service_cases")
 FAILED = "不合格"

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 
 DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
 

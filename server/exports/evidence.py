@@ -4,13 +4,14 @@ database (`jishi verify BUNDLE`, server/exports/verify.py).
 
 A zip file:
 - manifest.json: unit, period, derivation parameters, per agent its keys, stored-records
-  watermark, declared gaps and envelope file; the identities the agents saw with their class
+  watermark, declared gaps, envelope file and the derivation parameters its hours were derived with
+  (stored by ingest, migration 025; the exporting process's own settings only for agents derived
+  before that, and at the top level when the agents disagree); the identities the agents saw with their class
   (internal / external) for the unit and a pseudonym (never a name, art. 17); the expected hours
   per instrument as the database derived them; the SHA-256 of every other file;
 - envelopes/<agent>.bin: every kept envelope of the agent from seq 1 (derivation needs the whole
-  history to know the state at the period's start), as entries
-  envelope id (int64 BE) | received_at (int64 BE, microseconds since 1970 UTC) | length (uint32 BE) | bytes
-  in ascending id (storing order: the first envelope holding a seq is the one that stored it).
+  history to know the state at the period's start), as the entries of protocols/bundle.py in
+  ascending id (storing order: the first envelope holding a seq is the one that stored it).
 
 What the bundle cannot prove, and the manifest says: receive times (live vs spool) are the
 server's word; identity classes come from the registry. Signatures, the hash chain, the
@@ -19,47 +20,48 @@ derivation and the sums are checked by the verifier.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
-import struct
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from protocols.bundle import pack_entry
+from protocols.derive import Params
 from server import clock
-from server.config import load as load_settings
 from server.db import queries as ingest_queries
-from server.evaluation.indicators import Conn, params, segment_hours
+from server.evaluation.indicators import params, segment_hours
 from server.evaluation.period import Period, local_iso
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.sql import IDENTITY_CLASS
-from server.ingest.archive import envelopes_for
+from server.store.archive import envelopes_for
+from server.store.conn import Conn
+from server.store.times import dt_to_us
 
 FORMAT = "jishi-evidence"
 VERSION = 1
-ENTRY = struct.Struct(">qqI")
 
 
 def _pack_envelopes(conn: Conn, agent_no: int, watermark: int) -> tuple[bytes, int]:
     buf = io.BytesIO()
     n = 0
     for env in envelopes_for(conn, agent_no, 1, watermark):
-        us = int(env.received_at.timestamp() * 1_000_000)
-        buf.write(ENTRY.pack(env.id, us, len(env.raw)))
-        buf.write(env.raw)
+        buf.write(pack_entry(env.id, dt_to_us(env.received_at), env.raw))
         n += 1
     return buf.getvalue(), n
 
 
 def build_manifest(
-    conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudonymizer
+    conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudonymizer, derive: Params
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest (without file hashes) and the files of the bundle."""
+    """The manifest (without file hashes) and the files of the bundle. `derive`: this process's
+    settings, stated only for agents whose stored rows do not record the parameters ingest used."""
     unit = conn.execute("SELECT id, name FROM units WHERE id = %s", (unit_id,)).fetchone()
     if unit is None:
         raise LookupError(f"unit {unit_id!r} does not exist")
-    derive = load_settings().derive.params()
+    own = dataclasses.asdict(derive)
     files: dict[str, bytes] = {}
     agents = []
     rows = conn.execute(
@@ -68,6 +70,7 @@ def build_manifest(
         " WHERE i.unit_id = %s ORDER BY a.id",
         (unit_id,),
     ).fetchall()
+    used = ingest_queries.derive_params_of(conn, [r[2] for r in rows if r[2] is not None])
     for agent_id, instrument_id, agent_no, watermark in rows:
         keys = [
             {"key_id": k, "public_key": pk, "revoked_at": local_iso(rev)}
@@ -84,6 +87,7 @@ def build_manifest(
             "gaps": [],
             "file": None,
             "envelopes": 0,
+            "derive": used.get(agent_no, own) if agent_no is not None else own,
         }
         if agent_no is not None and watermark:
             data, n = _pack_envelopes(conn, agent_no, watermark)
@@ -120,11 +124,7 @@ def build_manifest(
             "timezone": "Asia/Shanghai",
         },
         "generated_at": local_iso(clock.now()),
-        "derive": {
-            "heartbeat_ms": derive.heartbeat_ms,
-            "tolerance_permille": derive.tolerance_permille,
-            "live_window_ms": derive.live_window_ms,
-        },
+        "derive": _common([a["derive"] for a in agents if a["file"]]) or own,
         "agents": agents,
         "identities": identities,
         "expected_hours": {
@@ -139,6 +139,11 @@ def build_manifest(
     return manifest, files
 
 
+def _common(params: list[dict[str, int]]) -> dict[str, int] | None:
+    """The parameters every agent was derived with, if they agree (the verifier's default)."""
+    return params[0] if params and all(p == params[0] for p in params) else None
+
+
 def _empty() -> dict[str, dict[str, float]]:
     return {
         "running": {"live": 0.0, "spool": 0.0, "unverified": 0.0},
@@ -146,8 +151,9 @@ def _empty() -> dict[str, dict[str, float]]:
     }
 
 
-def write_bundle(conn: Conn, period: Period, unit_id: str, path: Path, pseudonyms: Pseudonymizer) -> str:
-    manifest, files = build_manifest(conn, period, unit_id, pseudonyms)
+def write_bundle(conn: Conn, period: Period, unit_id: str, path: Path, pseudonyms: Pseudonymizer,
+                 derive: Params) -> str:
+    manifest, files = build_manifest(conn, period, unit_id, pseudonyms, derive)
     manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -19,11 +19,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from server.evaluation.indicators import Conn, compute
-from server.evaluation.period import TZ, Period
+from server.evaluation.indicators import compute
+from server.evaluation.period import Period
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.report import applicant_pseudonym
 from server.exports.cells import csv_value
+from server.store.conn import Conn
+from server.store.times import TZ
 
 INSTRUMENT_FIELDS: list[tuple[str, str]] = [
     ("id", "平台仪器编号"),

@@ -1,9 +1,10 @@
 """Offline verifier of an evidence bundle (server/exports/evidence.py): no database, no server.
 
-Imports only the standard library and `protocols` (the contract every party shares), so an
-evaluator can run `jishi verify BUNDLE` on their own PC with the core package installed. It
-re-checks what the bundle can prove and recomputes the hours with the same derivation the server
-runs (protocols/derive.py):
+Imports only the standard library and `protocols` (the contract every party shares, including the
+bundle's entry format in protocols/bundle.py), so an evaluator can run `jishi verify BUNDLE` on
+their own PC with the core package installed. It re-checks what the
+bundle can prove and recomputes the hours with the same derivation the server runs
+(protocols/derive.py):
 
 1. every file's SHA-256 against the manifest;
 2. every envelope: canonical form, schema, its records' chain (protocols.validate) and its
@@ -12,29 +13,27 @@ runs (protocols/derive.py):
    time, as the server does), linked across envelopes by the hash chain; a hole is accepted only as
    an unproven gap (never counted as watched), a dropped range only if the agent declared it in a
    signed spool_overflow record;
-4. derivation, then per instrument the running and external hours inside the period (live /
-   spool / unverified), compared with the hours the manifest states.
+4. derivation with the parameters the manifest states for the agent (those ingest used), then per
+   instrument the running and external hours inside the period (live / spool / unverified),
+   compared with the hours the manifest states.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from protocols.bundle import entries, iso_to_ms
 from protocols.chain import record_hash
 from protocols.derive import Gap, Params, Rec, derive
 from protocols.errors import ProtocolError
 from protocols.signing import public_from_b64
 from protocols.validate import check_signature, open_envelope
 
-ENTRY = struct.Struct(">qqI")
 TOLERANCE_H = 1e-6  # hours; the derivation is exact to the millisecond
 CLASSES = ("live", "spool", "unverified")
 
@@ -94,27 +93,12 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def _entries(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    pos = 0
-    while pos < len(data):
-        if pos + ENTRY.size > len(data):
-            raise ValueError("truncated envelope file")
-        eid, us, n = ENTRY.unpack_from(data, pos)
-        pos += ENTRY.size
-        yield eid, us, data[pos : pos + n]
-        pos += n
-
-
-def _ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso).timestamp() * 1000)
-
-
 def _agent_records(entry: dict[str, Any], data: bytes, res: AgentResult) -> tuple[list[Rec], list[Gap]]:
     keys = {k["key_id"]: public_from_b64(k["public_key"]) for k in entry["keys"]}
     watermark = int(entry["watermark"])
     recs: dict[int, tuple[Rec, dict[str, Any]]] = {}
     declared: list[Gap] = []
-    for eid, us, raw in _entries(data):
+    for eid, us, raw in entries(data):
         res.envelopes += 1
         try:
             opened = open_envelope(raw)
@@ -156,6 +140,11 @@ def _agent_records(entry: dict[str, Any], data: bytes, res: AgentResult) -> tupl
     return [recs[s][0] for s in sorted(recs)], declared
 
 
+def _params(d: dict[str, Any]) -> Params:
+    """The derivation parameters a manifest states; one it does not state keeps its default."""
+    return Params(**{f.name: int(d[f.name]) for f in fields(Params) if f.name in d})
+
+
 def opened_reason() -> Any:
     from protocols.errors import Reason
 
@@ -179,11 +168,8 @@ def verify_bundle(path: Path) -> VerifyResult:
         for name, digest in manifest["files"].items():
             if hashlib.sha256(files[name]).hexdigest() != digest:
                 res.problems.append(f"{name}: SHA-256 differs from the manifest")
-    d = manifest["derive"]
-    params = Params(
-        heartbeat_ms=d["heartbeat_ms"], tolerance_permille=d["tolerance_permille"], live_window_ms=d["live_window_ms"]
-    )
-    t0, t1 = _ms(manifest["period"]["start"]), _ms(manifest["period"]["end"])
+    default = _params(manifest["derive"])
+    t0, t1 = iso_to_ms(manifest["period"]["start"]), iso_to_ms(manifest["period"]["end"])
     who = {(i["method"], i["identifier"]): i["who"] for i in manifest["identities"]}
     got: dict[str, dict[str, dict[str, float]]] = {}
     for entry in manifest["agents"]:
@@ -193,6 +179,7 @@ def verify_bundle(path: Path) -> VerifyResult:
         if not entry.get("file"):
             continue
         records, gaps = _agent_records(entry, files[entry["file"]], ares)
+        params = _params(entry["derive"]) if entry.get("derive") else default
         derived = derive(records, params, None, gaps)
         identity = {s.session_id: (s.method, s.identifier) for s in derived.sessions}
         for s in derived.segments:

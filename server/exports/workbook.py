@@ -22,9 +22,9 @@ from xml.sax.saxutils import escape
 
 import orjson
 
-from server.evaluation.period import TZ
 from server.evaluation.report import Kind, Report
 from server.exports.cells import cell_value, safe_text
+from server.store.times import TZ
 
 _NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
 _NS_R = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'

@@ -6,8 +6,8 @@ import logging
 import queue
 import threading
 
-from server import live
 from server.config import Settings
+from server.ingest import live
 from server.ingest.metrics import Metrics
 from server.ingest.subscriber import Subscriber
 from server.ingest.verify import Incoming

@@ -9,24 +9,15 @@ the agents' progress locks, so nothing can conflict; should a bug ever try to st
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import psycopg
-
-Conn = psycopg.Connection[Any]
+from server.store.conn import Conn
 
 ENVELOPE_COLUMNS = ("id", "agent_no", "received_at", "first_seq", "last_seq", "raw")
 ENVELOPE_TYPES = ("int8", "int4", "timestamptz", "int8", "int8", "bytea")
 RECORD_COLUMNS = ("t", "seq", "envelope_id", "h", "agent_no", "type", "state")
 RECORD_TYPES = ("timestamptz", "int8", "int8", "int8", "int4", "int2", "int2")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def ms_to_dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
 
 def copy_rows(conn: Conn, table: str, columns: tuple[str, ...], types: tuple[str, ...],
               rows: Iterable[tuple[Any, ...]]) -> int:

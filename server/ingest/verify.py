@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ from protocols.records import Birth, Death
 from protocols.signing import public_from_b64, verify
 from protocols.validate import Opened, check_signature, open_envelope, open_message
 from server.db.queries import AgentRow, KeyRow
+from server.store.times import s_to_dt, s_to_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +45,10 @@ class Incoming:
 
     @property
     def received_ms(self) -> int:
-        return int(self.received * 1000)
+        return s_to_ms(self.received)
 
 
-@functools.lru_cache(maxsize=4096)
-def _received_at(received: float) -> datetime:
-    return datetime.fromtimestamp(received, UTC)
+_received_at = functools.lru_cache(maxsize=4096)(s_to_dt)  # a batch's messages share receive times
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ message the database refuses on its own is quarantined (reason 'store_error').
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -21,22 +22,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 
-from protocols.derive import Carry, Derived
+from protocols.derive import Carry, Derived, Gap, Rec
 from protocols.errors import Reason
 from protocols.records import Birth
-from server import clock, live
+from server import clock
 from server.config import Settings
 from server.db import queries
 from server.derive import incremental
-from server.ingest import archive, future, gaps, quarantine
+from server.ingest import future, gaps, live, quarantine
 from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
-from server.ingest.book import STATE_CODES, TYPE_CODES, Book, GapRow, Progress, short_hash
+from server.ingest.book import Book, GapRow, Progress
 from server.ingest.metrics import Metrics
-from server.ingest.store import copy_envelopes, copy_records, ms_to_dt
+from server.ingest.store import copy_envelopes, copy_records
 from server.ingest.verify import (
     ControlIn,
     EnvelopeIn,
@@ -47,9 +47,12 @@ from server.ingest.verify import (
     authenticate,
     open_any,
 )
+from server.store import archive
+from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
+from server.store.conn import Conn
+from server.store.times import dt_to_ms, ms_to_dt
 
 log = logging.getLogger(__name__)
-Conn = psycopg.Connection[Any]
 _BYTES_PER_RECORD = 250  # to bound a batch's records before parsing it
 
 
@@ -81,6 +84,7 @@ class Pipeline:
         self.name = name
         self.keys = KeyCache()
         self.params = settings.derive.params()
+        self.params_json = dataclasses.asdict(self.params)  # stored with the derived rows (migration 025)
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -98,7 +102,7 @@ class Pipeline:
             else:
                 openings.append(r)
         now = clock.now()
-        now_ms = int(now.timestamp() * 1000)
+        now_ms = dt_to_ms(now)
         with conn.transaction():
             envs: list[EnvelopeIn] = []
             ctrls: list[ControlIn] = []
@@ -255,7 +259,7 @@ class Pipeline:
         derived: list[tuple[str, str, Derived]] = []
         for aid, b in books.items():
             a = registry[aid]
-            d = incremental.advance(conn, b, a.instrument_id, self.params, write_rows=False)
+            d = self._derive(conn, b)
             if d is not None:
                 derived.append((aid, a.instrument_id, d))
                 if d.carry is not None:
@@ -264,7 +268,25 @@ class Pipeline:
                 out.acks.append(AckOut(aid, a.unit_id, a.instrument_id, b.prog.watermark))
         incremental.write_many(conn, derived)
         out.live_rows += live.rows_after_derivation(conn, items, now, self.s.derive.timezone)
-        queries.save_progress(conn, [b.prog.to_params() for b in books.values()])
+        derived_ids = {aid for aid, _, _ in derived}
+        queries.save_progress(conn, [
+            {**b.prog.to_params(), "derive_params": self.params_json if aid in derived_ids else None}
+            for aid, b in books.items()
+        ])
+
+    def _derive(self, conn: Conn, b: Book) -> Derived | None:
+        """Derive the agent's records from derived_seq+1 up to the watermark; keep the carry in its progress."""
+        p = b.prog
+        lo, hi = p.derived_seq + 1, p.watermark
+        if hi < lo:
+            return None
+        new = {s: Rec.from_record(nr.rec, nr.received) for s, nr in b.new.items() if lo <= s <= hi}
+        carry = Carry.from_dict(p.derive_carry) if p.derive_carry else None
+        d = incremental.advance(conn, p.agent_no, p.agent_id, lo, hi, new,
+                                [Gap(g.first, g.last, g.kind) for g in b.gaps], carry, self.params)
+        p.derived_seq = hi
+        p.derive_carry = d.carry.to_dict() if d.carry is not None else None
+        return d
 
     # -- periodic --------------------------------------------------------------------------------
 

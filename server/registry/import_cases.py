@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from server.registry import parse, queries
-from server.registry.queries import Conn, InstrumentRef
+from server.registry.queries import InstrumentRef
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row, instrument_of
+from server.store.conn import Conn
 
 FIELDS = [
     FieldSpec("title", ("案例名称", "案例标题", "典型案例", "服务案例", "成果名称", "案例", "标题"), required=True),

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from server.registry import queries
-from server.registry.queries import Conn, InstrumentRef
+from server.registry.queries import InstrumentRef
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row, instrument_of
+from server.store.conn import Conn
 
 FIELDS = [
     FieldSpec(

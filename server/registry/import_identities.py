@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.registry import parse, queries
-from server.registry.queries import Conn
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row
+from server.store.conn import Conn
 
 FIELDS = [
     FieldSpec("user_id", ("用户编号", "平台账号", "用户账号", "用户id")),

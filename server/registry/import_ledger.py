@@ -13,8 +13,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from server.registry import parse
-from server.registry.queries import Conn, InstrumentRef, unit_instruments, upsert_instrument
+from server.registry.queries import InstrumentRef, unit_instruments, upsert_instrument
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
+from server.store.conn import Conn
 
 INSTRUMENT_FIELDS = [
     FieldSpec("id", ("平台仪器编号", "平台编号", "仪器id", "id")),

@@ -15,8 +15,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from server.registry import parse, queries
-from server.registry.queries import Conn, InstrumentRef
+from server.registry.queries import InstrumentRef
 from server.registry.sheet import FEN, FieldSpec, ImportOptions, KindSpec, Row, instrument_of
+from server.store.conn import Conn
 
 FIELDS = [
     FieldSpec(

@@ -10,8 +10,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from server.registry import parse
-from server.registry.queries import Conn, InstrumentRef, lookup_people, unit_instruments, upsert_service_record
+from server.registry.queries import InstrumentRef, lookup_people, unit_instruments, upsert_service_record
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
+from server.store.conn import Conn
 
 SERVICE_FIELDS = [
     FieldSpec("record_no", ("服务记录编号", "记录编号", "流水号")),

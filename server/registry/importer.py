@@ -39,8 +39,8 @@ from server.registry import (
 from server.registry.import_ledger import INSTRUMENT_FIELDS, instrument_row
 from server.registry.import_services import SERVICE_FIELDS, service_row
 from server.registry.kind_names import KIND_NAMES, Kind
-from server.registry.queries import Conn
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row, norm
+from server.store.conn import Conn
 
 KINDS: dict[str, KindSpec] = {
     k.key: k

@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 
 _EXCEL_EPOCH = date(1899, 12, 30)
 MAX_AMOUNT = Decimal(10) ** 12  # numeric(14, 2), the widest column a number goes to

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
-Conn = psycopg.Connection[Any]
+from server.store.conn import Conn
 
 # Columns an import may set on an instrument (001 core + 010 national-platform fields).
 INSTRUMENT_COLUMNS = (

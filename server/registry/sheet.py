@@ -15,7 +15,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from server.registry import parse
-from server.registry.queries import Conn, InstrumentRef
+from server.registry.queries import InstrumentRef
+from server.store.conn import Conn
 
 TENTH = Decimal("0.1")
 FEN = Decimal("0.01")

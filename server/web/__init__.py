@@ -2,7 +2,7 @@
 live board over server-sent events, and the public catalog. `create_app` builds it; `serve.main`
 runs it under uvicorn."""
 
+from server.config import WebSettings
 from server.web.app import create_app
-from server.web.settings import WebSettings
 
 __all__ = ["WebSettings", "create_app"]

@@ -10,11 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from server.web import errors, openapi, pages, pages_ops, pages_registry, vendor
-from server.web.board import LiveHub
-from server.web.db import Database
-from server.web.limits import BodyLimit
-from server.web.routes import (
+from protocols.derive import Params
+from server.config import DeriveSettings, WebSettings
+from server.web import errors, openapi, templating, vendor
+from server.web.api import (
     agents,
     audit,
     evaluation,
@@ -30,7 +29,12 @@ from server.web.routes import (
     session,
     timeline,
 )
-from server.web.settings import WebSettings
+from server.web.db import Database
+from server.web.limits import BodyLimit
+from server.web.pages import main as pages
+from server.web.pages import ops as pages_ops
+from server.web.pages import registry as pages_registry
+from server.web.services.board import LiveHub
 
 DESCRIPTION = """\
 Jishi (机时): verified machine-hours of shared research instruments.
@@ -51,7 +55,9 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inli
         " connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
 
 
-def create_app(settings: WebSettings) -> FastAPI:
+def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
+    """The app of one web process: `settings` and `derive` (the derivation parameters, for evidence of
+    agents whose stored rows do not record their own) come from the entry point, loaded once there."""
     vendor.plotly_path()  # the chart library must be installed before anything starts
     db = Database(settings.dsn, settings.pool_min, settings.pool_max)
     hub = LiveHub(settings.dsn)
@@ -68,6 +74,8 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     app = FastAPI(title="Jishi 机时", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.render_error = templating.render_error  # errors.py renders error pages through it
+    app.state.derive = derive if derive is not None else DeriveSettings().params()
     app.state.db = db
     app.state.hub = hub
     errors.install(app)

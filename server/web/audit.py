@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.web.db import Conn, rows
+from server.store.conn import Conn
+from server.web.db import rows
 
 
 def entries(conn: Conn, *, table: str | None = None, key: str | None = None, actor: str | None = None,

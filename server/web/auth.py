@@ -21,9 +21,10 @@ from typing import Any, Literal
 from fastapi import Request
 
 from server import clock
-from server.web.db import Conn, Database, one
+from server.config import WebSettings
+from server.store.conn import Conn
+from server.web.db import Database, one
 from server.web.errors import ApiError
-from server.web.settings import WebSettings
 
 Role = Literal["operator", "unit_manager", "evaluator"]
 ROLES: tuple[Role, ...] = ("operator", "unit_manager", "evaluator")

@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-Conn = psycopg.Connection[Any]
+from server.store.conn import Conn
 
 
 class Database:

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from protocols.derive import Params
+from server.config import WebSettings
 from server.web.auth import Principal, current, optional
 from server.web.db import Database
-from server.web.settings import WebSettings
 
 
 def get_db(request: Request) -> Database:
@@ -21,7 +22,14 @@ def get_settings(request: Request) -> WebSettings:
     return s
 
 
+def get_derive(request: Request) -> Params:
+    """The process's derivation parameters: for agents whose stored rows do not record their own."""
+    p: Params = request.app.state.derive
+    return p
+
+
 Db = Annotated[Database, Depends(get_db)]
 Settings = Annotated[WebSettings, Depends(get_settings)]
+Derive = Annotated[Params, Depends(get_derive)]
 Who = Annotated[Principal, Depends(current)]
 MaybeWho = Annotated[Principal | None, Depends(optional)]

@@ -7,6 +7,7 @@ Pages get the same message in an HTML page, and a login redirect instead of a 40
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -84,8 +85,8 @@ def _respond(request: Request, status: int, code: str, message: str, fields: lis
         if status == 401:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-        from server.web.pages import render_error  # late: pages import this module
-
+        # the page renderer (server/web/templating.py) is handed over by the app: no import back
+        render_error: Callable[[Request, int, str], Response] = request.app.state.render_error
         return render_error(request, status, message)
     return JSONResponse(error_body(code, message, fields), status_code=status, headers=headers)
 

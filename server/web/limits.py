@@ -4,7 +4,7 @@ A declared Content-Length above the limit is refused without reading a byte; a b
 (chunked) is counted as it is read and refused as soon as it passes the limit. The limit is
 `WebSettings.max_body_bytes` (1 MB: forms and JSON need far less); a path that takes uploads can be
 given its own limit, or None when its route bounds its body itself (the spreadsheet import: 10 MB,
-413 with the limit in the message, 411 without a length; server/web/routes/imports.py).
+413 with the limit in the message, 411 without a length; server/web/api/imports.py).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from server.evaluation import privacy
+from server.store.conn import Conn
 from server.web.auth import Principal, require_role
-from server.web.db import Conn, one
+from server.web.db import one
 from server.web.errors import ApiError, not_found
 
 

@@ -1,4 +1,8 @@
-"""`jishi-server web`: run the web app under uvicorn (the lead wires this into server/cli.py)."""
+"""`jishi-server web`: run the web app under uvicorn (server/cli.py hands `web` over to it).
+
+The entry point of the web process: it loads the settings once (server/config.py: the `web`
+section, `JISHI_WEB_*`, and the derivation parameters) and passes them to `create_app`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 
 import uvicorn
 
+from server.config import ConfigError, load
 from server.web.app import create_app
-from server.web.settings import WebSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.insecure_cookies:
         overrides["cookie_secure"] = False
     try:
-        settings = WebSettings.from_env(None, **overrides)
-    except ValueError as exc:
+        settings = load(web=overrides) if overrides else load()
+    except ConfigError as exc:
         print(f"jishi-server web: {exc}")
         return 2
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+    if not settings.web.dsn:
+        print("jishi-server web: no database: set JISHI_WEB_DSN (or JISHI_DSN) or pass --dsn")
+        return 2
+    uvicorn.run(create_app(settings.web, settings.derive.params()), host=args.host, port=args.port,
+                log_level=args.log_level, proxy_headers=True, forwarded_allow_ips="127.0.0.1")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Browser assets that come from installed Python packages, never copied into the repo.
 
-Plotly.js draws the pages' charts (server/web/charts.py builds the figures). The `plotly` package
+Plotly.js draws the pages' charts (server/web/services/charts.py builds the figures). The `plotly` package
 ships its minified bundle; it is served from site-packages under a URL carrying the package's
 version, so browsers may keep it for a year and an upgrade changes the URL. Gzipped once on first
 use: 4.8 MB becomes about 1.4 MB on the wire, which matters on a phone.

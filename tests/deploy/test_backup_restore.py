@@ -16,11 +16,11 @@ import psycopg
 from protocols import topics
 from protocols.signing import generate as new_key
 from protocols.signing import key_id, public_to_b64
-from server.devstack import PostgresServer
 from server.evaluation.indicators import compute
 from server.evaluation.period import Period
 from sim import backfill, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
+from sim.devstack import PostgresServer
 from sim.history import VirtualAgent, envelopes, profile
 from sim.model import generate, ms
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from protocols.errors import Reason
-from server.devstack import free_port
+from sim.devstack import free_port
 from tests.server.helpers import Publisher, TestAgent, query, register, wait_for
 from tests.server.procs import IngestProc, write_config
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 
 
 def t(text: str) -> datetime:

@@ -13,9 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from protocols.derive import Params
 from server import admin, clock
-from server.evaluation import closing, privacy, rubric, snapshot
+from server.evaluation import privacy, rubric, snapshot
 from server.evaluation.period import Period
+from server.exports import closing
 from server.exports.workbook import write_xlsx
 from tests.evaluation import scenario
 
@@ -47,7 +49,7 @@ def _i1(rep: dict[str, Any]) -> dict[str, Any]:
 def test_late_record_leaves_the_snapshot_and_shows_as_amendment(db: str, tmp_path: Path) -> None:
     key, _ = snapshot.generate_key(tmp_path / "snapshot.key")
     with psycopg.connect(db) as conn, clock.frozen_at(scenario.t("2026-02-01 09:00")):
-        closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+        closing.close(conn, Y2025, rubric.load(None), KEY, Params(), key, "test-operator")
     with psycopg.connect(db) as conn:
         snap = closing.current(conn, "2025")
         assert snap is not None and snap.version == 1
@@ -94,7 +96,7 @@ def test_snapshot_signature_verifies_and_a_tampered_one_fails(db: str, tmp_path:
     key, _ = snapshot.generate_key(tmp_path / "snapshot.key")
     public = snapshot.public_key_b64(key)
     with psycopg.connect(db) as conn:
-        closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+        closing.close(conn, Y2025, rubric.load(None), KEY, Params(), key, "test-operator")
     with psycopg.connect(db) as conn:
         snap = closing.current(conn, "2025")
         assert snap is not None
@@ -133,7 +135,7 @@ def test_a_part_altered_in_the_database_is_refused_when_read(db: str, tmp_path: 
     closed report show it: each part is checked against the signed SHA-256 when read."""
     key, _ = snapshot.generate_key(tmp_path / "snapshot.key")
     with psycopg.connect(db) as conn:
-        closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+        closing.close(conn, Y2025, rubric.load(None), KEY, Params(), key, "test-operator")
     with psycopg.connect(db) as conn:
         conn.execute("ALTER TABLE period_snapshot_parts DISABLE TRIGGER period_snapshot_parts_guard")
         conn.execute("UPDATE period_snapshot_parts SET body = convert_to(replace(convert_from(body, 'UTF8'),"
@@ -149,10 +151,10 @@ def test_a_part_altered_in_the_database_is_refused_when_read(db: str, tmp_path: 
 def test_snapshot_rows_are_immutable_and_reopening_is_audited(db: str, tmp_path: Path) -> None:
     key, _ = snapshot.generate_key(tmp_path / "snapshot.key")
     with psycopg.connect(db) as conn:
-        closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+        closing.close(conn, Y2025, rubric.load(None), KEY, Params(), key, "test-operator")
     with psycopg.connect(db) as conn:
         with pytest.raises(closing.PeriodStateError, match="closed already"):
-            closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+            closing.close(conn, Y2025, rubric.load(None), KEY, Params(), key, "test-operator")
     for sql in (
         "UPDATE period_snapshot_payloads SET payload = 'x'",
         "DELETE FROM period_snapshot_payloads",
@@ -186,7 +188,7 @@ def test_snapshot_rows_are_immutable_and_reopening_is_audited(db: str, tmp_path:
         ).fetchall()
         assert audit[0][0] == "INSERT"
         assert audit[-1] == ("UPDATE", "op:ops", "补传数据到达，重新结账")
-        new = closing.close(conn, Y2025, rubric.load(None), KEY, key, "test-operator")
+        new = closing.close(conn, Y2025, rubric.load(None), KEY, Params(), key, "test-operator")
         assert new.version == 2
         assert new.payload["instrument_hours"]["I1"]["running"]["total"] == pytest.approx(23.5)
         assert closing.unit_view(conn, new, "U1").as_dict()["tables"]["amendment"]["rows"] == []

@@ -12,8 +12,8 @@ import pytest
 from openpyxl import Workbook
 
 from server import admin
-from server.evaluation.period import TZ
 from server.registry.importer import run_import
+from server.store.times import TZ
 from tests.evaluation import scenario
 
 HEADER = ["序号", "仪器编号", "仪器名称", "原值（万元）", "类别", "验收日期", "纳入平台日期", "存放地点", "共享方式"]

@@ -22,8 +22,9 @@ import pytest
 from protocols.signing import key_id, public_to_b64
 from server.derive.rebuild import rebuild_agent
 from server.evaluation.indicators import params, segment_hours, segment_hours_from_segments
-from server.evaluation.period import TZ, Period
+from server.evaluation.period import Period
 from server.ingest.worker import Pipeline
+from server.store.times import TZ
 from tests.evaluation import scenario
 from tests.evaluation.test_scenario_e2e import A1_EVENTS, A2_EVENTS, CAROL_CARD, play
 from tests.server.helpers import TestAgent, settings_for

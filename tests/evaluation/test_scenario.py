@@ -67,8 +67,9 @@ from openpyxl import load_workbook
 from server import admin
 from server.evaluation import compliance, privacy, reconciliation, review, rubric
 from server.evaluation.indicators import compute
-from server.evaluation.period import TZ, Period
+from server.evaluation.period import Period
 from server.evaluation.report import evaluate_region, unit_report
+from server.store.times import TZ
 from tests.evaluation import scenario
 
 Y2025 = Period.year(2025)

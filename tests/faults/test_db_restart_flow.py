@@ -15,8 +15,8 @@ import time
 import uuid
 from typing import Any
 
-from server.devstack import PostgresServer
 from server.ingest.service import Ingest
+from sim.devstack import PostgresServer
 from tests.server.helpers import Publisher, TestAgent, query, register, settings_for, wait_for
 
 S = 1000

@@ -12,7 +12,7 @@ most of the outage is spent at it, as in a 10-minute outage; the messages wait a
 (QoS 1, unacknowledged by ingest: up to `receive_maximum` in flight, the rest queued, 100,000 in
 the test broker's `max_queued_messages`) and in the agent's spool, which only grows.
 
-The database sits behind a TCP proxy (server.devstack.TcpProxy) so that only this test's ingest
+The database sits behind a TCP proxy (sim.devstack.TcpProxy) so that only this test's ingest
 loses it: the session's shared PostgreSQL stays up for the test's own checks.
 """
 
@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from server.devstack import PostgresServer, TcpProxy
+from sim.devstack import PostgresServer, TcpProxy
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import AgentProc, write_config
 from tests.faults.common import (

@@ -1,6 +1,6 @@
 """Network cuts longer than the broker keeps a session, between the broker and each side.
 
-Both the agent and the ingest reach the broker through TCP proxies (server.devstack.TcpProxy)
+Both the agent and the ingest reach the broker through TCP proxies (sim.devstack.TcpProxy)
 that the test cuts (connections dropped, new ones refused) and restores.
 
 1. Ingest cut off for longer than its session expiry (`mqtt.session_expiry_s` = 2 s here, 7 days
@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from server.devstack import TcpProxy
 from server.ingest.service import Ingest
+from sim.devstack import TcpProxy
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import AgentProc, write_config
 from tests.faults.common import (

@@ -238,7 +238,7 @@ def test_upload_file_names_are_never_paths(web: Web) -> None:
 
 def test_oversized_upload_is_413_json(web: Web) -> None:
     mgr = web.as_("mgr-a")
-    from server.web.routes import imports
+    from server.web.api import imports
 
     big = b"a,b\n" + b"1,2\n" * ((imports.MAX_UPLOAD_BYTES + 1024 * 1024) // 4)
     r = mgr.post("/api/v1/imports", data={"kind": "instruments", "unit_id": "ua"},

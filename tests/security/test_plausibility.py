@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 
 from server.evaluation.plausibility import (
-    TZ,
     PowerBeat,
     Segment,
     check_instrument,
@@ -21,6 +20,7 @@ from server.evaluation.plausibility import (
     synthetic_heartbeats,
 )
 from server.ingest.service import Ingest
+from server.store.times import TZ
 from tests.server.helpers import Publisher, TestAgent, query, register, settings_for, wait_for
 
 D0 = datetime(2026, 3, 2, tzinfo=TZ)  # a Monday, local midnight

@@ -48,3 +48,37 @@ def test_cli_reports_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     f.write_text("[mqtt]\nport = -1\n")
     assert main(["--config", str(f), "config"]) == 2
     assert "mqtt.port" in capsys.readouterr().err
+
+
+def test_web_section_one_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web process reads the same model: its section from the file, `JISHI_WEB__*`, and the
+    deployments' historical `JISHI_WEB_<FIELD>` / `JISHI_DSN`; arguments win over all of them."""
+    for name in ("JISHI_WEB_DSN", "JISHI_DSN", "JISHI_WEB_MQTT_HOST", "JISHI_WEB_COOKIE_SECURE", "JISHI_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    f = tmp_path / "s.toml"
+    f.write_text('[web]\nmqtt_port = 8883\nlow_use_threshold = 0.3\n')
+    monkeypatch.setenv("JISHI_DSN", "postgresql://replica/jishi")
+    monkeypatch.setenv("JISHI_WEB_MQTT_HOST", "broker.example")
+    monkeypatch.setenv("JISHI_WEB_COOKIE_SECURE", "false")
+    monkeypatch.setenv("JISHI_WEB__POOL_MAX", "3")
+    s = load(f, web={"session_ttl_s": 60})
+    w = s.web
+    assert (w.dsn, w.mqtt_host, w.mqtt_port, w.cookie_secure, w.pool_max, w.low_use_threshold, w.session_ttl_s) == (
+        "postgresql://replica/jishi", "broker.example", 8883, False, 3, 0.3, 60)
+    monkeypatch.setenv("JISHI_WEB_DSN", "postgresql://web/jishi")
+    assert load(f).web.dsn == "postgresql://web/jishi"
+    monkeypatch.delenv("JISHI_WEB__POOL_MAX")
+    monkeypatch.setenv("JISHI_WEB_POOL_MAX", "many")
+    with pytest.raises(ConfigError, match=r"web\.pool_max"):
+        load(f)
+
+
+def test_cli_config_hides_both_passwords(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    monkeypatch.delenv("JISHI_CONFIG", raising=False)
+    monkeypatch.setenv("JISHI_DATABASE__DSN", "postgresql://ingest:s3cret-a@db/jishi")
+    monkeypatch.setenv("JISHI_WEB_DSN", "host=db user=web password=s3cret-b dbname=jishi")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and out.count("***") >= 2

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from protocols import topics
-from server import live
+from server.ingest import live
 from server.ingest.worker import Pipeline
 from tests.server.helpers import TestAgent, map_identity, register, settings_for
 

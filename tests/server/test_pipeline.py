@@ -12,9 +12,9 @@ import pytest
 
 from protocols import topics
 from protocols.errors import Reason
-from server.ingest.archive import envelope_bytes, pack_old
 from server.ingest.verify import Incoming
 from server.ingest.worker import Outcome, Pipeline
+from server.store.archive import envelope_bytes, pack_old
 from tests.server.helpers import T0, TestAgent, query, register, settings_for
 
 S = 1000
@@ -302,7 +302,7 @@ def test_signed_slice_is_the_signed_bytes() -> None:
 
 
 def test_pack_codecs_round_trip() -> None:
-    from server.ingest.archive import RawEnvelope, pack, unpack
+    from server.store.archive import RawEnvelope, pack, unpack
 
     a = TestAgent("codec")
     envs = []

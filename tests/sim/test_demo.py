@@ -25,7 +25,7 @@ import psutil
 import psycopg
 import pytest
 
-from server.devstack import free_port
+from sim.devstack import free_port
 from sim.model import TZ
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,9 +21,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from server.config import WebSettings
 from server.web.app import create_app
 from server.web.auth import hash_password
-from server.web.settings import WebSettings
 
 PASSWORD = "correct-horse-battery"
 ACCOUNTS = {"ops": ("operator", None), "mgr-a": ("unit_manager", "ua"), "mgr-b": ("unit_manager", "ub"),

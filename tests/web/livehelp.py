@@ -15,9 +15,9 @@ import uvicorn
 
 from server import clock
 from server.db import queries
-from server.devstack import free_port
-from server.evaluation.period import TZ
+from server.store.times import TZ
 from server.web.app import create_app
+from sim.devstack import free_port
 from tests.web.conftest import settings_for
 
 

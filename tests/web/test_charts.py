@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 
-from server.evaluation.period import TZ
-from server.web import charts, vendor
+from server.store.times import TZ
+from server.web import vendor
+from server.web.services import charts
 from tests.web.charthelp import figures
 from tests.web.conftest import Web
 

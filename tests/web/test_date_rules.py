@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta
 
 from server import clock
 from server.evaluation.period import year_fraction
+from server.store.times import TZ
 from tests.web.conftest import Web
 from tests.web.livehelp import store_live
 
@@ -50,7 +51,7 @@ def test_board_counts_today_only(web: Web, today: date) -> None:
     tile = next(t for t in c.get("/api/v1/units/ua/live").json()["tiles"] if t["id"] == "ua-xrd")
     assert tile["today_hours"] == 1.5
     # the same live row read after midnight (Asia/Shanghai) is yesterday's: today starts at zero
-    with clock.frozen_at(datetime.combine(today + timedelta(days=1), time(0, 5), clock.LOCAL)):
+    with clock.frozen_at(datetime.combine(today + timedelta(days=1), time(0, 5), TZ)):
         tiles = web.as_("mgr-a").get("/api/v1/units/ua/live").json()["tiles"]
         tile = next(t for t in tiles if t["id"] == "ua-xrd")
     assert tile["today_hours"] == 0.0

@@ -122,7 +122,7 @@ def test_utilization_trend(web: Web, today: date) -> None:
 
 
 def test_trend_counts_running_hours_in_the_right_month(web: Web) -> None:
-    from server.web.trend import utilization_trend
+    from server.web.services.trend import utilization_trend
 
     with __import__("psycopg").connect(web.dsn) as conn:
         inst = {"id": "ua-xrd", "category": "通用", "rated_hours": None, "accepted_on": date(2020, 1, 1),
@@ -201,7 +201,7 @@ def test_report_page_offers_the_bundle_and_instrument_page_links_intervals(web: 
 def test_digest_without_samples_uses_heartbeat_summaries() -> None:
     from datetime import timedelta
 
-    from server.web.evidence import _thin, digest
+    from server.web.services.evidence import _thin, digest
 
     t = int(START.timestamp() * 1000)
     recs = [{"agent_id": "a", "envelope_id": i, "received_at": START + timedelta(minutes=5 * i, seconds=1),

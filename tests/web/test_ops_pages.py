@@ -14,7 +14,7 @@ from protocols.errors import Reason
 from protocols.signing import generate, key_id
 from server.ingest.worker import Pipeline
 from server.web.i18n import TEXT
-from server.web.quarantine import REASONS, reason_label
+from server.web.services.quarantine import REASONS, reason_label
 from tests.server.helpers import TestAgent, register, settings_for
 from tests.web.conftest import Web
 

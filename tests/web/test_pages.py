@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from openpyxl import load_workbook
 
-from server.evaluation.period import TZ
+from server.store.times import TZ
 from tests.web.charthelp import figures
 from tests.web.conftest import Web
 from tests.web.livehelp import store_live

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from server.evaluation.plausibility import TZ
+from server.store.times import TZ
 from tests.web.conftest import Web
 
 D0 = datetime(2025, 4, 1, tzinfo=TZ)  # local midnight

@@ -1,0 +1,52 @@
+"""The evidence behind an interval (signed records: power, processes, files, transitions, signature
+and arrival) and an instrument's utilization trend. Unit managers: own unit only; evaluators: users
+as pseudonyms."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from server.web import scope
+from server.web.deps import Db, Derive, Who
+from server.web.params import FromQuery, ToQuery, aware, check_range
+from server.web.services.evidence import interval_evidence
+from server.web.services.trend import utilization_trend
+
+router = APIRouter(prefix="/api/v1", tags=["intervals"])
+
+
+@router.get("/instruments/{instrument_id}/evidence",
+            summary="Evidence behind an interval: power curve, processes, data files, state changes, signatures",
+            description="Reads the signed records of [from, to] back from the kept envelopes and checks each "
+                        "envelope's signature again. At most 7 days. Times without a zone are Asia/Shanghai. "
+                        "Evaluators see users as pseudonyms and no file names.")
+def get_evidence(
+    instrument_id: str,
+    who: Who,
+    db: Db,
+    derive: Derive,
+    start: FromQuery,
+    end: ToQuery,
+) -> dict[str, Any]:
+    t0, t1 = aware(start), aware(end)
+    check_range(t0, t1)
+    with db.read() as conn:
+        inst = scope.instrument(conn, who, instrument_id)
+        return interval_evidence(conn, who, inst, t0, t1, derive.live_window_ms)
+
+
+@router.get("/instruments/{instrument_id}/utilization-trend",
+            summary="Utilization per month (or week) over the last months, verified and including unverified")
+def get_trend(
+    instrument_id: str,
+    who: Who,
+    db: Db,
+    months: Annotated[int, Query(ge=1, le=36, examples=[12])] = 12,
+    bucket: Annotated[Literal["month", "week"] | None, Query(
+        description="month or week; by default weeks when the instrument is in service for < 3 months")] = None,
+) -> dict[str, Any]:
+    with db.read() as conn:
+        inst = scope.instrument(conn, who, instrument_id)
+        return utilization_trend(conn, inst, months=months, bucket=bucket)

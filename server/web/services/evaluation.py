@@ -1,0 +1,77 @@
+"""The web's view of the evaluation code (server/evaluation): period parsing with a person-readable
+error, the configured rubric, and the reports the pages and the API both serve."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from server.config import WebSettings
+from server.evaluation import report, review, rubric
+from server.evaluation.indicators import compute
+from server.evaluation.period import Period
+from server.exports import closing
+from server.store.conn import Conn
+from server.web.errors import ApiError
+from server.web.scope import pseudonymizer
+
+log = logging.getLogger(__name__)
+
+
+def period_of(text: str) -> Period:
+    try:
+        return Period.parse(text)
+    except ValueError as exc:
+        raise ApiError(422, "bad_period", "err.bad_period", detail=str(exc),
+                       fields=[{"field": "period", "in": "path", "message": str(exc)}]) from None
+
+
+def rubric_of(settings: WebSettings) -> rubric.Rubric:
+    return rubric.load(Path(settings.rubric_path) if settings.rubric_path else None)
+
+
+def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str) -> report.Report:
+    """The unit's report; for a closed period the snapshot's, with the amendment beside it."""
+    snap = closing.current(conn, period.label)
+    if snap is not None:
+        try:
+            return closing.unit_view(conn, snap, unit_id)
+        except LookupError:
+            raise ApiError(404, "not_found", "err.not_found", what="unit", id=unit_id) from None
+        except closing.SnapshotAltered:
+            log.error("closed period %s: the stored report of unit %s fails its signed hash", period.label, unit_id)
+            raise ApiError(500, "snapshot_altered", "err.snapshot_altered", period=period.label) from None
+    return report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+
+
+def region_report(conn: Conn, settings: WebSettings, period: Period, *, sample_size: int = 50,
+                  seed: int | None = None) -> report.Report:
+    """The region's report; for a closed period the snapshot's (its spot-check sample as drawn at
+    closing), with the amendment beside it."""
+    snap = closing.current(conn, period.label)
+    if snap is not None:
+        try:
+            return closing.region_view(conn, snap)
+        except closing.SnapshotAltered:
+            log.error("closed period %s: the stored region report fails its signed hash", period.label)
+            raise ApiError(500, "snapshot_altered", "err.snapshot_altered", period=period.label) from None
+    return report.region_report(region(conn, settings, period, sample_size=sample_size, seed=seed))
+
+
+def require_open(conn: Conn, period: Period) -> None:
+    """Changes that move a period's grades (expert scores) wait until a closed period is reopened."""
+    if closing.current(conn, period.label, with_payload=False) is not None:
+        raise ApiError(409, "period_closed", "err.period_closed", period=period.label)
+
+
+def region(conn: Conn, settings: WebSettings, period: Period, *, sample_size: int = 50,
+           seed: int | None = None) -> report.RegionResult:
+    """All units; the spot-check sample is weighted and reproducible (default seed: the period's year)."""
+    return report.evaluate_region(conn, period, rubric_of(settings), pseudonymizer(conn), sample_size=sample_size,
+                                  seed=seed)
+
+
+def low_use(conn: Conn, period: Period, threshold: float) -> dict[str, Any]:
+    items, units = review.low_use(compute(conn, period), threshold)
+    return {"threshold": threshold, "instruments": [i.as_dict() for i in items], "units": units}
