@@ -85,6 +85,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "what.service_record": ("服务记录", "Service record"),
     "what.page": ("页面", "Page"),
     "what.identity": ("身份映射", "Identity mapping"),
+    "what.proposal": ("变更申请", "Proposal"),
     # -- roles --
     "role.operator": ("平台运营方", "Platform operator"),
     "role.unit_manager": ("管理单位", "Unit manager"),

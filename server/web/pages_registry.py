@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from server.registry import queries
 from server.web import forms, scope
 from server.web.auth import Principal, require_role
 from server.web.db import Conn, one, rows
@@ -19,7 +20,6 @@ from server.web.i18n import request_lang, t
 from server.web.pages import _local, _need, render
 from server.web.routes import lists
 from server.web.routes.imports import kinds
-from server.web.routes.registry import _PEOPLE
 
 router = APIRouter(include_in_schema=False)
 
@@ -74,7 +74,7 @@ def instrument_edit(instrument_id: str, request: Request, who: MaybeWho, db: Db)
 
 # -- people ---------------------------------------------------------------------------------------
 
-_PEOPLE_OF = _PEOPLE + " ORDER BY p.id LIMIT 2000"
+_PEOPLE_OF = queries.PEOPLE + " ORDER BY p.id LIMIT 2000"
 
 
 def _orgs(conn: Conn) -> list[tuple[str, str]]:
@@ -110,7 +110,7 @@ def person_new(request: Request, who: MaybeWho, db: Db) -> Response:
 def person_edit(person_id: str, request: Request, who: MaybeWho, db: Db) -> Response:
     p = _editor(who)
     with db.read() as conn:
-        person = one(conn, "SELECT x.* FROM (" + _PEOPLE + ") x WHERE x.id = %(id)s",
+        person = one(conn, "SELECT x.* FROM (" + queries.PEOPLE + ") x WHERE x.id = %(id)s",
                      {"s": p.unit_scope(), "id": person_id})
         if person is None:
             raise not_found("what.person", person_id)

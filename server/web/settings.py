@@ -43,6 +43,9 @@ class WebSettings:
     # `identities` hashes raw card numbers with it, as the agents' card readers do. Empty: raw
     # numbers are rejected and only `hmac-sha256:` values are accepted.
     card_key_file: str = ""
+    # Who accepts a unit manager's proposals (changes that move the figures, issue 13): the
+    # operator always; evaluators too when this is on.
+    evaluators_decide_proposals: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> WebSettings:
