@@ -170,7 +170,12 @@ def delete_affiliation(unit_id: str, org_id: str, who: Who, db: Db) -> None:
 
 
 @router.post("/units/{unit_id}/affiliations/{org_id}/proposal", status_code=201,
-             summary="Ask the operator to affiliate (affiliated=true) or unaffiliate an organisation (unit manager)")
+             summary="Ask the operator to affiliate (affiliated=true) or unaffiliate an organisation (unit manager)",
+             responses={201: {"content": {"application/json": {"example": {
+                 "id": 13, "unit_id": "ua", "target": "unit_affiliations", "row_key": "imu-hospital",
+                 "field": "affiliated", "before": False, "after": True, "status": "pending",
+                 "proposed_by": "account:mgr-a", "proposed_at": "2026-01-08T10:12:03+08:00", "decided_by": None,
+                 "decided_at": None, "note": ""}}}}})
 def propose_affiliation(unit_id: str, org_id: str, who: Who, db: Db,
                         affiliated: Annotated[bool, Query()] = True) -> dict[str, Any]:
     scope.writable_unit(who, unit_id)
