@@ -20,8 +20,15 @@ def _indicators(conn: Conn, settings: WebSettings, period: Period, unit_id: str)
     return out
 
 
-def _numbers(d: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+def _numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric indicators, nested ones flattened ("utilization.verified")."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _numbers(v, f"{prefix}{k}.")
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out[prefix + k] = float(v)
+    return out
 
 
 def both_ways(conn: Conn, settings: WebSettings, period: Period, unit_id: str) -> dict[str, Any]:

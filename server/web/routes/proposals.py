@@ -44,7 +44,15 @@ def list_proposals(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_le
         if unit_id is not None:
             scope.unit(conn, who, unit_id)
         units = [unit_id] if unit_id is not None else who.unit_scope()
-        return proposals.listing(conn, units, status)
+        return _view(conn, who, proposals.listing(conn, units, status))
+
+
+def _view(conn: Any, who: Principal, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluators see the person a proposal is about only as a pseudonym (art. 17)."""
+    if who.sees_names or not any(r["target"] == "platform_users" for r in found):
+        return found
+    pseudo = scope.pseudonymizer(conn)
+    return [{**r, "row_key": pseudo.user(r["row_key"])} if r["target"] == "platform_users" else r for r in found]
 
 
 def may_decide(who: Principal, settings: WebSettings) -> bool:
@@ -89,7 +97,8 @@ def figures_both_ways(period: str, unit_id: str, who: Who, db: Db, settings: Set
     p = evaluation.period_of(period)
     with db.read() as conn:
         scope.unit(conn, who, unit_id)
-        return figures.both_ways(conn, settings, p, unit_id)
+        out = figures.both_ways(conn, settings, p, unit_id)
+        return {**out, "pending": _view(conn, who, out["pending"])}
 
 
 @router.get("/evaluation/{period}/units/{unit_id}/changes",
@@ -101,4 +110,4 @@ def accepted_changes(period: str, unit_id: str, who: Who, db: Db, settings: Sett
     p = evaluation.period_of(period)
     with db.read() as conn:
         scope.unit(conn, who, unit_id)
-        return figures.accepted_effects(conn, settings, p, unit_id)
+        return _view(conn, who, figures.accepted_effects(conn, settings, p, unit_id))
