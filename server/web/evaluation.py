@@ -9,6 +9,8 @@ from typing import Any
 from server.evaluation import report, review, rubric
 from server.evaluation.indicators import compute
 from server.evaluation.period import Period
+from server.registry import proposals
+from server.web import figures
 from server.web.db import Conn
 from server.web.errors import ApiError
 from server.web.scope import pseudonymizer
@@ -28,7 +30,36 @@ def rubric_of(settings: WebSettings) -> rubric.Rubric:
 
 
 def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str) -> report.Report:
-    return report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+    """The unit's report; with the registry changes the unit proposed and the operator accepted,
+    and the figures both ways while proposals are open (issue 13; nothing when there are none)."""
+    rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+    both = figures_both_ways(conn, settings, period, unit_id, first=rep)
+    changes = accepted_changes(conn, settings, period, unit_id)
+    rep.tables.extend(figures.tables(pseudonymizer(conn), both, changes))
+    return rep
+
+
+def _indicators(settings: WebSettings, period: Period, unit_id: str) -> figures.Indicators:
+    def of(conn: Conn) -> dict[str, Any]:
+        rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+        out: dict[str, Any] = rep.as_dict()["unit"]["indicators"]
+        return out
+
+    return of
+
+
+def figures_both_ways(conn: Conn, settings: WebSettings, period: Period, unit_id: str,
+                      first: report.Report | None = None) -> dict[str, Any]:
+    """The unit's indicators as accepted and as proposed (server/web/figures.py)."""
+    if first is not None and not proposals.listing(conn, [unit_id], "pending"):
+        indicators = first.as_dict()["unit"]["indicators"]
+        return {"as_accepted": indicators, "as_proposed": indicators, "pending": []}
+    return figures.both_ways(conn, _indicators(settings, period, unit_id), unit_id)
+
+
+def accepted_changes(conn: Conn, settings: WebSettings, period: Period, unit_id: str) -> list[dict[str, Any]]:
+    """The unit's accepted registry changes with their effect on each indicator."""
+    return figures.accepted_effects(conn, _indicators(settings, period, unit_id), unit_id)
 
 
 def region(conn: Conn, settings: WebSettings, period: Period, *, sample_size: int = 50,

@@ -8,10 +8,12 @@ here unit ub registers its own person p-b (their name must never reach unit ua).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from openpyxl import load_workbook
 
 from tests.web.conftest import Web
 
@@ -166,6 +168,10 @@ def test_rated_hours_by_the_unit_wait_for_the_operator(web: Web) -> None:
     assert both["as_accepted"]["utilization"] == before
     assert both["as_proposed"]["utilization"]["verified"] > before["verified"]
     assert len(both["pending"]) == 2
+    # ... on the unit report too (page, JSON and workbook), while they wait
+    rep = eva.get(f"/api/v1/evaluation/{PERIOD}/units/ua").json()
+    assert sorted(r["what"] for r in rep["tables"]["proposals_pending"]["rows"]) == ["纳入平台日期", "额定机时（h/年）"]
+    assert "指标：已接受与含待审变更" in eva.get("/units/ua/report", params={"period": PERIOD}).text
     # the other unit cannot see, accept or compute them; evaluators read but do not decide by default
     assert mgr_b.get("/api/v1/proposals", params={"unit_id": "ua"}).status_code == 404
     assert mgr_b.get(f"/api/v1/evaluation/{PERIOD}/units/ua/proposed").status_code == 404
@@ -186,6 +192,14 @@ def test_rated_hours_by_the_unit_wait_for_the_operator(web: Web) -> None:
         "rated_hours", None, "1", "account:mgr-a")
     assert change["effect"]["utilization.verified"] == pytest.approx(after["verified"] - before["verified"], abs=1e-5)
     assert mgr_b.get(f"/api/v1/evaluation/{PERIOD}/units/ua/changes").status_code == 404
+    # a section of the unit report page and a sheet of its workbook
+    page = eva.get("/units/ua/report", params={"period": PERIOD}).text
+    assert "登记信息变更（已接受）" in page and "account:mgr-a" in page
+    wb = load_workbook(io.BytesIO(eva.get(f"/api/v1/evaluation/{PERIOD}/units/ua/workbook.xlsx").content),
+                       read_only=True)
+    sheet = wb["登记信息变更（已接受）"]
+    cells = [tuple(row) for row in sheet.iter_rows(values_only=True)]
+    assert cells[1][:4] == ("额定机时（h/年）", "ua-xrd", "—", "1") and "利用率" in str(cells[1][-1])
 
 
 def test_the_operators_changes_are_direct(web: Web) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from server.registry import proposals
-from server.web import evaluation, figures, scope
+from server.web import evaluation, scope
 from server.web.auth import Principal, require_role
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, not_found
@@ -97,7 +97,7 @@ def figures_both_ways(period: str, unit_id: str, who: Who, db: Db, settings: Set
     p = evaluation.period_of(period)
     with db.read() as conn:
         scope.unit(conn, who, unit_id)
-        out = figures.both_ways(conn, settings, p, unit_id)
+        out = evaluation.figures_both_ways(conn, settings, p, unit_id)
         return {**out, "pending": _view(conn, who, out["pending"])}
 
 
@@ -110,4 +110,4 @@ def accepted_changes(period: str, unit_id: str, who: Who, db: Db, settings: Sett
     p = evaluation.period_of(period)
     with db.read() as conn:
         scope.unit(conn, who, unit_id)
-        return _view(conn, who, figures.accepted_effects(conn, settings, p, unit_id))
+        return _view(conn, who, evaluation.accepted_changes(conn, settings, p, unit_id))
