@@ -50,6 +50,20 @@ def _value(table: schema.Table | None, field: str, v: Any) -> Any:
     return v
 
 
+def may_decide(role: str, evaluators_decide: bool) -> bool:
+    """The operator decides; an evaluator too when the deployment says so; never the unit."""
+    return role == "operator" or (role == "evaluator" and evaluators_decide)
+
+
+def label(proposal: dict[str, Any]) -> tuple[str, str]:
+    """What a proposal changes, in Chinese and English."""
+    table = TARGETS.get(proposal["target"])
+    if table is not None:
+        f = table.field(proposal["field"])
+        return f.zh, f.en
+    return ("关联单位", "Affiliation") if proposal["target"] == "unit_affiliations" else (proposal["field"],) * 2
+
+
 def propose(conn: Conn, unit_id: str, target: Target, row_key: str, field: str, before: Any, after: Any,
             actor: str) -> int | None:
     """Record a proposal (superseding the open one for the same field); None when `after` is what

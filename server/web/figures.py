@@ -74,16 +74,9 @@ def accepted_effects(conn: Conn, indicators: Indicators, unit_id: str) -> list[d
     return out
 
 
-def _what(c: dict[str, Any]) -> str:
-    table = proposals.TARGETS.get(c["target"])
-    if table is not None:
-        return table.field(c["field"]).zh
-    return "关联单位" if c["target"] == "unit_affiliations" else c["field"]
-
-
 def _row(pseudo: Pseudonymizer, c: dict[str, Any]) -> dict[str, Any]:
     key = pseudo.user(c["row_key"]) if c["target"] == "platform_users" else c["row_key"]
-    return {"what": _what(c), "key": key, "before": "—" if c["before"] is None else str(c["before"]),
+    return {"what": proposals.label(c)[0], "key": key, "before": "—" if c["before"] is None else str(c["before"]),
             "after": "—" if c["after"] is None else str(c["after"]), "by": c["proposed_by"], "at": c["proposed_at"],
             "decided_by": c["decided_by"] or "", "decided_at": c["decided_at"]}
 

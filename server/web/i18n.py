@@ -306,6 +306,27 @@ TEXT: dict[str, tuple[str, str]] = {
     "registry.organisation": ("组织", "Organisation"),
     "registry.add_affiliation": ("添加关联单位", "Add affiliation"),
     "registry.remove": ("删除", "Remove"),
+    "registry.proposals": ("待审变更", "Proposed changes"),
+    "proposal.help": (
+        "单位管理员对额定机时、原值、类别、验收/纳入平台/报废日期、开放与共享方式、用户所属组织及关联单位的修改，"
+        "经平台运营方接受后才生效并计入评价。",
+        "A unit manager's changes of rated hours, value, category, accepted / registered / retired dates, opening"
+        " and sharing, a user's organisation and affiliations take effect for the evaluation only once the"
+        " platform operator accepts them.",
+    ),
+    "proposal.what": ("项目", "Field"),
+    "proposal.key": ("对象", "Record"),
+    "proposal.before": ("原值", "Before"),
+    "proposal.after": ("新值", "After"),
+    "proposal.by": ("提出人", "Proposed by"),
+    "proposal.at": ("提出时间", "Proposed at"),
+    "proposal.status": ("状态", "Status"),
+    "proposal.accept": ("接受", "Accept"),
+    "proposal.decline": ("拒绝", "Decline"),
+    "proposal.st_pending": ("待审", "pending"),
+    "proposal.st_accepted": ("已接受", "accepted"),
+    "proposal.st_declined": ("已拒绝", "declined"),
+    "proposal.st_superseded": ("已被替代", "superseded"),
     "registry.list_exemptions": ("不开放申请与批准", "Exemptions from opening"),
     "registry.list_cases": ("典型服务案例", "Typical service cases"),
     "registry.list_imports": ("导入记录", "Import batches"),

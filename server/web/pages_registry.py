@@ -10,11 +10,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from server.registry import queries
+from server.registry import proposals, queries
 from server.web import forms, scope
 from server.web.auth import Principal, require_role
 from server.web.db import Conn, one, rows
-from server.web.deps import Db, MaybeWho
+from server.web.deps import Db, MaybeWho, Settings
 from server.web.errors import not_found
 from server.web.i18n import request_lang, t
 from server.web.pages import _local, _need, render
@@ -262,6 +262,32 @@ def listing_new(what: str, request: Request, who: MaybeWho, db: Db,
     return _form(request, p, title=f"{t(lang, 'registry.new_' + what)} · {u['name']}", fields=fields, values=values,
                  editing=False, api=f"/api/v1/units/{quote(unit_id, safe='')}/{what}", method="POST",
                  next_url=back, back=back, options=options)
+
+
+# -- proposals (changes that move the figures wait for the operator) ----------------------------------------
+
+
+@router.get("/registry/proposals", response_class=HTMLResponse)
+def proposals_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
+                   unit: Annotated[str, Query(max_length=64)] = "",
+                   status: Annotated[str, Query(pattern="^(pending|accepted|declined|superseded)$")] = "pending"
+                   ) -> Response:
+    p = _need(who)
+    lang = request_lang(request)
+    with db.read() as conn:
+        units = rows(conn, "SELECT id, name FROM units WHERE %(s)s::text[] IS NULL OR id = ANY(%(s)s::text[])"
+                           " ORDER BY id", {"s": p.unit_scope()})
+        if unit:
+            scope.unit(conn, p, unit)
+        found = proposals.listing(conn, [unit] if unit else p.unit_scope(), status)
+        pseudo = scope.pseudonymizer(conn) if not p.sees_names else None
+    items = []
+    for r in found:
+        zh, en = proposals.label(r)
+        key = pseudo.user(r["row_key"]) if pseudo is not None and r["target"] == "platform_users" else r["row_key"]
+        items.append({**r, "what": en if lang == "en" else zh, "row_key": key, "at": _local(r["proposed_at"])})
+    return render(request, "proposals.html", p, items=items, units=units, unit_id=unit, shown_status=status,
+                  decide=proposals.may_decide(p.role, settings.evaluators_decide_proposals))
 
 
 # -- import -------------------------------------------------------------------------------------------

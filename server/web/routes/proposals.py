@@ -55,13 +55,9 @@ def _view(conn: Any, who: Principal, found: list[dict[str, Any]]) -> list[dict[s
     return [{**r, "row_key": pseudo.user(r["row_key"])} if r["target"] == "platform_users" else r for r in found]
 
 
-def may_decide(who: Principal, settings: WebSettings) -> bool:
-    return who.role == "operator" or (who.role == "evaluator" and settings.evaluators_decide_proposals)
-
-
 def _decide(proposal_id: int, accept: bool, note: str, who: Principal, db: Any,
             settings: WebSettings) -> dict[str, Any]:
-    if not may_decide(who, settings):
+    if not proposals.may_decide(who.role, settings.evaluators_decide_proposals):
         raise ApiError(403, "forbidden", "err.forbidden_role", role=who.role)
     with db.write(who.actor) as conn:
         found = proposals.listing(conn, None, None, proposal_id)
