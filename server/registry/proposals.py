@@ -22,7 +22,8 @@ from server import clock
 from server.registry import queries, schema
 from server.registry.queries import Conn
 
-Target = Literal["instruments", "platform_users", "unit_affiliations"]
+Target = Literal["instruments", "platform_users", "unit_affiliations", "instrument_exemptions"]
+_EXEMPTION_DATES = ("requested_on", "approved_on", "filed_on", "valid_from", "valid_to", "revoked_on")
 TARGETS: dict[str, schema.Table] = {"instruments": schema.INSTRUMENT, "platform_users": schema.PERSON}
 
 COLS = ("id, unit_id, target, row_key, field, before, after, status, proposed_by, proposed_at, decided_by,"
@@ -61,6 +62,8 @@ def label(proposal: dict[str, Any]) -> tuple[str, str]:
     if table is not None:
         f = table.field(proposal["field"])
         return f.zh, f.en
+    if proposal["target"] == "instrument_exemptions":
+        return "不开放审批", "Exemption from opening"
     return ("关联单位", "Affiliation") if proposal["target"] == "unit_affiliations" else (proposal["field"],) * 2
 
 
@@ -73,7 +76,7 @@ def propose(conn: Conn, unit_id: str, target: Target, row_key: str, field: str, 
         " AND row_key = %s AND field = %s",
         (target, row_key, field),
     )
-    if _json(before) == _json(after):
+    if json.loads(_dump(before)) == json.loads(_dump(after)):
         return None
     row = conn.execute(
         "INSERT INTO registry_proposals (unit_id, target, row_key, field, before, after, proposed_by, proposed_at)"
@@ -85,7 +88,19 @@ def propose(conn: Conn, unit_id: str, target: Target, row_key: str, field: str, 
 
 
 def _dump(v: Any) -> str:
-    return json.dumps(_json(v), ensure_ascii=False)
+    return json.dumps(_json(v), ensure_ascii=False, default=str)  # dates inside an exemption: ISO text
+
+
+def shown(v: Any) -> str:
+    """A proposal's before / after as people read it."""
+    if v is None:
+        return "—"
+    if isinstance(v, dict):  # an exemption
+        valid = f"{v.get('valid_from') or '…'}–{v.get('valid_to') or '…'}"
+        return f"{v.get('approved_by') or ''} {v.get('approval_ref') or ''} {v.get('approved_on') or ''}（{valid}）"
+    if isinstance(v, bool):
+        return "是" if v else "否"
+    return str(v)
 
 
 def split(table: schema.Table, changes: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, Any],
@@ -140,10 +155,34 @@ def apply(conn: Conn, proposal: dict[str, Any]) -> None:
         queries.update_row(conn, schema.PERSON, "id", key, {field: _value(schema.PERSON, field, after)})
     elif target == "unit_affiliations":
         queries.set_affiliation(conn, proposal["unit_id"], key, bool(after))
+    elif target == "instrument_exemptions":
+        if after is None:  # reverting a new exemption: it goes
+            queries.delete_exemption(conn, _exemption(proposal["before"]))
+        else:
+            queries.upsert_exemption(conn, _exemption(after), None)
     else:
         raise ValueError(f"unknown proposal target {target}")
 
 
 def revert(conn: Conn, proposal: dict[str, Any]) -> None:
     """Write a proposal's `before` back (figures as they were before an accepted change)."""
-    apply(conn, {**proposal, "after": proposal["before"]})
+    apply(conn, {**proposal, "after": proposal["before"], "before": proposal["after"]})
+
+
+def _exemption(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: date.fromisoformat(v) if k in _EXEMPTION_DATES and v else v for k, v in rec.items()}
+
+
+def exemption(conn: Conn, unit_id: str, rec: dict[str, Any], operator: bool, actor: str,
+              batch_id: int | None = None) -> int | None:
+    """Record an exemption: at once when it is a request (nothing approved, it moves no figure) or
+    the operator's; as a proposal when a unit manager records or changes an approval (art. 13: an
+    approved exemption takes the instrument out of the open rate). The proposal's id, or None."""
+    current = queries.find_exemption(conn, rec)
+    approval = bool(rec.get("approved_on")) or bool(current and current["approved_on"])
+    if operator or not approval:
+        queries.upsert_exemption(conn, rec, batch_id)
+        return None
+    after = {c: rec.get(c) for c in queries.EXEMPTION_COLUMNS}
+    field = rec.get("approval_ref") or rec.get("reason") or "exemption"
+    return propose(conn, unit_id, "instrument_exemptions", rec["instrument_id"], field, current, after, actor)

@@ -115,6 +115,32 @@ def lookup_people(conn: Conn) -> Any:
 # -- exemptions, prices, cases (imports of migration 014) ----------------------------------------
 
 
+EXEMPTION_COLUMNS = ("instrument_id", "reason", "requested_on", "approved_by", "approval_ref", "approved_on",
+                     "filed_on", "valid_from", "valid_to", "revoked_on")
+_SAME_EXEMPTION = (
+    " WHERE instrument_id = %(instrument_id)s AND approval_ref = %(approval_ref)s"
+    " AND (approval_ref <> '' OR reason = %(reason)s)"
+)
+
+
+def _exemption_key(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"instrument_id": rec["instrument_id"], "approval_ref": rec.get("approval_ref") or "",
+            "reason": rec.get("reason") or ""}
+
+
+def find_exemption(conn: Conn, rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The exemption `upsert_exemption` would update (its columns), or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {', '.join(EXEMPTION_COLUMNS)} FROM instrument_exemptions{_SAME_EXEMPTION} ORDER BY id LIMIT 1",
+            _exemption_key(rec),
+        ).fetchone()
+
+
+def delete_exemption(conn: Conn, rec: dict[str, Any]) -> int:
+    return conn.execute("DELETE FROM instrument_exemptions" + _SAME_EXEMPTION, _exemption_key(rec)).rowcount
+
+
 def upsert_exemption(conn: Conn, rec: dict[str, Any], batch_id: int | None) -> None:
     """Insert or update the same exemption: same instrument and approval document, or for a request
     (no document) the same instrument and reason."""

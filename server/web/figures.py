@@ -76,8 +76,8 @@ def accepted_effects(conn: Conn, indicators: Indicators, unit_id: str) -> list[d
 
 def _row(pseudo: Pseudonymizer, c: dict[str, Any]) -> dict[str, Any]:
     key = pseudo.user(c["row_key"]) if c["target"] == "platform_users" else c["row_key"]
-    return {"what": proposals.label(c)[0], "key": key, "before": "—" if c["before"] is None else str(c["before"]),
-            "after": "—" if c["after"] is None else str(c["after"]), "by": c["proposed_by"], "at": c["proposed_at"],
+    return {"what": proposals.label(c)[0], "key": key, "before": proposals.shown(c["before"]),
+            "after": proposals.shown(c["after"]), "by": c["proposed_by"], "at": c["proposed_at"],
             "decided_by": c["decided_by"] or "", "decided_at": c["decided_at"]}
 
 

@@ -285,7 +285,8 @@ def proposals_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
     for r in found:
         zh, en = proposals.label(r)
         key = pseudo.user(r["row_key"]) if pseudo is not None and r["target"] == "platform_users" else r["row_key"]
-        items.append({**r, "what": en if lang == "en" else zh, "row_key": key, "at": _local(r["proposed_at"])})
+        items.append({**r, "what": en if lang == "en" else zh, "row_key": key, "at": _local(r["proposed_at"]),
+                      "before": proposals.shown(r["before"]), "after": proposals.shown(r["after"])})
     return render(request, "proposals.html", p, items=items, units=units, unit_id=unit, shown_status=status,
                   decide=proposals.may_decide(p.role, settings.evaluators_decide_proposals))
 

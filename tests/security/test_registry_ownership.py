@@ -283,3 +283,28 @@ def test_the_second_units_manager_changes_nothing_of_the_first(web: Web, method:
     assert r.status_code in (403, 404), (path, r.status_code, r.text)
     assert "张三" not in r.text
     assert web.sql(changes) == before
+
+
+def test_approved_exemptions_are_proposals_requests_are_not(web: Web) -> None:
+    mgr_a, ops, eva = web.as_("mgr-a"), web.as_("ops"), web.as_("eva")
+    header = "仪器编号,不开放理由,审批部门,批准文号,批准日期,有效期起,有效期至\n"
+    r = _import(mgr_a, "exemptions", header + "ua-nmr,涉密任务,自治区科技厅,内科发〔2025〕3号,2025-02-10,2025-01-01,"
+                                              "2025-12-31\nua-xrd,维修中,,,,,\n")
+    assert r.json()["status"] == "committed", r.text
+    # the request is recorded, the approval waits
+    assert web.sql("SELECT instrument_id, approval_ref FROM instrument_exemptions") == [("ua-xrd", "")]
+    assert eva.get("/api/v1/evaluation/2025/units/ua").json()["unit"]["indicators"]["exempted"] == 0
+    [prop] = ops.get("/api/v1/proposals").json()
+    assert (prop["target"], prop["row_key"], prop["before"]) == ("instrument_exemptions", "ua-nmr", None)
+    assert "内科发〔2025〕3号" in ops.get("/registry/proposals").text
+    assert ops.post(f"/api/v1/proposals/{prop['id']}/accept").status_code == 200
+    assert eva.get("/api/v1/evaluation/2025/units/ua").json()["unit"]["indicators"]["exempted"] == 1
+    [change] = eva.get("/api/v1/evaluation/2025/units/ua/changes").json()
+    assert change["effect"]["exempted"] == 1.0
+    # changing the approval (revoking it) is a proposal too
+    r = mgr_a.post("/api/v1/units/ua/exemptions", json={
+        "instrument_id": "ua-nmr", "reason": "涉密任务", "approved_by": "自治区科技厅",
+        "approval_ref": "内科发〔2025〕3号", "approved_on": "2025-02-10", "valid_from": "2025-01-01",
+        "valid_to": "2025-12-31", "revoked_on": "2025-03-01"})
+    assert r.status_code == 202 and r.json()["before"]["revoked_on"] is None
+    assert web.sql("SELECT revoked_on FROM instrument_exemptions WHERE instrument_id = 'ua-nmr'") == [(None,)]
