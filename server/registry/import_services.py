@@ -160,7 +160,7 @@ People = Callable[[str, str], tuple[str | None, str | None]]
 
 
 def _load(conn: Conn, unit_id: str, options: ImportOptions) -> tuple[str, dict[str, InstrumentRef], People]:
-    return unit_id, unit_instruments(conn, unit_id), lookup_people(conn)
+    return unit_id, unit_instruments(conn, unit_id), lookup_people(conn, None if options.operator else [unit_id])
 
 
 def _check(row: Row, ctx: tuple[str, dict[str, InstrumentRef], People]) -> tuple[dict[str, Any], list[str], str]:

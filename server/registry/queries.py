@@ -91,15 +91,16 @@ def upsert_service_record(conn: Conn, rec: dict[str, Any], batch_id: int | None)
     conn.execute(stmt, [*(rec.get(c) for c in SERVICE_COLUMNS), batch_id])
 
 
-def lookup_people(conn: Conn) -> Any:
+def lookup_people(conn: Conn, units: list[str] | None = None) -> Any:
     """A function (applicant name, organisation name) -> (platform user id, organisation id), each
     None unless the match is unique: a service record is linked to the people it names when it can
-    be done without guessing."""
+    be done without guessing. `units`: only people those units may see (a unit manager's import
+    never links another unit's person)."""
     orgs: dict[str, list[str]] = {}
     for oid, name in conn.execute("SELECT id, name FROM organisations"):
         orgs.setdefault(name.strip(), []).append(oid)
     users: dict[str, list[tuple[str, str]]] = {}
-    for uid, name, org in conn.execute("SELECT id, name, org_id FROM platform_users"):
+    for uid, name, org, *_ in conn.execute(PEOPLE.encode(), {"s": units}):
         users.setdefault(name.strip(), []).append((uid, org))
 
     def find(person: str, org_name: str) -> tuple[str | None, str | None]:
@@ -288,6 +289,12 @@ WHERE %(s)s::text[] IS NULL
    OR p.id IN (SELECT applicant_user_id FROM service_records WHERE unit_id = ANY(%(s)s::text[])
                AND applicant_user_id IS NOT NULL)
 """
+
+
+def person_visible(conn: Conn, user_id: str, units: list[str] | None) -> bool:
+    """The person is one of `PEOPLE` for these units (None: anyone who exists)."""
+    found = conn.execute(("SELECT 1 FROM (" + PEOPLE + ") x WHERE x.id = %(id)s").encode(), {"s": units, "id": user_id})
+    return found.fetchone() is not None
 
 
 def person_of_unit(conn: Conn, user_id: str, unit_id: str) -> bool:

@@ -308,3 +308,22 @@ def test_approved_exemptions_are_proposals_requests_are_not(web: Web) -> None:
         "valid_to": "2025-12-31", "revoked_on": "2025-03-01"})
     assert r.status_code == 202 and r.json()["before"]["revoked_on"] is None
     assert web.sql("SELECT revoked_on FROM instrument_exemptions WHERE instrument_id = 'ua-nmr'") == [(None,)]
+
+
+def test_a_service_record_cannot_reveal_another_units_person(web: Web) -> None:
+    _b_person(web)
+    mgr_a = web.as_("mgr-a")
+    rec = {"instrument_id": "ua-xrd", "record_no": "SR-9", "service_hours": "1", "user_type": 130,
+           "start_at": "2025-03-01T09:00:00+08:00", "end_at": "2025-03-01T10:00:00+08:00"}
+    r = mgr_a.post("/api/v1/service-records", json={**rec, "applicant_user_id": "p-b"})
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "applicant_user_id"
+    r = mgr_a.post("/api/v1/service-records", json=rec)
+    assert r.status_code == 201
+    r = mgr_a.patch(f"/api/v1/service-records/{r.json()['id']}", json={"applicant_user_id": "p-b"})
+    assert r.status_code == 422
+    # the services import links an applicant by name only among the people the unit may see
+    r = _import(mgr_a, "services", "服务记录编号,仪器编号,开始时间,结束时间,服务机时,用户类型,申请人,申请人所在单位\n"
+                                   f"SR-10,ua-xrd,2025-03-02 09:00,2025-03-02 10:00,1,校外,{B_NAME},丙科技有限公司\n")
+    assert r.json()["status"] == "committed", r.text
+    assert web.sql("SELECT applicant_user_id FROM service_records WHERE record_no = 'SR-10'") == [(None,)]
+    assert B_NAME not in mgr_a.get("/api/v1/people").text

@@ -81,10 +81,18 @@ def create_service_record(body: ServiceRecordIn, who: Who, db: Db) -> dict[str, 
     with db.write(who.actor) as conn:
         inst = scope.instrument(conn, who, values["instrument_id"], write=True)
         scope.writable_unit(who, inst["unit_id"])
+        _applicant(conn, who, values)
         got = queries.insert_row(conn, schema.SERVICE_RECORD, {**values, "unit_id": inst["unit_id"]},
                                  returning=_SR_COLS)
     assert got is not None
     return got
+
+
+def _applicant(conn: Any, who: Principal, values: dict[str, Any]) -> None:
+    """A unit names as applicant only a person it may see already (not another unit's, by id)."""
+    uid = values.get("applicant_user_id")
+    if uid is not None and not queries.person_visible(conn, uid, who.unit_scope()):
+        raise field_error("applicant_user_id", "no such person / 用户不存在")
 
 
 def _record(conn: Any, who: Principal, record_id: int) -> dict[str, Any]:
@@ -107,6 +115,7 @@ def patch_service_record(record_id: int, body: ServiceRecordPatch, who: Who, db:
     changes = schema.with_changes(schema.SERVICE_RECORD, body)
     with db.write(who.actor) as conn:
         row = _record(conn, who, record_id)
+        _applicant(conn, who, changes)
         if "instrument_id" in changes:
             inst = scope.instrument(conn, who, changes["instrument_id"], write=True)
             if inst["unit_id"] != row["unit_id"]:
