@@ -26,6 +26,7 @@ class F:
     options: tuple[tuple[str, str], ...] = ()
     required: bool = False
     create_only: bool = False  # ids: set once
+    proposal: bool = False  # a unit manager's change waits for the operator (issue 13)
 
 
 _INPUT = {"id": "text", "short": "text", "text": "textarea", "money": "number", "hours": "number",
@@ -39,7 +40,7 @@ def _field(f: schema.F, prefix: str = "", *, create_only: bool | None = None) ->
     labels = f.enum_labels or tuple(str(v) for v in f.enum)
     return F(prefix + f.name, f.zh, f.en, f.input or _INPUT[f.kind], _DTYPE.get(f.kind, "str"),
              tuple((str(v), lbl) for v, lbl in zip(f.enum, labels, strict=True)), f.required,
-             f.create_only if create_only is None else create_only)
+             f.create_only if create_only is None else create_only, f.proposal)
 
 
 def from_schema(table: schema.Table) -> list[F]:
@@ -77,6 +78,8 @@ class Shown:
     required: bool = False
     value: str = ""
     checked: bool = False
+    proposal: bool = False
+    pending: str | None = None  # the value an open proposal would set
 
 
 def _text(v: Any, kind: str) -> str:
@@ -92,14 +95,20 @@ def _text(v: Any, kind: str) -> str:
 
 
 def shown(fields: list[F], lang: str, values: dict[str, Any] | None, *, editing: bool,
-          options: dict[str, list[tuple[str, str]]] | None = None) -> list[Shown]:
-    values = values or {}
+          options: dict[str, list[tuple[str, str]]] | None = None, proposals: bool = False,
+          pending: dict[str, Any] | None = None) -> list[Shown]:
+    """The fields to draw; `proposals`: mark the fields whose change is a proposal (a unit manager
+    editing), with the value an open proposal holds (`pending`: field -> JSON value)."""
+    values, pending = values or {}, pending or {}
     out = []
     for f in fields:
         if editing and f.create_only:
             continue
         opts = list((options or {}).get(f.name, f.options))
         v = values.get(f.name)
+        marked = proposals and editing and f.proposal
+        waiting = pending.get(f.name, ...) if marked else ...
         out.append(Shown(f.name, f.en if lang == "en" else f.zh, f.kind, f.dtype, opts, f.required,
-                         _text(v, f.kind), bool(v)))
+                         _text(v, f.kind), bool(v), marked,
+                         None if waiting is ... else ("—" if waiting is None else str(waiting))))
     return out

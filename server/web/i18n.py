@@ -314,6 +314,8 @@ TEXT: dict[str, tuple[str, str]] = {
         " and sharing, a user's organisation and affiliations take effect for the evaluation only once the"
         " platform operator accepts them.",
     ),
+    "proposal.field_note": ("修改需平台审核", "a change needs the operator's acceptance"),
+    "proposal.waiting": ("待审：{value}", "pending: {value}"),
     "proposal.what": ("项目", "Field"),
     "proposal.key": ("对象", "Record"),
     "proposal.before": ("原值", "Before"),

@@ -38,9 +38,11 @@ def _units(conn: Conn, p: Principal) -> list[tuple[str, str]]:
 
 def _form(request: Request, p: Principal, *, title: str, fields: list[forms.F], values: dict[str, Any] | None,
           editing: bool, api: str, method: str, next_url: str, back: str,
-          options: dict[str, list[tuple[str, str]]] | None = None, **extra: Any) -> Response:
+          options: dict[str, list[tuple[str, str]]] | None = None, pending: dict[str, Any] | None = None,
+          **extra: Any) -> Response:
     lang = request_lang(request)
-    shown = forms.shown(fields, lang, values, editing=editing, options=options)
+    shown = forms.shown(fields, lang, values, editing=editing, options=options, proposals=p.role == "unit_manager",
+                        pending=pending)
     return render(request, "form.html", p, title=title, fields=shown, api=api, method=method, next=next_url,
                   back=back, **extra)
 
@@ -66,9 +68,10 @@ def instrument_edit(instrument_id: str, request: Request, who: MaybeWho, db: Db)
     with db.read() as conn:
         inst = scope.instrument(conn, p, instrument_id, write=True)
         scope.writable_unit(p, inst["unit_id"])
+        pending = proposals.pending_for(conn, "instruments", instrument_id)
     lang = request_lang(request)
     return _form(request, p, title=t(lang, "registry.edit_instrument", id=instrument_id), fields=forms.INSTRUMENT,
-                 values=inst, editing=True, api=f"/api/v1/instruments/{instrument_id}", method="PATCH",
+                 values=inst, editing=True, pending=pending, api=f"/api/v1/instruments/{instrument_id}", method="PATCH",
                  next_url=f"/instruments/{instrument_id}", back=f"/instruments/{instrument_id}")
 
 
@@ -119,6 +122,7 @@ def person_edit(person_id: str, request: Request, who: MaybeWho, db: Db) -> Resp
         mapped = rows(conn, "SELECT unit_id, method, identifier FROM identity_map WHERE user_id = %(id)s"
                             " AND (%(s)s::text[] IS NULL OR unit_id = ANY(%(s)s::text[])) ORDER BY 1, 2, 3",
                       {"id": person_id, "s": p.unit_scope()})
+        pending = proposals.pending_for(conn, "platform_users", person_id)
     lang = request_lang(request)
     for m in mapped:
         m["delete"] = (f"/api/v1/units/{quote(m['unit_id'], safe='')}/identities/{quote(m['method'], safe='')}/"
@@ -127,7 +131,7 @@ def person_edit(person_id: str, request: Request, who: MaybeWho, db: Db) -> Resp
                                                       "method": "os"},
                                editing=False, options={"unit_id": units})
     return _form(request, p, title=t(lang, "registry.edit_person", id=person_id), fields=forms.PERSON,
-                 values=person, editing=True, api=f"/api/v1/people/{person_id}", method="PATCH",
+                 values=person, editing=True, pending=pending, api=f"/api/v1/people/{person_id}", method="PATCH",
                  next_url="/registry/people", back="/registry/people", options={"org_id": orgs},
                  identities=mapped, ident_fields=ident_fields, ident_user=person_id,
                  ident_next=f"/registry/people/{quote(person_id, safe='')}/edit")

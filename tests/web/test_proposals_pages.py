@@ -51,3 +51,14 @@ def test_browser_operator_accepts_and_declines(browser: Any, make_web: Callable[
             page.screenshot(path=str(test_browser.ARTIFACTS / "registry-proposals.png"), full_page=True)
     assert web.sql("SELECT field, status, decided_by FROM registry_proposals ORDER BY field") == [
         ("category", "declined", "account:ops"), ("rated_hours", "accepted", "account:ops")]
+
+
+def test_edit_forms_mark_the_fields_a_manager_only_proposes(web: Web) -> None:
+    _propose(web)
+    page = web.as_("mgr-a").get("/registry/instruments/ua-xrd/edit").text
+    # value, category, accepted / registered / retired dates, rated hours, open, sharing mode
+    assert page.count('class="proposal-note"') == 8
+    assert "待审：1" in page and "待审：专用" in page
+    assert 'class="proposal-note"' not in web.as_("ops").get("/registry/instruments/ua-xrd/edit").text
+    person = web.as_("mgr-a").get("/registry/people/p-zhang/edit").text
+    assert person.count('class="proposal-note"') == 1
