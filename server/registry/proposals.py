@@ -76,7 +76,7 @@ def propose(conn: Conn, unit_id: str, target: Target, row_key: str, field: str, 
         " AND row_key = %s AND field = %s",
         (target, row_key, field),
     )
-    if json.loads(_dump(before)) == json.loads(_dump(after)):
+    if before == after or json.loads(_dump(before)) == json.loads(_dump(after)):  # 1250000 == 1250000.00
         return None
     row = conn.execute(
         "INSERT INTO registry_proposals (unit_id, target, row_key, field, before, after, proposed_by, proposed_at)"
@@ -108,7 +108,7 @@ def split(table: schema.Table, changes: dict[str, Any], current: dict[str, Any])
     """A unit manager's changes: those written at once, and those that only become proposals."""
     fields = table.proposal_fields()
     direct = {k: v for k, v in changes.items() if k not in fields}
-    proposed = {k: v for k, v in changes.items() if k in fields and _json(v) != _json(current.get(k))}
+    proposed = {k: v for k, v in changes.items() if k in fields and v != current.get(k)}  # typed: 1 == 1.0
     return direct, proposed
 
 

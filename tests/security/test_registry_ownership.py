@@ -327,3 +327,16 @@ def test_a_service_record_cannot_reveal_another_units_person(web: Web) -> None:
     assert r.json()["status"] == "committed", r.text
     assert web.sql("SELECT applicant_user_id FROM service_records WHERE record_no = 'SR-10'") == [(None,)]
     assert B_NAME not in mgr_a.get("/api/v1/people").text
+
+
+def test_sending_the_same_figure_back_proposes_nothing(web: Web) -> None:
+    mgr_a = web.as_("mgr-a")
+    r = mgr_a.patch("/api/v1/instruments/ua-xrd", json={"original_value": "1250000", "category": "通用",
+                                                        "accepted_on": "2020-01-01", "is_open": True})
+    assert r.status_code == 200 and r.json()["proposed"] == {}
+    assert web.sql("SELECT count(*) FROM registry_proposals") == [(0,)]
+    # a second proposal for the same field supersedes the first
+    mgr_a.patch("/api/v1/instruments/ua-xrd", json={"rated_hours": "100"})
+    mgr_a.patch("/api/v1/instruments/ua-xrd", json={"rated_hours": "200"})
+    assert web.sql("SELECT status, after #>> '{}' FROM registry_proposals ORDER BY id") == [
+        ("superseded", "100"), ("pending", "200")]
