@@ -9,7 +9,7 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from server.registry import parse
+from server.registry import parse, schema
 from server.registry.queries import Conn, InstrumentRef, lookup_people, unit_instruments, upsert_service_record
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
 
@@ -38,10 +38,8 @@ SERVICE_FIELDS = [
 ]
 
 
-WAYS = {k: k for k in ("占用", "技术", "委托", "远程", "其他")} | {"机时": "占用", "送样": "委托"}
-USER_TYPES = {
-    "120": "120",
-    "130": "130",
+WAYS = {k: k for k in schema.WAY} | {"机时": "占用", "送样": "委托"}
+USER_TYPES = {str(k): str(k) for k in schema.USER_TYPE} | {
     "内部": "120",
     "校内": "120",
     "对内": "120",
@@ -51,11 +49,7 @@ USER_TYPES = {
     "对外": "130",
     "外单位": "130",
 }
-DIRECTIONS = {
-    "135": "135",
-    "136": "136",
-    "137": "137",
-    "138": "138",
+DIRECTIONS = {str(k): str(k) for k in schema.DIRECTION} | {
     "科学研究": "135",
     "科研": "135",
     "技术开发": "136",

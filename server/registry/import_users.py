@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.registry import parse, proposals, queries
+from server.registry import parse, proposals, queries, schema
 from server.registry.queries import Conn
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row
 
@@ -30,14 +30,7 @@ FIELDS = [
     FieldSpec("affiliated", ("关联单位", "是否关联单位", "是否为关联单位", "是否关联")),
 ]
 
-ORG_KINDS = {
-    "university": "university",
-    "institute": "institute",
-    "enterprise": "enterprise",
-    "startup": "startup",
-    "hospital": "hospital",
-    "individual": "individual",
-    "other": "other",
+ORG_KINDS = {k: k for k in schema.ORG_KIND} | {
     "高校": "university",
     "大学": "university",
     "学院": "university",

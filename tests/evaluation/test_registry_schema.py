@@ -10,7 +10,16 @@ from typing import Any, get_args
 import psycopg
 import pytest
 
-from server.registry import import_ledger, queries, schema
+from server.registry import (
+    import_cases,
+    import_identities,
+    import_ledger,
+    import_prices,
+    import_services,
+    import_users,
+    queries,
+    schema,
+)
 from server.web import forms
 from server.web.routes import instruments, people, service_records
 
@@ -72,6 +81,16 @@ def test_models_forms_imports_and_listings_come_from_the_schema() -> None:
     # the ledger import's columns and the instrument listing's headers
     assert {f.key for f in import_ledger.INSTRUMENT_FIELDS} == {f.name for f in schema.INSTRUMENT.fields if f.headers}
     assert set(import_ledger.SHARING.values()) == set(schema.SHARING_MODE)
+    # every import's spellings map onto the schema's values, and accept each of them as written
+    for spellings, values in ((import_ledger.SOURCES, schema.SOURCE), (import_ledger.CATEGORIES, schema.CATEGORY),
+                              (import_ledger.STATUSES, schema.RUNNING_STATUS), (import_ledger.FUNDING, schema.FUNDING),
+                              (import_services.WAYS, schema.WAY), (import_cases.CASE_KINDS, schema.CASE_KIND),
+                              (import_prices.BASES, schema.PRICE_BASIS), (import_users.ORG_KINDS, schema.ORG_KIND),
+                              (import_identities.METHODS, schema.IDENTITY_METHOD),
+                              (import_services.USER_TYPES, tuple(map(str, schema.USER_TYPE))),
+                              (import_services.DIRECTIONS, tuple(map(str, schema.DIRECTION)))):
+        assert set(spellings.values()) == set(values)
+        assert all(spellings[str(v)] == str(v) for v in values)
     headers = queries.LISTINGS["instruments"][0]
     assert headers[:3] == ("仪器编号", "单位内部编号", "仪器名称")
     # a figure is a proposal for a unit manager
