@@ -13,24 +13,15 @@ from server.registry import parse, schema
 from server.registry.queries import Conn, InstrumentRef, lookup_people, unit_instruments, upsert_service_record
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
 
+# The service record sheet's columns: the instrument (by platform id or the unit's number), the
+# registry schema's fields with import headers (server/registry/schema.py), and the contract terms
+# the sheet may carry beyond them.
+_REQUIRED = ("start_at", "end_at", "service_hours", "user_type")
 SERVICE_FIELDS = [
-    FieldSpec("record_no", ("服务记录编号", "记录编号", "流水号")),
     FieldSpec(
         "instrument", ("平台仪器编号", "所在单位仪器编号", "仪器编号", "单位内部编号", "资产编号"), required=True
     ),
-    FieldSpec("start_at", ("服务开始时间", "开始时间", "起始时间"), required=True),
-    FieldSpec("end_at", ("服务结束时间", "结束时间", "终止时间"), required=True),
-    FieldSpec("service_hours", ("服务机时", "机时", "服务机时(小时)"), required=True),
-    FieldSpec("sample_count", ("样品数", "样品数量", "测试样品数", "样本数", "样品数(个)")),
-    FieldSpec("amount", ("服务金额(元)", "服务金额", "金额", "收费金额", "收费(元)")),
-    FieldSpec("content", ("服务内容",)),
-    FieldSpec("way", ("服务方式",)),
-    FieldSpec("user_type", ("用户类型", "用户类别"), required=True),
-    FieldSpec("direction", ("服务方向", "服务领域")),
-    FieldSpec("applicant_name", ("申请人", "用户", "用户姓名", "服务对象")),
-    FieldSpec("applicant_org_name", ("申请人所在单位", "申请人单位", "用户单位", "委托单位")),
-    FieldSpec("satisfaction", ("用户满意度", "满意度")),
-    FieldSpec("contract_no", ("合同编号",)),
+    *(FieldSpec(f.name, f.headers, required=f.name in _REQUIRED) for f in schema.SERVICE_RECORD.fields if f.headers),
     FieldSpec("ip_terms", ("知识产权归属", "知识产权")),
     FieldSpec("confidentiality", ("保密要求", "保密")),
     FieldSpec("liability", ("损害赔偿", "违约责任")),

@@ -354,6 +354,11 @@ def update_row(conn: Conn, table: schema.Table, key: str, key_value: object, cha
     conn.execute(stmt, {**changes, "_key": key_value})
 
 
+def delete_row(conn: Conn, table: schema.Table, key: str, value: object) -> int:
+    stmt = sql.SQL("DELETE FROM {t} WHERE {k} = %s").format(t=sql.Identifier(table.name), k=sql.Identifier(key))
+    return conn.execute(stmt, (value,)).rowcount
+
+
 def exists(conn: Conn, table: schema.Table, key: str, value: object) -> bool:
     stmt = sql.SQL("SELECT 1 FROM {t} WHERE {k} = %s").format(t=sql.Identifier(table.name), k=sql.Identifier(key))
     return conn.execute(stmt, (value,)).fetchone() is not None

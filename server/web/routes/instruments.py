@@ -132,7 +132,7 @@ def _price_instrument(conn: Any, who: Any, price_id: int) -> None:
 def delete_price(price_id: int, who: Who, db: Db) -> None:
     with db.write(who.actor) as conn:
         _price_instrument(conn, who, price_id)
-        conn.execute("DELETE FROM price_list WHERE id = %s", (price_id,))
+        queries.delete_row(conn, schema.PRICE, "id", price_id)
 
 
 @router.patch("/prices/{price_id}", summary="Change a price item (own unit)")

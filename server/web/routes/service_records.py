@@ -107,7 +107,7 @@ def _record(conn: Any, who: Principal, record_id: int) -> dict[str, Any]:
 def delete_service_record(record_id: int, who: Who, db: Db) -> None:
     with db.write(who.actor) as conn:
         _record(conn, who, record_id)
-        conn.execute("DELETE FROM service_records WHERE id = %s", (record_id,))
+        queries.delete_row(conn, schema.SERVICE_RECORD, "id", record_id)
 
 
 @router.patch("/service-records/{record_id}", summary="Change a service record (own unit)")
