@@ -80,6 +80,8 @@ def test_models_forms_imports_and_listings_come_from_the_schema() -> None:
     assert [v for v, _ in {f.name: f for f in forms.SERVICE}["user_type"].options] == ["120", "130"]
     # the ledger import's columns and the instrument listing's headers
     assert {f.key for f in import_ledger.INSTRUMENT_FIELDS} == {f.name for f in schema.INSTRUMENT.fields if f.headers}
+    service_keys = {f.key for f in import_services.SERVICE_FIELDS}
+    assert service_keys >= {f.name for f in schema.SERVICE_RECORD.fields if f.headers} | {"instrument"}
     assert set(import_ledger.SHARING.values()) == set(schema.SHARING_MODE)
     # every import's spellings map onto the schema's values, and accept each of them as written
     for spellings, values in ((import_ledger.SOURCES, schema.SOURCE), (import_ledger.CATEGORIES, schema.CATEGORY),
