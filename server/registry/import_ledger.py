@@ -121,7 +121,7 @@ def instrument_row(
         errors.append("缺少仪器编号（平台仪器编号或所在单位仪器编号）")
     owner = existing.get(rec.get("id", ""))
     if owner is not None and owner.unit_id != unit_id:
-        errors.append(f"仪器编号 {rec['id']} 已属于单位 {owner.unit_id}")
+        errors.append(f"仪器编号 {rec['id']} 已被其他单位使用")  # which unit is not this unit's business
     return rec, errors
 
 

@@ -340,3 +340,12 @@ def test_sending_the_same_figure_back_proposes_nothing(web: Web) -> None:
     mgr_a.patch("/api/v1/instruments/ua-xrd", json={"rated_hours": "200"})
     assert web.sql("SELECT status, after #>> '{}' FROM registry_proposals ORDER BY id") == [
         ("superseded", "100"), ("pending", "200")]
+
+
+def test_a_ledger_import_cannot_take_or_describe_another_units_instrument(web: Web) -> None:
+    r = _import(web.as_("mgr-a"), "instruments", "平台仪器编号,仪器名称,原值（元）\nub-sem,借用,100\n", "true")
+    assert r.json()["rejected"] == 1
+    [row] = r.json()["rows"]
+    assert row["errors"] == ["仪器编号 ub-sem 已被其他单位使用"]
+    assert "扫描电子显微镜" not in r.text and "乙研究所" not in r.text
+    assert web.sql("SELECT unit_id, name FROM instruments WHERE id = 'ub-sem'") == [("ub", "扫描电子显微镜")]
