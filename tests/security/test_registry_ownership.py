@@ -145,7 +145,12 @@ def test_an_import_into_another_unit_is_refused(web: Web) -> None:
     mgr_a = web.as_("mgr-a")
     for kind, text in (("users", "姓名,所在单位\n某人,丙科技有限公司\n"),
                        ("identities", "用户编号,系统用户名\np-zhang,x\n"),
-                       ("instruments", "所在单位仪器编号,仪器名称,原值（元）\nX1,仪器,100\n")):
+                       ("instruments", "所在单位仪器编号,仪器名称,原值（元）\nX1,仪器,100\n"),
+                       ("services", "仪器编号,开始时间,结束时间,服务机时,用户类型\n"
+                                    "ua-xrd,2025-03-02 09:00,2025-03-02 10:00,1,校外\n"),
+                       ("exemptions", "仪器编号,不开放理由\nua-xrd,维修\n"),
+                       ("prices", "仪器编号,收费项目,计价单位,校外价格,执行日期\nua-xrd,测试,元/样,100,2025-01-01\n"),
+                       ("cases", "案例名称,日期,佐证材料\n案例,2025-01-01,DOI\n")):
         assert _import(mgr_a, kind, text, "true", unit="ub").status_code in (403, 404)
 
 
@@ -349,3 +354,19 @@ def test_a_ledger_import_cannot_take_or_describe_another_units_instrument(web: W
     assert row["errors"] == ["仪器编号 ub-sem 已被其他单位使用"]
     assert "扫描电子显微镜" not in r.text and "乙研究所" not in r.text
     assert web.sql("SELECT unit_id, name FROM instruments WHERE id = 'ub-sem'") == [("ub", "扫描电子显微镜")]
+
+
+READS = ["/api/v1/units/ua", "/api/v1/units/ua/identities", "/api/v1/units/ua/affiliations",
+         "/api/v1/instruments/ua-xrd", "/api/v1/instruments/ua-xrd/prices", "/api/v1/service-records?unit_id=ua",
+         "/api/v1/proposals?unit_id=ua",
+         "/api/v1/units/ua/exemptions", "/api/v1/units/ua/cases", "/api/v1/units/ua/imports",
+         "/api/v1/instruments?unit_id=ua", f"/api/v1/evaluation/{PERIOD}/units/ua/proposed",
+         f"/api/v1/evaluation/{PERIOD}/units/ua/changes", "/registry/proposals?unit=ua",
+         "/registry/instruments/ua-xrd/edit", "/registry/people/p-zhang/edit"]
+
+
+@pytest.mark.parametrize("path", READS)
+def test_the_second_units_manager_reads_nothing_of_the_first(web: Web, path: str) -> None:
+    r = web.as_("mgr-b").get(path)
+    assert r.status_code in (403, 404), (path, r.status_code)
+    assert "张三" not in r.text and "X射线衍射仪" not in r.text
