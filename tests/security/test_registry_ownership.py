@@ -169,7 +169,11 @@ def test_rated_hours_by_the_unit_wait_for_the_operator(web: Web) -> None:
     assert got["proposed"] == {"rated_hours": "1", "registered_on": "2025-03-20"}
     assert _utilization(ops) == before  # nothing moved
     # the report both ways
+    trail = web.sql("SELECT count(*), max(id) FROM audit_log")
     both = eva.get(f"/api/v1/evaluation/{PERIOD}/units/ua/proposed").json()
+    # computed in a transaction that is rolled back: nothing written, nothing audited
+    assert web.sql("SELECT count(*), max(id) FROM audit_log") == trail
+    assert web.sql("SELECT rated_hours FROM instruments WHERE id = 'ua-xrd'") == [(None,)]
     assert both["as_accepted"]["utilization"] == before
     assert both["as_proposed"]["utilization"]["verified"] > before["verified"]
     assert len(both["pending"]) == 2
