@@ -119,6 +119,8 @@ class WebSettings(_Section):
     low_use_threshold: float = 0.2
     card_key_file: str = Field("", description="the deployment's card key file: the web import of identities "
                                "hashes raw card numbers with it; empty: only hmac-sha256: values are accepted")
+    evaluators_decide_proposals: bool = Field(False, description="who accepts a unit manager's proposals (changes "
+                                              "that move the figures): the operator always; evaluators too when on")
     snapshot_key_file: str = Field("", description="the server's Ed25519 key (PKCS#8 PEM, `jishi period keygen`) "
                                    "that signs the snapshots of closed evaluation periods; empty: no closing from "
                                    "the web")

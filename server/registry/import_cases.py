@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.registry import parse, queries
+from server.registry import parse, queries, schema
 from server.registry.queries import InstrumentRef
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row, instrument_of
 from server.store.conn import Conn
@@ -24,7 +24,7 @@ FIELDS = [
     FieldSpec("description", ("案例简介", "简介", "说明", "成效", "描述", "备注")),
 ]
 
-CASE_KINDS = {k: k for k in ("论文", "专利", "企业成果", "标准", "其他")} | {
+CASE_KINDS = {k: k for k in schema.CASE_KIND} | {
     "文章": "论文",
     "期刊": "论文",
     "发明": "专利",

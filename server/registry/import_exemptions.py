@@ -4,14 +4,15 @@ An exemption counts for the open rate only once approved (approver, document ref
 a row without approval is recorded as a request. A row that names an approver or a document but no
 approval date (or the reverse) is rejected: half an approval is neither a request nor an approval.
 Re-importing updates: an exemption is the same when its instrument and approval document are (or,
-for a request, its instrument and reason).
+for a request, its instrument and reason). A unit manager's approval (a new one or a change of one)
+is a proposal the operator accepts (issue 13); requests are recorded at once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from server.registry import queries
+from server.registry import proposals, queries
 from server.registry.queries import InstrumentRef
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row, instrument_of
 from server.store.conn import Conn
@@ -35,11 +36,15 @@ FIELDS = [
 ]
 
 
-def _load(conn: Conn, unit_id: str, options: ImportOptions) -> dict[str, InstrumentRef]:
-    return queries.unit_instruments(conn, unit_id)
+Ctx = tuple[dict[str, InstrumentRef], str, ImportOptions]
 
 
-def _check(row: Row, instruments: dict[str, InstrumentRef]) -> tuple[dict[str, Any], list[str], str]:
+def _load(conn: Conn, unit_id: str, options: ImportOptions) -> Ctx:
+    return queries.unit_instruments(conn, unit_id), unit_id, options
+
+
+def _check(row: Row, ctx: Ctx) -> tuple[dict[str, Any], list[str], str]:
+    instruments = ctx[0]
     instrument_of(row, "instrument", instruments)
     row.texts("reason", "approved_by", "approval_ref")
     for key, label in (
@@ -68,8 +73,9 @@ def _check(row: Row, instruments: dict[str, InstrumentRef]) -> tuple[dict[str, A
     return rec, errors, key
 
 
-def _write(conn: Conn, rec: dict[str, Any], batch_id: int, ctx: object) -> None:
-    queries.upsert_exemption(conn, rec, batch_id)
+def _write(conn: Conn, rec: dict[str, Any], batch_id: int, ctx: Ctx) -> None:
+    _, unit_id, options = ctx
+    proposals.exemption(conn, unit_id, rec, options.operator, options.actor, batch_id)
 
 
 KIND = KindSpec(

@@ -5,7 +5,8 @@ column per way of identifying (系统用户名, 卡号, 签到账号, 预约码)
 name (+ organisation) when that is unique; users come from the `users` import and are never made
 here. Card numbers are only ever stored as the agents send them, `hmac-sha256:<hex>` with the
 deployment's key: a raw number is hashed when the import is given the key (--card-key-file) and
-rejected otherwise, and the report never repeats it (art. 17).
+rejected otherwise, and the report never repeats it (art. 17). A unit manager's import maps only
+to the people the unit registered (issue 13): another unit's person is "not found", by id or name.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ class Context:
 
 
 def _load(conn: Conn, unit_id: str, options: ImportOptions) -> Context:
-    return Context(unit_id, options.card_key, queries.platform_users(conn), queries.organisations(conn))
+    users = queries.platform_users(conn)
+    if not options.operator:
+        own = queries.people_of_unit(conn, unit_id)
+        users = {k: v for k, v in users.items() if k in own}
+    return Context(unit_id, options.card_key, users, queries.organisations(conn))
 
 
 def _identifier(method: str, raw: str, ctx: Context, errors: list[str]) -> str | None:

@@ -12,56 +12,26 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from server.registry import parse
+from server.registry import parse, proposals, queries, schema
 from server.registry.queries import InstrumentRef, unit_instruments, upsert_instrument
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
 from server.store.conn import Conn
 
-INSTRUMENT_FIELDS = [
-    FieldSpec("id", ("平台仪器编号", "平台编号", "仪器id", "id")),
-    FieldSpec("internal_no", ("所在单位仪器编号", "单位内部编号", "资产编号", "仪器编号", "内部编号", "编号")),
-    FieldSpec("name", ("仪器名称", "中文名称", "设备名称", "名称"), required=True),
-    FieldSpec("name_en", ("英文名称",)),
-    FieldSpec("classification_code", ("分类编码", "分类代码", "分类号")),
-    FieldSpec("location", ("安放地址", "存放地点", "安放地点", "所在地")),
-    FieldSpec("original_value", ("原值", "原值(元)", "原值(万元)", "仪器原值", "价格"), required=True),
-    FieldSpec("source", ("仪器来源", "来源")),
-    FieldSpec("category", ("仪器类别", "类别", "通用/专用")),
-    FieldSpec("running_status", ("运行状态",)),
-    FieldSpec("sharing_mode", ("共享模式", "共享方式")),
-    FieldSpec("model", ("规格型号", "型号")),
-    FieldSpec("manufacturer", ("生产制造商", "制造商", "生产厂家", "厂家")),
-    FieldSpec("country", ("产地国别", "产地", "国别")),
-    FieldSpec("booked_on", ("建账日期", "入账日期")),
-    FieldSpec("accepted_on", ("验收日期", "安装验收日期", "启用日期")),
-    FieldSpec("registered_on", ("纳入平台日期", "上线日期", "入网日期")),
-    FieldSpec("retired_on", ("报废日期",)),
-    FieldSpec("funding_source", ("主要购置经费来源", "经费来源")),
-    FieldSpec("rated_hours", ("额定机时",)),
-    FieldSpec("is_open", ("是否开放", "对外开放")),
-    FieldSpec("fee_standard", ("参考收费标准", "收费标准")),
-    FieldSpec("service_content", ("服务内容",)),
-    FieldSpec("main_functions", ("主要功能",)),
-    FieldSpec("specs", ("主要技术指标", "技术指标")),
-    FieldSpec("booking_url", ("预约服务网址", "预约网址")),
-    FieldSpec("contact_name", ("联系人",)),
-    FieldSpec("contact_phone", ("联系电话", "电话")),
-    FieldSpec("contact_email", ("电子邮箱", "邮箱", "email")),
-]
+# The ledger's columns: the registry schema's fields with import headers (server/registry/schema.py).
+_REQUIRED = ("name", "original_value")
+INSTRUMENT_FIELDS = [FieldSpec(f.name, f.headers, required=f.name in _REQUIRED)
+                     for f in schema.INSTRUMENT.fields if f.headers]
 
 
-SOURCES = {k: k for k in ("购置", "研制", "赠送", "其他")} | {"自研": "研制", "捐赠": "赠送", "采购": "购置"}
-CATEGORIES = {"通用": "通用", "专用": "专用"}
-STATUSES = {k: k for k in ("正常", "偶有故障", "故障频繁", "待修", "待报废")} | {"良好": "正常", "完好": "正常"}
-SHARING = {
-    "不共享": "不共享",
-    "内部共享": "内部共享",
-    "外部共享": "外部共享",
+SOURCES = {k: k for k in schema.SOURCE} | {"自研": "研制", "捐赠": "赠送", "采购": "购置"}
+CATEGORIES = {k: k for k in schema.CATEGORY}
+STATUSES = {k: k for k in schema.RUNNING_STATUS} | {"良好": "正常", "完好": "正常"}
+SHARING = {k: k for k in schema.SHARING_MODE} | {
     "对外共享": "外部共享",
     "对外开放": "外部共享",
     "内部": "内部共享",
 }
-FUNDING = {k: k for k in ("中央财政", "地方财政", "单位自有", "其他")} | {"自治区财政": "地方财政", "自筹": "单位自有"}
+FUNDING = {k: k for k in schema.FUNDING} | {"自治区财政": "地方财政", "自筹": "单位自有"}
 
 
 def _get(row: list[Any], cols: dict[str, int], key: str) -> Any:
@@ -152,22 +122,33 @@ def instrument_row(
         errors.append("缺少仪器编号（平台仪器编号或所在单位仪器编号）")
     owner = existing.get(rec.get("id", ""))
     if owner is not None and owner.unit_id != unit_id:
-        errors.append(f"仪器编号 {rec['id']} 已属于单位 {owner.unit_id}")
+        errors.append(f"仪器编号 {rec['id']} 已被其他单位使用")  # which unit is not this unit's business
     return rec, errors
 
 
-def _load(conn: Conn, unit_id: str, options: ImportOptions) -> tuple[str, dict[str, InstrumentRef]]:
-    return unit_id, unit_instruments(conn, None)  # every unit's: an id must not be taken from another unit
+Ctx = tuple[str, dict[str, InstrumentRef], ImportOptions]
 
 
-def _check(row: Row, ctx: tuple[str, dict[str, InstrumentRef]]) -> tuple[dict[str, Any], list[str], str]:
-    unit_id, existing = ctx
+def _load(conn: Conn, unit_id: str, options: ImportOptions) -> Ctx:
+    return unit_id, unit_instruments(conn, None), options  # every unit's: an id must not be taken from another unit
+
+
+def _check(row: Row, ctx: Ctx) -> tuple[dict[str, Any], list[str], str]:
+    unit_id, existing, _ = ctx
     rec, errors = instrument_row(row.cells, row.cols, row.headers, unit_id, existing)
     return rec, errors, rec.get("id", "")
 
 
-def _write(conn: Conn, rec: dict[str, Any], batch_id: int, ctx: tuple[str, dict[str, InstrumentRef]]) -> None:
-    upsert_instrument(conn, ctx[0], rec)
+def _write(conn: Conn, rec: dict[str, Any], batch_id: int, ctx: Ctx) -> None:
+    """Write the row; a unit manager's change of a figure of an existing instrument is a proposal."""
+    unit_id, existing, options = ctx
+    if not options.operator and rec["id"] in existing:
+        current = queries.instrument_values(conn, rec["id"])
+        direct, proposed = proposals.split(schema.INSTRUMENT, rec, current)
+        for field, value in proposed.items():
+            proposals.propose(conn, unit_id, "instruments", rec["id"], field, current[field], value, options.actor)
+        rec = {**direct, "id": rec["id"]}
+    upsert_instrument(conn, unit_id, rec)
 
 
 KIND = KindSpec(

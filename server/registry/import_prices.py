@@ -14,7 +14,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from server.registry import parse, queries
+from server.registry import parse, queries, schema
 from server.registry.queries import InstrumentRef
 from server.registry.sheet import FEN, FieldSpec, ImportOptions, KindSpec, Row, instrument_of
 from server.store.conn import Conn
@@ -61,10 +61,7 @@ FIELDS = [
 ]
 
 # Spellings of the charging basis, in any order: parse.parse_choice tries exact, then contained.
-BASES = {
-    "per_hour": "per_hour",
-    "per_sample": "per_sample",
-    "per_item": "per_item",
+BASES = {k: k for k in schema.PRICE_BASIS} | {
     "机时": "per_hour",
     "小时": "per_hour",
     "时": "per_hour",

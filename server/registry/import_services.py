@@ -9,29 +9,20 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from server.registry import parse
+from server.registry import parse, schema
 from server.registry.queries import InstrumentRef, lookup_people, unit_instruments, upsert_service_record
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
 from server.store.conn import Conn
 
+# The service record sheet's columns: the instrument (by platform id or the unit's number), the
+# registry schema's fields with import headers (server/registry/schema.py), and the contract terms
+# the sheet may carry beyond them.
+_REQUIRED = ("start_at", "end_at", "service_hours", "user_type")
 SERVICE_FIELDS = [
-    FieldSpec("record_no", ("服务记录编号", "记录编号", "流水号")),
     FieldSpec(
         "instrument", ("平台仪器编号", "所在单位仪器编号", "仪器编号", "单位内部编号", "资产编号"), required=True
     ),
-    FieldSpec("start_at", ("服务开始时间", "开始时间", "起始时间"), required=True),
-    FieldSpec("end_at", ("服务结束时间", "结束时间", "终止时间"), required=True),
-    FieldSpec("service_hours", ("服务机时", "机时", "服务机时(小时)"), required=True),
-    FieldSpec("sample_count", ("样品数", "样品数量", "测试样品数", "样本数", "样品数(个)")),
-    FieldSpec("amount", ("服务金额(元)", "服务金额", "金额", "收费金额", "收费(元)")),
-    FieldSpec("content", ("服务内容",)),
-    FieldSpec("way", ("服务方式",)),
-    FieldSpec("user_type", ("用户类型", "用户类别"), required=True),
-    FieldSpec("direction", ("服务方向", "服务领域")),
-    FieldSpec("applicant_name", ("申请人", "用户", "用户姓名", "服务对象")),
-    FieldSpec("applicant_org_name", ("申请人所在单位", "申请人单位", "用户单位", "委托单位")),
-    FieldSpec("satisfaction", ("用户满意度", "满意度")),
-    FieldSpec("contract_no", ("合同编号",)),
+    *(FieldSpec(f.name, f.headers, required=f.name in _REQUIRED) for f in schema.SERVICE_RECORD.fields if f.headers),
     FieldSpec("ip_terms", ("知识产权归属", "知识产权")),
     FieldSpec("confidentiality", ("保密要求", "保密")),
     FieldSpec("liability", ("损害赔偿", "违约责任")),
@@ -39,10 +30,8 @@ SERVICE_FIELDS = [
 ]
 
 
-WAYS = {k: k for k in ("占用", "技术", "委托", "远程", "其他")} | {"机时": "占用", "送样": "委托"}
-USER_TYPES = {
-    "120": "120",
-    "130": "130",
+WAYS = {k: k for k in schema.WAY} | {"机时": "占用", "送样": "委托"}
+USER_TYPES = {str(k): str(k) for k in schema.USER_TYPE} | {
     "内部": "120",
     "校内": "120",
     "对内": "120",
@@ -52,11 +41,7 @@ USER_TYPES = {
     "对外": "130",
     "外单位": "130",
 }
-DIRECTIONS = {
-    "135": "135",
-    "136": "136",
-    "137": "137",
-    "138": "138",
+DIRECTIONS = {str(k): str(k) for k in schema.DIRECTION} | {
     "科学研究": "135",
     "科研": "135",
     "技术开发": "136",
@@ -161,7 +146,7 @@ People = Callable[[str, str], tuple[str | None, str | None]]
 
 
 def _load(conn: Conn, unit_id: str, options: ImportOptions) -> tuple[str, dict[str, InstrumentRef], People]:
-    return unit_id, unit_instruments(conn, unit_id), lookup_people(conn)
+    return unit_id, unit_instruments(conn, unit_id), lookup_people(conn, None if options.operator else [unit_id])
 
 
 def _check(row: Row, ctx: tuple[str, dict[str, InstrumentRef], People]) -> tuple[dict[str, Any], list[str], str]:

@@ -5,6 +5,10 @@ Who is external decides the sharing rate and service revenue, so nothing is gues
 organisation is found by its id, else by its exact name when only one has it, else created; a
 user by id, else by (name, organisation) when unique, else created with an id derived from both.
 A 关联单位 column says 是 (affiliated) or 否 (not: an existing affiliation is removed); blank leaves it.
+
+People belong to someone (issue 13): a unit manager's import reaches only the people the unit
+registered (a new person is the unit's), never names another unit's person in its report, and its
+changes of a person's organisation or of an affiliation become proposals for the operator.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.registry import parse, queries
+from server.registry import parse, proposals, queries, schema
 from server.registry.sheet import FieldSpec, ImportOptions, KindSpec, Row
 from server.store.conn import Conn
 
@@ -26,14 +30,7 @@ FIELDS = [
     FieldSpec("affiliated", ("关联单位", "是否关联单位", "是否为关联单位", "是否关联")),
 ]
 
-ORG_KINDS = {
-    "university": "university",
-    "institute": "institute",
-    "enterprise": "enterprise",
-    "startup": "startup",
-    "hospital": "hospital",
-    "individual": "individual",
-    "other": "other",
+ORG_KINDS = {k: k for k in schema.ORG_KIND} | {
     "高校": "university",
     "大学": "university",
     "学院": "university",
@@ -57,7 +54,9 @@ class Context:
     unit_org: str
     orgs: dict[str, str]  # id -> name
     org_ids_by_name: dict[str, list[str]]
-    users: dict[str, tuple[str, str]]  # id -> (name, org id)
+    users: dict[str, tuple[str, str]]  # id -> (name, org id): the people this import may change
+    taken: set[str]  # every person id (another unit's person cannot be overwritten)
+    options: ImportOptions
     affiliation: dict[str, bool] = field(default_factory=dict)  # org -> what the file's first row said
 
 
@@ -66,7 +65,12 @@ def _load(conn: Conn, unit_id: str, options: ImportOptions) -> Context:
     by_name: dict[str, list[str]] = {}
     for oid, name in orgs.items():
         by_name.setdefault(name.strip(), []).append(oid)
-    return Context(unit_id, queries.unit_org(conn, unit_id), orgs, by_name, queries.platform_users(conn))
+    everyone = queries.platform_users(conn)
+    users = everyone
+    if not options.operator:
+        own = queries.people_of_unit(conn, unit_id)
+        users = {k: v for k, v in everyone.items() if k in own}
+    return Context(unit_id, queries.unit_org(conn, unit_id), orgs, by_name, users, set(everyone), options)
 
 
 def _derived_id(prefix: str, *parts: str) -> str:
@@ -110,22 +114,40 @@ def _check(row: Row, ctx: Context) -> tuple[dict[str, Any], list[str], str]:
     if name and oid and not errors:
         if rec["user_id"]:
             existing = ctx.users.get(rec["user_id"])
-            if existing is not None and existing[0].strip() != name:
+            if existing is None and rec["user_id"] in ctx.taken:
+                # another unit's person: say no more than that the id is not available
+                errors.append(f"用户编号 {rec['user_id']} 已被占用，不是本单位登记的用户")
+            elif existing is not None and existing[0].strip() != name:
                 errors.append(f"用户编号 {rec['user_id']} 已登记为“{existing[0]}”，与表中的“{name}”不符")
         else:
             same = [uid for uid, (n, o) in ctx.users.items() if n.strip() == name and o == oid]
             rec["user_id"] = same[0] if len(same) == 1 else _derived_id(ctx.unit_id, name, oid)
             if len(same) > 1:
                 errors.append(f"单位内有 {len(same)} 位同名用户“{name}”，请填写用户编号")
+            elif not same and rec["user_id"] in ctx.taken:
+                errors.append(f"用户“{name}”的编号 {rec['user_id']} 已被占用，请填写用户编号")
     rec["unit_id"] = ctx.unit_id
     return rec, errors, rec.get("user_id", "")
 
 
 def _write(conn: Conn, rec: dict[str, Any], batch_id: int, ctx: Context) -> None:
-    queries.upsert_organisation(conn, rec["org_id"], rec["org_name"], rec.get("org_kind"))
-    queries.upsert_platform_user(conn, rec["user_id"], rec["name"], rec["org_id"])
+    opts, unit_id = ctx.options, rec["unit_id"]
+    # a unit manager names an organisation's kind only when creating it
+    kind = rec.get("org_kind") if opts.operator or rec.get("new_org") else None
+    queries.upsert_organisation(conn, rec["org_id"], rec["org_name"], kind)
+    existing = ctx.users.get(rec["user_id"])
+    org_id = rec["org_id"]
+    if not opts.operator and existing is not None and existing[1] != org_id:
+        proposals.propose(conn, unit_id, "platform_users", rec["user_id"], "org_id", existing[1], org_id, opts.actor)
+        org_id = existing[1]
+    queries.upsert_platform_user(conn, rec["user_id"], rec["name"], org_id, None if opts.operator else unit_id)
     if "affiliated" in rec:
-        queries.set_affiliation(conn, rec["unit_id"], rec["org_id"], rec["affiliated"])
+        if opts.operator:
+            queries.set_affiliation(conn, unit_id, rec["org_id"], rec["affiliated"])
+        else:
+            now = rec["org_id"] in queries.affiliations(conn, unit_id)
+            proposals.propose(conn, unit_id, "unit_affiliations", rec["org_id"], "affiliated", now, rec["affiliated"],
+                              opts.actor)
 
 
 KIND = KindSpec(

@@ -1,4 +1,5 @@
-"""Named queries of the registry: instruments, service records, people. None commits."""
+"""Named queries of the registry, and the one data layer that writes it: the API, the pages and
+the spreadsheet imports all change the registry through these functions. None commits."""
 
 from __future__ import annotations
 
@@ -6,40 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
+from psycopg.rows import dict_row
 
+from server import clock
+from server.registry import schema
 from server.store.conn import Conn
 
 # Columns an import may set on an instrument (001 core + 010 national-platform fields).
-INSTRUMENT_COLUMNS = (
-    "name",
-    "name_en",
-    "internal_no",
-    "classification_code",
-    "location",
-    "original_value",
-    "category",
-    "accepted_on",
-    "registered_on",
-    "retired_on",
-    "rated_hours",
-    "is_open",
-    "source",
-    "running_status",
-    "sharing_mode",
-    "model",
-    "manufacturer",
-    "country",
-    "booked_on",
-    "funding_source",
-    "fee_standard",
-    "service_content",
-    "main_functions",
-    "specs",
-    "booking_url",
-    "contact_name",
-    "contact_phone",
-    "contact_email",
-)
+INSTRUMENT_COLUMNS = tuple(n for n in schema.INSTRUMENT.names() if n not in ("id", "unit_id"))
 
 SERVICE_COLUMNS = (
     "unit_id",
@@ -114,15 +89,16 @@ def upsert_service_record(conn: Conn, rec: dict[str, Any], batch_id: int | None)
     conn.execute(stmt, [*(rec.get(c) for c in SERVICE_COLUMNS), batch_id])
 
 
-def lookup_people(conn: Conn) -> Any:
+def lookup_people(conn: Conn, units: list[str] | None = None) -> Any:
     """A function (applicant name, organisation name) -> (platform user id, organisation id), each
     None unless the match is unique: a service record is linked to the people it names when it can
-    be done without guessing."""
+    be done without guessing. `units`: only people those units may see (a unit manager's import
+    never links another unit's person)."""
     orgs: dict[str, list[str]] = {}
     for oid, name in conn.execute("SELECT id, name FROM organisations"):
         orgs.setdefault(name.strip(), []).append(oid)
     users: dict[str, list[tuple[str, str]]] = {}
-    for uid, name, org in conn.execute("SELECT id, name, org_id FROM platform_users"):
+    for uid, name, org, *_ in conn.execute(PEOPLE.encode(), {"s": units}):
         users.setdefault(name.strip(), []).append((uid, org))
 
     def find(person: str, org_name: str) -> tuple[str | None, str | None]:
@@ -136,6 +112,32 @@ def lookup_people(conn: Conn) -> Any:
 
 
 # -- exemptions, prices, cases (imports of migration 014) ----------------------------------------
+
+
+EXEMPTION_COLUMNS = ("instrument_id", "reason", "requested_on", "approved_by", "approval_ref", "approved_on",
+                     "filed_on", "valid_from", "valid_to", "revoked_on")
+_SAME_EXEMPTION = (
+    " WHERE instrument_id = %(instrument_id)s AND approval_ref = %(approval_ref)s"
+    " AND (approval_ref <> '' OR reason = %(reason)s)"
+)
+
+
+def _exemption_key(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"instrument_id": rec["instrument_id"], "approval_ref": rec.get("approval_ref") or "",
+            "reason": rec.get("reason") or ""}
+
+
+def find_exemption(conn: Conn, rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The exemption `upsert_exemption` would update (its columns), or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {', '.join(EXEMPTION_COLUMNS)} FROM instrument_exemptions{_SAME_EXEMPTION} ORDER BY id LIMIT 1",
+            _exemption_key(rec),
+        ).fetchone()
+
+
+def delete_exemption(conn: Conn, rec: dict[str, Any]) -> int:
+    return conn.execute("DELETE FROM instrument_exemptions" + _SAME_EXEMPTION, _exemption_key(rec)).rowcount
 
 
 def upsert_exemption(conn: Conn, rec: dict[str, Any], batch_id: int | None) -> None:
@@ -235,21 +237,27 @@ def upsert_organisation(conn: Conn, org_id: str, name: str, kind: str | None) ->
     )
 
 
-def upsert_platform_user(conn: Conn, user_id: str, name: str, org_id: str) -> None:
+def upsert_platform_user(conn: Conn, user_id: str, name: str, org_id: str, owner_unit_id: str | None) -> None:
+    """Create a person owned by `owner_unit_id` (None: the operator), or change an existing one's
+    name and organisation (the ownership stays: imports check who may change whom)."""
     conn.execute(
-        "INSERT INTO platform_users (id, name, org_id) VALUES (%s, %s, %s)"
+        "INSERT INTO platform_users (id, name, org_id, owner_unit_id) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, org_id = EXCLUDED.org_id",
-        (user_id, name, org_id),
+        (user_id, name, org_id, owner_unit_id),
     )
 
 
-def set_affiliation(conn: Conn, unit_id: str, org_id: str, affiliated: bool) -> None:
+def set_affiliation(conn: Conn, unit_id: str, org_id: str, affiliated: bool) -> int:
+    """Affiliate (or end the affiliation of) an organisation; the number of rows changed."""
     if affiliated:
-        conn.execute(
+        return conn.execute(
             "INSERT INTO unit_affiliations (unit_id, org_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (unit_id, org_id)
-        )
-    else:
-        conn.execute("DELETE FROM unit_affiliations WHERE unit_id = %s AND org_id = %s", (unit_id, org_id))
+        ).rowcount
+    return conn.execute("DELETE FROM unit_affiliations WHERE unit_id = %s AND org_id = %s", (unit_id, org_id)).rowcount
+
+
+def affiliations(conn: Conn, unit_id: str) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT org_id FROM unit_affiliations WHERE unit_id = %s", (unit_id,))}
 
 
 def upsert_identity(conn: Conn, unit_id: str, method: str, identifier: str, user_id: str) -> None:
@@ -260,24 +268,123 @@ def upsert_identity(conn: Conn, unit_id: str, method: str, identifier: str, user
     )
 
 
+def delete_identity(conn: Conn, unit_id: str, method: str, identifier: str) -> int:
+    return conn.execute(
+        "DELETE FROM identity_map WHERE unit_id = %s AND method = %s AND identifier = %s", (unit_id, method, identifier)
+    ).rowcount
+
+
+# People a unit may see: of its own or affiliated organisations, mapped in its identity map,
+# named in its service records, or registered by it. %(s)s: the caller's units (NULL: all).
+PEOPLE = """
+SELECT DISTINCT p.id, p.name, p.org_id, o.name AS org_name, p.owner_unit_id
+FROM platform_users p JOIN organisations o ON o.id = p.org_id
+WHERE %(s)s::text[] IS NULL
+   OR p.org_id IN (SELECT org_id FROM units WHERE id = ANY(%(s)s::text[])
+                   UNION SELECT org_id FROM unit_affiliations WHERE unit_id = ANY(%(s)s::text[]))
+   OR p.owner_unit_id = ANY(%(s)s::text[])
+   OR p.id IN (SELECT user_id FROM identity_map WHERE unit_id = ANY(%(s)s::text[]))
+   OR p.id IN (SELECT applicant_user_id FROM service_records WHERE unit_id = ANY(%(s)s::text[])
+               AND applicant_user_id IS NOT NULL)
+"""
+
+
+def person_visible(conn: Conn, user_id: str, units: list[str] | None) -> bool:
+    """The person is one of `PEOPLE` for these units (None: anyone who exists)."""
+    found = conn.execute(("SELECT 1 FROM (" + PEOPLE + ") x WHERE x.id = %(id)s").encode(), {"s": units, "id": user_id})
+    return found.fetchone() is not None
+
+
+def person_of_unit(conn: Conn, user_id: str, unit_id: str) -> bool:
+    """The unit may map identities to this person and change their name: it registered them, or
+    (people registered before ownership was recorded) its identity map already names them."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM platform_users p WHERE p.id = %(p)s AND (p.owner_unit_id = %(u)s"
+            " OR (p.owner_unit_id IS NULL AND EXISTS (SELECT 1 FROM identity_map m"
+            "     WHERE m.user_id = p.id AND m.unit_id = %(u)s)))",
+            {"p": user_id, "u": unit_id},
+        ).fetchone()
+        is not None
+    )
+
+
+def people_of_unit(conn: Conn, unit_id: str) -> set[str]:
+    """The ids of every person `person_of_unit` accepts, at once (for imports)."""
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT p.id FROM platform_users p WHERE p.owner_unit_id = %(u)s OR (p.owner_unit_id IS NULL AND"
+            " EXISTS (SELECT 1 FROM identity_map m WHERE m.user_id = p.id AND m.unit_id = %(u)s))",
+            {"u": unit_id},
+        )
+    }
+
+
+# -- generic row writes (column names come from the schema, never from a client) -------------------
+
+
+def insert_row(conn: Conn, table: schema.Table, values: dict[str, Any], returning: str = "") -> dict[str, Any] | None:
+    """INSERT the given columns of a schema table; the row (as `returning` names it) or None."""
+    stmt = sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals})").format(
+        t=sql.Identifier(table.name),
+        cols=sql.SQL(", ").join(map(sql.Identifier, values)),
+        vals=sql.SQL(", ").join(sql.Placeholder(c) for c in values),
+    )
+    if returning:
+        stmt = stmt + sql.SQL(" RETURNING " + returning)  # a constant of the caller
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(stmt, values).fetchone()
+    conn.execute(stmt, values)
+    return None
+
+
+def update_row(conn: Conn, table: schema.Table, key: str, key_value: object, changes: dict[str, Any]) -> None:
+    """UPDATE only the given columns of one row."""
+    if not changes:
+        return
+    stmt = sql.SQL("UPDATE {t} SET {sets} WHERE {k} = {kv}").format(
+        t=sql.Identifier(table.name),
+        sets=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes),
+        k=sql.Identifier(key),
+        kv=sql.Placeholder("_key"),
+    )
+    conn.execute(stmt, {**changes, "_key": key_value})
+
+
+def delete_row(conn: Conn, table: schema.Table, key: str, value: object) -> int:
+    stmt = sql.SQL("DELETE FROM {t} WHERE {k} = %s").format(t=sql.Identifier(table.name), k=sql.Identifier(key))
+    return conn.execute(stmt, (value,)).rowcount
+
+
+def exists(conn: Conn, table: schema.Table, key: str, value: object) -> bool:
+    stmt = sql.SQL("SELECT 1 FROM {t} WHERE {k} = %s").format(t=sql.Identifier(table.name), k=sql.Identifier(key))
+    return conn.execute(stmt, (value,)).fetchone() is not None
+
+
+def instrument_values(conn: Conn, instrument_id: str) -> dict[str, Any]:
+    """The registry columns of one instrument (empty when there is none)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM instruments WHERE id = %s", (instrument_id,)).fetchone()
+    return row or {}
+
+
+def update_instrument(conn: Conn, instrument_id: str, changes: dict[str, Any]) -> None:
+    if changes:
+        update_row(conn, schema.INSTRUMENT, "id", instrument_id, {**changes, "updated_at": clock.now()})
+
+
 # -- listings (jishi registry list) ---------------------------------------------------------------
+
+# The instrument listing's columns; headers are the schema's labels.
+_EXPORT_INSTRUMENT = ("id", "internal_no", "name", "original_value", "category", "accepted_on", "registered_on",
+                      "sharing_mode", "is_open")
 
 # name -> (Chinese column headers, query with %(unit)s and %(on)s (a date or NULL))
 LISTINGS: dict[str, tuple[tuple[str, ...], str]] = {
     "instruments": (
-        (
-            "仪器编号",
-            "单位内部编号",
-            "仪器名称",
-            "原值（元）",
-            "类别",
-            "验收日期",
-            "纳入平台日期",
-            "共享方式",
-            "是否开放",
-        ),
-        "SELECT id, internal_no, name, original_value, category, accepted_on, registered_on, sharing_mode, is_open"
-        " FROM instruments WHERE unit_id = %(unit)s ORDER BY id",
+        tuple(schema.INSTRUMENT.field(c).zh for c in _EXPORT_INSTRUMENT),
+        f"SELECT {', '.join(_EXPORT_INSTRUMENT)} FROM instruments WHERE unit_id = %(unit)s ORDER BY id",
     ),
     "prices": (
         ("仪器编号", "仪器名称", "收费项目", "计价单位", "校内价格（元）", "校外价格（元）", "执行日期", "截止日期"),

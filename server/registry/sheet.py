@@ -37,9 +37,14 @@ def norm(s: str) -> str:
 @dataclass(frozen=True)
 class ImportOptions:
     """Settings of one import beyond the file. `card_key`: the deployment's card key, so a sheet of
-    raw card numbers can be hashed on import exactly as the agents hash them (never stored raw)."""
+    raw card numbers can be hashed on import exactly as the agents hash them (never stored raw).
+    `operator`: the import runs with the operator's rights (the CLI, an operator on the web); a
+    unit manager's import (False) reaches only the unit's own people, and its changes of figures
+    become proposals (issue 13), recorded as made by `actor`."""
 
     card_key: bytes | None = None
+    operator: bool = True
+    actor: str = "import"
 
 
 @dataclass

@@ -19,13 +19,17 @@ from server.web.api import (
     evaluation,
     evidence,
     imports,
+    instruments,
     lists,
     live,
+    people,
     periods,
     plausibility,
+    proposals,
     public,
     quarantine,
     registry,
+    service_records,
     session,
     timeline,
 )
@@ -82,8 +86,8 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})
     openapi.install(app)
-    for module in (session, registry, lists, imports, agents, live, timeline, evidence, plausibility, periods,
-                   evaluation, public, audit, quarantine):
+    for module in (session, registry, instruments, people, service_records, proposals, lists, imports, agents, live,
+                   timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine):
         app.include_router(module.router)
     app.include_router(pages_registry.router)
     app.include_router(pages_ops.router)

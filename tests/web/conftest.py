@@ -4,8 +4,8 @@ Seed (all in a fresh migrated database per test):
 - units `ua` (organisation `org-a`) and `ub` (`org-b`); an external enterprise `ext-co`;
 - instruments `ua-xrd`, `ua-nmr` (unit ua) and `ub-sem` (unit ub);
 - accounts: `ops` (operator), `mgr-a` (manager of ua), `mgr-b` (manager of ub), `eva` (evaluator);
-- person `p-zhang` 张三 of ext-co, mapped in ua as os identity `LAB\\zhang`, with a service record,
-  a user session and running segments on ua-xrd.
+- person `p-zhang` 张三 of ext-co, registered by ua (its owner), mapped in ua as os identity
+  `LAB\\zhang`, with a service record, a user session and running segments on ua-xrd.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def seed(dsn: str) -> None:
         for login, (role, unit) in ACCOUNTS.items():
             conn.execute("INSERT INTO web_accounts (login, display_name, role, unit_id, password_hash)"
                          " VALUES (%s, %s, %s, %s, %s)", (login, login.upper(), role, unit, _hash()))
-        conn.execute("INSERT INTO platform_users (id, name, org_id) VALUES ('p-zhang', %s, 'ext-co')", (REAL_NAME,))
+        conn.execute("INSERT INTO platform_users (id, name, org_id, owner_unit_id)"
+                     " VALUES ('p-zhang', %s, 'ext-co', 'ua')", (REAL_NAME,))
         conn.execute("INSERT INTO identity_map (unit_id, method, identifier, user_id)"
                      " VALUES ('ua', 'os', 'LAB\\zhang', 'p-zhang')")
         conn.execute("INSERT INTO agents (id, instrument_id) VALUES ('ua-xrd-a1', 'ua-xrd'), ('ub-sem-a1', 'ub-sem')")

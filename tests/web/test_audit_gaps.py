@@ -463,10 +463,13 @@ def test_one_exemption_or_case_through_the_api(web: Web) -> None:
     assert mgr.get("/api/v1/evaluation/2025/units/ua").json()["unit"]["indicators"]["exempted"] == 0
     r = mgr.post(url, json={**req, "approved_by": "自治区科技厅", "approval_ref": "内科发〔2025〕12号",
                             "approved_on": "2025-02-10", "valid_from": "2025-01-01", "valid_to": "2025-12-31"})
-    assert r.status_code == 201 and r.json()["approval_ref"] == "内科发〔2025〕12号"
+    # a unit manager's approval is a proposal (issue 13): counted once the operator accepts it
+    assert r.status_code == 202 and r.json()["after"]["approval_ref"] == "内科发〔2025〕12号"
+    assert mgr.get("/api/v1/evaluation/2025/units/ua").json()["unit"]["indicators"]["exempted"] == 0
+    assert web.as_("ops").post(f"/api/v1/proposals/{r.json()['id']}/accept").status_code == 200
     assert mgr.get("/api/v1/evaluation/2025/units/ua").json()["unit"]["indicators"]["exempted"] == 1
-    assert web.sql("SELECT DISTINCT actor FROM audit_log WHERE table_name = 'instrument_exemptions'") == [
-        ("account:mgr-a",)]
+    assert web.sql("SELECT DISTINCT actor FROM audit_log WHERE table_name = 'instrument_exemptions' ORDER BY 1") == [
+        ("account:mgr-a",), ("account:ops",)]
     # cases: evidence required; the same date and title updates
     curl = "/api/v1/units/ua/cases"
     case = {"occurred_on": "2025-06-18", "title": "催化剂物相分析", "kind": "企业成果", "evidence": "BG-2025-031",
@@ -570,5 +573,9 @@ def test_browser_files_an_exemption_and_is_told_what_is_missing(browser: Any, ma
             page.fill("input[name=approval_ref]", "内科发〔2025〕12号")
             page.click("#form-submit")
             page.wait_for_url(base + "/registry/lists/exemptions?unit=ua")
+            # a unit manager's approval is a proposal (issue 13): listed once the operator accepts it
+            [(pid,)] = web.sql("SELECT id FROM registry_proposals WHERE status = 'pending'")
+            assert web.as_("ops").post(f"/api/v1/proposals/{pid}/accept").status_code == 200
+            page.reload()
             assert "内科发〔2025〕12号" in page.inner_text("#listing")
             page.screenshot(path=str(test_browser.ARTIFACTS / "registry-exemptions.png"), full_page=True)

@@ -243,8 +243,11 @@ def test_a_form_names_the_bad_field(browser: Any, make_web: Callable[..., Web]) 
             page.fill("input[name=original_value]", "1300000")
             page.click("#form-submit")
             page.wait_for_url(base + "/instruments/ua-xrd")
+            # the value is a figure: a unit manager's change of it waits for the operator (issue 13)
             assert web.sql("SELECT location, original_value::text FROM instruments WHERE id = 'ua-xrd'") == [
-                ("化学楼 202", "1300000.00")]
+                ("化学楼 202", "1250000.00")]
+            assert web.sql("SELECT field, (after #>> '{}')::numeric FROM registry_proposals") == [
+                ("original_value", 1300000)]
             # a new service record with its end before its start
             page.goto(base + "/registry/service-records/new?instrument=ua-xrd")
             page.fill("input[name=record_no]", "SR-77")

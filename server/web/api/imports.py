@@ -189,5 +189,6 @@ async def create_import(request: Request, who: Who, db: Db, settings: Settings) 
         scope.writable_unit(who, unit_id)
 
     await run_in_threadpool(check_scope)
-    options = ImportOptions(card_key=card_key(settings) if kind == "identities" else None)
+    options = ImportOptions(card_key=card_key(settings) if kind == "identities" else None,
+                            operator=who.role == "operator", actor=who.actor)
     return await run_in_threadpool(_run, db, who, kind, unit_id, name, data, dry_run, options)

@@ -15,9 +15,11 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.registry import queries
+from server.registry import proposals, queries
 from server.store.conn import Conn
 from server.web import scope
 from server.web.auth import Principal, require_role
@@ -121,15 +123,22 @@ def check_exemption(body: ExemptionIn) -> None:
 
 @router.post("/units/{unit_id}/exemptions", status_code=201,
              summary="File an exemption request, or record its approval (art. 13; the same document updates it)",
-             responses={201: {"content": {"application/json": {"example": EXAMPLES["exemptions"][0]}}}})
-def create_exemption(unit_id: str, body: ExemptionIn, who: Who, db: Db) -> dict[str, Any]:
+             description="A unit manager's approval is a proposal (202, the proposal) until the operator accepts it.",
+             responses={201: {"content": {"application/json": {"example": EXAMPLES["exemptions"][0]}}},
+                        202: {"content": {"application/json": {"example": {
+                            "id": 14, "unit_id": "ua", "target": "instrument_exemptions", "row_key": "ua-nmr",
+                            "field": "内科发〔2025〕12号", "before": None, "after": {"instrument_id": "ua-nmr"},
+                            "status": "pending", "proposed_by": "account:mgr-a"}}}}})
+def create_exemption(unit_id: str, body: ExemptionIn, who: Who, db: Db) -> Any:
     check_exemption(body)
     rec = body.model_dump()
     rec["reason"] = rec["reason"].strip()
     with db.write(who.actor) as conn:
         _writable(conn, who, unit_id)
         _own_instrument(conn, unit_id, body.instrument_id)
-        queries.upsert_exemption(conn, rec, None)
+        pid = proposals.exemption(conn, unit_id, rec, who.role == "operator", who.actor)
+        if pid is not None:
+            return JSONResponse(jsonable_encoder(proposals.listing(conn, None, None, pid)[0]), status_code=202)
         found = [r for r in listing(conn, "exemptions", unit_id) if r["instrument_id"] == body.instrument_id
                  and r["approval_ref"] == rec["approval_ref"] and (rec["approval_ref"] or r["reason"] == rec["reason"])]
     return found[0]

@@ -10,15 +10,16 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from server.registry import proposals, queries
 from server.store.conn import Conn
 from server.web import scope
 from server.web.auth import Principal, require_role
 from server.web.db import one, rows
-from server.web.deps import Db, MaybeWho
+from server.web.deps import Db, MaybeWho, Settings
 from server.web.errors import not_found
 from server.web.i18n import request_lang, t
 from server.web.pages import forms
-from server.web.services.registry import KEYS, PEOPLE, headers, kinds, listing
+from server.web.services.registry import KEYS, headers, kinds, listing
 from server.web.templating import local, need, render
 
 router = APIRouter(include_in_schema=False)
@@ -38,9 +39,11 @@ def _units(conn: Conn, p: Principal) -> list[tuple[str, str]]:
 
 def _form(request: Request, p: Principal, *, title: str, fields: list[forms.F], values: dict[str, Any] | None,
           editing: bool, api: str, method: str, next_url: str, back: str,
-          options: dict[str, list[tuple[str, str]]] | None = None, **extra: Any) -> Response:
+          options: dict[str, list[tuple[str, str]]] | None = None, pending: dict[str, Any] | None = None,
+          **extra: Any) -> Response:
     lang = request_lang(request)
-    shown = forms.shown(fields, lang, values, editing=editing, options=options)
+    shown = forms.shown(fields, lang, values, editing=editing, options=options, proposals=p.role == "unit_manager",
+                        pending=pending)
     return render(request, "form.html", p, title=title, fields=shown, api=api, method=method, next=next_url,
                   back=back, **extra)
 
@@ -66,15 +69,16 @@ def instrument_edit(instrument_id: str, request: Request, who: MaybeWho, db: Db)
     with db.read() as conn:
         inst = scope.instrument(conn, p, instrument_id, write=True)
         scope.writable_unit(p, inst["unit_id"])
+        pending = proposals.pending_for(conn, "instruments", instrument_id)
     lang = request_lang(request)
     return _form(request, p, title=t(lang, "registry.edit_instrument", id=instrument_id), fields=forms.INSTRUMENT,
-                 values=inst, editing=True, api=f"/api/v1/instruments/{instrument_id}", method="PATCH",
+                 values=inst, editing=True, pending=pending, api=f"/api/v1/instruments/{instrument_id}", method="PATCH",
                  next_url=f"/instruments/{instrument_id}", back=f"/instruments/{instrument_id}")
 
 
 # -- people ---------------------------------------------------------------------------------------
 
-_PEOPLE_OF = PEOPLE + " ORDER BY p.id LIMIT 2000"
+_PEOPLE_OF = queries.PEOPLE + " ORDER BY p.id LIMIT 2000"
 
 
 def _orgs(conn: Conn) -> list[tuple[str, str]]:
@@ -110,7 +114,7 @@ def person_new(request: Request, who: MaybeWho, db: Db) -> Response:
 def person_edit(person_id: str, request: Request, who: MaybeWho, db: Db) -> Response:
     p = _editor(who)
     with db.read() as conn:
-        person = one(conn, "SELECT x.* FROM (" + PEOPLE + ") x WHERE x.id = %(id)s",
+        person = one(conn, "SELECT x.* FROM (" + queries.PEOPLE + ") x WHERE x.id = %(id)s",
                      {"s": p.unit_scope(), "id": person_id})
         if person is None:
             raise not_found("what.person", person_id)
@@ -119,6 +123,7 @@ def person_edit(person_id: str, request: Request, who: MaybeWho, db: Db) -> Resp
         mapped = rows(conn, "SELECT unit_id, method, identifier FROM identity_map WHERE user_id = %(id)s"
                             " AND (%(s)s::text[] IS NULL OR unit_id = ANY(%(s)s::text[])) ORDER BY 1, 2, 3",
                       {"id": person_id, "s": p.unit_scope()})
+        pending = proposals.pending_for(conn, "platform_users", person_id)
     lang = request_lang(request)
     for m in mapped:
         m["delete"] = (f"/api/v1/units/{quote(m['unit_id'], safe='')}/identities/{quote(m['method'], safe='')}/"
@@ -127,7 +132,7 @@ def person_edit(person_id: str, request: Request, who: MaybeWho, db: Db) -> Resp
                                                       "method": "os"},
                                editing=False, options={"unit_id": units})
     return _form(request, p, title=t(lang, "registry.edit_person", id=person_id), fields=forms.PERSON,
-                 values=person, editing=True, api=f"/api/v1/people/{person_id}", method="PATCH",
+                 values=person, editing=True, pending=pending, api=f"/api/v1/people/{person_id}", method="PATCH",
                  next_url="/registry/people", back="/registry/people", options={"org_id": orgs},
                  identities=mapped, ident_fields=ident_fields, ident_user=person_id,
                  ident_next=f"/registry/people/{quote(person_id, safe='')}/edit")
@@ -262,6 +267,33 @@ def listing_new(what: str, request: Request, who: MaybeWho, db: Db,
     return _form(request, p, title=f"{t(lang, 'registry.new_' + what)} · {u['name']}", fields=fields, values=values,
                  editing=False, api=f"/api/v1/units/{quote(unit_id, safe='')}/{what}", method="POST",
                  next_url=back, back=back, options=options)
+
+
+# -- proposals (changes that move the figures wait for the operator) ----------------------------------------
+
+
+@router.get("/registry/proposals", response_class=HTMLResponse)
+def proposals_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
+                   unit: Annotated[str, Query(max_length=64)] = "",
+                   status: Annotated[str, Query(pattern="^(pending|accepted|declined|superseded)$")] = "pending"
+                   ) -> Response:
+    p = need(who)
+    lang = request_lang(request)
+    with db.read() as conn:
+        units = rows(conn, "SELECT id, name FROM units WHERE %(s)s::text[] IS NULL OR id = ANY(%(s)s::text[])"
+                           " ORDER BY id", {"s": p.unit_scope()})
+        if unit:
+            scope.unit(conn, p, unit)
+        found = proposals.listing(conn, [unit] if unit else p.unit_scope(), status)
+        pseudo = scope.pseudonymizer(conn) if not p.sees_names else None
+    items = []
+    for r in found:
+        zh, en = proposals.label(r)
+        key = pseudo.user(r["row_key"]) if pseudo is not None and r["target"] == "platform_users" else r["row_key"]
+        items.append({**r, "what": en if lang == "en" else zh, "row_key": key, "at": local(r["proposed_at"]),
+                      "before": proposals.shown(r["before"]), "after": proposals.shown(r["after"])})
+    return render(request, "proposals.html", p, items=items, units=units, unit_id=unit, shown_status=status,
+                  decide=proposals.may_decide(p.role, settings.evaluators_decide_proposals))
 
 
 # -- import -------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from server.evaluation import report, review, rubric
 from server.evaluation.indicators import compute
 from server.evaluation.period import Period
 from server.exports import closing
+from server.registry import proposals
 from server.store.conn import Conn
 from server.web.errors import ApiError
 from server.web.scope import pseudonymizer
+from server.web.services import figures
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,36 @@ def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str)
         except closing.SnapshotAltered:
             log.error("closed period %s: the stored report of unit %s fails its signed hash", period.label, unit_id)
             raise ApiError(500, "snapshot_altered", "err.snapshot_altered", period=period.label) from None
-    return report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+    # an open period: with the registry changes the unit proposed and the operator accepted, and the
+    # figures both ways while proposals are open (nothing when there are none)
+    rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+    both = figures_both_ways(conn, settings, period, unit_id, first=rep)
+    changes = accepted_changes(conn, settings, period, unit_id)
+    rep.tables.extend(figures.tables(pseudonymizer(conn), both, changes))
+    return rep
+
+
+def _indicators(settings: WebSettings, period: Period, unit_id: str) -> figures.Indicators:
+    def of(conn: Conn) -> dict[str, Any]:
+        rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+        out: dict[str, Any] = rep.as_dict()["unit"]["indicators"]
+        return out
+
+    return of
+
+
+def figures_both_ways(conn: Conn, settings: WebSettings, period: Period, unit_id: str,
+                      first: report.Report | None = None) -> dict[str, Any]:
+    """The unit's indicators as accepted and as proposed (services/figures.py)."""
+    if first is not None and not proposals.listing(conn, [unit_id], "pending"):
+        indicators = first.as_dict()["unit"]["indicators"]
+        return {"as_accepted": indicators, "as_proposed": indicators, "pending": []}
+    return figures.both_ways(conn, _indicators(settings, period, unit_id), unit_id)
+
+
+def accepted_changes(conn: Conn, settings: WebSettings, period: Period, unit_id: str) -> list[dict[str, Any]]:
+    """The unit's accepted registry changes with their effect on each indicator."""
+    return figures.accepted_effects(conn, _indicators(settings, period, unit_id), unit_id)
 
 
 def region_report(conn: Conn, settings: WebSettings, period: Period, *, sample_size: int = 50,

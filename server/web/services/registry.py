@@ -9,19 +9,6 @@ from server.registry.queries import LISTINGS
 from server.store.conn import Conn
 from server.web.db import rows
 
-# People a unit may see: of its own or affiliated organisations, mapped in its identity map, or
-# named in its service records.
-PEOPLE = """
-SELECT DISTINCT p.id, p.name, p.org_id, o.name AS org_name
-FROM platform_users p JOIN organisations o ON o.id = p.org_id
-WHERE %(s)s::text[] IS NULL
-   OR p.org_id IN (SELECT org_id FROM units WHERE id = ANY(%(s)s::text[])
-                   UNION SELECT org_id FROM unit_affiliations WHERE unit_id = ANY(%(s)s::text[]))
-   OR p.id IN (SELECT user_id FROM identity_map WHERE unit_id = ANY(%(s)s::text[]))
-   OR p.id IN (SELECT applicant_user_id FROM service_records WHERE unit_id = ANY(%(s)s::text[])
-               AND applicant_user_id IS NOT NULL)
-"""
-
 # per listing: the JSON keys, in the order of the CLI query's columns
 KEYS: dict[str, tuple[str, ...]] = {
     "exemptions": ("instrument_id", "instrument_name", "reason", "approved_by", "approval_ref", "approved_on",

@@ -109,12 +109,13 @@
     });
   });
 
-  // remove buttons (an identity mapping): DELETE, then reload the page
-  document.querySelectorAll("button.api-delete").forEach(function (btn) {
+  // remove buttons (an identity mapping): DELETE, then reload the page; action buttons (accept a
+  // proposal): the same with data-method (POST)
+  document.querySelectorAll("button.api-delete, button.api-call").forEach(function (btn) {
     btn.addEventListener("click", function () {
       btn.disabled = true;
       fetch(btn.dataset.api, {
-        method: "DELETE", credentials: "same-origin", headers: { "X-CSRF-Token": csrf }
+        method: btn.dataset.method || "DELETE", credentials: "same-origin", headers: { "X-CSRF-Token": csrf }
       }).then(function (r) {
         if (r.ok) { location.href = btn.dataset.next || location.href; return; }
         return r.json().catch(function () { return {}; }).then(function (j) {
