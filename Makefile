@@ -31,5 +31,5 @@ demo: install
 
 # Removes run-time data and caches; keeps .venv (make test re-uses it).
 clean:
-	rm -rf var .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/artifacts build *.egg-info
+	rm -rf var .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache .grimp_cache tests/artifacts build *.egg-info
 	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +

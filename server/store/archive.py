@@ -20,7 +20,7 @@ from datetime import datetime
 import orjson
 
 from protocols.canonical import dumps_sorted
-from server.db import queries
+from server.store import envelope_queries as queries
 from server.store.conn import Conn
 from server.store.times import dt_to_us, us_to_dt
 
