@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from server.db.migrate import apply
 
-    applied = apply(settings.database.dsn)
+    applied = apply(settings.database.owner_dsn or settings.database.dsn)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     return 0
 
@@ -139,8 +139,10 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
     dump = settings.model_dump(mode="json")
     if dump["mqtt"].get("password"):
         dump["mqtt"]["password"] = "***"
-    dump["database"]["dsn"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dump["database"]["dsn"])
-    dump["database"]["dsn"] = re.sub(r"(password=)\S+", r"\1***", dump["database"]["dsn"])
+    for key in ("dsn", "owner_dsn", "admin_dsn"):
+        if dump["database"].get(key):
+            dump["database"][key] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dump["database"][key])
+            dump["database"][key] = re.sub(r"(password=)\S+", r"\1***", dump["database"][key])
 
     print(json.dumps(dump, indent=2))
     return 0

@@ -29,7 +29,12 @@ class _Section(BaseModel):
 
 
 class DatabaseSettings(_Section):
-    dsn: str = Field("postgresql:///jishi", description="libpq connection string or URL")
+    """One DSN per database role (server/db/grants.sql): each process connects as its own role."""
+
+    dsn: str = Field("postgresql:///jishi", description="ingest's DSN (role jishi_ingest): ingest, pack, "
+                     "rederive, quarantine")
+    owner_dsn: str | None = Field(None, description="the owner's DSN, used by `migrate` only (default: dsn)")
+    admin_dsn: str | None = Field(None, description="the `jishi` console's DSN (role jishi_admin; default: dsn)")
     connect_timeout_s: int = Field(10, ge=1)
 
 
