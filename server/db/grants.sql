@@ -75,6 +75,7 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('api_tokens',           '',        'SIU',     'S'),
     ('enrolment_tokens',     '',        'SIU',     'S'),
     ('login_failures',       '',        'SID',     ''),
+    ('login_known_clients',  '',        'SIU',     ''),
     -- audit (020, 021): written only by the owner's SECURITY DEFINER triggers
     ('audit_log',            '',        'S',       'S'),
     ('audit_principals',     '',        'S',       'S'),

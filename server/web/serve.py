@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jishi-server web: {exc}")
         return 2
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+                proxy_headers=False)  # the app applies them, from settings.trusted_proxies only
     return 0
 
 

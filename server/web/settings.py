@@ -18,10 +18,17 @@ class WebSettings:
     session_ttl_s: int = 8 * 3600
     # Secure cookies: off only for plain-http local tests; a deployment sits behind TLS.
     cookie_secure: bool = True
-    # Rate limit of failed logins within the window, per login name and per client address.
+    # Failed logins within the window (server/web/throttle.py): past each free allowance the next
+    # attempt waits 1, 2, 4, ... s (at most login_max_delay_s) — per (login, client), per client,
+    # and per login for clients that never logged in to it successfully. Never a hard lock.
     login_window_s: int = 900
     login_max_failures: int = 5
     login_max_failures_client: int = 30
+    login_max_failures_account: int = 20
+    login_max_delay_s: int = 900
+    # Addresses (or networks, comma-separated) of reverse proxies whose X-Forwarded-For /
+    # X-Forwarded-Proto are believed. Empty: none; the peer address is the client.
+    trusted_proxies: str = ""
     enrolment_ttl_s: int = 7 * 24 * 3600
     # The MQTT broker an enrolled agent should talk to (shown in the agent config to copy).
     mqtt_host: str = "localhost"

@@ -160,3 +160,13 @@ CREATE TRIGGER audit_chain_head_no_truncate BEFORE TRUNCATE ON audit_chain_head
 -- 020 let PUBLIC read the log; from now on server/db/grants.sql says who reads what.
 REVOKE ALL ON audit_log FROM PUBLIC;
 REVOKE ALL ON audit_chain_head, audit_principals FROM PUBLIC;
+
+-- Clients (addresses) that logged in to an account successfully: the per-account login throttle
+-- (server/web/throttle.py) never delays them, so a stranger's failures cannot lock the owner out.
+-- Not audited: noise, like login_failures.
+CREATE TABLE login_known_clients (
+    login    text NOT NULL,
+    client   text NOT NULL,
+    last_ok  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (login, client)
+);
