@@ -15,6 +15,7 @@ from typing import Any
 from server.registry import parse
 from server.registry.queries import Conn, InstrumentRef, unit_instruments, upsert_instrument
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
+from server.registry.urls import http_url
 
 INSTRUMENT_FIELDS = [
     FieldSpec("id", ("平台仪器编号", "平台编号", "仪器id", "id")),
@@ -103,13 +104,13 @@ def instrument_row(
         "service_content",
         "main_functions",
         "specs",
-        "booking_url",
         "contact_name",
         "contact_phone",
         "contact_email",
         "internal_no",
     ):
         take(key, parse.text, key)
+    take("booking_url", lambda v: http_url(parse.text(v)), "预约服务网址")
     scale = Decimal(10000) if "万" in headers.get("original_value", "") else Decimal(1)
     take(
         "original_value",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.registry.urls import is_http_url
 from server.web import board
 from server.web.db import Conn, one, rows
 
@@ -34,6 +35,7 @@ def search(conn: Conn, *, q: str | None, unit_id: str | None, classification: st
                                               with_user=False)}
     for r in found:
         r["free"] = states[r["id"]]["free"] if r["id"] in states else "unknown"
+        _safe_links(r)
     return {"total": total["n"] if total else 0, "items": found}
 
 
@@ -47,4 +49,11 @@ def detail(conn: Conn, instrument_id: str, stale_s: int) -> dict[str, Any] | Non
                              " AND (valid_to IS NULL OR valid_to >= current_date) ORDER BY item", (instrument_id,))
     t = board.tiles(conn, unit_id=None, ids=[instrument_id], stale_s=stale_s, with_user=False)
     r["free"] = t[0]["free"] if t else "unknown"
+    _safe_links(r)
     return r
+
+
+def _safe_links(r: dict[str, Any]) -> None:
+    """A booking URL that is not http(s) (stored before the rule of issue 13) is never published."""
+    if not is_http_url(r.get("booking_url")):
+        r["booking_url"] = ""

@@ -170,3 +170,9 @@ CREATE TABLE login_known_clients (
     last_ok  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (login, client)
 );
+
+-- Registry URLs are http(s) only (server/registry/urls.py is the check the API and the imports
+-- use; this is the same rule for every other writer). NOT VALID: rows stored before are kept,
+-- and the public catalog does not link them.
+ALTER TABLE instruments ADD CONSTRAINT instruments_booking_url_http
+    CHECK (booking_url = '' OR booking_url ~* '^https?://[^[:space:][:cntrl:]/?#]+[^[:space:][:cntrl:]]*$') NOT VALID;

@@ -13,10 +13,11 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from server.evaluation.period import TZ
 from server.registry.import_identities import card_hash
+from server.registry.urls import http_url
 from server.web import scope
 from server.web.auth import Principal, require_role
 from server.web.db import Conn, one, rows
@@ -31,6 +32,7 @@ ID = r"^[A-Za-z0-9_-]{1,64}$"
 IdStr = Annotated[str, Field(pattern=ID, examples=["XRD-01"])]
 Text = Annotated[str, Field(max_length=2000)]
 Short = Annotated[str, Field(max_length=200)]
+HttpUrl = Annotated[str, Field(max_length=200), AfterValidator(http_url)]  # issue 13: http(s) only
 
 
 class Model(BaseModel):
@@ -233,7 +235,7 @@ class InstrumentFields(Model):
     service_content: Text | None = None
     main_functions: Text | None = None
     specs: Text | None = None
-    booking_url: Short | None = None
+    booking_url: HttpUrl | None = None
     contact_name: Short | None = None
     contact_phone: Short | None = None
     contact_email: Short | None = None
