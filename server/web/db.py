@@ -37,10 +37,12 @@ class Database:
             yield conn
 
     @contextmanager
-    def write(self, actor: str) -> Iterator[Conn]:
-        """A transaction whose changes the audit log attributes to `actor`."""
+    def write(self, actor: str | None) -> Iterator[Conn]:
+        """A transaction whose changes the audit log attributes to `actor`; None only for
+        bookkeeping that is not audited (failed logins), which then declares nobody."""
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT audit_as(%s)", (actor,))
+            if actor is not None:
+                conn.execute("SELECT audit_as(%s)", (actor,))
             yield conn
 
 
