@@ -37,7 +37,8 @@ def backoff_s(failures: int, free: int, max_delay_s: int) -> int:
     """Seconds to wait after the latest failure: 0 within the free allowance, then 1, 2, 4, ... ."""
     if failures < free:
         return 0
-    return min(2 ** min(failures - free, 62), max_delay_s)
+    delay: int = 2 ** min(failures - free, 62)
+    return min(delay, max_delay_s)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from tests.web.conftest import PASSWORD, Web
 def _fail(web: Web, login: str, xff: str | None = None) -> int:
     headers = {"X-Forwarded-For": xff} if xff else {}
     c = web.client()
-    return c.post("/api/v1/auth/login", json={"login": login, "password": "wrong"}, headers=headers).status_code
+    r = c.post("/api/v1/auth/login", json={"login": login, "password": "wrong"}, headers=headers)
+    return int(r.status_code)
 
 
 def test_forwarded_for_is_ignored_unless_the_peer_is_a_named_proxy(make_web: Callable[..., Web]) -> None:
