@@ -23,8 +23,12 @@ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
             BEGIN
                 EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-            EXCEPTION WHEN duplicate_object OR unique_violation THEN
-                NULL;  -- another database of the cluster created it just now
+            EXCEPTION
+                WHEN duplicate_object OR unique_violation THEN
+                    NULL;  -- another database of the cluster created it just now
+                WHEN insufficient_privilege THEN
+                    RAISE EXCEPTION 'role % does not exist and the owner may not create it', r
+                        USING HINT = 'create the application roles first: deploy/db-roles.sh';
             END;
         END IF;
     END LOOP;
@@ -80,7 +84,11 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('audit_log',            '',        'S',       'S'),
     ('audit_principals',     '',        'S',       'S'),
     ('audit_chain_head',     '',        'S',       'S'),
-    ('schema_migrations',    'S',       'S',       'S');
+    ('schema_migrations',    'S',       'S',       'S'),
+    -- closed periods (022, branch eval-integrity): closed and reopened by the operator, web or console
+    ('period_snapshots',     '',        'SIU',     'SIU'),
+    ('period_snapshot_payloads', '',    'SI',      'SI'),
+    ('period_snapshot_parts', '',       'SI',      'SI');
 
 DO $$
 DECLARE
