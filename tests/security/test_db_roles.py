@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from importlib import resources
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -157,3 +158,20 @@ def test_superuser_altering_a_row_or_cutting_the_tail_is_found(fresh_db: str) ->
     with psycopg.connect(fresh_db) as conn:
         kinds = [b.kind for b in verify(conn, published=published)]
     assert "head" in kinds and "published" in kinds
+
+
+def test_migrate_runs_as_the_owner_and_reapplies_the_grants(fresh_db: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`jishi-server migrate` uses database.owner_dsn (the processes' dsn is an application role),
+    and puts back a right someone took or gave by hand."""
+    from server import cli
+
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("GRANT UPDATE ON records TO jishi_web")
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(f'[database]\ndsn = "{role_dsn(fresh_db, "jishi_ingest")}"\nowner_dsn = "{fresh_db}"\n')
+    assert cli.main(["--config", str(cfg), "migrate"]) == 0
+    assert "none pending" in capsys.readouterr().out
+    with psycopg.connect(role_dsn(fresh_db, "jishi_web"), autocommit=True) as conn, \
+            pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("UPDATE records SET seq = seq")
