@@ -9,7 +9,7 @@
 # every `jishi-server migrate`. Each gets a random password, created once and kept, and its DSN
 # is written where its process reads it:
 #   /etc/jishi/ingest-db.env  JISHI_DATABASE__DSN (ingest) and JISHI_DATABASE__OWNER_DSN (migrate)
-#   /etc/jishi/web.env        JISHI_WEB_DSN
+#   /etc/jishi/web-db.env     JISHI_WEB_DSN (the web's other settings stay in /etc/jishi/web.env)
 #   /etc/jishi/admin.env      JISHI_DATABASE_URL (source it before running `jishi`)
 # Usage: deploy/db-roles.sh [DATABASE]   (default: jishi); deploy/install.sh --database runs it.
 set -euo pipefail
@@ -51,6 +51,6 @@ write_env() {  # file, lines...
 }
 write_env "$ETC/ingest-db.env" "JISHI_DATABASE__DSN=${DSN[jishi_ingest]}" \
   "JISHI_DATABASE__OWNER_DSN=postgresql://jishi@/$DB"
-write_env "$ETC/web.env" "JISHI_WEB_DSN=${DSN[jishi_web]}"
+write_env "$ETC/web-db.env" "JISHI_WEB_DSN=${DSN[jishi_web]}"
 write_env "$ETC/admin.env" "JISHI_DATABASE_URL=${DSN[jishi_admin]}"
 echo "db-roles: database $DB, owner jishi, roles jishi_ingest / jishi_web / jishi_admin; DSNs in $ETC/*.env"
