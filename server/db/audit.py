@@ -80,3 +80,37 @@ def verify(conn: psycopg.Connection[Any], published: tuple[int, bytes] | None = 
     if not found_published and published is not None:
         breaks.append(Break(published[0], None, "published"))
     return breaks
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m server.db.audit [--dsn DSN] [--published ID:HEX]`: verify the chain; exit 1 on a break."""
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m server.db.audit", description="Verify the audit log's hash chain")
+    ap.add_argument("--dsn", help="default: JISHI_DATABASE_URL, else the server settings' admin_dsn or dsn")
+    ap.add_argument("--published", help="a head published earlier (a closed-period snapshot), as ID:HEX")
+    args = ap.parse_args(argv)
+    dsn = args.dsn or os.environ.get("JISHI_DATABASE_URL")
+    if not dsn:
+        from server.config import load
+
+        database = load().database
+        dsn = database.admin_dsn or database.dsn
+    published = None
+    if args.published:
+        pid, _, hexed = args.published.partition(":")
+        published = (int(pid), bytes.fromhex(hexed))
+    with psycopg.connect(dsn) as conn:
+        breaks = verify(conn, published)
+        head = audit_head(conn)
+    for b in breaks:
+        print(f"BROKEN: {b}")
+    if breaks:
+        return 1
+    print("intact" + (f"; head {head[0]}:{head[1].hex()}" if head else "; the log is empty"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

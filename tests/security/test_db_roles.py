@@ -175,3 +175,20 @@ def test_migrate_runs_as_the_owner_and_reapplies_the_grants(fresh_db: str, tmp_p
     with psycopg.connect(role_dsn(fresh_db, "jishi_web"), autocommit=True) as conn, \
             pytest.raises(errors.InsufficientPrivilege):
         conn.execute("UPDATE records SET seq = seq")
+
+
+def test_the_verifier_command_names_the_break(fresh_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from server.db import audit
+
+    _write_some(role_dsn(fresh_db, "jishi_web"), 3)
+    admin = role_dsn(fresh_db, "jishi_admin")  # an auditor needs only read access
+    assert audit.main(["--dsn", admin]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("intact; head ")
+    head = out.split("head ")[1].strip()
+    with psycopg.connect(fresh_db) as conn:
+        first = conn.execute("SELECT min(id) FROM audit_log").fetchone()
+    assert first is not None
+    _superuser(fresh_db, f"DELETE FROM audit_log WHERE id = {first[0] + 1}")
+    assert audit.main(["--dsn", admin, "--published", head]) == 1
+    assert f"BROKEN: audit row(s) between id {first[0]} and id {first[0] + 2} were deleted" in capsys.readouterr().out
