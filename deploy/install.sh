@@ -12,7 +12,16 @@
 # Services: the tests and the demo start private PostgreSQL and Mosquitto instances on free
 # ports, so nothing needs the system-wide services. While installing we stop Debian's
 # maintainer scripts from starting them (policy-rc.d), if no policy is in place already.
+#
+# `deploy/install.sh --database [NAME]` (a server, not the tests or the demo) then creates the
+# database on the system PostgreSQL with its owner and the application roles, each process with
+# its own DSN (deploy/db-roles.sh; docs/operations.md).
 set -euo pipefail
+
+SETUP_DB=""
+if [[ "${1:-}" == "--database" ]]; then
+  SETUP_DB="${2:-jishi}"
+fi
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
@@ -215,3 +224,7 @@ apt_install mosquitto mosquitto-clients postgresql postgresql-contrib \
 install_timescaledb
 remove_policy
 install_venv
+if [[ -n "$SETUP_DB" ]]; then
+  say "creating database $SETUP_DB and its roles on the system PostgreSQL"
+  "${SUDO[@]}" "$REPO/deploy/db-roles.sh" "$SETUP_DB"
+fi

@@ -46,13 +46,16 @@ class Opened:
 KeyLookup = Callable[[str, str], Ed25519PublicKey]
 
 
-def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: KeyLookup | None = None) -> Opened:
+def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: KeyLookup | None = None,
+                  *, defer_records: bool = False) -> Opened:
     """Check a `rec` message in the order that gives the truest reason for a refusal.
 
     Size, canonical form, version, schema; then, when `key_for(agent, key_id)` is given, the
     signature (it raises ProtocolError for an unknown or revoked agent or key); then the records'
     own agent, sizes and chain. A record altered after signing is thus a bad signature, not a
-    broken link.
+    broken link. A receiver that checks the signature later (the server's ingest looks keys up per
+    batch) passes `defer_records=True` and calls `check_records` after the signature (§6.2);
+    the Opened it gets until then has no hashes.
     """
     body = _parse(data, max_bytes, "rec")
     for i, rec in enumerate(body.get("records") or []):
@@ -63,6 +66,14 @@ def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: Key
     env = _model(Envelope, body)
     if key_for is not None:
         check_signature(body, key_for(env.agent, env.key))
+    if defer_records:
+        return Opened(envelope=env, raw=data, body=body, hashes=[])
+    return Opened(envelope=env, raw=data, body=body, hashes=check_records(env, body))
+
+
+def check_records(env: Envelope, body: dict[str, Any]) -> list[str]:
+    """The records' own checks (§6.2, after the signature): agent, boot, size, seq and chain.
+    Returns each record's hash."""
     hashes: list[str] = []
     for i, (rec_model, rec) in enumerate(zip(env.records, body["records"], strict=True)):
         if rec_model.agent != env.agent:
@@ -80,7 +91,7 @@ def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: Key
             )
         hashes.append(hashlib.sha256(encoded).hexdigest())
     check_run(body["records"], hashes=hashes)
-    return Opened(envelope=env, raw=data, body=body, hashes=hashes)
+    return hashes
 
 
 def open_message(data: bytes, model: type[M]) -> M:

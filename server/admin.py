@@ -1,7 +1,8 @@
 """`jishi`: the evaluation console (reports, exports, evidence, imports, grades).
 
 Database: --dsn, else JISHI_DATABASE_URL, else the server settings (server/config.py:
-JISHI_DATABASE__DSN or the config file). `jishi verify` needs no database and imports nothing
+JISHI_DATABASE__ADMIN_DSN, else JISHI_DATABASE__DSN, or the config file); the console's role is
+jishi_admin (server/db/grants.sql). `jishi verify` needs no database and imports nothing
 of the server but the offline verifier, so an evaluator can run it on their own PC.
 """
 
@@ -44,7 +45,8 @@ def _dsn(args: argparse.Namespace) -> str:
     env = os.environ.get("JISHI_DATABASE_URL")
     if env:
         return env
-    return _settings().database.dsn
+    database = _settings().database
+    return database.admin_dsn or database.dsn
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
@@ -219,7 +221,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     card_key = Path(args.card_key_file).read_bytes().strip() if args.card_key_file else None
     with _connect(args) as conn:
-        conn.execute("SELECT set_config('jishi.actor', %s, false)", (f"cli:{getpass.getuser()}",))  # audit_log
+        conn.execute("SELECT audit_as(%s, true)", (f"cli:{getpass.getuser()}",))  # audit_log
+        conn.commit()  # the importer commits (or rolls back) itself; the declaration must outlive that
         report = import_file(
             conn, kind, args.unit, Path(file), dry_run=args.dry_run, options=ImportOptions(card_key=card_key)
         )
@@ -272,7 +275,7 @@ def cmd_account(args: argparse.Namespace) -> int:
     if len(password) < 10:
         raise ValueError("the password must have at least 10 characters")
     with _connect(args) as conn:
-        conn.execute("SELECT set_config('jishi.actor', %s, false)", (f"cli:{getpass.getuser()}",))
+        conn.execute("SELECT audit_as(%s, true)", (f"cli:{getpass.getuser()}",))
         row = conn.execute(
             "INSERT INTO web_accounts (login, display_name, role, unit_id, password_hash)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (login) DO NOTHING RETURNING id",
@@ -349,7 +352,7 @@ def cmd_period(args: argparse.Namespace) -> int:
     period = _period(args)
     actor = f"cli:{getpass.getuser()}"
     with _connect(args) as conn:
-        conn.execute("SELECT set_config('jishi.actor', %s, false)", (actor,))  # audit_log
+        conn.execute("SELECT audit_as(%s, true)", (actor,))  # audit_log
         if args.action == "close":
             key = snapshot.load_key(_key_file(args))
             snap = closing.close(conn, period, _rubric(args), privacy.load(conn), _settings().derive.params(), key,

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from server.db.migrate import apply
 
-    applied = apply(settings.database.dsn)
+    applied = apply(settings.database.owner_dsn or settings.database.dsn)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     return 0
 
@@ -139,9 +139,11 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
     dump = settings.model_dump(mode="json")
     if dump["mqtt"].get("password"):
         dump["mqtt"]["password"] = "***"
-    for section in ("database", "web"):  # both DSNs may carry a password
-        dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dump[section]["dsn"])
-        dump[section]["dsn"] = re.sub(r"(password=)\S+", r"\1***", dsn)
+    hide = [("database", "dsn"), ("database", "owner_dsn"), ("database", "admin_dsn"), ("web", "dsn")]
+    for section, key in hide:  # every DSN may carry a password
+        if dump[section].get(key):
+            dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dump[section][key])
+            dump[section][key] = re.sub(r"(password=)\S+", r"\1***", dsn)
 
     print(json.dumps(dump, indent=2))
     return 0

@@ -34,7 +34,12 @@ class _Section(BaseModel):
 
 
 class DatabaseSettings(_Section):
-    dsn: str = Field("postgresql:///jishi", description="libpq connection string or URL")
+    """One DSN per database role (server/db/grants.sql): each process connects as its own role."""
+
+    dsn: str = Field("postgresql:///jishi", description="ingest's DSN (role jishi_ingest): ingest, pack, "
+                     "rederive, quarantine")
+    owner_dsn: str | None = Field(None, description="the owner's DSN, used by `migrate` only (default: dsn)")
+    admin_dsn: str | None = Field(None, description="the `jishi` console's DSN (role jishi_admin; default: dsn)")
     connect_timeout_s: int = Field(10, ge=1)
 
 
@@ -105,6 +110,12 @@ class WebSettings(_Section):
     login_window_s: int = Field(900, description="rate limit window of failed logins")
     login_max_failures: int = Field(5, description="failed logins per login name within the window")
     login_max_failures_client: int = Field(30, description="failed logins per client address within the window")
+    login_max_failures_account: int = Field(20, description="failed logins per login name from clients that never "
+                                            "logged in to it, before those clients wait (server/web/throttle.py)")
+    login_max_delay_s: int = Field(900, description="the longest wait after failed logins: past each allowance the "
+                                   "next attempt waits 1, 2, 4, ... s; never a hard lock")
+    trusted_proxies: str = Field("", description="addresses or networks (comma-separated) of reverse proxies whose "
+                                 "X-Forwarded-For / -Proto are believed; empty: none, the peer is the client")
     enrolment_ttl_s: int = 7 * 24 * 3600
     mqtt_host: str = Field("localhost", description="the broker an enrolled agent talks to (in its config to copy)")
     mqtt_port: int = 1883

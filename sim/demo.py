@@ -50,7 +50,7 @@ from protocols.signing import generate as new_key
 from protocols.signing import key_id, load_private, public_to_b64, save_private
 from sim import backfill, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
-from sim.devstack import MosquittoServer, PostgresServer, free_port, service_dir
+from sim.devstack import MosquittoServer, PostgresServer, free_port, role_dsn, service_dir
 from sim.history import VirtualAgent, envelopes, profile
 from sim.model import HOUR, TZ, InstrumentSpec, Truth, generate, ms, write_truth
 
@@ -359,12 +359,15 @@ def main(argv: list[str] | None = None) -> int:
                 seed.service_cases(conn)
         ingest_cfg = var / "ingest.toml"
         ingest_cfg.write_text(
-            f'log_level = "INFO"\n[database]\ndsn = "{dsn}"\n'
+            f'log_level = "INFO"\n[database]\ndsn = "{role_dsn(dsn, "jishi_ingest")}"\nowner_dsn = "{dsn}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "jishi-demo-ingest"\n'
             "[metrics]\nport = 0\n")
         children.start("ingest", [sys.executable, "-m", "server.cli", "--config", str(ingest_cfg), "ingest"])
         web_env = _env() | {"JISHI_WEB_MQTT_HOST": broker.host, "JISHI_WEB_MQTT_PORT": str(broker.port)}
-        children.start("web", [sys.executable, "-m", "server.web.serve", "--dsn", dsn, "--port", str(web_port),
+        # each process connects as its own database role (server/db/grants.sql); the owner only migrates
+        # and seeds
+        children.start("web", [sys.executable, "-m", "server.web.serve", "--dsn", role_dsn(dsn, "jishi_web"),
+                               "--port", str(web_port),
                                "--insecure-cookies", "--log-level", "warning"], env=web_env)
         url = f"http://127.0.0.1:{web_port}"
         if not _wait_http(f"{url}/healthz", 60) and not _stop.is_set():

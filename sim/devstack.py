@@ -28,9 +28,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["MosquittoServer", "PostgresServer", "TcpProxy", "find_pg_bindir", "free_port"]
+__all__ = ["APP_ROLES", "MosquittoServer", "PostgresServer", "TcpProxy", "find_pg_bindir", "free_port", "role_dsn"]
 
 PG_SUPERUSER = "jishi"
+# The application's database roles (server/db/grants.sql); the superuser above owns and migrates.
+APP_ROLES = ("jishi_ingest", "jishi_web", "jishi_admin")
 _PG_ROOT = Path("/usr/lib/postgresql")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; ".s.PGSQL.NNNNN" is appended to the directory
 
@@ -56,6 +58,15 @@ def _wait_for_port(host: str, port: int, timeout: float, alive: Any = None) -> N
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s") from None
             time.sleep(0.05)
+
+
+def role_dsn(dsn: str, role: str) -> str:
+    """``dsn`` (a postgresql:// URL) with its user replaced by ``role`` (trust auth: no password)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
 def find_pg_bindir() -> Path:
@@ -269,7 +280,16 @@ class PostgresServer:
         self._write_conf()
         self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.datadir), "-l", str(self.logfile))
         _wait_for_port(self.host, self.port, timeout=30)
+        self.create_app_roles()
         return self
+
+    def create_app_roles(self) -> None:
+        """The application roles as login roles (trust auth), before any migration grants them rights."""
+        from psycopg import sql
+
+        for role in APP_ROLES:
+            verb = "ALTER" if self._admin("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)) else "CREATE"
+            self._admin(sql.SQL(verb + " ROLE {} LOGIN").format(sql.Identifier(role)))
 
     def stop(self) -> None:
         """Fast shutdown (rolls back open transactions, disconnects clients)."""
@@ -289,8 +309,8 @@ class PostgresServer:
 
     # -- databases -------------------------------------------------------------------------------
 
-    def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{PG_SUPERUSER}@{self.host}:{self.port}/{dbname}"
+    def dsn(self, dbname: str = "postgres", role: str = PG_SUPERUSER) -> str:
+        return f"postgresql://{role}@{self.host}:{self.port}/{dbname}"
 
     def _admin(self, statement: Any, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import psycopg  # the server extra; imported late so the agent side never needs it

@@ -57,7 +57,7 @@ def register(dsn: str, fleet: Sequence[Member], seed: str) -> int:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        conn.execute("SELECT set_config('jishi.actor', 'sim-fleet', false)")
+        conn.execute("SELECT audit_as('sim-fleet', true)")
         conn.execute("INSERT INTO organisations (id, name, kind) VALUES ('fleet-org', '模拟单位', 'institute')"
                      " ON CONFLICT DO NOTHING")
         cur = conn.cursor()

@@ -2,7 +2,7 @@
 would have entered it, the agents' enrolled public keys, demo logins, and the units' own
 (self-reported) service records, which the evaluation reconciles with the measured hours.
 
-Everything goes through plain SQL on the tables of server/db/migrations, with `jishi.actor` set so
+Everything goes through plain SQL on the tables of server/db/migrations, with the principal declared (`audit_as`) so
 the audit log names the seeding. Idempotent: rows that exist are left as they are.
 """
 
@@ -40,7 +40,7 @@ DEMO_LOGINS = (
 
 
 def _actor(conn: Conn, who: str) -> None:
-    conn.execute("SELECT set_config('jishi.actor', %s, false)", (who,))
+    conn.execute("SELECT audit_as(%s, true)", (who,))
 
 
 def registry(conn: Conn, units: Sequence[UnitSpec], orgs: Iterable[Org], people: Iterable[Person],

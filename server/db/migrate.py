@@ -1,4 +1,5 @@
-"""Apply the ordered SQL migrations in `migrations/` once each, recorded in `schema_migrations`."""
+"""Apply the ordered SQL migrations in `migrations/` once each, recorded in `schema_migrations`,
+then `grants.sql` (the application roles' rights) every time, so new tables are never left open."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("server.db") / "migrations"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(name, (folder / name).read_text(encoding="utf-8")) for name in names]
+
+
+def grants_sql() -> str:
+    """The role grants applied after the migrations (server/db/grants.sql)."""
+    return (resources.files("server.db") / "grants.sql").read_text(encoding="utf-8")
 
 
 def apply(dsn: str) -> list[str]:
@@ -37,6 +43,8 @@ def apply(dsn: str) -> list[str]:
                     conn.execute(sql.encode("utf-8"))
                     conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
                 applied_now.append(name)
+            with conn.transaction():
+                conn.execute(grants_sql().encode("utf-8"))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.derive import Params
 from server import clock
+from server.db import audit
 from server.evaluation import report as report_mod
 from server.evaluation import rubric, snapshot
 from server.evaluation.indicators import compute
@@ -49,10 +50,10 @@ class PeriodStateError(ValueError):
 
 
 def audit_head(conn: Conn) -> dict[str, Any]:
-    """The audit log's head as the snapshot records it, so that a later deletion of audit rows is
-    detectable. For now the last row's id; the hash chain (audit_log.row_hash) adds its head here."""
-    row = conn.execute("SELECT max(id) FROM audit_log").fetchone()
-    return {"audit_last_id": int(row[0]) if row and row[0] is not None else 0}
+    """The audit log's hash-chain head (server/db/audit.py) as the snapshot publishes it: a later
+    deletion or change of audit rows up to it fails `server.db.audit.verify(published=...)`."""
+    head = audit.audit_head(conn)
+    return {"audit_last_id": head[0] if head else 0, "audit_row_hash": head[1].hex() if head else ""}
 
 
 class SnapshotAltered(ValueError):

@@ -1,16 +1,17 @@
 """Checks that need no stored records: structure, registration, key, signature, topic.
 
-Order (cheapest and most telling first): protocols.validate opens the message (size, canonical
-form, version, schema, unknown type, the envelope's own chain); then the agent must be enrolled
-and not revoked, the key must be the agent's and not revoked, the signature must verify, and the
-topic, the envelope and the agent's registered instrument and unit must all agree. Continuity
+Order (SPEC §6.2): protocols.validate opens the message (size, canonical form, version, schema,
+unknown type); then the agent must be enrolled and not revoked, the key must be the agent's and not
+revoked, the signature must verify, the topic, the envelope and the agent's registered instrument
+and unit must all agree, and only then the records' own agent, sizes and chain are checked, so a
+record altered after signing is `bad_signature` wherever it sits in the envelope. Continuity
 with stored records and dedupe come later, under the agent's lock (server/ingest/book.py).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from protocols import topics
 from protocols.errors import ProtocolError, Reason
 from protocols.records import Birth, Death
 from protocols.signing import public_from_b64, verify
-from protocols.validate import Opened, check_signature, open_envelope, open_message
+from protocols.validate import Opened, check_records, check_signature, open_envelope, open_message
 from server.db.queries import AgentRow, KeyRow
 from server.store.times import s_to_dt, s_to_ms
 
@@ -85,6 +86,8 @@ class Opening:
     body: dict[str, Any]
     opened: Opened | None
     model: Birth | Death | None
+    records_error: ProtocolError | None = None
+    """the records' own refusal (chain, ...), reported only once the signature verified (§6.2)"""
 
 
 def open_any(msg: Incoming) -> Opening | Refused:
@@ -95,7 +98,11 @@ def open_any(msg: Incoming) -> Opening | Refused:
         return Refused(msg, "unknown", str(Reason.WRONG_TOPIC), str(exc), agent_id=_claimed_agent(msg.payload))
     try:
         if top.kind is topics.Kind.REC:
-            opened = open_envelope(msg.payload)
+            opened = open_envelope(msg.payload, defer_records=True)
+            try:  # done here, off the database thread; a refusal waits for the signature check
+                opened = replace(opened, hashes=check_records(opened.envelope, opened.body))
+            except ProtocolError as exc:
+                return Opening(msg, top.kind, top, opened.body, opened, None, exc)
             return Opening(msg, top.kind, top, opened.body, opened, None)
         if top.kind is topics.Kind.BIRTH:
             birth = open_message(msg.payload, Birth)
@@ -190,6 +197,10 @@ def authenticate(
     if (agent.unit_id, agent.instrument_id) != (o.body["unit"], o.body["instrument"]):
         return refuse(Reason.WRONG_TOPIC, f"agent {agent_id!r} is registered for {agent.unit_id}/"
                       f"{agent.instrument_id}, not {o.body['unit']}/{o.body['instrument']}", "instrument")
+    if o.records_error is not None:
+        # SPEC §6.2: the records' own checks (agent, sizes, seq, chain) count only after the
+        # signature, so a record altered after signing anywhere in the envelope is `bad_signature`
+        return refuse(o.records_error.reason, o.records_error.detail, o.records_error.field)
     if o.opened is not None:
         return EnvelopeIn(o.msg, o.opened, agent)
     assert o.model is not None

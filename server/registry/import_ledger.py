@@ -15,6 +15,7 @@ from typing import Any
 from server.registry import parse, proposals, queries, schema
 from server.registry.queries import InstrumentRef, unit_instruments, upsert_instrument
 from server.registry.sheet import FEN, TENTH, FieldSpec, ImportOptions, KindSpec, Row
+from server.registry.urls import http_url
 from server.store.conn import Conn
 
 # The ledger's columns: the registry schema's fields with import headers (server/registry/schema.py).
@@ -74,13 +75,13 @@ def instrument_row(
         "service_content",
         "main_functions",
         "specs",
-        "booking_url",
         "contact_name",
         "contact_phone",
         "contact_email",
         "internal_no",
     ):
         take(key, parse.text, key)
+    take("booking_url", lambda v: http_url(parse.text(v)), "预约服务网址")
     scale = Decimal(10000) if "万" in headers.get("original_value", "") else Decimal(1)
     take(
         "original_value",

@@ -14,9 +14,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-Kind = Literal["id", "short", "text", "money", "hours", "service_hours", "date", "datetime", "bool", "enum",
+from server.registry.urls import http_url
+
+Kind = Literal["id", "short", "url", "text", "money", "hours", "service_hours", "date", "datetime", "bool", "enum",
                "int_enum", "count", "score"]
 Who = Literal["operator", "unit"]
 
@@ -138,7 +140,7 @@ INSTRUMENT = Table("instruments", (
     F("service_content", "text", "服务内容", "Services", default="", headers=("服务内容",)),
     F("main_functions", "text", "主要功能", "Main functions", default="", headers=("主要功能",)),
     F("specs", "text", "主要技术指标", "Specifications", default="", headers=("主要技术指标", "技术指标")),
-    F("booking_url", "short", "预约网址", "Booking URL", default="", headers=("预约服务网址", "预约网址")),
+    F("booking_url", "url", "预约网址", "Booking URL", default="", headers=("预约服务网址", "预约网址")),
     F("contact_name", "short", "联系人", "Contact", default="", headers=("联系人",)),
     F("contact_phone", "short", "联系电话", "Phone", default="", headers=("联系电话", "电话")),
     F("contact_email", "short", "电子邮箱", "E-mail", default="", headers=("电子邮箱", "邮箱", "email")),
@@ -245,6 +247,8 @@ def value_type(f: F) -> Any:
         return Annotated[str, Field(max_length=200, min_length=f.min_length)]
     if f.kind == "text":
         return Annotated[str, Field(max_length=2000, min_length=f.min_length)]
+    if f.kind == "url":  # http(s) only (issue 13): a stored javascript: URL would be a link on the catalog
+        return Annotated[str, Field(max_length=200), AfterValidator(http_url)]
     if f.kind == "money":
         return Money
     if f.kind == "hours":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from protocols.derive import Params
 from server.config import DeriveSettings, WebSettings
@@ -85,6 +86,9 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     errors.install(app)
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})
+    if settings.trusted_proxies:  # proxy headers from these addresses only (issue 13)
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=[
+            h.strip() for h in settings.trusted_proxies.split(",") if h.strip()])
     openapi.install(app)
     for module in (session, registry, instruments, people, service_records, proposals, lists, imports, agents, live,
                    timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine):

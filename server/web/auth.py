@@ -5,7 +5,9 @@ one-time enrolment token; and what each role may touch.
 - Sessions and tokens are random 256-bit values; only their SHA-256 is stored, so a database leak
   gives no usable credential.
 - Cookie sessions need the CSRF token (header X-CSRF-Token) on every change; bearer tokens do not.
-- Failed logins are counted per login name and per client; past the limit, login answers 429.
+- Failed logins slow the next attempt down exponentially, per (login, client), per client and per
+  login (server/web/throttle.py); login answers 429 with Retry-After, and never locks the owner out.
+- Proxy headers count only from `trusted_proxies`; POST logout needs the CSRF token too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import Request
 from server import clock
 from server.config import WebSettings
 from server.store.conn import Conn
+from server.web import throttle
 from server.web.db import Database, one
 from server.web.errors import ApiError
 
@@ -226,34 +229,24 @@ class LoginResult:
 
 
 def client_of(request: Request) -> str:
+    """The client's address. Proxy headers are honoured only from the addresses named in
+    `trusted_proxies` (server/web/app.py installs the middleware that applies them)."""
     return request.client.host if request.client else "unknown"
 
 
 def login(db: Database, settings: WebSettings, login_name: str, password: str, client: str) -> LoginResult:
     """Check the password under the rate limit; on success open a session."""
-    window = timedelta(seconds=settings.login_window_s)
     with db.read() as conn:
-        counts = one(
-            conn,
-            "SELECT (SELECT count(*) FROM login_failures WHERE login = %(l)s AND at > now() - %(w)s) AS by_login,"
-            " (SELECT count(*) FROM login_failures WHERE client = %(c)s AND at > now() - %(w)s) AS by_client,"
-            " (SELECT min(at) FROM login_failures WHERE (login = %(l)s OR client = %(c)s)"
-            "  AND at > now() - %(w)s) AS oldest, now() AS now",
-            {"l": login_name, "c": client, "w": window},
-        )
-        assert counts is not None
-        locked = (counts["by_login"] >= settings.login_max_failures
-                  or counts["by_client"] >= settings.login_max_failures_client)
-        if locked:
-            wait = int((counts["oldest"] + window - counts["now"]).total_seconds()) + 1
-            raise ApiError(429, "rate_limited", "err.rate_limited", seconds=max(wait, 1),
-                           headers={"Retry-After": str(max(wait, 1))})
+        verdict = throttle.check(conn, settings, login_name, client)
+        if verdict.wait_s:
+            raise ApiError(429, "rate_limited", "err.rate_limited", seconds=verdict.wait_s,
+                           headers={"Retry-After": str(verdict.wait_s)})
         row = one(conn, f"SELECT {_ACCOUNT_COLS}, a.password_hash FROM web_accounts a WHERE a.login = %s",
                   (login_name,))
     ok = verify_password(password, row["password_hash"] if row else _DUMMY_HASH) and row is not None
     if not ok or row is None:
-        with db.write(f"login:{login_name}") as conn:
-            conn.execute("INSERT INTO login_failures (login, client) VALUES (%s, %s)", (login_name, client))
+        with db.write(None) as conn:  # not audited: a declaration per guess would only grow
+            throttle.failed(conn, login_name, client)
         raise ApiError(401, "bad_credentials", "err.bad_credentials")
     token, digest = new_token("")
     csrf = secrets.token_urlsafe(24)
@@ -265,22 +258,28 @@ def login(db: Database, settings: WebSettings, login_name: str, password: str, c
             " VALUES (%s, %s, %s, %s) RETURNING expires_at",
             (digest, p.account_id, csrf, clock.now() + timedelta(seconds=settings.session_ttl_s)),
         )
-        # A successful login clears the name's failures; expired sessions are swept here too.
-        conn.execute("DELETE FROM login_failures WHERE login = %s", (login_name,))
+        # A successful login clears this client's failures on the name and makes it a known client
+        # (server/web/throttle.py); expired sessions are swept here too.
+        throttle.succeeded(conn, login_name, client)
         conn.execute("DELETE FROM web_sessions WHERE account_id = %s AND expires_at < %s", (p.account_id, clock.now()))
     assert got is not None
     return LoginResult(principal=p, session_token=token, expires_at=got["expires_at"])
 
 
-def logout(db: Database, request: Request) -> None:
+def logout(db: Database, request: Request, csrf: str | None = None) -> None:
+    """End the cookie's session. Needs its CSRF token (header, or `csrf` from a form): a page of
+    another site must not be able to log a person out."""
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return
     digest = token_hash(cookie)
     with db.read() as conn:
-        row = one(conn, "SELECT a.login FROM web_sessions s JOIN web_accounts a ON a.id = s.account_id"
+        row = one(conn, "SELECT a.login, s.csrf_token FROM web_sessions s JOIN web_accounts a ON a.id = s.account_id"
                         " WHERE s.token_hash = %s", (digest,))
     if row is None:
         return
+    sent = csrf if csrf is not None else request.headers.get(CSRF_HEADER, "")
+    if not sent or not hmac.compare_digest(sent, row["csrf_token"]):
+        raise ApiError(403, "csrf", "err.csrf")
     with db.write(f"account:{row['login']}") as conn:
         conn.execute("DELETE FROM web_sessions WHERE token_hash = %s", (digest,))

@@ -1,7 +1,8 @@
 """The web's database access: one connection pool, reads, and audited writes.
 
-Every write runs in a transaction that first sets `jishi.actor`; the audit triggers of migration
-020 read it, so "who" is recorded by the database itself and no route can forget it.
+Every write runs in a transaction that first declares the authenticated principal with
+`audit_as()` (migration 021; only the web and admin roles may call it); the audit triggers record
+it with the database role, so no route can forget who, and no other connection can claim it.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ class Database:
             yield conn
 
     @contextmanager
-    def write(self, actor: str) -> Iterator[Conn]:
-        """A transaction whose changes the audit log attributes to `actor`."""
+    def write(self, actor: str | None) -> Iterator[Conn]:
+        """A transaction whose changes the audit log attributes to `actor`; None only for
+        bookkeeping that is not audited (failed logins), which then declares nobody."""
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT set_config('jishi.actor', %s, true)", (actor,))
+            if actor is not None:
+                conn.execute("SELECT audit_as(%s)", (actor,))
             yield conn
 
 

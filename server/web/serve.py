@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print("jishi-server web: no database: set JISHI_WEB_DSN (or JISHI_DSN) or pass --dsn")
         return 2
     uvicorn.run(create_app(settings.web, settings.derive.params()), host=args.host, port=args.port,
-                log_level=args.log_level, proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+                log_level=args.log_level, proxy_headers=False)  # the app applies them, from trusted_proxies only
     return 0
 
 

@@ -106,12 +106,14 @@ class Client:
         self.got: list[tuple[str, bytes]] = []
         self.suback: list[list[int]] = []
         self.rc: list[int] = []
+        self.disconnects = 0
         self.connected = threading.Event()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311)
         self.c.tls_set(ca_certs=str(ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if user is not None:
             self.c.username_pw_set(user, password)
         self.c.on_connect = self._on_connect
+        self.c.on_disconnect = self._on_disconnect
         self.c.on_message = lambda c, u, m: self.got.append((m.topic, bytes(m.payload)))
         self.c.on_subscribe = lambda c, u, mid, codes, p: self.suback.append([int(x.value) for x in codes])
         self.c.connect("localhost", port)
@@ -121,6 +123,9 @@ class Client:
     def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, p: Any) -> None:
         self.rc.append(int(rc.value))
         self.connected.set()
+
+    def _on_disconnect(self, c: Any, u: Any, flags: Any, rc: Any, p: Any) -> None:
+        self.disconnects += 1
 
     @property
     def ok(self) -> bool:
@@ -191,8 +196,40 @@ def test_regenerating_keeps_passwords_and_hash_format(broker: tuple[int, Path, P
     generate_config(out, registry_agents(fresh_db), port=port, persistence_dir=None)
     assert (out / "secrets" / "a-xrd").read_text() == before
     emqx = (out / "emqx-acl.conf").read_text()
-    assert '{allow, {username, "a-xrd"}, publish, ["jishi/v1/ua/xrd/rec", "jishi/v1/ua/xrd/birth", ' \
-           '"jishi/v1/ua/xrd/death"]}.' in emqx
+    assert '{allow, {\'and\', [{username, "a-xrd"}, {clientid, "a-xrd"}]}, publish, ["jishi/v1/ua/xrd/rec", ' \
+           '"jishi/v1/ua/xrd/birth", "jishi/v1/ua/xrd/death"]}.' in emqx
     assert "old-nmr" not in emqx and emqx.rstrip().endswith("{deny, all}.")
     h = password_hash("pw", salt=b"\x00" * 12)
     assert h.startswith("$7$101$AAAAAAAAAAAAAAAA$") and len(h.split("$")[-1]) == 88
+
+
+def test_an_agent_cannot_take_over_another_agents_client_id(broker: tuple[int, Path, Path]) -> None:
+    """Issue 13 item 7: agent A's credentials with agent B's client id used to disconnect B (and the
+    two then evicted each other in a loop). The client id is now the username: B stays connected."""
+    port, out, ca = broker
+    secret = {p.name: p.read_text().strip() for p in (out / "secrets").iterdir()}
+    assert "use_username_as_clientid true" in (out / "mosquitto.conf").read_text()
+    server = Client(port, ca, "jishi-server", secret["jishi-server"], "ingest")
+    b = Client(port, ca, "b-sem", secret["b-sem"], "b-sem")
+    attackers: list[Client] = []
+    try:
+        assert server.ok and b.ok
+        server.c.subscribe([("jishi/v1/+/+/rec", 1)])
+        assert _wait(lambda: len(server.suback) == 1)
+        for _ in range(3):  # a takeover happens while the broker handles the CONNECT, before its CONNACK
+            if attackers:
+                attackers[-1].close()
+            attackers.append(Client(port, ca, "a-xrd", secret["a-xrd"], "b-sem"))
+            assert attackers[-1].ok  # A's credentials are valid: it is let in, as itself
+        # B's session is the same one: a message it publishes now travels on its first connection
+        b.c.publish("jishi/v1/ub/sem/rec", b"still here", qos=1).wait_for_publish(5)
+        assert _wait(lambda: ("jishi/v1/ub/sem/rec", b"still here") in server.got)
+        assert b.disconnects == 0 and b.rc == [0]
+        # and what the attacker connection may do is A's, never B's
+        attackers[-1].c.publish("jishi/v1/ub/sem/rec", b"forged", qos=1).wait_for_publish(5)
+        b.c.publish("jishi/v1/ub/sem/rec", b"marker", qos=1).wait_for_publish(5)
+        assert _wait(lambda: ("jishi/v1/ub/sem/rec", b"marker") in server.got)
+        assert ("jishi/v1/ub/sem/rec", b"forged") not in server.got
+    finally:
+        for c in (server, b, *attackers):
+            c.close()

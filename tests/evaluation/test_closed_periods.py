@@ -104,6 +104,7 @@ def test_snapshot_signature_verifies_and_a_tampered_one_fails(db: str, tmp_path:
     good = snapshot.verify(doc, public)
     assert good.ok, good.problems
     assert good.payload is not None and good.payload["audit"]["audit_last_id"] > 0
+    assert len(bytes.fromhex(good.payload["audit"]["audit_row_hash"])) == 32  # the chain's head is published
     assert good.sha256 == snap.payload_sha256
     assert set(good.payload["parts"]) == {"region", "unit/U1", "manifest/U1"}
     manifest = json.loads(doc["parts"]["manifest/U1"])
@@ -170,7 +171,7 @@ def test_snapshot_rows_are_immutable_and_reopening_is_audited(db: str, tmp_path:
 
     _late_run(db)
     with psycopg.connect(db) as conn:
-        conn.execute("SELECT set_config('jishi.actor', 'op:ops', false)")
+        conn.execute("SELECT audit_as('op:ops', true)")
         with pytest.raises(closing.PeriodStateError):
             closing.reopen(conn, "2025", "op:ops", "  ")
         old = closing.reopen(conn, "2025", "op:ops", "补传数据到达，重新结账")

@@ -14,6 +14,7 @@ from openpyxl import Workbook
 from server import admin
 from server.registry.importer import run_import
 from server.store.times import TZ
+from sim.devstack import role_dsn
 from tests.evaluation import scenario
 
 HEADER = ["序号", "仪器编号", "仪器名称", "原值（万元）", "类别", "验收日期", "纳入平台日期", "存放地点", "共享方式"]
@@ -205,10 +206,12 @@ def test_service_records_import(db: str, tmp_path: Path) -> None:
 
     # the national-platform export with real names escapes the name that looks like a formula
     out = tmp_path / "nrii"
-    assert admin.main(["--dsn", db, "export", "nrii", "--year", "2025", "--out", str(out), "--include-names"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"),
+                       "export", "nrii", "--year", "2025", "--out", str(out), "--include-names"]) == 0
     csv_text = (out / "nrii-2025-services.csv").read_text(encoding="utf-8-sig")
     assert "'@张三" in csv_text and ",@张三" not in csv_text
-    assert admin.main(["--dsn", db, "export", "nrii", "--year", "2025", "--out", str(out)]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"),
+                       "export", "nrii", "--year", "2025", "--out", str(out)]) == 0
     assert "张三" not in (out / "nrii-2025-services.csv").read_text(encoding="utf-8-sig")
     assert "Carol Zhao" not in (out / "nrii-2025.json").read_text(encoding="utf-8")
 
@@ -220,10 +223,11 @@ def test_gbk_csv_through_the_cli(db: str, tmp_path: Path) -> None:
             "gb18030"
         )
     )
-    assert admin.main(["--dsn", db, "import", "services", str(path), "--unit", "U1", "--dry-run"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"),
+                       "import", "services", str(path), "--unit", "U1", "--dry-run"]) == 0
     with psycopg.connect(db) as conn:
         assert _count(conn, "SELECT count(*) FROM service_records WHERE import_batch_id IS NOT NULL") == 0
-    assert admin.main(["--dsn", db, "import", "services", str(path), "--unit", "U1"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"), "import", "services", str(path), "--unit", "U1"]) == 0
     with psycopg.connect(db) as conn:
         assert _count(conn, "SELECT count(*) FROM service_records WHERE import_batch_id IS NOT NULL") == 1
 

@@ -23,6 +23,7 @@ from server.evaluation.indicators import compute
 from server.evaluation.period import Period
 from server.registry.importer import KIND_LABELS, KINDS, ImportOptions, ImportReport, Kind, run_import
 from server.registry.kind_names import KIND_NAMES
+from sim.devstack import role_dsn
 from tests.evaluation import scenario
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -290,7 +291,8 @@ def test_identities_and_card_hashes(db: str, tmp_path: Path, capsys: pytest.Capt
     path.write_bytes(sheet("身份映射", header, good))
     key_file = tmp_path / "card.key"
     key_file.write_bytes(key + b"\n")
-    argv = ["--dsn", db, "import", "--kind", "identities", str(path), "--unit", "U1", "--card-key-file", str(key_file)]
+    argv = ["--dsn", role_dsn(db, "jishi_admin"),
+            "import", "--kind", "identities", str(path), "--unit", "U1", "--card-key-file", str(key_file)]
     assert admin.main(argv) == 0
     assert "已导入" in capsys.readouterr().out
     with psycopg.connect(db) as conn:
@@ -299,7 +301,7 @@ def test_identities_and_card_hashes(db: str, tmp_path: Path, capsys: pytest.Capt
         )
     assert ids["alice2"] == "alice" and ids["dave-lab"] == "dave" and ids[hashed] == "dave"
     assert ids["hmac-sha256:" + "ab" * 32] == "carol"
-    assert admin.main(["--dsn", db, "registry", "list", "identities", "--unit", "U1"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"), "registry", "list", "identities", "--unit", "U1"]) == 0
     listing = capsys.readouterr().out
     assert "dave-lab" in listing and "Dave Sun" in listing and "E0041234" not in listing
 
@@ -308,28 +310,31 @@ def test_cli_forms_dry_run_and_report(db: str, tmp_path: Path, capsys: pytest.Ca
     path = tmp_path / "案例.csv"
     path.write_bytes("案例名称,日期,佐证材料\n技术服务支撑新产品,2025/9/1,合同 2025-021\n".encode("gb18030"))
     report = tmp_path / "r.json"
-    argv = ["--dsn", db, "import", "cases", str(path), "--unit", "U1", "--dry-run", "--report", str(report)]
+    argv = ["--dsn", role_dsn(db, "jishi_admin"),
+            "import", "cases", str(path), "--unit", "U1", "--dry-run", "--report", str(report)]
     assert admin.main(argv) == 0
     assert "试运行" in capsys.readouterr().out
     assert json.loads(report.read_text(encoding="utf-8"))["status"] == "dry_run"
     with psycopg.connect(db) as conn:
         assert count(conn, "SELECT count(*) FROM service_cases") == 1
-    assert admin.main(["--dsn", db, "import", "--kind", "cases", str(path), "--unit", "U1"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"),
+                       "import", "--kind", "cases", str(path), "--unit", "U1"]) == 0
     with psycopg.connect(db) as conn:  # the audit log names the console user as the actor
         query = "SELECT count(*) FROM audit_log WHERE table_name = 'service_cases' AND actor LIKE 'cli:%%'"
         assert count(conn, query) == 1
-    assert admin.main(["--dsn", db, "import", "prices", str(path), "--kind", "cases", "--unit", "U1"]) == 2  # 2 kinds
-    assert admin.main(["--dsn", db, "import", str(path), "--unit", "U1"]) == 2  # no kind
-    assert admin.main(["--dsn", db, "registry", "kinds"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"),
+                       "import", "prices", str(path), "--kind", "cases", "--unit", "U1"]) == 2  # 2 kinds
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"), "import", str(path), "--unit", "U1"]) == 2  # no kind
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"), "registry", "kinds"]) == 0
     out = capsys.readouterr().out
     assert all(label in out for label in KIND_LABELS.values())
-    assert admin.main(["--dsn", db, "registry", "list", "cases", "--unit", "U1"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"), "registry", "list", "cases", "--unit", "U1"]) == 0
     assert "技术服务支撑新产品" in capsys.readouterr().out
-    assert admin.main(["--dsn", db, "registry", "list", "imports", "--unit", "U1"]) == 0
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"), "registry", "list", "imports", "--unit", "U1"]) == 0
     assert "dry_run" in capsys.readouterr().out
     # a file with none of a kind's required columns is refused as a whole
     path.write_bytes("名称,备注\nx,y\n".encode())
-    assert admin.main(["--dsn", db, "import", "exemptions", str(path), "--unit", "U1"]) == 2
+    assert admin.main(["--dsn", role_dsn(db, "jishi_admin"), "import", "exemptions", str(path), "--unit", "U1"]) == 2
     assert "表头缺少必需的列" in capsys.readouterr().out
 
 

@@ -63,7 +63,9 @@ UB_MARKERS = ("扫描电子显微镜", "乙研究所", "SU8010", "ub-sem-a1", "�
 FILE_MARKERS = ("root:x:0:0", "[fonts]", "daemon:", "/bin/bash")
 # Tables that reads and failed requests may change: login bookkeeping, and the evaluators'
 # pseudonym key, created by the first read that needs it.
-VOLATILE = {"login_failures", "web_sessions", "evaluation_secrets"}
+# bookkeeping: logins, the pseudonym key made on first use, and (migration 021) the clients known
+# to have logged in and the principal each write transaction declared
+VOLATILE = {"login_failures", "web_sessions", "evaluation_secrets", "login_known_clients", "audit_principals"}
 SKIP = {("POST", "/api/v1/auth/logout"), ("POST", "/logout")}
 OWN = {"unit_id": "ua", "instrument_id": "ua-xrd", "org_id": "org-a", "agent_id": "ua-xrd-a1", "period": "2025",
        "method": "os", "identifier": "LAB\\zhang-x", "key_id": "k-none", "table": "instruments"}
@@ -379,7 +381,7 @@ def attack(web: Web, login: str, cases: list[Case]) -> dict[str, int]:
         lost = [t for t, ((n0, _), (n1, _)) in changed.items() if n1 < n0]
         if lost:
             problems.append(f"{label}: rows lost in {lost}")
-        data_tables = [t for t in changed if t != "audit_log"]
+        data_tables = [t for t in changed if t not in ("audit_log", "audit_chain_head")]
         if c.where in ("body", "form") and data_tables and not db.contains(data_tables, _json_text(c.payload)):
             problems.append(f"{label}: hostile text not stored literally in {data_tables}")
         stats["writes_stored"] += 1

@@ -93,7 +93,7 @@ def ledger_with_cached_value() -> bytes:
 @pytest.fixture
 def conn(web: Web) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(web.dsn) as c:
-        c.execute("SELECT set_config('jishi.actor', 'test-formula', false)")
+        c.execute("SELECT audit_as('test-formula', true)")
         c.commit()
         yield c
 

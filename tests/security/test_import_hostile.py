@@ -56,7 +56,7 @@ def xlsx_bytes(rows: list[list[Any]]) -> bytes:
 @pytest.fixture
 def conn(web: Web) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(web.dsn) as c:
-        c.execute("SELECT set_config('jishi.actor', 'test-import', false)")
+        c.execute("SELECT audit_as('test-import', true)")
         c.commit()
         yield c
 

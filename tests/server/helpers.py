@@ -20,6 +20,7 @@ from protocols.chain import GENESIS, record_hash
 from protocols.signing import generate, key_id, public_to_b64
 from server.config import Settings
 from server.ingest.verify import Incoming
+from sim.devstack import role_dsn
 
 T0 = 1_798_732_800_000  # 2027-01-01T00:00:00Z (ms)
 T = TypeVar("T")
@@ -139,7 +140,9 @@ def settings_for(dsn: str, broker: Any | None = None, client_id: str = "ingest-t
     mq: dict[str, Any] = {"client_id": client_id}
     if broker is not None:
         mq |= {"host": broker.host, "port": broker.port}
-    return Settings(database={"dsn": dsn}, mqtt=mq, ingest=ing, metrics={"port": 0})
+    # ingest connects as its own role (server/db/grants.sql), as deployed
+    return Settings(database={"dsn": role_dsn(dsn, "jishi_ingest"), "owner_dsn": dsn}, mqtt=mq, ingest=ing,
+                    metrics={"port": 0})
 
 
 class Publisher:

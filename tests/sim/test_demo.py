@@ -125,10 +125,11 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
             raise AssertionError(f"agents did not publish: {now} after history {history}")
         children = _descendants(demo.proc.pid)
         assert (var / "pg").is_symlink()  # postgres cannot reach a mode-700 directory: kept elsewhere
-        pg_pid = int((var / "pg" / "postmaster.pid").read_text().split()[0])
+        # taken before the stop: PostgreSQL (in the demo's process group) may be gone by the time it returns
+        postmaster = psutil.Process(int((var / "pg" / "postmaster.pid").read_text().split()[0]))
         assert len([c for c in children if "agent.cli" in " ".join(c.cmdline())]) == 3
         assert demo.interrupt() == 0  # a clean stop, as asked
-        gone, alive = psutil.wait_procs([*children, psutil.Process(pg_pid)], timeout=5)
+        gone, alive = psutil.wait_procs([*children, postmaster], timeout=5)
         assert not alive, [p.cmdline() for p in alive]
         assert "stopped; the data stays" in demo.text() and "Traceback" not in demo.text()
 

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from server.config import WebSettings
 from server.web.app import create_app
 from server.web.auth import hash_password
+from sim.devstack import role_dsn
 
 PASSWORD = "correct-horse-battery"
 ACCOUNTS = {"ops": ("operator", None), "mgr-a": ("unit_manager", "ua"), "mgr-b": ("unit_manager", "ub"),
@@ -39,7 +40,7 @@ def _hash() -> str:
 
 def seed(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
-        conn.execute("SELECT set_config('jishi.actor', 'test-seed', false)")
+        conn.execute("SELECT audit_as('test-seed', true)")
         conn.execute("INSERT INTO organisations (id, name, kind) VALUES ('org-a', '甲大学', 'university'),"
                      " ('org-b', '乙研究所', 'institute'), ('ext-co', '丙科技有限公司', 'enterprise')")
         conn.execute("INSERT INTO units (id, org_id, name, region) VALUES ('ua', 'org-a', '甲大学', '呼和浩特'),"
@@ -85,7 +86,9 @@ def seed(dsn: str) -> None:
 
 
 def settings_for(dsn: str, **kw: Any) -> WebSettings:
-    base: dict[str, Any] = {"dsn": dsn, "cookie_secure": False, "pool_max": 4, "sse_keepalive_s": 0.5}
+    """The web app's settings: it connects as its own role (jishi_web), never as the owner."""
+    base: dict[str, Any] = {"dsn": role_dsn(dsn, "jishi_web"), "cookie_secure": False, "pool_max": 4,
+                            "sse_keepalive_s": 0.5}
     base.update(kw)
     return WebSettings(**base)
 

@@ -3,7 +3,7 @@ report (accepted / rejected with the reason), then the same file is imported, al
 
 The upload is bounded (MAX_UPLOAD_BYTES): a declared length above it is refused with 413 before a
 byte is read, an undeclared length (chunked) is refused with 411, and the body is counted while it
-is read, so nothing larger than the limit is ever buffered. Writes run with `jishi.actor` set,
+is read, so nothing larger than the limit is ever buffered. Writes run with the principal declared (`audit_as`),
 like every other write (the audit triggers record who imported).
 """
 
@@ -133,13 +133,14 @@ def _run(db: Database, who: Principal, kind: str, unit_id: str, name: str, data:
 
     with db.pool.connection() as conn:
         # the importer commits itself, so the actor is set for the session and reset after
-        conn.execute("SELECT set_config('jishi.actor', %s, false)", (who.actor,))
+        conn.execute("SELECT audit_as(%s, true)", (who.actor,))
+        conn.commit()
         try:
             report = importer.run_import(conn, cast(Any, kind), unit_id, data, safe_name(name), dry_run=dry_run,
                                          options=options)
         finally:
             conn.rollback()
-            conn.execute("SELECT set_config('jishi.actor', '', false)")
+            conn.execute("SELECT audit_as(NULL, true)")
             conn.commit()
     out: dict[str, Any] = report.as_dict()
     out["ok"] = bool(report.ok)

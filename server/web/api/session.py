@@ -39,7 +39,7 @@ def login(body: LoginIn, request: Request, response: Response, db: Db, settings:
     }
 
 
-@router.post("/auth/logout", status_code=204, summary="Log out (ends the session)")
+@router.post("/auth/logout", status_code=204, summary="Log out (ends the session; needs X-CSRF-Token)")
 def logout(request: Request, response: Response, db: Db) -> None:
     auth.logout(db, request)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")

@@ -29,7 +29,7 @@ class F:
     proposal: bool = False  # a unit manager's change waits for the operator (issue 13)
 
 
-_INPUT = {"id": "text", "short": "text", "text": "textarea", "money": "number", "hours": "number",
+_INPUT = {"id": "text", "short": "text", "url": "url", "text": "textarea", "money": "number", "hours": "number",
           "service_hours": "number", "count": "number", "score": "number", "date": "date", "datetime": "datetime",
           "bool": "bool", "enum": "select", "int_enum": "select"}
 _DTYPE = {"bool": "bool", "int_enum": "int", "count": "int", "score": "int"}

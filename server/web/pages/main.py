@@ -75,8 +75,10 @@ def login_submit(request: Request, db: Db, settings: Settings,
 
 
 @router.post("/logout")
-def logout_submit(request: Request, db: Db) -> Response:
-    auth.logout(db, request)
+async def logout_submit(request: Request, db: Db) -> Response:
+    form = await request.form()
+    sent = form.get("csrf_token")
+    auth.logout(db, request, sent if isinstance(sent, str) else None)
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(auth.SESSION_COOKIE, path="/")
     return resp

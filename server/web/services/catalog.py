@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from server import clock
+from server.registry.urls import is_http_url
 from server.store.conn import Conn
 from server.web.db import one, rows
 from server.web.services import board
@@ -36,6 +37,7 @@ def search(conn: Conn, *, q: str | None, unit_id: str | None, classification: st
                                               with_user=False)}
     for r in found:
         r["free"] = states[r["id"]]["free"] if r["id"] in states else "unknown"
+        _safe_links(r)
     return {"total": total["n"] if total else 0, "items": found}
 
 
@@ -50,4 +52,11 @@ def detail(conn: Conn, instrument_id: str, stale_s: int) -> dict[str, Any] | Non
                        {"i": instrument_id, "today": clock.today()})
     t = board.tiles(conn, unit_id=None, ids=[instrument_id], stale_s=stale_s, with_user=False)
     r["free"] = t[0]["free"] if t else "unknown"
+    _safe_links(r)
     return r
+
+
+def _safe_links(r: dict[str, Any]) -> None:
+    """A booking URL that is not http(s) (stored before the rule of issue 13) is never published."""
+    if not is_http_url(r.get("booking_url")):
+        r["booking_url"] = ""
