@@ -1,20 +1,7 @@
 """Serial status detector: ask the instrument what it is doing, over RS-232 / USB serial.
 
-Config (`[detectors.<name>]`, kind = "serial_status"):
-  port, baudrate, bytesize, parity (N/E/O), stopbits   the serial line
-  dialect       "line" (text reply matched by patterns) or "scpi" (Operation Status register);
-                see protocols/instruments/status.py
-  query, eol    override the dialect's query and line ending (TOML escapes: "\r\n")
-  patterns      override the dialect's patterns: a table verdict -> regex, e.g.
-                { running = "^BUSY", idle = "^READY", fault = "^E\\d+" }; tried fault, running, idle, off
-  timeout_s     how long to wait for the reply line
-  no_response   verdict when the instrument does not answer: "unknown" (default) or "off" for
-                instruments whose port goes silent when switched off
-  reopen_s      how often to retry opening a port that failed
-
-Verdict from the first matching pattern; a reply that matches nothing (garbage, line noise) is
-`unknown` with the reply (printable, truncated) as evidence and an error. Evidence: resp, ms
-(reply latency), reg (register value, scpi).
+Keys, defaults, verdicts and evidence: README.md beside this file; every key with its default:
+sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py).
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
 """Process detector: is the instrument's control software running, and is it busy?
 
-Config (`[detectors.<name>]`, kind = "process"):
-  names            process names, case-insensitive, ".exe" optional (e.g. ["MassHunter"])
-  cmdline          regular expressions searched in the joined command line
-  children         names (or regexes) of acquisition child processes; one present = active
-  active_cpu_permille  CPU of the matched processes and their children, in permille of one core,
-                   at or above which they count as active (50 = 5 %); 0 disables
-  active_io_kib_s  read+write KiB/s at or above which they count as active; 0 disables
-  rescan_s         how often the full process table is scanned (new processes are found then;
-                   processes already found are checked at every poll, cheaply)
-
-Verdict: off (no matching process: software closed), idle (running, not active), running (active).
-Evidence: procs, cpu (permille), io (KiB/s), children. A full scan costs a few ms; polling the
-known processes costs tens of microseconds, which keeps the agent under 1 % CPU at 1 poll/s.
+Keys, defaults, verdicts and evidence: README.md beside this file; every key with its default:
+sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py).
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
 """Power-meter detector: active power from a Modbus RTU meter on a serial line (RS-485 adapter).
 
-Config (`[detectors.<name>]`, kind = "power_meter"):
-  port, baudrate, parity, bytesize, stopbits, slave   the RTU line and the meter's address
-  meter          register map: "sdm120", "sdm630", "int32_decawatt" (protocols/instruments/meters.py)
-  register, function, format, mw_per_unit       override the map's power register
-  levels         the instrument's power levels, lowest first, each {state, below_w}; the last
-                 has no below_w. Levels need not be ordered by state, which is how an instrument
-                 whose running draw is BELOW its standby draw is described:
-                   levels = [{state = "off", below_w = 5}, {state = "running", below_w = 60},
-                             {state = "idle", below_w = 300}, {state = "running"}]
-                 `jishi-agent calibrate` proposes them from measured readings.
-  hysteresis_w   a reading must pass a boundary by this much to change level (no flapping when
-                 the draw hovers at a boundary)
-  timeout_s, retries
-
-Verdict: the level's state (`standby` is accepted as a synonym of idle). A timeout, CRC error or
-illegal reply is `unknown` with the error as evidence: never a guess. Evidence: mw (reading in
-milliwatts), lvl (level index), err.
+Keys, defaults, verdicts and evidence: README.md beside this file; every key with its default:
+sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py).
 """
 
 from __future__ import annotations
