@@ -49,7 +49,7 @@ METERS: dict[str, MeterMap] = {
 
 def get(name: str) -> MeterMap:
     try:
-        return METERS[name]
+        return METERS[name.lower()]
     except KeyError:
         raise ValueError(f"unknown meter map {name!r}; known: {sorted(METERS)}") from None
 

@@ -40,7 +40,8 @@ def load_cases() -> Iterator[Any]:
 
 
 class SerialDriver:
-    """Steps: reply (line), raw (bytes as latin-1 text), silent, noise, unplug, replug."""
+    """Steps: reply (line), raw (bytes as latin-1 text), flood (n bytes, no line end), silent, noise,
+    unplug, replug."""
 
     def __init__(self, tmp: Path, case: dict[str, Any]) -> None:
         eol = case.get("config", {}).get("eol", "\n" if case.get("config", {}).get("dialect") == "scpi" else "\r\n")
@@ -52,6 +53,8 @@ class SerialDriver:
             self.dev.reply, self.dev.raw = step["reply"], None
         if "raw" in step:
             self.dev.raw = step["raw"].encode("latin-1")
+        if "flood" in step:
+            self.dev.raw = b"A" * step["flood"]
         if step.get("silent"):
             self.dev.reply, self.dev.raw = None, None
         if "noise" in step:

@@ -15,6 +15,7 @@ import serial
 
 from agent.config import Invalid, positive, require
 from agent.detectors.base import Observation, RateLimit, Verdict
+from agent.detectors.serialport import PORT_ERRORS
 from protocols.instruments import meters
 
 STATES: dict[str, Verdict] = {"off": "off", "idle": "idle", "standby": "idle", "running": "running", "fault": "fault"}
@@ -45,6 +46,7 @@ class Config:
     timeout_s: float = 0.5
     retries: int = 1
     reopen_s: float = 5.0
+    exclusive: bool = True
 
     def __post_init__(self) -> None:
         require(bool(self.port), "port", "a serial port is required (e.g. COM4 or /dev/ttyUSB1)")
@@ -126,12 +128,13 @@ class PowerMeterDetector:
         if self._inst is None:
             if not self._reopen.ready():
                 raise serial.SerialException("port closed after an error; waiting to reopen")
-            inst = minimalmodbus.Instrument(self.cfg.port, self.cfg.slave, mode=minimalmodbus.MODE_RTU)
-            inst.serial.baudrate = self.cfg.baudrate
-            inst.serial.parity = self.cfg.parity
-            inst.serial.bytesize = self.cfg.bytesize
-            inst.serial.stopbits = self.cfg.stopbits
-            inst.serial.timeout = self.cfg.timeout_s
+            # Our own Serial object: minimalmodbus would otherwise keep a module-wide cache of ports by
+            # name, and a port whose adapter was unplugged would stay in it, dead, for good.
+            port = serial.Serial(self.cfg.port, baudrate=self.cfg.baudrate, parity=self.cfg.parity,
+                                 bytesize=self.cfg.bytesize, stopbits=self.cfg.stopbits,
+                                 timeout=self.cfg.timeout_s, write_timeout=self.cfg.timeout_s,
+                                 exclusive=self.cfg.exclusive or None)
+            inst = minimalmodbus.Instrument(port, self.cfg.slave, mode=minimalmodbus.MODE_RTU)
             inst.clear_buffers_before_each_transaction = True
             self._inst = inst
         return self._inst
@@ -161,9 +164,9 @@ class PowerMeterDetector:
             return Observation.failed(f"meter {self.cfg.slave} on {self.cfg.port}: exception reply ({exc})")
         except ValueError as exc:
             return Observation.failed(f"meter {self.cfg.slave} on {self.cfg.port}: {exc}")
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:  # unplugged adapter: termios.error is not an OSError
             self.close()
-            return Observation.failed(f"serial port {self.cfg.port}: {exc}")
+            return Observation.failed(f"serial port {self.cfg.port}: {type(exc).__name__}: {exc}")
         idx = self.levels.classify(mw)
         return Observation(self.levels.states[idx], {"mw": mw, "lvl": idx})
 
@@ -171,7 +174,7 @@ class PowerMeterDetector:
         if self._inst is not None:
             try:
                 self._inst.serial.close()
-            except (OSError, serial.SerialException):
+            except PORT_ERRORS:
                 pass
             self._inst = None
 

@@ -38,6 +38,9 @@ class Config:
         positive(self.rescan_s, "rescan_s")
 
 
+DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+
+
 def _norm(name: str) -> str:
     name = name.lower()
     return name[:-4] if name.endswith(".exe") else name
@@ -77,9 +80,9 @@ class ProcessDetector:
         procs: dict[int, psutil.Process] = {}
         parents: dict[int, list[psutil.Process]] = {}
         me = psutil.Process().pid
-        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
+        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline", "status"]):
             info = p.info
-            if info["pid"] == me:
+            if info["pid"] == me or info["status"] in DEAD:
                 continue
             parents.setdefault(info["ppid"] or 0, []).append(p)
             if self._matches(info["name"] or "", info["cmdline"] or []):
@@ -105,6 +108,8 @@ class ProcessDetector:
             for pid, p in list(group.items()):
                 try:
                     with p.oneshot():
+                        if p.status() in DEAD:  # exited, not reaped: its name stays, it runs nothing
+                            raise psutil.ZombieProcess(pid)
                         cpu = p.cpu_times()
                         total = cpu.user + cpu.system
                         try:
