@@ -98,7 +98,7 @@ class Agent:
         self.machine = StateMachine(
             running=running, on=on, warmup=warmup,
             confirm_ms=round(st.confirm_s * 1000), post_run_ms=round(st.post_run_s * 1000),
-            warmup_max_ms=round(st.warmup_max_s * 1000))
+            warmup_max_ms=round(st.warmup_max_s * 1000), post_credit_ms=round(st.post_credit_s * 1000))
         self.rule_text = st.running
         self.sessions = Sessions(self.recorder, self.spool, round(cfg.identity.idle_timeout_s * 1000))
         self.os_users: Any = None

@@ -53,9 +53,9 @@ def register_value(text: str) -> int | None:
     t = text.strip()
     if t[:2].upper() == "#H":
         t = "0x" + t[2:]
-    for parse in (lambda v: int(v, 10), lambda v: int(v, 0)):
+    for base in (10, 0):
         try:
-            return parse(t)
+            return int(t, base)
         except ValueError:
             pass
     try:

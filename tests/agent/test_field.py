@@ -89,13 +89,13 @@ def test_ports_are_opened_exclusively(tmp_path: Path) -> None:
     service = serial_status.create("service", cfg)
     check = serial_status.create("check", cfg)
     try:
-        assert service.poll(0).verdict == "idle"
-        o = check.poll(0)
+        assert service.poll(time.monotonic()).verdict == "idle"
+        o = check.poll(time.monotonic())
         assert o.verdict == "unknown" and "lock" in (o.error or ""), o
-        assert service.poll(0).verdict == "idle"
+        assert service.poll(time.monotonic()).verdict == "idle"
         service.close()
         time.sleep(0.06)
-        assert check.poll(0).verdict == "idle"
+        assert check.poll(time.monotonic()).verdict == "idle"
     finally:
         service.close()
         check.close()
@@ -109,8 +109,8 @@ def test_meter_port_is_opened_exclusively(tmp_path: Path) -> None:
                              retries=0, reopen_s=0.05)
     service, check = power_meter.create("a", cfg), power_meter.create("b", cfg)
     try:
-        assert service.poll(0).verdict == "idle"
-        o = check.poll(0)
+        assert service.poll(time.monotonic()).verdict == "idle"
+        o = check.poll(time.monotonic())
         assert o.verdict == "unknown" and "lock" in (o.error or ""), o
     finally:
         service.close()

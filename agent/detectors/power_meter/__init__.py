@@ -124,9 +124,9 @@ class PowerMeterDetector:
         self._inst: minimalmodbus.Instrument | None = None
         self._reopen = RateLimit(cfg.reopen_s)
 
-    def _instrument(self) -> minimalmodbus.Instrument:
+    def _instrument(self, now: float | None = None) -> minimalmodbus.Instrument:
         if self._inst is None:
-            if not self._reopen.ready():
+            if not self._reopen.ready(now):
                 raise serial.SerialException("port closed after an error; waiting to reopen")
             # Our own Serial object: minimalmodbus would otherwise keep a module-wide cache of ports by
             # name, and a port whose adapter was unplugged would stay in it, dead, for good.
@@ -139,11 +139,11 @@ class PowerMeterDetector:
             self._inst = inst
         return self._inst
 
-    def read_mw(self) -> int:
+    def read_mw(self, now: float | None = None) -> int:
         """One reading in milliwatts; raises on any Modbus or serial failure."""
         last: Exception | None = None
         for _ in range(self.cfg.retries + 1):
-            inst = self._instrument()
+            inst = self._instrument(now)
             try:
                 words = inst.read_registers(self.reg.address, self.reg.count, functioncode=self.reg.function)
                 return meters.decode(self.reg, list(words))
@@ -154,7 +154,7 @@ class PowerMeterDetector:
 
     def poll(self, now: float) -> Observation:
         try:
-            mw = self.read_mw()
+            mw = self.read_mw(now)
         except minimalmodbus.NoResponseError:
             return Observation.failed(f"meter {self.cfg.slave} on {self.cfg.port}: no response "
                                       f"within {self.cfg.timeout_s} s")

@@ -99,9 +99,9 @@ class SerialStatusDetector:
         self._port: serial.Serial | None = None
         self._reopen = RateLimit(cfg.reopen_s)
 
-    def _open(self) -> serial.Serial:
+    def _open(self, now: float | None = None) -> serial.Serial:
         if self._port is None:
-            if not self._reopen.ready():
+            if not self._reopen.ready(now):
                 raise serial.SerialException("port closed after an error; waiting to reopen")
             self._port = serial.Serial(
                 self.cfg.port, baudrate=self.cfg.baudrate, bytesize=self.cfg.bytesize, parity=self.cfg.parity,
@@ -117,9 +117,9 @@ class SerialStatusDetector:
                 pass
         self._port = None
 
-    def query(self) -> tuple[bytes, int]:
+    def query(self, now: float | None = None) -> tuple[bytes, int]:
         """Send the query, read one reply line; returns (reply without eol, latency ms)."""
-        port = self._open()
+        port = self._open(now)
         port.reset_input_buffer()  # drop stale bytes and line noise before asking
         started = time.monotonic()
         port.write(self.dialect.query.encode(self.cfg.encoding) + self._eol)
@@ -137,7 +137,7 @@ class SerialStatusDetector:
 
     def poll(self, now: float) -> Observation:
         try:
-            reply, ms = self.query()
+            reply, ms = self.query(now)
         except (TimeoutError, OversizedReply) as exc:
             return Observation.failed(str(exc))
         except PORT_ERRORS as exc:  # unplugged adapter: termios.error is not an OSError
