@@ -1,7 +1,8 @@
 """Modbus power-meter register maps: where a meter keeps its active power and how it is encoded.
 
-The agent reads with minimalmodbus (RTU); `sim/modbus_meter.py` serves the same maps. Values are
-converted to integer milliwatts at once: records never carry floats.
+The agent reads with pymodbus; its meter models are data (agent/detectors/power_meter/maps/*.toml).
+The maps here are the ones `sim/modbus_meter.py` serves (a test keeps them equal to the TOML maps).
+Values are converted to integer milliwatts at once: records never carry floats.
 """
 
 from __future__ import annotations

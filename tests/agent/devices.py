@@ -178,3 +178,47 @@ class RtuBus:
 
     def close(self) -> None:
         self.port.close()
+
+
+class PtyLink:
+    """Two serial ports joined by a null-modem cable (what `socat pty,link=A pty,link=B` makes):
+    bytes written on one side arrive on the other. For a third-party server (pymodbus's) on `b`
+    and the agent on `a`."""
+
+    def __init__(self, a: Path, b: Path) -> None:
+        self.a, self.b = a, b
+        self._fds: list[int] = []
+        self._masters: list[int] = []
+        for path in (a, b):
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            tty.setraw(master)
+            path.unlink(missing_ok=True)
+            path.symlink_to(os.ttyname(slave))
+            self._masters.append(master)
+            self._fds += [master, slave]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._relay, name="test-ptylink", daemon=True)
+        self._thread.start()
+
+    def _relay(self) -> None:
+        ma, mb = self._masters
+        peer = {ma: mb, mb: ma}
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([ma, mb], [], [], 0.05)
+                for fd in ready:
+                    os.write(peer[fd], os.read(fd, 4096))
+            except OSError:
+                self._stop.wait(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for path in (self.a, self.b):
+            path.unlink(missing_ok=True)

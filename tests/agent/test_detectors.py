@@ -110,7 +110,7 @@ def test_power_meter_integer_map() -> None:
         det.close()
 
 
-@pytest.mark.parametrize(("mode", "words"), [("crc_error", "invalid reply"), ("silent", "no response"),
+@pytest.mark.parametrize(("mode", "words"), [("crc_error", "no valid response"), ("silent", "no valid response"),
                                              ("exception", "exception reply")])
 def test_power_meter_errors_are_unknown(mode: str, words: str) -> None:
     with ModbusMeter(watts=900) as meter:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+import serial
 
 from agent.config import load
 from agent.detectors import power_meter, serial_status
@@ -102,20 +103,30 @@ def test_ports_are_opened_exclusively(tmp_path: Path) -> None:
         dev.close()
 
 
-def test_meter_port_is_opened_exclusively(tmp_path: Path) -> None:
+def test_meter_port_is_opened_exclusively_and_shared_by_meters_on_the_bus(tmp_path: Path) -> None:
+    """Two meters on one RS-485 bus share the agent's one link; anything else opening the port
+    (`jishi-agent check` while the service runs) is refused."""
     bus = RtuBus(tmp_path / "ttyRS485")
     bus.set_power(1, "sdm120", 50)
-    cfg = power_meter.Config(port=str(bus.port.path), levels=(Level("off", 5), Level("idle")), timeout_s=0.2,
-                             retries=0, reopen_s=0.05)
-    service, check = power_meter.create("a", cfg), power_meter.create("b", cfg)
+    bus.set_power(2, "sdm120", 700)
+
+    def cfg(slave: int) -> power_meter.Config:
+        return power_meter.Config(port=str(bus.port.path), levels=(Level("off", 5), Level("idle", 100),
+                                                                    Level("running")),
+                                  slave=slave, timeout_s=0.2, retries=0, reopen_s=0.05)
+
+    a, b = power_meter.create("a", cfg(1)), power_meter.create("b", cfg(2))
     try:
-        assert service.poll(time.monotonic()).verdict == "idle"
-        o = check.poll(time.monotonic())
-        assert o.verdict == "unknown" and "lock" in (o.error or ""), o
+        assert a.poll(time.monotonic()).verdict == "idle"
+        assert b.poll(time.monotonic()).verdict == "running"
+        with pytest.raises(serial.SerialException, match="lock"):
+            serial.Serial(str(bus.port.path), exclusive=True)
+        assert a.poll(time.monotonic()).evidence["mw"] == 50_000
     finally:
-        service.close()
-        check.close()
-        bus.close()
+        a.close()
+        b.close()
+    serial.Serial(str(bus.port.path), exclusive=True).close()  # released with its last user
+    bus.close()
 
 
 def test_one_error_record_per_episode() -> None:

@@ -1,22 +1,24 @@
-"""Power-meter detector: active power from a Modbus RTU meter on a serial line (RS-485 adapter).
+"""Power-meter detector: active power (and the energy counter) from a Modbus meter, through pymodbus:
+serial RTU on an RS-485 adapter, Modbus TCP, or RTU over TCP; several meters may share one bus.
 
 Keys, defaults, verdicts and evidence: README.md beside this file; every key with its default:
-sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py).
+sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py); register
+maps: maps/*.toml (one per meter model, each naming its source).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
-
-import minimalmodbus
-import serial
+from typing import TYPE_CHECKING, Literal
 
 from agent.config import Invalid, positive, require
 from agent.detectors.base import Observation, RateLimit, Verdict
-from agent.detectors.serialport import PORT_ERRORS
+from agent.detectors.power_meter import maps
 from protocols.instruments import meters
+
+if TYPE_CHECKING:
+    from agent.detectors.power_meter.bus import Endpoint, Link
 
 STATES: dict[str, Verdict] = {"off": "off", "idle": "idle", "standby": "idle", "running": "running", "fault": "fault"}
 
@@ -29,8 +31,11 @@ class Level:
 
 @dataclass(frozen=True)
 class Config:
-    port: str
     levels: tuple[Level, ...]
+    port: str = ""
+    host: str = ""
+    tcp_port: int = 502
+    framer: Literal["auto", "rtu", "tcp"] = "auto"
     slave: int = 1
     baudrate: int = 9600
     parity: Literal["N", "E", "O"] = "N"
@@ -42,6 +47,7 @@ class Config:
     format: Literal["float32", "int16", "uint16", "int32", "uint32"] | None = None
     mw_per_unit: float | None = None
     word_swap: bool = False
+    energy_s: float = 60.0
     hysteresis_w: float = 2.0
     timeout_s: float = 0.5
     retries: int = 1
@@ -49,10 +55,16 @@ class Config:
     exclusive: bool = True
 
     def __post_init__(self) -> None:
-        require(bool(self.port), "port", "a serial port is required (e.g. COM4 or /dev/ttyUSB1)")
-        require(1 <= self.slave <= 247, "slave", "Modbus addresses are 1..247")
+        require(bool(self.port) != bool(self.host), "port",
+                "give either a serial port (COM4, /dev/ttyUSB1, rfc2217://...) or a network meter "
+                "(host, or port = \"socket://host:502\")")
+        if self.port.startswith("socket://"):
+            host, _, tcp = self.port[len("socket://"):].rpartition(":")
+            require(bool(host) and tcp.isdigit(), "port", "a network port is socket://host:port")
+        require(0 < self.tcp_port < 65536, "tcp_port", "must be 1..65535")
+        require(0 <= self.slave <= 247, "slave", "Modbus addresses are 1..247 (0: a TCP gateway's own device)")
         try:
-            meters.get(self.meter)
+            maps.get(self.meter)
         except ValueError as exc:
             raise Invalid("meter", str(exc)) from None
         require(self.function in (None, 3, 4), "function", "must be 3 (holding) or 4 (input registers)")
@@ -66,11 +78,12 @@ class Config:
         require(all(a < b for a, b in itertools.pairwise(bounds)), "levels",
                 "below_w must increase from one level to the next")
         require(self.hysteresis_w >= 0, "hysteresis_w", "must be >= 0")
+        require(self.energy_s >= 0, "energy_s", "must be >= 0 (0: do not read the energy counter)")
         positive(self.timeout_s, "timeout_s")
         require(0 <= self.retries <= 5, "retries", "must be 0..5")
 
     def register_map(self) -> meters.Register:
-        base = meters.get(self.meter).power
+        base = maps.get(self.meter).power
         return meters.Register(
             function=self.function or base.function,
             address=self.register if self.register is not None else base.address,
@@ -78,6 +91,18 @@ class Config:
             mw_per_unit=self.mw_per_unit or base.mw_per_unit,
             word_swap=self.word_swap or base.word_swap,
         )
+
+    def endpoint(self) -> Endpoint:
+        from agent.detectors.power_meter.bus import Endpoint
+
+        host, tcp_port = self.host, self.tcp_port
+        if self.port.startswith("socket://"):
+            host, _, tcp = self.port[len("socket://"):].rpartition(":")
+            tcp_port = int(tcp)
+        if host:
+            return Endpoint("tcp", host, tcp_port, "rtu" if self.framer == "rtu" else "tcp", timeout_s=self.timeout_s)
+        return Endpoint("serial", self.port, baudrate=self.baudrate, parity=self.parity, bytesize=self.bytesize,
+                        stopbits=self.stopbits, exclusive=self.exclusive, timeout_s=self.timeout_s)
 
 
 class Levels:
@@ -120,63 +145,98 @@ class PowerMeterDetector:
         self.name = name
         self.cfg = cfg
         self.reg = cfg.register_map()
+        model = maps.get(cfg.meter)
+        self.energy_reg = model.energy if cfg.energy_s > 0 else None
+        self.energy_resolution_wh = model.energy_resolution_wh
         self.levels = Levels(cfg.levels, cfg.hysteresis_w)
-        self._inst: minimalmodbus.Instrument | None = None
+        self.ep = cfg.endpoint()
+        self._link: Link | None = None
+        self._down = False  # the link failed: reopen at most every reopen_s
         self._reopen = RateLimit(cfg.reopen_s)
+        self._next_energy = -float("inf")
+        self._wh: int | None = None  # the meter's energy counter, Wh
+        self._wh_err: str | None = None
+        self._mws_since_wh = 0.0  # integral of power since the counter last moved, mW x s
+        self._last_poll: tuple[float, int] | None = None
 
-    def _instrument(self, now: float | None = None) -> minimalmodbus.Instrument:
-        if self._inst is None:
-            if not self._reopen.ready(now):
-                raise serial.SerialException("port closed after an error; waiting to reopen")
-            # Our own Serial object: minimalmodbus would otherwise keep a module-wide cache of ports by
-            # name, and a port whose adapter was unplugged would stay in it, dead, for good.
-            port = serial.Serial(self.cfg.port, baudrate=self.cfg.baudrate, parity=self.cfg.parity,
-                                 bytesize=self.cfg.bytesize, stopbits=self.cfg.stopbits,
-                                 timeout=self.cfg.timeout_s, write_timeout=self.cfg.timeout_s,
-                                 exclusive=self.cfg.exclusive or None)
-            inst = minimalmodbus.Instrument(port, self.cfg.slave, mode=minimalmodbus.MODE_RTU)
-            inst.clear_buffers_before_each_transaction = True
-            self._inst = inst
-        return self._inst
+    @property
+    def where(self) -> str:
+        return f"meter {self.cfg.slave} on {self.ep}"
+
+    def _read(self, reg: meters.Register, now: float | None) -> int:
+        from agent.detectors.power_meter import bus
+
+        if self._down and not self._reopen.ready(now):
+            raise ConnectionError("link closed after an error; waiting to reopen")
+        if self._link is None:
+            self._link = bus.acquire(self.ep)
+        try:
+            words = self._link.read(self.cfg.slave, reg.function, reg.address, reg.count, self.cfg.retries)
+        except bus.LINK_ERRORS:
+            self._down = True
+            self._reopen.ready(now)
+            raise
+        self._down = False
+        return meters.decode(reg, words)
 
     def read_mw(self, now: float | None = None) -> int:
-        """One reading in milliwatts; raises on any Modbus or serial failure."""
-        last: Exception | None = None
-        for _ in range(self.cfg.retries + 1):
-            inst = self._instrument(now)
+        """One reading in milliwatts; raises on any Modbus or link failure."""
+        return self._read(self.reg, now)
+
+    def _energy(self, now: float, mw: int) -> dict[str, int | str | bool | None]:
+        """The energy counter (read every energy_s) and its cross-check against the power integral:
+        `pwh` is the energy the power readings add up to since the counter last moved; a counter that
+        stands still while they add up to more than three counter steps is implausible (`e_stuck`)."""
+        from agent.detectors.power_meter import bus
+
+        if self._last_poll is not None and now > self._last_poll[0]:
+            dt = min(now - self._last_poll[0], 60.0)  # a long gap (link down) is not integrated
+            self._mws_since_wh += (mw + self._last_poll[1]) / 2 * dt
+        self._last_poll = (now, mw)
+        assert self.energy_reg is not None
+        if now >= self._next_energy:
+            self._next_energy = now + self.cfg.energy_s
             try:
-                words = inst.read_registers(self.reg.address, self.reg.count, functioncode=self.reg.function)
-                return meters.decode(self.reg, list(words))
-            except (minimalmodbus.ModbusException, ValueError) as exc:
-                last = exc
-        assert last is not None
-        raise last
+                wh = self._read(self.energy_reg, now)
+                if wh != self._wh:
+                    self._wh, self._mws_since_wh = wh, 0.0
+                self._wh_err = None
+            except (bus.NoResponse, bus.ExceptionReply, ValueError, *bus.LINK_ERRORS) as exc:  # type: ignore[misc]
+                self._wh_err = f"energy: {type(exc).__name__}: {exc}"[:120]
+        pwh = round(self._mws_since_wh / 3_600_000)
+        ev: dict[str, int | str | bool | None] = {"wh": self._wh, "pwh": pwh,
+                                                    "e_stuck": self._wh is not None
+                                                    and pwh > 3 * self.energy_resolution_wh}
+        if self._wh_err:
+            ev["e_err"] = self._wh_err
+        return ev
 
     def poll(self, now: float) -> Observation:
+        from agent.detectors.power_meter import bus
+
         try:
             mw = self.read_mw(now)
-        except minimalmodbus.NoResponseError:
-            return Observation.failed(f"meter {self.cfg.slave} on {self.cfg.port}: no response "
-                                      f"within {self.cfg.timeout_s} s")
-        except minimalmodbus.InvalidResponseError as exc:
-            return Observation.failed(f"meter {self.cfg.slave} on {self.cfg.port}: invalid reply ({exc})")
-        except minimalmodbus.SlaveReportedException as exc:
-            return Observation.failed(f"meter {self.cfg.slave} on {self.cfg.port}: exception reply ({exc})")
+        except bus.NoResponse:
+            return Observation.failed(f"{self.where}: no valid response within {self.cfg.timeout_s} s "
+                                      "(silent, wrong address or settings, or a CRC error)")
+        except bus.ExceptionReply as exc:
+            return Observation.failed(f"{self.where}: exception reply ({exc})")
         except ValueError as exc:
-            return Observation.failed(f"meter {self.cfg.slave} on {self.cfg.port}: {exc}")
-        except PORT_ERRORS as exc:  # unplugged adapter: termios.error is not an OSError
-            self.close()
-            return Observation.failed(f"serial port {self.cfg.port}: {type(exc).__name__}: {exc}")
+            return Observation.failed(f"{self.where}: {exc}")
+        except bus.LINK_ERRORS as exc:  # ConnectionError ("waiting to reopen") is an OSError
+            return Observation.failed(f"{self.ep.kind} link {self.ep}: {type(exc).__name__}: {exc}")
         idx = self.levels.classify(mw)
-        return Observation(self.levels.states[idx], {"mw": mw, "lvl": idx})
+        evidence: dict[str, int | str | bool | None] = {"mw": mw, "lvl": idx}
+        if self.energy_reg is not None:
+            evidence.update(self._energy(now, mw))
+        return Observation(self.levels.states[idx], evidence)
 
     def close(self) -> None:
-        if self._inst is not None:
-            try:
-                self._inst.serial.close()
-            except PORT_ERRORS:
-                pass
-            self._inst = None
+        if self._link is not None:
+            from agent.detectors.power_meter import bus
+
+            bus.release(self._link)
+            self._link = None
 
 
 def create(name: str, cfg: Config) -> PowerMeterDetector:
