@@ -17,3 +17,11 @@ except ImportError:  # Windows
     _TERMIOS = ()
 
 PORT_ERRORS: tuple[type[Exception], ...] = (OSError, serial.SerialException, *_TERMIOS)
+
+
+def describe(exc: BaseException) -> str:
+    """An error text for evidence; a port locked by another program says which one it likely is."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "lock" in text.lower() or "access is denied" in text.lower():  # POSIX flock; Windows
+        text += " (another program holds the port: the running agent service, or the instrument's software)"
+    return text

@@ -224,7 +224,9 @@ class PowerMeterDetector:
         except ValueError as exc:
             return Observation.failed(f"{self.where}: {exc}")
         except bus.LINK_ERRORS as exc:  # ConnectionError ("waiting to reopen") is an OSError
-            return Observation.failed(f"{self.ep.kind} link {self.ep}: {type(exc).__name__}: {exc}")
+            from agent.detectors.serialport import describe
+
+            return Observation.failed(f"{self.ep.kind} link {self.ep}: {describe(exc)}")
         idx = self.levels.classify(mw)
         evidence: dict[str, int | str | bool | None] = {"mw": mw, "lvl": idx}
         if self.energy_reg is not None:

@@ -15,7 +15,7 @@ import serial
 
 from agent.config import Invalid, positive, require
 from agent.detectors.base import Observation, RateLimit, Verdict
-from agent.detectors.serialport import PORT_ERRORS
+from agent.detectors.serialport import PORT_ERRORS, describe
 from protocols.instruments import status as dialects
 
 VERDICT: dict[str, Verdict] = {"off": "off", "idle": "idle", "running": "running", "fault": "fault"}
@@ -142,7 +142,7 @@ class SerialStatusDetector:
             return Observation.failed(str(exc))
         except PORT_ERRORS as exc:  # unplugged adapter: termios.error is not an OSError
             self._drop()
-            return Observation.failed(f"serial port {self.cfg.port}: {type(exc).__name__}: {exc}")
+            return Observation.failed(f"serial port {self.cfg.port}: {describe(exc)}")
         if not reply:
             if self.cfg.no_response == "off":
                 return Observation("off", {"resp": "", "ms": ms})
