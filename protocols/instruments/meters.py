@@ -41,7 +41,8 @@ METERS: dict[str, MeterMap] = {
     "sdm120": MeterMap("sdm120", Register(4, 0x000C, "float32", 1000.0), "Eastron SDM120/SDM230, single phase"),
     # Eastron SDM630: total system power at input register 30053 (0x0034), float, watts.
     "sdm630": MeterMap("sdm630", Register(4, 0x0034, "float32", 1000.0), "Eastron SDM630, three phase total"),
-    # Many DIN-rail meters (e.g. DDSU666-class) expose power as an int32 in 0.1 W in holding registers.
+    # Not a meter model: a generic layout (int32, 0.1 W, holding register 0) the simulator serves. The
+    # CHINT DDSU666 is a float meter: agent/detectors/power_meter/maps/ddsu666.toml.
     "int32_decawatt": MeterMap(
         "int32_decawatt", Register(3, 0x0000, "int32", 100.0), "generic: holding 0x0000, int32, 0.1 W"
     ),

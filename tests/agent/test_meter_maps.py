@@ -150,3 +150,25 @@ def test_meter_file_must_be_complete(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unit"):
         maps.parse('name = "x"\ndescription = "d"\nsource = "s"\n[power]\nfunction = 4\naddress = 0\n'
                    'format = "float32"\nunit = "horsepower"\n', "x.toml")
+
+
+def test_device_libraries_load_only_when_a_detector_is_created() -> None:
+    """The agent's memory budget: reading a config with a power meter costs no pymodbus; only
+    creating the detector does, and the other detectors never load it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from agent.detectors import module
+from agent.detectors.power_meter import Config, Level
+cfg = Config(levels=(Level("off", 5), Level("running")), port="/dev/null-jishi")
+module("process"); module("data_files"); module("serial_status")
+assert "pymodbus" not in sys.modules and "asyncio" not in sys.modules, "loaded too early"
+module("power_meter").create("p", cfg).close()
+assert "pymodbus" in sys.modules
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "ok", out.stderr
