@@ -58,3 +58,43 @@ def test_hold_ending_still_stopped_adds_no_time_and_credit_is_declared() -> None
                      post_credit_ms=30_000)
     tr_end = play(m, seq)[-1]
     assert tr_end == (92, "idle", 53_000, 23_000)  # declared invisible post-processing: 30 s after the edge
+
+
+def test_a_child_process_end_is_the_run_end(tmp_path: Path) -> None:
+    """Issue 14: a run seen as an acquisition child process ended 39 s late. A real parent (the
+    control software) and child; the child is killed at virtual second 40: the run ends there,
+    although the agent decides only after its hold and confirmation."""
+    import os
+    import shutil
+    import subprocess
+
+    import psutil
+
+    from agent.detectors import process
+
+    tag = f"{os.getpid() % 100000}"
+    parent_exe, child_exe = tmp_path / f"jqsw{tag}", tmp_path / f"jqacq{tag}"
+    parent_exe.symlink_to(shutil.which("sh") or "/bin/sh")
+    child_exe.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    sw = subprocess.Popen([str(parent_exe), "-c", f"{child_exe} 600 & wait; sleep 600"])
+    det = process.create("software", process.Config(names=(parent_exe.name,), children=(child_exe.name,),
+                                                     active_cpu_permille=0, rescan_s=1))
+    names = ["software"]
+    m = StateMachine(parse_rule("software", names), parse_rule("software.on", names), None, 10_000, 60_000, 0)
+    ends: list[tuple[int, int]] = []
+    try:
+        for k in range(200):
+            if k == 40:
+                for child in psutil.Process(sw.pid).children():
+                    if child.name() == child_exe.name:
+                        child.kill()
+            o = det.poll(float(k))
+            if 5 < k < 40:
+                assert o.verdict == "running", (k, o)
+            tr = m.update({"software": o}, 1000 * k, 1000 * k)
+            if tr is not None and tr.prev_state == "running":
+                ends.append((k, tr.since))
+    finally:
+        sw.kill()
+        sw.wait()
+    assert ends and ends[0][0] >= 100 and ends[0][1] in (40_000, 41_000), ends  # decided late, ended on time
