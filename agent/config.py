@@ -158,12 +158,14 @@ class StateSection:
     warmup_max_s: float = 1800.0
     confirm_s: float = 10.0
     post_run_s: float = 60.0
+    post_credit_s: float = 0.0
 
     def __post_init__(self) -> None:
         require(0 < len(self.running) <= 256, "running", "a rule of 1..256 characters is required")
         require(len(self.on) <= 256 and len(self.warmup) <= 256, "on", "rules are at most 256 characters")
         require(self.confirm_s >= 0, "confirm_s", "must be >= 0")
         require(self.post_run_s >= 0, "post_run_s", "must be >= 0")
+        require(0 <= self.post_credit_s <= self.post_run_s, "post_credit_s", "must be 0..post_run_s")
         require(self.warmup_max_s >= 0, "warmup_max_s", "must be >= 0")
 
 

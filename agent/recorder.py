@@ -70,6 +70,19 @@ def clean_by_detector(evidence: Mapping[Any, Mapping[Any, Any]], text_max: int =
     return out
 
 
+def state_evidence(tr: Transition) -> dict[str, Scalar]:
+    """The state record's `evidence.state` (protocols/SPEC.md §5.2): `since`, where the server starts
+    the new state; `edge`, the first poll that showed the change (the true edge); `raw_since`, the
+    first poll of the confirmed state; `warmup_ms` and `post_ms`, the declared warm-up and
+    post-processing credits. The record's own `t` is when
+    the agent decided (after debounce and the post-run hold)."""
+    ev: dict[str, Any] = {"since": tr.since, "edge": tr.raw_since if tr.edge is None else tr.edge,
+                          "raw_since": tr.raw_since, "warmup_ms": tr.warmup_ms}
+    if tr.post_ms:
+        ev["post_ms"] = tr.post_ms
+    return clean_evidence(ev)
+
+
 class Recorder:
     """Makes records; `on_append` is called after each durable append (wakes the publisher)."""
 
@@ -111,7 +124,7 @@ class Recorder:
 
     def state(self, tr: Transition, rule: str, evidence: Mapping[str, Mapping[str, Any]]) -> Row:
         ev = clean_by_detector(evidence, limit=MAX_MEMBERS - 1)
-        ev["state"] = clean_evidence({"since": tr.since, "raw_since": tr.raw_since, "warmup_ms": tr.warmup_ms})
+        ev["state"] = state_evidence(tr)
         return self.emit("state", {"state": tr.state, "prev_state": tr.prev_state, "rule": rule[:MAX_TEXT],
                                    "evidence": ev})
 

@@ -24,6 +24,7 @@ from agent.clock import Clock
 from agent.config import Config, GatewayConfig
 from agent.detectors import module
 from agent.detectors.base import Detector, Observation
+from agent.detectors.episodes import ErrorEpisodes
 from agent.identity import EXPLICIT, OS, Sessions
 from agent.identity.checkin import CheckinServer, Request
 from agent.publisher import Publisher
@@ -33,7 +34,6 @@ from agent.state import StateMachine, compile_rules
 from protocols.signing import load_private
 
 log = logging.getLogger("jishi.agent")
-ERROR_RECORD_EVERY_S = 60.0
 SAMPLE_UNITS = {"mw": "mW", "cpu": "permille", "io": "KiB/s", "ms": "ms"}
 
 
@@ -107,7 +107,7 @@ class Agent:
         self.machine = StateMachine(
             running=running, on=on, warmup=warmup,
             confirm_ms=round(st.confirm_s * 1000), post_run_ms=round(st.post_run_s * 1000),
-            warmup_max_ms=round(st.warmup_max_s * 1000))
+            warmup_max_ms=round(st.warmup_max_s * 1000), post_credit_ms=round(st.post_credit_s * 1000))
         self.rule_text = st.running
         self.sessions = Sessions(self.recorder, self.spool, round(cfg.identity.idle_timeout_s * 1000))
         self.os_users: Any = None
@@ -128,8 +128,7 @@ class Agent:
         self.summaries = {d.name: Summary(d.summary_keys) for d in self.detectors}
         self.last_obs: dict[str, Observation] = {}
         self._det_error: dict[str, str | None] = {}
-        self._det_error_failed: dict[str, int] = {}
-        self._det_error_recorded: dict[str, float] = {}
+        self._episodes = ErrorEpisodes()
         self._samples: dict[str, list[int | None]] = (
             {s: [] for s in cfg.samples.signals} if cfg.samples.enabled else {})
         self._sample_start = 0
@@ -271,30 +270,26 @@ class Agent:
             try:
                 o = det.poll(now)
             except Exception as exc:  # a bug or an unexpected device: never stop the loop
-                log.exception("detector %s failed", det.name)
+                if det.name not in self._episodes.open:  # one traceback per episode, not per poll
+                    log.exception("detector %s failed", det.name)
                 o = Observation.failed(f"{type(exc).__name__}: {exc}")
             obs[det.name] = o
             self.summaries[det.name].add(o)
-            self._track_error(det.name, o, now)
+            self._track_error(det.name, o)
         self.last_obs = obs
         return obs
 
-    def _track_error(self, name: str, o: Observation, now: float) -> None:
+    def _track_error(self, name: str, o: Observation) -> None:
+        """Log changes of a detector's error; one record per error episode (agent/detectors/episodes.py)."""
         prev = self._det_error.get(name)
-        if o.error is not None:
-            self._det_error_failed[name] = self._det_error_failed.get(name, 0) + 1
-            if prev is None:
-                log.warning("detector %s: %s", name, o.error)
-                if now - self._det_error_recorded.get(name, -1e9) >= ERROR_RECORD_EVERY_S:
-                    self.recorder.lifecycle("detector_error", {"detector": name, "error": o.error})
-                    self._det_error_recorded[name] = now
-            self._det_error[name] = o.error
-        elif prev is not None:
-            failed = self._det_error_failed.pop(name, 0)
-            log.info("detector %s recovered after %d failed polls", name, failed)
-            if name in self._det_error_recorded:
-                self.recorder.lifecycle("detector_error", {"detector": name, "recovered": True, "failed": failed})
-            self._det_error[name] = None
+        if o.error is not None and prev is None:
+            log.warning("detector %s: %s", name, o.error)
+        elif o.error is None and prev is not None:
+            log.info("detector %s answers again", name)
+        self._det_error[name] = o.error
+        detail = self._episodes.update(name, o.error)
+        if detail is not None:
+            self.recorder.lifecycle("detector_error", detail)
 
     def heartbeat(self) -> None:
         mono = self.clock.mono()

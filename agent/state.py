@@ -13,9 +13,21 @@ Combining, per poll:
   else the `on` rule (default: any power-sensing detector is on) -> idle / off / unknown
 
 Debounce (`StateMachine`): a new state is adopted only after it held for `confirm_s`; running
-ends only after the running signal has been absent for `post_run_s` (necessary
-post-processing counts as running); when the optional `warmup` rule held just before a run,
-the run's `since` goes back to the start of the warm-up, at most `warmup_max_s`.
+ends only after the running signal has been absent for `post_run_s` (a dip shorter than that
+is part of the run). Those are when the agent *decides* (the state record's `t`); every
+transition also carries the *true edge*, the first poll that showed the change, and `since`
+(where the server starts the new state, protocols/SPEC.md §5.2):
+  start of running  since = edge = the first poll of the confirmed running signal, or earlier
+                    by the warm-up: when the optional `warmup` rule held just before the run,
+                    the start of the warm-up, at most `warmup_max_s` before
+  end of running    since = edge = the first poll after the last running one: the hold and the
+                    confirmation that end in "still stopped" add no running time. A detector
+                    that cannot tell (`unknown`: a dead link) gets no hold: once that held for
+                    `confirm_s` the run ends where the link died (a shorter blip is part of it).
+                    Only post-processing the detectors cannot see and the lab declares
+                    (`post_credit_s`, at most `post_run_s`) is added after the edge: since =
+                    edge + credit, and the evidence says so (`post_ms`)
+  other changes     since = edge = the first poll of the confirmed new state
 """
 
 from __future__ import annotations
@@ -200,27 +212,31 @@ def combine(obs: Mapping[str, Observation], running: Rule, on: Rule) -> Verdict:
 class Transition:
     state: Verdict
     prev_state: Verdict
-    since: int  # UTC ms when the new state began (debounce / warm-up corrected)
-    raw_since: int  # UTC ms of the first poll that showed the new raw state
+    since: int  # UTC ms when the new state began for the server: `edge`, minus any warm-up credit
+    raw_since: int  # UTC ms of the first poll of the confirmed candidate state
     warmup_ms: int
+    edge: int | None = None  # UTC ms of the true edge: the first poll that showed the change
+    post_ms: int = 0  # end of running: declared post-processing credit after the edge (`post_credit_s`)
 
 
 class StateMachine:
     """Hysteresis over time: minimum durations before a change, a hold after running."""
 
     def __init__(self, running: Rule, on: Rule, warmup: Rule | None, confirm_ms: int, post_run_ms: int,
-                 warmup_max_ms: int) -> None:
+                 warmup_max_ms: int, post_credit_ms: int = 0) -> None:
         self.running_rule = running
         self.on_rule = on
         self.warmup_rule = warmup
         self.confirm_ms = confirm_ms
         self.post_run_ms = post_run_ms
         self.warmup_max_ms = warmup_max_ms
+        self.post_credit_ms = min(post_credit_ms, post_run_ms)
         self.state: Verdict = "unknown"
         self.raw: Verdict = "unknown"
         self.entered_mono = 0
         self._candidate: tuple[Verdict, int, int] | None = None  # state, t, mono
         self._last_running_mono: int | None = None
+        self._stop_edge: int | None = None  # t of the first poll after the last running one
         self._warmup_start: tuple[int, int] | None = None  # t, mono
 
     def update(self, obs: Mapping[str, Observation], t: int, mono: int) -> Transition | None:
@@ -234,22 +250,32 @@ class StateMachine:
                 self._warmup_start = None
         if raw == "running":
             self._last_running_mono = mono
+            self._stop_edge = None
+        elif self.state == "running" and self._stop_edge is None:
+            self._stop_edge = t
         if raw == self.state:
             self._candidate = None
             return None
-        if self.state == "running" and self._last_running_mono is not None \
+        if self.state == "running" and raw != "unknown" and self._last_running_mono is not None \
                 and mono - self._last_running_mono < self.post_run_ms:
-            return None  # post-processing hold
+            self._candidate = None
+            return None  # the post-run hold: a dip shorter than post_run_s is part of the run
         if self._candidate is None or self._candidate[0] != raw:
             self._candidate = (raw, t, mono)
         cand, cand_t, cand_mono = self._candidate
         if mono - cand_mono < self.confirm_ms:
             return None
         prev = self.state
-        since = cand_t
-        warmup_ms = 0
+        edge = since = cand_t
+        warmup_ms = post_ms = 0
         if prev == "running":
-            since = t  # the hold counted as running up to now
+            # the run really ended at the first poll without the running signal; the hold and
+            # the confirmation only delayed the decision
+            edge = since = self._stop_edge if self._stop_edge is not None else cand_t
+            self._stop_edge = None
+            if cand != "unknown" and self.post_credit_ms:  # declared invisible post-processing
+                since = min(edge + self.post_credit_ms, t)
+                post_ms = since - edge
         elif cand == "running" and self._warmup_start is not None:
             w_t, _w_mono = self._warmup_start
             start_t = max(w_t, cand_t - self.warmup_max_ms, t - (mono - self.entered_mono))
@@ -260,4 +286,5 @@ class StateMachine:
         self.entered_mono = mono
         self._candidate = None
         self._warmup_start = None
-        return Transition(state=cand, prev_state=prev, since=since, raw_since=cand_t, warmup_ms=warmup_ms)
+        return Transition(state=cand, prev_state=prev, since=since, raw_since=cand_t, warmup_ms=warmup_ms, edge=edge,
+                          post_ms=post_ms)

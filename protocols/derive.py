@@ -37,10 +37,13 @@ Rules (intervals are half-open [start, end), times in ms):
   or 'gap' (records lost for good: never counted as watched).
 - State: a `state` record sets the state at its time; a heartbeat reporting another state than
   the current one sets it too (a lost or inconsistent state change). A new boot starts 'unknown'.
-  A `state` record's `evidence.state.since` (when the agent says the new state began: debounce
-  start, or the start of a warm-up, which counts as running by the common definition of 运行机时)
-  moves the change back to T - (t - since), bounded below by the current state's start, the
-  boot's first record and the start of the open segment (closed rows are never rewritten).
+  A `state` record's `evidence.state.since` (SPEC §5.2: the true edge, i.e. the first poll that
+  showed the change, earlier by a warm-up, which counts as running by the common definition of
+  运行机时, or later by declared invisible post-processing when a run ends) moves the change back
+  to T - (t - since), bounded below by the current state's start, the boot's first record and the
+  start of the open segment (closed rows are never rewritten). So running time is counted from
+  the true edges: the agent's debounce and post-run hold delay its decision, not the run's end.
+  Records of agents that sent since = t at a run's end derive as they always did.
 - Sessions: `session_start` opens one (an open one ends with reason 'replaced'); `session_end`
   closes the open session of that id. A new boot ends an open session at the last record of
   the old boot with reason 'agent_restart' (clean stop: 'agent_stop').

@@ -48,6 +48,9 @@ def _records() -> list[dict[str, Any]]:
             "evidence": {
                 "power": {"state": "running", "mw": 1_250_000},
                 "process": {"state": "active", "name": "Xcalibur.exe"},
+                # §5.2: the run began 12 s before the agent decided (debounce), 5 s of it warm-up
+                "state": {"since": T0 + 60_000 - 12_000, "edge": T0 + 60_000 - 7_000,
+                          "raw_since": T0 + 60_000 - 7_000, "warmup_ms": 5_000},
             },
         },
         {
@@ -76,7 +79,10 @@ def _records() -> list[dict[str, Any]]:
             "state": "idle",
             "prev_state": "running",
             "rule": "power.standby",
-            "evidence": {"power": {"state": "standby", "mw": 310_000}, "text": {"note": '质谱仪 待机 "quoted"\n'}},
+            "evidence": {"power": {"state": "standby", "mw": 310_000}, "text": {"note": '质谱仪 待机 "quoted"\n'},
+                         # §5.2: the run ended 70 s before the decision (post-run hold + confirmation)
+                         "state": {"since": T0 + 360_000 - 70_000, "edge": T0 + 360_000 - 70_000,
+                                   "raw_since": T0 + 360_000 - 10_000, "warmup_ms": 0}},
         },
     ]
     out: list[dict[str, Any]] = []

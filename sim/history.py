@@ -288,7 +288,8 @@ class VirtualAgent:
         self.boot += 1
         names = list(prof.detectors)
         machine = StateMachine(parse_rule(prof.running, names), parse_rule(prof.on, names), None,
-                               round(prof.confirm_s * 1000), round(prof.post_run_s * 1000), 1_800_000)
+                               round(prof.confirm_s * 1000), round(prof.post_run_s * 1000), 1_800_000,
+                               post_credit_ms=round(prof.post_run_s * 1000))  # the hidden post-processing
         levels = Levels(prof.levels, prof.hysteresis_w) if "power" in prof.detectors else None
         period = self.period
         self._emit(start, 0, "lifecycle", {"event": "boot", "detail": clean_evidence(

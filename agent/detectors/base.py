@@ -47,7 +47,9 @@ class Detector(Protocol):
 
 
 class RateLimit:
-    """Lets an action through at most once per `period` seconds (e.g. reopening a serial port)."""
+    """Lets an action through at most once per `period` seconds (e.g. reopening a serial port), by
+    the `now` the detector's poll was given (the runner's monotonic clock) or, without one, by
+    time.monotonic()."""
 
     def __init__(self, period: float) -> None:
         self.period = period

@@ -1,7 +1,8 @@
 """Modbus power-meter register maps: where a meter keeps its active power and how it is encoded.
 
-The agent reads with minimalmodbus (RTU); `sim/modbus_meter.py` serves the same maps. Values are
-converted to integer milliwatts at once: records never carry floats.
+The agent reads with pymodbus; its meter models are data (agent/detectors/power_meter/maps/*.toml).
+The maps here are the ones `sim/modbus_meter.py` serves (a test keeps them equal to the TOML maps).
+Values are converted to integer milliwatts at once: records never carry floats.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ METERS: dict[str, MeterMap] = {
     "sdm120": MeterMap("sdm120", Register(4, 0x000C, "float32", 1000.0), "Eastron SDM120/SDM230, single phase"),
     # Eastron SDM630: total system power at input register 30053 (0x0034), float, watts.
     "sdm630": MeterMap("sdm630", Register(4, 0x0034, "float32", 1000.0), "Eastron SDM630, three phase total"),
-    # Many DIN-rail meters (e.g. DDSU666-class) expose power as an int32 in 0.1 W in holding registers.
+    # Not a meter model: a generic layout (int32, 0.1 W, holding register 0) the simulator serves. The
+    # CHINT DDSU666 is a float meter: agent/detectors/power_meter/maps/ddsu666.toml.
     "int32_decawatt": MeterMap(
         "int32_decawatt", Register(3, 0x0000, "int32", 100.0), "generic: holding 0x0000, int32, 0.1 W"
     ),
@@ -49,7 +51,7 @@ METERS: dict[str, MeterMap] = {
 
 def get(name: str) -> MeterMap:
     try:
-        return METERS[name]
+        return METERS[name.lower()]
     except KeyError:
         raise ValueError(f"unknown meter map {name!r}; known: {sorted(METERS)}") from None
 

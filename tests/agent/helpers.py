@@ -33,7 +33,7 @@ def meter_toml(meter: ModbusMeter) -> str:
 [detectors.power]
 kind = "power_meter"
 port = "{meter.port}"
-timeout_s = 0.05
+timeout_s = 0.2
 retries = 0
 levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
 """

@@ -79,7 +79,7 @@ def test_check_probes_detectors_and_broker(tmp_path: Path, mqtt_broker: Any) -> 
         assert "ok   broker" in out.stdout
         meter.mode = "crc_error"
         out = cli("check", "--config", str(cfg), "--no-broker")
-        assert out.returncode == 1 and "FAIL detector power" in out.stdout and "invalid reply" in out.stdout
+        assert out.returncode == 1 and "FAIL detector power" in out.stdout and "no valid response" in out.stdout
 
 
 def test_check_reports_an_unreachable_broker(tmp_path: Path) -> None:

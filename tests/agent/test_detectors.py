@@ -110,7 +110,7 @@ def test_power_meter_integer_map() -> None:
         det.close()
 
 
-@pytest.mark.parametrize(("mode", "words"), [("crc_error", "invalid reply"), ("silent", "no response"),
+@pytest.mark.parametrize(("mode", "words"), [("crc_error", "no valid response"), ("silent", "no valid response"),
                                              ("exception", "exception reply")])
 def test_power_meter_errors_are_unknown(mode: str, words: str) -> None:
     with ModbusMeter(watts=900) as meter:
@@ -164,7 +164,7 @@ def test_process_detector_follows_the_control_software(tmp_path: Path) -> None:
 
 
 def test_process_cpu_activity(tmp_path: Path) -> None:
-    code = "import time\nwhile True:\n  e=time.monotonic()+0.05\n  while time.monotonic()<e: pass\n  time.sleep(0.05)"
+    code = "while True: pass"  # a full core when it gets one: on a loaded test machine still far above 15 %
     proc = subprocess.Popen([sys.executable, "-c", code, "--jishi-test-busy"])
     try:
         det = process.create("p", process.Config(cmdline=(r"--jishi-test-busy",), active_cpu_permille=150,

@@ -67,7 +67,7 @@ reopen_s = 0.2
     failing = {d["detector"] for d in errors if "error" in d}
     assert failing == {"serial", "power", "spare"}
     assert any("unrecognised reply" in str(d.get("error")) for d in errors if d["detector"] == "serial")
-    assert any("invalid reply" in str(d.get("error")) for d in errors if d["detector"] == "power")
+    assert any("no valid response" in str(d.get("error")) for d in errors if d["detector"] == "power")
     assert any("ttyJISHI-missing" in str(d.get("error")) for d in errors if d["detector"] == "spare")
     assert {d["detector"] for d in errors if d.get("recovered")} == {"serial", "power"}
     # heartbeats kept coming through the trouble and say how many polls failed

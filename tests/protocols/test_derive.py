@@ -437,3 +437,25 @@ def test_carry_saved_before_mono_still_loads() -> None:
     assert back.anchor is None and back.boot_start == c.state_since
     s.add(60, "heartbeat", state="running", period_ms=300 * S, mono_s=60)
     assert segs(derive(s.recs[1:], P, carry=back).segments) == [seg(0, 60, "running")]
+
+
+def test_a_run_ends_at_its_true_edge_and_old_records_still_derive() -> None:
+    """§5.2 true edges: the agent decided the end at 700 s (post-run hold + confirmation) but the
+    running signal was last seen before 630 s: the run ends at 630 s. An older agent's record
+    (since = t) still ends the run where it was decided."""
+    def script(since_s: int | None) -> list[Rec]:
+        s = Script()
+        s.add(0, "state", state="idle", mono_s=0)
+        s.add(30, "state", state="running", since=T0 + 30 * S, mono_s=30)
+        s.add(300, "heartbeat", state="running", period_ms=300 * S, mono_s=300)
+        s.add(600, "heartbeat", state="running", period_ms=300 * S, mono_s=600)
+        s.add(700, "state", state="idle", since=None if since_s is None else T0 + since_s * S, mono_s=700)
+        s.add(900, "heartbeat", state="idle", period_ms=300 * S, mono_s=900)
+        return s.recs
+
+    new = derive(script(630), P)
+    assert segs(new.segments)[-1] == seg(630, 900, "idle")
+    assert sum(x.end - x.start for x in new.segments if x.state == "running") == 600 * S
+    for old in (None, 700):
+        d = derive(script(old), P)
+        assert sum(x.end - x.start for x in d.segments if x.state == "running") == 670 * S

@@ -1,20 +1,7 @@
 """Serial status detector: ask the instrument what it is doing, over RS-232 / USB serial.
 
-Config (`[detectors.<name>]`, kind = "serial_status"):
-  port, baudrate, bytesize, parity (N/E/O), stopbits   the serial line
-  dialect       "line" (text reply matched by patterns) or "scpi" (Operation Status register);
-                see protocols/instruments/status.py
-  query, eol    override the dialect's query and line ending (TOML escapes: "\r\n")
-  patterns      override the dialect's patterns: a table verdict -> regex, e.g.
-                { running = "^BUSY", idle = "^READY", fault = "^E\\d+" }; tried fault, running, idle, off
-  timeout_s     how long to wait for the reply line
-  no_response   verdict when the instrument does not answer: "unknown" (default) or "off" for
-                instruments whose port goes silent when switched off
-  reopen_s      how often to retry opening a port that failed
-
-Verdict from the first matching pattern; a reply that matches nothing (garbage, line noise) is
-`unknown` with the reply (printable, truncated) as evidence and an error. Evidence: resp, ms
-(reply latency), reg (register value, scpi).
+Keys, defaults, verdicts and evidence: README.md beside this file; every key with its default:
+sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py).
 """
 
 from __future__ import annotations
@@ -28,6 +15,7 @@ import serial
 
 from agent.config import Invalid, positive, require
 from agent.detectors.base import Observation, RateLimit, Verdict
+from agent.detectors.serialport import PORT_ERRORS, describe
 from protocols.instruments import status as dialects
 
 VERDICT: dict[str, Verdict] = {"off": "off", "idle": "idle", "running": "running", "fault": "fault"}
@@ -48,6 +36,7 @@ class Config:
     no_response: Literal["unknown", "off"] = "unknown"
     reopen_s: float = 5.0
     encoding: str = "ascii"
+    exclusive: bool = True
 
     def __post_init__(self) -> None:
         require(bool(self.port), "port", "a serial port is required (e.g. COM3 or /dev/ttyUSB0)")
@@ -68,6 +57,10 @@ class Config:
         positive(self.timeout_s, "timeout_s")
         positive(self.reopen_s, "reopen_s")
         require(self.eol != "", "eol", "must not be empty")
+        try:
+            "".encode(self.encoding)
+        except LookupError:
+            raise Invalid("encoding", f"unknown text encoding {self.encoding!r}") from None
 
     def dialect_obj(self) -> dialects.Dialect:
         base = dialects.get(self.dialect)
@@ -76,13 +69,21 @@ class Config:
             patterns = tuple((v, self.patterns[v]) for v in ("fault", "running", "idle", "off") if v in self.patterns)
         return dialects.Dialect(name=base.name, query=self.query if self.query is not None else base.query,
                                 eol=self.eol if self.eol is not None else base.eol, patterns=patterns,
-                                register_bits={} if self.patterns else base.register_bits)
+                                register_bits={} if self.patterns else base.register_bits,
+                                neutral=() if self.patterns else base.neutral)
 
 
 def printable(data: bytes, limit: int = 64) -> str:
     """Bytes as text safe for evidence: non-printables as \\xNN, cut to `limit`."""
     text = "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in data[:limit])
     return text + ("…" if len(data) > limit else "")
+
+
+MAX_REPLY = 4096
+
+
+class OversizedReply(ValueError):
+    """More than MAX_REPLY bytes without a line end: a wrong eol, baud rate or a streaming device."""
 
 
 class SerialStatusDetector:
@@ -98,46 +99,50 @@ class SerialStatusDetector:
         self._port: serial.Serial | None = None
         self._reopen = RateLimit(cfg.reopen_s)
 
-    def _open(self) -> serial.Serial:
+    def _open(self, now: float | None = None) -> serial.Serial:
         if self._port is None:
-            if not self._reopen.ready():
+            if not self._reopen.ready(now):
                 raise serial.SerialException("port closed after an error; waiting to reopen")
             self._port = serial.Serial(
                 self.cfg.port, baudrate=self.cfg.baudrate, bytesize=self.cfg.bytesize, parity=self.cfg.parity,
-                stopbits=self.cfg.stopbits, timeout=self.cfg.timeout_s, write_timeout=self.cfg.timeout_s)
+                stopbits=self.cfg.stopbits, timeout=self.cfg.timeout_s, write_timeout=self.cfg.timeout_s,
+                exclusive=self.cfg.exclusive or None)
         return self._port
 
     def _drop(self) -> None:
         if self._port is not None:
             try:
                 self._port.close()
-            except (OSError, serial.SerialException):
+            except PORT_ERRORS:
                 pass
         self._port = None
 
-    def query(self) -> tuple[bytes, int]:
+    def query(self, now: float | None = None) -> tuple[bytes, int]:
         """Send the query, read one reply line; returns (reply without eol, latency ms)."""
-        port = self._open()
+        port = self._open(now)
         port.reset_input_buffer()  # drop stale bytes and line noise before asking
         started = time.monotonic()
         port.write(self.dialect.query.encode(self.cfg.encoding) + self._eol)
         port.flush()
-        reply = port.read_until(self._eol, 4096)
+        reply = port.read_until(self._eol, MAX_REPLY)
         ms = round((time.monotonic() - started) * 1000)
         if reply.endswith(self._eol):
             reply = reply[: -len(self._eol)]
+        elif len(reply) >= MAX_REPLY:
+            raise OversizedReply(f"oversized reply: no line end within {MAX_REPLY} bytes "
+                                 f"(starts {printable(reply, 32)!r})")
         elif reply:
             raise TimeoutError(f"incomplete reply {printable(reply)!r} within {self.cfg.timeout_s} s")
         return reply, ms
 
     def poll(self, now: float) -> Observation:
         try:
-            reply, ms = self.query()
-        except TimeoutError as exc:
+            reply, ms = self.query(now)
+        except (TimeoutError, OversizedReply) as exc:
             return Observation.failed(str(exc))
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:  # unplugged adapter: termios.error is not an OSError
             self._drop()
-            return Observation.failed(f"serial port {self.cfg.port}: {exc}")
+            return Observation.failed(f"serial port {self.cfg.port}: {describe(exc)}")
         if not reply:
             if self.cfg.no_response == "off":
                 return Observation("off", {"resp": "", "ms": ms})

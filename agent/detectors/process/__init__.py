@@ -1,18 +1,7 @@
 """Process detector: is the instrument's control software running, and is it busy?
 
-Config (`[detectors.<name>]`, kind = "process"):
-  names            process names, case-insensitive, ".exe" optional (e.g. ["MassHunter"])
-  cmdline          regular expressions searched in the joined command line
-  children         names (or regexes) of acquisition child processes; one present = active
-  active_cpu_permille  CPU of the matched processes and their children, in permille of one core,
-                   at or above which they count as active (50 = 5 %); 0 disables
-  active_io_kib_s  read+write KiB/s at or above which they count as active; 0 disables
-  rescan_s         how often the full process table is scanned (new processes are found then;
-                   processes already found are checked at every poll, cheaply)
-
-Verdict: off (no matching process: software closed), idle (running, not active), running (active).
-Evidence: procs, cpu (permille), io (KiB/s), children. A full scan costs a few ms; polling the
-known processes costs tens of microseconds, which keeps the agent under 1 % CPU at 1 poll/s.
+Keys, defaults, verdicts and evidence: README.md beside this file; every key with its default:
+sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py).
 """
 
 from __future__ import annotations
@@ -47,6 +36,9 @@ class Config:
         require(self.active_cpu_permille >= 0, "active_cpu_permille", "must be >= 0")
         require(self.active_io_kib_s >= 0, "active_io_kib_s", "must be >= 0")
         positive(self.rescan_s, "rescan_s")
+
+
+DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def _norm(name: str) -> str:
@@ -88,9 +80,9 @@ class ProcessDetector:
         procs: dict[int, psutil.Process] = {}
         parents: dict[int, list[psutil.Process]] = {}
         me = psutil.Process().pid
-        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
+        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline", "status"]):
             info = p.info
-            if info["pid"] == me:
+            if info["pid"] == me or info["status"] in DEAD:
                 continue
             parents.setdefault(info["ppid"] or 0, []).append(p)
             if self._matches(info["name"] or "", info["cmdline"] or []):
@@ -116,6 +108,8 @@ class ProcessDetector:
             for pid, p in list(group.items()):
                 try:
                     with p.oneshot():
+                        if p.status() in DEAD:  # exited, not reaped: its name stays, it runs nothing
+                            raise psutil.ZombieProcess(pid)
                         cpu = p.cpu_times()
                         total = cpu.user + cpu.system
                         try:

@@ -1,21 +1,7 @@
 """Data-files detector: new or growing files in the acquisition folder (watchdog).
 
-Config (`[detectors.<name>]`, kind = "data_files"):
-  path         the folder the instrument software writes its data to
-  recursive    watch sub-folders too (default true)
-  patterns     file-name globs that count (default ["*"]); ignore: globs that never count
-  active_s     a matching file created or written within this many seconds = running
-  settle_s     a file unchanged this long is finished
-  hash_files   compute SHA-256 of each finished file (in a background thread) as evidence of
-               output; the hashes are kept in the local spool (table `outputs`) for spot checks
-               and the last one plus a count travel in the evidence
-  hash_max_mb  larger files are not hashed (size only)
-  report_names put the last file's name in the evidence (default false: names can reveal
-               users' scientific data, which the regulation protects, art. 17)
-
-A file watcher cannot tell `off` from `idle` (`senses_power = False`): its verdict is
-running or idle, and it never decides off by itself. Evidence: files (being written), new (files
-created, total since start), done (files finished, total), sha (last finished file's SHA-256).
+Keys, defaults, verdicts and evidence: README.md beside this file; every key with its default:
+sample.toml; behaviour as data: cases.toml (run by tests/agent/test_detector_cases.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,27 @@
+"""What a serial port raises when its adapter is unplugged, for the detectors that use pyserial.
+
+On POSIX pyserial's `reset_input_buffer` (tcflush) and settings calls on a vanished USB or RS-485
+adapter raise `termios.error`, which is not an `OSError`; reads raise `SerialException`. A
+detector catches all of them, closes the port and reopens it later (rate-limited).
+"""
+
+from __future__ import annotations
+
+import serial
+
+try:
+    import termios
+
+    _TERMIOS: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # Windows
+    _TERMIOS = ()
+
+PORT_ERRORS: tuple[type[Exception], ...] = (OSError, serial.SerialException, *_TERMIOS)
+
+
+def describe(exc: BaseException) -> str:
+    """An error text for evidence; a port locked by another program says which one it likely is."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "lock" in text.lower() or "access is denied" in text.lower():  # POSIX flock; Windows
+        text += " (another program holds the port: the running agent service, or the instrument's software)"
+    return text
