@@ -7,14 +7,15 @@ detector catches all of them, closes the port and reopens it later (rate-limited
 
 from __future__ import annotations
 
+import sys
+
 import serial
 
-try:
+_TERMIOS: tuple[type[Exception], ...] = ()
+if sys.platform != "win32":  # Windows has no termios; its pyserial raises SerialException / OSError
     import termios
 
-    _TERMIOS: tuple[type[Exception], ...] = (termios.error,)
-except ImportError:  # Windows
-    _TERMIOS = ()
+    _TERMIOS = (termios.error,)
 
 PORT_ERRORS: tuple[type[Exception], ...] = (OSError, serial.SerialException, *_TERMIOS)
 

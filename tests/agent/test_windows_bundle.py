@@ -79,7 +79,8 @@ def test_bundle_builds_on_linux_with_windows_wheels(tmp_path: Path) -> None:
     for f in ("agent/winservice.py", "agent/cli.py", "agent/runner.py", "protocols/signing.py",
               "cryptography/hazmat/bindings/_rust.pyd", "psutil/_psutil_windows.pyd", "win32/servicemanager.pyd",
               "win32/lib/win32serviceutil.py", "pywin32_system32/pywintypes311.dll", "pywin32.pth",
-              "serial/serialwin32.py", "paho/mqtt/client.py", "minimalmodbus.py",
+              "serial/serialwin32.py", "paho/mqtt/client.py", "pymodbus/client/serial.py",
+              "agent/detectors/power_meter/maps/sdm120.toml",
               "watchdog/observers/read_directory_changes.py"):
         assert site + f in names, f
     assert any(n.startswith(site + "orjson/") and n.endswith("win_amd64.pyd") for n in names)
