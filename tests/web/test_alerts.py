@@ -251,12 +251,12 @@ def test_channel_targets_are_checked(web: Web) -> None:
     assert web.sql("SELECT count(*) FROM audit_log WHERE table_name = 'alert_channels'") == [(1,)]
 
 
-def conditions(dsn: str, at: datetime) -> dict[tuple[str, str], dict[str, Any]]:
+def conditions(dsn: str, at: datetime, *, by_unit: bool = False) -> dict[tuple[str, ...], dict[str, Any]]:
     db = Database(dsn)
     db.open()
     try:
         with clock.frozen_at(at), db.read() as conn:
-            return {(c.rule, c.subject): c.params for c in evaluate(conn)}
+            return {((c.unit_id,) if by_unit else ()) + (c.rule, c.subject): c.params for c in evaluate(conn)}
     finally:
         db.close()
 
@@ -301,9 +301,10 @@ def test_rules(web: Web) -> None:
     overdue = conditions(web.dsn, datetime(2025, 10, 20, 9, 0, tzinfo=clock.LOCAL))
     assert overdue[("registration_deadline", "ua-tem")]["overdue"] == 3
 
-    closing = conditions(web.dsn, datetime(2025, 12, 20, 9, 0, tzinfo=clock.LOCAL))
-    assert closing[("period_closing", "2025")] == {"year": 2025, "end": "2025-12-31", "days": 12, "waiting": 0}
-    assert ("period_closing", "2025") in closing and len([k for k in closing if k[0] == "period_closing"]) == 2
+    closing = conditions(web.dsn, datetime(2025, 12, 20, 9, 0, tzinfo=clock.LOCAL), by_unit=True)
+    assert {k for k in closing if k[1] == "period_closing"} == {("ua", "period_closing", "2025"),
+                                                               ("ub", "period_closing", "2025")}
+    assert closing[("ua", "period_closing", "2025")] == {"year": 2025, "end": "2025-12-31", "days": 12, "waiting": 0}
 
 
 def test_period_closing_on_sweep_days(web: Web, today: date) -> None:
