@@ -46,6 +46,7 @@ class RoundResult:
     sent: int = 0
     failed: int = 0
     skipped_locked: bool = False
+    settled: int = 0
 
 
 def alert_text(lang: str, rule: str, params: dict[str, Any]) -> str:
@@ -161,6 +162,7 @@ def run_round(dsn: str, smtp: SmtpConfig | None = None, base_url: str = "") -> R
     """Evaluate, reconcile and deliver once."""
     out = RoundResult()
     with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT set_config('jishi.actor', 'job:alerts', false)")  # audited booking updates
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
         conn.commit()
         if not got or not got[0]:
@@ -168,6 +170,11 @@ def run_round(dsn: str, smtp: SmtpConfig | None = None, base_url: str = "") -> R
             return out
         try:
             now = clock.now()
+            if queries.table_exists(conn, "bookings"):
+                from server.bookings.service import settle_due
+
+                out.settled = settle_due(conn)  # booked vs measured first: drafts before alerts
+                conn.commit()
             out.opened, out.cleared, out.open_total = reconcile(conn, now)
             conn.commit()
             out.sent, out.failed = deliver(conn, now, smtp, base_url)

@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         try:
             r = run_round(dsn, smtp, args.base_url)
-            log.info("alerts round: %d opened, %d cleared, %d open, %d sent, %d failed%s", r.opened, r.cleared,
-                     r.open_total, r.sent, r.failed, " (another round is running)" if r.skipped_locked else "")
+            log.info("alerts round: %d opened, %d cleared, %d open, %d sent, %d failed, %d bookings settled%s",
+                     r.opened, r.cleared, r.open_total, r.sent, r.failed, r.settled,
+                     " (another round is running)" if r.skipped_locked else "")
         except psycopg.OperationalError as exc:
             log.error("alerts round: cannot use the database: %s", exc)
             if args.once:

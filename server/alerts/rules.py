@@ -173,9 +173,9 @@ def _bookings_and_period(conn: Conn, now: datetime, today: date, cfg: Any) -> li
         from server.bookings import queries as bq
 
         for r in bq.waiting_requests(conn):
-            s: UnitSettings = cfg(r["unit_id"])
+            us: UnitSettings = cfg(r["unit_id"])
             waiting[r["unit_id"]] = waiting.get(r["unit_id"], 0) + int(r["n"])
-            if s.booking_wait_hours is None or now - r["since"] < timedelta(hours=s.booking_wait_hours):
+            if us.booking_wait_hours is None or now - r["since"] < timedelta(hours=us.booking_wait_hours):
                 continue
             out.append(Condition(r["unit_id"], "booking_waiting", r["instrument_id"], r["instrument_id"], {
                 "instrument": r["instrument"], "instrument_id": r["instrument_id"], "n": int(r["n"]),

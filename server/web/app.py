@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from server.web import errors, openapi, pages, pages_alerts, pages_ops, pages_registry, vendor
+from server.web import errors, openapi, pages, pages_alerts, pages_bookings, pages_ops, pages_registry, vendor
 from server.web.board import LiveHub
 from server.web.db import Database
 from server.web.limits import BodyLimit
@@ -30,6 +30,7 @@ from server.web.routes import (
     timeline,
 )
 from server.web.routes import alerts as alert_routes
+from server.web.routes import bookings as booking_routes
 from server.web.settings import WebSettings
 
 DESCRIPTION = """\
@@ -81,6 +82,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.include_router(pages_ops.router)
     app.include_router(alert_routes.router)
     app.include_router(pages_alerts.router)
+    app.include_router(booking_routes.router)
+    app.include_router(pages_bookings.router)
     app.include_router(pages.router)
     app.include_router(vendor.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")

@@ -232,7 +232,7 @@ def test_scope_second_unit_manager(web: Web, robots: RobotReceiver) -> None:
 def test_channel_targets_are_checked(web: Web) -> None:
     with clock.frozen_at(NOW):
         a = web.as_("mgr-a")
-        bad = [
+        bad: list[dict[str, Any]] = [
             {"kind": "wecom", "webhook_url": "http://example.com/cgi-bin/webhook/send?key=k"},  # plain http, remote
             {"kind": "wecom", "webhook_url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"},  # no key
             {"kind": "dingtalk", "webhook_url": "https://oapi.dingtalk.com/robot/send"},  # no access_token

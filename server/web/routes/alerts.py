@@ -178,7 +178,7 @@ def patch_channel(who: Who, db: Db, channel_id: int, body: ChannelPatch) -> dict
         row = _channel_for(conn, who, channel_id)
         current_url = queries.channel_secret_url(conn, channel_id)
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
-    secrets = {k: changes.pop(k).strip() for k in ("webhook_url", "sign_secret") if k in changes}
+    secrets: dict[str, str] = {k: changes.pop(k).strip() for k in ("webhook_url", "sign_secret") if k in changes}
     url = secrets.get("webhook_url", current_url)
     recipients = changes.get("recipients", row["recipients"])
     if "webhook_url" in secrets or "recipients" in changes:

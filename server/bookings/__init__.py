@@ -1,0 +1,6 @@
+"""Bookings (预约): requests from the public catalog, approval under per-instrument rules, check-in
+with the booking code, booked vs measured after the slot, and drafted service records for outside
+users with the measured hours and the price-list fee (issue 20)."""
+
+# The web package first (see server/alerts/__init__.py): its app imports this package's modules.
+import server.web  # noqa: F401

@@ -1,0 +1,266 @@
+"""Bookings (预约): anyone requests a slot of a published instrument from the catalog (no login;
+the booking code returned is both the check-in identity and the key to the applicant's own view);
+the unit's manager approves or declines under the instrument's rules, sees booked vs measured after
+the slot, and confirms the drafted service record of an outside user. Operators reach every unit,
+unit managers their own (another unit's booking answers 404), evaluators nothing (names, art. 17).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from server import clock
+from server.bookings import queries, service
+from server.bookings import texts as _texts
+from server.web import catalog, scope
+from server.web.auth import Principal, require_role
+from server.web.db import Conn
+from server.web.deps import Db, Settings, Who
+from server.web.errors import ApiError, not_found
+from server.web.i18n import t
+
+router = APIRouter(prefix="/api/v1", tags=["bookings"])
+assert _texts.TEXT
+
+CODE = r"^[A-Z0-9]{8,16}$"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BookingIn(Model):
+    instrument_id: str = Field(max_length=64, examples=["ua-xrd"])
+    start_at: AwareDatetime = Field(examples=["2026-12-08T09:00:00+08:00"])
+    end_at: AwareDatetime = Field(examples=["2026-12-08T12:00:00+08:00"])
+    applicant_name: str = Field(min_length=1, max_length=100, examples=["张三"])
+    applicant_org_id: str | None = Field(default=None, max_length=64, description="a registered organisation")
+    applicant_org_name: str = Field(default="", max_length=200, description="if not registered")
+    applicant_email: str = Field(default="", max_length=200)
+    applicant_phone: str = Field(default="", max_length=50)
+    content: str = Field(default="", max_length=2000, description="what is to be measured")
+
+
+class Decision(Model):
+    note: str = Field(default="", max_length=1000)
+
+
+class ConfirmIn(Model):
+    service_hours: Decimal | None = Field(default=None, ge=0, le=10_000)
+    amount: Decimal | None = Field(default=None, ge=0, le=100_000_000)
+
+
+class RulesIn(Model):
+    who: Literal["all", "internal", "none"] = "all"
+    max_days_ahead: int = Field(default=30, ge=1, le=366)
+    min_notice_hours: int = Field(default=2, ge=0, le=24 * 60)
+    max_hours: int = Field(default=8, ge=1, le=24 * 14)
+    internal_needs_approval: bool = False
+    external_needs_approval: bool = True
+    service_terms: str = Field(default="", max_length=4000)
+    ip_terms: str = Field(default="", max_length=4000)
+    confidentiality: str = Field(default="", max_length=4000)
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """A broken booking rule as the API's error: 409 for a taken slot or a state, else 422."""
+    try:
+        yield
+    except service.BookingRefused as exc:
+        status = 409 if exc.key in ("booking.err.taken", "booking.err.state", "booking.err.confirmed") else 422
+        fields = [{"field": exc.field, "in": "body", "message": t("en", exc.key, **exc.params)}] if exc.field else None
+        err = ApiError(status, "booking_refused", exc.key, fields=fields)
+        err.params = dict(exc.params)
+        raise err from None
+
+
+def public_view(b: dict[str, Any]) -> dict[str, Any]:
+    """What the applicant (who holds the code) sees of their booking."""
+    keys = ("id", "instrument_id", "instrument", "code", "status", "start_at", "end_at", "applicant_name",
+            "applicant_org_name", "user_type", "content", "terms", "requested_at", "decided_at", "decision_note",
+            "outcome", "measured_hours", "draft_amount", "draft_price_item")
+    return {k: b[k] for k in keys}
+
+
+def _published(conn: Conn, instrument_id: str, settings: Any) -> dict[str, Any]:
+    inst = catalog.detail(conn, instrument_id, settings.live_stale_s)
+    if inst is None:
+        raise not_found("what.instrument", instrument_id)
+    return inst
+
+
+def _own(conn: Conn, who: Principal, booking_id: int) -> dict[str, Any]:
+    require_role(who, "operator", "unit_manager")
+    b = queries.booking(conn, booking_id)
+    if b is None or not who.can_write_unit(b["unit_id"]):
+        raise not_found("what.booking", booking_id)
+    return b
+
+
+def _by_code(conn: Conn, code: str) -> dict[str, Any]:
+    b = queries.booking_by_code(conn, code.upper()) if len(code) <= 16 else None
+    if b is None:
+        raise not_found("what.booking", code)
+    return b
+
+
+# -- public: the catalog's visitors ----------------------------------------------------------------
+
+
+@router.get("/public/instruments/{instrument_id}/booking-rules", tags=["public catalog"],
+            summary="A published instrument's booking rules and service terms (no login)")
+def public_rules(instrument_id: str, db: Db, settings: Settings) -> dict[str, Any]:
+    with db.read() as conn:
+        _published(conn, instrument_id, settings)
+        return service.rules_of(conn, instrument_id).as_dict()
+
+
+@router.post("/public/bookings", status_code=201, tags=["public catalog"],
+             summary="Request a slot (no login); the answer's code is the check-in identity")
+def request_booking(body: BookingIn, db: Db, settings: Settings, request: Request) -> dict[str, Any]:
+    with db.read() as conn:
+        inst = _published(conn, body.instrument_id, settings)
+    client = request.client.host if request.client else "unknown"
+    with refusals(), db.write(f"public:{client}") as conn:
+        b = service.request(conn, inst, body.start_at, body.end_at, body.model_dump(exclude={"instrument_id"}))
+    return public_view(b)
+
+
+@router.get("/public/bookings/{code}", tags=["public catalog"], summary="The applicant's booking, by its code")
+def public_booking(code: str, db: Db) -> dict[str, Any]:
+    with db.read() as conn:
+        return public_view(_by_code(conn, code))
+
+
+@router.post("/public/bookings/{code}/cancel", tags=["public catalog"], summary="The applicant cancels")
+def public_cancel(code: str, db: Db, request: Request) -> dict[str, Any]:
+    with db.read() as conn:
+        b = _by_code(conn, code)
+    client = request.client.host if request.client else "unknown"
+    with refusals(), db.write(f"public:{client}") as conn:
+        service.decide(conn, b, "cancel", "")
+        got = queries.booking(conn, b["id"])
+    assert got is not None
+    return public_view(got)
+
+
+def _ics_response(body: str, name: str) -> Response:
+    return Response(body, media_type="text/calendar; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.ics"'})
+
+
+@router.get("/public/instruments/{instrument_id}/bookings.ics", tags=["public catalog"],
+            summary="An instrument's booked slots as iCalendar (no names)", response_class=Response)
+def instrument_ics(instrument_id: str, db: Db, settings: Settings) -> Response:
+    with db.read() as conn:
+        inst = _published(conn, instrument_id, settings)
+        found = queries.list_bookings(conn, None, instrument_id=instrument_id, status="approved",
+                                      since=clock.now() - timedelta(days=30), limit=1000)
+    busy = t("zh", "booking.busy") + " / " + t("en", "booking.busy")
+    events = [{**b, "summary": f"{inst['name']} · {busy}", "location": inst["location"]} for b in found]
+    return _ics_response(service.ics(f"{inst['name']} {instrument_id}", events), instrument_id)
+
+
+@router.get("/public/bookings/{code}/calendar.ics", tags=["public catalog"],
+            summary="The applicant's booking as iCalendar", response_class=Response)
+def booking_ics(code: str, db: Db) -> Response:
+    with db.read() as conn:
+        b = _by_code(conn, code)
+    events = [] if b["status"] in ("declined", "cancelled") else [
+        {**b, "summary": f"{b['instrument']} · {t('zh', 'booking.code')} {b['code']}"}]
+    return _ics_response(service.ics(b["instrument"], events), b["code"])
+
+
+# -- managers ---------------------------------------------------------------------------------------
+
+
+@router.get("/bookings", summary="Bookings, requests first (operator, unit manager)")
+def list_bookings(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=64)] = None,
+                  instrument_id: Annotated[str | None, Query(max_length=64)] = None,
+                  status: Literal["requested", "approved", "declined", "cancelled"] | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    require_role(who, "operator", "unit_manager")
+    if who.role == "unit_manager" and unit_id not in (None, who.unit_id):
+        raise ApiError(403, "other_unit", "err.other_unit", unit=who.unit_id)
+    units = [who.unit_id or ""] if who.role == "unit_manager" else (None if unit_id is None else [unit_id])
+    with db.read() as conn:
+        return queries.list_bookings(conn, units, instrument_id=instrument_id, status=status, limit=limit)
+
+
+@router.post("/bookings/{booking_id}/confirm", status_code=201,
+             summary="Confirm the drafted service record (hours and fee may be corrected)")
+def confirm(who: Who, db: Db, booking_id: int, body: ConfirmIn | None = None) -> dict[str, Any]:
+    with db.read() as conn:
+        b = _own(conn, who, booking_id)
+    with refusals(), db.write(who.actor) as conn:
+        rid = service.confirm_draft(conn, b, body.service_hours if body else None, body.amount if body else None)
+        got = queries.booking(conn, booking_id)
+    assert got is not None
+    return {**got, "service_record_id": rid}
+
+
+@router.post("/bookings/{booking_id}/{decision}", summary="Approve, decline or cancel a booking")
+def decide(who: Who, db: Db, booking_id: int, decision: Literal["approve", "decline", "cancel"],
+           body: Decision | None = None) -> dict[str, Any]:
+    with db.read() as conn:
+        b = _own(conn, who, booking_id)
+    with refusals(), db.write(who.actor) as conn:
+        service.decide(conn, b, decision, body.note if body else "")
+        got = queries.booking(conn, booking_id)
+    assert got is not None
+    return got
+
+
+@router.post("/bookings/settle", summary="Compare booked with measured for every finished slot now (operator)")
+def settle_now(who: Who, db: Db) -> dict[str, int]:
+    require_role(who, "operator")
+    with db.write(who.actor) as conn:
+        return {"settled": service.settle_due(conn)}
+
+
+@router.get("/bookings/unbooked", summary="Running hours without a booking code, per instrument")
+def unbooked(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=64)] = None,
+             days: Annotated[int, Query(ge=1, le=366)] = 7) -> list[dict[str, Any]]:
+    require_role(who, "operator", "unit_manager")
+    units = [who.unit_id or ""] if who.role == "unit_manager" else (None if unit_id is None else [unit_id])
+    now = clock.now()
+    with db.read() as conn:
+        return queries.unbooked_running(conn, units, now - timedelta(days=days), now)
+
+
+@router.get("/instruments/{instrument_id}/booking-rules", summary="An instrument's booking rules")
+def get_rules(who: Who, db: Db, instrument_id: str) -> dict[str, Any]:
+    with db.read() as conn:
+        scope.instrument(conn, who, instrument_id)
+        return service.rules_of(conn, instrument_id).as_dict()
+
+
+@router.put("/instruments/{instrument_id}/booking-rules", summary="Set an instrument's booking rules")
+def put_rules(who: Who, db: Db, instrument_id: str, body: RulesIn) -> dict[str, Any]:
+    with db.read() as conn:
+        inst = scope.instrument(conn, who, instrument_id, write=True)
+    scope.writable_unit(who, inst["unit_id"])
+    with db.write(who.actor) as conn:
+        queries.upsert_rules(conn, instrument_id, body.model_dump(), clock.now())
+        return service.rules_of(conn, instrument_id).as_dict()
+
+
+@router.get("/people/{user_id}/bookings.ics", summary="A user's bookings as iCalendar (operator, unit manager)",
+            response_class=Response)
+def person_ics(who: Who, db: Db, user_id: str) -> Response:
+    require_role(who, "operator", "unit_manager")
+    units = [who.unit_id or ""] if who.role == "unit_manager" else None
+    with db.read() as conn:
+        found = [b for b in queries.list_bookings(conn, units, user_id=user_id, limit=1000)
+                 if b["status"] in ("approved", "requested")]
+    events = [{**b, "summary": f"{b['instrument']} · {b['applicant_name']}"} for b in found]
+    return _ics_response(service.ics(user_id, events), user_id)
