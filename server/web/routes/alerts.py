@@ -33,6 +33,27 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _ex(example: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """An answer's example for the OpenAPI description (the shape of a real answer)."""
+    return {status: {"content": {"application/json": {"example": example}}}}
+
+
+_AT = "2026-06-15T02:30:00Z"
+CHANNEL_EXAMPLE = {"id": 1, "unit_id": "ua", "kind": "wecom", "name": "实验室管理群",
+                   "target_hint": "qyapi.weixin.qq.com/cgi-bin/webhook/send …5aaa", "recipients": [],
+                   "enabled": True, "digest": False, "digest_hour": 8, "max_per_hour": 10, "created_at": _AT,
+                   "updated_at": _AT}
+DELIVERY_EXAMPLE = {"id": 3, "channel_id": 1, "channel_kind": "wecom", "channel_name": "实验室管理群", "kind": "alert",
+                    "alert_ids": [7], "digest_day": None, "attempted_at": _AT, "status": "sent", "error": ""}
+ALERT_EXAMPLE = {"id": 7, "unit_id": "ua", "rule": "agent_offline", "subject": "ua-xrd-a1", "instrument_id": "ua-xrd",
+                 "params": {"instrument": "X射线衍射仪", "instrument_id": "ua-xrd", "agent_id": "ua-xrd-a1",
+                            "since": "2026-06-15 09:45", "minutes": 45},
+                 "opened_at": _AT, "last_seen_at": _AT, "cleared_at": None, "rule_label": "采集端离线",
+                 "message": "X射线衍射仪（ua-xrd）的采集端 ua-xrd-a1 自 2026-06-15 09:45 起离线，已 45 分钟。",
+                 "deliveries": [DELIVERY_EXAMPLE]}
+SETTINGS_EXAMPLE = UnitSettings().as_dict()
+
+
 class ChannelIn(Model):
     unit_id: str = Field(max_length=64, examples=["ua"])
     kind: Kind
@@ -48,6 +69,8 @@ class ChannelIn(Model):
 
 
 class ChannelPatch(Model):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False, "max_per_hour": 5}]})
+
     name: str | None = Field(default=None, max_length=100)
     webhook_url: str | None = Field(default=None, max_length=1000)
     sign_secret: str | None = Field(default=None, max_length=200)
@@ -61,6 +84,8 @@ class ChannelPatch(Model):
 class SettingsIn(Model):
     """Thresholds; null switches a rule off."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SETTINGS_EXAMPLE]})
+
     offline_minutes: int | None = Field(default=30, ge=1, le=100_000)
     fault: bool = True
     unused_days: int | None = Field(default=30, ge=1, le=3650)
@@ -72,6 +97,9 @@ class SettingsIn(Model):
 
 class SettingsPatch(Model):
     """Only the thresholds sent change; null switches a rule off."""
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"offline_minutes": 15, "unused_days": None}]})
 
     offline_minutes: int | None = Field(default=None, ge=1, le=100_000)
     fault: bool | None = None
@@ -129,7 +157,9 @@ def listing(conn: Conn, lang: str, units: list[str] | None, state: str | None, l
     return {"items": [alert_view(lang, a, deliveries) for a in found]}
 
 
-@router.get("/alerts", summary="Alerts with their delivery attempts, open first (operator, unit manager)")
+@router.get("/alerts",
+            responses=_ex({"items": [ALERT_EXAMPLE]}),
+            summary="Alerts with their delivery attempts, open first (operator, unit manager)")
 def list_alerts(request: Request, who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=64)] = None,
                 state: Literal["open", "cleared"] | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
@@ -138,7 +168,9 @@ def list_alerts(request: Request, who: Who, db: Db, unit_id: Annotated[str | Non
         return listing(conn, request_lang(request), units, state, limit)
 
 
-@router.get("/alert-deliveries", summary="Delivery attempts, newest first (operator, unit manager)")
+@router.get("/alert-deliveries",
+            responses=_ex([DELIVERY_EXAMPLE | {"unit_id": "ua"}]),
+            summary="Delivery attempts, newest first (operator, unit manager)")
 def list_deliveries(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=64)] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     units = _reach(who, unit_id)
@@ -146,7 +178,9 @@ def list_deliveries(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_l
         return queries.recent_deliveries(conn, units, limit)
 
 
-@router.get("/alert-channels", summary="A unit's alert channels, without their secrets")
+@router.get("/alert-channels",
+            responses=_ex([CHANNEL_EXAMPLE]),
+            summary="A unit's alert channels, without their secrets")
 def list_channels(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=64)] = None
                   ) -> list[dict[str, Any]]:
     units = _reach(who, unit_id)
@@ -154,7 +188,9 @@ def list_channels(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_len
         return queries.channels(conn, units)
 
 
-@router.post("/alert-channels", status_code=201, summary="Add an alert channel (企业微信, 钉钉 or e-mail)")
+@router.post("/alert-channels", status_code=201,
+             responses=_ex(CHANNEL_EXAMPLE, 201),
+             summary="Add an alert channel (企业微信, 钉钉 or e-mail)")
 def create_channel(who: Who, db: Db, body: ChannelIn) -> dict[str, Any]:
     with db.read() as conn:
         scope.unit(conn, who, body.unit_id)
@@ -172,7 +208,9 @@ def create_channel(who: Who, db: Db, body: ChannelIn) -> dict[str, Any]:
     return row
 
 
-@router.patch("/alert-channels/{channel_id}", summary="Change an alert channel (secrets are write-only)")
+@router.patch("/alert-channels/{channel_id}",
+              responses=_ex(CHANNEL_EXAMPLE),
+              summary="Change an alert channel (secrets are write-only)")
 def patch_channel(who: Who, db: Db, channel_id: int, body: ChannelPatch) -> dict[str, Any]:
     with db.read() as conn:
         row = _channel_for(conn, who, channel_id)
@@ -191,7 +229,9 @@ def patch_channel(who: Who, db: Db, channel_id: int, body: ChannelPatch) -> dict
     return out
 
 
-@router.post("/alert-channels/{channel_id}/test", summary="Send a test message now; the attempt is stored")
+@router.post("/alert-channels/{channel_id}/test",
+             responses=_ex({"status": "sent", "error": ""}),
+             summary="Send a test message now; the attempt is stored")
 def test_channel(who: Who, db: Db, channel_id: int) -> dict[str, Any]:
     with db.read() as conn:
         _channel_for(conn, who, channel_id)
@@ -207,7 +247,9 @@ def test_channel(who: Who, db: Db, channel_id: int) -> dict[str, Any]:
     return {"status": "failed" if error else "sent", "error": error or ""}
 
 
-@router.get("/units/{unit_id}/alert-settings", summary="A unit's alert thresholds (null: rule off)")
+@router.get("/units/{unit_id}/alert-settings",
+            responses=_ex(SETTINGS_EXAMPLE),
+            summary="A unit's alert thresholds (null: rule off)")
 def get_settings(who: Who, db: Db, unit_id: str) -> dict[str, Any]:
     _reach(who, unit_id)
     with db.read() as conn:
@@ -215,7 +257,7 @@ def get_settings(who: Who, db: Db, unit_id: str) -> dict[str, Any]:
         return unit_settings(conn).get(unit_id, UnitSettings()).as_dict()
 
 
-@router.put("/units/{unit_id}/alert-settings", summary="Set a unit's alert thresholds")
+@router.put("/units/{unit_id}/alert-settings", responses=_ex(SETTINGS_EXAMPLE), summary="Set a unit's alert thresholds")
 def put_settings(who: Who, db: Db, unit_id: str, body: SettingsIn) -> dict[str, Any]:
     with db.read() as conn:
         scope.unit(conn, who, unit_id)
@@ -225,7 +267,9 @@ def put_settings(who: Who, db: Db, unit_id: str, body: SettingsIn) -> dict[str, 
         return unit_settings(conn)[unit_id].as_dict()
 
 
-@router.patch("/units/{unit_id}/alert-settings", summary="Change some of a unit's alert thresholds")
+@router.patch("/units/{unit_id}/alert-settings",
+              responses=_ex(SETTINGS_EXAMPLE),
+              summary="Change some of a unit's alert thresholds")
 def patch_settings(who: Who, db: Db, unit_id: str, body: SettingsPatch) -> dict[str, Any]:
     with db.read() as conn:
         scope.unit(conn, who, unit_id)

@@ -7,13 +7,14 @@ unit managers their own (another unit's booking answers 404), evaluators nothing
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -37,6 +38,27 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _ex(example: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """An answer's example for the OpenAPI description (the shape of a real answer)."""
+    return {status: {"content": {"application/json": {"example": example}}}}
+
+
+RULES_EXAMPLE = service.Rules(service_terms="按校外价收费，开具发票", ip_terms="测试数据及成果归用户所有",
+                              confidentiality="样品与数据保密").as_dict()
+PUBLIC_EXAMPLE = {"id": 12, "instrument_id": "ua-xrd", "instrument": "X射线衍射仪", "code": "K7M2Q9XH4P",
+                  "status": "approved", "start_at": "2026-06-18T01:00:00Z", "end_at": "2026-06-18T04:00:00Z",
+                  "applicant_name": "李四", "applicant_org_name": "丙科技有限公司", "user_type": 130,
+                  "content": "粉末衍射 5 个样品",
+                  "terms": {k: RULES_EXAMPLE[k] for k in ("service_terms", "ip_terms", "confidentiality")},
+                  "requested_at": "2026-06-15T02:30:00Z", "decided_at": "2026-06-15T03:00:00Z",
+                  "decision_note": "", "outcome": "overrun", "measured_hours": "2.50", "draft_amount": "375.00",
+                  "draft_price_item": "常规测试"}
+BOOKING_EXAMPLE = PUBLIC_EXAMPLE | {
+    "unit_id": "ua", "applicant_org_id": "ext-co", "applicant_email": "lisi@example.com", "applicant_phone": "",
+    "user_id": "bk-12", "settled_at": "2026-06-18T05:00:00Z", "used_from": "2026-06-18T01:05:00Z",
+    "used_to": "2026-06-18T04:20:00Z", "service_record_id": None}
+
+
 class BookingIn(Model):
     instrument_id: str = Field(max_length=64, examples=["ua-xrd"])
     start_at: AwareDatetime = Field(examples=["2026-12-08T09:00:00+08:00"])
@@ -50,15 +72,21 @@ class BookingIn(Model):
 
 
 class Decision(Model):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"note": "请提前 10 分钟到"}]})
+
     note: str = Field(default="", max_length=1000)
 
 
 class ConfirmIn(Model):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"service_hours": 2.5, "amount": 375}]})
+
     service_hours: Decimal | None = Field(default=None, ge=0, le=10_000)
     amount: Decimal | None = Field(default=None, ge=0, le=100_000_000)
 
 
 class RulesIn(Model):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [RULES_EXAMPLE]})
+
     who: Literal["all", "internal", "none"] = "all"
     max_days_ahead: int = Field(default=30, ge=1, le=366)
     min_notice_hours: int = Field(default=2, ge=0, le=24 * 60)
@@ -116,7 +144,7 @@ def _by_code(conn: Conn, code: str) -> dict[str, Any]:
 # -- public: the catalog's visitors ----------------------------------------------------------------
 
 
-@router.get("/public/instruments/{instrument_id}/booking-rules", tags=["public catalog"],
+@router.get("/public/instruments/{instrument_id}/booking-rules", tags=["public catalog"], responses=_ex(RULES_EXAMPLE),
             summary="A published instrument's booking rules and service terms (no login)")
 def public_rules(instrument_id: str, db: Db, settings: Settings) -> dict[str, Any]:
     with db.read() as conn:
@@ -124,7 +152,7 @@ def public_rules(instrument_id: str, db: Db, settings: Settings) -> dict[str, An
         return service.rules_of(conn, instrument_id).as_dict()
 
 
-@router.post("/public/bookings", status_code=201, tags=["public catalog"],
+@router.post("/public/bookings", status_code=201, tags=["public catalog"], responses=_ex(PUBLIC_EXAMPLE, 201),
              summary="Request a slot (no login); the answer's code is the check-in identity")
 def request_booking(body: BookingIn, db: Db, settings: Settings, request: Request) -> dict[str, Any]:
     with db.read() as conn:
@@ -135,13 +163,17 @@ def request_booking(body: BookingIn, db: Db, settings: Settings, request: Reques
     return public_view(b)
 
 
-@router.get("/public/bookings/{code}", tags=["public catalog"], summary="The applicant's booking, by its code")
+@router.get("/public/bookings/{code}", tags=["public catalog"],
+            responses=_ex(PUBLIC_EXAMPLE),
+            summary="The applicant's booking, by its code")
 def public_booking(code: str, db: Db) -> dict[str, Any]:
     with db.read() as conn:
         return public_view(_by_code(conn, code))
 
 
-@router.post("/public/bookings/{code}/cancel", tags=["public catalog"], summary="The applicant cancels")
+@router.post("/public/bookings/{code}/cancel", tags=["public catalog"],
+             responses=_ex(PUBLIC_EXAMPLE),
+             summary="The applicant cancels")
 def public_cancel(code: str, db: Db, request: Request) -> dict[str, Any]:
     with db.read() as conn:
         b = _by_code(conn, code)
@@ -154,8 +186,9 @@ def public_cancel(code: str, db: Db, request: Request) -> dict[str, Any]:
 
 
 def _ics_response(body: str, name: str) -> Response:
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "calendar"  # a header is latin-1: ids may be anything
     return Response(body, media_type="text/calendar; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.ics"'})
+                    headers={"Content-Disposition": f'attachment; filename="{safe}.ics"'})
 
 
 @router.get("/public/instruments/{instrument_id}/bookings.ics", tags=["public catalog"],
@@ -183,7 +216,7 @@ def booking_ics(code: str, db: Db) -> Response:
 # -- managers ---------------------------------------------------------------------------------------
 
 
-@router.get("/bookings", summary="Bookings, requests first (operator, unit manager)")
+@router.get("/bookings", responses=_ex([BOOKING_EXAMPLE]), summary="Bookings, requests first (operator, unit manager)")
 def list_bookings(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=64)] = None,
                   instrument_id: Annotated[str | None, Query(max_length=64)] = None,
                   status: Literal["requested", "approved", "declined", "cancelled"] | None = None,
@@ -197,8 +230,11 @@ def list_bookings(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_len
 
 
 @router.post("/bookings/{booking_id}/confirm", status_code=201,
+             responses=_ex(BOOKING_EXAMPLE | {"service_record_id": 31}, 201),
              summary="Confirm the drafted service record (hours and fee may be corrected)")
-def confirm(who: Who, db: Db, booking_id: int, body: ConfirmIn | None = None) -> dict[str, Any]:
+def confirm(who: Who, db: Db, booking_id: int,
+            body: Annotated[ConfirmIn | None, Body(examples=[{"service_hours": 2.5, "amount": 375}])] = None,
+            ) -> dict[str, Any]:
     with db.read() as conn:
         b = _own(conn, who, booking_id)
     with refusals(), db.write(who.actor) as conn:
@@ -208,9 +244,11 @@ def confirm(who: Who, db: Db, booking_id: int, body: ConfirmIn | None = None) ->
     return {**got, "service_record_id": rid}
 
 
-@router.post("/bookings/{booking_id}/{decision}", summary="Approve, decline or cancel a booking")
+@router.post("/bookings/{booking_id}/{decision}",
+             responses=_ex(BOOKING_EXAMPLE),
+             summary="Approve, decline or cancel a booking")
 def decide(who: Who, db: Db, booking_id: int, decision: Literal["approve", "decline", "cancel"],
-           body: Decision | None = None) -> dict[str, Any]:
+           body: Annotated[Decision | None, Body(examples=[{"note": "请提前 10 分钟到"}])] = None) -> dict[str, Any]:
     with db.read() as conn:
         b = _own(conn, who, booking_id)
     with refusals(), db.write(who.actor) as conn:
@@ -220,14 +258,18 @@ def decide(who: Who, db: Db, booking_id: int, decision: Literal["approve", "decl
     return got
 
 
-@router.post("/bookings/settle", summary="Compare booked with measured for every finished slot now (operator)")
+@router.post("/bookings/settle",
+             responses=_ex({"settled": 1}),
+             summary="Compare booked with measured for every finished slot now (operator)")
 def settle_now(who: Who, db: Db) -> dict[str, int]:
     require_role(who, "operator")
     with db.write(who.actor) as conn:
         return {"settled": service.settle_due(conn)}
 
 
-@router.get("/bookings/unbooked", summary="Running hours without a booking code, per instrument")
+@router.get("/bookings/unbooked",
+            responses=_ex([{"unit_id": "ua", "instrument_id": "ua-xrd", "instrument": "X射线衍射仪", "hours": "1.50"}]),
+            summary="Running hours without a booking code, per instrument")
 def unbooked(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=64)] = None,
              days: Annotated[int, Query(ge=1, le=366)] = 7) -> list[dict[str, Any]]:
     require_role(who, "operator", "unit_manager")
@@ -237,14 +279,18 @@ def unbooked(who: Who, db: Db, unit_id: Annotated[str | None, Query(max_length=6
         return queries.unbooked_running(conn, units, now - timedelta(days=days), now)
 
 
-@router.get("/instruments/{instrument_id}/booking-rules", summary="An instrument's booking rules")
+@router.get("/instruments/{instrument_id}/booking-rules",
+            responses=_ex(RULES_EXAMPLE),
+            summary="An instrument's booking rules")
 def get_rules(who: Who, db: Db, instrument_id: str) -> dict[str, Any]:
     with db.read() as conn:
         scope.instrument(conn, who, instrument_id)
         return service.rules_of(conn, instrument_id).as_dict()
 
 
-@router.put("/instruments/{instrument_id}/booking-rules", summary="Set an instrument's booking rules")
+@router.put("/instruments/{instrument_id}/booking-rules",
+            responses=_ex(RULES_EXAMPLE),
+            summary="Set an instrument's booking rules")
 def put_rules(who: Who, db: Db, instrument_id: str, body: RulesIn) -> dict[str, Any]:
     with db.read() as conn:
         inst = scope.instrument(conn, who, instrument_id, write=True)
