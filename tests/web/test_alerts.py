@@ -4,6 +4,7 @@ digest, and scope (a second unit's manager sees and changes nothing of the first
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -329,3 +330,34 @@ def test_cli_round(web: Web, robots: RobotReceiver) -> None:
     assert out.returncode == 0, out.stderr
     assert "1 opened" in out.stderr and "1 sent" in out.stderr
     assert [p.verdict for p in robots.posts] == ["ok"]
+
+
+def test_demo_receiver_accepts_both_robots(web: Web, tmp_path: Path) -> None:
+    """server/alerts/receiver.py, the demo's stand-in for the groups: a signed 钉钉 message and a
+    企业微信 message are accepted and logged; a wrong signature is refused as the robot would."""
+    from tests.web.alerthelp import free_port
+
+    port, log = free_port(), tmp_path / "robot.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "server.alerts.receiver", "--port", str(port),
+                             "--dingtalk-secret", SECRET_A, "--log", str(log)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and "robot receiver on" in proc.stderr.readline()
+        base = f"http://127.0.0.1:{port}"
+        with clock.frozen_at(NOW):
+            a = web.as_("mgr-a")
+            channel(a, unit_id="ua", kind="wecom", webhook_url=f"{base}/cgi-bin/webhook/send?key=demo")
+            channel(a, unit_id="ua", kind="dingtalk", webhook_url=f"{base}/robot/send?access_token=demo",
+                    sign_secret=SECRET_A)
+            channel(a, unit_id="ua", kind="dingtalk", webhook_url=f"{base}/robot/send?access_token=other",
+                    sign_secret="SECwrong")
+        offline(web, NOW, 45)
+        r = run(web, NOW)
+        assert (r.sent, r.failed) == (2, 1)
+        lines = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines()]
+        assert sorted((x["robot"], x["verdict"]) for x in lines) == [
+            ("dingtalk", "ok"), ("dingtalk", "sign not match"), ("wecom", "ok")]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
