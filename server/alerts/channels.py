@@ -80,17 +80,18 @@ def truncate_utf8(text: str, limit: int) -> str:
     return raw[: limit - len("…".encode())].decode(errors="ignore") + "…"
 
 
-def check_webhook_url(kind: str, url: str) -> str | None:
-    """Why `url` is no webhook for `kind`, or None. https only, except plain http to this machine
-    (a local relay, the demo's and the tests' receivers)."""
+def check_webhook_url(kind: str, url: str, *, allow_local_http: bool = False) -> str | None:
+    """Why `url` is no webhook for `kind`, or None. https only; plain http only to this machine and
+    only when `allow_local_http` (operators: a local relay, the demo's and the tests' receivers),
+    so a unit manager cannot make the server post to services listening on localhost."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "not a URL"
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "needs an https:// URL"
-    if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
-        return "plain http is allowed only to this machine; use https://"
+    if parts.scheme == "http" and (parts.hostname not in LOCAL_HOSTS or not allow_local_http):
+        return "use https:// (plain http only to this machine, set up by the platform operator)"
     query = urllib.parse.parse_qs(parts.query)
     if kind == "wecom" and not query.get("key"):
         return "the 企业微信 webhook URL has a key=… parameter"

@@ -207,3 +207,10 @@ def unbooked_running(conn: Conn, unit_ids: Sequence[str] | None, since: datetime
         " GROUP BY i.unit_id, g.instrument_id, i.name ORDER BY g.instrument_id",
         {"s": since, "u": until, "units": None if unit_ids is None else list(unit_ids)},
     )
+
+
+def recent_requests_by(conn: Conn, actor: str) -> int:
+    """Bookings requested by one anonymous client (the audit log's actor) in the last hour."""
+    got = one(conn, "SELECT count(*) AS n FROM audit_log WHERE at > now() - interval '1 hour'"
+                    " AND table_name = 'bookings' AND action = 'INSERT' AND actor = %s", (actor,))
+    return int(got["n"]) if got else 0

@@ -61,6 +61,8 @@ TEXT: dict[str, tuple[str, str]] = {
     ),
     "booking.err.taken": ("该时段已被预约。", "This slot is already booked."),
     "booking.err.state": ("预约当前状态（{status}）不允许此操作。", "Not possible in the booking's state ({status})."),
+    "booking.err.too_many": (
+        "预约申请过于频繁，请一小时后再试。", "Too many booking requests from here; try again in an hour."),
     "booking.err.no_draft": ("此预约没有服务记录草稿。", "This booking has no drafted service record."),
     "booking.err.confirmed": ("服务记录已生成。", "The service record exists already."),
 }

@@ -83,11 +83,11 @@ def deliveries(web: Web) -> list[tuple[Any, ...]]:
 def test_offline_agent_reaches_each_channel_once_then_clears(web: Web, robots: RobotReceiver,
                                                               smtp: SmtpSink) -> None:
     with clock.frozen_at(NOW):
-        a, b = web.as_("mgr-a"), web.as_("mgr-b")
-        channel(a, unit_id="ua", kind="wecom", name="实验室群", webhook_url=robots.wecom_url(KEY_A))
-        channel(a, unit_id="ua", kind="dingtalk", webhook_url=robots.dingtalk_url(DT_A), sign_secret=SECRET_A)
+        a, ops = web.as_("mgr-a"), web.as_("ops")  # plain http to this machine: the operator's to set up
+        channel(ops, unit_id="ua", kind="wecom", name="实验室群", webhook_url=robots.wecom_url(KEY_A))
+        channel(ops, unit_id="ua", kind="dingtalk", webhook_url=robots.dingtalk_url(DT_A), sign_secret=SECRET_A)
         channel(a, unit_id="ua", kind="email", recipients=["lab-a@example.edu.cn"])
-        channel(b, unit_id="ub", kind="wecom", webhook_url=robots.wecom_url(KEY_B))
+        channel(ops, unit_id="ub", kind="wecom", webhook_url=robots.wecom_url(KEY_B))
         listed = a.get("/api/v1/alert-channels").text
     assert KEY_A not in listed and SECRET_A not in listed and DT_A not in listed  # secrets are write-only
 
@@ -138,10 +138,10 @@ def test_dingtalk_signature() -> None:
 def test_failures_are_stored_and_retried(web: Web, robots: RobotReceiver) -> None:
     robots.fail_tokens.add(KEY_A)
     with clock.frozen_at(NOW):
-        a = web.as_("mgr-a")
-        ding = channel(a, unit_id="ua", kind="dingtalk", webhook_url=robots.dingtalk_url(DT_A),
+        a, ops = web.as_("mgr-a"), web.as_("ops")
+        ding = channel(ops, unit_id="ua", kind="dingtalk", webhook_url=robots.dingtalk_url(DT_A),
                        sign_secret="SECwrong")
-        channel(a, unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A))
+        channel(ops, unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A))
     offline(web, NOW, 60)
     r = run(web, NOW)
     assert (r.sent, r.failed) == (0, 2)
@@ -173,7 +173,7 @@ def test_failures_are_stored_and_retried(web: Web, robots: RobotReceiver) -> Non
 
 def test_rate_limit_per_channel(web: Web, robots: RobotReceiver) -> None:
     with clock.frozen_at(NOW):
-        channel(web.as_("mgr-a"), unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A), max_per_hour=1)
+        channel(web.as_("ops"), unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A), max_per_hour=1)
     offline(web, NOW, 45)
     assert run(web, NOW).sent == 1
     fault(web, NOW + timedelta(minutes=10))
@@ -187,7 +187,7 @@ def test_rate_limit_per_channel(web: Web, robots: RobotReceiver) -> None:
 def test_daily_digest(web: Web, robots: RobotReceiver) -> None:
     day = datetime.combine(NOW.date(), time(7, 0), clock.LOCAL)
     with clock.frozen_at(day):
-        channel(web.as_("mgr-a"), unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A), digest=True,
+        channel(web.as_("ops"), unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A), digest=True,
                 digest_hour=8)
     offline(web, day, 45)
     fault(web, day)
@@ -204,7 +204,7 @@ def test_daily_digest(web: Web, robots: RobotReceiver) -> None:
 def test_scope_second_unit_manager(web: Web, robots: RobotReceiver) -> None:
     with clock.frozen_at(NOW):
         a, b, ops, eva = web.as_("mgr-a"), web.as_("mgr-b"), web.as_("ops"), web.as_("eva")
-        ua = channel(a, unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A))
+        ua = channel(ops, unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A))
     offline(web, NOW, 45)
     run(web, NOW)
     with clock.frozen_at(NOW + timedelta(minutes=1)):
@@ -235,6 +235,7 @@ def test_channel_targets_are_checked(web: Web) -> None:
         a = web.as_("mgr-a")
         bad: list[dict[str, Any]] = [
             {"kind": "wecom", "webhook_url": "http://example.com/cgi-bin/webhook/send?key=k"},  # plain http, remote
+            {"kind": "wecom", "webhook_url": "http://127.0.0.1:8080/cgi-bin/webhook/send?key=k"},  # local: ops only
             {"kind": "wecom", "webhook_url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"},  # no key
             {"kind": "dingtalk", "webhook_url": "https://oapi.dingtalk.com/robot/send"},  # no access_token
             {"kind": "email", "recipients": ["not-an-address"]},
@@ -322,7 +323,7 @@ def test_period_closing_on_sweep_days(web: Web, today: date) -> None:
 
 def test_cli_round(web: Web, robots: RobotReceiver) -> None:
     with clock.frozen_at(NOW):
-        channel(web.as_("mgr-a"), unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A))
+        channel(web.as_("ops"), unit_id="ua", kind="wecom", webhook_url=robots.wecom_url(KEY_A))
     offline(web, NOW, 45)
     env = {**os.environ, "JISHI_NOW": NOW.isoformat(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     out = subprocess.run([sys.executable, "-m", "server.cli", "alerts", "--once", "--dsn", web.dsn],
@@ -346,7 +347,7 @@ def test_demo_receiver_accepts_both_robots(web: Web, tmp_path: Path) -> None:
         assert proc.stderr is not None and "robot receiver on" in proc.stderr.readline()
         base = f"http://127.0.0.1:{port}"
         with clock.frozen_at(NOW):
-            a = web.as_("mgr-a")
+            a = web.as_("ops")
             channel(a, unit_id="ua", kind="wecom", webhook_url=f"{base}/cgi-bin/webhook/send?key=demo")
             channel(a, unit_id="ua", kind="dingtalk", webhook_url=f"{base}/robot/send?access_token=demo",
                     sign_secret=SECRET_A)

@@ -207,3 +207,15 @@ def test_pages_render(web: Web) -> None:
         assert "Booking rules" in a.get("/bookings/rules/ua-xrd", params={"lang": "en"}).text
         assert a.get("/bookings/rules/ub-sem").status_code == 404
         assert a.get("/alerts/settings/ub").status_code == 404
+
+
+def test_public_requests_are_rate_limited_per_client(web: Web) -> None:
+    from server.web.routes.bookings import PUBLIC_REQUESTS_PER_HOUR
+
+    with clock.frozen_at(NOW):
+        anon = web.client()
+        for i in range(PUBLIC_REQUESTS_PER_HOUR):
+            assert request(anon, SLOT + timedelta(hours=i), hours=0.5).status_code == 201
+        r = request(anon, SLOT + timedelta(days=2), hours=0.5)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3600"
+    assert web.sql("SELECT count(*) FROM bookings") == [(PUBLIC_REQUESTS_PER_HOUR,)]

@@ -31,7 +31,7 @@ from server.web.i18n import t
 router = APIRouter(prefix="/api/v1", tags=["bookings"])
 assert _texts.TEXT
 
-CODE = r"^[A-Z0-9]{8,16}$"
+PUBLIC_REQUESTS_PER_HOUR = 20  # per client address: the form needs no login, so it needs a brake
 
 
 class Model(BaseModel):
@@ -155,10 +155,13 @@ def public_rules(instrument_id: str, db: Db, settings: Settings) -> dict[str, An
 @router.post("/public/bookings", status_code=201, tags=["public catalog"], responses=_ex(PUBLIC_EXAMPLE, 201),
              summary="Request a slot (no login); the answer's code is the check-in identity")
 def request_booking(body: BookingIn, db: Db, settings: Settings, request: Request) -> dict[str, Any]:
+    client = request.client.host if request.client else "unknown"
+    actor = f"public:{client}"
     with db.read() as conn:
         inst = _published(conn, body.instrument_id, settings)
-    client = request.client.host if request.client else "unknown"
-    with refusals(), db.write(f"public:{client}") as conn:
+        if queries.recent_requests_by(conn, actor) >= PUBLIC_REQUESTS_PER_HOUR:
+            raise ApiError(429, "rate_limited", "booking.err.too_many", headers={"Retry-After": "3600"})
+    with refusals(), db.write(actor) as conn:
         b = service.request(conn, inst, body.start_at, body.end_at, body.model_dump(exclude={"instrument_id"}))
     return public_view(b)
 
