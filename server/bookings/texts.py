@@ -42,6 +42,12 @@ TEXT: dict[str, tuple[str, str]] = {
     "booking.cancel": ("取消", "Cancel"),
     "booking.none": ("没有预约。", "No bookings."),
     "booking.rules": ("预约规则", "Booking rules"),
+    "booking.rules_summary": (
+        "可预约 {days} 天内的时段，至少提前 {notice} 小时，单次最长 {hours} 小时；{approval}",
+        "Slots up to {days} days ahead, at least {notice} hours' notice, at most {hours} hours each; {approval}",
+    ),
+    "booking.approval.external": ("校外预约需管理人员审批。", "outside users' bookings need the staff's approval."),
+    "booking.approval.none": ("提交即生效。", "bookings take effect at once."),
     "booking.terms": ("服务条款（第十四条）", "Service terms (art. 14)"),
     "booking.ip_terms": ("知识产权", "Intellectual property"),
     "booking.confidentiality": ("保密", "Confidentiality"),
