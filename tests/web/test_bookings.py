@@ -204,6 +204,7 @@ def test_pages_render(web: Web) -> None:
             r = a.get(path)
             assert r.status_code == 200, (path, r.status_code)
         assert "预约规则" in a.get("/bookings/rules/ua-xrd").text
+        assert "可预约 30 天内的时段" in book.text
         assert "Booking rules" in a.get("/bookings/rules/ua-xrd", params={"lang": "en"}).text
         assert a.get("/bookings/rules/ub-sem").status_code == 404
         assert a.get("/alerts/settings/ub").status_code == 404
