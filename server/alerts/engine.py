@@ -158,8 +158,9 @@ def _deliver_channel(conn: Conn, ch: dict[str, Any], now: datetime, smtp: SmtpCo
     return sent, failed
 
 
-def run_round(dsn: str, smtp: SmtpConfig | None = None, base_url: str = "") -> RoundResult:
-    """Evaluate, reconcile and deliver once."""
+def run_round(dsn: str, smtp: SmtpConfig | None = None, base_url: str = "",
+              settle_after: timedelta | None = None) -> RoundResult:
+    """Settle finished bookings, evaluate, reconcile and deliver once."""
     out = RoundResult()
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT set_config('jishi.actor', 'job:alerts', false)")  # audited booking updates
@@ -171,9 +172,10 @@ def run_round(dsn: str, smtp: SmtpConfig | None = None, base_url: str = "") -> R
         try:
             now = clock.now()
             if queries.table_exists(conn, "bookings"):
-                from server.bookings.service import settle_due
+                from server.bookings.service import SETTLE_AFTER, settle_due
 
-                out.settled = settle_due(conn)  # booked vs measured first: drafts before alerts
+                # booked vs measured first: drafts before alerts
+                out.settled = settle_due(conn, SETTLE_AFTER if settle_after is None else settle_after)
                 conn.commit()
             out.opened, out.cleared, out.open_total = reconcile(conn, now)
             conn.commit()

@@ -2,6 +2,7 @@
 
     jishi-server alerts [--dsn DSN] [--once] [--interval 60] [--smtp-host H --smtp-port 25
                         --smtp-from ADDR --smtp-starttls --smtp-user U] [--base-url URL]
+                        [--settle-after-minutes 30]
 
 The DSN defaults to JISHI_ALERTS_DSN, then JISHI_DSN; the SMTP password comes from
 JISHI_SMTP_PASSWORD (never on the command line, where `ps` shows it).
@@ -14,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+from datetime import timedelta
 from types import FrameType
 
 import psycopg
@@ -36,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--smtp-user", default=os.environ.get("JISHI_SMTP_USER", ""))
     ap.add_argument("--base-url", default=os.environ.get("JISHI_BASE_URL", ""),
                     help="the web app's address, for links in messages")
+    ap.add_argument("--settle-after-minutes", type=float, default=None,
+                    help="settle a booking this long after its slot (default 30; the demo uses less)")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return ap
 
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while True:
         try:
-            r = run_round(dsn, smtp, args.base_url)
+            after = None if args.settle_after_minutes is None else timedelta(minutes=args.settle_after_minutes)
+            r = run_round(dsn, smtp, args.base_url, after)
             log.info("alerts round: %d opened, %d cleared, %d open, %d sent, %d failed, %d bookings settled%s",
                      r.opened, r.cleared, r.open_total, r.sent, r.failed, r.settled,
                      " (another round is running)" if r.skipped_locked else "")

@@ -150,12 +150,12 @@ def _money(v: Decimal) -> Decimal:
     return v.quantize(FEN, ROUND_HALF_UP)
 
 
-def settle_due(conn: Conn) -> int:
-    """Compare booked with measured for every approved booking whose slot is over; draft the
-    outside users' service records. Returns how many bookings were settled."""
+def settle_due(conn: Conn, after: timedelta = SETTLE_AFTER) -> int:
+    """Compare booked with measured for every approved booking whose slot ended `after` ago; draft
+    the outside users' service records. Returns how many bookings were settled."""
     now = clock.now()
     n = 0
-    for b in queries.due_for_settling(conn, now - SETTLE_AFTER):
+    for b in queries.due_for_settling(conn, now - after):
         sessions = queries.code_sessions(conn, b["instrument_id"], b["code"])
         if any(s["end_at"] is None for s in sessions) and now < b["end_at"] + OPEN_SESSION_WAIT:
             continue  # still at the instrument: settle once checked out
