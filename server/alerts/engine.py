@@ -6,6 +6,7 @@
   for a channel go out together (a few per message), at most `max_per_hour` messages an hour per
   channel; a failed attempt is retried after RETRY_AFTER, at most MAX_FAILURES times. Digest
   channels get one summary of the unit's open alerts a day, at their hour (Asia/Shanghai).
+- When an alert a channel announced clears, the channel is told it is resolved (within a day).
 - Every attempt is stored with its status and error (alert_deliveries).
 
 One round at a time (an advisory lock), so two jobs never send the same message twice.
@@ -34,6 +35,7 @@ LOCK_KEY = 0x6A6973686961  # "jishia": one alerts round at a time
 BATCH = 8  # alerts per message: keeps a robot's message under its 4096-byte limit
 RETRY_AFTER = timedelta(minutes=5)
 MAX_FAILURES = 5
+CLEAR_WINDOW = timedelta(hours=24)  # a resolution older than this is no news any more
 
 assert texts.TEXT  # the texts register themselves in the i18n table on import
 
@@ -67,9 +69,9 @@ def _line(lang: str, a: dict[str, Any]) -> str:
     return f"**{rule_label(lang, a['rule'])}** {alert_text(lang, a['rule'], a['params'])}"
 
 
-def alerts_message(unit_name: str, alerts: Sequence[dict[str, Any]], *, digest: bool = False,
+def alerts_message(unit_name: str, alerts: Sequence[dict[str, Any]], *, digest: bool = False, cleared: bool = False,
                    base_url: str = "") -> Message:
-    key = "alert.digest_title" if digest else "alert.title"
+    key = "alert.digest_title" if digest else "alert.clear_title" if cleared else "alert.title"
     zh = [_line("zh", a) for a in alerts]
     en = [_line("en", a) for a in alerts]
     if base_url:
@@ -145,12 +147,15 @@ def _deliver_channel(conn: Conn, ch: dict[str, Any], now: datetime, smtp: SmtpCo
         ok = _send(conn, ch, "digest", [a["id"] for a in items], msg, now, smtp, day)
         return (1, 0) if ok else (0, 1)
     pending = queries.pending_for_channel(conn, ch["id"], ch["unit_id"], MAX_FAILURES, now - RETRY_AFTER)
-    for i in range(0, len(pending), BATCH):
+    clears = queries.pending_clears(conn, ch["id"], ch["unit_id"], MAX_FAILURES, now - RETRY_AFTER,
+                                    now - CLEAR_WINDOW)
+    batches = [("alert", pending[i: i + BATCH]) for i in range(0, len(pending), BATCH)]
+    batches += [("clear", clears[i: i + BATCH]) for i in range(0, len(clears), BATCH)]
+    for kind, chunk in batches:
         if allowed <= 0:
             break
-        chunk = pending[i: i + BATCH]
-        msg = alerts_message(ch["unit_name"], chunk, base_url=base_url)
-        if _send(conn, ch, "alert", [a["id"] for a in chunk], msg, now, smtp):
+        msg = alerts_message(ch["unit_name"], chunk, cleared=kind == "clear", base_url=base_url)
+        if _send(conn, ch, kind, [a["id"] for a in chunk], msg, now, smtp):
             sent += 1
         else:
             failed += 1

@@ -242,6 +242,27 @@ def pending_for_channel(conn: Conn, channel_id: int, unit_id: str, max_failures:
     )
 
 
+def pending_clears(conn: Conn, channel_id: int, unit_id: str, max_failures: int, retry_before: datetime,
+                   cleared_after: datetime) -> list[dict[str, Any]]:
+    """Alerts of the unit that cleared recently, that this channel announced and has not yet
+    announced as resolved (the same retry rules as alerts)."""
+    return rows(
+        conn,
+        "SELECT a.id, a.unit_id, a.rule, a.subject, a.instrument_id, a.params, a.opened_at, a.cleared_at FROM alerts a"
+        " WHERE a.unit_id = %(unit)s AND a.cleared_at > %(after)s"
+        " AND EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.channel_id = %(ch)s AND d.kind = 'alert'"
+        "  AND d.status = 'sent' AND a.id = ANY(d.alert_ids))"
+        " AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.channel_id = %(ch)s AND d.kind = 'clear'"
+        "  AND d.status = 'sent' AND a.id = ANY(d.alert_ids))"
+        " AND (SELECT count(*) FROM alert_deliveries d WHERE d.channel_id = %(ch)s AND d.kind = 'clear'"
+        "  AND d.status = 'failed' AND a.id = ANY(d.alert_ids)) < %(maxf)s"
+        " AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.channel_id = %(ch)s AND d.kind = 'clear'"
+        "  AND d.status = 'failed' AND a.id = ANY(d.alert_ids) AND d.attempted_at > %(retry)s)"
+        " ORDER BY a.cleared_at, a.id",
+        {"unit": unit_id, "ch": channel_id, "maxf": max_failures, "retry": retry_before, "after": cleared_after},
+    )
+
+
 def open_alerts_of_unit(conn: Conn, unit_id: str) -> list[dict[str, Any]]:
     return rows(
         conn,

@@ -97,6 +97,8 @@ TEXT: dict[str, tuple[str, str]] = {
         "{instrument} ({instrument_id}) has {n} booking requests waiting since {since}.",
     ),
     "alert.title": ("【机时告警】{unit}：{n} 条", "[Jishi alert] {unit}: {n}"),
+    "alert.clear_title": ("【机时告警解除】{unit}：{n} 条已恢复", "[Jishi] {unit}: {n} resolved"),
+    "delivery.kind.clear": ("解除通知", "Resolved"),
     "alert.digest_title": ("【机时每日汇总】{unit}：{n} 条未解除告警", "[Jishi daily digest] {unit}: {n} open alerts"),
     "alert.test_title": ("【机时】测试消息：{unit}", "[Jishi] test message: {unit}"),
     "alert.test_body": ("此渠道配置正确。", "This channel works."),

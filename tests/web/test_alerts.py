@@ -110,15 +110,21 @@ def test_offline_agent_reaches_each_channel_once_then_clears(web: Web, robots: R
     assert (r.opened, r.open_total, r.sent) == (0, 1, 0)
     assert len(robots.posts) == 2 and len(smtp.messages) == 1
 
-    # back online: the alert clears; offline again later: a new alert, sent again
+    # back online: the alert clears and each channel hears it is resolved, once
     online(web, NOW + timedelta(minutes=10))
     r = run(web, NOW + timedelta(minutes=11), smtp)
-    assert (r.cleared, r.open_total, r.sent) == (1, 0, 0)
+    assert (r.cleared, r.open_total, r.sent) == (1, 0, 3)
+    assert [p.verdict for p in robots.posts[2:]] == ["ok", "ok"]
+    assert all("告警解除" in p.text and "resolved" in p.text and "ua-xrd-a1" in p.text for p in robots.posts[2:])
+    assert "告警解除" in smtp.messages[1][1]["Subject"]
+    assert run(web, NOW + timedelta(minutes=12), smtp).sent == 0
+    # offline again later: a new alert, sent again
     offline(web, NOW + timedelta(hours=3), 40)
     r = run(web, NOW + timedelta(hours=3), smtp)
     assert (r.opened, r.sent) == (1, 3)
     assert web.sql("SELECT count(*), count(cleared_at) FROM alerts") == [(2, 1)]
-    assert [d[2] for d in deliveries(web)] == ["sent"] * 6
+    assert [(d[1], d[2]) for d in deliveries(web)] == [("alert", "sent")] * 3 + [("clear", "sent")] * 3 + [
+        ("alert", "sent")] * 3
     assert not [p for p in robots.posts if p.token == KEY_B]  # ub's group hears nothing of ua
 
 

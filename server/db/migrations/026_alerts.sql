@@ -61,7 +61,7 @@ CREATE INDEX alerts_unit_time ON alerts (unit_id, opened_at DESC);
 CREATE TABLE alert_deliveries (
     id            bigserial PRIMARY KEY,
     channel_id    bigint NOT NULL REFERENCES alert_channels (id),
-    kind          text NOT NULL CHECK (kind IN ('alert', 'digest', 'test')),
+    kind          text NOT NULL CHECK (kind IN ('alert', 'clear', 'digest', 'test')),   -- clear: resolved
     alert_ids     bigint[] NOT NULL DEFAULT '{}',
     digest_day    date,
     attempted_at  timestamptz NOT NULL,
