@@ -35,7 +35,7 @@ class Rules:
     max_days_ahead: int = 30
     min_notice_hours: int = 2
     max_hours: int = 8
-    internal_needs_approval: bool = False
+    internal_needs_approval: bool = True  # requests need no login: a claimed affiliation proves nothing
     external_needs_approval: bool = True
     service_terms: str = ""
     ip_terms: str = ""

@@ -46,6 +46,8 @@ TEXT: dict[str, tuple[str, str]] = {
         "可预约 {days} 天内的时段，至少提前 {notice} 小时，单次最长 {hours} 小时；{approval}",
         "Slots up to {days} days ahead, at least {notice} hours' notice, at most {hours} hours each; {approval}",
     ),
+    "booking.approval.all": ("预约需管理人员审批后生效。", "bookings take effect once the staff approve them."),
+    "booking.approval.internal": ("校内预约需管理人员审批。", "internal bookings need the staff's approval."),
     "booking.approval.external": ("校外预约需管理人员审批。", "outside users' bookings need the staff's approval."),
     "booking.approval.none": ("提交即生效。", "bookings take effect at once."),
     "booking.terms": ("服务条款（第十四条）", "Service terms (art. 14)"),

@@ -105,7 +105,12 @@ def test_booking_rules_refuse(web: Web) -> None:
         assert request(anon, hours=9).status_code == 422  # default: at most 8 hours
         assert request(anon, hours=-1).status_code == 422
         assert request(anon, applicant_org_id="no-such-org").status_code == 422
-        # internal users (the unit's own organisation) need no approval by default
+        # a claimed internal user waits for approval by default (no login proves it) ...
+        waits = request(anon, SLOT + timedelta(days=3), applicant_org_id="org-a", applicant_name="王五")
+        assert waits.json()["status"] == "requested" and waits.json()["user_type"] == 120
+        # ... unless the manager's rules say internal bookings need none
+        assert a.put("/api/v1/instruments/ua-xrd/booking-rules",
+                     json={"internal_needs_approval": False}).status_code == 200
         inner = request(anon, applicant_org_id="org-a", applicant_name="王五")
         assert inner.status_code == 201 and inner.json()["status"] == "approved" and inner.json()["user_type"] == 120
         taken = request(anon, SLOT + timedelta(hours=1))
@@ -204,7 +209,7 @@ def test_pages_render(web: Web) -> None:
             r = a.get(path)
             assert r.status_code == 200, (path, r.status_code)
         assert "预约规则" in a.get("/bookings/rules/ua-xrd").text
-        assert "可预约 30 天内的时段" in book.text
+        assert "可预约 30 天内的时段" in book.text and "预约需管理人员审批后生效" in book.text
         assert "Booking rules" in a.get("/bookings/rules/ua-xrd", params={"lang": "en"}).text
         assert a.get("/bookings/rules/ub-sem").status_code == 404
         assert a.get("/alerts/settings/ub").status_code == 404

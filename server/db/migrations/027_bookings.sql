@@ -10,7 +10,8 @@ CREATE TABLE booking_rules (
     max_days_ahead             integer NOT NULL DEFAULT 30 CHECK (max_days_ahead BETWEEN 1 AND 366),
     min_notice_hours           integer NOT NULL DEFAULT 2 CHECK (min_notice_hours BETWEEN 0 AND 24 * 60),
     max_hours                  integer NOT NULL DEFAULT 8 CHECK (max_hours BETWEEN 1 AND 24 * 14),
-    internal_needs_approval    boolean NOT NULL DEFAULT false,
+    -- requests come without a login, so even a claimed internal user waits for approval by default
+    internal_needs_approval    boolean NOT NULL DEFAULT true,
     external_needs_approval    boolean NOT NULL DEFAULT true,
     -- the service terms of art. 14, shown with every request and copied into the booking
     service_terms              text NOT NULL DEFAULT '',

@@ -91,7 +91,7 @@ class RulesIn(Model):
     max_days_ahead: int = Field(default=30, ge=1, le=366)
     min_notice_hours: int = Field(default=2, ge=0, le=24 * 60)
     max_hours: int = Field(default=8, ge=1, le=24 * 14)
-    internal_needs_approval: bool = False
+    internal_needs_approval: bool = True
     external_needs_approval: bool = True
     service_terms: str = Field(default="", max_length=4000)
     ip_terms: str = Field(default="", max_length=4000)
