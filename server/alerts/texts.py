@@ -23,6 +23,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "alerts.channels": ("推送渠道", "Channels"),
     "alerts.no_channels": ("尚未配置推送渠道。", "No channel configured yet."),
     "alerts.settings": ("告警规则", "Alert rules"),
+    "alerts.recent": ("最近推送", "Recent deliveries"),
+    "alerts.test": ("发送测试消息", "Send a test message"),
     "alerts.pending": ("待推送", "Pending"),
     "alerts.digest": ("每日汇总（{hour} 点）", "Daily digest ({hour}:00)"),
     "alerts.immediate": ("即时推送", "Immediate"),

@@ -69,11 +69,13 @@ def alerts_page(request: Request, who: MaybeWho, db: Db, unit_id: str | None = N
         units = None if unit is None else [unit]
         found = listing(conn, lang, units, None, 200)["items"]
         chans = queries.channels(conn, units)
+        recent = queries.recent_deliveries(conn, units, 20)
         settings = unit_settings(conn)
         all_units = _units(conn, p)
     shown_settings = [(u, label, settings.get(u, UnitSettings()).as_dict()) for u, label in all_units
                       if unit is None or u == unit]
-    return render(request, "alerts.html", p, items=found, channels=chans, unit=unit or "", units=all_units,
+    return render(request, "alerts.html", p, items=found, channels=chans, recent=recent, unit=unit or "",
+                  units=all_units,
                   settings=shown_settings, setting_names=[f.name for f in SETTING_FIELDS],
                   setting_labels={f.name: (f.en if lang == "en" else f.zh) for f in SETTING_FIELDS},
                   api="/api/v1/alerts" + (f"?unit_id={unit}" if unit else ""), off=t(lang, "alerts.settings_off"))

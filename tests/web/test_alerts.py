@@ -368,3 +368,19 @@ def test_demo_receiver_accepts_both_robots(web: Web, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_test_message_from_the_page(web: Web, robots: RobotReceiver) -> None:
+    with clock.frozen_at(NOW):
+        ops, a, b = web.as_("ops"), web.as_("mgr-a"), web.as_("mgr-b")
+        ch = channel(ops, unit_id="ua", kind="dingtalk", webhook_url=robots.dingtalk_url(DT_A), sign_secret=SECRET_A)
+        assert f'data-api="/api/v1/alert-channels/{ch["id"]}/test"' in a.get("/alerts").text
+        assert b.post(f"/api/v1/alert-channels/{ch['id']}/test").status_code == 404
+        r = a.post(f"/api/v1/alert-channels/{ch['id']}/test")
+        assert r.json() == {"status": "sent", "error": ""}
+        page = a.get("/alerts").text
+        other = b.get("/alerts")
+    [post] = robots.posts
+    assert post.verdict == "ok" and "测试消息" in post.text
+    assert 'data-kind="test"' in page and "已送达" in page
+    assert other.status_code == 200 and other.url.path == "/alerts" and 'data-kind="test"' not in other.text

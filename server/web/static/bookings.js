@@ -1,5 +1,6 @@
 // Bookings: the public request form posts JSON and opens the applicant's page by the code it gets
-// back; buttons with data-api POST (with the CSRF token when logged in) and reload the page.
+// back; buttons with data-api POST (with the CSRF token when logged in) and reload the page (also
+// the alert channels' test buttons on /alerts).
 (function () {
   "use strict";
   var meta = document.querySelector('meta[name="csrf-token"]');
