@@ -133,10 +133,12 @@ def find_or_create_user(conn: Conn, booking_id: int, name: str, org_id: str | No
 
 
 def map_code(conn: Conn, unit_id: str, code: str, user_id: str) -> None:
-    """The booking code, typed at check-in (`jishi-agent checkin --booking CODE`), means this user."""
-    conn.execute("INSERT INTO identity_map (unit_id, method, identifier, user_id) VALUES (%s, 'booking', %s, %s)"
-                 " ON CONFLICT (unit_id, method, identifier) DO UPDATE SET user_id = EXCLUDED.user_id",
-                 (unit_id, code, user_id))
+    """The booking code, typed at check-in (`jishi-agent checkin --booking CODE`), means this user.
+    The agent records the code as typed: the lower-case spelling is mapped too."""
+    for identifier in sorted({code, code.lower()}):
+        conn.execute("INSERT INTO identity_map (unit_id, method, identifier, user_id) VALUES (%s, 'booking', %s, %s)"
+                     " ON CONFLICT (unit_id, method, identifier) DO UPDATE SET user_id = EXCLUDED.user_id",
+                     (unit_id, identifier, user_id))
 
 
 def due_for_settling(conn: Conn, ended_before: datetime) -> list[dict[str, Any]]:
@@ -145,16 +147,16 @@ def due_for_settling(conn: Conn, ended_before: datetime) -> list[dict[str, Any]]
                 (ended_before,))
 
 
-def code_sessions(conn: Conn, instrument_id: str, code: str) -> list[dict[str, Any]]:
+def code_sessions(conn: Conn, instrument_id: str, codes: Sequence[str]) -> list[dict[str, Any]]:
     """The sessions checked in with the booking code on the instrument, with their running hours."""
     return rows(
         conn,
         "SELECT s.agent_id, s.session_id, s.start_at, s.end_at,"
         " coalesce((SELECT sum(extract(epoch FROM g.end_at - g.start_at)) FROM usage_segments g"
         "  WHERE g.agent_id = s.agent_id AND g.session_id = s.session_id AND g.state = 'running'), 0) AS running_s"
-        " FROM user_sessions s WHERE s.instrument_id = %s AND s.method = 'booking' AND s.identifier = %s"
+        " FROM user_sessions s WHERE s.instrument_id = %s AND s.method = 'booking' AND s.identifier = ANY(%s)"
         " ORDER BY s.start_at",
-        (instrument_id, code),
+        (instrument_id, list(codes)),
     )
 
 

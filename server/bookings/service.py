@@ -156,7 +156,7 @@ def settle_due(conn: Conn, after: timedelta = SETTLE_AFTER) -> int:
     now = clock.now()
     n = 0
     for b in queries.due_for_settling(conn, now - after):
-        sessions = queries.code_sessions(conn, b["instrument_id"], b["code"])
+        sessions = queries.code_sessions(conn, b["instrument_id"], [b["code"], b["code"].lower()])
         if any(s["end_at"] is None for s in sessions) and now < b["end_at"] + OPEN_SESSION_WAIT:
             continue  # still at the instrument: settle once checked out
         if not sessions:

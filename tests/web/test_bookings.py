@@ -67,12 +67,12 @@ def test_outside_user_booking_ends_in_a_drafted_service_record(web: Web) -> None
         r = a.post(f"/api/v1/bookings/{booking['id']}/approve", json={"note": "请提前 10 分钟到"})
         assert r.status_code == 200 and r.json()["status"] == "approved", r.text
         user = r.json()["user_id"]
-    assert web.sql("SELECT user_id FROM identity_map WHERE unit_id = 'ua' AND method = 'booking'"
-                   " AND identifier = %s", (code,)) == [(user,)]
+    assert web.sql("SELECT identifier, user_id FROM identity_map WHERE unit_id = 'ua' AND method = 'booking'"
+                   " ORDER BY identifier") == [(code, user), (code.lower(), user)]  # as typed at check-in
     assert web.sql("SELECT org_id FROM platform_users WHERE id = %s", (user,)) == [("ext-co",)]
 
     # the user checks in with the code at 09:05, the instrument runs 09:10-11:40, check-out 12:20
-    check_in(web, code, SLOT + timedelta(minutes=5), SLOT + timedelta(hours=3, minutes=20),
+    check_in(web, code.lower(), SLOT + timedelta(minutes=5), SLOT + timedelta(hours=3, minutes=20),
              SLOT + timedelta(minutes=10), SLOT + timedelta(hours=2, minutes=40))
     with clock.frozen_at(SLOT + timedelta(hours=3, minutes=10)):
         assert run_round(web.dsn).settled == 0  # not yet: half an hour after the slot for late check-outs
