@@ -6,6 +6,7 @@ open alert per condition and clears it when the condition no longer holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -37,6 +38,9 @@ class UnitSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+Cfg = Callable[[str], UnitSettings]  # a unit's thresholds
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,10 @@ def evaluate(conn: Conn, calendar: WorkdayCalendar | None = None) -> list[Condit
     return out
 
 
-def _agents(conn: Conn, now: datetime, cfg: Any) -> list[Condition]:
+def _agents(conn: Conn, now: datetime, cfg: Cfg) -> list[Condition]:
     out: list[Condition] = []
     for r in queries.live_agents(conn):
-        s: UnitSettings = cfg(r["unit_id"])
+        s = cfg(r["unit_id"])
         base = {"instrument": r["instrument"], "instrument_id": r["instrument_id"], "agent_id": r["agent_id"]}
         if s.offline_minutes is not None:
             if not r["online"]:
@@ -102,10 +106,10 @@ def _agents(conn: Conn, now: datetime, cfg: Any) -> list[Condition]:
     return out
 
 
-def _unused(conn: Conn, now: datetime, cfg: Any) -> list[Condition]:
+def _unused(conn: Conn, now: datetime, cfg: Cfg) -> list[Condition]:
     out: list[Condition] = []
     for r in queries.last_runs(conn):
-        s: UnitSettings = cfg(r["unit_id"])
+        s = cfg(r["unit_id"])
         if s.unused_days is None:
             continue
         # unused only for as long as an agent has been watching: the later of its start and the last run
@@ -130,10 +134,10 @@ def working_days_left(cal: WorkdayCalendar, today: date, deadline: date) -> int:
     return n
 
 
-def _deadlines(conn: Conn, today: date, cfg: Any, cal: WorkdayCalendar) -> list[Condition]:
+def _deadlines(conn: Conn, today: date, cfg: Cfg, cal: WorkdayCalendar) -> list[Condition]:
     out: list[Condition] = []
     for r in queries.unregistered_in_scope(conn, IN_SCOPE_VALUE):
-        s: UnitSettings = cfg(r["unit_id"])
+        s = cfg(r["unit_id"])
         if s.deadline_workdays is None:
             continue
         deadline = cal.add_working_days(r["accepted_on"], REGISTRATION_WORKING_DAYS)
@@ -149,10 +153,10 @@ def _deadlines(conn: Conn, today: date, cfg: Any, cal: WorkdayCalendar) -> list[
     return out
 
 
-def _external(conn: Conn, now: datetime, cfg: Any) -> list[Condition]:
+def _external(conn: Conn, now: datetime, cfg: Cfg) -> list[Condition]:
     out: list[Condition] = []
     for r in queries.external_sessions_unrecorded(conn, now - timedelta(days=EXTERNAL_LOOKBACK_DAYS), now):
-        s: UnitSettings = cfg(r["unit_id"])
+        s = cfg(r["unit_id"])
         if s.external_grace_hours is None or now - r["end_at"] < timedelta(hours=s.external_grace_hours):
             continue
         hours = round((r["end_at"] - r["start_at"]).total_seconds() / 3600, 1)
@@ -165,7 +169,7 @@ def _external(conn: Conn, now: datetime, cfg: Any) -> list[Condition]:
     return out
 
 
-def _bookings_and_period(conn: Conn, now: datetime, today: date, cfg: Any) -> list[Condition]:
+def _bookings_and_period(conn: Conn, now: datetime, today: date, cfg: Cfg) -> list[Condition]:
     """Booking requests waiting (once the bookings of migration 027 exist) and the closing period."""
     waiting: dict[str, int] = {}
     out: list[Condition] = []
@@ -173,7 +177,7 @@ def _bookings_and_period(conn: Conn, now: datetime, today: date, cfg: Any) -> li
         from server.bookings import queries as bq
 
         for r in bq.waiting_requests(conn):
-            us: UnitSettings = cfg(r["unit_id"])
+            us = cfg(r["unit_id"])
             waiting[r["unit_id"]] = waiting.get(r["unit_id"], 0) + int(r["n"])
             if us.booking_wait_hours is None or now - r["since"] < timedelta(hours=us.booking_wait_hours):
                 continue
@@ -184,7 +188,7 @@ def _bookings_and_period(conn: Conn, now: datetime, today: date, cfg: Any) -> li
     end = date(today.year + 1, 1, 1)  # the evaluation period is the calendar year (art. 22)
     days = (end - today).days
     for u in queries.units(conn):
-        s: UnitSettings = cfg(u["id"])
+        s = cfg(u["id"])
         if s.period_close_days is None or days > s.period_close_days:
             continue
         out.append(Condition(u["id"], "period_closing", str(today.year), None, {

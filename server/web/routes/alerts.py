@@ -21,7 +21,7 @@ from server.web.auth import Principal, require_role
 from server.web.db import Conn
 from server.web.deps import Db, Who
 from server.web.errors import ApiError, field_error, not_found
-from server.web.i18n import request_lang, t
+from server.web.i18n import request_lang
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -281,7 +281,3 @@ def patch_settings(who: Who, db: Db, unit_id: str, body: SettingsPatch) -> dict[
     with db.write(who.actor) as conn:
         queries.upsert_settings(conn, unit_id, current | changes, clock.now())
         return unit_settings(conn)[unit_id].as_dict()
-
-
-def rule_labels(lang: str) -> dict[str, str]:
-    return {k: t(lang, f"setting.{k}") for k in UnitSettings().as_dict()}
