@@ -1,6 +1,7 @@
-"""End to end: a booking's code checks the user in on the real agent, the records go through the
-broker and ingest, the derived session carries the code, and settling the booking finds the
-measured running time and attributes it to the outside user (issue 20)."""
+"""End to end (issue 20): a booking's code checks the user in on the real agent, the records go
+through the broker and ingest, the derived session carries the code, and settling the booking finds
+the measured running time and attributes it to the outside user; the stopped agent's death makes
+an alert that reaches a (local) 企业微信 robot."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ import psycopg
 
 from protocols.signing import key_id, load_private, public_to_b64
 from server import clock
+from server.alerts import queries as aq
+from server.alerts.engine import run_round
 from server.bookings import queries as bq
 from server.bookings import service
 from server.ingest.service import Ingest
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import AgentProc, cli, wait_until, write_config
 from tests.server.helpers import query, settings_for, wait_for
+from tests.web.alerthelp import RobotReceiver
 
 METER = """
 [detectors.power]
@@ -83,6 +87,8 @@ def test_booking_code_checks_the_user_in(fresh_db: str, mqtt_broker: Any, tmp_pa
             wait_until(lambda: status(cfg).get("state") == "idle", 10, "the instrument idle again")
             assert cli("checkout", "--config", str(cfg)).returncode == 0
             assert agent.stop() == 0
+            wait_for(lambda: query(dsn, "SELECT online FROM live_state WHERE instrument_id = %s", (instrument,))
+                     == [(False,)], 30, what="the agent's death stored")
             wait_for(lambda: query(dsn, "SELECT count(*) FROM user_sessions WHERE method = 'booking'"
                                         " AND identifier = %s AND end_at IS NOT NULL", (code.lower(),)) == [(1,)],
                      30, what="the booking session derived")
@@ -102,3 +108,22 @@ def test_booking_code_checks_the_user_in(fresh_db: str, mqtt_broker: Any, tmp_pa
     # the code's hours are the outside user's: identity map -> platform user of the enterprise
     assert query(dsn, "SELECT p.org_id FROM identity_map m JOIN platform_users p ON p.id = m.user_id"
                       " WHERE m.method = 'booking' AND m.identifier = %s", (code.lower(),)) == [(f"ext-{tag}",)]
+
+    # the stopped agent: an alert at the unit's robot once it has been offline a minute
+    robots = RobotReceiver()
+    try:
+        with psycopg.connect(dsn) as conn:
+            url = robots.wecom_url(f"key-{tag}")
+            aq.create_channel(conn, unit, "wecom", "", "", [], True, False, 8, 10, url, "")
+            # only the offline rule: the others depend on the date the test runs on
+            aq.upsert_settings(conn, unit, {"offline_minutes": 1, "period_close_days": None}, clock.now())
+        [(died,)] = query(dsn, "SELECT updated_at FROM live_state WHERE instrument_id = %s", (instrument,))
+        with clock.frozen_at(died + timedelta(seconds=30)):
+            assert run_round(dsn).opened == 0  # not a minute yet
+        with clock.frozen_at(died + timedelta(minutes=1, seconds=1)):
+            r = run_round(dsn)
+        assert (r.opened, r.sent) == (1, 1)
+        [post] = robots.posts
+        assert post.verdict == "ok" and agent_id in post.text and "采集端离线" in post.text
+    finally:
+        robots.close()
