@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--smtp-host", default=os.environ.get("JISHI_SMTP_HOST", ""))
     ap.add_argument("--smtp-port", type=int, default=int(os.environ.get("JISHI_SMTP_PORT", "25")))
     ap.add_argument("--smtp-from", default=os.environ.get("JISHI_SMTP_FROM", "jishi@localhost"))
-    ap.add_argument("--smtp-starttls", action="store_true")
+    ap.add_argument("--smtp-starttls", action="store_true",
+                    default=os.environ.get("JISHI_SMTP_STARTTLS", "").lower() in ("1", "true", "yes"))
     ap.add_argument("--smtp-user", default=os.environ.get("JISHI_SMTP_USER", ""))
     ap.add_argument("--base-url", default=os.environ.get("JISHI_BASE_URL", ""),
                     help="the web app's address, for links in messages")
