@@ -7,6 +7,7 @@
     jishi-server [--config FILE] quarantine [--reason R] [--agent ID] [--limit N]
     jishi-server [--config FILE] config         (print the effective settings, passwords hidden)
     jishi-server web [--dsn ...] [--port ...]     (the web app: server/web/serve.py; settings section `web`)
+    jishi-server alerts [--dsn ...] [--once]      (alert rules and delivery: server/alerts/job.py)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--agent")
     q.add_argument("--limit", type=int, default=50)
     sub.add_parser("config", help="print the effective settings")
+    sub.add_parser("alerts", help="evaluate alert rules and deliver (see jishi-server alerts --help)", add_help=False)
     web = sub.add_parser("web", help="serve the web app (see jishi-server web --help)", add_help=False)
     web.add_argument("rest", nargs=argparse.REMAINDER)
     return p
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         from server.web.serve import main as web_main
 
         return web_main(raw[1:])
+    if raw[:1] == ["alerts"]:
+        from server.alerts.job import main as alerts_main
+
+        return alerts_main(raw[1:])
     args = _parser().parse_args(raw)
     try:
         settings = load(args.config)

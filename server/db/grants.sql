@@ -90,7 +90,16 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('period_snapshot_payloads', '',    'SI',      'SI'),
     ('period_snapshot_parts', '',       'SI',      'SI'),
     -- registry proposals (024): a unit's figure-moving changes waiting for the operator
-    ('registry_proposals',   '',        'SIU',     'SIU');
+    ('registry_proposals',   '',        'SIU',     'SIU'),
+    -- alerts and bookings (026, 027): configured and decided on the web; the alerts job (jishi-server
+    -- alerts) runs as the console's role: it evaluates, delivers and settles bookings
+    ('alert_settings',       '',        'SIUD',    'SIUD'),
+    ('alert_channels',       '',        'SIUD',    'SIUD'),
+    ('alert_channel_secrets', '',       'SIUD',    'SIUD'),
+    ('alerts',               '',        'S',       'SIU'),
+    ('alert_deliveries',     '',        'SI',      'SIU'),
+    ('booking_rules',        '',        'SIUD',    'SIUD'),
+    ('bookings',             '',        'SIU',     'SIU');
 
 DO $$
 DECLARE

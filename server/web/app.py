@@ -34,8 +34,12 @@ from server.web.api import (
     session,
     timeline,
 )
+from server.web.api import alerts as alert_routes
+from server.web.api import bookings as booking_routes
 from server.web.db import Database
 from server.web.limits import BodyLimit
+from server.web.pages import alerts as pages_alerts
+from server.web.pages import bookings as pages_bookings
 from server.web.pages import main as pages
 from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
@@ -95,6 +99,10 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(pages_registry.router)
     app.include_router(pages_ops.router)
+    app.include_router(alert_routes.router)
+    app.include_router(pages_alerts.router)
+    app.include_router(booking_routes.router)
+    app.include_router(pages_bookings.router)
     app.include_router(pages.router)
     app.include_router(vendor.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
