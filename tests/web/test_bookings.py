@@ -226,3 +226,19 @@ def test_public_requests_are_rate_limited_per_client(web: Web) -> None:
         r = request(anon, SLOT + timedelta(days=2), hours=0.5)
     assert r.status_code == 429 and r.headers["Retry-After"] == "3600"
     assert web.sql("SELECT count(*) FROM bookings") == [(PUBLIC_REQUESTS_PER_HOUR,)]
+
+
+def test_a_booking_never_takes_another_units_person(web: Web) -> None:
+    # unit ub owns a person 李四 of ext-co; a booking at unit ua naming the same person must not map
+    # ua's code to ub's person (that would let ua attribute hours, and move ub's figures: issue 13)
+    web.sql("INSERT INTO platform_users (id, name, org_id, owner_unit_id) VALUES ('p-li-b', '李四', 'ext-co', 'ub')")
+    with clock.frozen_at(NOW):
+        a = web.as_("mgr-a")
+        booking = request(web.client()).json()
+        r = a.post(f"/api/v1/bookings/{booking['id']}/approve")
+        assert r.status_code == 200, r.text
+        user = r.json()["user_id"]
+    assert user != "p-li-b"
+    assert web.sql("SELECT owner_unit_id, org_id FROM platform_users WHERE id = %s", (user,)) == [("ua", "ext-co")]
+    assert {u for (u,) in web.sql("SELECT user_id FROM identity_map WHERE unit_id = 'ua' AND method = 'booking'")} \
+        == {user}
