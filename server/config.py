@@ -31,6 +31,8 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     dsn: str = Field("postgresql:///jishi", description="libpq connection string or URL")
     connect_timeout_s: int = Field(10, ge=1)
+    ha: bool = Field(False, description="acknowledge only what a synchronous standby holds: refuse to store "
+                     "on a server that is a standby or whose COMMITs do not wait for one (docs/scaling.md)")
 
 
 class MqttSettings(_Section):
