@@ -10,6 +10,7 @@ of it) and the standby promoted. Then:
 - the new primary has no synchronous standby yet, so HA-mode ingest stores and acks nothing on it
   (a COMMIT there would be acknowledged with no copy anywhere else) until a new standby is built
   from it; then ingest resumes through the same connection string;
+- the web's connection pool, on the same connection string, reaches the new primary;
 - at the end every record is stored exactly once (duplicates 0: the batch in flight at the crash
   comes again from the broker and is recognised) and derived as made, on the new standby too.
 """
@@ -26,6 +27,7 @@ import orjson
 import pytest
 
 from server.ingest.service import Ingest
+from server.web.db import Database
 from sim.pgha import PgCluster
 from tests.cluster.conftest import HA_DB
 from tests.server.helpers import Publisher, TestAgent, register, settings_for, wait_for
@@ -87,6 +89,8 @@ def test_primary_killed_under_load_nothing_acked_is_lost(pg_ha: PgCluster, mqtt_
     s.database.ha = True
     s.database.connect_timeout_s = 2
     ing = Ingest(s).start()
+    web = Database(dsn, min_size=2, max_size=2)  # the web's pool, on the same connection string
+    web.open()
     pub = Publisher(mqtt_broker, client_id=f"pub-{tag}")
     sent = threading.Event()
 
@@ -111,6 +115,9 @@ def test_primary_killed_under_load_nothing_acked_is_lost(pg_ha: PgCluster, mqtt_
         lost = {a: (acked[a], on_b[a][2]) for a in ids if on_b[a][2] < acked.get(a, 0)}
         assert lost == {}, f"acked but not on the promoted standby (acked, contiguous): {lost}"
         assert not sent.is_set(), "the stream finished before the failover"
+        with web.read() as conn:  # the pool drops its dead connections and reaches the new primary
+            assert conn.execute("SELECT pg_is_in_recovery(), current_setting('cluster_name')").fetchone() \
+                == (False, "b")
         # HA mode: nothing is stored (so nothing acked) on a primary with no synchronous standby
         time.sleep(1.0)
         assert _stored(pg_ha, "b", ids) == on_b
@@ -125,6 +132,7 @@ def test_primary_killed_under_load_nothing_acked_is_lost(pg_ha: PgCluster, mqtt_
     finally:
         pub.close()
         ing.stop()
+        web.close()
     final = _stored(pg_ha, "b", ids)
     assert final == {a: (RECORDS, RECORDS, RECORDS) for a in ids}, "records lost or stored twice"
     progress = pg_ha.query("b", "SELECT agent_id, watermark, derived_seq FROM agent_progress"
