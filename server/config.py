@@ -53,6 +53,18 @@ class MqttSettings(_Section):
     receive_maximum: int = Field(1000, ge=1, le=65535, description="unacknowledged messages in flight")
 
 
+class AmqpSettings(_Section):
+    """A RabbitMQ cluster instead of an MQTT broker for ingest's side (server/ingest/amqp.py).
+    Empty ``addresses``: ingest subscribes over MQTT as usual."""
+
+    addresses: list[str] = Field(default_factory=list, description="host:port of each node's AMQP listener")
+    username: str = "guest"
+    password: str = "guest"
+    queue: str = Field("jishi-ingest", pattern=r"^[A-Za-z0-9_.-]{1,200}$",
+                       description="the quorum queue all ingest processes consume")
+    prefetch: int = Field(1000, ge=1, le=65535, description="unacknowledged deliveries in flight")
+
+
 class IngestSettings(_Section):
     batch_max_messages: int = Field(500, ge=1)
     batch_max_records: int = Field(50_000, ge=1)
@@ -98,6 +110,7 @@ class Settings(BaseSettings):
 
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
     mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings())
+    amqp: AmqpSettings = Field(default_factory=lambda: AmqpSettings())
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
     derive: DeriveSettings = Field(default_factory=lambda: DeriveSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
