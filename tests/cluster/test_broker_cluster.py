@@ -13,12 +13,16 @@ running time equal to the schedule's, agents publishing again within their retry
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from server.ingest.service import Ingest
 from sim.modbus_meter import ModbusMeter
@@ -37,12 +41,47 @@ from tests.faults.common import (
     spool_meta,
     wait_until,
 )
-from tests.server.helpers import settings_for
+from tests.server.helpers import TestAgent, query, register, settings_for
 
 AGENTS = 6
+FLEET = 200
+FLEET_RECORDS = 10
 RECONNECT_BOUND_S = 15.0
 """an agent's retry bound here: connect timeout 3 s + back-off <= 1 s, with a node dead: twice that,
 plus the MQTT keepalive the plugin needs to notice nothing (the socket is closed at once)"""
+
+
+class Fleet:
+    """FLEET simulated agents (signed, chained records) publishing over MQTT 3.1.1 through one client
+    on a node that stays up, paced so that the stream spans the node's death: load on ingest and
+    on the quorum queue while its leader moves."""
+
+    def __init__(self, dsn: str, tag: str, node: Any) -> None:
+        self.agents = [TestAgent(f"fl{i}-{tag}", unit=f"uf-{tag}") for i in range(FLEET)]
+        t0 = int(time.time() * 1000) - FLEET_RECORDS * 60_000
+        for ag in self.agents:
+            register(dsn, ag, org=f"of-{tag}")
+            ag.state(t0, "running")
+            for k in range(1, FLEET_RECORDS):
+                ag.heartbeat(t0 + k * 60_000, "running", period_ms=60_000)
+        self.items = [(ag.topic(), ag.seal(ag.made[i:i + 5])) for i in range(0, FLEET_RECORDS, 5)
+                      for ag in self.agents]
+        self.sent = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{tag}", protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(100)
+        self.client.connect(node.host, node.port)
+        self.client.loop_start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for topic, payload in self.items:
+            self.client.publish(topic, payload, qos=1).wait_for_publish(60)
+            self.sent += 1
+
+    def close(self) -> None:
+        self.thread.join(120)
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 @pytest.fixture
@@ -68,6 +107,7 @@ def test_node_killed_under_load_nothing_lost(rabbit: RabbitCluster, fresh_db: st
     ing = Ingest(s).start()
     meters = [ModbusMeter(watts=40.0).__enter__() for _ in range(AGENTS)]
     agents: list[tuple[str, Path, AgentProc, Schedule]] = []
+    fleet: Fleet | None = None
     try:
         assert ing.wait_connected(30)
         for i, meter in enumerate(meters):
@@ -77,7 +117,7 @@ def test_node_killed_under_load_nothing_lost(rabbit: RabbitCluster, fresh_db: st
             d.mkdir()
             more = ", ".join(f'"{n.host}:{n.port}"' for n in others)
             cfg = write_config(d, agent_id=aid, broker=home, detectors=meter_toml(meter), running="power",
-                               period=PERIOD, heartbeat=HEARTBEAT, mqtt_extra=f"more_brokers = [{more}]")
+                               period=PERIOD, heartbeat=2 * HEARTBEAT, mqtt_extra=f"more_brokers = [{more}]")
             enrol(fresh_db, d, aid)
             agents.append((aid, cfg, AgentProc(cfg), Schedule(meter, run_s=1.5, idle_s=1.0)))
         for _, _, proc, sched in agents:
@@ -85,8 +125,12 @@ def test_node_killed_under_load_nothing_lost(rabbit: RabbitCluster, fresh_db: st
             proc.start()
         for aid, _, _, _ in agents:
             wait_until(lambda a=aid: progress(fresh_db, a)[0] >= 10, 60, f"{aid}'s records flowing")
+        fleet = Fleet(fresh_db, tag, nodes[1])
+        fleet.thread.start()
+        wait_until(lambda: fleet.sent >= len(fleet.items) // 4, 60, "the fleet's stream under way")
         before = {aid: spool_meta(cfg)["next_seq"] for aid, cfg, _, _ in agents}
         nodes[0].kill()
+        assert fleet.sent < len(fleet.items) * 3 // 4, "the fleet's stream should span the kill"
         killed = time.monotonic()
         resumed: dict[str, float] = {}
 
@@ -104,15 +148,27 @@ def test_node_killed_under_load_nothing_lost(rabbit: RabbitCluster, fresh_db: st
         last = {aid: spool_meta(cfg)["next_seq"] - 1 for aid, cfg, _, _ in agents}
         for aid, _, _, _ in agents:
             wait_until(lambda a=aid: progress(fresh_db, a) == (last[a], last[a]), 60, f"all of {aid} derived")
+        fleet.close()
+        assert fleet.sent == len(fleet.items)
+        fleet_ids = [a.agent for a in fleet.agents]
+        wait_until(lambda: query(fresh_db, "SELECT count(*) FROM agent_progress WHERE agent_id = ANY(%s)"
+                                 " AND watermark = %s AND derived_seq = %s",
+                                 (fleet_ids, FLEET_RECORDS, FLEET_RECORDS))[0][0] == FLEET, 60,
+                   "every fleet record stored and derived")
     finally:
         for _, _, proc, sched in agents:
             sched.stop()
             if proc.alive():
                 proc.kill()
+        if fleet is not None:
+            fleet.client.loop_stop()
         ing.stop()
         for meter in meters:
             meter.__exit__(None, None, None)
     assert max(resumed.values()) <= RECONNECT_BOUND_S, resumed
+    assert query(fresh_db, "SELECT count(*), count(DISTINCT (r.agent_no, r.seq)) FROM records r"
+                 " JOIN agent_progress p USING (agent_no) WHERE p.agent_id = ANY(%s)",
+                 (fleet_ids,)) == [(FLEET * FLEET_RECORDS, FLEET * FLEET_RECORDS)], "fleet: lost or twice"
     for aid, _, proc, sched in agents:
         got = outcome(fresh_db, aid)
         assert got["records"] == got["distinct"] == last[aid], f"{aid}: records lost or stored twice"
@@ -124,4 +180,5 @@ def test_node_killed_under_load_nothing_lost(rabbit: RabbitCluster, fresh_db: st
         assert abs(got["running_s"] - truth) <= allowance, (aid, got["running_s"], truth)
         assert "Traceback" not in proc.log.read_text(errors="replace")
     print(f"RabbitMQ node killed: {AGENTS} agents resumed in {sorted(round(v, 1) for v in resumed.values())} s;"
-          f" {sum(last.values())} records stored once")
+          f" {sum(last.values())} agent records and {FLEET * FLEET_RECORDS} of {FLEET} simulated agents"
+          f" stored once")
