@@ -82,7 +82,10 @@ class Fleet:
                 try:
                     if client is None:
                         client = self._client(next(nodes))
-                    client.publish(topic, payload, qos=1).wait_for_publish(10)
+                    info = client.publish(topic, payload, qos=1)
+                    info.wait_for_publish(10)
+                    if not info.is_published():  # no PUBACK: the node may have died with it
+                        raise RuntimeError("not confirmed")
                     break
                 except (OSError, RuntimeError, ValueError):
                     self.retries += 1
@@ -119,7 +122,10 @@ def main() -> None:
         cluster.start()
         print(f"cluster of 3 formed in {time.monotonic() - t:.0f} s")
         nodes = cluster.nodes
-        s = settings_for(dsn, None, client_id="bench-ingest", retry_initial_s=0.1, retry_max_s=0.5)
+        # the deployment's gap settings: a publish re-sent through another node may arrive well
+        # after later ones (the simulated fleet answers no resend request)
+        s = settings_for(dsn, None, client_id="bench-ingest", retry_initial_s=0.1, retry_max_s=0.5,
+                         resend_after_s=30.0, gap_give_up_after_s=600.0)
         s.amqp.addresses = [f"{n.host}:{n.amqp_port}" for n in nodes]
         ing = Ingest(s).start()
         assert ing.wait_connected(60)
