@@ -207,7 +207,7 @@ def main() -> None:
             ing.stop()
         for m in meters:
             m.__exit__(None, None, None)
-        cluster.stop()
+        cluster.close()
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")

@@ -32,7 +32,8 @@ _BIN = Path("/usr/lib/rabbitmq/bin")
 class RabbitNode:
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, name: str, cookie: str, peers: list[str], runas: _RunAs) -> None:
+    def __init__(self, root: Path, name: str, cookie: str, peers: list[str], runas: _RunAs,
+                 epmd_port: int) -> None:
         self.dir = root / name
         self.name = name
         self.node = f"{name}@localhost"
@@ -41,6 +42,7 @@ class RabbitNode:
         self.dist_port = free_port()
         self.cookie = cookie
         self.peers = peers
+        self.epmd_port = epmd_port
         self._as = runas
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -57,6 +59,7 @@ class RabbitNode:
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_NODE_PORT": str(self.amqp_port),
             "RABBITMQ_NODE_IP_ADDRESS": self.host,
+            "ERL_EPMD_PORT": str(self.epmd_port),  # the cluster's own port mapper, ended with it
             "LC_ALL": "C.UTF-8",
         }
         return env
@@ -140,7 +143,9 @@ class RabbitCluster:
         cookie = secrets.token_hex(16).upper()
         names = [f"jishi-{tag}-{i}" for i in range(1, size + 1)]
         runas = _RunAs("rabbitmq")
-        self.nodes = [RabbitNode(self.root, n, cookie, [f"{m}@localhost" for m in names], runas) for n in names]
+        self.epmd_port = free_port()
+        self.nodes = [RabbitNode(self.root, n, cookie, [f"{m}@localhost" for m in names], runas, self.epmd_port)
+                      for n in names]
 
     def start(self, timeout: float = 180) -> Self:
         for n in self.nodes:
@@ -167,13 +172,21 @@ class RabbitCluster:
         for n in self.nodes:
             n.stop()
 
+    def close(self) -> None:
+        """Stop the nodes and the cluster's Erlang port mapper (started by the first node)."""
+        self.stop()
+        node = self.nodes[0]
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], capture_output=True, timeout=10,
+                           env=node.env(), **node._as.kwargs())
+
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
+        self.close()
 
 
 def addresses(cluster: RabbitCluster, kind: str = "mqtt") -> list[tuple[str, int]]:

@@ -98,7 +98,7 @@ def rabbit(services_dir: Path) -> Iterator[RabbitCluster]:
         cluster.start()
         yield cluster
     finally:
-        cluster.stop()
+        cluster.close()
 
 
 def test_node_killed_under_load_nothing_lost(rabbit: RabbitCluster, fresh_db: str, tmp_path: Path) -> None:
