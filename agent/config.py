@@ -92,6 +92,9 @@ class MqttSection:
 
     host: str = ""
     port: int = 1883
+    more_brokers: tuple[str, ...] = ()
+    """other nodes of a broker cluster ("host:port"): after a failed or lost connection the agent
+    tries the next address, in turn from `host`:`port`"""
     client_id: str = ""
     keepalive_s: int = 60
     tls: bool = False
@@ -110,11 +113,18 @@ class MqttSection:
     resend_after_s: float = 600.0
     stop_flush_s: float = 5.0
 
+    def brokers(self) -> list[tuple[str, int]]:
+        """Every broker address, `host`:`port` first."""
+        return [(self.host, self.port), *((b.rpartition(":")[0], int(b.rpartition(":")[2])) for b in self.more_brokers)]
+
     def __post_init__(self) -> None:
         require(bool(self.host.strip()), "host",
                 "the broker's host name is required (there is no default: an agent that silently talked "
                 "to localhost looked healthy while sending nothing anywhere)")
         require(1 <= self.port <= 65535, "port", f"must be 1..65535, got {self.port}")
+        for b in self.more_brokers:
+            h, _, p = b.rpartition(":")
+            require(bool(h) and p.isdigit() and 1 <= int(p) <= 65535, "more_brokers", f"{b!r} is not host:port")
         require(self.keepalive_s >= 5, "keepalive_s", "must be >= 5")
         positive(self.backoff_min_s, "backoff_min_s")
         require(self.backoff_max_s >= self.backoff_min_s, "backoff_max_s", "must be >= backoff_min_s")

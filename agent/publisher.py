@@ -61,6 +61,8 @@ class Publisher(threading.Thread):
         self.stopping = threading.Event()
         self.finished = threading.Event()
         self.conn = 0
+        self._node = 0
+        """which of the brokers (mqtt.brokers()) the next connection goes to"""
         self.connected = False
         self.acked = 0
         self.cursor = 1
@@ -113,12 +115,13 @@ class Publisher(threading.Thread):
                     self._session()
                 except (OSError, ConnectionError, ValueError) as exc:
                     self.last_error = str(exc) or type(exc).__name__
-                    log.warning("mqtt %s:%d: %s", self.m.host, self.m.port, self.last_error)
+                    log.warning("mqtt %s:%d: %s", *self._address(), self.last_error)
                 except Exception as exc:  # a bug or a locked spool: never stop publishing for good
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("publisher error; reconnecting")
                 finally:
                     self._drop_client()
+                    self._node += 1  # a broker cluster: the next node (one broker: the same)
                 if self.stopping.is_set():
                     break
                 delay = min(self.m.backoff_max_s, self.m.backoff_min_s * 2 ** attempt)
@@ -132,6 +135,10 @@ class Publisher(threading.Thread):
             self.finished.set()
 
     # ---- connection ------------------------------------------------------------------------------
+
+    def _address(self) -> tuple[str, int]:
+        brokers = self.m.brokers()
+        return brokers[self._node % len(brokers)]
 
     def _connect(self) -> None:
         conn = self.conn + 1
@@ -147,7 +154,7 @@ class Publisher(threading.Thread):
         client.on_message = self._on_message
         self._client = client
         self._connack = None
-        client.connect(self.m.host, self.m.port, keepalive=self.m.keepalive_s)
+        client.connect(*self._address(), keepalive=self.m.keepalive_s)
         deadline = time.monotonic() + self.m.connect_timeout_s
         while self._connack is None:
             rc = client.loop(timeout=0.1)
@@ -161,8 +168,11 @@ class Publisher(threading.Thread):
         self.conn = conn
         self.connected = True
         self.last_error = ""
-        log.info("connected to %s:%d (boot %d, conn %d)", self.m.host, self.m.port, self.boot, conn)
-        client.subscribe([(self.topics[Kind.ACK], 1), (self.topics[Kind.CMD], 1)])
+        log.info("connected to %s:%d (boot %d, conn %d)", *self._address(), self.boot, conn)
+        # QoS 0 (SPEC.md §4): with a clean session QoS 1 adds nothing, and on a RabbitMQ cluster a
+        # QoS 1 subscription is a durable queue on one node that bars this client id from
+        # subscribing on any other node while that node is down
+        client.subscribe([(self.topics[Kind.ACK], 0), (self.topics[Kind.CMD], 0)])
         self._inflight.clear()
         self._resend.clear()
         st = self._spool_().stats()

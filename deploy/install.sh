@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything jishi needs on Debian 12 (bookworm) or 13 (trixie):
-#   - Debian packages: Mosquitto, PostgreSQL, a compiler, cmake, python3-venv;
+#   - Debian packages: Mosquitto, PostgreSQL, RabbitMQ, a compiler, cmake, python3-venv;
 #   - TimescaleDB for the installed PostgreSQL (Debian 13: the distribution's package;
 #     Debian 12: built, Apache-only, from Debian trixie's source package);
 #   - a virtualenv at .venv with the project installed editable with all extras.
@@ -219,8 +219,10 @@ install_venv() {
   touch "$STAMP"
 }
 
+# rabbitmq-server: the three-node broker cluster of tests/cluster (sim/rabbitcluster.py), private
+# nodes on free ports like the rest; the system service is not started (policy-rc.d above)
 apt_install mosquitto mosquitto-clients postgresql postgresql-contrib \
-  build-essential cmake python3-venv python3-dev
+  build-essential cmake python3-venv python3-dev rabbitmq-server
 install_timescaledb
 remove_policy
 install_venv

@@ -41,6 +41,8 @@ class DatabaseSettings(_Section):
     owner_dsn: str | None = Field(None, description="the owner's DSN, used by `migrate` only (default: dsn)")
     admin_dsn: str | None = Field(None, description="the `jishi` console's DSN (role jishi_admin; default: dsn)")
     connect_timeout_s: int = Field(10, ge=1)
+    ha: bool = Field(False, description="acknowledge only what a synchronous standby holds: refuse to store "
+                     "on a server that is a standby or whose COMMITs do not wait for one (docs/scaling.md)")
 
 
 class MqttSettings(_Section):
@@ -59,6 +61,18 @@ class MqttSettings(_Section):
     keepalive_s: int = Field(30, ge=5)
     session_expiry_s: int = Field(7 * 86400, ge=0, description="how long the broker holds messages for us")
     receive_maximum: int = Field(1000, ge=1, le=65535, description="unacknowledged messages in flight")
+
+
+class AmqpSettings(_Section):
+    """A RabbitMQ cluster instead of an MQTT broker for ingest's side (server/ingest/amqp.py).
+    Empty ``addresses``: ingest subscribes over MQTT as usual."""
+
+    addresses: list[str] = Field(default_factory=list, description="host:port of each node's AMQP listener")
+    username: str = "guest"
+    password: str = "guest"
+    queue: str = Field("jishi-ingest", pattern=r"^[A-Za-z0-9_.-]{1,200}$",
+                       description="the quorum queue all ingest processes consume")
+    prefetch: int = Field(1000, ge=1, le=65535, description="unacknowledged deliveries in flight")
 
 
 class IngestSettings(_Section):
@@ -144,6 +158,7 @@ class Settings(BaseSettings):
 
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
     mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings())
+    amqp: AmqpSettings = Field(default_factory=lambda: AmqpSettings())
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
     derive: DeriveSettings = Field(default_factory=lambda: DeriveSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())

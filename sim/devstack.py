@@ -45,7 +45,7 @@ def free_port() -> int:
         return port
 
 
-def _wait_for_port(host: str, port: int, timeout: float, alive: Any = None) -> None:
+def wait_for_port(host: str, port: int, timeout: float, alive: Any = None) -> None:
     """Poll until something accepts connections on host:port; ``alive()`` False aborts early."""
     deadline = time.monotonic() + timeout
     while True:
@@ -87,7 +87,7 @@ def find_pg_bindir() -> Path:
     raise RuntimeError(f"no PostgreSQL under {_PG_ROOT} has TimescaleDB; run deploy/install.sh")
 
 
-class _RunAs:
+class RunAs:
     """Who a service runs as: this process, or (when we are root) an unprivileged user."""
 
     def __init__(self, preferred: str) -> None:
@@ -150,7 +150,7 @@ def service_dir(path: Path, user: str) -> Path:
     path = path.absolute()
     if path.is_symlink():
         return path.resolve()
-    runas = _RunAs(user)
+    runas = RunAs(user)
     if runas.blocker(path) is None:
         return path
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
@@ -182,7 +182,7 @@ class PostgresServer:
         self.fast = fast
         self.bindir = find_pg_bindir()
         self.logfile = self.datadir / "postgres.log"
-        self._as = _RunAs("postgres")
+        self._as = RunAs("postgres")
         self._socketdir: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ class PostgresServer:
             self.stop()
         self._write_conf()
         self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.datadir), "-l", str(self.logfile))
-        _wait_for_port(self.host, self.port, timeout=30)
+        wait_for_port(self.host, self.port, timeout=30)
         self.create_app_roles()
         return self
 
@@ -378,7 +378,7 @@ class MosquittoServer:
         self.logfile = self.workdir / "mosquitto.log"
         self.stderrfile = self.workdir / "mosquitto.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
-        self._as = _RunAs("mosquitto")
+        self._as = RunAs("mosquitto")
 
     def _write_conf(self) -> None:
         conf = f"""\
@@ -421,7 +421,7 @@ connection_messages true
             )  # fmt: skip
         proc = self.proc
         try:
-            _wait_for_port(self.host, self.port, timeout=15, alive=lambda: proc.poll() is None)
+            wait_for_port(self.host, self.port, timeout=15, alive=lambda: proc.poll() is None)
         except (RuntimeError, TimeoutError) as e:
             self._reap()
             out = "".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from typing import TYPE_CHECKING
 
 from server.config import Settings
 from server.ingest import live
@@ -12,6 +13,9 @@ from server.ingest.metrics import Metrics
 from server.ingest.subscriber import Subscriber
 from server.ingest.verify import Incoming
 from server.ingest.worker import Packer, Worker
+
+if TYPE_CHECKING:
+    from server.ingest.amqp import AmqpSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,13 @@ class Ingest:
         self.metrics = metrics or Metrics()
         self.hub = hub or live.LiveHub()
         self.inbox: queue.Queue[Incoming] = queue.Queue()
-        self.subscriber = Subscriber(settings.mqtt, self.inbox, self.metrics)
+        self.subscriber: Subscriber | AmqpSubscriber
+        if settings.amqp.addresses:  # a RabbitMQ cluster: a quorum queue over AMQP (docs/scaling.md)
+            from server.ingest.amqp import AmqpSubscriber as _Amqp
+
+            self.subscriber = _Amqp(settings.amqp, self.inbox, self.metrics)
+        else:
+            self.subscriber = Subscriber(settings.mqtt, self.inbox, self.metrics)
         self.worker = Worker(settings, self.inbox, self.metrics, name=settings.mqtt.client_id,
                              ack_messages=self.subscriber.ack, publish=self.subscriber.publish, hub=self.hub)
         self.packer = Packer(settings, self.worker.stop_event)

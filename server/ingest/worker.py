@@ -32,7 +32,7 @@ from server import clock
 from server.config import Settings
 from server.db import queries
 from server.derive import incremental
-from server.ingest import future, gaps, live, quarantine
+from server.ingest import future, gaps, ha, live, quarantine
 from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
 from server.ingest.book import Book, GapRow, Progress
 from server.ingest.metrics import Metrics
@@ -431,8 +431,15 @@ class Worker:
 
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.s.database.dsn, connect_timeout=self.s.database.connect_timeout_s,
-                                         application_name=f"jishi-ingest-{self.name}", autocommit=True)
+            conn = psycopg.connect(self.s.database.dsn, connect_timeout=self.s.database.connect_timeout_s,
+                                   application_name=f"jishi-ingest-{self.name}", autocommit=True)
+            if self.s.database.ha:
+                try:
+                    ha.require_synchronous(conn)
+                except psycopg.OperationalError:
+                    conn.close()
+                    raise
+            self._conn = conn
         return self._conn
 
     def _with_retry(self, job: Callable[[Conn], None]) -> None:

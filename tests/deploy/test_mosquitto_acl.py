@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocols.signing import generate, key_id, public_to_b64
 from server.deploy_config import generate as generate_config
 from server.deploy_config import password_hash, registry_agents
-from sim.devstack import _wait_for_port, free_port
+from sim.devstack import wait_for_port, free_port
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 
@@ -91,7 +91,7 @@ def broker(fresh_db: str) -> Iterator[tuple[int, Path, Path]]:
     proc = subprocess.Popen([str(MOSQUITTO), "-c", str(out / "mosquitto.conf")], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
-        _wait_for_port("127.0.0.1", port, 15, alive=lambda: proc.poll() is None)
+        wait_for_port("127.0.0.1", port, 15, alive=lambda: proc.poll() is None)
         yield port, out, tls[2]
     finally:
         proc.terminate()
