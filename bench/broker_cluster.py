@@ -30,8 +30,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from server.db.migrate import apply
-from sim.devstack import PostgresServer
 from server.ingest.service import Ingest
+from sim.devstack import PostgresServer
 from sim.modbus_meter import ModbusMeter
 from sim.rabbitcluster import RabbitCluster, RabbitNode
 from tests.agent.helpers import AgentProc, write_config

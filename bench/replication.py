@@ -40,8 +40,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols import topics
 from server.db.migrate import apply
-from sim.devstack import MosquittoServer
 from server.ingest.service import Ingest
+from sim.devstack import MosquittoServer
 from sim.pgha import PgCluster
 from tests.server.helpers import Publisher, TestAgent, register, settings_for
 

@@ -61,8 +61,14 @@ def wait_for_port(host: str, port: int, timeout: float, alive: Any = None) -> No
 
 
 def role_dsn(dsn: str, role: str) -> str:
-    """``dsn`` (a postgresql:// URL) with its user replaced by ``role`` (trust auth: no password)."""
+    """``dsn`` (a postgresql:// URL or a key=value string, e.g. a multi-host one) with its user
+    replaced by ``role`` (trust auth: no password)."""
     from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in dsn:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(dsn, user=role)
 
     parts = urlsplit(dsn)
     host = parts.netloc.rsplit("@", 1)[-1]
@@ -284,9 +290,12 @@ class PostgresServer:
         return self
 
     def create_app_roles(self) -> None:
-        """The application roles as login roles (trust auth), before any migration grants them rights."""
+        """The application roles as login roles (trust auth), before any migration grants them rights.
+        A hot standby is read-only and has them from its primary already."""
         from psycopg import sql
 
+        if self._admin("SELECT pg_is_in_recovery()")[0][0]:
+            return
         for role in APP_ROLES:
             verb = "ALTER" if self._admin("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)) else "CREATE"
             self._admin(sql.SQL(verb + " ROLE {} LOGIN").format(sql.Identifier(role)))

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from sim.devstack import RunAs, wait_for_port, free_port
+from sim.devstack import RunAs, free_port, wait_for_port
 
 __all__ = ["RabbitCluster", "RabbitNode"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from sim.devstack import PostgresServer
 from server.ingest.ha import NotSynchronous, require_synchronous
+from sim.devstack import PostgresServer
 from sim.pgha import PgCluster
 from tests.cluster.conftest import HA_DB
 

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocols.signing import generate, key_id, public_to_b64
 from server.deploy_config import generate as generate_config
 from server.deploy_config import password_hash, registry_agents
-from sim.devstack import wait_for_port, free_port
+from sim.devstack import free_port, wait_for_port
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 
