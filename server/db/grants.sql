@@ -67,6 +67,7 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('quarantine',           'SI',      'S',       'S'),
     ('live_state',           'SIUD',    'S',       'S'),
     ('future_records',       'SI',      'S',       'S'),
+    ('energy_flags',         'SI',      'S',       'S'),
     ('envelope_ids',         'S',       '',        ''),   -- sequence: S = use it
     -- derived (003, 012, 013): rebuilt from records by ingest / rederive
     ('usage_segments',       'SIUD',    'S',       'S'),

@@ -18,7 +18,10 @@ Checks:
   real agent's timer jitters by a few ms; a script replaying a schedule does not);
 - `future_clock`: records whose time was more than `derive.future_s` ahead of the server's receive
   time (flagged at ingest, table `future_records`, server/ingest/future.py): the agent's wall clock
-  is wrong or was set ahead. They are stored, and placed at their receive time for hours.
+  is wrong or was set ahead. They are stored, and placed at their receive time for hours;
+- `energy_stuck`: a power meter's energy counter stood still while its power readings added up to
+  more than three counter steps (flagged at ingest, table `energy_flags`, server/ingest/energy.py):
+  a replaced or tampered meter, a wrong register map, or readings that were not measured.
 """
 
 from __future__ import annotations
@@ -191,6 +194,26 @@ def future_clock(batches: Sequence[FutureBatch], *, min_records: int = 1) -> lis
                  first, last, float(n))]
 
 
+@dataclass(frozen=True, slots=True)
+class EnergyBatch:
+    """One envelope's records whose meter reported a stuck energy counter (an `energy_flags` row)."""
+
+    first_t: datetime
+    last_t: datetime
+    records: int
+    max_pwh: int
+
+
+def energy_stuck(batches: Sequence[EnergyBatch], *, min_records: int = 1) -> list[Flag]:
+    """Any record (at least `min_records`) whose meter's energy counter did not follow its power."""
+    n = sum(b.records for b in batches)
+    if not batches or n < min_records:
+        return []
+    return [Flag("energy_stuck", f"{n} record(s) in {len(batches)} envelope(s): the meter's energy counter stood "
+                 f"still while its power added up to as much as {max(b.max_pwh for b in batches)} Wh",
+                 min(b.first_t for b in batches), max(b.last_t for b in batches), float(n))]
+
+
 def _dt(ms: int) -> datetime:
     return ms_to_dt(ms, TZ)
 
@@ -220,6 +243,19 @@ SELECT f.received_at, f.records, f.max_ahead_ms FROM future_records f
 """
 
 
+ENERGY_SQL = """
+SELECT f.first_t, f.last_t, f.records, f.max_pwh FROM energy_flags f
+  JOIN agents a ON a.id = f.agent_id
+ WHERE a.instrument_id = %(instrument)s AND f.last_t >= %(start)s AND f.first_t < %(end)s
+ ORDER BY f.first_t
+"""
+
+
+def load_energy(conn: psycopg.Connection[Any], instrument: str, start: datetime, end: datetime) -> list[EnergyBatch]:
+    rows = conn.execute(ENERGY_SQL, {"instrument": instrument, "start": start, "end": end}).fetchall()
+    return [EnergyBatch(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
 def load_future(conn: psycopg.Connection[Any], instrument: str, start: datetime, end: datetime) -> list[FutureBatch]:
     rows = conn.execute(FUTURE_SQL, {"instrument": instrument, "start": start, "end": end}).fetchall()
     return [FutureBatch(r[0], int(r[1]), int(r[2])) for r in rows]
@@ -247,6 +283,7 @@ def check_instrument(conn: psycopg.Connection[Any], instrument: str, start: date
     segs = load_segments(conn, instrument, start, end)
     flags = continuous_running(segs) + late_share(segs) + synthetic_heartbeats(
         load_heartbeat_times(conn, instrument, start, end)) + future_clock(load_future(conn, instrument, start, end))
+    flags += energy_stuck(load_energy(conn, instrument, start, end))
     if standby_mw is not None:
         flags += power_below_standby(beats, standby_mw, inverted=inverted)
     return flags

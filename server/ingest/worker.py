@@ -32,7 +32,7 @@ from server import clock
 from server.config import Settings
 from server.db import queries
 from server.derive import incremental
-from server.ingest import future, gaps, ha, live, quarantine
+from server.ingest import energy, future, gaps, ha, live, quarantine
 from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
 from server.ingest.book import Book, GapRow, Progress
 from server.ingest.metrics import Metrics
@@ -71,6 +71,7 @@ class Outcome:
     lags: list[float] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
     future_rows: list[future.FutureRow] = field(default_factory=list)
+    energy_rows: list[energy.EnergyRow] = field(default_factory=list)
     """envelopes that brought records from a wall clock ahead of the server (stored, flagged)"""
     deferred: list[tuple[Incoming, Opening | Refused]] = field(default_factory=list)
     """messages of agents another worker was busy with: not processed, not acked, try again"""
@@ -152,6 +153,9 @@ class Pipeline:
                                         e.msg.received_ms, e.msg.received_at, self.params.future_ms)
                     if ahead is not None:
                         out.future_rows.append(ahead)
+                    stuck = energy.flag(e.agent.agent_id, (e.opened.body["records"][i] for i in v.new))
+                    if stuck is not None:
+                        out.energy_rows.append(stuck)
                     continue
                 if v.replay_candidate is not None:
                     raw = archive.envelope_bytes(conn, book.prog.agent_no, v.replay_candidate)
@@ -184,6 +188,7 @@ class Pipeline:
             ]
             quarantine.record(conn, out.rejections, max_bytes=self.s.ingest.quarantine_max_bytes, worker=self.name)
             future.record(conn, out.future_rows)
+            energy.record(conn, out.energy_rows)
         commit_s = time.time()
         out.lags = [commit_s - e.opened.body["records"][-1]["t"] / 1000 for e in accepted]
         return out
