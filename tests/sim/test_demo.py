@@ -179,6 +179,9 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         assert outcome == "used" and org == "org-yili" and item
         assert 0 < hours < 1 and amount == (hours * rate).quantize(Decimal("0.01")) and amount > 0
         demo.wait_for(r"booking \w+ settled: used", 30)
+        with opener.open(f"{url}/bookings", timeout=30) as r:  # where the manager confirms it
+            page = r.read().decode()
+        assert f"{hours} h" in page and str(amount) in page
         messages = var / "logs" / "robot-messages.jsonl"
         end = time.monotonic() + 120
         while time.monotonic() < end:
