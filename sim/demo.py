@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         robot_port = _port(state.get("robot_port", 8099))
         state["robot_port"] = robot_port
         robot_log = var / "logs" / "robot-messages.jsonl"
+        robots = RobotLog(robot_log)
         children.start("robot-receiver", demo_alerts.receiver_argv(robot_port, str(robot_log)))
         demo_alerts.configure(dsn, f"http://127.0.0.1:{robot_port}")
         say(f"local robot receiver (企业微信 / 钉钉 stand-in) on 127.0.0.1:{robot_port}; messages in {robot_log}")
@@ -500,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
             slot = [datetime.fromtimestamp(t, TZ) for t in (booking.start, booking.end)]
             print(f"  booking {booking.code} by an outside user on {booking.instrument}"
                   f" {slot[0]:%H:%M:%S}-{slot[1]:%H:%M:%S}"
-                  f" (Beijing time): checked in with the code; after the slot + {args.settle_minutes:g} min the"
-                  f" drafted service record is at {url}/bookings", flush=True)
+                  f" (Beijing time): the simulated user checks in with the code; after the slot"
+                  f" + {args.settle_minutes:g} min the drafted service record is at {url}/bookings", flush=True)
         print(f"  logs: {var / 'logs'}   ground truth: {var / 'truth'}", flush=True)
         print("  Ctrl-C stops everything.", flush=True)
         print(flush=True)
@@ -514,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                 if c.name.startswith("agent-"):
                     say(f"{c.name} exited ({c.proc.returncode}); see {var / 'logs' / (c.name + '.log')}")
                     children.items.remove(c)
+            for line in robots.new():
+                say(f"local robots got: {line}")
             if booking is not None and booking.end < time.time():
                 settled = _settled(dsn, booking.code)
                 if settled is not None:
@@ -548,6 +551,39 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         pg.stop()
         say("stopped; the data stays in " + str(var) + " for the next run")
+
+
+class RobotLog:
+    """What the local robot receiver got since the demo started, one line per message for the
+    terminal (both robots of a unit get the same message: said once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pos = path.stat().st_size if path.exists() else 0
+        self.last = ""
+
+    def new(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        done = data.rfind(b"\n") + 1  # complete lines only
+        self.pos += done
+        out = []
+        for raw in data[:done].splitlines():
+            try:
+                body = json.loads(raw).get("body") or {}
+            except ValueError:
+                continue
+            md = body.get("markdown") or {}
+            text = str(md.get("content") or md.get("text") or "")
+            items = [ln[2:].replace("**", "") for ln in text.splitlines() if ln.startswith("- ")]
+            line = " / ".join(items[len(items) // 2:] or items)  # the English half of the message
+            if line and line != self.last:
+                out.append(line)
+            self.last = line
+        return out
 
 
 def _wait_online(dsn: str, agents: list[str], timeout: float) -> None:

@@ -194,6 +194,7 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
             raise AssertionError(f"no offline alert for imu-lcms-a1 at the receiver: {_robot(messages)}")
         assert all(m["verdict"] == "ok" for m in offline)
         assert "agent-imu-lcms exited" in demo.text()
+        demo.wait_for(r"local robots got: .*Agent offline.*imu-lcms-a1", 15)  # said in the terminal too
         assert demo.interrupt() == 0  # a clean stop, as asked
         gone, alive = psutil.wait_procs([*children, postmaster], timeout=5)
         assert not alive, [p.cmdline() for p in alive]
