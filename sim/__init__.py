@@ -1,7 +1,8 @@
 """Simulated devices and schedules, with ground truth, for tests, benchmarks and demos.
 
 - `serial_instrument.SerialInstrument`: an instrument answering status queries on a pty.
-- `modbus_meter.ModbusMeter`: a Modbus RTU power meter (slave side) on a pty.
+- `modbus_meter.ModbusMeter`: a Modbus RTU power meter (slave side) on a pty; `ModbusBus`:
+  several meters, one address each, on one pty (an RS-485 bus, as a gateway reads it).
 - `control_software.ControlSoftware`: a fake control-software process whose acquisition runs
   start and stop on command (a child process that uses CPU and writes a data file).
 - `Schedule` / `ScheduleDriver`: a scripted schedule of runs that switches the devices and

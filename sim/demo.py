@@ -15,6 +15,16 @@ What runs (everything under ./var/demo, reused by the next run):
 - a real `jishi-agent run` per instrument (own key, spool and config under var/demo/agents/<id>/)
   reading simulated devices: Modbus RTU power meters and serial status ports on pseudo-terminals,
   fake control software with data files; simulated users check in through the agents;
+- except for the instruments of one unit (imu) that can be watched from outside (power meters,
+  serial status ports): ONE gateway agent process watches them all (agent/README.md, "Gateway
+  mode"), their power meters on one simulated RS-485 bus (one pseudo-terminal, one Modbus address
+  each); each instrument keeps its own key, spool, chain and MQTT identity (var/demo/agents/<id>/);
+- a local robot receiver (企业微信 / 钉钉 stand-in, its messages in var/demo/logs/robot-messages.jsonl)
+  and `jishi-server alerts`: stopping an agent ends as an alert there about a minute later;
+- a booking by an outside user on one instrument, starting a few seconds after the agents: the
+  simulated user checks in with the booking code and runs the instrument inside the slot, and
+  after the slot the alerts job drafts the service record (measured hours x the price-list fee),
+  shown on /bookings;
 - Ctrl-C stops the agents first (clean stop records), then the servers, then the databases.
 
 Every child runs in its own process group, so a Ctrl-C in the terminal reaches only this process,
@@ -48,7 +58,7 @@ import psycopg
 from protocols import topics
 from protocols.signing import generate as new_key
 from protocols.signing import key_id, load_private, public_to_b64, save_private
-from sim import backfill, seed
+from sim import backfill, demo_alerts, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
 from sim.devstack import MosquittoServer, PostgresServer, free_port, role_dsn, service_dir
 from sim.history import VirtualAgent, envelopes, profile
@@ -58,10 +68,22 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "jishi-demo"
 DB = "jishi"
 SEED = 7
+GATEWAY_UNIT = "imu"  # its instruments that can be watched from outside go through one gateway agent
+GATEWAY_DETECTION = ("power", "serial", "power_serial")  # a gateway cannot see a PC's processes or files
+BOOKING_ORG = "org-yili"  # an enterprise: an outside user of either unit
 
 
 def agent_id(spec: InstrumentSpec) -> str:
     return f"{spec.id}-a1"
+
+
+def gateway_id(unit: str) -> str:
+    return f"gw-{unit}"
+
+
+def through_gateway(specs: list[InstrumentSpec]) -> list[InstrumentSpec]:
+    """The instruments the gateway watches (the rest run an agent each)."""
+    return [s for s in specs if s.unit_id == GATEWAY_UNIT and s.detection in GATEWAY_DETECTION]
 
 
 def say(msg: str) -> None:
@@ -299,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=1.0, help="live simulation speed factor")
     ap.add_argument("--instruments", type=int, default=len(INSTRUMENTS),
                     help=f"how many of the {len(INSTRUMENTS)} simulated instruments (first run only)")
+    ap.add_argument("--book", default="imu-tem", help="the instrument an outside user books at every start")
+    ap.add_argument("--booking-minutes", type=float, default=3.0, help="length of that booking's slot")
+    ap.add_argument("--settle-minutes", type=float, default=1.0,
+                    help="the alerts job settles a booking this long after its slot")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
@@ -324,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     broker = MosquittoServer(service_dir(var / "mqtt", "mosquitto"), _port(state.get("mqtt_port", 18830)))
     _own_group(broker)
     devices: list[Any] = []
+    bus: Any = None
     driver: Any = None
     truthlog: Any = None
     try:
@@ -373,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         if not _wait_http(f"{url}/healthz", 60) and not _stop.is_set():
             raise RuntimeError(f"the web server did not answer on {url}; see {var / 'logs' / 'web.log'}")
         say(f"ingest and web running (web at {url})")
+        robot_port = _port(state.get("robot_port", 8099))
+        state["robot_port"] = robot_port
+        robot_log = var / "logs" / "robot-messages.jsonl"
+        robots = RobotLog(robot_log)
+        children.start("robot-receiver", demo_alerts.receiver_argv(robot_port, str(robot_log)))
+        demo_alerts.configure(dsn, f"http://127.0.0.1:{robot_port}")
+        say(f"local robot receiver (企业微信 / 钉钉 stand-in) on 127.0.0.1:{robot_port}; messages in {robot_log}")
 
         if first:
             today = datetime.now(TZ).date()
@@ -396,26 +430,51 @@ def main(argv: list[str] | None = None) -> int:
             say("reusing the data of the previous run (history already stored)")
             _repair_spools(dsn, agents_dir, specs)
 
-        from sim.live import Devices, Driver, Truthlog, agent_toml
+        from sim.live import BookedSlot, Devices, Driver, GatewayMember, Truthlog, agent_toml, gateway_toml
+        from sim.modbus_meter import ModbusBus
 
-        say(f"starting {len(specs)} simulated instruments and their agents")
+        gw_specs = through_gateway(specs)
+        say(f"starting {len(specs)} simulated instruments and their agents"
+            + (f" ({len(gw_specs)} of them through one gateway agent)" if gw_specs else ""))
         live: list[tuple[InstrumentSpec, Devices, int]] = []
-        for spec in specs:
+        members: list[GatewayMember] = []
+        if gw_specs:
             with sigint_ignored():
-                dev = Devices.open(spec, var / "sim" / spec.id, SEED)
+                bus = ModbusBus()
+        for spec in specs:
+            on_gw = spec in gw_specs
+            with sigint_ignored():
+                dev = Devices.open(spec, var / "sim" / spec.id, SEED, bus=bus if on_gw else None)
             devices.append(dev)
             port = free_port()
             d = agents_dir / agent_id(spec)
-            (d / "agent.toml").write_text(agent_toml(spec, profile(spec), dev, agent_id=agent_id(spec),
-                                                     mqtt_host=broker.host, mqtt_port=broker.port,
-                                                     checkin_port=port,
-                                                     post_run_s=30.0 if spec.hidden_post_s else 0.0))
-            children.start(f"agent-{spec.id}", [sys.executable, "-m", "agent.cli", "run", "--config",
-                                                str(d / "agent.toml")], cwd=d)
+            post = 30.0 if spec.hidden_post_s else 0.0
+            if on_gw:
+                members.append(GatewayMember(spec, profile(spec), dev, agent_id(spec), d, port, post))
+            else:
+                (d / "agent.toml").write_text(agent_toml(spec, profile(spec), dev, agent_id=agent_id(spec),
+                                                         mqtt_host=broker.host, mqtt_port=broker.port,
+                                                         checkin_port=port, post_run_s=post))
+                children.start(f"agent-{spec.id}", [sys.executable, "-m", "agent.cli", "run", "--config",
+                                                    str(d / "agent.toml")], cwd=d)
             live.append((spec, dev, port))
+        gw = gateway_id(GATEWAY_UNIT)
+        if members:
+            gdir = agents_dir / gw
+            gdir.mkdir(parents=True, exist_ok=True)
+            (gdir / "gateway.toml").write_text(gateway_toml(gw, members, mqtt_host=broker.host,
+                                                            mqtt_port=broker.port))
+            children.start(f"agent-{gw}", [sys.executable, "-m", "agent.cli", "run", "--config",
+                                           str(gdir / "gateway.toml")], cwd=gdir)
         truthlog = Truthlog(var / "truth" / "live.jsonl")
-        time.sleep(3)
-        driver = Driver(live, PEOPLE, truthlog, SEED, speed=args.speed)
+        _wait_online(dsn, [agent_id(s) for s in specs], 30)
+        # after the agents are back: the previous run's clean stops are not alerts
+        children.start("alerts", demo_alerts.job_argv(role_dsn(dsn, "jishi_admin"), args.settle_minutes))
+        booked: dict[str, BookedSlot] = {}
+        booking = _book(dsn, args.book if args.book in {s.id for s in specs} else specs[0].id, args.booking_minutes)
+        if booking is not None:
+            booked[booking.instrument] = BookedSlot(booking.code, booking.start, booking.end)
+        driver = Driver(live, PEOPLE, truthlog, SEED, speed=args.speed, booked=booked)
         driver.start()
         print(flush=True)
         print(f"  Jishi demo is running:  {url}/login", flush=True)
@@ -423,18 +482,46 @@ def main(argv: list[str] | None = None) -> int:
         for lg in seed.DEMO_LOGINS:
             print(f"    {lg.login:<14} {lg.role:<13} {lg.display_name}", flush=True)
         print(f"  board of a unit:        {url}/units/imu/board   {url}/units/btri/board", flush=True)
+        if members:
+            pid = next(c.proc.pid for c in children.items if c.name == f"agent-{gw}")
+            print(f"  gateway {gw} (ONE agent process, pid {pid}, config {agents_dir / gw / 'gateway.toml'})"
+                  " watches:", flush=True)
+            for m in members:
+                how = [f"power meter at Modbus address {m.dev.meter.slave} of the shared bus"] if m.dev.meter else []
+                how += ["its own serial status line"] if m.dev.serial else []
+                print(f"    {m.spec.id:<12} agent {m.agent_id:<15} {', '.join(how)}", flush=True)
+            if bus is not None:
+                print(f"    (one simulated RS-485 bus: {bus.port}, {len(bus.meters)} meters; each instrument its own"
+                      " key, spool and MQTT identity)", flush=True)
+        singles = [c for c in children.items if c.name.startswith("agent-") and c.name != f"agent-{gw}"]
+        if singles:
+            print(f"  alerts: stop an agent (e.g. kill {singles[0].proc.pid}, {singles[0].name}) and about a minute"
+                  f" later its unit's robots get a message: {robot_log}", flush=True)
+        if booking is not None:
+            slot = [datetime.fromtimestamp(t, TZ) for t in (booking.start, booking.end)]
+            print(f"  booking {booking.code} by an outside user on {booking.instrument}"
+                  f" {slot[0]:%H:%M:%S}-{slot[1]:%H:%M:%S}"
+                  f" (Beijing time): the simulated user checks in with the code; after the slot"
+                  f" + {args.settle_minutes:g} min the drafted service record is at {url}/bookings", flush=True)
         print(f"  logs: {var / 'logs'}   ground truth: {var / 'truth'}", flush=True)
         print("  Ctrl-C stops everything.", flush=True)
         print(flush=True)
         next_status = time.monotonic() + 20
         while not _stop.wait(1.0):
-            dead = [c for c in children.dead() if c.name in ("ingest", "web")]
+            dead = [c for c in children.dead() if c.name in ("ingest", "web", "alerts", "robot-receiver")]
             if dead:
                 raise RuntimeError(f"{dead[0].name} exited ({dead[0].proc.returncode}); see {var / 'logs'}")
             for c in children.dead():
                 if c.name.startswith("agent-"):
                     say(f"{c.name} exited ({c.proc.returncode}); see {var / 'logs' / (c.name + '.log')}")
                     children.items.remove(c)
+            for line in robots.new():
+                say(f"local robots got: {line}")
+            if booking is not None and booking.end < time.time():
+                settled = _settled(dsn, booking.code)
+                if settled is not None:
+                    say(f"booking {booking.code} settled: {settled}; see {url}/bookings")
+                    booking = None
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + 60
                 try:
@@ -454,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         children.stop([c.name for c in children.items if c.name.startswith("agent-")], grace=20)
         for dev in devices:
             dev.close()
+        if bus is not None:
+            bus.close()
         if truthlog is not None:
             truthlog.close()
         say("stopping web and ingest")
@@ -462,6 +551,89 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         pg.stop()
         say("stopped; the data stays in " + str(var) + " for the next run")
+
+
+class RobotLog:
+    """What the local robot receiver got since the demo started, one line per message for the
+    terminal (both robots of a unit get the same message: said once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pos = path.stat().st_size if path.exists() else 0
+        self.last = ""
+
+    def new(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        done = data.rfind(b"\n") + 1  # complete lines only
+        self.pos += done
+        out = []
+        for raw in data[:done].splitlines():
+            try:
+                body = json.loads(raw).get("body") or {}
+            except ValueError:
+                continue
+            md = body.get("markdown") or {}
+            text = str(md.get("content") or md.get("text") or "")
+            items = [ln[2:].replace("**", "") for ln in text.splitlines() if ln.startswith("- ")]
+            line = " / ".join(items[len(items) // 2:] or items)  # the English half of the message
+            if line and line != self.last:
+                out.append(line)
+            self.last = line
+        return out
+
+
+def _wait_online(dsn: str, agents: list[str], timeout: float) -> None:
+    """Until every agent has said it is online (its birth), or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _stop.is_set():
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(*) FROM live_state WHERE online AND agent_id = ANY(%s)",
+                               (agents,)).fetchone()
+        if row is not None and row[0] >= len(agents):
+            return
+        time.sleep(0.5)
+    say(f"not every agent came online within {timeout:.0f} s (see their logs)")
+
+
+@dataclass(frozen=True)
+class Booking:
+    code: str
+    instrument: str
+    start: float
+    end: float
+
+
+def _book(dsn: str, instrument: str, minutes: float) -> Booking | None:
+    """An outside user's booking of `instrument` from a few seconds from now (the price list gets
+    an external hourly rate if it has none); None if the slot is taken (a previous run's booking)."""
+    from server.bookings.service import BookingRefused
+
+    fee = demo_alerts.ensure_external_price(dsn, instrument)
+    try:
+        code = demo_alerts.book_outside(dsn, instrument, BOOKING_ORG, minutes=minutes, start_in_s=10)
+    except BookingRefused as exc:
+        say(f"no booking this time ({exc.key}): the previous one is still in its slot")
+        return None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT start_at, end_at FROM bookings WHERE code = %s", (code,)).fetchone()
+    assert row is not None
+    say(f"an outside user ({BOOKING_ORG}) booked {instrument} for {minutes:g} min, code {code}"
+        f" (external rate {fee} 元/h)")
+    return Booking(code, instrument, row[0].timestamp(), row[1].timestamp())
+
+
+def _settled(dsn: str, code: str) -> str | None:
+    """How the booking was settled (outcome, measured hours, drafted fee), None while it is not."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute("SELECT outcome, measured_hours, draft_amount, draft_price_item FROM bookings"
+                           " WHERE code = %s AND settled_at IS NOT NULL", (code,)).fetchone()
+    if row is None:
+        return None
+    return f"{row[0]}, {row[1]} h measured, drafted service record: {row[2]} 元 ({row[3]})"
 
 
 def _repair_spools(dsn: str, agents_dir: Path, specs: list[InstrumentSpec]) -> None:

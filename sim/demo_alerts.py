@@ -3,6 +3,7 @@
     receiver = demo_alerts.receiver_argv(port, log_file)      # start it as a child, like the web
     demo_alerts.configure(dsn, f"http://127.0.0.1:{port}")     # every unit: both robots, 1-minute offline rule
     alerts_argv = demo_alerts.job_argv(dsn)                    # `jishi-server alerts`, every 10 s
+    demo_alerts.ensure_external_price(dsn, instrument_id)       # the price-list fee the draft needs
     code = demo_alerts.book_outside(dsn, instrument_id, org_id, minutes=10)   # approved, starts now
 
 Then `jishi-agent checkin --booking CODE` on that instrument's agent (and a run), and stopping any
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
+from decimal import Decimal
 
 import psycopg
 
@@ -26,9 +28,9 @@ def receiver_argv(port: int, log_file: str) -> list[str]:
             "--log", log_file]
 
 
-def job_argv(dsn: str) -> list[str]:
+def job_argv(dsn: str, settle_after_minutes: float = 1.0) -> list[str]:
     return [sys.executable, "-m", "server.cli", "alerts", "--dsn", dsn, "--interval", "10",
-            "--settle-after-minutes", "1"]
+            "--settle-after-minutes", str(settle_after_minutes)]
 
 
 def configure(dsn: str, receiver: str) -> None:
@@ -47,9 +49,29 @@ def configure(dsn: str, receiver: str) -> None:
             queries.upsert_settings(conn, unit, {"offline_minutes": 1}, clock.now())
 
 
-def book_outside(dsn: str, instrument_id: str, org_id: str, minutes: int = 10, name: str = "演示校外用户") -> str:
-    """An approved booking by an outside user from now for `minutes` (the instrument's rules are
-    opened for it: no notice, no approval); its code, for `jishi-agent checkin --booking`."""
+def ensure_external_price(dsn: str, instrument_id: str, price: Decimal = Decimal("300.00")) -> Decimal:
+    """The lowest external per-hour rate in force today for the instrument; one is added to its
+    price list (`price` per hour, from today) if it has none, so a settled booking has a fee."""
+    from server.bookings import queries
+    from server.store.times import TZ
+
+    today = clock.now().astimezone(TZ).date()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT audit_as('demo')")
+        row = queries.external_hourly(conn, instrument_id, today)
+        if row is not None:
+            return Decimal(row["external_price"])
+        conn.execute("INSERT INTO price_list (instrument_id, item, basis, internal_price, external_price, valid_from,"
+                     " published_on) VALUES (%s, '演示机时', 'per_hour', %s, %s, %s, %s)",
+                     (instrument_id, price / 2, price, today, today))
+    return price
+
+
+def book_outside(dsn: str, instrument_id: str, org_id: str, minutes: float = 10, name: str = "演示校外用户",
+                 start_in_s: float = 5.0) -> str:
+    """An approved booking by an outside user from `start_in_s` from now for `minutes` (the
+    instrument's rules are opened for it: no notice, no approval); its code, for `jishi-agent
+    checkin --booking`."""
     from server.bookings import queries, service
     from server.web.db import one
 
@@ -60,7 +82,7 @@ def book_outside(dsn: str, instrument_id: str, org_id: str, minutes: int = 10, n
             raise ValueError(f"no instrument {instrument_id}")
         queries.upsert_rules(conn, instrument_id, {"min_notice_hours": 0, "external_needs_approval": False},
                              clock.now())
-        start = clock.now() + timedelta(seconds=5)
+        start = clock.now() + timedelta(seconds=start_in_s)
         b = service.request(conn, inst, start, start + timedelta(minutes=minutes),
                             {"applicant_name": name, "applicant_org_id": org_id, "content": "演示预约 demo"})
         return str(b["code"])

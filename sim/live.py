@@ -26,7 +26,7 @@ from typing import Any
 
 from sim.control_software import ControlSoftware
 from sim.history import Profile, power_levels
-from sim.modbus_meter import ModbusMeter
+from sim.modbus_meter import BusMeter, ModbusBus, ModbusMeter
 from sim.model import InstrumentSpec, Person, pick_user
 from sim.serial_instrument import SerialInstrument
 
@@ -56,7 +56,7 @@ class Devices:
 
     spec: InstrumentSpec
     workdir: Path
-    meter: ModbusMeter | None = None
+    meter: BusMeter | None = None
     serial: SerialInstrument | None = None
     software: Software | None = None
     state: str = "off"
@@ -64,11 +64,13 @@ class Devices:
     dip_until: float = 0.0
 
     @classmethod
-    def open(cls, spec: InstrumentSpec, workdir: Path, seed: int) -> Devices:
+    def open(cls, spec: InstrumentSpec, workdir: Path, seed: int, bus: ModbusBus | None = None) -> Devices:
+        """The instrument's devices; its power meter on `bus` (shared with other meters) if given,
+        else on a line of its own."""
         d = cls(spec, workdir, rng=random.Random(f"{seed}:{spec.id}:live"))
         d.data_dir.mkdir(parents=True, exist_ok=True)  # the data-files detector watches it from the start
         if spec.detection in ("power", "power_serial"):
-            d.meter = ModbusMeter(watts=spec.power.off_w)
+            d.meter = bus.add(watts=spec.power.off_w) if bus is not None else ModbusMeter(watts=spec.power.off_w)
         if spec.detection in ("serial", "power_serial"):
             d.serial = SerialInstrument(dialect=spec.dialect, state="off", seed=seed)
         if spec.detection == "software":
@@ -133,33 +135,77 @@ def agent_toml(spec: InstrumentSpec, prof: Profile, dev: Devices, *, agent_id: s
                idle_timeout_s: float = 240.0) -> str:
     """The agent configuration for the live instrument: the same rule and power levels as the
     history's virtual agent, shorter debounce and heartbeat so the board follows within seconds."""
-    levels, hyst = power_levels(spec)
-    post = prof.post_run_s if post_run_s is None else post_run_s
     lines = [
         "# written by sim/demo.py at every start (the devices' pseudo-terminals change)",
         "[agent]", f'id = "{agent_id}"', f'unit = "{spec.unit_id}"', f'instrument = "{spec.id}"',
         'key_file = "agent.key"', 'data_dir = "data"', "sample_period_s = 1.0", f"heartbeat_s = {heartbeat_s}",
         'log_level = "INFO"', "",
-        "[mqtt]", f'host = "{mqtt_host}"', f"port = {mqtt_port}", "backoff_min_s = 1.0", "backoff_max_s = 10.0",
-        "", "[state]", f'running = "{prof.running}"', f'on = "{prof.on}"', f"confirm_s = {confirm_s}",
+        "[mqtt]", f'host = "{mqtt_host}"', f"port = {mqtt_port}", "backoff_min_s = 1.0", "backoff_max_s = 10.0", "",
+    ]
+    lines += _instrument_sections("", spec, prof, dev, checkin_port=checkin_port, confirm_s=confirm_s,
+                                  post_run_s=post_run_s, idle_timeout_s=idle_timeout_s)
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class GatewayMember:
+    """One instrument of a gateway: its devices, agent id, directory (key, spool) and check-in port."""
+
+    spec: InstrumentSpec
+    prof: Profile
+    dev: Devices
+    agent_id: str
+    agent_dir: Path
+    checkin_port: int
+    post_run_s: float | None = None
+
+
+def gateway_toml(gateway_id: str, members: Sequence[GatewayMember], *, mqtt_host: str, mqtt_port: int,
+                 heartbeat_s: float = 60.0, confirm_s: float = 5.0, idle_timeout_s: float = 240.0) -> str:
+    """ONE gateway agent process for several instruments (agent/README.md, "Gateway mode"): each
+    `[[instrument]]` keeps the key, spool and agent id it has as a single agent (its directory under
+    agents/), its power meter is an address on the shared bus; users check in at its own port."""
+    lines = [
+        "# written by sim/demo.py at every start (the devices' pseudo-terminals change)",
+        "[gateway]", f'id = "{gateway_id}"', 'log_level = "INFO"', "",
+        "[agent]", "sample_period_s = 1.0", f"heartbeat_s = {heartbeat_s}", "",
+        "[mqtt]", f'host = "{mqtt_host}"', f"port = {mqtt_port}", "backoff_min_s = 1.0", "backoff_max_s = 10.0", "",
+    ]
+    for m in members:
+        lines += ["[[instrument]]", f'id = "{m.agent_id}"', f'unit = "{m.spec.unit_id}"',
+                  f'instrument = "{m.spec.id}"', f'key_file = "{m.agent_dir / "agent.key"}"',
+                  f'data_dir = "{m.agent_dir / "data"}"']
+        lines += _instrument_sections("instrument.", m.spec, m.prof, m.dev, checkin_port=m.checkin_port,
+                                      confirm_s=confirm_s, post_run_s=m.post_run_s, idle_timeout_s=idle_timeout_s)
+    return "\n".join(lines) + "\n"
+
+
+def _instrument_sections(prefix: str, spec: InstrumentSpec, prof: Profile, dev: Devices, *, checkin_port: int,
+                         confirm_s: float, post_run_s: float | None, idle_timeout_s: float) -> list[str]:
+    """State rule, identity and detectors of one instrument (`prefix` "instrument." in a gateway)."""
+    levels, hyst = power_levels(spec)
+    post = prof.post_run_s if post_run_s is None else post_run_s
+    lines = [
+        f"[{prefix}state]", f'running = "{prof.running}"', f'on = "{prof.on}"', f"confirm_s = {confirm_s}",
         f"post_run_s = {post}", "",
-        "[identity]", "os_session = false", "checkin = true", f"checkin_port = {checkin_port}",
+        f"[{prefix}identity]", "os_session = false", "checkin = true", f"checkin_port = {checkin_port}",
         f"idle_timeout_s = {idle_timeout_s}", "",
     ]
     if dev.meter is not None:
         lv = ", ".join(f'{{ state = "{x.state}", below_w = {x.below_w} }}' if x.below_w is not None
                        else f'{{ state = "{x.state}" }}' for x in levels)
-        lines += ["[detectors.power]", 'kind = "power_meter"', f'port = "{dev.meter.port}"', "timeout_s = 0.3",
-                  "retries = 1", f"levels = [{lv}]", f"hysteresis_w = {hyst}", ""]
+        lines += [f"[{prefix}detectors.power]", 'kind = "power_meter"', f'port = "{dev.meter.port}"',
+                  f"slave = {dev.meter.slave}", "timeout_s = 0.3", "retries = 1", f"levels = [{lv}]",
+                  f"hysteresis_w = {hyst}", ""]
     if dev.serial is not None:
-        lines += ["[detectors.status]", 'kind = "serial_status"', f'port = "{dev.serial.port}"',
+        lines += [f"[{prefix}detectors.status]", 'kind = "serial_status"', f'port = "{dev.serial.port}"',
                   f'dialect = "{spec.dialect}"', "timeout_s = 0.3", ""]
     if dev.software is not None:
-        lines += ["[detectors.software]", 'kind = "process"', f'names = ["{dev.software.name}"]',
+        lines += [f"[{prefix}detectors.software]", 'kind = "process"', f'names = ["{dev.software.name}"]',
                   'children = ["acq_worker"]', "active_cpu_permille = 0", "rescan_s = 2.0", "",
-                  "[detectors.files]", 'kind = "data_files"', f'path = "{dev.data_dir}"', 'patterns = ["*.dat"]',
-                  "active_s = 20", "settle_s = 5", "hash_files = true", ""]
-    return "\n".join(lines) + "\n"
+                  f"[{prefix}detectors.files]", 'kind = "data_files"', f'path = "{dev.data_dir}"',
+                  'patterns = ["*.dat"]', "active_s = 20", "settle_s = 5", "hash_files = true", ""]
+    return lines
 
 
 class Truthlog:
@@ -182,14 +228,26 @@ class Truthlog:
             self._f.close()
 
 
+@dataclass(frozen=True)
+class BookedSlot:
+    """A booking the driver plays on its instrument before anything else: check-in with the
+    booking code at the slot's start, one run inside the slot, check-out before its end."""
+
+    code: str
+    start: float  # wall clock, seconds since the epoch
+    end: float
+
+
 class Driver:
     """Plays compressed usage on every instrument: sessions of a few minutes with runs of one to
     six minutes, check-ins through the agents' check-in endpoints, forgotten check-outs, power
     switched off between sessions, rare faults."""
 
     def __init__(self, instruments: Sequence[tuple[InstrumentSpec, Devices, int]], people: Sequence[Person],
-                 truth: Truthlog, seed: int, speed: float = 1.0) -> None:
+                 truth: Truthlog, seed: int, speed: float = 1.0, booked: dict[str, BookedSlot] | None = None) -> None:
         self.instruments = instruments
+        self.booked = dict(booked or {})
+        self.booking_done: dict[str, bool] = {}  # instrument -> the booked run was played (checked out)
         self.people = people
         self.truth = truth
         self.seed = seed
@@ -228,7 +286,35 @@ class Driver:
             return False
         return bool(r.get("ok"))
 
+    def _booking(self, spec: InstrumentSpec, dev: Devices, port: int, slot: BookedSlot) -> bool:
+        """Play the booked slot in real time (not scaled by `speed`: the slot is on the calendar);
+        False if the demo stopped meanwhile."""
+        length = slot.end - slot.start
+        if self.stop.wait(max(0.0, slot.start - time.time())):
+            return False
+        if dev.state == "off":
+            dev.set_state("idle")
+        ok = self._checkin(port, {"user": slot.code, "kind": "booking"})
+        self.truth.write(spec.id, "check_in", user=slot.code, kind="booking", ok=ok)
+        if self.stop.wait(0.1 * length):
+            return False
+        dev.set_state("running")
+        self.truth.write(spec.id, "run_start", user=slot.code)
+        if self.stop.wait(max(0.0, slot.start + 0.6 * length - time.time())):
+            return False
+        dev.set_state("idle")
+        self.truth.write(spec.id, "run_end", user=slot.code)
+        if self.stop.wait(max(0.0, slot.start + 0.85 * length - time.time())):
+            return False
+        ok = self._checkin(port, None)
+        self.truth.write(spec.id, "check_out", user=slot.code, ok=ok)
+        self.booking_done[spec.id] = ok
+        return True
+
     def _play(self, spec: InstrumentSpec, dev: Devices, port: int) -> None:
+        slot = self.booked.get(spec.id)
+        if slot is not None and not self._booking(spec, dev, port, slot):
+            return
         rng = random.Random(f"{self.seed}:{spec.id}:driver:{time.time_ns()}")
         if self._sleep(rng.uniform(5, 60)):
             return

@@ -1,6 +1,9 @@
-"""`make demo` end to end, small: three instruments and two days of history. The demo starts its
-services and agents, answers logins and the live board, its agents publish, Ctrl-C (SIGINT to its
-process group, as a terminal sends it) stops every child, and a second run reuses the data."""
+"""`make demo` end to end, small: the six instruments of one unit and two days of history. The demo
+starts its services and agents, answers logins and the live board, its agents publish, five of the
+instruments through ONE gateway agent process (issue 14), an agent stopped by hand ends as an alert
+at the local robot receiver and an outside user's booking as a drafted service record with the
+measured hours and the price-list fee (issue 20), Ctrl-C (SIGINT to its process group, as a
+terminal sends it) stops every child, and a second run reuses the data."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import psutil
 import psycopg
 import pytest
 
+from sim.demo import GATEWAY_UNIT, gateway_id, through_gateway
 from sim.devstack import free_port
 from sim.model import TZ
 
@@ -54,7 +59,8 @@ class Demo:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sim.demo", "--var", str(var), "--web-port", str(web_port),
-                 "--history-from", since, "--instruments", "3"],
+                 "--history-from", since, "--instruments", "6", "--book", "imu-tem",
+                 "--booking-minutes", "1", "--settle-minutes", "0.1"],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
 
     def text(self) -> str:
@@ -89,6 +95,23 @@ def _login(url: str) -> Any:
     return opener
 
 
+def _wait_rows(dsn: str, sql: str, timeout: float) -> list[tuple[Any, ...]]:
+    end = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(sql).fetchall()
+        if rows or time.monotonic() > end:
+            return rows
+        time.sleep(1)
+
+
+def _robot(path: Path) -> list[dict[str, Any]]:
+    """The local robot receiver's log: one JSON object per message it got."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _published(dsn: str) -> dict[str, tuple[int, Any]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute("SELECT agent_id, watermark, birth_at FROM agent_progress").fetchall()
@@ -108,7 +131,8 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         opener = _login(url)
         with opener.open(f"{url}/api/v1/units/imu/live", timeout=10) as r:
             tiles = json.loads(r.read())["tiles"]
-        assert {t["id"] for t in tiles} == {"imu-tem", "imu-nmr", "imu-xrd"}
+        imu = {"imu-tem", "imu-nmr", "imu-xrd", "imu-lcms", "imu-icpms", "imu-bet"}
+        assert {t["id"] for t in tiles} == imu
         with opener.open(f"{url}/units/imu/report", timeout=30) as r:  # the page a manager opens first
             assert r.status == 200 and "利用率" in r.read().decode()
         state = json.loads((var / "state.json").read_text())
@@ -127,7 +151,50 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         assert (var / "pg").is_symlink()  # postgres cannot reach a mode-700 directory: kept elsewhere
         # taken before the stop: PostgreSQL (in the demo's process group) may be gone by the time it returns
         postmaster = psutil.Process(int((var / "pg" / "postmaster.pid").read_text().split()[0]))
-        assert len([c for c in children if "agent.cli" in " ".join(c.cmdline())]) == 3
+        agents = {c.pid: " ".join(c.cmdline()) for c in children if "agent.cli" in " ".join(c.cmdline())}
+        # one process for the gateway's five instruments, one for the instrument it cannot watch
+        assert len(agents) == 2 and sum("gateway.toml" in a for a in agents.values()) == 1, agents
+        from sim.catalog import INSTRUMENTS
+
+        on_gw = {s.id for s in through_gateway([s for s in INSTRUMENTS if s.id in imu])}
+        assert on_gw == imu - {"imu-lcms"}
+        for i in on_gw:  # each in the banner, each with its own identity, its records stored (above)
+            assert re.search(rf"^ +{i} +agent {i}-a1 ", demo.text(), re.M), i
+            assert (var / "agents" / f"{i}-a1" / "agent.key").exists()
+            assert now[f"{i}-a1"][0] > history[f"{i}-a1"] and now[f"{i}-a1"][1] is not None
+        gw_cfg = (var / "agents" / gateway_id(GATEWAY_UNIT) / "gateway.toml").read_text()
+        assert gw_cfg.count("[[instrument]]") == 5 and len(set(re.findall(r'^port = "(/dev/[^"]+)"\n(?=slave)',
+                                                                       gw_cfg, re.M))) == 1  # one bus
+        assert len(re.findall(r"^slave = \d$", gw_cfg, re.M)) == 3  # tem, icpms, bet: three meters on it
+        # a unit manager stops an agent (as a Ctrl-C or `systemctl stop` would): an alert reaches the
+        # local robots (both, for its unit) once it has been offline for a minute
+        [lcms] = [pid for pid, a in agents.items() if "imu-lcms-a1" in a]
+        os.kill(lcms, signal.SIGTERM)
+        # meanwhile the booking's slot ended: settled with the measured hours and the external rate
+        draft = _wait_rows(dsn, "SELECT measured_hours, draft_amount, draft_price_item, outcome, b.applicant_org_id,"
+                           " (SELECT min(external_price) FROM price_list p WHERE p.instrument_id = b.instrument_id"
+                           "  AND p.basis = 'per_hour') FROM bookings b WHERE instrument_id = 'imu-tem'"
+                           " AND settled_at IS NOT NULL", 90)
+        [(hours, amount, item, outcome, org, rate)] = draft
+        assert outcome == "used" and org == "org-yili" and item
+        assert 0 < hours < 1 and amount == (hours * rate).quantize(Decimal("0.01")) and amount > 0
+        demo.wait_for(r"booking \w+ settled: used", 30)
+        with opener.open(f"{url}/bookings", timeout=30) as r:  # where the manager confirms it
+            page = r.read().decode()
+        assert f"{hours} h" in page and str(amount) in page
+        messages = var / "logs" / "robot-messages.jsonl"
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            offline = [m for m in _robot(messages) if "imu-lcms-a1" in json.dumps(m, ensure_ascii=False)
+                       and "采集端离线" in json.dumps(m, ensure_ascii=False)]
+            if {m["robot"] for m in offline} == {"wecom", "dingtalk"}:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"no offline alert for imu-lcms-a1 at the receiver: {_robot(messages)}")
+        assert all(m["verdict"] == "ok" for m in offline)
+        assert "agent-imu-lcms exited" in demo.text()
+        demo.wait_for(r"local robots got: .*Agent offline.*imu-lcms-a1", 15)  # said in the terminal too
         assert demo.interrupt() == 0  # a clean stop, as asked
         gone, alive = psutil.wait_procs([*children, postmaster], timeout=5)
         assert not alive, [p.cmdline() for p in alive]
