@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import logging.handlers
 import sys
 import time
 from pathlib import Path
@@ -50,9 +49,10 @@ def _load(args: argparse.Namespace) -> Config:
 def _setup_logging(level: str, file: Path | None, gateway: bool = False, force: bool = False) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
+        from logging.handlers import RotatingFileHandler  # only with a log file (its imports cost memory)
+
         file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(file, maxBytes=2_000_000, backupCount=3,
-                                                             encoding="utf-8"))
+        handlers.append(RotatingFileHandler(file, maxBytes=2_000_000, backupCount=3, encoding="utf-8"))
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if gateway:
         from agent.runner import AgentLogFilter
