@@ -28,9 +28,9 @@ from agent.detectors.episodes import ErrorEpisodes
 from agent.identity import EXPLICIT, OS, Sessions
 from agent.publisher import Publisher
 from agent.recorder import Recorder
+from agent.signer import load_key
 from agent.spool import RunLock, Spool, SpoolError
 from agent.state import StateMachine, compile_rules
-from protocols.signing import load_private
 
 if TYPE_CHECKING:
     from agent.identity.checkin import CheckinServer, Request
@@ -83,7 +83,7 @@ class Agent:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         a = cfg.agent
-        self.key = load_private(a.key_file)
+        self.key = load_key(a.key_file)
         self.run_lock = RunLock(cfg.spool_path)
         if not self.run_lock.acquire():
             raise SpoolError(f"another agent process (pid {self.run_lock.holder()}) is running on {cfg.spool_path}: "

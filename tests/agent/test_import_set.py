@@ -30,10 +30,11 @@ atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
 runpy.run_module("agent.cli", run_name="__main__", alter_sys=True)
 """
 
-# Never needed by `run` whatever the config: the server's validation, the CLI's other commands,
-# log rotation without a log file, "did you mean" suggestions for config mistakes.
-NEVER = ("pydantic", "server", "sim", "tests", "agent.calibrate", "agent.winservice", "logging.handlers",
-         "difflib", "statistics", "minimalmodbus")
+# Never needed by `run` whatever the config: the server's validation, cryptography (the agent signs
+# with libsodium: agent/signer.py), the CLI's other commands, log rotation without a log file,
+# "did you mean" suggestions for config mistakes.
+NEVER = ("pydantic", "cryptography", "server", "sim", "tests", "agent.calibrate", "agent.winservice",
+         "logging.handlers", "difflib", "statistics", "minimalmodbus")
 # Only for the detectors / identity sources that use them.
 POWER_METER = ("pymodbus", "asyncio", "serial", "agent.detectors.power_meter.bus")
 DATA_FILES = ("watchdog", "watchdog.observers", "agent.detectors.data_files")
@@ -82,7 +83,7 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
     cfg = write_config(tmp_path, agent_id="imp-lean", broker=mqtt_broker, detectors=detectors,
                        running="software", heartbeat=0.5)
     mods = run_modules(cfg, mqtt_broker, "imp-lean")
-    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3")) == []
+    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing")) == []
     assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CARD + SERIAL_STATUS) == []
 
 
