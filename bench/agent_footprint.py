@@ -228,8 +228,9 @@ def main() -> int:
         while not stop.wait(args.run_every):
             on = not on
             meter.watts = 850.0 if on else 40.0
-            for addr in bus.watts if bus else ():
-                bus.set(addr, 850.0 if on else 40.0)
+            if bus is not None:
+                for addr in list(bus.watts):
+                    bus.set(addr, 850.0 if on else 40.0)
             (software.begin_run if on else software.end_run)()
 
     threading.Thread(target=toggler, daemon=True).start()
