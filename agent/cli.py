@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import logging.handlers
 import sys
 import time
 from pathlib import Path
@@ -50,9 +49,10 @@ def _load(args: argparse.Namespace) -> Config:
 def _setup_logging(level: str, file: Path | None, gateway: bool = False, force: bool = False) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
+        from logging.handlers import RotatingFileHandler  # only with a log file (its imports cost memory)
+
         file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(file, maxBytes=2_000_000, backupCount=3,
-                                                             encoding="utf-8"))
+        handlers.append(RotatingFileHandler(file, maxBytes=2_000_000, backupCount=3, encoding="utf-8"))
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if gateway:
         from agent.runner import AgentLogFilter
@@ -68,9 +68,9 @@ def _key_problem(cfg: Config) -> str | None:
     if not kf.exists():
         return f"key file {kf} does not exist: create it with `jishi-agent keygen --config {cfg.path}`"
     try:
-        from protocols.signing import load_private
+        from agent.signer import load_key
 
-        load_private(kf)
+        load_key(kf)
     except (OSError, ValueError) as exc:
         return f"key file {kf} is not a valid Ed25519 key: {exc}"
     return None
@@ -122,7 +122,8 @@ def _run_gateway(gw: GatewayConfig) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from protocols.signing import generate, key_id, public_to_b64, save_private
+    from agent.signer import AgentKey, save_key
+    from protocols.signing import key_id, public_to_b64
 
     if args.out:
         paths = [Path(args.out)]
@@ -130,9 +131,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         paths = [c.agent.key_file for c in _load_all(args)]
     code = EXIT_OK
     for path in paths:
-        key = generate()
+        key = AgentKey.generate()
         try:
-            save_private(key, path)
+            save_key(key, path)
         except FileExistsError:
             print(f"jishi-agent: {path} exists; refusing to overwrite a key (move it away first)", file=sys.stderr)
             code = EXIT_PROBLEM
@@ -143,9 +144,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def enrolment(cfg: Config) -> dict[str, Any]:
-    from protocols.signing import key_id, load_private, public_to_b64
+    from agent.signer import load_key
+    from protocols.signing import key_id, public_to_b64
 
-    key = load_private(cfg.agent.key_file)
+    key = load_key(cfg.agent.key_file)
     return {"agent": cfg.agent.id, "unit": cfg.agent.unit, "instrument": cfg.agent.instrument,
             "key_id": key_id(key), "public_key": public_to_b64(key), "sw": SOFTWARE,
             "detectors": [{"name": d.name, "kind": d.kind} for d in cfg.detectors]}

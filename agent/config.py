@@ -9,7 +9,6 @@ Not pydantic-settings: pydantic costs ~10 MB of resident memory and the agent's 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -477,6 +476,8 @@ def _show(value: Any) -> str:
 
 
 def _suggest(key: str, options: list[str]) -> str:
+    import difflib  # only when reporting a mistake
+
     close = difflib.get_close_matches(key, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import SOFTWARE
 from agent.config import Config, MqttSection
 from agent.spool import Row, Spool, SpoolError, SpoolFull
 from protocols import envelope as env
+from protocols.signing import Signer
 from protocols.topics import Kind, topic
 
 log = logging.getLogger("jishi.publisher")
@@ -48,7 +48,7 @@ def secure(client: mqtt.Client, m: MqttSection) -> None:
 
 
 class Publisher(threading.Thread):
-    def __init__(self, cfg: Config, key: Ed25519PrivateKey, boot: int) -> None:
+    def __init__(self, cfg: Config, key: Signer, boot: int) -> None:
         super().__init__(name=f"publisher-{cfg.agent.id}", daemon=True)  # names the agent in a gateway's log
         self.cfg = cfg
         self.m = cfg.mqtt

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent import SOFTWARE
 from agent.clock import Clock
@@ -26,12 +26,14 @@ from agent.detectors import module
 from agent.detectors.base import Detector, Observation
 from agent.detectors.episodes import ErrorEpisodes
 from agent.identity import EXPLICIT, OS, Sessions
-from agent.identity.checkin import CheckinServer, Request
 from agent.publisher import Publisher
 from agent.recorder import Recorder
+from agent.signer import load_key
 from agent.spool import RunLock, Spool, SpoolError
 from agent.state import StateMachine, compile_rules
-from protocols.signing import load_private
+
+if TYPE_CHECKING:
+    from agent.identity.checkin import CheckinServer, Request
 
 log = logging.getLogger("jishi.agent")
 SAMPLE_UNITS = {"mw": "mW", "cpu": "permille", "io": "KiB/s", "ms": "ms"}
@@ -81,7 +83,7 @@ class Agent:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         a = cfg.agent
-        self.key = load_private(a.key_file)
+        self.key = load_key(a.key_file)
         self.run_lock = RunLock(cfg.spool_path)
         if not self.run_lock.acquire():
             raise SpoolError(f"another agent process (pid {self.run_lock.holder()}) is running on {cfg.spool_path}: "
@@ -123,6 +125,8 @@ class Agent:
                                    cfg.identity.read_card_key(), cfg.identity.card_pattern)
         self.http: CheckinServer | None = None
         if cfg.identity.checkin:
+            from agent.identity.checkin import CheckinServer  # http.server and email: only when on
+
             self.http = CheckinServer(cfg.identity.checkin_port, a.instrument, self.snapshot)
         self.stop_event = threading.Event()
         self.summaries = {d.name: Summary(d.summary_keys) for d in self.detectors}

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from protocols import PROTOCOL_VERSION
 from protocols.canonical import canonical
-from protocols.signing import key_id, sign
+from protocols.signing import Signer, key_id, sign
 
 MAX_ENVELOPE_BYTES = 256 * 1024
 MAX_RECORDS = 2000
@@ -26,7 +24,7 @@ def signed_bytes(message: Mapping[str, Any]) -> bytes:
     return canonical({k: v for k, v in message.items() if k != "sig"})
 
 
-def seal(message: Mapping[str, Any], key: Ed25519PrivateKey) -> bytes:
+def seal(message: Mapping[str, Any], key: Signer) -> bytes:
     """Sign a message and return its canonical wire bytes, `sig` included."""
     body = dict(message)
     body.pop("sig", None)
@@ -36,7 +34,7 @@ def seal(message: Mapping[str, Any], key: Ed25519PrivateKey) -> bytes:
 
 def envelope(
     *,
-    key: Ed25519PrivateKey,
+    key: Signer,
     agent: str,
     unit: str,
     instrument: str,
@@ -63,7 +61,7 @@ def envelope(
 
 def birth(
     *,
-    key: Ed25519PrivateKey,
+    key: Signer,
     agent: str,
     unit: str,
     instrument: str,
@@ -96,7 +94,7 @@ def birth(
 
 
 def death(
-    *, key: Ed25519PrivateKey, agent: str, unit: str, instrument: str, boot: int, conn: int, t: int, clean: bool
+    *, key: Signer, agent: str, unit: str, instrument: str, boot: int, conn: int, t: int, clean: bool
 ) -> bytes:
     """The Will (clean=False, signed at connect time) or the message of a clean stop (clean=True)."""
     return seal(

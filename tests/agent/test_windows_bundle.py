@@ -76,8 +76,9 @@ def test_bundle_builds_on_linux_with_windows_wheels(tmp_path: Path) -> None:
     assert "Lib\\site-packages" in pth.splitlines() and "import site" in pth.splitlines()
 
     site = "python/Lib/site-packages/"
-    for f in ("agent/winservice.py", "agent/cli.py", "agent/runner.py", "protocols/signing.py",
-              "cryptography/hazmat/bindings/_rust.pyd", "psutil/_psutil_windows.pyd", "win32/servicemanager.pyd",
+    for f in ("agent/winservice.py", "agent/cli.py", "agent/runner.py", "agent/signer.py", "protocols/signing.py",
+              "cryptography/hazmat/bindings/_rust.pyd", "nacl/_sodium.pyd", "psutil/_psutil_windows.pyd",
+              "win32/servicemanager.pyd",
               "win32/lib/win32serviceutil.py", "pywin32_system32/pywintypes311.dll", "pywin32.pth",
               "serial/serialwin32.py", "paho/mqtt/client.py", "pymodbus/client/serial.py",
               "agent/detectors/power_meter/maps/sdm120.toml",

@@ -1,0 +1,106 @@
+"""The agent's memory budget, guarded by what it imports rather than by a timed RSS figure.
+
+Most of the agent's resident memory is the code it loads (bench/RESULTS.md, "Agent footprint"):
+each library below costs between 0.3 and 3 MB. The real `jishi-agent run` process runs against the
+real broker until it has published a heartbeat (every configured detector polled), stops, and
+reports the modules it had imported; a library that only some configs need must stay out of the
+others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sim.modbus_meter import ModbusMeter
+from tests.agent.helpers import ROOT, Collector, meter_toml, write_config
+
+# Runs the CLI exactly as `python -m agent.cli` does and writes sys.modules at exit.
+LAUNCHER = """
+import atexit, json, runpy, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+runpy.run_module("agent.cli", run_name="__main__", alter_sys=True)
+"""
+
+# Never needed by `run` whatever the config: the server's validation, cryptography (the agent signs
+# with libsodium: agent/signer.py), the CLI's other commands, log rotation without a log file,
+# "did you mean" suggestions for config mistakes.
+NEVER = ("pydantic", "cryptography", "server", "sim", "tests", "agent.calibrate", "agent.winservice",
+         "logging.handlers", "difflib", "statistics", "minimalmodbus")
+# Only for the detectors / identity sources that use them.
+POWER_METER = ("pymodbus", "asyncio", "serial", "agent.detectors.power_meter.bus")
+DATA_FILES = ("watchdog", "watchdog.observers", "agent.detectors.data_files")
+PROCESS = ("psutil", "agent.detectors.process")
+CHECKIN = ("http.server", "socketserver", "agent.identity.checkin")
+CARD = ("agent.identity.card_reader",)
+SERIAL_STATUS = ("agent.detectors.serial_status",)
+
+
+def run_modules(cfg: Path, broker: Any, agent_id: str) -> set[str]:
+    """The modules `jishi-agent run --config cfg` had imported after its first heartbeat."""
+    out = cfg.parent / "modules.json"
+    log = cfg.parent / "agent.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(out), "run", "--config", str(cfg)],
+                                stdout=fh, stderr=fh, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    col = Collector(broker, cfg.parent, agent_id)
+    try:
+        col.wait_for(lambda c: any(r["type"] == "heartbeat" for r in c.records.values()), 30, "a heartbeat")
+    finally:
+        col.close()
+        proc.terminate()
+        code = proc.wait(30)
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+    return set(json.loads(out.read_text()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def absent(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """`names` (packages with their submodules) that were imported."""
+    return sorted(m for m in modules for n in names if m == n or m.startswith(n + "."))
+
+
+def present(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if n not in modules]
+
+
+@pytest.mark.slow
+def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Path, mqtt_broker: Any) -> None:
+    detectors = '[detectors.software]\nkind = "process"\nnames = ["no-such-program-jishi"]\n'
+    cfg = write_config(tmp_path, agent_id="imp-lean", broker=mqtt_broker, detectors=detectors,
+                       running="software", heartbeat=0.5)
+    mods = run_modules(cfg, mqtt_broker, "imp-lean")
+    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing")) == []
+    assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CARD + SERIAL_STATUS) == []
+
+
+@pytest.mark.slow
+def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_path: Path,
+                                                                           mqtt_broker: Any) -> None:
+    """Process + power meter + data files, OS sessions and the check-in page (bench/agent_footprint.py)."""
+    data = tmp_path / "acq"
+    data.mkdir()
+    with ModbusMeter(watts=40.0) as meter:
+        detectors = meter_toml(meter) + (
+            '[detectors.software]\nkind = "process"\nnames = ["no-such-program-jishi"]\n'
+            f'[detectors.files]\nkind = "data_files"\npath = "{data}"\npatterns = ["*.dat"]\n')
+        cfg = write_config(tmp_path, agent_id="imp-full", broker=mqtt_broker, detectors=detectors,
+                           running="power or software or files", heartbeat=0.5, checkin_port=free_port())
+        text = cfg.read_text().replace("os_session = false", "os_session = true")
+        cfg.write_text(text)
+        mods = run_modules(cfg, mqtt_broker, "imp-full")
+    assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN) == []
+    assert absent(mods, NEVER + CARD + SERIAL_STATUS) == []
