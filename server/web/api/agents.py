@@ -23,6 +23,7 @@ from server.web.auth import ENROL_TOKEN_PREFIX, bearer, new_token, require_role,
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
+from server.web.services import enrol as enrolment
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -107,6 +108,8 @@ def create_enrolment_token(instrument_id: str, body: EnrolmentTokenIn, request: 
                   (digest, instrument_id, agent_id, who.account_id, clock.now() + ttl))
     assert got is not None
     url = str(request.base_url).rstrip("/") + "/api/v1/enrol"
+    config = agent_config(settings, inst["unit_id"], instrument_id, agent_id)
+    command = enrolment.one_command("agent.toml", url, token)
     return {
         "id": got["id"],
         "token": token,
@@ -115,11 +118,13 @@ def create_enrolment_token(instrument_id: str, body: EnrolmentTokenIn, request: 
         "unit_id": inst["unit_id"],
         "expires_at": got["expires_at"],
         "enrol_url": url,
-        "config": agent_config(settings, inst["unit_id"], instrument_id, agent_id),
+        "config": config,
         "commands": [
             "jishi-agent keygen --config agent.toml",
             f"jishi-agent enroll --config agent.toml --url {url} --token {token}",
         ],
+        "command": command,  # the two above as one line to paste
+        "qr": enrolment.qr_data_url(enrolment.qr_text(config, command)),  # SVG data: URL of config and command
     }
 
 

@@ -49,6 +49,9 @@ def from_schema(table: schema.Table) -> list[F]:
 
 
 INSTRUMENT = from_schema(schema.INSTRUMENT)
+ORGANISATION = from_schema(schema.ORGANISATION)
+# a unit belongs to an organisation created before it: chosen from a list
+UNIT = [replace(f, kind="select") if f.name == "org_id" else f for f in from_schema(schema.UNIT)]
 
 PERSON = [
     *from_schema(schema.PERSON),
