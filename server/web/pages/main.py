@@ -93,7 +93,8 @@ def board_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: 
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
         tiles = board.tiles(conn, unit_id=unit_id, stale_s=settings.live_stale_s)
-    return render(request, "board.html", p, unit=u, tiles=tiles)
+        util = board.year_utilization(conn, unit_id)
+    return render(request, "board.html", p, unit=u, tiles=tiles, util=util, low=settings.low_use_threshold)
 
 
 # -- instrument -------------------------------------------------------------------------------------
