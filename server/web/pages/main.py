@@ -21,7 +21,7 @@ from server.web.cookies import set_session_cookie
 from server.web.db import rows
 from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
-from server.web.i18n import request_lang, t
+from server.web.i18n import request_lang, t, t_or
 from server.web.params import aware, check_range
 from server.web.services import board, catalog, charts, evaluation, plausibility
 from server.web.services.evidence import MAX_SPAN, interval_evidence
@@ -153,7 +153,8 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
                                                                  + MAX_SPAN)))
                                     for s in data["sessions"]]),
         (t(lang, "inst.coverage"), [charts.Span(c["start_at"], c["end_at"], "cov-" + c["status"],
-                                                f"{t(lang, 'cov.' + c['status'])} {c['reason']}")
+                                                f"{t(lang, 'cov.' + c['status'])} "
+                                                f"{t_or(lang, 'cov.reason.' + c['reason'], c['reason'])}")
                                     for c in data["coverage"]]),
     ]
     chart = charts.timeline(t0, t1, lanes, title=t(lang, "inst.timeline"), lang=lang)
