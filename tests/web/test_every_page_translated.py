@@ -65,7 +65,7 @@ def _routes() -> list[str]:
     for module in (main, registry, setup, ops, alerts, bookings):
         for r in module.router.routes:
             if "GET" in getattr(r, "methods", set()):
-                paths.append(r.path)  # type: ignore[attr-defined]
+                paths.append(r.path)
     return sorted(set(paths))
 
 

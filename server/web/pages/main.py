@@ -193,6 +193,11 @@ def _year(year: int | None, period: str = "") -> Period:
     return Period.year(year) if year else Period.default()
 
 
+# A report section longer than a screenful starts folded, with a filter; the page draws at most
+# MAX_ROWS of a section (the whole list is in the XLSX and the JSON), so it stays fast and short.
+FOLD_ROWS = 15
+MAX_ROWS = 200
+
 PeriodQuery = Annotated[str, Query(max_length=40, description="YYYY or YYYY-MM-DD..YYYY-MM-DD")]
 
 
@@ -216,7 +221,7 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
         title=t(lang, "report.chart_claims"), unit=" h",
         legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
     return render(request, "report.html", p, unit=u, rep=rep, period=period_, util_chart=util_chart,
-                  claims_chart=claims_chart, ind=rep["unit"]["indicators"])
+                  claims_chart=claims_chart, ind=rep["unit"]["indicators"], fold_rows=FOLD_ROWS, max_rows=MAX_ROWS)
 
 
 # -- evaluator overview -------------------------------------------------------------------------------
