@@ -193,8 +193,10 @@ def _year(year: int | None, period: str = "") -> Period:
     return Period.year(year) if year else Period.default()
 
 
-# A report section longer than a screenful starts folded, with a filter; the page draws at most
-# MAX_ROWS of a section (the whole list is in the XLSX and the JSON), so it stays fast and short.
+# The report page is its figures and charts; each section's rows are a click away (folded, with the
+# row count), except the score sheet. A section longer than a screenful gets a filter, and the page
+# draws at most MAX_ROWS of it (the whole list is in the XLSX and the JSON), so it stays fast and short.
+OPEN_SECTIONS = ("score",)
 FOLD_ROWS = 15
 MAX_ROWS = 200
 
@@ -221,7 +223,8 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
         title=t(lang, "report.chart_claims"), unit=" h",
         legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
     return render(request, "report.html", p, unit=u, rep=rep, period=period_, util_chart=util_chart,
-                  claims_chart=claims_chart, ind=rep["unit"]["indicators"], fold_rows=FOLD_ROWS, max_rows=MAX_ROWS)
+                  claims_chart=claims_chart, ind=rep["unit"]["indicators"], fold_rows=FOLD_ROWS, max_rows=MAX_ROWS,
+                  open_sections=OPEN_SECTIONS)
 
 
 # -- evaluator overview -------------------------------------------------------------------------------
