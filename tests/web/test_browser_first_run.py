@@ -72,6 +72,10 @@ def test_from_an_empty_database_to_a_unit_report(browser: Any, fresh_db: str, mq
             fill_form(page, {"id": "imu", "name": "内蒙古大学", "region": "呼和浩特市"}, {"org_id": "imu"})
             page.wait_for_url(base + "/setup")
             assert page.get_attribute("#gap-units_without_manager .gap-count", "data-count") == "1"
+            page.click("#gap-units_without_manager a.new-manager")
+            fill_form(page, {"login": "mgr.imu", "display_name": "王老师", "password": PASSWORD}, {})
+            page.wait_for_url(base + "/setup")
+            assert page.get_attribute("#gap-units_without_manager .gap-count", "data-count") == "0"
             page.click("#setup-new-instrument")
             fill_form(page, {"id": "imu-xrd", "name": "X射线衍射仪", "original_value": "1250000",
                              "accepted_on": "2020-01-01", "registered_on": "2020-01-01"},
@@ -135,6 +139,7 @@ def test_from_an_empty_database_to_a_unit_report(browser: Any, fresh_db: str, mq
             page.screenshot(path=str(ARTIFACTS / "first-run-report.png"), full_page=True)
             page.goto(base + "/setup")
             assert page.get_attribute("#gap-instruments_without_agent .gap-count", "data-count") == "0"
+        assert _sql(dsn, "SELECT role, unit_id FROM web_accounts WHERE login = 'mgr.imu'") == [("unit_manager", "imu")]
     finally:
         if agent is not None and agent.alive():
             agent.kill()

@@ -34,7 +34,7 @@ def test_unit_and_organisation_pages_post_to_the_api(web: Web) -> None:
 def test_only_the_operator_sets_up(web: Web) -> None:
     mgr = web.as_("mgr-a")
     for path in ("/setup", "/registry/units", "/registry/units/new", "/registry/organisations/new",
-                 "/registry/units/ua/edit", "/instruments/ua-nmr/enrol"):
+                 "/registry/accounts/new", "/registry/units/ua/edit", "/instruments/ua-nmr/enrol"):
         assert mgr.get(path).status_code == 403, path
     r = mgr.post("/api/v1/instruments/ua-nmr/enrolment-tokens", json={})
     assert r.status_code == 403
@@ -82,3 +82,18 @@ def test_checklist_shows_what_is_missing(web: Web) -> None:
     assert _count(html, "instruments_without_price") == 2
     en = ops.get("/setup?lang=en").text
     assert "Units without a manager" in en and "没有管理员的单位" not in en
+
+
+def test_the_account_form_posts_to_the_accounts_api(web: Web) -> None:
+    ops = web.as_("ops")
+    html = ops.get("/registry/accounts/new?unit=ub").text
+    assert 'data-api="/api/v1/accounts"' in html and 'type="password"' in html
+    assert '<option value="ub" selected>' in html
+    web.sql("UPDATE web_accounts SET disabled_at = now() WHERE login = 'mgr-b'")
+    setup = ops.get("/setup").text
+    assert _count(setup, "units_without_manager") == 1  # a disabled manager manages nothing
+    assert 'href="/registry/accounts/new?unit=ub"' in setup
+    r = ops.post("/api/v1/accounts", json={"login": "mgr-b2", "role": "unit_manager", "unit_id": "ub",
+                                           "password": "another-long-password"})
+    assert r.status_code == 201, r.text
+    assert _count(ops.get("/setup").text, "units_without_manager") == 0

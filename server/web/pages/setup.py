@@ -5,9 +5,9 @@ registry form (static/forms.js); the enrolment page calls the token API (static/
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from server.registry import queries, schema
@@ -124,6 +124,34 @@ def unit_edit(unit_id: str, request: Request, who: MaybeWho, db: Db) -> Response
     return _form(request, p, title=t(lang, "setup.edit_unit", id=unit_id), fields=forms.UNIT, values=u,
                  editing=True, api=f"/api/v1/units/{unit_id}", method="PATCH", next_url="/registry/units",
                  back="/registry/units", options=options)
+
+
+# -- accounts (a unit's manager; the first operator comes from `jishi account`) -------------------------
+
+ACCOUNT = [
+    forms.F("login", "登录名", "Login", required=True),
+    forms.F("display_name", "姓名", "Name"),
+    forms.F("role", "角色", "Role", "select", required=True,
+            options=(("unit_manager", "单位管理员"), ("evaluator", "评价专家"), ("operator", "平台运营方")),
+            options_en=(("unit_manager", "Unit manager"), ("evaluator", "Evaluator"),
+                        ("operator", "Platform operator"))),
+    forms.F("unit_id", "单位（单位管理员）", "Unit (unit managers)", "select"),
+    forms.F("password", "初始密码（至少 10 个字符）", "Initial password (at least 10 characters)", "password",
+            required=True),
+]
+
+
+@router.get("/registry/accounts/new", response_class=HTMLResponse)
+def account_new(request: Request, who: MaybeWho, db: Db,
+                unit: Annotated[str, Query(max_length=64)] = "") -> Response:
+    p = _operator(who)
+    lang = request_lang(request)
+    with db.read() as conn:
+        units = rows(conn, "SELECT id, name FROM units ORDER BY id")
+    return _form(request, p, title=t(lang, "setup.new_account"), fields=ACCOUNT,
+                 values={"role": "unit_manager", "unit_id": unit}, editing=False, api="/api/v1/accounts",
+                 method="POST", next_url="/setup", back="/setup",
+                 options={"unit_id": [(u["id"], f"{u['name']}（{u['id']}）") for u in units]})
 
 
 # -- enrolment ----------------------------------------------------------------------------------------
