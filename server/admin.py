@@ -287,6 +287,82 @@ def cmd_account(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_org(args: argparse.Namespace) -> int:
+    """`jishi org create`: an organisation, checked against the registry schema like the API's."""
+    from server.registry import queries, schema
+
+    values = schema.api_model("OrgIn", schema.ORGANISATION, "create")(
+        id=args.id, name=args.name, kind=args.kind).model_dump()
+    with _connect(args) as conn:
+        conn.execute("SELECT audit_as(%s, true)", (f"cli:{getpass.getuser()}",))
+        if queries.exists(conn, schema.ORGANISATION, "id", args.id):
+            raise ValueError(f"an organisation {args.id!r} exists already")
+        queries.insert_row(conn, schema.ORGANISATION, values)
+    print(f"organisation {args.id} created")
+    return 0
+
+
+def cmd_unit(args: argparse.Namespace) -> int:
+    """`jishi unit create`: a unit of an existing organisation."""
+    from server.registry import queries, schema
+
+    values = schema.api_model("UnitIn", schema.UNIT, "create")(
+        id=args.id, org_id=args.org, name=args.name, region=args.region).model_dump()
+    with _connect(args) as conn:
+        conn.execute("SELECT audit_as(%s, true)", (f"cli:{getpass.getuser()}",))
+        if queries.exists(conn, schema.UNIT, "id", args.id):
+            raise ValueError(f"a unit {args.id!r} exists already")
+        if not queries.exists(conn, schema.ORGANISATION, "id", args.org):
+            raise LookupError(f"no organisation {args.org!r}: create it first with `jishi org create`")
+        queries.insert_row(conn, schema.UNIT, values)
+    print(f"unit {args.id} created")
+    return 0
+
+
+def cmd_enrol_token(args: argparse.Namespace) -> int:
+    """`jishi enrol-token`: a one-time token for an instrument's agent, with the configuration to copy
+    and the one command to run on the PC or gateway (what the instrument's enrolment page shows)."""
+    from datetime import timedelta
+
+    from server.web.services import enrol
+
+    host = args.mqtt_host or _settings().web.mqtt_host
+    port = args.mqtt_port or _settings().web.mqtt_port
+    with _connect(args) as conn:
+        conn.execute("SELECT audit_as(%s, true)", (f"cli:{getpass.getuser()}",))
+        row = conn.execute("SELECT unit_id FROM instruments WHERE id = %s", (args.instrument,)).fetchone()
+        if row is None:
+            raise LookupError(f"no instrument {args.instrument!r}")
+        try:
+            issued = enrol.issue(conn, args.instrument, args.agent_id, None, timedelta(days=args.days))
+        except enrol.AgentTaken as exc:
+            state = "was revoked" if exc.revoked else f"belongs to instrument {exc.instrument}"
+            raise ValueError(f"agent {exc.agent} {state}; choose another --agent-id") from None
+    config = enrol.agent_config(host, port, row[0], args.instrument, issued.agent_id)
+    url = args.url.rstrip("/") + "/api/v1/enrol"
+    command = enrol.one_command("agent.toml", url, issued.token)
+    if args.config_out:
+        Path(args.config_out).write_text(config, encoding="utf-8")
+    else:
+        print(config)
+    print(f"# agent {issued.agent_id}; the token works once, until {issued.expires_at.isoformat()}")
+    print(command)
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    """`jishi setup`: the first-run checklist (what the operator's /setup page shows)."""
+    from server.registry import queries
+
+    with _connect(args) as conn:
+        counts = queries.setup_counts(conn)
+        gaps = queries.setup_gaps(conn)
+    print("  ".join(f"{k} {v}" for k, v in counts.items()))
+    for key, (n, items) in gaps.items():
+        print(f"{key}: {n}" + "".join(f"\n  {r['id']}  {r['name']}" for r in items[:20]))
+    return 0 if all(n == 0 for n, _ in gaps.values()) else 1
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from server.evaluation import rubric
 
@@ -468,6 +544,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default="", help="display name")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     sp.set_defaults(func=cmd_account)
+
+    sp = sub.add_parser("org", help="create an organisation (university, institute, company, ...)")
+    osub = sp.add_subparsers(dest="org_command", required=True)
+    oc = osub.add_parser("create", help="a new organisation")
+    oc.add_argument("id")
+    oc.add_argument("--name", required=True)
+    oc.add_argument("--kind", default="other", help="university, institute, enterprise, startup, hospital, ...")
+    oc.set_defaults(func=cmd_org)
+
+    sp = sub.add_parser("unit", help="create a unit (the body that is evaluated)")
+    usub = sp.add_subparsers(dest="unit_command", required=True)
+    uc = usub.add_parser("create", help="a new unit of an existing organisation")
+    uc.add_argument("id")
+    uc.add_argument("--org", required=True, help="the organisation it belongs to")
+    uc.add_argument("--name", required=True)
+    uc.add_argument("--region", default="")
+    uc.set_defaults(func=cmd_unit)
+
+    sp = sub.add_parser("enrol-token", help="a one-time agent enrolment token, the agent.toml and the command")
+    sp.add_argument("instrument")
+    sp.add_argument("--url", required=True, help="the web server's address as the PC reaches it")
+    sp.add_argument("--agent-id", help="default: <instrument>-a<n>")
+    sp.add_argument("--days", type=int, default=7, choices=range(1, 91), metavar="1..90")
+    sp.add_argument("--mqtt-host", help="the broker as the PC reaches it (default: the web setting)")
+    sp.add_argument("--mqtt-port", type=int)
+    sp.add_argument("--config-out", help="write agent.toml here instead of printing it")
+    sp.set_defaults(func=cmd_enrol_token)
+
+    sp = sub.add_parser("setup", help="what is still missing before the first evaluation (exit 1 while any)")
+    sp.set_defaults(func=cmd_setup)
 
     sub.add_parser("deploy-config", help="broker configuration generated from the registry (see --help)",
                    add_help=False)

@@ -78,7 +78,7 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('web_accounts',         '',        'SIU',     'SIU'),
     ('web_sessions',         '',        'SID',     ''),
     ('api_tokens',           '',        'SIU',     'S'),
-    ('enrolment_tokens',     '',        'SIU',     'S'),
+    ('enrolment_tokens',     '',        'SIU',     'SI'),
     ('login_failures',       '',        'SID',     ''),
     ('login_known_clients',  '',        'SIU',     ''),
     -- audit (020, 021): written only by the owner's SECURITY DEFINER triggers

@@ -27,7 +27,7 @@ Checks:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,6 +67,7 @@ class Flag:
     start: datetime | None = None
     end: datetime | None = None
     value: float = 0.0
+    args: dict[str, Any] = field(default_factory=dict)  # the detail's numbers, for its translations
 
 
 def _split_by_day(seg: Segment, tz: ZoneInfo) -> Iterable[tuple[date, float]]:
@@ -108,7 +109,9 @@ def continuous_running(segments: Sequence[Segment], *, min_hours_per_day: float 
             last = datetime.combine(busy[j] + timedelta(days=1), datetime.min.time(), tz)
             flags.append(Flag("continuous_running", f"running >= {min_hours_per_day:g} h on each of {n} "
                               f"consecutive days ({busy[i]} to {busy[j]}) with no idle, off or fault time",
-                              first, last, float(n)))
+                              first, last, float(n),
+                              {"hours": f"{min_hours_per_day:g}", "days": n, "first": str(busy[i]),
+                               "last": str(busy[j])}))
         i = j + 1
     return flags
 
@@ -130,7 +133,7 @@ def power_below_standby(beats: Sequence[PowerBeat], standby_mw: int, *, inverted
     share = len(low) / len(with_power)
     return [Flag("power_below_standby", f"{len(low)} of {len(with_power)} running heartbeats ({share:.0%}) saw "
                  f"at most less than the standby draw of {standby_mw} mW", _dt(low[0].t_ms), _dt(low[-1].t_ms),
-                 share)]
+                 share, {"low": len(low), "total": len(with_power), "share": f"{share:.0%}", "standby_mw": standby_mw})]
 
 
 def late_share(segments: Sequence[Segment], *, max_share: float = 0.5, min_running_h: float = 10.0) -> list[Flag]:
@@ -148,7 +151,7 @@ def late_share(segments: Sequence[Segment], *, max_share: float = 0.5, min_runni
         return []
     share = spool / total
     return [Flag("late_share", f"{share:.0%} of {total / 3600:.1f} running hours arrived late from the spool",
-                 value=share)]
+                 value=share, args={"share": f"{share:.0%}", "hours": f"{total / 3600:.1f}"})]
 
 
 def synthetic_heartbeats(times_ms: Sequence[int], *, min_intervals: int = 100) -> list[Flag]:
@@ -169,7 +172,7 @@ def synthetic_heartbeats(times_ms: Sequence[int], *, min_intervals: int = 100) -
     start = times_ms[best_end - best]
     step = times_ms[best_end] - times_ms[best_end - 1]
     return [Flag("synthetic_heartbeats", f"{best} consecutive heartbeat intervals of exactly {step} ms",
-                 _dt(start), _dt(times_ms[best_end]), float(best))]
+                 _dt(start), _dt(times_ms[best_end]), float(best), {"n": best, "step_ms": step})]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,8 @@ def future_clock(batches: Sequence[FutureBatch], *, min_records: int = 1) -> lis
     last = max(b.received_at for b in batches)
     return [Flag("future_clock", f"{n} record(s) in {len(batches)} envelope(s) were up to {ahead / 60_000:.0f} min "
                  "ahead of the server clock when received (placed at their receive time for hours)",
-                 first, last, float(n))]
+                 first, last, float(n),
+                 {"n": n, "envelopes": len(batches), "minutes": f"{ahead / 60_000:.0f}"})]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +213,11 @@ def energy_stuck(batches: Sequence[EnergyBatch], *, min_records: int = 1) -> lis
     n = sum(b.records for b in batches)
     if not batches or n < min_records:
         return []
+    wh = max(b.max_pwh for b in batches)
     return [Flag("energy_stuck", f"{n} record(s) in {len(batches)} envelope(s): the meter's energy counter stood "
-                 f"still while its power added up to as much as {max(b.max_pwh for b in batches)} Wh",
-                 min(b.first_t for b in batches), max(b.last_t for b in batches), float(n))]
+                 f"still while its power added up to as much as {wh} Wh",
+                 min(b.first_t for b in batches), max(b.last_t for b in batches), float(n),
+                 args={"n": n, "envelopes": len(batches), "wh": wh})]
 
 
 def _dt(ms: int) -> datetime:

@@ -436,3 +436,54 @@ def listing(conn: Conn, what: str, unit_id: str, on: Any = None) -> tuple[tuple[
     """One of LISTINGS for a unit: headers and rows (prices in force on `on` when given)."""
     headers, query = LISTINGS[what]
     return headers, list(conn.execute(query, {"unit": unit_id, "on": on}))
+
+
+# -- first run: what is still missing before the first evaluation (issue 18) ------------------------
+
+SETUP_GAPS: dict[str, str] = {
+    # instruments in service with no agent holding a usable key: no verified hours can come from them
+    "instruments_without_agent": """
+        SELECT i.id, i.name, i.unit_id FROM instruments i
+        WHERE i.retired_on IS NULL AND NOT EXISTS (
+            SELECT 1 FROM agents a JOIN agent_keys k ON k.agent_id = a.id
+            WHERE a.instrument_id = i.id AND a.revoked_at IS NULL AND k.revoked_at IS NULL)
+        ORDER BY i.unit_id, i.id""",
+    # units nobody manages: nobody there sees the board, corrects the registry or answers proposals
+    "units_without_manager": """
+        SELECT u.id, u.name, u.org_id AS unit_id FROM units u
+        WHERE NOT EXISTS (SELECT 1 FROM web_accounts w WHERE w.unit_id = u.id AND w.role = 'unit_manager'
+                          AND w.disabled_at IS NULL)
+        ORDER BY u.id""",
+    # people whose organisation is unclassified: internal or external use cannot be told apart
+    "people_without_organisation": """
+        SELECT p.id, p.name, p.owner_unit_id AS unit_id FROM platform_users p
+        JOIN organisations o ON o.id = p.org_id
+        WHERE o.kind = 'other' ORDER BY p.id""",
+    # instruments in service without a price valid today: the fee checks have nothing to compare
+    "instruments_without_price": """
+        SELECT i.id, i.name, i.unit_id FROM instruments i
+        WHERE i.retired_on IS NULL AND NOT EXISTS (
+            SELECT 1 FROM price_list p WHERE p.instrument_id = i.id AND p.valid_from <= %(today)s
+            AND (p.valid_to IS NULL OR p.valid_to >= %(today)s))
+        ORDER BY i.unit_id, i.id""",
+}
+
+
+def setup_gaps(conn: Conn, limit: int = 200) -> dict[str, tuple[int, list[dict[str, Any]]]]:
+    """Each first-run gap (SETUP_GAPS): how many rows, and the first `limit` of them."""
+    out: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+    cur = conn.cursor(row_factory=dict_row)
+    for key, query in SETUP_GAPS.items():
+        found = cur.execute(query.encode(), {"today": clock.today()}).fetchall()
+        out[key] = (len(found), found[:limit])
+    return out
+
+
+def setup_counts(conn: Conn) -> dict[str, int]:
+    """How many organisations, units, instruments, people and enrolled agents there are."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM organisations), (SELECT count(*) FROM units),"
+        " (SELECT count(*) FROM instruments), (SELECT count(*) FROM platform_users),"
+        " (SELECT count(DISTINCT agent_id) FROM agent_keys WHERE revoked_at IS NULL)").fetchone()
+    assert row is not None
+    return dict(zip(("organisations", "units", "instruments", "people", "agents"), row, strict=True))

@@ -40,6 +40,7 @@ class F:
     en: str
     enum: tuple[Any, ...] = ()
     enum_labels: tuple[str, ...] = ()  # shown in forms beside the stored value, same order as enum
+    enum_labels_en: tuple[str, ...] = ()  # the same in English
     nullable: bool = False
     default: Any = None
     required: bool = False
@@ -155,7 +156,9 @@ PERSON = Table("platform_users", (
 
 IDENTITY = Table("identity_map", (
     F("method", "enum", "身份类型", "Identity kind", enum=IDENTITY_METHOD, required=True, example="os",
-      enum_labels=("os 系统账号", "checkin 签到", "card 门卡（hmac-sha256:…）", "booking 预约")),
+      enum_labels=("os 系统账号", "checkin 签到", "card 门卡（hmac-sha256:…）", "booking 预约"),
+      enum_labels_en=("os: computer account", "checkin: check-in", "card: door card (hmac-sha256:…)",
+                      "booking: booking")),
     F("identifier", "short", "采集端看到的身份", "Identity the agent sees", required=True, min_length=1,
       example="LAB\\zhangsan"),
 ))
@@ -163,7 +166,7 @@ IDENTITY = Table("identity_map", (
 PRICE = Table("price_list", (
     F("item", "short", "收费项目", "Item", required=True, min_length=1, example="物相分析"),
     F("basis", "enum", "计费方式", "Basis", enum=PRICE_BASIS, default="per_sample",
-      enum_labels=("按机时", "按样品", "按项目")),
+      enum_labels=("按机时", "按样品", "按项目"), enum_labels_en=("per hour", "per sample", "per item")),
     F("internal_price", "money", "校内价（元）", "Internal price (CNY)", nullable=True, example="80.00"),
     F("external_price", "money", "校外价（元）", "External price (CNY)", nullable=True, example="150.00"),
     F("valid_from", "date", "生效日期", "Valid from", required=True, example="2025-01-01"),
@@ -186,9 +189,12 @@ SERVICE_RECORD = Table("service_records", (
       headers=("服务金额(元)", "服务金额", "金额", "收费金额", "收费(元)")),
     F("way", "enum", "服务方式", "Way", enum=WAY, default="其他", headers=("服务方式",)),
     F("user_type", "int_enum", "用户类型", "User type", enum=USER_TYPE, required=True, example=130,
-      enum_labels=("120 校内", "130 校外"), description="120 internal, 130 external", headers=("用户类型", "用户类别")),
+      enum_labels=("120 校内", "130 校外"), enum_labels_en=("120 internal", "130 external"),
+      description="120 internal, 130 external", headers=("用户类型", "用户类别")),
     F("direction", "int_enum", "服务方向", "Direction", enum=DIRECTION, default=135,
-      enum_labels=("135 科研", "136 开发", "137 教学", "138 其他"), headers=("服务方向", "服务领域")),
+      enum_labels=("135 科研", "136 开发", "137 教学", "138 其他"),
+      enum_labels_en=("135 research", "136 development", "137 teaching", "138 other"),
+      headers=("服务方向", "服务领域")),
     F("applicant_user_id", "id", "申请人编号", "Applicant id", nullable=True, input="none"),
     F("applicant_name", "short", "申请人", "Applicant", default="", headers=("申请人", "用户", "用户姓名", "服务对象")),
     F("applicant_org_id", "id", "申请人单位编号", "Applicant's organisation id", nullable=True, input="none"),

@@ -43,6 +43,7 @@ from server.web.pages import bookings as pages_bookings
 from server.web.pages import main as pages
 from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
+from server.web.pages import setup as pages_setup
 from server.web.services.board import LiveHub
 
 DESCRIPTION = """\
@@ -98,6 +99,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
                    timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine):
         app.include_router(module.router)
     app.include_router(pages_registry.router)
+    app.include_router(pages_setup.router)
     app.include_router(pages_ops.router)
     app.include_router(alert_routes.router)
     app.include_router(pages_alerts.router)

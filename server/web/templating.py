@@ -18,7 +18,7 @@ from server.store.times import TZ
 from server.web import vendor
 from server.web.auth import Principal
 from server.web.errors import ApiError
-from server.web.i18n import request_lang, t
+from server.web.i18n import request_lang, t, t_or
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -56,12 +56,15 @@ def render(request: Request, name: str, who: Principal | None, status: int = 200
     def tr(key: str, **params: object) -> str:
         return t(lang, key, **params)
 
+    def tr_or(key: str, fallback: str) -> str:  # a stored code, translated where the texts know it
+        return t_or(lang, key, fallback)
+
     other = "en" if lang == "zh" else "zh"
     query = dict(request.query_params)
     query["lang"] = other
     switch = request.url.path + "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
     resp = templates.TemplateResponse(request, name, {
-        "_": tr, "lang": lang, "who": who, "lang_switch": switch, "home": home_of(who), **ctx,
+        "_": tr, "_or": tr_or, "lang": lang, "who": who, "lang_switch": switch, "home": home_of(who), **ctx,
     }, status_code=status)  # fmt: skip
     if request.query_params.get("lang") in ("zh", "en"):
         resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", path="/")

@@ -72,6 +72,7 @@ def test_the_page_lists_refusals_with_reason_labels_and_counts(web: Web) -> None
     assert [f'data-id="{i["id"]}"' in table for i in api["items"]] == [True] * 3
     en = ops.get("/quarantine?lang=en").text
     assert "Unknown agent" in en and "Invalid signature" in en and "Refused agent messages" in en
+    assert 'lang="en">Invalid signature</small>' in page and '<small class="note" lang="en">' not in en
 
 
 def test_filters_validate_like_the_api(web: Web) -> None:

@@ -93,10 +93,15 @@ def test_the_instrument_page_shows_the_checks(web: Web) -> None:
         assert '<li data-check="continuous_running"><b>连续多日不停机运行</b> · 2025-04-01 – 2025-04-09' in section
         assert '<li data-check="future_clock"><b>采集端时钟超前</b>' in section
         assert "8 consecutive days" in section and "未发现异常" not in section
+        # the finding itself in Chinese, its English words beside it
+        assert "自 2025-04-01 至 2025-04-08 连续 8 天每天运行不少于 22 小时" in section
+        assert "最多 120 分钟" in section
         # the section comes right before the trend
         assert page.index('id="plausibility"') < page.index('id="trend"')
     en = web.as_("ops").get("/instruments/ua-xrd?span=month&start=2025-04-01&lang=en").text
     assert "Plausibility checks" in en and "Running for days without rest" in en
+    assert "Running at least 22 h on each of 8 consecutive days (2025-04-01 to 2025-04-08)" in en
+    assert "连续" not in en
     # a period without the pattern (the week before): nothing unusual
     page = web.as_("mgr-a").get("/instruments/ua-xrd?span=week&start=2025-03-01").text
     section = page.split('id="plausibility"', 1)[1].split("</section>", 1)[0]

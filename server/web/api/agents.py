@@ -16,13 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import signing
 from server import clock
-from server.config import WebSettings
 from server.store.conn import Conn
 from server.web import scope
-from server.web.auth import ENROL_TOKEN_PREFIX, bearer, new_token, require_role, token_hash
+from server.web.auth import ENROL_TOKEN_PREFIX, bearer, require_role, token_hash
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
+from server.web.services import enrol as enrolment
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -52,74 +52,40 @@ class RevokeIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500, examples=["PC replaced"])
 
 
-def agent_config(settings: WebSettings, unit_id: str, instrument_id: str, agent_id: str) -> str:
-    """The agent configuration to copy to the instrument PC (agent/config.py's TOML layout)."""
-    return f"""# jishi-agent configuration for instrument {instrument_id} (unit {unit_id})
-[agent]
-id = "{agent_id}"
-unit = "{unit_id}"
-instrument = "{instrument_id}"
-key_file = "keys/agent.key"
-data_dir = "data"
-
-[mqtt]
-host = "{settings.mqtt_host}"
-port = {settings.mqtt_port}
-
-[state]
-# when the instrument counts as running; name the detectors configured below
-running = "software"
-
-[detectors.software]
-kind = "process"
-names = ["CHANGE-ME.exe"]   # the instrument's control software
-"""
-
-
-def _next_agent_id(conn: Conn, instrument_id: str) -> str:
-    taken = {r["id"] for r in rows(conn, "SELECT id FROM agents WHERE id LIKE %s", (instrument_id[:58] + "-a%",))}
-    taken |= {r["agent_id"] for r in rows(conn, "SELECT agent_id FROM enrolment_tokens WHERE instrument_id = %s",
-                                          (instrument_id,))}
-    n = 1
-    while f"{instrument_id[:58]}-a{n}" in taken:
-        n += 1
-    return f"{instrument_id[:58]}-a{n}"
-
-
 @router.post("/instruments/{instrument_id}/enrolment-tokens", status_code=201,
              summary="Issue a one-time agent enrolment token (operator); the token is shown once")
 def create_enrolment_token(instrument_id: str, body: EnrolmentTokenIn, request: Request, who: Who, db: Db,
                            settings: Settings) -> dict[str, Any]:
     require_role(who, "operator")
-    token, digest = new_token(ENROL_TOKEN_PREFIX)
     ttl = timedelta(days=body.days) if body.days else timedelta(seconds=settings.enrolment_ttl_s)
     with db.write(who.actor) as conn:
         inst = scope.instrument(conn, who, instrument_id)
-        agent_id = body.agent_id or _next_agent_id(conn, instrument_id)
-        existing = one(conn, "SELECT instrument_id, revoked_at FROM agents WHERE id = %s", (agent_id,))
-        if existing is not None and existing["instrument_id"] != instrument_id:
-            raise ApiError(409, "agent_other_instrument", "err.agent_other_instrument", agent=agent_id,
-                           instrument=existing["instrument_id"])
-        if existing is not None and existing["revoked_at"] is not None:
-            raise ApiError(409, "agent_revoked", "err.agent_revoked", agent=agent_id)
-        got = one(conn, "INSERT INTO enrolment_tokens (token_hash, instrument_id, agent_id, created_by, expires_at)"
-                        " VALUES (%s, %s, %s, %s, %s) RETURNING id, expires_at",
-                  (digest, instrument_id, agent_id, who.account_id, clock.now() + ttl))
-    assert got is not None
+        try:
+            issued = enrolment.issue(conn, instrument_id, body.agent_id, who.account_id, ttl)
+        except enrolment.AgentTaken as exc:
+            if exc.revoked:
+                raise ApiError(409, "agent_revoked", "err.agent_revoked", agent=exc.agent) from None
+            raise ApiError(409, "agent_other_instrument", "err.agent_other_instrument", agent=exc.agent,
+                           instrument=exc.instrument) from None
+    token, agent_id = issued.token, issued.agent_id
     url = str(request.base_url).rstrip("/") + "/api/v1/enrol"
+    config = enrolment.agent_config(settings.mqtt_host, settings.mqtt_port, inst["unit_id"], instrument_id, agent_id)
+    command = enrolment.one_command("agent.toml", url, token)
     return {
-        "id": got["id"],
+        "id": issued.id,
         "token": token,
         "agent_id": agent_id,
         "instrument_id": instrument_id,
         "unit_id": inst["unit_id"],
-        "expires_at": got["expires_at"],
+        "expires_at": issued.expires_at,
         "enrol_url": url,
-        "config": agent_config(settings, inst["unit_id"], instrument_id, agent_id),
+        "config": config,
         "commands": [
             "jishi-agent keygen --config agent.toml",
             f"jishi-agent enroll --config agent.toml --url {url} --token {token}",
         ],
+        "command": command,  # the two above as one line to paste
+        "qr": enrolment.qr_data_url(enrolment.qr_text(config, command)),  # SVG data: URL of config and command
     }
 
 

@@ -26,7 +26,8 @@ router = APIRouter(include_in_schema=False)
 
 RULE_FIELDS = [
     forms.F("who", "谁可预约", "Who may book", "select", required=True,
-            options=(("all", "所有用户 All"), ("internal", "仅校内 Internal only"), ("none", "暂停预约 Closed"))),
+            options=(("all", "所有用户 All"), ("internal", "仅校内 Internal only"), ("none", "暂停预约 Closed")),
+            options_en=(("all", "Everyone"), ("internal", "Internal users only"), ("none", "Closed for bookings"))),
     forms.F("max_days_ahead", "最多提前（天）", "At most ahead (days)", "number", "int", required=True),
     forms.F("min_notice_hours", "至少提前（小时）", "Minimum notice (hours)", "number", "int", required=True),
     forms.F("max_hours", "单次最长（小时）", "Longest booking (hours)", "number", "int", required=True),

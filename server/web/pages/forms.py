@@ -24,6 +24,7 @@ class F:
     kind: str = "text"  # text, number, date, datetime, select, bool, textarea, hidden
     dtype: str = "str"  # what JSON type the API wants: str, int, bool
     options: tuple[tuple[str, str], ...] = ()
+    options_en: tuple[tuple[str, str], ...] = ()  # the options' labels in English, where they differ
     required: bool = False
     create_only: bool = False  # ids: set once
     proposal: bool = False  # a unit manager's change waits for the operator (issue 13)
@@ -38,8 +39,10 @@ _DTYPE = {"bool": "bool", "int_enum": "int", "count": "int", "score": "int"}
 def _field(f: schema.F, prefix: str = "", *, create_only: bool | None = None) -> F:
     """The form field of a schema field (server/registry/schema.py)."""
     labels = f.enum_labels or tuple(str(v) for v in f.enum)
+    labels_en = f.enum_labels_en or labels
     return F(prefix + f.name, f.zh, f.en, f.input or _INPUT[f.kind], _DTYPE.get(f.kind, "str"),
-             tuple((str(v), lbl) for v, lbl in zip(f.enum, labels, strict=True)), f.required,
+             tuple((str(v), lbl) for v, lbl in zip(f.enum, labels, strict=True)),
+             tuple((str(v), lbl) for v, lbl in zip(f.enum, labels_en, strict=True)), f.required,
              f.create_only if create_only is None else create_only, f.proposal)
 
 
@@ -49,6 +52,9 @@ def from_schema(table: schema.Table) -> list[F]:
 
 
 INSTRUMENT = from_schema(schema.INSTRUMENT)
+ORGANISATION = from_schema(schema.ORGANISATION)
+# a unit belongs to an organisation created before it: chosen from a list
+UNIT = [replace(f, kind="select") if f.name == "org_id" else f for f in from_schema(schema.UNIT)]
 
 PERSON = [
     *from_schema(schema.PERSON),
@@ -104,7 +110,7 @@ def shown(fields: list[F], lang: str, values: dict[str, Any] | None, *, editing:
     for f in fields:
         if editing and f.create_only:
             continue
-        opts = list((options or {}).get(f.name, f.options))
+        opts = list((options or {}).get(f.name, f.options_en if lang == "en" and f.options_en else f.options))
         v = values.get(f.name)
         marked = proposals and editing and f.proposal
         waiting = pending.get(f.name, ...) if marked else ...

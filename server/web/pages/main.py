@@ -21,7 +21,7 @@ from server.web.cookies import set_session_cookie
 from server.web.db import rows
 from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
-from server.web.i18n import request_lang, t
+from server.web.i18n import request_lang, t, t_or
 from server.web.params import aware, check_range
 from server.web.services import board, catalog, charts, evaluation, plausibility
 from server.web.services.evidence import MAX_SPAN, interval_evidence
@@ -93,7 +93,8 @@ def board_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: 
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
         tiles = board.tiles(conn, unit_id=unit_id, stale_s=settings.live_stale_s)
-    return render(request, "board.html", p, unit=u, tiles=tiles)
+        util = board.year_utilization(conn, unit_id)
+    return render(request, "board.html", p, unit=u, tiles=tiles, util=util, low=settings.low_use_threshold)
 
 
 # -- instrument -------------------------------------------------------------------------------------
@@ -152,7 +153,8 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
                                                                  + MAX_SPAN)))
                                     for s in data["sessions"]]),
         (t(lang, "inst.coverage"), [charts.Span(c["start_at"], c["end_at"], "cov-" + c["status"],
-                                                f"{t(lang, 'cov.' + c['status'])} {c['reason']}")
+                                                f"{t(lang, 'cov.' + c['status'])} "
+                                                f"{t_or(lang, 'cov.reason.' + c['reason'], c['reason'])}")
                                     for c in data["coverage"]]),
     ]
     chart = charts.timeline(t0, t1, lanes, title=t(lang, "inst.timeline"), lang=lang)
@@ -191,6 +193,13 @@ def _year(year: int | None, period: str = "") -> Period:
     return Period.year(year) if year else Period.default()
 
 
+# The report page is its figures and charts; each section's rows are a click away (folded, with the
+# row count), except the score sheet. A section longer than a screenful gets a filter, and the page
+# draws at most MAX_ROWS of it (the whole list is in the XLSX and the JSON), so it stays fast and short.
+OPEN_SECTIONS = ("score",)
+FOLD_ROWS = 15
+MAX_ROWS = 200
+
 PeriodQuery = Annotated[str, Query(max_length=40, description="YYYY or YYYY-MM-DD..YYYY-MM-DD")]
 
 
@@ -214,7 +223,8 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
         title=t(lang, "report.chart_claims"), unit=" h",
         legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
     return render(request, "report.html", p, unit=u, rep=rep, period=period_, util_chart=util_chart,
-                  claims_chart=claims_chart, ind=rep["unit"]["indicators"])
+                  claims_chart=claims_chart, ind=rep["unit"]["indicators"], fold_rows=FOLD_ROWS, max_rows=MAX_ROWS,
+                  open_sections=OPEN_SECTIONS)
 
 
 # -- evaluator overview -------------------------------------------------------------------------------

@@ -29,11 +29,14 @@ def quarantine_page(request: Request, who: MaybeWho, db: Db, reason: quarantine.
     lang = request_lang(request)
     with db.read() as conn:
         found = quarantine.listing(conn, reason=reason or None, agent_id=agent_id or None, limit=limit)
+    # Chinese pages show each reason's English name beside it (the operator may ask the vendor)
     counts = [(code, quarantine.reason_label(lang, code), n) for code, n in found["by_reason"].items()]
+    english = {code: quarantine.reason_label("en", code) for code in found["by_reason"]} if lang != "en" else {}
     codes = list(quarantine.REASONS) + sorted(set(found["by_reason"]) - set(quarantine.REASONS))
     options = [(code, quarantine.reason_label(lang, code)) for code in codes]
-    items = [{**r, "reason_label": quarantine.reason_label(lang, r["reason"])} for r in found["items"]]
+    items = [{**r, "reason_label": quarantine.reason_label(lang, r["reason"]),
+              "reason_en": quarantine.reason_label("en", r["reason"]) if lang != "en" else ""} for r in found["items"]]
     query = {k: v for k, v in (("reason", reason), ("agent_id", agent_id)) if v} | {"limit": str(limit)}
-    return render(request, "quarantine.html", p, counts=counts, total=sum(n for *_, n in counts), items=items,
-                  options=options, reason=reason or "", agent_id=agent_id or "", limit=limit,
+    return render(request, "quarantine.html", p, counts=counts, english=english, total=sum(n for *_, n in counts),
+                  items=items, options=options, reason=reason or "", agent_id=agent_id or "", limit=limit,
                   api="/api/v1/quarantine?" + urlencode(query))

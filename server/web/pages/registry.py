@@ -17,7 +17,7 @@ from server.web.auth import Principal, require_role
 from server.web.db import one, rows
 from server.web.deps import Db, MaybeWho, Settings
 from server.web.errors import not_found
-from server.web.i18n import request_lang, t
+from server.web.i18n import request_lang, t, t_or
 from server.web.pages import forms
 from server.web.services.registry import KEYS, headers, kinds, listing
 from server.web.templating import local, need, render
@@ -244,7 +244,7 @@ def listing_page(what: str, request: Request, who: MaybeWho, db: Db,
     cells = [["—" if v is None else (local(v) if what == "imports" and k == "created_at" else str(v))
               for k, v in r.items()] for r in found]
     return render(request, "listing.html", p, title=t(lang, f"registry.list_{what}"), what=what, rows=cells,
-                  columns=headers(what), units=units, unit_id=unit_id,
+                  columns=[t_or(lang, 'list.col.' + h, h) for h in headers(what)], units=units, unit_id=unit_id,
                   api=f"/api/v1/units/{unit_id}/{what}" if unit_id else "")
 
 

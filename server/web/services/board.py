@@ -30,7 +30,10 @@ _TILES = """
 SELECT i.id, i.unit_id, i.name, i.location,
        EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = i.id AND a.revoked_at IS NULL) AS has_agent,
        l.agent_id, l.state, l.state_since, l.session_id, l.org_name, l.today, l.today_running_s,
-       l.last_received_at, l.online
+       l.last_t, l.last_received_at, l.online,
+       -- the live row keeps the session it last saw; a session derived as ended is nobody there
+       EXISTS (SELECT 1 FROM user_sessions us WHERE us.agent_id = l.agent_id AND us.session_id = l.session_id
+               AND us.end_at IS NOT NULL) AS session_ended
 FROM instruments i LEFT JOIN live_state l ON l.instrument_id = i.id
 WHERE (%(u)s::text IS NULL OR i.unit_id = %(u)s) AND (%(ids)s::text[] IS NULL OR i.id = ANY(%(ids)s::text[]))
 ORDER BY i.id
@@ -68,10 +71,17 @@ def tile(r: dict[str, Any], now: datetime, stale: timedelta, with_user: bool = T
         status, since = "offline", r["last_received_at"]
     else:
         status, since = r["state"], r["state_since"]
-    today = now.astimezone(TZ).date()
+    local = now.astimezone(TZ)
+    today = local.date()
     seconds = float(r["today_running_s"] or 0.0) if r["today"] == today else 0.0
+    if status == "running":
+        # the stored hours reach the last record; the run goes on since (never before today's start)
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        counted_to = max(x for x in (r.get("last_t"), r["state_since"], day_start) if x is not None)
+        seconds += max(0.0, (now - counted_to).total_seconds())
     user_org: str | None = None
-    if with_user and r["session_id"] is not None and status not in ("offline", "no_agent"):
+    if (with_user and r["session_id"] is not None and not r.get("session_ended")
+            and status not in ("offline", "no_agent")):
         user_org = r["org_name"] or ""  # "" : someone is there, identity not mapped yet
     return {
         "id": r["id"],
@@ -85,6 +95,7 @@ def tile(r: dict[str, Any], now: datetime, stale: timedelta, with_user: bool = T
         "user_org": user_org,
         "today_hours": round(seconds / 3600, 2),
         "free": free_now(status),
+        "alarm": status in ("offline", "fault"),  # drawn to stand out: someone has to go and look
     }
 
 
@@ -93,6 +104,17 @@ def tiles(conn: Conn, *, unit_id: str | None, ids: list[str] | None = None, stal
     now = now or clock.now()
     found = rows(conn, _TILES, {"u": unit_id, "ids": ids})
     return [tile(r, now, timedelta(seconds=stale_s), with_user) for r in found]
+
+
+def year_utilization(conn: Conn, unit_id: str, now: datetime | None = None) -> dict[str, float | None]:
+    """Each instrument's verified utilization this calendar year so far (rated hours count the
+    days begun, as the evaluation does), for the board's low-use line."""
+    from server.evaluation.indicators import compute
+    from server.evaluation.period import Period
+
+    now = now or clock.now()
+    ev = compute(conn, Period.year(now.astimezone(TZ).year), [unit_id], now=now)
+    return {f.id: f.utilization.verified for f in ev.unit_instruments(unit_id)}
 
 
 class LiveHub:

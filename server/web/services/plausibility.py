@@ -14,7 +14,7 @@ from typing import Any
 
 from server.evaluation.plausibility import check_instrument
 from server.store.conn import Conn
-from server.web.i18n import t_or
+from server.web.i18n import TEXT, t, t_or
 
 # the longest range the API checks at once (a quarter; the instrument page shows at most 31 days)
 MAX_SPAN = timedelta(days=92)
@@ -31,7 +31,16 @@ def label(lang: str, check: str) -> str:
     return t_or(lang, f"plaus.check.{check}", check)
 
 
+def text(lang: str, flag: dict[str, Any]) -> str:
+    """The flag's detail in `lang` from its numbers (`args`); the check's own English words where
+    no translation exists (a new check shows, untranslated, rather than not at all)."""
+    key = f"plaus.detail.{flag['check']}"
+    return t(lang, key, **flag.get("args", {})) if key in TEXT else str(flag["detail"])
+
+
 def shown(conn: Conn, lang: str, instrument_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """The flags for a page, each with its `label`. The caller has already checked that the reader
-    may see the instrument."""
-    return [{**f, "label": label(lang, f["check"])} for f in flags(conn, instrument_id, start, end)]
+    """The flags for a page, each with its `label` and `text` in the reader's language (and the
+    English `detail` beside it). The caller has already checked that the reader may see the
+    instrument."""
+    return [{**f, "label": label(lang, f["check"]), "text": text(lang, f)}
+            for f in flags(conn, instrument_id, start, end)]

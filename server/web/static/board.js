@@ -20,7 +20,7 @@
   function render(t, flash) {
     var el = document.getElementById("tile-" + t.id);
     if (!el) return false;
-    el.className = "tile st-" + t.status;
+    el.className = "tile st-" + t.status + (t.alarm ? " alarm" : "");
     var st = el.querySelector(".tile-state");
     st.textContent = labels[t.status] || t.status;
     st.dataset.status = t.status;
