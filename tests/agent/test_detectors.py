@@ -154,13 +154,13 @@ def test_process_detector_follows_the_control_software(tmp_path: Path) -> None:
                                                      active_cpu_permille=0, rescan_s=0.05))
     assert det.poll(time.monotonic()).verdict == "off"
     with ControlSoftware(tmp_path) as sw:
-        wait_until(lambda: det.poll(time.monotonic()).verdict == "idle", 5, "software seen")
+        wait_until(lambda: det.poll(time.monotonic()).verdict == "idle", 30, "software seen")
         sw.begin_run()
-        wait_until(lambda: det.poll(time.monotonic()).verdict == "running", 5, "acquisition child seen")
+        wait_until(lambda: det.poll(time.monotonic()).verdict == "running", 30, "acquisition child seen")
         assert det.poll(time.monotonic()).evidence["children"] == 1
         sw.end_run()
-        wait_until(lambda: det.poll(time.monotonic()).verdict == "idle", 5, "acquisition ended")
-    wait_until(lambda: det.poll(time.monotonic()).verdict == "off", 5, "software closed")
+        wait_until(lambda: det.poll(time.monotonic()).verdict == "idle", 30, "acquisition ended")
+    wait_until(lambda: det.poll(time.monotonic()).verdict == "off", 30, "software closed")
 
 
 def test_process_cpu_activity(tmp_path: Path) -> None:

