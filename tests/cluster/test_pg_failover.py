@@ -149,7 +149,10 @@ def test_primary_killed_under_load_nothing_acked_is_lost(pg_ha: PgCluster, mqtt_
     half = RECORDS // 2
     assert [(st, int(n), float(d)) for st, n, d in segs] == [
         ("idle", AGENTS, AGENTS * (RECORDS - 1 - half) * 60.0), ("running", AGENTS, AGENTS * half * 60.0)]
-    assert pg_ha.query("b", "SELECT count(*) FROM quarantine", dbname=HA_DB) == [(0,)]
+    # this test's agents only: the broker is the session's, and a slow machine may still carry an
+    # earlier test's stragglers, which this ingest rightly quarantines as unknown agents
+    assert pg_ha.query("b", "SELECT reason, count(*) FROM quarantine WHERE topic LIKE %s GROUP BY reason",
+                       (f"%-{tag}/%",), dbname=HA_DB) == []
     # the new standby holds what was acked too
     wait_for(lambda: pg_ha.replay_lag_bytes("b").get("c") == 0, 90, what="standby c caught up")
     assert _stored(pg_ha, "c", ids) == final
