@@ -486,10 +486,10 @@ def main(argv: list[str] | None = None) -> int:
             pid = next(c.proc.pid for c in children.items if c.name == f"agent-{gw}")
             print(f"  gateway {gw} (ONE agent process, pid {pid}, config {agents_dir / gw / 'gateway.toml'})"
                   " watches:", flush=True)
-            for m in members:
-                how = [f"power meter at Modbus address {m.dev.meter.slave} of the shared bus"] if m.dev.meter else []
-                how += ["its own serial status line"] if m.dev.serial else []
-                print(f"    {m.spec.id:<12} agent {m.agent_id:<15} {', '.join(how)}", flush=True)
+            for gm in members:
+                how = [f"power meter at Modbus address {gm.dev.meter.slave} of the shared bus"] if gm.dev.meter else []
+                how += ["its own serial status line"] if gm.dev.serial else []
+                print(f"    {gm.spec.id:<12} agent {gm.agent_id:<15} {', '.join(how)}", flush=True)
             if bus is not None:
                 print(f"    (one simulated RS-485 bus: {bus.port}, {len(bus.meters)} meters; each instrument its own"
                       " key, spool and MQTT identity)", flush=True)

@@ -107,7 +107,7 @@ class RabbitNode:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(), **self._as.kwargs())
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stdout}{p.stderr}")
-        return p.stdout
+        return str(p.stdout)
 
     @property
     def running(self) -> bool:
