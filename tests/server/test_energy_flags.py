@@ -5,13 +5,14 @@ plausibility checks name it; a meter whose counter follows its power is not flag
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 
 from server.evaluation import plausibility
 from server.ingest.worker import Pipeline
+from server.store.times import ms_to_dt
 from tests.server.helpers import TestAgent, register, settings_for
 
 S = 1000
@@ -41,7 +42,7 @@ def test_a_stuck_energy_counter_is_stored_and_flagged(fresh_db: str) -> None:
         assert stored == (6,)  # nothing refused for it
         rows = conn.execute("SELECT agent_id, records, detector, max_pwh FROM energy_flags").fetchall()
         assert rows == [(stuck.agent, 2, "meter", 500)]
-        t0, t1 = datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(days=1)
+        t0, t1 = ms_to_dt(now) - timedelta(days=1), ms_to_dt(now) + timedelta(days=1)
         flags = plausibility.check_instrument(conn, stuck.instrument, t0, t1)
         assert [f.check for f in flags] == ["energy_stuck"] and flags[0].value == 2.0
         assert plausibility.check_instrument(conn, honest.instrument, t0, t1) == []
