@@ -14,21 +14,9 @@ import struct
 import threading
 import tty
 
+from tests.agent.devices import crc16, rtu_frame
+
 SDM120_POWER = 0x000C
-
-
-def crc16(data: bytes) -> int:
-    """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def frame(body: bytes) -> bytes:
-    return body + struct.pack("<H", crc16(body))
 
 
 class Rs485Bus:
@@ -63,12 +51,12 @@ class Rs485Bus:
         with self.lock:
             self.requests[addr] += 1
         if fn != 4:
-            return frame(bytes([addr, fn | 0x80, 0x01]))  # illegal function
+            return rtu_frame(bytes([addr, fn | 0x80, 0x01]))  # illegal function
         start, count = struct.unpack(">HH", request[2:6])
         if not 1 <= count <= 125:
-            return frame(bytes([addr, fn | 0x80, 0x03]))
+            return rtu_frame(bytes([addr, fn | 0x80, 0x03]))
         data = b"".join(struct.pack(">H", w) for w in self.registers(addr, start, count))
-        return frame(bytes([addr, fn, len(data)]) + data)
+        return rtu_frame(bytes([addr, fn, len(data)]) + data)
 
     def _serve(self) -> None:
         buf = b""
