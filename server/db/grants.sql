@@ -74,6 +74,8 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('user_sessions',        'SIUD',    'S',       'S'),
     ('coverage',             'SIUD',    'S',       'S'),
     ('usage_rollup',         'SIUD',    'S',       'S'),
+    -- 029: per-record window time, written only by its SECURITY DEFINER triggers
+    ('record_window_usage',  '',        'S',       'S'),
     -- web (020)
     ('web_accounts',         '',        'SIU',     'SIU'),
     ('web_sessions',         '',        'SID',     ''),

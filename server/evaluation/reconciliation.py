@@ -99,8 +99,14 @@ def attribution(who: str, org: str, user_type: str, rec_org: str) -> str:
 
 def _head(by_instrument: bool) -> str:
     """The records of the period and their pairs with running segments that started more than 24 h
-    before the window, shared by both ways of measuring; `by_instrument` for one unit (see
-    sql.records_in_period)."""
+    before the window, shared by both ways of measuring from the segments; `by_instrument` for one
+    unit (see sql.records_in_period)."""
+    return _rec_head(by_instrument) + _PAIRS_HEAD
+
+
+def _rec_head(by_instrument: bool) -> str:
+    """The records of the period with the organisation their claim is attributed to, and the
+    identities classed."""
     return f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_ORG}),
@@ -112,7 +118,7 @@ rec AS MATERIALIZED (
     SELECT r.*, COALESCE(r.applicant_org_id, pu.org_id) AS rec_org
     FROM rec_only r LEFT JOIN platform_users pu ON pu.id = r.applicant_user_id
 ),
-{_PAIRS_HEAD}"""
+"""
 
 
 _PAIRS_HEAD = f"""
@@ -253,6 +259,66 @@ rec_measured AS (
 ),
 """
 
+# The same per-record measures from the windows kept at derive time (record_window_usage,
+# migration 029: whole microseconds per record, local day, watched, session and identity), instead
+# of looking up every record's running segments. The identity is classed here, at report time, as
+# above (identity_map is unique per unit, method and identifier, so one join gives the kind the
+# look-ups of _MEASURE_TOTALS give); the period's part of a window is its days before the period's
+# end (periods are whole local days and a window starts inside its period). Sums of whole
+# microseconds in float8 are exact in any order, so the figures are those of the segments.
+_WINDOW_ROWS = """
+    SELECT r.id AS rec_id, r.user_type, r.rec_org, r.applicant_user_id, w.session_id, w.watched,
+           w.us::float8 AS us, CASE WHEN w.day < %(end)s THEN w.us::float8 ELSE 0 END AS period_us,
+           ident.who, ident.org_id, ident.user_id
+    FROM rec r JOIN record_window_usage w ON w.record_id = r.id
+    LEFT JOIN ident ON ident.unit_id = r.unit_id AND ident.method = NULLIF(w.method, '')
+                   AND ident.identifier = NULLIF(w.identifier, '')
+"""
+
+_WINDOW_TOTALS = f"""
+rec_measured AS (
+    SELECT r.*,
+           0::float8 AS verified, 0::float8 AS unverified, 0::float8 AS external,
+           m.ext_period_verified, m.ext_period_unverified,
+           NULL::bigint AS sessions, NULL::boolean AS applicant_seen,
+           m.attributed, m.may_support, m.own_unit, 0::float8 AS other_use
+    FROM rec r LEFT JOIN (
+        SELECT q.rec_id,
+               sum(q.period_us) FILTER (WHERE q.who = 'external' AND q.watched) AS ext_period_verified,
+               sum(q.period_us) FILTER (WHERE q.who = 'external' AND NOT q.watched) AS ext_period_unverified,
+               {_CLASS_SUMS_TOTALS.format(cls=attribution("q.who", "q.org_id", "q.user_type", "q.rec_org"))}
+        FROM ({_WINDOW_ROWS}) q
+        GROUP BY q.rec_id
+    ) m ON m.rec_id = r.id
+),
+"""
+
+_WINDOW_PAIRS = f"""
+by_session AS (
+    SELECT q.rec_id, q.session_id,
+           sum(q.us) FILTER (WHERE q.watched) AS verified,
+           sum(q.us) FILTER (WHERE NOT q.watched) AS unverified,
+           sum(q.us) FILTER (WHERE q.who = 'external') AS external,
+           sum(q.period_us) FILTER (WHERE q.who = 'external' AND q.watched) AS ext_period_verified,
+           sum(q.period_us) FILTER (WHERE q.who = 'external' AND NOT q.watched) AS ext_period_unverified,
+           bool_or(q.user_id = q.applicant_user_id) AS applicant_seen,
+           {_CLASS_SUMS.format(cls=attribution("q.who", "q.org_id", "q.user_type", "q.rec_org"))}
+    FROM ({_WINDOW_ROWS}) q
+    GROUP BY q.rec_id, q.session_id
+),
+by_record AS (
+    SELECT rec_id, sum(verified) AS verified, sum(unverified) AS unverified, sum(external) AS external,
+           sum(ext_period_verified) AS ext_period_verified, sum(ext_period_unverified) AS ext_period_unverified,
+           count(NULLIF(session_id, '')) AS sessions, bool_or(applicant_seen) AS applicant_seen,
+           sum(attributed) AS attributed, sum(may_support) AS may_support, sum(own_unit) AS own_unit,
+           sum(other_use) AS other_use
+    FROM by_session
+    GROUP BY rec_id
+),
+rec_measured AS (SELECT r.*, m.* FROM rec r LEFT JOIN by_record m ON m.rec_id = r.id),
+"""
+
+
 # Claims against attributed time, the unwatched time and the verdict, in microseconds (float8,
 # exact: see _us); `_hours` turns them into the hours the numeric seconds gave. `unsupported`:
 # the claim beyond attributed + may-support time; `may_used`: the part of the claim only
@@ -305,8 +371,7 @@ verdict AS (
 
 # Every record of the period, in RecordCheck's field order, then what it covers of external time
 # (one unit's report lists them; its records are read through the (instrument, start) index).
-RECORDS = f"""
-{_head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT}
+_RECORDS_SELECT = f"""
 SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.service_hours::float8, v.amount,
        v.user_type,
        v.applicant_user_id, v.applicant_org_name, v.type_mismatch,
@@ -321,10 +386,12 @@ SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.se
 FROM verdict v
 ORDER BY v.unit_id, v.start_at, v.id
 """
+RECORDS = _rec_head(by_instrument=True) + _WINDOW_PAIRS + _VERDICT + _RECORDS_SELECT
+# The same from the running segments themselves: the reference the windows are checked against.
+RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + _RECORDS_SELECT
 
 # Per instrument: what the region's evaluation needs, without a row per record.
-TOTALS = f"""
-{_head(by_instrument=False) + _MEASURE_TOTALS + _VERDICT}
+_TOTALS_SELECT = f"""
 SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FILTER (WHERE status = 'overclaimed'),
        {_hours("sum(contradicted)")}, {_hours("sum(unverifiable)")}, count(*) FILTER (WHERE type_mismatch),
        {_hours("COALESCE(sum(ext_period_verified) FILTER (WHERE user_type = 130), 0)")},
@@ -335,6 +402,8 @@ SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FI
 FROM verdict
 GROUP BY unit_id, instrument_id
 """
+TOTALS = _rec_head(by_instrument=False) + _WINDOW_TOTALS + _VERDICT + _TOTALS_SELECT
+TOTALS_FROM_SEGMENTS = _head(by_instrument=False) + _MEASURE_TOTALS + _VERDICT + _TOTALS_SELECT
 
 # One unit's external sessions with running time that no 130 window of the period covers (each
 # segment covered at most once; %(units)s must not be NULL). Running segments carry their session's
@@ -569,10 +638,13 @@ def reconcile(
     *,
     tolerance_h: float = DEFAULT_TOLERANCE_H,
     top_sessions: int = 200,
+    precomputed: bool = True,
 ) -> Reconciliation:
     """Check the period's service records of the units (all when None) against `ev`, the same
     period's indicators. Records and uncovered sessions are listed one by one only for a single
-    unit; for more, only per-instrument and per-unit totals come back (memory stays bounded)."""
+    unit; for more, only per-instrument and per-unit totals come back (memory stays bounded).
+    `precomputed`: measure windows from record_window_usage (migration 029); False measures them
+    from the running segments (the reference, for the benchmark's and the tests' comparisons)."""
     period = ev.period
     p = params(period, unit_ids) | {"tol": tolerance_h, "top": top_sessions}
     out = Reconciliation(period=period, tolerance_h=tolerance_h)
@@ -606,7 +678,8 @@ def reconcile(
 
     if unit_ids is not None and len(unit_ids) == 1:
         # one unit: every record, listed; the totals are their sums
-        for row in conn.execute(RECORDS, p).fetchall():  # fetchall: far less per-row overhead
+        records = RECORDS if precomputed else RECORDS_FROM_SEGMENTS
+        for row in conn.execute(records, p).fetchall():  # fetchall: far less per-row overhead
             rec = RecordCheck(*row[:28])
             rec.applicant_seen = rec.applicant_seen if rec.applicant else None
             rec.applicant = pseudonyms.user(rec.applicant) if rec.applicant else ""
@@ -621,7 +694,7 @@ def reconcile(
             person = pseudonyms.person(user, method, ident)
             out.sessions.append(UncoveredSession(unit, inst, session, person, start, ext_v, ext_u, unc_v, unc_u))
     else:
-        for row in conn.execute(TOTALS, p):
+        for row in conn.execute(TOTALS if precomputed else TOTALS_FROM_SEGMENTS, p):
             add(*row)
     for item in sorted(uncovered.values(), key=lambda i: (i.unit_id, -i.uncovered_verified, i.instrument_id)):
         if item.external_verified + item.external_unverified + item.contradicted == 0:

@@ -614,6 +614,7 @@ def unit_report(
     silent_days: int = compliance.DEFAULT_SILENT_DAYS,
     tolerance_h: float = reconciliation.DEFAULT_TOLERANCE_H,
     now: datetime | None = None,
+    precomputed: bool = True,
 ) -> Report:
     tune(conn)
     ev = compute(conn, period, [unit_id])
@@ -621,7 +622,7 @@ def unit_report(
         raise LookupError(f"unit {unit_id!r} does not exist")
     unit = ev.units[unit_id]
     figures = ev.unit_instruments(unit_id)
-    rc = reconciliation.reconcile(conn, ev, pseudonyms, [unit_id], tolerance_h=tolerance_h)
+    rc = reconciliation.reconcile(conn, ev, pseudonyms, [unit_id], tolerance_h=tolerance_h, precomputed=precomputed)
     at_risk = prices.revenue_at_risk(conn, period, [i for i in rc.instruments if i.unit_id == unit_id])
     fees = rc.fees.units.get(unit_id, prices.UnitFees(unit_id)) if rc.fees else prices.UnitFees(unit_id)
     findings, cal = compliance.check(conn, period, [unit_id], as_of=as_of, silent_days=silent_days)
@@ -759,11 +760,13 @@ def evaluate_region(
     as_of: datetime | None = None,
     silent_days: int = compliance.DEFAULT_SILENT_DAYS,
     tolerance_h: float = reconciliation.DEFAULT_TOLERANCE_H,
+    precomputed: bool = True,
 ) -> RegionResult:
-    """Every unit: indicators, reconciliation, compliance, grades, subsidies and a spot-check sample."""
+    """Every unit: indicators, reconciliation, compliance, grades, subsidies and a spot-check sample.
+    `precomputed=False` measures service records' windows from the segments (the reference)."""
     tune(conn)
     ev = compute(conn, period)
-    rc = reconciliation.reconcile(conn, ev, pseudonyms, tolerance_h=tolerance_h)
+    rc = reconciliation.reconcile(conn, ev, pseudonyms, tolerance_h=tolerance_h, precomputed=precomputed)
     findings, cal = compliance.check(conn, period, as_of=as_of, silent_days=silent_days)
     experts = rubric.expert_scores(conn, period.label)
     sheets: dict[str, rubric.ScoreSheet] = {}
