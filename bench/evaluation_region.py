@@ -10,36 +10,48 @@ session's identity (method, identifier), as the derive writer stores them since 
 are inserted after their sessions, as the derive writer writes them; the running-time rollup of
 migration 013 is filled by its triggers on usage_segments while they are inserted: the same SQL
 that fills it for the derive writer (in five statements, so each trigger works on a bounded set).
+Service records come last; their statement trigger (migration 029) computes each record's window
+time (record_window_usage), the same SQL that keeps it for the web's imports and the derive writer.
 
     python bench/evaluation_region.py            # private PostgreSQL under /tmp, ~12 M rows
     python bench/evaluation_region.py --dsn URL  # an existing, empty, migrated database
     python bench/evaluation_region.py --instruments 500 --units 6   # a quick run
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse  # generate once, keep, reuse
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse --unit-only  # just the unit
+    python bench/evaluation_region.py --workdir /tmp/jishi-prov --reuse --instruments 20000 --units 240  # province
+
+Every measurement is made the new way (service records' windows read from record_window_usage,
+migration 029) and the old way (measured from the running segments), interleaved, and the results
+are compared figure by figure (exact equality of the region's result and report, and of the unit's
+report and its JSON bytes): the output says IDENTICAL or DIFFERENT.
 
 ``--reuse`` skips generation when the database already holds a generated region of the requested
 size (``--dsn``, or the private cluster kept in ``--workdir``); new migrations are applied first.
 
-Targets (issue 5): full evaluation <= 10 s, one unit's report <= 1 s, bounded memory.
+Targets (issue 17): region <= 2 s, one unit's report <= 0.3 s, a province (20,000 instruments)
+<= 10 s; results identical to the old way's; bounded memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import platform
 import resource
 import shutil
 import tempfile
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from server.db.migrate import apply
 from server.evaluation import privacy, rubric
 from server.evaluation.period import Period
-from server.evaluation.report import evaluate_region, region_report, unit_report
+from server.evaluation.report import RegionResult, evaluate_region, region_report, unit_report
 from server.exports.workbook import write_json, write_xlsx
 from sim.devstack import PostgresServer
 
@@ -195,36 +207,65 @@ def already_generated(dsn: str, n_instruments: int) -> bool:
     return row is not None and row[0] == n_instruments and bool(row[1])
 
 
+def _same_region(old: RegionResult, new: RegionResult, now: datetime) -> list[str]:
+    """The fields of two region results that differ (exact equality of every figure), and the
+    reports built from them (same generation time)."""
+    diffs = [
+        f.name for f in dataclasses.fields(RegionResult)
+        if f.name != "calendar" and getattr(old, f.name) != getattr(new, f.name)
+    ]
+    if region_report(old, now).as_dict() != region_report(new, now).as_dict():
+        diffs.append("region_report")
+    return diffs
+
+
 def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str, float]:
+    """Each measurement twice, the new way (windows kept at derive time, migration 029) and the old
+    way (measured from the segments) interleaved, the first of each warming the cache; the results
+    of both compared figure by figure."""
     period = Period.year(YEAR)
     rb = rubric.load()
     figures: dict[str, float] = {}
+    now = datetime(2026, 1, 10, tzinfo=UTC)
     with psycopg.connect(dsn) as conn:
         counts = {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
-            for t in ("usage_segments", "user_sessions", "coverage", "service_records", "instruments")
+            for t in ("usage_segments", "user_sessions", "coverage", "service_records", "instruments",
+                      "usage_rollup", "record_window_usage")
         }
         print("rows:", counts)
         pseudonyms = privacy.load(conn)
         conn.commit()
-        result = None
-        for attempt in range(0 if unit_only else 2):  # first run warms the cache
+        results: dict[str, RegionResult] = {}
+        for attempt in range(0 if unit_only else 2):
+            for way, precomputed in (("new", True), ("old", False)):
+                t = time.perf_counter()
+                results[way] = evaluate_region(conn, period, rb, pseudonyms, precomputed=precomputed)
+                figures[f"evaluate_region_{way}_{attempt}"] = time.perf_counter() - t
+        if results:
+            diffs = _same_region(results["old"], results["new"], now)
+            print("region, old vs new:", "IDENTICAL" if not diffs else f"DIFFERENT in {diffs}")
             t = time.perf_counter()
-            result = evaluate_region(conn, period, rb, pseudonyms)
-            figures[f"evaluate_region_{attempt}"] = time.perf_counter() - t
-        if result is not None:
-            t = time.perf_counter()
-            rep = region_report(result)
+            rep = region_report(results["new"])
             write_xlsx(rep, out / "evaluation.xlsx")
             write_json(rep, out / "evaluation.json")
             figures["region_report_write"] = time.perf_counter() - t
-        for attempt in range(3 if unit_only else 2):  # with --unit-only the first one warms the cache
-            t = time.perf_counter()
-            urep = unit_report(conn, period, unit, rb, pseudonyms)
-            write_xlsx(urep, out / f"{unit}.xlsx")
-            write_json(urep, out / f"{unit}.json")
-            figures[f"unit_report_{attempt}"] = time.perf_counter() - t
-        if result is not None:
+        reports: dict[str, Any] = {}
+        for attempt in range(3):
+            for way, precomputed in (("new", True), ("old", False)):
+                t = time.perf_counter()
+                urep = unit_report(conn, period, unit, rb, pseudonyms, now=now, precomputed=precomputed)
+                figures[f"unit_report_only_{way}_{attempt}"] = time.perf_counter() - t
+                write_xlsx(urep, out / f"{unit}-{way}.xlsx")
+                write_json(urep, out / f"{unit}-{way}.json")
+                figures[f"unit_report_{way}_{attempt}"] = time.perf_counter() - t
+                reports[way] = urep
+        same = reports["old"] == reports["new"] and (out / f"{unit}-old.json").read_bytes() == (
+            out / f"{unit}-new.json"
+        ).read_bytes()
+        print(f"unit {unit}, old vs new:", "IDENTICAL" if same else "DIFFERENT")
+        if results:
+            result = results["new"]
             grades: dict[str, int] = {}
             for s in result.sheets.values():
                 grades[s.grade] = grades.get(s.grade, 0) + 1
@@ -268,7 +309,8 @@ def main() -> None:
             steps = generate(dsn, args.instruments, args.units)
             print(f"generated in {time.perf_counter() - t:.1f} s:", {k: round(v, 1) for k, v in steps.items()})
         figures = run(dsn, workdir, args.unit, unit_only=args.unit_only)
-        print(f"{date.today()} {platform.node()} {platform.processor() or platform.machine()}")
+        print(f"{date.today()} {platform.node()} {platform.processor() or platform.machine()}"
+              f" load average {os.getloadavg()}")
         for k, v in figures.items():
             print(f"  {k}: {v:.2f}")
     finally:
