@@ -412,17 +412,15 @@ TOTALS_FROM_SEGMENTS = _head(by_instrument=False) + _MEASURE_TOTALS + _VERDICT +
 # through the records' (instrument, start) index, bounded below by the longest 130 window of the
 # unit's instruments in the period. Seconds are whole microseconds (bigint, see sql.clipped_us):
 # the planner repeats these expressions, which in numeric cost more than the rest of the query.
-UNCOVERED_SESSIONS = f"""
+_UNCOVERED_HEAD = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ext_ident AS MATERIALIZED (
     SELECT i.unit_id, i.method, i.identifier, i.user_id FROM ({IDENTITY_CLASS}) i
     WHERE i.who = 'external' AND i.unit_id = ANY (%(units)s::text[])
 ),
-longest AS MATERIALIZED (
-    SELECT COALESCE(max(r.end_at - r.start_at), interval '0') AS len
-    FROM ({records_in_period("r.start_at, r.end_at, r.user_type", by_instrument=True)}) r
-    WHERE r.user_type = 130
-),
+"""
+
+_UNCOVERED_EXT = f"""
 ext AS (
     SELECT seg.instrument_id, inst.unit_id, seg.agent_id, seg.session_id, seg.start_at, seg.end_at, seg.watched,
            seg.method, seg.identifier, e.user_id,
@@ -432,6 +430,34 @@ ext AS (
     JOIN ext_ident e ON e.unit_id = inst.unit_id AND e.method = seg.method AND e.identifier = seg.identifier
     WHERE seg.session_id IS NOT NULL
 ),
+"""
+
+# Covered time from the windows kept at derive time (record_window_usage, migration 029): per
+# running segment, what the windows of the unit's 130 records of the period cover of it inside the
+# period (their days in the period); one hash join instead of a records look-up per segment.
+_UNCOVERED_BY_WINDOWS = f"""
+cover AS MATERIALIZED (
+    SELECT w.agent_id, w.seg_start, sum(w.us) AS us
+    FROM ({records_in_period("r.id, r.user_type", by_instrument=True)}) r
+    JOIN record_window_usage w ON w.record_id = r.id
+    WHERE r.user_type = 130 AND w.day >= %(start)s AND w.day < %(end)s
+    GROUP BY 1, 2
+),
+{_UNCOVERED_EXT}
+covered AS (
+    SELECT ext.*, least(ext.us, COALESCE(c.us, 0)) AS covered
+    FROM ext LEFT JOIN cover c ON c.agent_id = ext.agent_id AND c.seg_start = ext.start_at
+),
+"""
+
+# The same from the records and segments themselves (the reference).
+_UNCOVERED_BY_SEGMENTS = f"""
+longest AS MATERIALIZED (
+    SELECT COALESCE(max(r.end_at - r.start_at), interval '0') AS len
+    FROM ({records_in_period("r.start_at, r.end_at, r.user_type", by_instrument=True)}) r
+    WHERE r.user_type = 130
+),
+{_UNCOVERED_EXT}
 covered AS (
     SELECT ext.*, least(ext.us, COALESCE(c.us, 0)) AS covered
     FROM ext LEFT JOIN LATERAL (
@@ -443,6 +469,9 @@ covered AS (
           AND r.start_at < least(%(t1)s, ext.end_at) AND r.end_at > ext.start_at
     ) c ON true
 ),
+"""
+
+_UNCOVERED_TAIL = """
 -- microseconds, summed exactly (bigint), turned into the hours of the exact numeric seconds
 per_session AS (
     SELECT unit_id, instrument_id, agent_id, session_id, min(user_id) AS user_id, min(method) AS method,
@@ -461,6 +490,9 @@ WHERE ((COALESCE(uncovered_verified, 0) + COALESCE(uncovered_unverified, 0)) / 1
 ORDER BY unit_id, uncovered_verified DESC NULLS LAST, uncovered_unverified DESC NULLS LAST, first_start
 LIMIT %(top)s
 """
+
+UNCOVERED_SESSIONS = _UNCOVERED_HEAD + _UNCOVERED_BY_WINDOWS + _UNCOVERED_TAIL
+UNCOVERED_SESSIONS_FROM_SEGMENTS = _UNCOVERED_HEAD + _UNCOVERED_BY_SEGMENTS + _UNCOVERED_TAIL
 
 STATUS_LABELS = {"ok": "一致", "unverifiable": "无法核实", "overclaimed": "多报"}
 MAY_SUPPORT_LABEL = "可能支持"
@@ -688,8 +720,9 @@ def reconcile(
             add(rec.unit_id, rec.instrument_id, 1, rec.claimed_hours, rec.status == "overclaimed",
                 rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u, rec.status == "unverifiable",
                 rec.own_unit_hours if rec.user_type == 130 else 0.0, rec.may_support_used)  # fmt: skip
+        uncovered_sessions = UNCOVERED_SESSIONS if precomputed else UNCOVERED_SESSIONS_FROM_SEGMENTS
         for unit, inst, session, user, method, ident, start, ext_v, ext_u, unc_v, unc_u in conn.execute(
-            UNCOVERED_SESSIONS, p
+            uncovered_sessions, p
         ).fetchall():
             person = pseudonyms.person(user, method, ident)
             out.sessions.append(UncoveredSession(unit, inst, session, person, start, ext_v, ext_u, unc_v, unc_u))

@@ -34,7 +34,7 @@ from tests.evaluation import scenario
 from tests.evaluation.test_scenario_e2e import A1_EVENTS, A2_EVENTS, play
 from tests.server.helpers import TestAgent, settings_for
 
-Key = tuple[int, date, bool, str, str, str]
+Key = tuple[int, date, str, datetime, bool, str, str, str]
 KEY = privacy.Pseudonymizer(b"w" * 32)
 
 PERIODS = [
@@ -56,11 +56,11 @@ def expected_windows(conn: psycopg.Connection[Any]) -> dict[Key, int]:
     """Running segments inside each record's window, cut at local midnights, in microseconds."""
     out: dict[Key, int] = defaultdict(int)
     segs = conn.execute(
-        "SELECT instrument_id, start_at, end_at, watched, session_id, method, identifier"
+        "SELECT instrument_id, agent_id, start_at, end_at, watched, session_id, method, identifier"
         " FROM usage_segments WHERE state = 'running'"
     ).fetchall()
     for rec_id, inst, r0, r1 in conn.execute("SELECT id, instrument_id, start_at, end_at FROM service_records"):
-        for s_inst, s0, s1, watched, session, method, ident in segs:
+        for s_inst, agent, s0, s1, watched, session, method, ident in segs:
             lo, hi = max(s0, r0), min(s1, r1)
             if s_inst != inst or hi <= lo:
                 continue
@@ -70,18 +70,18 @@ def expected_windows(conn: psycopg.Connection[Any]) -> dict[Key, int]:
                 b = min(hi, datetime.combine(day + timedelta(days=1), datetime.min.time(), TZ))
                 if b <= a:
                     break
-                out[(rec_id, day, watched, session or "", method or "", ident or "")] += (b - a) // timedelta(
-                    microseconds=1
-                )
+                key = (rec_id, day, agent, s0, watched, session or "", method or "", ident or "")
+                out[key] += (b - a) // timedelta(microseconds=1)
                 day += timedelta(days=1)
     return dict(out)
 
 
 def stored_windows(conn: psycopg.Connection[Any]) -> dict[Key, int]:
     rows = conn.execute(
-        "SELECT record_id, day, watched, session_id, method, identifier, us FROM record_window_usage"
+        "SELECT record_id, day, agent_id, seg_start, watched, session_id, method, identifier, us"
+        " FROM record_window_usage"
     ).fetchall()
-    return {(r[0], r[1], r[2], r[3], r[4], r[5]): r[6] for r in rows}
+    return {(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]): r[8] for r in rows}
 
 
 def _add_extra(conn: psycopg.Connection[Any]) -> None:
@@ -122,13 +122,8 @@ def _figures(conn: psycopg.Connection[Any], period: Period, precomputed: bool) -
     ev = compute(conn, period)
     region = reconciliation.reconcile(conn, ev, KEY, precomputed=precomputed)
     unit = reconciliation.reconcile(conn, compute(conn, period, ["U1"]), KEY, ["U1"], precomputed=precomputed)
-    return (
-        [u.as_dict() for u in region.units.values()],
-        [i.as_dict() for i in region.instruments],
-        [r.as_dict() for r in unit.records],
-        [u.as_dict() for u in unit.units.values()],
-        [i.as_dict() for i in unit.instruments],
-    )
+    # dataclasses: every figure compared exactly (no rounding)
+    return (region.units, region.instruments, region.fees, unit.records, unit.sessions, unit.units, unit.instruments)
 
 
 def test_windows_follow_incremental_ingest_and_give_the_same_reconciliation(ingested: str) -> None:
@@ -138,12 +133,13 @@ def test_windows_follow_incremental_ingest_and_give_the_same_reconciliation(inge
         assert w1 is not None
         # W1 (21:30-01:00) holds s1's running time on both local days
         assert {k[1] for k in stored if k[0] == w1[0]} == {date(2024, 12, 31), date(2025, 1, 1)}
-        records = 0
+        records = sessions = 0
         for period in PERIODS:
             new, old = _figures(conn, period, True), _figures(conn, period, False)
             assert new == old, period
-            records += len(new[2])
-        assert records > 8  # the comparison is not vacuous
+            records += len(new[3])
+            sessions += len(new[4])
+        assert records > 8 and sessions > 0  # the comparison is not vacuous
 
 
 def test_a_late_record_changes_yesterdays_window(fresh_db: str) -> None:
@@ -209,7 +205,7 @@ def test_the_web_cannot_write_the_windows(fresh_db: str) -> None:
     with psycopg.connect(role_dsn(fresh_db, "jishi_web"), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM record_window_usage").fetchone() == (0,)
         for sql in (
-            "INSERT INTO record_window_usage VALUES (1, '2025-01-01', true, '', '', '', 3600000000)",
+            "INSERT INTO record_window_usage VALUES (1, '2025-01-01', 'A1', now(), true, '', '', '', 3600000000)",
             "UPDATE record_window_usage SET us = us * 2",
             "DELETE FROM record_window_usage",
             "SELECT record_window_drop_emptied(ARRAY[]::record_window_usage[])",

@@ -2,10 +2,13 @@
 -- derive time (issue 17), so that the region's reconciliation reads a few rows per record instead
 -- of looking up every record's running segments (561 k index ranges for a region-year).
 --
--- One row per (record, Asia/Shanghai local day of the piece, watched, session, identity):
+-- One row per (record, Asia/Shanghai local day of the piece, running segment, watched, session,
+-- identity):
 --   us        whole microseconds (exact) of running segments inside the window, on that local day;
 --             the local day lets any period (always whole local days, evaluation/period.py) clip a
 --             window that runs past the period's end exactly.
+--   agent_id, seg_start  the segment (usage_segments' key): one unit's uncovered-session listing
+--             caps each segment's covered time at its length, as before.
 --   session_id, method, identifier  the segment's (migration 012), '' where there is none. The
 --             identity is classed internal / external at report time through identity_map, as
 --             before: a mapping added later applies to past use too.
@@ -28,12 +31,14 @@
 CREATE TABLE record_window_usage (
     record_id   bigint NOT NULL,
     day         date NOT NULL,
+    agent_id    text NOT NULL,
+    seg_start   timestamptz NOT NULL,
     watched     boolean NOT NULL,
     session_id  text NOT NULL,
     method      text NOT NULL,
     identifier  text NOT NULL,
     us          bigint NOT NULL,
-    PRIMARY KEY (record_id, day, watched, session_id, method, identifier)
+    PRIMARY KEY (record_id, day, agent_id, seg_start, watched, session_id, method, identifier)
 );
 
 -- Records longer than 24 h, for the rare windows that reach a segment starting more than 24 h
@@ -42,15 +47,15 @@ CREATE INDEX service_records_long ON service_records (instrument_id, start_at)
     INCLUDE (end_at) WHERE end_at - start_at > interval '24 hours';
 
 -- The signed window rows of a set of (record, running segment) pairs: `pairs` yields record_id,
--- sign, watched, session_id, method, identifier, lo, hi (the pair's overlap).
+-- sign, agent_id, seg_start, watched, session_id, method, identifier, lo, hi (the pair's overlap).
 CREATE FUNCTION record_window_delta_sql(pairs text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
 SELECT format($q$
     WITH pairs AS (%s)
-    SELECT p.record_id, d.day, p.watched, COALESCE(p.session_id, '') AS session_id,
+    SELECT p.record_id, d.day, p.agent_id, p.seg_start, p.watched, COALESCE(p.session_id, '') AS session_id,
            COALESCE(p.method, '') AS method, COALESCE(p.identifier, '') AS identifier,
            sum(p.sign * (date_part('epoch', d.day_hi - d.day_lo) * 1000000)::bigint) AS us
     FROM pairs p CROSS JOIN LATERAL usage_rollup_days(p.lo, p.hi) d
-    GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(p.sign * (date_part('epoch', d.day_hi - d.day_lo) * 1000000)::bigint) <> 0
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(p.sign * (date_part('epoch', d.day_hi - d.day_lo) * 1000000)::bigint) <> 0
 $q$, pairs)
 $f$;
 
@@ -59,7 +64,8 @@ $f$;
 -- start) index, longer ones from service_records_long.
 CREATE FUNCTION record_window_segment_pairs_sql(changed text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
 SELECT format($q$
-    SELECT r.id AS record_id, c.sign, c.watched, c.session_id, c.method, c.identifier,
+    SELECT r.id AS record_id, c.sign, c.agent_id, c.start_at AS seg_start, c.watched, c.session_id, c.method,
+           c.identifier,
            greatest(c.start_at, r.start_at) AS lo, least(c.end_at, r.end_at) AS hi
     FROM (%s) c
     CROSS JOIN LATERAL (
@@ -79,15 +85,18 @@ $f$;
 -- their windows, through the running indexes of migration 011 (as sql.running_overlapping).
 CREATE FUNCTION record_window_record_pairs_sql(recs text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
 SELECT format($q$
-    SELECT r.id AS record_id, 1 AS sign, x.watched, x.session_id, x.method, x.identifier,
+    SELECT r.id AS record_id, 1 AS sign, x.agent_id, x.start_at AS seg_start, x.watched, x.session_id, x.method,
+           x.identifier,
            greatest(x.start_at, r.start_at) AS lo, least(x.end_at, r.end_at) AS hi
     FROM (%s) r
     CROSS JOIN LATERAL (
-        SELECT s.start_at, s.end_at, s.watched, s.session_id, s.method, s.identifier FROM usage_segments s
+        SELECT s.agent_id, s.start_at, s.end_at, s.watched, s.session_id, s.method, s.identifier
+        FROM usage_segments s
         WHERE s.instrument_id = r.instrument_id AND s.state = 'running'
           AND s.start_at >= r.start_at - interval '24 hours' AND s.start_at < r.end_at AND s.end_at > r.start_at
         UNION ALL
-        SELECT s.start_at, s.end_at, s.watched, s.session_id, s.method, s.identifier FROM usage_segments s
+        SELECT s.agent_id, s.start_at, s.end_at, s.watched, s.session_id, s.method, s.identifier
+        FROM usage_segments s
         WHERE s.instrument_id = r.instrument_id AND s.state = 'running'
           AND s.end_at - s.start_at > interval '24 hours'
           AND s.start_at < r.start_at - interval '24 hours' AND s.end_at > r.start_at
@@ -102,8 +111,8 @@ CREATE FUNCTION record_window_upsert_sql(delta text) RETURNS text LANGUAGE sql I
 SELECT format($q$
     WITH delta AS (%s),
     up AS (
-        INSERT INTO record_window_usage AS w SELECT * FROM delta ORDER BY 1, 2, 3, 4, 5, 6
-        ON CONFLICT (record_id, day, watched, session_id, method, identifier)
+        INSERT INTO record_window_usage AS w SELECT * FROM delta ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        ON CONFLICT (record_id, day, agent_id, seg_start, watched, session_id, method, identifier)
         DO UPDATE SET us = w.us + EXCLUDED.us
         RETURNING w.*
     )
@@ -113,8 +122,8 @@ $f$;
 
 CREATE FUNCTION record_window_drop_emptied(emptied record_window_usage[]) RETURNS void LANGUAGE sql AS $$
     DELETE FROM record_window_usage w USING unnest(emptied) z
-    WHERE (w.record_id, w.day, w.watched, w.session_id, w.method, w.identifier)
-          = (z.record_id, z.day, z.watched, z.session_id, z.method, z.identifier)
+    WHERE (w.record_id, w.day, w.agent_id, w.seg_start, w.watched, w.session_id, w.method, w.identifier)
+          = (z.record_id, z.day, z.agent_id, z.seg_start, z.watched, z.session_id, z.method, z.identifier)
       AND w.us = 0
 $$;
 
