@@ -160,6 +160,10 @@ class Book:
             return g is None
         return self._pending_of(seq) is not None
 
+    def may_hold(self, first_seq: int) -> bool:
+        """False when no seq from first_seq on can be stored already (none needs a lookup)."""
+        return first_seq <= self.prog.watermark or bool(self.prog.pending)
+
     def hash_before(self, seq: int) -> str | None:
         """Full hash of the stored record seq-1 (or the declared hash at a dropped range's end)."""
         p = seq - 1
@@ -194,7 +198,12 @@ class Book:
         opened = env.opened
         records = opened.body["records"]
         agent_no = self.prog.agent_no
-        for i, rec in enumerate(records):
+        first = records[0]["seq"]
+        if first > self.prog.watermark and not self.prog.pending and self.new.keys().isdisjoint(
+                range(first, first + len(records))):
+            # nothing of it can be stored yet (records are contiguous, checked when opened): all new
+            v.new = list(range(len(records)))
+        for i, rec in enumerate(records if not v.new else ()):
             seq = rec["seq"]
             h = opened.hashes[i]
             if seq in self.new:
@@ -253,13 +262,14 @@ class Book:
 
     def accept(self, env: EnvelopeIn, v: Verdict, envelope_index: int) -> list[NewRecord]:
         opened = env.opened
-        records = opened.body["records"]
+        records, hashes = opened.body["records"], opened.hashes
+        received = env.msg.received_ms
+        new = self.new
         out = []
         for i in v.new:
             rec = records[i]
-            nr = NewRecord(rec["seq"], rec["t"], opened.hashes[i], rec["prev"], rec, envelope_index,
-                           env.msg.received_ms)
-            self.new[nr.seq] = nr
+            nr = NewRecord(rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received)
+            new[nr.seq] = nr
             out.append(nr)
             if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
