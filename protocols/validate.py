@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from protocols import PROTOCOL_VERSION, fastcheck
 from protocols.canonical import parse_canonical
-from protocols.chain import check_run
+from protocols.chain import GENESIS, check_run
 from protocols.envelope import MAX_CONTROL_BYTES, MAX_ENVELOPE_BYTES, MAX_RECORD_BYTES, signed_bytes
 from protocols.errors import ProtocolError, Reason
 from protocols.records import MESSAGE_MODELS, RECORD_TYPES, Envelope
@@ -87,7 +87,11 @@ def check_records(env: Envelope | None, body: dict[str, Any]) -> list[str]:
     """The records' own checks (§6.2, after the signature): agent, boot, size, seq and chain.
     Returns each record's hash. Reads the body, which the schema check has passed (so its values
     are those of the model; `env` is not needed and may be None)."""
-    hashes: list[str] = []
+    hashes = _records_if_sound(body)
+    if hashes is not None:
+        return hashes
+    # something is wrong: the checks one after the other, for the first refusal in their order
+    hashes = []
     append = hashes.append
     sha256, dumps, sort_keys = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
     agent, boot = body["agent"], body["boot"]
@@ -107,6 +111,29 @@ def check_records(env: Envelope | None, body: dict[str, Any]) -> list[str]:
             )
         append(sha256(encoded).hexdigest())
     check_run(body["records"], hashes=hashes)
+    return hashes
+
+
+def _records_if_sound(body: dict[str, Any]) -> list[str] | None:
+    """The records' hashes when every check of check_records passes, in one loop over the
+    records (the usual case); None at the first doubt, and check_records names the refusal."""
+    records = body["records"]
+    if not records:
+        return None
+    hashes: list[str] = []
+    append = hashes.append
+    sha256, dumps, sort_keys = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
+    agent, boot = body["agent"], body["boot"]
+    last_seq = records[0]["seq"] - 1
+    last_hash = GENESIS if last_seq == 0 else records[0]["prev"]
+    for rec in records:
+        encoded = dumps(rec, option=sort_keys)
+        if (rec["agent"] != agent or rec["boot"] > boot or len(encoded) > MAX_RECORD_BYTES
+                or rec["seq"] != last_seq + 1 or rec["prev"] != last_hash):
+            return None
+        last_seq = rec["seq"]
+        last_hash = sha256(encoded).hexdigest()
+        append(last_hash)
     return hashes
 
 

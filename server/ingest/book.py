@@ -305,11 +305,15 @@ class Book:
         p = self.prog
         runs = list(p.pending)
         cur: Run | None = None
-        for seq in sorted(self.new):
-            nr = self.new[seq]
+        new = self.new
+        for seq in sorted(new):
+            nr = new[seq]
             if cur is not None and cur.hi + 1 == seq:
-                cur.hi, cur.hash_hi = seq, nr.hash
-                cur.t_min, cur.t_max = min(cur.t_min, nr.t), max(cur.t_max, nr.t)
+                cur.hi, cur.hash_hi, t = seq, nr.hash, nr.t
+                if t < cur.t_min:
+                    cur.t_min = t
+                elif t > cur.t_max:
+                    cur.t_max = t
             else:
                 cur = Run(seq, seq, nr.prev, nr.hash, nr.t, nr.t)
                 runs.append(cur)

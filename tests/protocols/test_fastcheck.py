@@ -93,7 +93,7 @@ KEYS = ["v", "msg", "agent", "key", "unit", "instrument", "boot", "sig", "sent",
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
     body = _valid_body()
     for _ in range(draw(st.integers(1, 3))):
-        records = body.get("records")
+        records: Any = body.get("records")
         where = draw(st.integers(-1, len(records) - 1 if isinstance(records, list) and records else -1))
         target = body if where < 0 or not isinstance(records[where], dict) else records[where]
         key = draw(st.sampled_from(KEYS))
