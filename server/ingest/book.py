@@ -125,6 +125,9 @@ class Verdict:
 
 
 StoredHashes = dict[tuple[int, int], tuple[int, int]]
+SPOOL_OVERFLOW_MARK = b'"type":"spool_overflow"'
+"""In the canonical bytes of every envelope holding a spool_overflow record (one encoding only):
+without it, no record needs a look for one."""
 
 
 class Book:
@@ -232,8 +235,9 @@ class Book:
                     and not env.msg.dup):
                 v.replay_candidate = first[1]
             return v
-        # chain continuity at the edges of each run of new records
-        for i in v.new:
+        # chain continuity at the edges of each run of new records: only the envelope's first and
+        # last record can be such an edge (v.new ascends)
+        for i in dict.fromkeys((v.new[0], v.new[-1])):
             seq = records[i]["seq"]
             if i == 0:
                 before = self.hash_before(seq)
@@ -249,7 +253,7 @@ class Book:
                     v.detail = (f"the stored seq {seq + 1} links to {after[:12]}…, but seq {seq} here hashes "
                                 f"to {opened.hashes[i][:12]}…")
                     return v
-        for i in v.new:
+        for i in v.new if SPOOL_OVERFLOW_MARK in env.msg.payload else ():
             rec = records[i]
             if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
@@ -264,6 +268,7 @@ class Book:
         opened = env.opened
         records, hashes = opened.body["records"], opened.hashes
         received = env.msg.received_ms
+        overflow = SPOOL_OVERFLOW_MARK in env.msg.payload
         new = self.new
         out = []
         for i in v.new:
@@ -271,7 +276,7 @@ class Book:
             nr = NewRecord(rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received)
             new[nr.seq] = nr
             out.append(nr)
-            if rec["type"] == "spool_overflow":
+            if overflow and rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
                     g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {nr.seq}")
                     if not any(x.first == g.first for x in self.gaps):
