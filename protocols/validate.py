@@ -68,7 +68,9 @@ def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: Key
     the Opened it gets until then has no hashes.
     """
     body = _parse(data, max_bytes, "rec")
-    for i, rec in enumerate(body.get("records") or []):
+    records = body.get("records")
+    # anything but a list is the schema's refusal (an int here once stopped ingest's open thread)
+    for i, rec in enumerate(records if isinstance(records, list) else ()):
         if isinstance(rec, dict) and rec.get("type") not in RECORD_TYPES:
             raise ProtocolError(
                 Reason.UNKNOWN_TYPE, f"record type {rec.get('type')!r} is not defined in v1", f"records[{i}].type"

@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from protocols import fastcheck
-from protocols.canonical import MAX_SAFE_INT
+from protocols.canonical import MAX_SAFE_INT, dumps_sorted
+from protocols.errors import ProtocolError, Reason
 from protocols.records import MAX_T, MIN_T, Envelope
+from protocols.validate import open_envelope
 from protocols.vectors import _envelope, _rechain, _records, build
 
 H = "ab" * 32
@@ -129,3 +131,14 @@ def test_hand_made_refusals(edit: Any) -> None:
     edit(body)
     assert not _reference_accepts(body)
     assert not fastcheck.accepts(body)
+
+
+@pytest.mark.parametrize("records", [462, True, "x", {"a": 1}, None])
+def test_records_not_a_list_is_a_schema_refusal(records: Any) -> None:
+    """Found by tests/security/test_fuzz_ingest.py: `"records":462` raised TypeError out of
+    open_envelope (and stopped ingest's open thread) instead of being refused."""
+    body = _valid_body()
+    body["records"] = records
+    with pytest.raises(ProtocolError) as err:
+        open_envelope(dumps_sorted(body), defer_records=True)
+    assert err.value.reason is Reason.SCHEMA
