@@ -134,10 +134,12 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
 
         t0 = time.monotonic()
         procs = [start_ingest(c, tmp / f"w{k}.log") for k, c in enumerate(configs)]
-        first = wait(lambda: stored() > 0, 120, every=0.02)
-        done = wait(lambda: stored() >= total, 600, every=0.05)
-        for p in procs:
-            stop(p)
+        try:
+            first = wait(lambda: stored() > 0, 300, every=0.02)
+            done = wait(lambda: stored() >= total, 1200, every=0.05)
+        finally:  # also when a condition times out: never leave ingest processes behind
+            for p in procs:
+                stop(p)
         dups = conn.execute("SELECT count(*) - count(DISTINCT (agent_no, seq)) FROM records").fetchone()[0]  # type: ignore[index]
         n = conn.execute("SELECT count(*) FROM records").fetchone()[0]  # type: ignore[index]
         assert n == total, f"stored {n} of {total}"

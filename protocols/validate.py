@@ -6,17 +6,19 @@ server's ingest calls both, the offline verifier too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
-from protocols import PROTOCOL_VERSION
-from protocols.canonical import dumps_sorted, parse_canonical
-from protocols.chain import check_run
+from protocols import PROTOCOL_VERSION, fastcheck
+from protocols.canonical import parse_canonical
+from protocols.chain import GENESIS, check_run
 from protocols.envelope import MAX_CONTROL_BYTES, MAX_ENVELOPE_BYTES, MAX_RECORD_BYTES, signed_bytes
 from protocols.errors import ProtocolError, Reason
 from protocols.records import MESSAGE_MODELS, RECORD_TYPES, Envelope
@@ -27,20 +29,28 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Opened:
-    """A structurally valid envelope: the model, the parsed records and each record's hash."""
+    """A structurally valid envelope: the parsed body, each record's hash and, on demand, the model.
 
-    envelope: Envelope
+    `model` is the strict model when it was built while opening; None when the fast check
+    (protocols/fastcheck.py) accepted the bytes, and `envelope` builds it when first asked for
+    (the ingest hot path never asks: it reads the checked body)."""
+
+    model: Envelope | None
     raw: bytes
     body: dict[str, Any]
     hashes: list[str]
 
+    @functools.cached_property
+    def envelope(self) -> Envelope:
+        return self.model if self.model is not None else Envelope.model_validate(self.body)
+
     @property
     def first_seq(self) -> int:
-        return self.envelope.records[0].seq
+        return int(self.body["records"][0]["seq"])
 
     @property
     def last_seq(self) -> int:
-        return self.envelope.records[-1].seq
+        return int(self.body["records"][-1]["seq"])
 
 
 KeyLookup = Callable[[str, str], Ed25519PublicKey]
@@ -58,39 +68,74 @@ def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: Key
     the Opened it gets until then has no hashes.
     """
     body = _parse(data, max_bytes, "rec")
-    for i, rec in enumerate(body.get("records") or []):
+    records = body.get("records")
+    # anything but a list is the schema's refusal (an int here once stopped ingest's open thread)
+    for i, rec in enumerate(records if isinstance(records, list) else ()):
         if isinstance(rec, dict) and rec.get("type") not in RECORD_TYPES:
             raise ProtocolError(
                 Reason.UNKNOWN_TYPE, f"record type {rec.get('type')!r} is not defined in v1", f"records[{i}].type"
             )
-    env = _model(Envelope, body)
+    # the fast check only accepts; anything it does not accept gets the reference models, which
+    # refuse with the reason as always (or accept: then only the fast check was too cautious)
+    model = None if fastcheck.accepts(body) else _model(Envelope, body)
     if key_for is not None:
-        check_signature(body, key_for(env.agent, env.key))
+        check_signature(body, key_for(body["agent"], body["key"]))
     if defer_records:
-        return Opened(envelope=env, raw=data, body=body, hashes=[])
-    return Opened(envelope=env, raw=data, body=body, hashes=check_records(env, body))
+        return Opened(model=model, raw=data, body=body, hashes=[])
+    return Opened(model=model, raw=data, body=body, hashes=check_records(model, body))
 
 
-def check_records(env: Envelope, body: dict[str, Any]) -> list[str]:
+def check_records(env: Envelope | None, body: dict[str, Any]) -> list[str]:
     """The records' own checks (§6.2, after the signature): agent, boot, size, seq and chain.
-    Returns each record's hash."""
-    hashes: list[str] = []
-    for i, (rec_model, rec) in enumerate(zip(env.records, body["records"], strict=True)):
-        if rec_model.agent != env.agent:
+    Returns each record's hash. Reads the body, which the schema check has passed (so its values
+    are those of the model; `env` is not needed and may be None)."""
+    hashes = _records_if_sound(body)
+    if hashes is not None:
+        return hashes
+    # something is wrong: the checks one after the other, for the first refusal in their order
+    hashes = []
+    append = hashes.append
+    sha256, dumps, sort_keys = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
+    agent, boot = body["agent"], body["boot"]
+    for i, rec in enumerate(body["records"]):
+        if rec["agent"] != agent:
             raise ProtocolError(
                 Reason.WRONG_AGENT,
-                f"record of agent {rec_model.agent!r} in an envelope of {env.agent!r}",
+                f"record of agent {rec['agent']!r} in an envelope of {agent!r}",
                 f"records[{i}].agent",
             )
-        if rec_model.boot > env.boot:
+        if rec["boot"] > boot:
             raise ProtocolError(Reason.SCHEMA, "record from a later boot than the envelope", f"records[{i}].boot")
-        encoded = dumps_sorted(rec)
+        encoded = dumps(rec, option=sort_keys)  # = dumps_sorted(rec), without a call per record
         if len(encoded) > MAX_RECORD_BYTES:
             raise ProtocolError(
                 Reason.OVERSIZED, f"record is {len(encoded)} bytes, limit {MAX_RECORD_BYTES}", f"records[{i}]"
             )
-        hashes.append(hashlib.sha256(encoded).hexdigest())
+        append(sha256(encoded).hexdigest())
     check_run(body["records"], hashes=hashes)
+    return hashes
+
+
+def _records_if_sound(body: dict[str, Any]) -> list[str] | None:
+    """The records' hashes when every check of check_records passes, in one loop over the
+    records (the usual case); None at the first doubt, and check_records names the refusal."""
+    records = body["records"]
+    if not records:
+        return None
+    hashes: list[str] = []
+    append = hashes.append
+    sha256, dumps, sort_keys = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
+    agent, boot = body["agent"], body["boot"]
+    last_seq = records[0]["seq"] - 1
+    last_hash = GENESIS if last_seq == 0 else records[0]["prev"]
+    for rec in records:
+        encoded = dumps(rec, option=sort_keys)
+        if (rec["agent"] != agent or rec["boot"] > boot or len(encoded) > MAX_RECORD_BYTES
+                or rec["seq"] != last_seq + 1 or rec["prev"] != last_hash):
+            return None
+        last_seq = rec["seq"]
+        last_hash = sha256(encoded).hexdigest()
+        append(last_hash)
     return hashes
 
 

@@ -202,6 +202,8 @@ def quarantine_counts(conn: Conn) -> dict[str, int]:
 # -- derived rows ---------------------------------------------------------------------------------
 
 
+# The derived-row upserts pass their column arrays in binary (%b): the text form quotes every
+# element with a regular expression, which cost ingest more than deriving the rows.
 def _columns(rows: Sequence[tuple[Any, ...]], n: int) -> list[list[Any]]:
     return [[r[i] for r in rows] for i in range(n)]
 
@@ -215,8 +217,8 @@ def upsert_segments(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
         conn.execute(
             "INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,"
             " session_id, start_seq, method, identifier)"
-            " SELECT n.*, us.method, us.identifier FROM unnest(%s::text[], %s::text[], %s::timestamptz[],"
-            " %s::timestamptz[], %s::text[], %s::bool[], %s::text[], %s::text[], %s::bigint[])"
+            " SELECT n.*, us.method, us.identifier FROM unnest(%b::text[], %b::text[], %b::timestamptz[],"
+            " %b::timestamptz[], %b::text[], %b::bool[], %b::text[], %b::text[], %b::bigint[])"
             " AS n(agent_id, instrument_id, start_at, end_at, state, watched, arrival, session_id, start_seq)"
             " LEFT JOIN user_sessions us ON us.agent_id = n.agent_id AND us.session_id = n.session_id"
             " ON CONFLICT (agent_id, start_at) DO UPDATE SET end_at = EXCLUDED.end_at, state = EXCLUDED.state,"
@@ -232,8 +234,8 @@ def upsert_coverage(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
     if rows:
         conn.execute(
             "INSERT INTO coverage (agent_id, instrument_id, start_at, end_at, status, reason)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[],"
-            " %s::text[]) ON CONFLICT (agent_id, start_at) DO UPDATE SET"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[],"
+            " %b::text[]) ON CONFLICT (agent_id, start_at) DO UPDATE SET"
             " end_at = EXCLUDED.end_at, status = EXCLUDED.status, reason = EXCLUDED.reason,"
             " instrument_id = EXCLUDED.instrument_id",
             _columns(rows, 6),
@@ -245,8 +247,8 @@ def upsert_sessions(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
     if rows:
         conn.execute(
             "INSERT INTO user_sessions (agent_id, instrument_id, session_id, method, identifier, start_at,"
-            " end_at, end_reason, start_seq) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::bigint[])"
+            " end_at, end_reason, start_seq) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[], %b::bigint[])"
             " ON CONFLICT (agent_id, session_id) DO UPDATE SET end_at = EXCLUDED.end_at,"
             " end_reason = EXCLUDED.end_reason, method = EXCLUDED.method, identifier = EXCLUDED.identifier,"
             " start_at = EXCLUDED.start_at, start_seq = EXCLUDED.start_seq",

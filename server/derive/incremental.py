@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 def _needed(lo: int, hi: int, have: Iterable[int], gaps: list[Gap]) -> set[int]:
     """Seqs in lo..hi that are neither at hand nor declared lost/dropped."""
     have_set = set(have)
+    if have_set and len(have_set) == hi - lo + 1 and min(have_set) >= lo and max(have_set) <= hi:
+        return set()  # every seq at hand (the usual case): no walk over the range
     out: set[int] = set()
     spans = sorted((g.first, g.last) for g in gaps if g.last >= lo and g.first <= hi)
     s = lo

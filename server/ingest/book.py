@@ -125,6 +125,9 @@ class Verdict:
 
 
 StoredHashes = dict[tuple[int, int], tuple[int, int]]
+SPOOL_OVERFLOW_MARK = b'"type":"spool_overflow"'
+"""In the canonical bytes of every envelope holding a spool_overflow record (one encoding only):
+without it, no record needs a look for one."""
 
 
 class Book:
@@ -160,6 +163,10 @@ class Book:
             return g is None
         return self._pending_of(seq) is not None
 
+    def may_hold(self, first_seq: int) -> bool:
+        """False when no seq from first_seq on can be stored already (none needs a lookup)."""
+        return first_seq <= self.prog.watermark or bool(self.prog.pending)
+
     def hash_before(self, seq: int) -> str | None:
         """Full hash of the stored record seq-1 (or the declared hash at a dropped range's end)."""
         p = seq - 1
@@ -194,7 +201,12 @@ class Book:
         opened = env.opened
         records = opened.body["records"]
         agent_no = self.prog.agent_no
-        for i, rec in enumerate(records):
+        first = records[0]["seq"]
+        if first > self.prog.watermark and not self.prog.pending and self.new.keys().isdisjoint(
+                range(first, first + len(records))):
+            # nothing of it can be stored yet (records are contiguous, checked when opened): all new
+            v.new = list(range(len(records)))
+        for i, rec in enumerate(records if not v.new else ()):
             seq = rec["seq"]
             h = opened.hashes[i]
             if seq in self.new:
@@ -223,8 +235,9 @@ class Book:
                     and not env.msg.dup):
                 v.replay_candidate = first[1]
             return v
-        # chain continuity at the edges of each run of new records
-        for i in v.new:
+        # chain continuity at the edges of each run of new records: only the envelope's first and
+        # last record can be such an edge (v.new ascends)
+        for i in dict.fromkeys((v.new[0], v.new[-1])):
             seq = records[i]["seq"]
             if i == 0:
                 before = self.hash_before(seq)
@@ -240,7 +253,7 @@ class Book:
                     v.detail = (f"the stored seq {seq + 1} links to {after[:12]}…, but seq {seq} here hashes "
                                 f"to {opened.hashes[i][:12]}…")
                     return v
-        for i in v.new:
+        for i in v.new if SPOOL_OVERFLOW_MARK in env.msg.payload else ():
             rec = records[i]
             if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
@@ -253,15 +266,17 @@ class Book:
 
     def accept(self, env: EnvelopeIn, v: Verdict, envelope_index: int) -> list[NewRecord]:
         opened = env.opened
-        records = opened.body["records"]
+        records, hashes = opened.body["records"], opened.hashes
+        received = env.msg.received_ms
+        overflow = SPOOL_OVERFLOW_MARK in env.msg.payload
+        new = self.new
         out = []
         for i in v.new:
             rec = records[i]
-            nr = NewRecord(rec["seq"], rec["t"], opened.hashes[i], rec["prev"], rec, envelope_index,
-                           env.msg.received_ms)
-            self.new[nr.seq] = nr
+            nr = NewRecord(rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received)
+            new[nr.seq] = nr
             out.append(nr)
-            if rec["type"] == "spool_overflow":
+            if overflow and rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
                     g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {nr.seq}")
                     if not any(x.first == g.first for x in self.gaps):
@@ -295,11 +310,15 @@ class Book:
         p = self.prog
         runs = list(p.pending)
         cur: Run | None = None
-        for seq in sorted(self.new):
-            nr = self.new[seq]
+        new = self.new
+        for seq in sorted(new):
+            nr = new[seq]
             if cur is not None and cur.hi + 1 == seq:
-                cur.hi, cur.hash_hi = seq, nr.hash
-                cur.t_min, cur.t_max = min(cur.t_min, nr.t), max(cur.t_max, nr.t)
+                cur.hi, cur.hash_hi, t = seq, nr.hash, nr.t
+                if t < cur.t_min:
+                    cur.t_min = t
+                elif t > cur.t_max:
+                    cur.t_max = t
             else:
                 cur = Run(seq, seq, nr.prev, nr.hash, nr.t, nr.t)
                 runs.append(cur)

@@ -19,6 +19,10 @@ import psycopg
 
 from server.store.times import ms_to_dt
 
+MARK = b'"e_stuck":true'
+"""In the canonical bytes of every envelope with a record that `flag` finds (keys and values are
+encoded one way only), so an envelope without it needs no look at its records."""
+
 INSERT_SQL = (
     "INSERT INTO energy_flags (agent_id, first_seq, last_seq, records, detector, max_pwh, first_t, last_t)"
     " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::int[], %s::text[], %s::bigint[],"

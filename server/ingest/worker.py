@@ -36,7 +36,7 @@ from server.ingest import energy, future, gaps, ha, live, quarantine
 from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
 from server.ingest.book import Book, GapRow, Progress
 from server.ingest.metrics import Metrics
-from server.ingest.store import copy_envelopes, copy_records
+from server.ingest.store import NewRow, copy_envelopes, copy_records_binary
 from server.ingest.verify import (
     ControlIn,
     EnvelopeIn,
@@ -48,7 +48,6 @@ from server.ingest.verify import (
     open_any,
 )
 from server.store import archive
-from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
 from server.store.conn import Conn
 from server.store.times import dt_to_ms, ms_to_dt
 
@@ -132,7 +131,8 @@ class Pipeline:
                 registry = {k: v for k, v in registry.items() if k not in busy}
             stored = queries.stored_hashes(conn, [
                 (books[e.agent.agent_id].prog.agent_no, rec["seq"], ms_to_dt(rec["t"]))
-                for e in envs for rec in e.opened.body["records"]
+                for e in envs if books[e.agent.agent_id].may_hold(e.opened.first_seq)
+                for rec in e.opened.body["records"]
                 if books[e.agent.agent_id].needs_lookup(rec["seq"])
             ])
             envs.sort(key=lambda e: (e.agent.agent_id, e.opened.first_seq, e.msg.received))
@@ -153,9 +153,10 @@ class Pipeline:
                                         e.msg.received_ms, e.msg.received_at, self.params.future_ms)
                     if ahead is not None:
                         out.future_rows.append(ahead)
-                    stuck = energy.flag(e.agent.agent_id, (e.opened.body["records"][i] for i in v.new))
-                    if stuck is not None:
-                        out.energy_rows.append(stuck)
+                    if energy.MARK in e.msg.payload:  # canonical bytes: no mark, no stuck counter
+                        stuck = energy.flag(e.agent.agent_id, (e.opened.body["records"][i] for i in v.new))
+                        if stuck is not None:
+                            out.energy_rows.append(stuck)
                     continue
                 if v.replay_candidate is not None:
                     raw = archive.envelope_bytes(conn, book.prog.agent_no, v.replay_candidate)
@@ -236,20 +237,17 @@ class Pipeline:
             ))
             # in time order: the index leads with time, so rows in time order append at its right
             # edge instead of splitting pages (it stays ~30 % smaller)
-            rows = sorted(
-                (nr.t, b.prog.agent_no, nr.seq, ids[nr.envelope], short_hash(nr.hash), TYPE_CODES[nr.rec["type"]],
-                 STATE_CODES.get(nr.rec.get("state", ""), None) if nr.rec["type"] in ("state", "heartbeat") else None)
+            rows: list[NewRow] = [
+                (nr.t, b.prog.agent_no, nr.seq, ids[nr.envelope], nr.hash, nr.rec["type"], nr.rec.get("state"))
                 for b in books.values() for nr in b.new.values()
-            )
-            out.records = copy_records(conn, (
-                (ms_to_dt(t), seq, env_id, h, agent_no, typ, state) for t, agent_no, seq, env_id, h, typ, state in rows
-            ))
+            ]
+            rows.sort()
+            out.records = copy_records_binary(conn, rows)
             for b in books.values():
                 if b.new:
-                    b.prog.last_received_at = max(
-                        [*([b.prog.last_received_at] if b.prog.last_received_at else []),
-                         *(accepted[nr.envelope].msg.received_at for nr in b.new.values())]
-                    )
+                    latest = max(accepted[i].msg.received_at for i in {nr.envelope for nr in b.new.values()})
+                    if b.prog.last_received_at is None or latest > b.prog.last_received_at:
+                        b.prog.last_received_at = latest
 
     def _finish(self, conn: Conn, books: dict[str, Book], registry: dict[str, queries.AgentRow], now: datetime,
                 out: Outcome, births: set[str]) -> None:
