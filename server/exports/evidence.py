@@ -1,17 +1,22 @@
-"""Evidence bundle of a unit's period: the raw signed envelopes, the agents' public keys and a
-manifest, so that anyone can recompute every instrument's running and external hours without the
-database (`jishi verify BUNDLE`, server/exports/verify.py).
+"""Evidence bundle of a unit's period: the agents' signed records, the signatures that close them,
+the agents' public keys and a manifest, so that anyone can recompute every instrument's running and
+external hours without the database (`jishi verify BUNDLE`, server/exports/verify.py).
 
-A zip file:
+A zip file (version 2, compact; protocols/SPEC.md §14):
 - manifest.json: unit, period, derivation parameters, per agent its keys, stored-records
-  watermark, declared gaps, envelope file and the derivation parameters its hours were derived with
+  watermark, declared gaps, record stream and heads files and the derivation parameters its hours were derived with
   (stored by ingest, migration 025; the exporting process's own settings only for agents derived
   before that, and at the top level when the agents disagree); the identities the agents saw with their class
   (internal / external) for the unit and a pseudonym (never a name, art. 17); the expected hours
   per instrument as the database derived them; the SHA-256 of every other file;
-- envelopes/<agent>.bin: every kept envelope of the agent from seq 1 (derivation needs the whole
-  history to know the state at the period's start), as the entries of protocols/bundle.py in
-  ascending id (storing order: the first envelope holding a seq is the one that stored it).
+- records/<agent>.xz: every stored record of the agent from seq 1 (derivation needs the whole
+  history to know the state at the period's start) with its receive time, `prev` elided where the
+  line before gives it (protocols/bundle.py);
+- heads/<agent>.json: the signed envelopes, without their records, that close each local day and
+  each run before a hole (server/exports/compact.py): every record chains to one of them.
+
+Version 1 held every kept envelope in full (about 6 x larger); full envelopes of an instrument's
+days stay available on request for disputes (`jishi envelopes`, GET .../envelopes.bin).
 
 What the bundle cannot prove, and the manifest says: receive times (live vs spool) are the
 server's word; identity classes come from the registry. Signatures, the hash chain, the
@@ -22,13 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from protocols.bundle import pack_entry
 from protocols.derive import Params
 from server import clock
 from server.db import queries as ingest_queries
@@ -36,21 +39,13 @@ from server.evaluation.indicators import params, segment_hours
 from server.evaluation.period import Period, local_iso
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.sql import IDENTITY_CLASS
+from server.exports.compact import compact_agent
 from server.store.archive import envelopes_for
 from server.store.conn import Conn
 from server.store.times import dt_to_us
 
 FORMAT = "jishi-evidence"
-VERSION = 1
-
-
-def _pack_envelopes(conn: Conn, agent_no: int, watermark: int) -> tuple[bytes, int]:
-    buf = io.BytesIO()
-    n = 0
-    for env in envelopes_for(conn, agent_no, 1, watermark):
-        buf.write(pack_entry(env.id, dt_to_us(env.received_at), env.raw))
-        n += 1
-    return buf.getvalue(), n
+VERSION = 2
 
 
 def build_manifest(
@@ -85,15 +80,21 @@ def build_manifest(
             "keys": keys,
             "watermark": watermark or 0,
             "gaps": [],
-            "file": None,
+            "records": None,
+            "heads": None,
             "envelopes": 0,
+            "records_count": 0,
+            "heads_count": 0,
             "derive": used.get(agent_no, own) if agent_no is not None else own,
         }
         if agent_no is not None and watermark:
-            data, n = _pack_envelopes(conn, agent_no, watermark)
-            name = f"envelopes/{agent_id}.bin"
-            files[name] = data
-            entry["file"], entry["envelopes"] = name, n
+            part = compact_agent(((e.id, dt_to_us(e.received_at), e.raw)
+                                  for e in envelopes_for(conn, agent_no, 1, watermark)), watermark)
+            entry["records"], entry["heads"] = f"records/{agent_id}.xz", f"heads/{agent_id}.json"
+            files[entry["records"]] = part.records
+            files[entry["heads"]] = json.dumps(part.heads, separators=(",", ":")).encode()
+            entry["envelopes"], entry["records_count"], entry["heads_count"] = (
+                part.n_envelopes, part.n_records, len(part.heads))
             entry["gaps"] = [
                 {"first": first, "last": last, "kind": kind, "last_hash": last_hash}
                 for _, first, last, kind, last_hash in ingest_queries.gaps_of(conn, [agent_no])
@@ -124,7 +125,7 @@ def build_manifest(
             "timezone": "Asia/Shanghai",
         },
         "generated_at": local_iso(clock.now()),
-        "derive": _common([a["derive"] for a in agents if a["file"]]) or own,
+        "derive": _common([a["derive"] for a in agents if a["records"]]) or own,
         "agents": agents,
         "identities": identities,
         "expected_hours": {
@@ -159,6 +160,9 @@ def write_bundle(conn: Conn, period: Period, unit_id: str, path: Path, pseudonym
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1))
         for name, data in files.items():
-            zf.writestr(name, data)
-    n_env = sum(a["envelopes"] for a in manifest["agents"])
-    return f"{len(manifest['agents'])} agents, {n_env} envelopes, {len(manifest['expected_hours'])} instruments"
+            # the record streams are xz already: stored as they are
+            zf.writestr(name, data, compress_type=zipfile.ZIP_STORED if name.endswith(".xz") else None)
+    n_rec = sum(a["records_count"] for a in manifest["agents"])
+    n_heads = sum(a["heads_count"] for a in manifest["agents"])
+    return (f"{len(manifest['agents'])} agents, {n_rec} records, {n_heads} signed heads, "
+            f"{len(manifest['expected_hours'])} instruments")

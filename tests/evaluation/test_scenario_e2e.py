@@ -19,6 +19,7 @@ running and external hours from the signed envelopes alone and must find the rep
 
 from __future__ import annotations
 
+import lzma
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -234,8 +235,10 @@ def test_evidence_bundle_verifies_offline(ingested: str, tmp_path: Path) -> None
     with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(tampered, "w") as dst:
         for item in src.infolist():
             data = src.read(item.filename)
-            if item.filename == "envelopes/A1.bin":
-                data = data.replace(b'"state":"running"', b'"state":"runninG"', 1)
+            if item.filename == "records/A1.xz":
+                text = lzma.decompress(data)
+                assert b'"state":"running"' in text
+                data = lzma.compress(text.replace(b'"state":"running"', b'"state":"runninG"', 1))
             dst.writestr(item, data)
     bad = verify_bundle(tampered)
     assert not bad.ok
