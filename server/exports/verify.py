@@ -214,6 +214,10 @@ def _agent_stream(entry: dict[str, Any], stream: bytes, heads_raw: bytes, owners
         if rec.get("type") == "spool_overflow" and isinstance(rec.get("dropped"), list):
             declared += [Gap(d["first"], d["last"], "overflow") for d in rec["dropped"] if isinstance(d, dict)]
         prev = line
+    if prev is not None and prev.record["seq"] < watermark and not any(
+            g["first"] <= prev.record["seq"] + 1 and g["last"] >= watermark for g in entry.get("gaps", [])):
+        res.problems.append(f"seqs {prev.record['seq'] + 1}..{watermark} are missing "
+                            "(the stream ends before the watermark)")
     try:
         _RECORDS.validate_python([ln.record for ln in lines], strict=True)
     except ValidationError as exc:
