@@ -29,9 +29,12 @@ import dataclasses
 import hashlib
 import json
 import zipfile
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from protocols.bundle import pack_entry
 from protocols.derive import Params
 from server import clock
 from server.db import queries as ingest_queries
@@ -42,10 +45,37 @@ from server.evaluation.sql import IDENTITY_CLASS
 from server.exports.compact import compact_agent
 from server.store.archive import envelopes_for
 from server.store.conn import Conn
-from server.store.times import dt_to_us
+from server.store.times import TZ, dt_to_us
 
 FORMAT = "jishi-evidence"
 VERSION = 2
+MAX_DISPUTE_DAYS = 31
+
+# Per agent of the instrument, the seq range of its stored records whose time is in [t0, t1).
+_SEQS_OF_DAYS = """
+SELECT r.agent_no, min(r.seq), max(r.seq) FROM records r
+JOIN agent_progress p ON p.agent_no = r.agent_no JOIN agents a ON a.id = p.agent_id
+WHERE a.instrument_id = %s AND r.t >= %s AND r.t < %s GROUP BY r.agent_no ORDER BY r.agent_no
+"""
+
+
+def seqs_of_days(conn: Conn, instrument_id: str, t0: datetime, t1: datetime) -> list[tuple[int, int, int]]:
+    """(agent_no, first seq, last seq) of the instrument's records in [t0, t1)."""
+    return [(int(a), int(lo), int(hi)) for a, lo, hi in conn.execute(_SEQS_OF_DAYS, (instrument_id, t0, t1))]
+
+
+def full_envelopes(conn: Conn, instrument_id: str, first: date, last: date) -> Iterator[bytes]:
+    """For a dispute: every kept envelope, in full and byte for byte as received, holding a record of
+    the instrument's local days first..last (at most MAX_DISPUTE_DAYS), as the entries of
+    protocols/bundle.py (id, received µs, length, bytes) per agent in storing order. The compact
+    bundle proves the same records; these show every envelope and re-send as the server kept it."""
+    if last < first or (last - first).days >= MAX_DISPUTE_DAYS:
+        raise ValueError(f"a day range of 1..{MAX_DISPUTE_DAYS} days is needed")
+    t0 = datetime.combine(first, time(0), TZ)
+    t1 = datetime.combine(last + timedelta(days=1), time(0), TZ)
+    for agent_no, lo, hi in seqs_of_days(conn, instrument_id, t0, t1):
+        for env in envelopes_for(conn, agent_no, lo, hi):
+            yield pack_entry(env.id, dt_to_us(env.received_at), env.raw)
 
 
 def build_manifest(

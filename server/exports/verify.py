@@ -34,8 +34,15 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from protocols.bundle import HEAD_MEMBERS, StreamError, StreamRecord, decode_stream, entries, iso_to_ms, \
-    rebuild_envelope
+from protocols.bundle import (
+    HEAD_MEMBERS,
+    StreamError,
+    StreamRecord,
+    decode_stream,
+    entries,
+    iso_to_ms,
+    rebuild_envelope,
+)
 from protocols.chain import record_hash
 from protocols.derive import Gap, Params, Rec, derive
 from protocols.errors import ProtocolError
