@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +196,21 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         summary = evidence.write_bundle(conn, period, args.unit, out, privacy.load(conn), _settings().derive.params())
     print(f"{out}: {summary}")
+    return 0
+
+
+def cmd_envelopes(args: argparse.Namespace) -> int:
+    from server.exports import evidence
+
+    first = date.fromisoformat(args.from_)
+    last = date.fromisoformat(args.to) if args.to else first
+    out = Path(args.out) if args.out else Path(f"envelopes-{args.instrument}-{first}_{last}.bin")
+    n = 0
+    with _connect(args) as conn, out.open("wb") as f:
+        for entry in evidence.full_envelopes(conn, args.instrument, first, last):
+            f.write(entry)
+            n += 1
+    print(f"{out}: {n} signed envelopes of {args.instrument}, {first}..{last}")
     return 0
 
 
@@ -490,11 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--include-names", action="store_true", help="applicants' real names (default: pseudonyms)")
     sp.set_defaults(func=cmd_export)
 
-    sp = sub.add_parser("evidence", help="bundle of signed envelopes, keys and manifest for a unit")
+    sp = sub.add_parser("evidence", help="bundle of signed records, their signed heads, keys and manifest for a unit")
     period_args(sp)
     sp.add_argument("--unit", required=True)
     sp.add_argument("--out")
     sp.set_defaults(func=cmd_evidence)
+
+    sp = sub.add_parser("envelopes", help="an instrument's full signed envelopes of some days, for a dispute")
+    sp.add_argument("--instrument", required=True)
+    sp.add_argument("--from", dest="from_", required=True, help="first local day, YYYY-MM-DD")
+    sp.add_argument("--to", help="last local day (default: the first; at most 31 days)")
+    sp.add_argument("--out")
+    sp.set_defaults(func=cmd_envelopes)
 
     sp = sub.add_parser("verify", help="recompute hours from an evidence bundle alone (no database)")
     sp.add_argument("bundle")

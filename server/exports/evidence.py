@@ -1,17 +1,22 @@
-"""Evidence bundle of a unit's period: the raw signed envelopes, the agents' public keys and a
-manifest, so that anyone can recompute every instrument's running and external hours without the
-database (`jishi verify BUNDLE`, server/exports/verify.py).
+"""Evidence bundle of a unit's period: the agents' signed records, the signatures that close them,
+the agents' public keys and a manifest, so that anyone can recompute every instrument's running and
+external hours without the database (`jishi verify BUNDLE`, server/exports/verify.py).
 
-A zip file:
+A zip file (version 2, compact; protocols/SPEC.md §14):
 - manifest.json: unit, period, derivation parameters, per agent its keys, stored-records
-  watermark, declared gaps, envelope file and the derivation parameters its hours were derived with
+  watermark, declared gaps, record stream and heads files and the derivation parameters its hours were derived with
   (stored by ingest, migration 025; the exporting process's own settings only for agents derived
   before that, and at the top level when the agents disagree); the identities the agents saw with their class
   (internal / external) for the unit and a pseudonym (never a name, art. 17); the expected hours
   per instrument as the database derived them; the SHA-256 of every other file;
-- envelopes/<agent>.bin: every kept envelope of the agent from seq 1 (derivation needs the whole
-  history to know the state at the period's start), as the entries of protocols/bundle.py in
-  ascending id (storing order: the first envelope holding a seq is the one that stored it).
+- records/<agent>.xz: every stored record of the agent from seq 1 (derivation needs the whole
+  history to know the state at the period's start) with its receive time, `prev` elided where the
+  line before gives it (protocols/bundle.py);
+- heads/<agent>.json: the signed envelopes, without their records, that close each local day and
+  each run before a hole (server/exports/compact.py): every record chains to one of them.
+
+Version 1 held every kept envelope in full (about 6 x larger); full envelopes of an instrument's
+days stay available on request for disputes (`jishi envelopes`, GET .../envelopes.bin).
 
 What the bundle cannot prove, and the manifest says: receive times (live vs spool) are the
 server's word; identity classes come from the registry. Signatures, the hash chain, the
@@ -22,9 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import zipfile
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +42,40 @@ from server.evaluation.indicators import params, segment_hours
 from server.evaluation.period import Period, local_iso
 from server.evaluation.privacy import Pseudonymizer
 from server.evaluation.sql import IDENTITY_CLASS
+from server.exports.compact import compact_agent
 from server.store.archive import envelopes_for
 from server.store.conn import Conn
-from server.store.times import dt_to_us
+from server.store.times import TZ, dt_to_us
 
 FORMAT = "jishi-evidence"
-VERSION = 1
+VERSION = 2
+MAX_DISPUTE_DAYS = 31
+
+# Per agent of the instrument, the seq range of its stored records whose time is in [t0, t1).
+_SEQS_OF_DAYS = """
+SELECT r.agent_no, min(r.seq), max(r.seq) FROM records r
+JOIN agent_progress p ON p.agent_no = r.agent_no JOIN agents a ON a.id = p.agent_id
+WHERE a.instrument_id = %s AND r.t >= %s AND r.t < %s GROUP BY r.agent_no ORDER BY r.agent_no
+"""
 
 
-def _pack_envelopes(conn: Conn, agent_no: int, watermark: int) -> tuple[bytes, int]:
-    buf = io.BytesIO()
-    n = 0
-    for env in envelopes_for(conn, agent_no, 1, watermark):
-        buf.write(pack_entry(env.id, dt_to_us(env.received_at), env.raw))
-        n += 1
-    return buf.getvalue(), n
+def seqs_of_days(conn: Conn, instrument_id: str, t0: datetime, t1: datetime) -> list[tuple[int, int, int]]:
+    """(agent_no, first seq, last seq) of the instrument's records in [t0, t1)."""
+    return [(int(a), int(lo), int(hi)) for a, lo, hi in conn.execute(_SEQS_OF_DAYS, (instrument_id, t0, t1))]
+
+
+def full_envelopes(conn: Conn, instrument_id: str, first: date, last: date) -> Iterator[bytes]:
+    """For a dispute: every kept envelope, in full and byte for byte as received, holding a record of
+    the instrument's local days first..last (at most MAX_DISPUTE_DAYS), as the entries of
+    protocols/bundle.py (id, received µs, length, bytes) per agent in storing order. The compact
+    bundle proves the same records; these show every envelope and re-send as the server kept it."""
+    if last < first or (last - first).days >= MAX_DISPUTE_DAYS:
+        raise ValueError(f"a day range of 1..{MAX_DISPUTE_DAYS} days is needed")
+    t0 = datetime.combine(first, time(0), TZ)
+    t1 = datetime.combine(last + timedelta(days=1), time(0), TZ)
+    for agent_no, lo, hi in seqs_of_days(conn, instrument_id, t0, t1):
+        for env in envelopes_for(conn, agent_no, lo, hi):
+            yield pack_entry(env.id, dt_to_us(env.received_at), env.raw)
 
 
 def build_manifest(
@@ -85,15 +110,21 @@ def build_manifest(
             "keys": keys,
             "watermark": watermark or 0,
             "gaps": [],
-            "file": None,
+            "records": None,
+            "heads": None,
             "envelopes": 0,
+            "records_count": 0,
+            "heads_count": 0,
             "derive": used.get(agent_no, own) if agent_no is not None else own,
         }
         if agent_no is not None and watermark:
-            data, n = _pack_envelopes(conn, agent_no, watermark)
-            name = f"envelopes/{agent_id}.bin"
-            files[name] = data
-            entry["file"], entry["envelopes"] = name, n
+            part = compact_agent(((e.id, dt_to_us(e.received_at), e.raw)
+                                  for e in envelopes_for(conn, agent_no, 1, watermark)), watermark)
+            entry["records"], entry["heads"] = f"records/{agent_id}.xz", f"heads/{agent_id}.json"
+            files[entry["records"]] = part.records
+            files[entry["heads"]] = json.dumps(part.heads, separators=(",", ":")).encode()
+            entry["envelopes"], entry["records_count"], entry["heads_count"] = (
+                part.n_envelopes, part.n_records, len(part.heads))
             entry["gaps"] = [
                 {"first": first, "last": last, "kind": kind, "last_hash": last_hash}
                 for _, first, last, kind, last_hash in ingest_queries.gaps_of(conn, [agent_no])
@@ -124,7 +155,7 @@ def build_manifest(
             "timezone": "Asia/Shanghai",
         },
         "generated_at": local_iso(clock.now()),
-        "derive": _common([a["derive"] for a in agents if a["file"]]) or own,
+        "derive": _common([a["derive"] for a in agents if a["records"]]) or own,
         "agents": agents,
         "identities": identities,
         "expected_hours": {
@@ -159,6 +190,9 @@ def write_bundle(conn: Conn, period: Period, unit_id: str, path: Path, pseudonym
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1))
         for name, data in files.items():
-            zf.writestr(name, data)
-    n_env = sum(a["envelopes"] for a in manifest["agents"])
-    return f"{len(manifest['agents'])} agents, {n_env} envelopes, {len(manifest['expected_hours'])} instruments"
+            # the record streams are xz already: stored as they are
+            zf.writestr(name, data, compress_type=zipfile.ZIP_STORED if name.endswith(".xz") else None)
+    n_rec = sum(a["records_count"] for a in manifest["agents"])
+    n_heads = sum(a["heads_count"] for a in manifest["agents"])
+    return (f"{len(manifest['agents'])} agents, {n_rec} records, {n_heads} signed heads, "
+            f"{len(manifest['expected_hours'])} instruments")

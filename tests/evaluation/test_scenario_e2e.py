@@ -19,15 +19,18 @@ running and external hours from the signed envelopes alone and must find the rep
 
 from __future__ import annotations
 
+import lzma
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from protocols.bundle import decode_stream, entries
 from protocols.signing import key_id, public_to_b64
+from protocols.validate import open_envelope
 from server import admin
 from server.db.queries import hours_by_instrument
 from server.evaluation import privacy, reconciliation
@@ -36,6 +39,7 @@ from server.evaluation.period import Period
 from server.exports.verify import verify_bundle
 from server.ingest.verify import Incoming
 from server.ingest.worker import Pipeline
+from server.store.times import TZ
 from tests.evaluation import scenario
 from tests.server.helpers import TestAgent, settings_for
 
@@ -229,13 +233,25 @@ def test_evidence_bundle_verifies_offline(ingested: str, tmp_path: Path) -> None
     manifest = zipfile.ZipFile(bundle).read("manifest.json").decode()
     assert "Carol Zhao" not in manifest and "carol" not in manifest
 
+    # the full envelopes of a day stay available for a dispute (`jishi envelopes`), byte for byte
+    with zipfile.ZipFile(bundle) as zf:
+        first = decode_stream(zf.read("records/A1.xz"))[0].record
+    day = datetime.fromtimestamp(first["t"] / 1000, TZ).date().isoformat()
+    out = tmp_path / "dispute.bin"
+    assert admin.main(["--dsn", ingested, "envelopes", "--instrument", "I1", "--from", day, "--out", str(out)]) == 0
+    bodies = [open_envelope(raw).body for _eid, _us, raw in entries(out.read_bytes())]
+    assert bodies and first in bodies[0]["records"]
+    assert {b["instrument"] for b in bodies} == {"I1"}
+
     # a tampered envelope: one byte of a signed record changed -> signature fails, figures differ
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(tampered, "w") as dst:
         for item in src.infolist():
             data = src.read(item.filename)
-            if item.filename == "envelopes/A1.bin":
-                data = data.replace(b'"state":"running"', b'"state":"runninG"', 1)
+            if item.filename == "records/A1.xz":
+                text = lzma.decompress(data)
+                assert b'"state":"running"' in text
+                data = lzma.compress(text.replace(b'"state":"running"', b'"state":"runninG"', 1))
             dst.writestr(item, data)
     bad = verify_bundle(tampered)
     assert not bad.ok

@@ -218,3 +218,35 @@ def test_digest_without_samples_uses_heartbeat_summaries() -> None:
     pts = [{"t": START + timedelta(seconds=i), "w": float(i % 100)} for i in range(10_000)]
     thin = _thin(pts, 200)
     assert len(thin) <= 220 and max(p["w"] for p in thin) == 99.0 and min(p["w"] for p in thin) == 0.0
+
+
+def test_full_envelopes_of_days_for_a_dispute(web: Web) -> None:
+    """The compact bundle drops most envelopes' signatures; the full envelopes of named days stay
+    available, byte for byte and still verifiable, to the unit's manager and evaluators only."""
+    from protocols.bundle import entries
+    from protocols.validate import check_signature, open_envelope
+    from tests.web.evidencehelp import AGENT
+
+    agent = store_nmr_records(web.dsn)
+    url = "/api/v1/instruments/ua-nmr/envelopes.bin"
+    day = START.date().isoformat()
+    r = web.as_("eva").get(url, params={"from": day})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/octet-stream" and "attachment" in r.headers["content-disposition"]
+    got = list(entries(r.content))
+    assert got
+    key = agent.key.public_key()
+    seqs: set[int] = set()
+    for _eid, _us, raw in got:
+        opened = open_envelope(raw)
+        check_signature(opened.body, key)  # as the agent signed it
+        assert opened.body["agent"] == AGENT
+        seqs |= {rec["seq"] for rec in opened.body["records"]}
+    assert seqs and min(seqs) == 1
+    assert web.as_("mgr-a").get(url, params={"from": day, "to": day}).content == r.content
+    assert web.as_("mgr-b").get(url, params={"from": day}).status_code == 404
+    assert web.client().get(url, params={"from": day}).status_code == 401
+    assert web.as_("eva").get(url, params={"from": "2025-01-01", "to": "2025-03-01"}).status_code == 422
+    assert web.as_("eva").get(url, params={"from": "2025-03-05", "to": "2025-03-04"}).status_code == 422
+    empty = web.as_("eva").get(url, params={"from": "2024-03-04"})
+    assert empty.status_code == 200 and empty.content == b""

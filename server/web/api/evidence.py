@@ -4,17 +4,23 @@ as pseudonyms."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
+from server.exports.evidence import MAX_DISPUTE_DAYS, full_envelopes
 from server.web import scope
+from server.web.auth import require_role
 from server.web.deps import Db, Derive, Who
+from server.web.errors import field_error
 from server.web.params import FromQuery, ToQuery, aware, check_range
 from server.web.services.evidence import interval_evidence
 from server.web.services.trend import utilization_trend
 
 router = APIRouter(prefix="/api/v1", tags=["intervals"])
+BIN = "application/octet-stream"
 
 
 @router.get("/instruments/{instrument_id}/evidence",
@@ -35,6 +41,31 @@ def get_evidence(
     with db.read() as conn:
         inst = scope.instrument(conn, who, instrument_id)
         return interval_evidence(conn, who, inst, t0, t1, derive.live_window_ms)
+
+
+@router.get("/instruments/{instrument_id}/envelopes.bin",
+            summary="An instrument's full signed envelopes of some days, byte for byte, for a dispute",
+            description="The evidence bundle keeps every record but only the signatures that close each day; "
+                        "this gives every kept envelope (re-sends included) holding a record of the local days "
+                        "`from`..`to` (at most 31), as entries `id int64 | received µs int64 | length uint32 | "
+                        "bytes` (big-endian, protocols/bundle.py). Operators, the unit's manager and evaluators.",
+            response_class=Response, responses={200: {"content": {BIN: {}}}})
+def instrument_envelopes(
+    instrument_id: str,
+    who: Who,
+    db: Db,
+    start: Annotated[date, Query(alias="from", examples=["2025-03-04"])],
+    end: Annotated[date | None, Query(alias="to", description="last day; default: `from`")] = None,
+) -> Response:
+    require_role(who, "operator", "unit_manager", "evaluator")
+    last = end or start
+    if last < start or (last - start).days >= MAX_DISPUTE_DAYS:
+        raise field_error("to", f"from..to must span 1..{MAX_DISPUTE_DAYS} days")
+    with db.read() as conn:
+        scope.instrument(conn, who, instrument_id)
+        body = b"".join(full_envelopes(conn, instrument_id, start, last))
+    name = f"jishi-envelopes-{instrument_id}-{start}_{last}.bin"
+    return Response(body, media_type=BIN, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/instruments/{instrument_id}/utilization-trend",
