@@ -138,7 +138,9 @@ class WebSettings(_Section):
     sse_keepalive_s: float = 15.0
     max_body_bytes: int = Field(1024 * 1024, description="largest request body outside the spreadsheet upload")
     pool_min: int = 1
-    pool_max: int = 8
+    pool_max: int = Field(8, description="database connections per web worker process")
+    workers: int = Field(0, ge=0, description="web worker processes sharing the port (each with its own pool and "
+                         "live listener); 0: one per CPU core")
     default_lang: str = "zh"
     rubric_path: str = Field("", description="the evaluators' rubric (TOML); empty: the sample shipped")
     low_use_threshold: float = 0.2
