@@ -17,13 +17,14 @@ import argparse
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from fastapi import FastAPI
 
 from server.config import ConfigError, Settings, load
-from server.web.app import create_app
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 _OVERRIDES_ENV = "JISHI_WEB_SERVE_OVERRIDES"
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,6 +37,8 @@ def workers_of(settings: Settings) -> int:
 
 def worker_app() -> FastAPI:
     """The app of one worker process (uvicorn's factory): settings as the supervisor loaded them."""
+    from server.web.app import create_app
+
     overrides: dict[str, Any] = json.loads(os.environ.get(_OVERRIDES_ENV) or "{}")
     level = os.environ.get(_OVERRIDES_ENV + "_LOG", "INFO")
     logging.basicConfig(level=level, format=_LOG_FORMAT)
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workers = workers_of(settings)
     if workers == 1:
+        from server.web.app import create_app  # here, not at the top: a supervisor of workers needs no app
+
         uvicorn.run(create_app(settings.web, settings.derive.params()), host=args.host, port=args.port,
                     log_level=args.log_level, proxy_headers=False)  # the app applies them, from trusted_proxies only
         return 0

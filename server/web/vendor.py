@@ -91,6 +91,6 @@ class StaticAssets(StaticFiles):
         response = await super().get_response(path, scope)
         if response.status_code in (200, 304):
             wanted = Request(scope).query_params.get("v")
-            current = static_digest(path) if wanted else None
-            response.headers["Cache-Control"] = IMMUTABLE if wanted == current else "no-cache"
+            current = bool(wanted) and wanted == static_digest(path)
+            response.headers["Cache-Control"] = IMMUTABLE if current else "no-cache"
         return response
