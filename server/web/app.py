@@ -45,6 +45,7 @@ from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
 from server.web.pages import setup as pages_setup
 from server.web.services.board import LiveHub
+from server.web.services.results import Results
 
 DESCRIPTION = """\
 Jishi (机时): verified machine-hours of shared research instruments.
@@ -89,6 +90,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.state.derive = derive if derive is not None else DeriveSettings().params()
     app.state.db = db
     app.state.hub = hub
+    app.state.results = Results(settings.report_cache_s, settings.report_cache_entries)
     errors.install(app)
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})

@@ -166,3 +166,18 @@ def test_two_workers_share_sessions_throttle_and_live_changes(make_web: Callable
                 codes.append(r.status_code)
                 seen.add(r.headers["x-worker"])
         assert codes[:5] == [401] * 5 and 429 in codes[5:], codes
+
+
+def test_reports_are_reused_until_an_audited_change(web: Web) -> None:
+    kept = web.app.state.results
+    c = web.as_("eva")
+    first = c.get("/units/ua/report?year=2025")
+    assert first.status_code == 200 and "X射线衍射仪" in first.text
+    computed = kept.computed
+    again = c.get("/units/ua/report?year=2025")
+    assert again.status_code == 200 and kept.computed == computed  # the same result, not computed again
+    assert web.as_("mgr-a").get("/units/ua/report?year=2025").status_code == 200 and kept.computed == computed
+    # a registry change (audited, by any process) is shown at once
+    web.sql("SELECT audit_as('test', true); UPDATE instruments SET name = '新名字衍射仪' WHERE id = 'ua-xrd'")
+    changed = c.get("/units/ua/report?year=2025")
+    assert "新名字衍射仪" in changed.text and kept.computed == computed + 1
