@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -76,6 +77,9 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Page handlers run in threads; more of them than twice the pool only wait for a connection
+        # while each holds its request and its own malloc arena (anyio's default is 40 threads).
+        to_thread.current_default_thread_limiter().total_tokens = max(4, 2 * settings.pool_max)
         db.open()
         hub.start()
         try:
