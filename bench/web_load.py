@@ -45,7 +45,7 @@ PAGES = ("board", "instrument", "report", "catalog", "overview")
 def locust_child(spec: dict[str, Any]) -> None:
     import random
 
-    import gevent
+    import gevent  # type: ignore[import-untyped]
     from locust import HttpUser, between, constant, events, task
     from locust.env import Environment
 
