@@ -73,7 +73,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     agents whose stored rows do not record their own) come from the entry point, loaded once there."""
     vendor.plotly_path()  # the chart library must be installed before anything starts
     db = Database(settings.dsn, settings.pool_min, settings.pool_max)
-    hub = LiveHub(settings.dsn, db, stale_s=settings.live_stale_s)
+    hub = LiveHub(settings.dsn, stale_s=settings.live_stale_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

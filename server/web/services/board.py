@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from starlette.concurrency import run_in_threadpool
+from psycopg.rows import dict_row
 
 from server import clock
 from server.store.conn import Conn
 from server.store.times import TZ
-from server.web.db import Database, rows
+from server.web.db import rows
 
 log = logging.getLogger(__name__)
 CHANNEL = "jishi_live"
@@ -135,16 +135,17 @@ class LiveHub:
     """LISTENs on jishi_live and fans changed tiles out to the open streams of this process.
 
     Every web worker runs one, so a stream works from any worker. Notifications are coalesced: while
-    one batch of changed instruments is being read, the next accumulates; each batch is ONE query
-    for the instruments whose unit has an open stream, and each tile is built once and handed to
+    one batch of changed instruments is being read, the next accumulates; each batch is ONE query,
+    on the hub's own connection (not the pages' pool or threads), for the instruments whose unit
+    has an open stream in this process, and each tile is built once and handed to
     every stream of its unit, so the cost does not grow with the number of open boards, and a
     burst of changes costs one round trip, not one per change and per board.
     """
 
-    def __init__(self, dsn: str, db: Database | None = None, *, stale_s: int = 900) -> None:
+    def __init__(self, dsn: str, *, stale_s: int = 900) -> None:
         self.dsn = dsn
-        self.db = db
         self.stale_s = stale_s
+        self._reader: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._subs: dict[str, set[Subscription]] = {}
         self._pending: dict[str, str | None] = {}
         self._wake = asyncio.Event()
@@ -190,27 +191,40 @@ class LiveHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _read(self, ids: list[str]) -> list[dict[str, Any]]:
-        assert self.db is not None
-        with self.db.read() as conn:
-            return tiles(conn, unit_id=None, ids=ids, stale_s=self.stale_s)
+    async def _read(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The tiles of `ids`, on the hub's own connection: never waiting for a page's thread or a
+        connection of the pool, however busy the pages are."""
+        if self._reader is None or self._reader.closed:
+            self._reader = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, row_factory=dict_row)
+        async with self._reader.cursor() as cur:
+            await cur.execute(_TILES.encode(), {"u": None, "ids": ids})
+            found = await cur.fetchall()
+        now, stale = clock.now(), timedelta(seconds=self.stale_s)
+        return [tile(r, now, stale) for r in found]
 
     async def _fan_out(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, {}
-            ids = sorted(i for i, u in batch.items() if u is None or u in self._subs)
-            if not ids or self.db is None:
-                continue
-            try:
-                found = await run_in_threadpool(self._read, ids)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the next batch or the streams' periodic refresh catches up
-                log.warning("live fan-out could not read %d tiles: %s", len(ids), exc)
-                continue
-            self.deliver(found)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch, self._pending = self._pending, {}
+                ids = sorted(i for i, u in batch.items() if u is None or u in self._subs)
+                if not ids:
+                    continue
+                try:
+                    found = await self._read(ids)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the next batch or the streams' periodic refresh catches up
+                    log.warning("live fan-out could not read %d tiles: %s", len(ids), exc)
+                    if self._reader is not None:
+                        await self._reader.close()
+                    self._reader = None
+                    continue
+                self.deliver(found)
+        finally:
+            if self._reader is not None:
+                await self._reader.close()
 
     async def _listen(self) -> None:
         delay = 0.5
