@@ -53,7 +53,7 @@ def read_streams(url: str, units: list[str], t_start: float, seconds: float, out
     whose `since` moved after the warm-up."""
     import httpx
 
-    lat: list[float] = []
+    lat: list[tuple[str, int, float]] = []  # (instrument, since in ms, arrival)
     lock = threading.Lock()
     end = time.time() + seconds
     with httpx.Client(base_url=url, timeout=30) as c:
@@ -80,7 +80,7 @@ def read_streams(url: str, units: list[str], t_start: float, seconds: float, out
                             s = datetime.fromisoformat(since).timestamp()
                             if s - t_start > WARMUP_S:
                                 with lock:
-                                    lat.append(now - s)
+                                    lat.append((t["id"], round(s * 1000), now))
                         if since:
                             last[t["id"]] = since
 
@@ -159,6 +159,7 @@ def main() -> None:
                                                   gap_check_every_s=5.0), tmp / f"w{k}.log")
                  for k in range(args.workers)]
         lat: list[float] = []
+        committed: dict[tuple[str, int], float] = {}  # (instrument, state since ms) -> seen by the follower
         stop_evt = threading.Event()
         t_start = time.time() + 3
 
@@ -170,6 +171,9 @@ def main() -> None:
                 t = datetime.fromisoformat(row["last_t"]).timestamp()
                 if t - t_start > WARMUP_S:
                     lat.append(now - t)
+                if row.get("state_since"):
+                    key = (row["instrument_id"], round(datetime.fromisoformat(row["state_since"]).timestamp() * 1000))
+                    committed.setdefault(key, now)
 
         listener = threading.Thread(target=listen, daemon=True)
         listener.start()
@@ -231,7 +235,9 @@ def main() -> None:
     print(f"publish -> LISTEN follower (every row):          {pcts(lat)}")
     for (label, _p, _u), got in zip(servers, results, strict=True):
         workers = "its defaults" if label != "this tree" else f"{args.web_workers} web worker(s)"
-        print(f"publish -> tile on the board ({label}, {workers}): {pcts(got)}")
+        print(f"publish -> tile on the board ({label}, {workers}): {pcts([a - s / 1000 for _i, s, a in got])}")
+        web = [a - committed[(i, s)] for i, s, a in got if (i, s) in committed]
+        print(f"   of which the web (commit seen by the follower -> tile on the board): {pcts(web)}")
 
 
 if __name__ == "__main__":
