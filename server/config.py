@@ -138,7 +138,13 @@ class WebSettings(_Section):
     sse_keepalive_s: float = 15.0
     max_body_bytes: int = Field(1024 * 1024, description="largest request body outside the spreadsheet upload")
     pool_min: int = 1
-    pool_max: int = 8
+    pool_max: int = Field(8, description="database connections per web worker process")
+    report_cache_s: float = Field(30.0, ge=0, description="how long a worker reuses a computed unit report, "
+                                  "overview or board utilization while nothing audited changed (derived hours "
+                                  "show within this time); 0: never reuse")
+    report_cache_entries: int = Field(64, ge=0, description="computed reports a worker keeps at most")
+    workers: int = Field(0, ge=0, description="web worker processes sharing the port (each with its own pool and "
+                         "live listener); 0: one per CPU core")
     default_lang: str = "zh"
     rubric_path: str = Field("", description="the evaluators' rubric (TOML); empty: the sample shipped")
     low_use_threshold: float = 0.2

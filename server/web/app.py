@@ -3,12 +3,12 @@ opens the database pool and the jishi_live listener."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
-from fastapi.staticfiles import StaticFiles
+from anyio import to_thread
+from fastapi import FastAPI
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from protocols.derive import Params
@@ -38,6 +38,7 @@ from server.web.api import alerts as alert_routes
 from server.web.api import bookings as booking_routes
 from server.web.db import Database
 from server.web.limits import BodyLimit
+from server.web.middleware import ResponseHeaders
 from server.web.pages import alerts as pages_alerts
 from server.web.pages import bookings as pages_bookings
 from server.web.pages import main as pages
@@ -45,6 +46,7 @@ from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
 from server.web.pages import setup as pages_setup
 from server.web.services.board import LiveHub
+from server.web.services.results import Results
 
 DESCRIPTION = """\
 Jishi (机时): verified machine-hours of shared research instruments.
@@ -61,8 +63,9 @@ Errors: `{"error": {"code", "message", "fields"?}}`; the message is Chinese, or 
 `Accept-Language: en` or `?lang=en`.
 """
 
-_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self';"
-        " connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
+# Never compressed: the live stream (a compressor buffers; each event must leave at once) and what is
+# compressed already. Starlette's list has the stream; it is named here so that stays true.
+_NO_GZIP = tuple(sorted({*DEFAULT_EXCLUDED_CONTENT_TYPES, "text/event-stream"}))
 
 
 def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
@@ -70,10 +73,13 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     agents whose stored rows do not record their own) come from the entry point, loaded once there."""
     vendor.plotly_path()  # the chart library must be installed before anything starts
     db = Database(settings.dsn, settings.pool_min, settings.pool_max)
-    hub = LiveHub(settings.dsn)
+    hub = LiveHub(settings.dsn, stale_s=settings.live_stale_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Page handlers run in threads; more of them than twice the pool only wait for a connection
+        # while each holds its request and its own malloc arena (anyio's default is 40 threads).
+        to_thread.current_default_thread_limiter().total_tokens = max(4, 2 * settings.pool_max)
         db.open()
         hub.start()
         try:
@@ -88,6 +94,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.state.derive = derive if derive is not None else DeriveSettings().params()
     app.state.db = db
     app.state.hub = hub
+    app.state.results = Results(settings.report_cache_s, settings.report_cache_entries)
     errors.install(app)
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})
@@ -107,18 +114,10 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.include_router(pages_bookings.router)
     app.include_router(pages.router)
     app.include_router(vendor.router)
-    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Content-Security-Policy", _CSP)
-        if not request.url.path.startswith(("/static/", "/vendor/")):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.mount("/static", vendor.StaticAssets(directory=str(vendor.STATIC_DIR)), name="static")
+    # pages, JSON and static files gzipped when asked for and worth it; never the live stream
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6, exclude_content_types=_NO_GZIP)
+    app.add_middleware(ResponseHeaders)  # outermost: security headers, Server-Timing, X-Worker
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, bool]:

@@ -48,6 +48,7 @@ templates.env.filters["pct"] = pct
 templates.env.filters["num"] = num
 templates.env.filters["local"] = local
 templates.env.globals["plotly_js"] = vendor.plotly_url()
+templates.env.globals["static"] = vendor.static_url
 
 
 def render(request: Request, name: str, who: Principal | None, status: int = 200, **ctx: Any) -> HTMLResponse:

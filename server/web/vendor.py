@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from functools import cache
+from functools import cache, lru_cache
 from importlib import metadata
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from server.web.errors import not_found
 
 BUNDLE = "plotly/package_data/plotly.min.js"
-_HEADERS = {"Cache-Control": "public, max-age=31536000, immutable", "Vary": "Accept-Encoding"}
+IMMUTABLE = "public, max-age=31536000, immutable"
+_HEADERS = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+STATIC_DIR = Path(__file__).parent / "static"
 
 router = APIRouter(include_in_schema=False)
 
@@ -63,3 +67,30 @@ def plotly_js(version: str, request: Request) -> Response:
         return Response(gz, media_type="text/javascript; charset=utf-8",
                         headers={**headers, "Content-Encoding": "gzip"})
     return Response(raw, media_type="text/javascript; charset=utf-8", headers=headers)
+
+
+# -- our own static files: versioned URLs --------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)  # the files of static/ (only existing files are ever asked for)
+def static_digest(name: str) -> str:
+    return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+
+
+def static_url(name: str) -> str:
+    """`/static/<name>?v=<digest of its content>`: the templates link assets by it, so a browser
+    may keep them for a year and a changed file gets a new URL."""
+    return f"/static/{name}?v={static_digest(name)}"
+
+
+class StaticAssets(StaticFiles):
+    """static/: a request carrying the file's current digest (`static_url`) may be cached for a
+    year (`immutable`); any other (an old page's digest, or none) must revalidate (ETag)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code in (200, 304):
+            wanted = Request(scope).query_params.get("v")
+            current = bool(wanted) and wanted == static_digest(path)
+            response.headers["Cache-Control"] = IMMUTABLE if current else "no-cache"
+        return response

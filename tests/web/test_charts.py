@@ -110,6 +110,7 @@ def test_plotly_is_served_from_the_installed_package(web: Web) -> None:
     assert missing.status_code == 404
     # the pages load it by that URL; the repo holds no copy of it
     page = web.as_("mgr-a").get("/instruments/ua-nmr").text
-    assert f'<script src="{url}" defer></script>' in page and '<script src="/static/charts.js" defer>' in page
+    charts_js = vendor.static_url("charts.js")
+    assert f'<script src="{url}" defer></script>' in page and f'<script src="{charts_js}" defer>' in page
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert not [f for f in tracked.splitlines() if "plotly" in f.lower() and f.endswith(".js")]

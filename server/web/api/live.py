@@ -1,5 +1,6 @@
 """Live state of a unit's instruments: a snapshot, and a server-sent event stream that pushes a
-tile within a second of a change being announced on `jishi_live`."""
+tile as soon as a change announced on `jishi_live` has been read (server/web/services/board.py,
+`LiveHub`: one read per batch of changes for all the streams of a worker)."""
 
 from __future__ import annotations
 
@@ -50,54 +51,51 @@ def _still_allowed(db: Database, request: Request, unit_id: str) -> bool:
     return p is not None and p.can_read_unit(unit_id)
 
 
+def _scope(db: Database, who: auth.Principal, unit_id: str) -> None:
+    with db.read() as conn:
+        scope.unit(conn, who, unit_id)
+
+
 @router.get("/units/{unit_id}/live/stream", summary="Server-sent events: `snapshot`, then `tile` on every change",
             response_class=StreamingResponse)
 async def live_stream(unit_id: str, request: Request, who: Who, db: Db, settings: Settings) -> StreamingResponse:
-    with db.read() as conn:
-        scope.unit(conn, who, unit_id)
+    await run_in_threadpool(_scope, db, who, unit_id)  # never wait for a pool connection on the event loop
     hub: board.LiveHub = request.app.state.hub
 
     async def events() -> AsyncIterator[str]:
-        q = hub.subscribe()
+        sub = hub.subscribe(unit_id)  # before the snapshot: a change committed meanwhile is not lost
         try:
             tiles = await run_in_threadpool(snapshot, db, settings, hub, unit_id)
-            mine = {t["id"] for t in tiles}
             yield "retry: 2000\n\n"
             yield _event("snapshot", tiles)
             last_full = time.monotonic()
             while True:
                 try:
-                    first = await asyncio.wait_for(q.get(), timeout=settings.sse_keepalive_s)
+                    first = await asyncio.wait_for(sub.queue.get(), timeout=settings.sse_keepalive_s)
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
-                    if time.monotonic() - last_full >= settings.live_refresh_s:
+                    if sub.overflow or time.monotonic() - last_full >= settings.live_refresh_s:
                         # Periodic full refresh: today's hours tick, silent agents turn offline, and
                         # a session that expired or lost its rights ends the stream.
                         if not await run_in_threadpool(_still_allowed, db, request, unit_id):
                             yield _event("expired", {})
                             return
+                        sub.overflow = False
                         tiles = await run_in_threadpool(snapshot, db, settings, hub, unit_id)
-                        mine = {t["id"] for t in tiles}
                         last_full = time.monotonic()
                         yield _event("snapshot", tiles)
                     else:
                         yield ": keepalive\n\n"
                     continue
-                ids = {first}
-                while not q.empty():
-                    ids.add(q.get_nowait())
-                if ids - mine:
-                    # Perhaps an instrument registered since the stream opened: re-read the set.
-                    tiles = await run_in_threadpool(snapshot, db, settings, hub, unit_id)
-                    mine = {t["id"] for t in tiles}
-                wanted = sorted(ids & mine)
-                if not wanted:
-                    continue
-                for t in await run_in_threadpool(snapshot, db, settings, hub, unit_id, wanted):
-                    yield _event("tile", t)
+                # the hub built each tile once for every stream of the unit; send the newest of each
+                latest = {first["id"]: first}
+                while not sub.queue.empty():
+                    t = sub.queue.get_nowait()
+                    latest[t["id"]] = t
+                yield "".join(_event("tile", t) for t in latest.values())
         finally:
-            hub.unsubscribe(q)
+            hub.unsubscribe(sub)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -16,6 +16,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from server import clock
 from server.evaluation.period import Period
+from server.store.conn import Conn
+from server.store.times import TZ
 from server.web import audit, auth, scope
 from server.web.cookies import set_session_cookie
 from server.web.db import rows
@@ -25,11 +27,18 @@ from server.web.i18n import request_lang, t, t_or
 from server.web.params import aware, check_range
 from server.web.services import board, catalog, charts, evaluation, plausibility
 from server.web.services.evidence import MAX_SPAN, interval_evidence
+from server.web.services.results import Results
 from server.web.services.timeline import SPANS, timeline
 from server.web.services.trend import utilization_trend
 from server.web.templating import home_of, local, need, render
 
 router = APIRouter(include_in_schema=False)
+
+
+def results(request: Request) -> Results:
+    """This worker's computed reports (services/results.py)."""
+    r: Results = request.app.state.results
+    return r
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -93,7 +102,8 @@ def board_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: 
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
         tiles = board.tiles(conn, unit_id=unit_id, stale_s=settings.live_stale_s)
-        util = board.year_utilization(conn, unit_id)
+    util = results(request).get(db, ("year_utilization", unit_id, clock.now().astimezone(TZ).year),
+                                lambda c: board.year_utilization(c, unit_id))
     return render(request, "board.html", p, unit=u, tiles=tiles, util=util, low=settings.low_use_threshold)
 
 
@@ -211,7 +221,8 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
     period_ = _year(year, period)
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
-        rep = evaluation.unit_report(conn, settings, period_, unit_id).as_dict()
+    rep = results(request).get(db, ("unit_report", period_.label, unit_id),
+                               lambda c: evaluation.unit_report(c, settings, period_, unit_id).as_dict())
     insts = rep["instruments"]
     util_chart = charts.hbars(
         [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
@@ -247,7 +258,7 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
     from server.evaluation.indicators import compute
     from server.exports import closing
 
-    with db.read() as conn:
+    def overview(conn: Conn) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
         snap = closing.current(conn, period_.label)
         if snap is not None:  # a closed period: the snapshot's scores; the low-use review stays live
             rep = closing.region_view(conn, snap).as_dict()
@@ -257,6 +268,10 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
             rep = report_mod.region_report(result).as_dict()
             ev = result.evaluation
         low, low_units = review.low_use(ev, settings.low_use_threshold)
+        return rep, [x.as_dict() for x in low], low_units
+
+    rep, low, low_units = results(request).get(db, ("overview", period_.label, sample, seed), overview)
+    with db.read() as conn:
         dup = ([c.as_dict() for c in review.duplicate_review(conn, period_, classification_code=code.strip(),
                                                              specs=specs, location=location)]
                if code.strip() else None)
@@ -275,7 +290,7 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
     grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
                                title=t(lang, "overview.grades"), lang=lang)
     return render(request, "overview.html", p, rep=rep, scores=scores, period=period_, units_chart=units_chart,
-                  grade_chart=grade_chart, low=[x.as_dict() for x in low], low_units=low_units,
+                  grade_chart=grade_chart, low=low, low_units=low_units,
                   low_pct=round(settings.low_use_threshold * 100), dup=dup, code=code, specs=specs,
                   location=location, sample=sample, seed=period_.start.year if seed is None else seed)
 

@@ -3,8 +3,9 @@ the hub that tells open boards when something changed.
 
 The source is the ingest's `live_state` (migration 002, server/ingest/live.py): ingest updates a row in
 the transaction that stores the records and queues `NOTIFY jishi_live, '<row as JSON>'`, which
-PostgreSQL delivers on commit. The web runs in its own process, so it LISTENs; on a notification
-it re-reads that instrument's row (committed by then) joined with the registry, and pushes it.
+PostgreSQL delivers on commit. The web runs in its own processes, so each LISTENs; notifications are
+coalesced into batches, each batch re-read (committed by then) joined with the registry in one
+query, and every tile pushed to the streams of its unit (`LiveHub`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from server import clock
 from server.store.conn import Conn
@@ -38,16 +40,6 @@ FROM instruments i LEFT JOIN live_state l ON l.instrument_id = i.id
 WHERE (%(u)s::text IS NULL OR i.unit_id = %(u)s) AND (%(ids)s::text[] IS NULL OR i.id = ANY(%(ids)s::text[]))
 ORDER BY i.id
 """
-
-
-def instrument_of(payload: str) -> str | None:
-    """The instrument a jishi_live notification concerns (a live_state row as JSON)."""
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        return None
-    iid = doc.get("instrument_id") if isinstance(doc, dict) else None
-    return iid if isinstance(iid, str) else None
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -117,38 +109,124 @@ def year_utilization(conn: Conn, unit_id: str, now: datetime | None = None) -> d
     return {f.id: f.utilization.verified for f in ev.unit_instruments(unit_id)}
 
 
-class LiveHub:
-    """LISTENs on jishi_live and fans instrument ids out to the open boards (asyncio queues)."""
+def unit_of(payload: str) -> tuple[str, str | None] | None:
+    """(instrument, unit) of a jishi_live notification (a live_state row as JSON); None if neither."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("instrument_id"), str):
+        return None
+    unit = doc.get("unit_id")
+    return doc["instrument_id"], unit if isinstance(unit, str) else None
 
-    def __init__(self, dsn: str) -> None:
+
+class Subscription:
+    """One open stream: the tiles of its unit as they change. `overflow` says the stream fell so far
+    behind that tiles were dropped; it then sends a full snapshot instead."""
+
+    def __init__(self, unit_id: str) -> None:
+        self.unit_id = unit_id
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self.overflow = False
+
+
+class LiveHub:
+    """LISTENs on jishi_live and fans changed tiles out to the open streams of this process.
+
+    Every web worker runs one, so a stream works from any worker. Notifications are coalesced: while
+    one batch of changed instruments is being read, the next accumulates; each batch is ONE query,
+    on the hub's own connection (not the pages' pool or threads), for the instruments whose unit
+    has an open stream in this process, and each tile is built once and handed to
+    every stream of its unit, so the cost does not grow with the number of open boards, and a
+    burst of changes costs one round trip, not one per change and per board.
+    """
+
+    def __init__(self, dsn: str, *, stale_s: int = 900) -> None:
         self.dsn = dsn
-        self._subs: set[asyncio.Queue[str]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self.stale_s = stale_s
+        self._reader: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        self._subs: dict[str, set[Subscription]] = {}
+        self._pending: dict[str, str | None] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()
 
-    def subscribe(self) -> asyncio.Queue[str]:
-        q: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
-        self._subs.add(q)
-        return q
+    def subscribe(self, unit_id: str) -> Subscription:
+        sub = Subscription(unit_id)
+        self._subs.setdefault(unit_id, set()).add(sub)
+        return sub
 
-    def unsubscribe(self, q: asyncio.Queue[str]) -> None:
-        self._subs.discard(q)
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.unit_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.unit_id]
 
-    def publish(self, instrument_id: str) -> None:
-        for q in list(self._subs):
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(instrument_id)
+    def notified(self, instrument_id: str, unit_id: str | None) -> None:
+        """A change of `instrument_id` (in `unit_id`, if the notification said): read at the next batch."""
+        if unit_id is not None and unit_id not in self._subs:
+            return  # nobody watches that unit here
+        self._pending[instrument_id] = unit_id
+        self._wake.set()
+
+    def deliver(self, tiles: list[dict[str, Any]]) -> None:
+        for t in tiles:
+            for sub in list(self._subs.get(t["unit_id"], ())):
+                try:
+                    sub.queue.put_nowait(t)
+                except asyncio.QueueFull:
+                    sub.overflow = True
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="jishi-live-listen")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen(), name="jishi-live-listen"),
+                       loop.create_task(self._fan_out(), name="jishi-live-fan-out")]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
-    async def _run(self) -> None:
+    async def _read(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The tiles of `ids`, on the hub's own connection: never waiting for a page's thread or a
+        connection of the pool, however busy the pages are."""
+        if self._reader is None or self._reader.closed:
+            self._reader = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, row_factory=dict_row)
+        async with self._reader.cursor() as cur:
+            await cur.execute(_TILES.encode(), {"u": None, "ids": ids})
+            found = await cur.fetchall()
+        now, stale = clock.now(), timedelta(seconds=self.stale_s)
+        return [tile(r, now, stale) for r in found]
+
+    async def _fan_out(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch, self._pending = self._pending, {}
+                ids = sorted(i for i, u in batch.items() if u is None or u in self._subs)
+                if not ids:
+                    continue
+                try:
+                    found = await self._read(ids)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the next batch or the streams' periodic refresh catches up
+                    log.warning("live fan-out could not read %d tiles: %s", len(ids), exc)
+                    if self._reader is not None:
+                        await self._reader.close()
+                    self._reader = None
+                    continue
+                self.deliver(found)
+        finally:
+            if self._reader is not None:
+                await self._reader.close()
+
+    async def _listen(self) -> None:
         delay = 0.5
         while True:
             try:
@@ -157,11 +235,11 @@ class LiveHub:
                     self.listening.set()
                     delay = 0.5
                     async for n in conn.notifies():
-                        iid = instrument_of(n.payload)
-                        if iid is None:
+                        got = unit_of(n.payload)
+                        if got is None:
                             log.warning("ignoring %s notification without instrument_id: %.200s", CHANNEL, n.payload)
                         else:
-                            self.publish(iid)
+                            self.notified(*got)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database restarted or went away: retry, never die
