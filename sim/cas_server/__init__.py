@@ -47,10 +47,12 @@ class CasServer:
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen([sys.executable, "-m", "sim.cas_server.serve", str(self.port)], cwd=REPO,
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = self.proc
         try:
-            wait_for_port("127.0.0.1", self.port, self.start_timeout_s, alive=lambda: self.proc and self.proc.poll() is None)
+            wait_for_port("127.0.0.1", self.port, self.start_timeout_s, alive=lambda: proc.poll() is None)
         except (RuntimeError, TimeoutError) as e:
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr and self.proc.poll() is not None else ""
+            dead = proc.poll() is not None and proc.stderr is not None
+            err = proc.stderr.read().decode(errors="replace") if dead and proc.stderr else ""
             self.stop()
             raise RuntimeError(f"the CAS server did not start: {e} {err[-800:]}") from None
         return self

@@ -20,7 +20,8 @@ def main() -> None:
     call_command("migrate", verbosity=0, interactive=False)
     for login, u in json.loads(os.environ.get("JISHI_CAS_USERS", "{}")).items():
         user, _ = User.objects.get_or_create(username=login)
-        user.first_name, user.last_name, user.email = u.get("first_name", ""), u.get("last_name", ""), u.get("email", "")
+        user.first_name, user.last_name = u.get("first_name", ""), u.get("last_name", "")
+        user.email = u.get("email", "")
         user.set_password(u["password"])
         user.save()
     call_command("runserver", f"127.0.0.1:{sys.argv[1]}", use_reloader=False, use_threading=True, verbosity=0)
