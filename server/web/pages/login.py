@@ -135,4 +135,4 @@ def registrations_page(request: Request, who: MaybeWho, db: Db, status: str = "p
     p = need(who)
     with db.read() as conn:
         regs = login.registrations(conn, p, status if status in ("pending", "confirmed", "declined") else None)
-    return render(request, "registrations.html", p, regs=regs, status=status)
+    return render(request, "registrations.html", p, regs=regs, shown=status)

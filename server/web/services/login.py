@@ -287,7 +287,7 @@ def decide(db: Database, who: Principal, reg_id: int, verdict: Literal["confirme
         if row is None:
             raise not_found("what.registration", reg_id)
         if row["status"] != "pending":
-            raise ApiError(409, "decided", "err.registration_decided", status=row["status"])
+            raise ApiError(409, "decided", "err.registration_decided", state=row["status"])
         conn.execute("UPDATE person_registrations SET status = %s, decided_by = %s, decided_at = %s, note = %s"
                      " WHERE id = %s", (verdict, who.actor, clock.now(), note[:500], reg_id))
         out = one(conn, f"{_LIST} WHERE r.id = %s", (reg_id,))
