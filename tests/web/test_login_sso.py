@@ -232,3 +232,19 @@ def test_cas_answers_with_entities_are_refused() -> None:
     assert e.value.reason == "cas_bad_xml"
     with pytest.raises(sso.SsoError):
         sso.parse_cas_response(b"<html>login</html>")
+
+
+def test_provider_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from server.config import WebSettings, load
+
+    with pytest.raises(ValidationError, match="issuer and client_id"):
+        LoginProvider(id="x", kind="oidc")
+    with pytest.raises(ValidationError, match="cas_url"):
+        LoginProvider(id="x", kind="cas")
+    with pytest.raises(ValidationError, match="unique"):
+        WebSettings(login_providers=[LoginProvider(id="a", kind="cas", cas_url="https://c/cas")] * 2)
+    monkeypatch.setenv("JISHI_WEB__LOGIN_PROVIDERS", '[{"id": "imu", "kind": "cas", "cas_url": "https://cas/cas"}]')
+    got = load().web.login_provider("imu")
+    assert got is not None and got.cas_version == 3 and got.label_zh == "统一身份认证登录"
