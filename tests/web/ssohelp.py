@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -86,10 +86,11 @@ def _to_app(location: str) -> str:
     return parts.path + ("?" + parts.query if parts.query else "")
 
 
-def idp_login(app: TestClient, start: str, login: str, password: str = PROVIDER_PASSWORD) -> tuple[httpx.Response,
-                                                                                                    str]:
+def idp_login(app: TestClient, start: str, login: str, password: str = PROVIDER_PASSWORD,
+              before_callback: Callable[[], object] | None = None) -> tuple[httpx.Response, str]:
     """Start the app's OIDC login at `start`, fill the provider's login form, and return (the
-    app's answer to the callback, the callback path it was given)."""
+    app's answer to the callback, the callback path it was given); `before_callback` runs when
+    the provider has answered, before the browser reaches the app."""
     r = app.get(start, follow_redirects=False)
     assert r.status_code == 303, r.text
     with httpx.Client(follow_redirects=False, timeout=10) as idp:
@@ -108,6 +109,8 @@ def idp_login(app: TestClient, start: str, login: str, password: str = PROVIDER_
             assert resp.status_code in (302, 303), resp.text[:500]
             resp = idp.get(urljoin(str(resp.url), location))
     callback = _to_app(location)
+    if before_callback is not None:
+        before_callback()
     return app.get(callback, follow_redirects=False), callback
 
 

@@ -41,6 +41,10 @@ def test_oidc_login_maps_to_the_person_and_keeps_next(make_web: Callable[..., We
     assert phone.get("/api/v1/registrations").status_code == 401
     assert web.sql("SELECT count(*) FROM audit_log WHERE table_name = 'person_sessions' AND actor LIKE"
                    " 'person:p-zhang%%'")[0][0] == 1
+    # logging out needs the session's CSRF token
+    assert phone.post("/me/logout", data={"csrf_token": "forged"}).status_code == 403
+    r = phone.post("/me/logout", data={"csrf_token": str(me["csrf_token"])}, follow_redirects=False)
+    assert r.status_code == 303 and phone.get("/api/v1/auth/person").status_code == 401
 
 
 def test_unknown_login_registers_and_only_its_unit_manager_confirms(make_web: Callable[..., Web],
@@ -132,6 +136,11 @@ def test_tampered_or_foreign_state_is_refused(make_web: Callable[..., Web], oidc
     assert other.get("/api/v1/auth/person").status_code == 401
     # and the same callback again in the first browser: the state was used once
     assert phone.get(callback, follow_redirects=False).status_code == 400
+    # an ID token whose nonce is not the one this login sent: refused
+    fresh = web.client()
+    r, _ = idp_login(fresh, "/login/sso/uni", "zhang",
+                     before_callback=lambda: web.sql("UPDATE login_flows SET nonce = 'another-login'"))
+    assert r.status_code == 401 and fresh.get("/api/v1/auth/person").status_code == 401
 
 
 @pytest.mark.parametrize("bad", ["https://evil.example/x", "//evil.example/x", "/\\evil.example", "/\\/evil.example",
