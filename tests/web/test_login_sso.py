@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from server.config import LoginProvider
+from server.evaluation.sql import IDENTITY_CLASS
 from server.web import sso
 from server.web.params import safe_next
 from tests.web.conftest import Web
@@ -36,6 +37,9 @@ def test_oidc_login_maps_to_the_person_and_keeps_next(make_web: Callable[..., We
     assert r.status_code == 303 and r.headers["location"] == "/c/AB12CD"
     me = _person(phone, web)
     assert (me["user_id"], me["unit_id"], me["org_id"], me["status"]) == ("p-zhang", "ua", "ext-co", "confirmed")
+    # a login identity is no agent's: it never reaches the evaluation's identity classes (bundles, reports)
+    classes = web.sql(f"SELECT method FROM ({IDENTITY_CLASS}) c WHERE c.user_id = 'p-zhang'")
+    assert classes == [("os",)]
     # a person is never a staff principal: staff routes do not see the person's cookie
     assert phone.get("/api/v1/auth/me").status_code == 401
     assert phone.get("/api/v1/registrations").status_code == 401
