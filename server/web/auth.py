@@ -360,3 +360,10 @@ def person_current(request: Request) -> Person:
     if p is None:
         raise ApiError(401, "unauthenticated", "err.unauthenticated")
     return p
+
+
+def require_confirmed(p: Person) -> None:
+    """Booking and check-in are for confirmed people: a pending (待确认) or declined registrant
+    may log in and see their status, nothing more (403 `person_pending`)."""
+    if not p.confirmed:
+        raise ApiError(403, "person_pending", "err.person_pending")

@@ -261,3 +261,28 @@ def test_provider_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JISHI_WEB__LOGIN_PROVIDERS", '[{"id": "imu", "kind": "cas", "cas_url": "https://cas/cas"}]')
     got = load().web.login_provider("imu")
     assert got is not None and got.cas_version == 3 and got.label_zh == "统一身份认证登录"
+
+
+def test_only_confirmed_people_pass_the_check_in_gate() -> None:
+    from dataclasses import replace
+
+    from server.web.auth import Person, require_confirmed
+    from server.web.errors import ApiError
+
+    p = Person(user_id="reg-1", name="李四", org_id="org-b", org_name="乙研究所", unit_id="ub", status="pending",
+               provider="uni", subject="newbie", csrf_token="x")
+    for status in ("pending", "declined"):
+        with pytest.raises(ApiError) as e:
+            require_confirmed(replace(p, status=status))  # type: ignore[arg-type]
+        assert (e.value.status, e.value.code) == (403, "person_pending")
+    require_confirmed(replace(p, status="confirmed"))
+
+
+def test_an_unreachable_provider_is_a_clear_page(make_web: Callable[..., Web]) -> None:
+    from sim.devstack import free_port
+
+    web = make_web(login_providers=[{"id": "uni", "kind": "oidc", "issuer": f"http://127.0.0.1:{free_port()}",
+                                     "client_id": "jishi", "timeout_s": 2}])
+    r = web.client().get("/login/sso/uni?next=/c/AB", follow_redirects=False)
+    assert r.status_code == 502 and "暂时无法连接统一身份认证服务" in r.text
+    assert web.client().get("/login/sso/nope", follow_redirects=False).status_code == 404
