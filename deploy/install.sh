@@ -3,7 +3,9 @@
 #   - Debian packages: Mosquitto, PostgreSQL, RabbitMQ, a compiler, cmake, python3-venv;
 #   - TimescaleDB for the installed PostgreSQL (Debian 13: the distribution's package;
 #     Debian 12: built, Apache-only, from Debian trixie's source package);
-#   - a virtualenv at .venv with the project installed editable with all extras.
+#   - a virtualenv at .venv with the project installed editable with all extras;
+#   - the test/demo OpenID Connect provider (node `oidc-provider`, the version pinned in
+#     sim/oidc/package-lock.json) in sim/oidc/node_modules, by `npm ci` from the npm registry.
 #
 # Idempotent and quiet: every step first checks whether its work is already done, so a second
 # run prints nothing and takes well under a second. Noisy output goes to var/install.log;
@@ -219,13 +221,32 @@ install_venv() {
   touch "$STAMP"
 }
 
+# The university-login tests and the demo run a real OpenID Connect provider: node `oidc-provider`
+# (v8 needs node >= 18; Debian 12 ships 18.19, Debian 13 20.x), installed from the lock file into
+# sim/oidc/node_modules (git-ignored). Redone only when the lock file is newer than the stamp.
+install_oidc_provider() {
+  local dir="$REPO/sim/oidc" stamp="$REPO/sim/oidc/node_modules/.jishi-installed"
+  if [[ -f "$stamp" && "$stamp" -nt "$dir/package-lock.json" ]]; then
+    return 0
+  fi
+  say "installing the test OpenID Connect provider (npm ci in sim/oidc)"
+  (cd "$dir" && run npm ci --no-audit --no-fund --omit=dev)
+  touch "$stamp"
+}
+
 # rabbitmq-server: the three-node broker cluster of tests/cluster (sim/rabbitcluster.py), private
 # nodes on free ports like the rest; the system service is not started (policy-rc.d above)
 apt_install mosquitto mosquitto-clients postgresql postgresql-contrib \
   build-essential cmake python3-venv python3-dev rabbitmq-server
+# Debian's nodejs and npm, unless a node with npm is there already (e.g. NodeSource's nodejs, which
+# bundles npm and conflicts with Debian's npm package)
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt_install nodejs npm
+fi
 install_timescaledb
 remove_policy
 install_venv
+install_oidc_provider
 if [[ -n "$SETUP_DB" ]]; then
   say "creating database $SETUP_DB and its roles on the system PostgreSQL"
   "${SUDO[@]}" "$REPO/deploy/db-roles.sh" "$SETUP_DB"

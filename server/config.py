@@ -113,6 +113,44 @@ class MetricsSettings(_Section):
     port: int = Field(9108, ge=0, le=65535, description="0: do not serve /metrics")
 
 
+class LoginProvider(_Section):
+    """One university login (统一身份认证) people may use: CAS 2.0/3.0 or OpenID Connect.
+
+    The login maps `<id>:<subject>` to a person through identity_map (method `login`); people it
+    does not map register themselves and wait for confirmation (docs/operations.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9_-]{1,32}$", description="short name, part of the identity and of the URLs")
+    kind: Literal["oidc", "cas"]
+    label_zh: str = Field("统一身份认证登录", min_length=1, max_length=60, description="button text, Chinese")
+    label_en: str = Field("University login", min_length=1, max_length=60, description="button text, English")
+    unit_id: str = Field("", description="when set, only this unit's identity map is consulted (the unit that "
+                         "runs the provider); empty: any unit's, if exactly one person is named")
+    # OpenID Connect
+    issuer: str = Field("", description="OIDC issuer URL; its /.well-known/openid-configuration is read")
+    client_id: str = ""
+    client_secret: str = ""
+    scopes: str = "openid profile email"
+    subject_claim: str = Field("sub", description="the claim that is the person's key: sub, preferred_username, "
+                               "email, or a university's own (e.g. a staff number)")
+    name_claim: str = Field("name", description="the claim (OIDC) or attribute (CAS 3.0) with the display name")
+    # CAS
+    cas_url: str = Field("", description="CAS server base URL, e.g. https://cas.example.edu.cn/cas")
+    cas_version: Literal[2, 3] = Field(3, description="2: /serviceValidate; 3: /p3/serviceValidate with attributes")
+    cas_subject_attribute: str = Field("", description="CAS 3.0 attribute that is the person's key; empty: the "
+                                       "CAS user")
+    timeout_s: float = Field(10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _complete(self) -> LoginProvider:
+        if self.kind == "oidc" and not (self.issuer and self.client_id):
+            raise ValueError(f"login provider {self.id}: an OIDC provider needs issuer and client_id")
+        if self.kind == "cas" and not self.cas_url:
+            raise ValueError(f"login provider {self.id}: a CAS provider needs cas_url")
+        return self
+
+
 class WebSettings(_Section):
     """The web process's section; tests build it directly (`WebSettings(dsn=...)`)."""
 
@@ -155,6 +193,22 @@ class WebSettings(_Section):
     snapshot_key_file: str = Field("", description="the server's Ed25519 key (PKCS#8 PEM, `jishi period keygen`) "
                                    "that signs the snapshots of closed evaluation periods; empty: no closing from "
                                    "the web")
+    login_providers: tuple[LoginProvider, ...] = Field((), description="university logins (CAS, OIDC) offered "
+                                                       "on the login page next to the local password form")
+    public_url: str = Field("", description="the site's external base URL (https://jishi.example.edu.cn), used in "
+                            "the redirect URI / CAS service URL; empty: taken from the request")
+    registration_ttl_s: int = Field(1800, description="how long an unknown login may take to fill in the "
+                                    "self-registration form")
+
+    @model_validator(mode="after")
+    def _unique_providers(self) -> WebSettings:
+        ids = [p.id for p in self.login_providers]
+        if len(ids) != len(set(ids)):
+            raise ValueError("web.login_providers: the ids must be unique")
+        return self
+
+    def login_provider(self, provider_id: str) -> LoginProvider | None:
+        return next((p for p in self.login_providers if p.id == provider_id), None)
 
 
 class Settings(BaseSettings):

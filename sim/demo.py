@@ -62,7 +62,7 @@ from sim import backfill, demo_alerts, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
 from sim.devstack import MosquittoServer, PostgresServer, free_port, role_dsn, service_dir
 from sim.history import VirtualAgent, envelopes, profile
-from sim.model import HOUR, TZ, InstrumentSpec, Truth, generate, ms, write_truth
+from sim.model import HOUR, TZ, InstrumentSpec, Person, Truth, generate, ms, write_truth
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "jishi-demo"
@@ -84,6 +84,51 @@ def gateway_id(unit: str) -> str:
 def through_gateway(specs: list[InstrumentSpec]) -> list[InstrumentSpec]:
     """The instruments the gateway watches (the rest run an agent each)."""
     return [s for s in specs if s.unit_id == GATEWAY_UNIT and s.detection in GATEWAY_DETECTION]
+
+
+OIDC_CLIENT = ("jishi-demo", "jishi-demo-secret")
+OIDC_PASSWORD = "demo-idp"
+
+
+def oidc_demo_people() -> list[tuple[str, Person]]:
+    """The demo OIDC provider's users mapped to demo people: a member of IMU and an outside user
+    of an enterprise; the provider's `newcomer` maps to nobody (the self-registration)."""
+    inside = next(p for p in PEOPLE if p.mapped and not p.external and p.unit_id == "imu")
+    outside = next(p for p in PEOPLE if p.mapped and p.external)
+    return [("teacher", inside), ("visitor", outside)]
+
+
+def start_oidc_provider(children: Children, port: int, web_url: str) -> dict[str, Any] | None:
+    """Start the demo's OpenID Connect provider (node oidc-provider, sim/oidc) without waiting
+    for it (the web reads its discovery document at the first login); None without node."""
+    from sim import oidc_provider
+
+    why = oidc_provider.available()
+    if why:
+        say(f"no university login in this demo: {why}")
+        return None
+    users: dict[str, dict[str, Any]] = {
+        login: {"password": OIDC_PASSWORD, "claims": {"name": p.name, "email": f"{login}@example.edu.cn"}}
+        for login, p in oidc_demo_people()}
+    users["newcomer"] = {"password": OIDC_PASSWORD, "claims": {"name": "新用户", "email": "newcomer@example.com"}}
+    issuer = f"http://127.0.0.1:{port}"
+    cfg = {"issuer": issuer, "port": port, "host": "127.0.0.1", "users": users,
+           "clients": [{"client_id": OIDC_CLIENT[0], "client_secret": OIDC_CLIENT[1],
+                        "redirect_uris": [f"{web_url}/login/sso/demo/callback"]}]}
+    children.start("oidc-provider", ["node", str(oidc_provider.SCRIPT)], cwd=oidc_provider.HERE,
+                   env=_env() | {"JISHI_OIDC_CONFIG": json.dumps(cfg), "NODE_ENV": "production"})
+    return {"id": "demo", "kind": "oidc", "label_zh": "统一身份认证登录（演示）", "label_en": "University login (demo)",
+            "issuer": issuer, "client_id": OIDC_CLIENT[0], "client_secret": OIDC_CLIENT[1],
+            "subject_claim": "sub"}
+
+
+def map_oidc_people(dsn: str) -> None:
+    """identity_map rows `login` `demo:<login>` for the provider's demo users (idempotent)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT audit_as('demo-seed', true)")
+        for login, p in oidc_demo_people():
+            conn.execute("INSERT INTO identity_map (unit_id, method, identifier, user_id) VALUES (%s, 'login', %s, %s)"
+                         " ON CONFLICT DO NOTHING", (p.unit_id, f"demo:{login}", p.id))
 
 
 def say(msg: str) -> None:
@@ -391,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
             "[metrics]\nport = 0\n")
         children.start("ingest", [sys.executable, "-m", "server.cli", "--config", str(ingest_cfg), "ingest"])
         web_env = _env() | {"JISHI_WEB_MQTT_HOST": broker.host, "JISHI_WEB_MQTT_PORT": str(broker.port)}
+        oidc_port = _port(state.get("oidc_port", 8090))
+        state["oidc_port"] = oidc_port
+        sso = start_oidc_provider(children, oidc_port, f"http://127.0.0.1:{web_port}")
+        if sso is not None:
+            map_oidc_people(dsn)
+            web_env["JISHI_WEB__LOGIN_PROVIDERS"] = json.dumps([sso])
         # each process connects as its own database role (server/db/grants.sql); the owner only migrates
         # and seeds
         children.start("web", [sys.executable, "-m", "server.web.serve", "--dsn", role_dsn(dsn, "jishi_web"),
@@ -481,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  logins (password for all: {PASSWORD}):", flush=True)
         for lg in seed.DEMO_LOGINS:
             print(f"    {lg.login:<14} {lg.role:<13} {lg.display_name}", flush=True)
+        if sso is not None:
+            people = ", ".join(f"{lg} ({p.name}, {p.org_id})" for lg, p in oidc_demo_people())
+            print(f"  university login (统一身份认证登录, demo OIDC provider {sso['issuer']}; password"
+                  f" {OIDC_PASSWORD}): {people};", flush=True)
+            print(f"    newcomer (unknown: registers, confirmed at {url}/registry/registrations)", flush=True)
         print(f"  board of a unit:        {url}/units/imu/board   {url}/units/btri/board", flush=True)
         if members:
             pid = next(c.proc.pid for c in children.items if c.name == f"agent-{gw}")

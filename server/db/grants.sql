@@ -102,7 +102,11 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('alerts',               '',        'S',       'SIU'),
     ('alert_deliveries',     '',        'SI',      'SIU'),
     ('booking_rules',        '',        'SIUD',    'SIUD'),
-    ('bookings',             '',        'SIU',     'SIU');
+    ('bookings',             '',        'SIU',     'SIU'),
+    -- university login (033): self-registrations decided on the web, people's sessions, logins in flight
+    ('person_registrations', '',        'SIU',     'S'),
+    ('person_sessions',      '',        'SID',     ''),
+    ('login_flows',          '',        'SIUD',    '');
 
 DO $$
 DECLARE

@@ -21,13 +21,16 @@ INTERNAL_ORGS = """
 """
 
 # Identities seen by agents, resolved to a platform user and classed for the unit they belong to.
-# An identity missing here is unattributed: never counted as external.
+# An identity missing here is unattributed: never counted as external. University logins
+# (method `login`, migration 033) are no agent's identity: left out, so they never reach a report
+# or an evidence bundle (art. 17).
 IDENTITY_CLASS = f"""
     SELECT m.unit_id, m.method, m.identifier, m.user_id,
            CASE WHEN io.org_id IS NULL THEN 'external' ELSE 'internal' END AS who
     FROM identity_map m
     JOIN platform_users p ON p.id = m.user_id
     LEFT JOIN ({INTERNAL_ORGS}) io ON io.unit_id = m.unit_id AND io.org_id = p.org_id
+    WHERE m.method <> 'login'
 """
 
 

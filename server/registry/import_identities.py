@@ -37,6 +37,8 @@ METHODS = {
     "card": "card",
     "checkin": "checkin",
     "booking": "booking",
+    "login": "login",
+    "统一身份认证": "login",
     "操作系统": "os",
     "系统用户": "os",
     "电脑": "os",

@@ -78,7 +78,7 @@ RUNNING_STATUS = ("正常", "偶有故障", "故障频繁", "待修", "待报废
 SHARING_MODE = ("内部共享", "外部共享", "不共享")
 FUNDING = ("中央财政", "地方财政", "单位自有", "其他")
 ORG_KIND = ("university", "institute", "enterprise", "startup", "hospital", "individual", "other")
-IDENTITY_METHOD = ("os", "checkin", "card", "booking")
+IDENTITY_METHOD = ("os", "checkin", "card", "booking", "login")  # login: `<provider>:<subject>` (issue 19)
 PRICE_BASIS = ("per_hour", "per_sample", "per_item")
 WAY = ("占用", "技术", "委托", "远程", "其他")
 USER_TYPE = (120, 130)
@@ -156,9 +156,10 @@ PERSON = Table("platform_users", (
 
 IDENTITY = Table("identity_map", (
     F("method", "enum", "身份类型", "Identity kind", enum=IDENTITY_METHOD, required=True, example="os",
-      enum_labels=("os 系统账号", "checkin 签到", "card 门卡（hmac-sha256:…）", "booking 预约"),
+      enum_labels=("os 系统账号", "checkin 签到", "card 门卡（hmac-sha256:…）", "booking 预约",
+                   "login 统一身份认证（登录方式:账号）"),
       enum_labels_en=("os: computer account", "checkin: check-in", "card: door card (hmac-sha256:…)",
-                      "booking: booking")),
+                      "booking: booking", "login: university login (provider:account)")),
     F("identifier", "short", "采集端看到的身份", "Identity the agent sees", required=True, min_length=1,
       example="LAB\\zhangsan"),
 ))

@@ -29,6 +29,7 @@ from server.web.api import (
     proposals,
     public,
     quarantine,
+    registrations,
     registry,
     service_records,
     session,
@@ -41,6 +42,7 @@ from server.web.limits import BodyLimit
 from server.web.middleware import ResponseHeaders
 from server.web.pages import alerts as pages_alerts
 from server.web.pages import bookings as pages_bookings
+from server.web.pages import login as pages_login
 from server.web.pages import main as pages
 from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
@@ -103,8 +105,9 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
             h.strip() for h in settings.trusted_proxies.split(",") if h.strip()])
     openapi.install(app)
     for module in (session, registry, instruments, people, service_records, proposals, lists, imports, agents, live,
-                   timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine):
+                   timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine, registrations):
         app.include_router(module.router)
+    app.include_router(pages_login.router)
     app.include_router(pages_registry.router)
     app.include_router(pages_setup.router)
     app.include_router(pages_ops.router)

@@ -283,3 +283,87 @@ def logout(db: Database, request: Request, csrf: str | None = None) -> None:
         raise ApiError(403, "csrf", "err.csrf")
     with db.write(f"account:{row['login']}") as conn:
         conn.execute("DELETE FROM web_sessions WHERE token_hash = %s", (digest,))
+
+
+# -- people logged in with a university login (issue 19) --------------------------------------------
+
+PERSON_COOKIE = "jishi_person"
+
+
+@dataclass(frozen=True)
+class Person:
+    """A platform person logged in through a university login (CAS / OIDC). Not a `Principal`:
+    staff routes never see it (its own cookie and table), so no role check can mistake a person
+    for an account. `status` is `confirmed` for people of the registry and for confirmed
+    self-registrations; `pending` (待确认) and `declined` people may log in but not book or check in."""
+
+    user_id: str
+    name: str
+    org_id: str
+    org_name: str
+    unit_id: str | None  # the unit the person belongs to (owner_unit_id); None: the operator's
+    status: Literal["confirmed", "pending", "declined"]
+    provider: str
+    subject: str
+    csrf_token: str
+
+    @property
+    def actor(self) -> str:
+        return f"person:{self.user_id} ({self.provider}:{self.subject})"
+
+    @property
+    def confirmed(self) -> bool:
+        return self.status == "confirmed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "name": self.name, "org_id": self.org_id, "org_name": self.org_name,
+                "unit_id": self.unit_id, "status": self.status, "provider": self.provider}
+
+
+def resolve_person(conn: Conn, request: Request) -> Person | None:
+    """The person of the request's person cookie; None when there is none, it expired, or (for a
+    change) the CSRF header does not match."""
+    cookie = request.cookies.get(PERSON_COOKIE)
+    if not cookie:
+        return None
+    row = one(
+        conn,
+        "SELECT s.user_id, s.provider, s.subject, s.csrf_token, p.name, p.org_id, o.name AS org_name,"
+        " p.owner_unit_id, COALESCE(r.status, 'confirmed') AS status"
+        " FROM person_sessions s JOIN platform_users p ON p.id = s.user_id"
+        " JOIN organisations o ON o.id = p.org_id"
+        " LEFT JOIN person_registrations r ON r.user_id = s.user_id"
+        " WHERE s.token_hash = %s AND s.expires_at > %s",
+        (token_hash(cookie), clock.now()),
+    )
+    if row is None:
+        return None
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent or not hmac.compare_digest(sent, row["csrf_token"]):
+            raise ApiError(403, "csrf", "err.csrf")
+    return Person(user_id=row["user_id"], name=row["name"], org_id=row["org_id"], org_name=row["org_name"],
+                  unit_id=row["owner_unit_id"], status=row["status"], provider=row["provider"],
+                  subject=row["subject"], csrf_token=row["csrf_token"])
+
+
+def person_optional(request: Request) -> Person | None:
+    """FastAPI dependency: the logged-in person, if any (never an error on a safe request)."""
+    db: Database = request.app.state.db
+    with db.read() as conn:
+        return resolve_person(conn, request)
+
+
+def person_current(request: Request) -> Person:
+    """FastAPI dependency: the logged-in person, 401 otherwise."""
+    p = person_optional(request)
+    if p is None:
+        raise ApiError(401, "unauthenticated", "err.unauthenticated")
+    return p
+
+
+def require_confirmed(p: Person) -> None:
+    """Booking and check-in are for confirmed people: a pending (待确认) or declined registrant
+    may log in and see their status, nothing more (403 `person_pending`)."""
+    if not p.confirmed:
+        raise ApiError(403, "person_pending", "err.person_pending")

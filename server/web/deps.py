@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from protocols.derive import Params
 from server.config import WebSettings
+from server.web import auth
 from server.web.auth import Principal, current, optional
 from server.web.db import Database
 
@@ -33,3 +34,5 @@ Settings = Annotated[WebSettings, Depends(get_settings)]
 Derive = Annotated[Params, Depends(get_derive)]
 Who = Annotated[Principal, Depends(current)]
 MaybeWho = Annotated[Principal | None, Depends(optional)]
+Person = Annotated[auth.Person, Depends(auth.person_current)]
+MaybePerson = Annotated[auth.Person | None, Depends(auth.person_optional)]

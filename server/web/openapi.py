@@ -21,6 +21,8 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
     "PATCH /api/v1/accounts/{account_id}": {"role": "evaluator", "unit_id": None, "disabled": False},
     "PATCH /api/v1/organisations/{org_id}": {"name": "内蒙古大学（本部）", "kind": "university"},
     "PATCH /api/v1/units/{unit_id}": {"name": "内蒙古大学", "region": "呼和浩特"},
+    "POST /api/v1/registrations/{reg_id}/confirm": {"note": "已核实单位信息"},
+    "POST /api/v1/registrations/{reg_id}/decline": {"note": "单位信息不符"},
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Query
 
@@ -33,3 +34,17 @@ def check_range(t0: datetime, t1: datetime, lo: str = "from", hi: str = "to", wh
 FromQuery = Annotated[datetime, Query(alias="from", description="start (ISO 8601)",
                                       examples=["2025-03-03T09:00:00+08:00"])]
 ToQuery = Annotated[datetime, Query(alias="to", description="end (ISO 8601)", examples=["2025-03-03T11:00:00+08:00"])]
+
+
+def safe_next(target: str | None) -> str | None:
+    """Where a login may send the browser afterwards: a path of this site only. Refused: other
+    schemes and hosts, `//host` and `/\\host` (browsers read a backslash as a slash), control
+    characters and whitespace (some browsers drop them, joining what they separated)."""
+    if not target or len(target) > 2000 or not target.startswith("/"):
+        return None
+    if "\\" in target or any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return None
+    return target

@@ -25,10 +25,12 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import psycopg
 import pytest
 
+from sim import oidc_provider
 from sim.demo import GATEWAY_UNIT, gateway_id, through_gateway
 from sim.devstack import free_port
 from sim.model import TZ
@@ -128,6 +130,11 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         assert "backfilling history" in demo.text()
         with urllib.request.urlopen(f"{url}/login", timeout=10) as r:
             assert r.status == 200
+            login_page = r.read().decode()
+        if oidc_provider.available() is None:  # the university login through the demo's OIDC provider
+            assert "统一身份认证登录（演示）" in login_page
+            r2 = httpx.get(f"{url}/login/sso/demo?next=/me", follow_redirects=True, timeout=10)
+            assert r2.status_code == 200 and 'name="password"' in r2.text  # the provider's own login form
         opener = _login(url)
         with opener.open(f"{url}/api/v1/units/imu/live", timeout=10) as r:
             tiles = json.loads(r.read())["tiles"]

@@ -139,3 +139,7 @@ def make_web(fresh_db: str) -> Iterator[Callable[..., Web]]:
 @pytest.fixture
 def web(make_web: Callable[..., Web]) -> Web:
     return make_web()
+
+
+# The real university-login providers (node oidc-provider, Django CAS), started once per session.
+from tests.web.ssohelp import cas_idp, oidc_idp  # noqa: E402, F401

@@ -22,8 +22,10 @@ from tests.web.conftest import settings_for
 
 
 @contextmanager
-def serve(dsn: str, **kw: Any) -> Iterator[str]:
-    port = free_port()
+def serve(dsn: str, *, port: int = 0, **kw: Any) -> Iterator[str]:
+    """The app under uvicorn in a thread, on `port` (a free one unless told: the login tests
+    register the browser's callback URL with their provider before the server starts)."""
+    port = port or free_port()
     config = uvicorn.Config(create_app(settings_for(dsn, **kw)), host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)

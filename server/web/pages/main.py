@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,7 +24,7 @@ from server.web.db import rows
 from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
 from server.web.i18n import request_lang, t, t_or
-from server.web.params import aware, check_range
+from server.web.params import aware, check_range, safe_next
 from server.web.services import board, catalog, charts, evaluation, plausibility
 from server.web.services.evidence import MAX_SPAN, interval_evidence
 from server.web.services.results import Results
@@ -42,13 +42,8 @@ def results(request: Request) -> Results:
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only local paths: never redirect a login to another site."""
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return None
-    return target
+    """Only local paths: never redirect a login to another site (params.safe_next)."""
+    return safe_next(target)
 
 
 # -- login -----------------------------------------------------------------------------------------
@@ -60,10 +55,11 @@ def index(who: MaybeWho) -> Response:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, who: MaybeWho, next: str | None = None) -> Response:
+def login_page(request: Request, who: MaybeWho, settings: Settings, next: str | None = None) -> Response:
     if who is not None:
         return RedirectResponse(_safe_next(next) or home_of(who), status_code=303)
-    return render(request, "login.html", None, next=_safe_next(next) or "", error=None)
+    return render(request, "login.html", None, next=_safe_next(next) or "", error=None,
+                  providers=settings.login_providers)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -77,7 +73,7 @@ def login_submit(request: Request, db: Db, settings: Settings,
     except ApiError as exc:
         msg = t(lang, exc.key, **exc.params)
         return render(request, "login.html", None, status=exc.status, next=_safe_next(next) or "", error=msg,
-                      login=login)
+                      login=login, providers=settings.login_providers)
     resp = RedirectResponse(_safe_next(next) or home_of(result.principal), status_code=303)
     set_session_cookie(resp, settings, result)
     return resp
