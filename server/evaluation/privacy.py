@@ -51,13 +51,12 @@ def load(conn: psycopg.Connection[tuple[object, ...]]) -> Pseudonymizer:
     if env:
         return Pseudonymizer(env.encode())
     row = conn.execute("SELECT value FROM evaluation_secrets WHERE name = %s", (KEY_NAME,)).fetchone()
-    if row is not None:
-        return Pseudonymizer(bytes(row[0]))
-    conn.execute(
-        "INSERT INTO evaluation_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-        (KEY_NAME, secrets.token_bytes(32)),
-    )
-    row = conn.execute("SELECT value FROM evaluation_secrets WHERE name = %s", (KEY_NAME,)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO evaluation_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (KEY_NAME, secrets.token_bytes(32)),
+        )
+        row = conn.execute("SELECT value FROM evaluation_secrets WHERE name = %s", (KEY_NAME,)).fetchone()
     assert row is not None
     value = row[0]
     assert isinstance(value, bytes | memoryview)

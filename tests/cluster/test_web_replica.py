@@ -34,6 +34,11 @@ def test_pages_read_the_replica_writes_go_to_the_primary_lag_on_the_operator_pag
     try:
         ops = web.as_("ops")  # the session is written on the primary and found there at once
         assert _name(ops) == OLD
+        # the evaluators' pseudonym key (made on first use) was made on the primary before any replica read
+        assert web.sql("SELECT count(*) FROM evaluation_secrets") == [(1,)]
+        # an evaluation, read-only work, is computed on the replica
+        r = web.as_("eva").get("/api/v1/evaluation/2025-03-01..2025-04-01/units/ua")
+        assert r.status_code == 200, r.text
         page = ops.get("/quarantine")
         assert page.status_code == 200
         assert 'id="replica-lag"' in page.text and 'data-standby="b"' in page.text
