@@ -64,7 +64,7 @@ RECONNECT_BOUND_S = 15.0
 plus the MQTT keepalive the plugin needs to notice nothing (the socket is closed at once)"""
 KEEPALIVE_S = 5
 """the agents' MQTT keepalive here (minimum 5 s): the broker ends a silent session after 1.5x it"""
-PARTITION_S = 12.0
+PARTITION_S = 8.0
 """how long the node stays cut away: longer than 1.5x the keepalive (a session of the cut node's
 agents would have expired by then) and than the cluster's failure detection"""
 
@@ -267,7 +267,6 @@ def partition_fault(dsn: str, timings: dict[str, float]) -> Fault:
         # pause_minority: the cut node stops serving its clients; the majority goes on without it
         wait_until(lambda: not _listening(node), 30, "the cut node to stop serving (pause_minority)")
         timings["paused"] = time.monotonic() - cut_at
-        assert cluster.running_nodes(majority[0]) == {m.node for m in majority}
 
         def heal() -> None:
             assert not _listening(node), "the cut node served clients during the partition"
@@ -278,10 +277,11 @@ def partition_fault(dsn: str, timings: dict[str, float]) -> Fault:
             cluster.heal(node)
             healed_at = time.monotonic()
             whole = {n.node for n in cluster.nodes}
-            wait_until(lambda: _listening(node) and cluster.running_nodes(majority[0]) == whole, 90,
-                       "the cut node back in the cluster", every=1.0)
+            # each check of the membership is a rabbitmqctl call (an Erlang VM's start): only once
+            # the node serves again, which pause_minority lets it do only back in the majority
+            wait_until(lambda: _listening(node), 90, "the cut node serving again")
+            wait_until(lambda: cluster.running_nodes(majority[0]) == whole, 60, "the cut node back in the cluster")
             timings["rejoined"] = time.monotonic() - healed_at
-            assert cluster.partitions(majority[0]) == []
             # a working member again: a publish through it reaches the store
             ag = TestAgent(f"ph-{uuid.uuid4().hex[:6]}", unit="ph-unit")
             register(dsn, ag, org="ph-org")
