@@ -1,7 +1,13 @@
 """The longer broker-cluster run: every node of a three-node RabbitMQ cluster killed in turn (and
-started again), then the whole cluster restarted, under load; nothing may be lost or stored twice.
+started again), a node partitioned away for longer than the agents' session lasts without traffic
+(1.5x their default 60 s keepalive) and healed, then the whole cluster restarted, under load;
+nothing may be lost or stored twice.
 
     .venv/bin/python bench/broker_cluster.py [--agents 6] [--fleet 200] [--settle 8]
+        [--faults kill,partition,restart] [--partition-s 100]
+
+The partition is made at the Erlang distribution (sim/rabbitcluster.py ``partition``/``heal``): the
+node stays reachable by its clients, is cut from its peers, and ``pause_minority`` stops it serving.
 
 Real agent processes (simulated power meters following a known schedule; each agent has the other
 nodes as `more_brokers`) and a fleet of simulated agents publishing all along (at least once: a
@@ -14,9 +20,11 @@ is the short version (one node killed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -100,12 +108,21 @@ class Fleet:
             client.disconnect()
 
 
+def _listening(node: RabbitNode) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((node.host, node.port), timeout=0.5):
+        return True
+    return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=6)
     ap.add_argument("--fleet", type=int, default=200)
     ap.add_argument("--fleet-records", type=int, default=100, help="records per simulated agent (x5 per envelope)")
     ap.add_argument("--settle", type=float, default=8.0, help="seconds of load between faults")
+    ap.add_argument("--faults", default="kill,partition,restart", help="which faults, in this order")
+    ap.add_argument("--partition-s", type=float, default=100.0,
+                    help="how long node 1 stays cut away (default: longer than 1.5x the 60 s keepalive)")
     args = ap.parse_args()
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average {os.getloadavg()[0]:.1f}")
     root = Path(tempfile.mkdtemp(prefix="jishi-bc-"))
@@ -156,7 +173,8 @@ def main() -> None:
                        f"every agent stored again after: {fault}")
             print(f"{fault}: every agent's records stored again {time.monotonic() - t0:.1f} s after it")
 
-        for k, node in enumerate(nodes):
+        faults = args.faults.split(",")
+        for k, node in enumerate(nodes if "kill" in faults else []):
             time.sleep(args.settle)
             resumed_after(f"node {k + 1} killed (SIGKILL)", node.kill)
             time.sleep(args.settle)
@@ -167,13 +185,38 @@ def main() -> None:
                        "the node back in the cluster")
             print(f"node {k + 1} started again, back in the cluster after {time.monotonic() - t0:.0f} s")
         time.sleep(args.settle)
+        if "partition" in faults:
+            node = nodes[0]
+            took: list[float] = []
+
+            def do_cut() -> None:
+                t = time.monotonic()
+                cluster.partition(node)
+                took.append(time.monotonic() - t)
+
+            resumed_after("node 1 partitioned away (the time includes the rabbitmqctl call that cuts)", do_cut)
+            print(f"  the cut itself (one rabbitmqctl eval) took {took[0]:.1f} s on this machine")
+            cut = time.monotonic()
+            served = False
+            while time.monotonic() - cut < args.partition_s:  # the partition's length is the scenario
+                served = served or _listening(node)
+                time.sleep(1.0)
+            cluster.heal(node)
+            t0 = time.monotonic()
+            wait_until(lambda: _listening(node) and cluster.running_nodes(nodes[1]) == {n.node for n in nodes},
+                       300, "node 1 back in the cluster", every=1.0)
+            print(f"node 1 cut away for {t0 - cut:.0f} s ({'SERVED clients' if served else 'served no client'}"
+                  f" while cut: pause_minority), back in the cluster {time.monotonic() - t0:.1f} s after the heal;"
+                  f" partitions recorded by node 2: {cluster.partitions(nodes[1])}")
+            time.sleep(args.settle)
 
         def restart_all() -> None:
             cluster.stop()
             cluster.start()
 
-        resumed_after("whole cluster restarted (stopped, started)", restart_all)
-        time.sleep(args.settle)
+        if "restart" in faults:
+            resumed_after("whole cluster restarted (stopped, started)", restart_all)
+            time.sleep(args.settle)
         fleet.thread.join(600)
         for _, _, proc, sched in agents:
             sched.stop()

@@ -1,10 +1,12 @@
 """What synchronous replication costs ingest, and what asynchronous replication loses on failover.
 
-    .venv/bin/python bench/replication.py [--agents 20] [--days 10] [--rounds 2] [--kills 3]
+    .venv/bin/python bench/replication.py [--agents 20] [--days 10] [--rounds 2] [--kills 3] [--commits 2000]
 
 One run, one replicated PostgreSQL+TimescaleDB (sim/pgha.py: primary 'a' and hot standby 'b' on
 loopback, durable: fsync on) and one Mosquitto:
 
+0. the bare cost: one-row COMMITs on the primary, timed with the standby synchronous and
+   asynchronous, alternately `--rounds` times.
 1. throughput: the same backlog drained by one ingest process with the standby synchronous
    (COMMIT waits for the standby's flush: HA mode) and asynchronous, alternately `--rounds` times
    (the machine is shared: alternation evens out its load). Two shapes: a backlog flushed in big
@@ -57,6 +59,23 @@ def cluster(root: Path, name: str) -> PgCluster:
 
 def set_mode(c: PgCluster, mode: str) -> None:
     c.set_synchronous("a", ["b"] if mode == "sync" else [])
+
+
+# -- the bare cost: one COMMIT ------------------------------------------------------------------------
+
+
+def commit_latency(c: PgCluster, n: int) -> tuple[float, float]:
+    """Median and 99th percentile (ms) of a one-row INSERT's COMMIT on the primary: the round trip
+    synchronous replication adds (WAL to the standby, its flush, its reply), without ingest around it."""
+    times: list[float] = []
+    with psycopg.connect(c.nodes["a"].dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS commit_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+        for _ in range(n):
+            t = time.perf_counter()
+            conn.execute("INSERT INTO commit_probe DEFAULT VALUES")
+            times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, len(times) * 99 // 100)]
 
 
 # -- throughput -------------------------------------------------------------------------------------
@@ -181,6 +200,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--commits", type=int, default=2000, help="one-row COMMITs timed per mode and round")
     args = ap.parse_args()
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     root = Path(tempfile.mkdtemp(prefix="jishi-rep-"))
@@ -191,6 +211,12 @@ def main() -> None:
     try:
         c = cluster(root, "tp")
         try:
+            for r in range(args.rounds):
+                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                    set_mode(c, mode)
+                    p50, p99 = commit_latency(c, args.commits)
+                    print(f"  one-row COMMIT, {mode} round {r + 1}: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+                          f" (load {os.getloadavg()[0]:.1f})")
             for shape, per_env, batch in (("backlog", 500, 40), ("live", 1, 500)):
                 days = args.days if per_env > 1 else max(1, args.days // 5)
                 fleet, envelopes, total = backlog(args.agents, days, per_env)
@@ -200,7 +226,8 @@ def main() -> None:
                         set_mode(c, mode)
                         rates[mode].append(drain(c, broker, fleet, envelopes, total, f"{shape}_{mode}_{r}", work,
                                                  batch))
-                        print(f"  {shape} {mode} round {r + 1}: {rates[mode][-1]:,.0f} records/s")
+                        print(f"  {shape} {mode} round {r + 1}: {rates[mode][-1]:,.0f} records/s"
+                              f" (load {os.getloadavg()[0]:.1f})")
                 best = {m: max(v) for m, v in rates.items()}
                 print(f"{shape}: {total:,} records in {len(envelopes):,} envelopes of {per_env}; best of "
                       f"{args.rounds}: synchronous {best['sync']:,.0f} records/s, asynchronous "

@@ -156,7 +156,13 @@ class WebSettings(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dsn: str = Field("", description="the web's database (may be a read replica); required by `jishi-server web`")
+    dsn: str = Field("", description="the web's database, the primary (writes: logins, registry edits, proposals,"
+                     " audit); required by `jishi-server web`")
+    read_dsn: str = Field("", description="a streaming replica for read-only work (the pages and API reads of GET"
+                          " requests, evaluations); empty: everything on `dsn`. A multi-host string with"
+                          " target_session_attrs=prefer-standby falls back to the primary by itself")
+    replica_lag_warn_s: float = Field(30.0, gt=0, description="the operator page warns when the replica replays"
+                                      " this far behind the primary")
     session_ttl_s: int = Field(8 * 3600, description="absolute lifetime of a login session")
     cookie_secure: bool = Field(True, description="off only for plain-http local tests; a deployment sits behind TLS")
     login_window_s: int = Field(900, description="rate limit window of failed logins")

@@ -5,6 +5,13 @@ distribution ports; the nodes form one cluster at boot (classic peer discovery) 
 Erlang cookie. ``kill(n)`` crashes a node (SIGKILL to its Erlang VM). Under root the nodes run as
 the ``rabbitmq`` user (falling back to ``nobody``), like the other private services.
 
+``partition(n)`` cuts a node away from the others while it stays reachable by its clients, and
+``heal(n)`` joins it again. The cut is made where the nodes talk to each other, in the Erlang
+distribution: each side is given a different cookie for the other (so every reconnection attempt
+fails its handshake, as a connection refused by a firewall would), then the links are dropped. This
+machine has no iptables/nftables, and the nodes share one loopback; RabbitMQ sees what it sees in
+a network partition (peers down, not reachable again) and ``pause_minority`` acts on it.
+
 RabbitMQ 3.10's MQTT plugin speaks MQTT 3.1.1 only: agents connect over MQTT; ingest consumes a
 replicated quorum queue over AMQP (server/ingest/amqp.py), which the plugin feeds from the
 ``amq.topic`` exchange (topic ``jishi/v1/u/i/rec`` is routing key ``jishi.v1.u.i.rec``).
@@ -18,6 +25,7 @@ import secrets
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -164,6 +172,37 @@ class RabbitCluster:
     def running_nodes(via: RabbitNode) -> set[str]:
         out = via.ctl("eval", "rabbit_nodes:all_running().")
         return {s.strip().strip("'") for s in out.strip().strip("[]").split(",") if s.strip()}
+
+    def partition(self, node: RabbitNode) -> None:
+        """Cut ``node`` away from every other node (see the module doc), in one call on ``node``:
+        the others are given the wrong cookie for it first (over the links still there), then it
+        takes a wrong one for them and drops its links."""
+        names = ", ".join(f"'{n.node}'" for n in self.nodes if n is not node and n.running)
+        node.ctl("eval", f"Others = [{names}],"
+                         " [true = rpc:call(N, erlang, set_cookie, [node(), jishi_cut]) || N <- Others],"
+                         " [erlang:set_cookie(N, jishi_cut_away) || N <- Others],"
+                         " [erlang:disconnect_node(N) || N <- Others], ok.")
+
+    def heal(self, node: RabbitNode) -> None:
+        """Undo ``partition(node)``: every side takes the cluster's cookie for the other again (two
+        calls at once: ``node``'s side, and the majority's through one of its members); the paused
+        minority (``pause_minority``) then finds the majority and starts serving again."""
+        others = [n for n in self.nodes if n is not node and n.running]
+        names = ", ".join(f"'{n.node}'" for n in others)
+        with ThreadPoolExecutor(2) as pool:
+            calls = [
+                pool.submit(node.ctl, "eval", f"[erlang:set_cookie(N, erlang:get_cookie()) || N <- [{names}]], ok."),
+                pool.submit(others[0].ctl, "eval", "C = erlang:get_cookie(), [true = rpc:call(N, erlang, set_cookie,"
+                            f" ['{node.node}', C]) || N <- [{names}]], ok."),
+            ]
+            for call in calls:
+                call.result()
+
+    @staticmethod
+    def partitions(via: RabbitNode) -> list[str]:
+        """The partitions ``via`` has recorded (RabbitMQ's own view; [] when whole)."""
+        out = via.ctl("eval", "rabbit_node_monitor:partitions().").strip()
+        return [s.strip().strip("'") for s in out.strip("[]").split(",") if s.strip()]
 
     def alive(self) -> list[RabbitNode]:
         return [n for n in self.nodes if n.running]

@@ -45,15 +45,18 @@ class Pseudonymizer:
 
 
 def load(conn: psycopg.Connection[tuple[object, ...]]) -> Pseudonymizer:
-    """The region's pseudonymizer: the env key if set, else the stored one (made once)."""
+    """The region's pseudonymizer: the env key if set, else the stored one (made once). Read first:
+    the web may run this on a read-only replica, where only the very first use (no key yet) writes."""
     env = os.environ.get(ENV_KEY)
     if env:
         return Pseudonymizer(env.encode())
-    conn.execute(
-        "INSERT INTO evaluation_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-        (KEY_NAME, secrets.token_bytes(32)),
-    )
     row = conn.execute("SELECT value FROM evaluation_secrets WHERE name = %s", (KEY_NAME,)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO evaluation_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (KEY_NAME, secrets.token_bytes(32)),
+        )
+        row = conn.execute("SELECT value FROM evaluation_secrets WHERE name = %s", (KEY_NAME,)).fetchone()
     assert row is not None
     value = row[0]
     assert isinstance(value, bytes | memoryview)
