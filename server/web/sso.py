@@ -102,8 +102,13 @@ def oidc_finish(p: LoginProvider, redirect_uri: str, code: str, nonce: str, code
     raw = token.get("id_token")
     if not isinstance(raw, str):
         raise SsoError("no_id_token")
+    algs = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
     try:
-        decoded = jwt.decode(raw, keys, algorithms=meta.get("id_token_signing_alg_values_supported") or ["RS256"])
+        try:
+            decoded = jwt.decode(raw, keys, algorithms=algs)
+        except JoseError:  # perhaps a key the provider rotated in since we cached its set: once more, fresh
+            _discovery.pop(p.issuer, None)
+            decoded = jwt.decode(raw, _metadata(p)[1], algorithms=algs)
         jwt.JWTClaimsRegistry(
             iss={"essential": True, "value": p.issuer},
             aud={"essential": True, "value": p.client_id},

@@ -273,7 +273,7 @@ def test_only_confirmed_people_pass_the_check_in_gate() -> None:
                provider="uni", subject="newbie", csrf_token="x")
     for status in ("pending", "declined"):
         with pytest.raises(ApiError) as e:
-            require_confirmed(replace(p, status=status))  # type: ignore[arg-type]
+            require_confirmed(replace(p, status=status))
         assert (e.value.status, e.value.code) == (403, "person_pending")
     require_confirmed(replace(p, status="confirmed"))
 
