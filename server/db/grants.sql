@@ -100,7 +100,10 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('alerts',               '',        'S',       'SIU'),
     ('alert_deliveries',     '',        'SI',      'SIU'),
     ('booking_rules',        '',        'SIUD',    'SIUD'),
-    ('bookings',             '',        'SIU',     'SIU');
+    ('bookings',             '',        'SIU',     'SIU'),
+    -- phone check-in (032): label codes and the phone's requests, written by the web
+    ('checkin_codes',        '',        'SIU',     'S'),
+    ('checkin_requests',     '',        'SIU',     'S');
 
 DO $$
 DECLARE
