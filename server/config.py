@@ -149,6 +149,15 @@ class WebSettings(_Section):
     snapshot_key_file: str = Field("", description="the server's Ed25519 key (PKCS#8 PEM, `jishi period keygen`) "
                                    "that signs the snapshots of closed evaluation periods; empty: no closing from "
                                    "the web")
+    command_key_file: str = Field("", description="the server's Ed25519 command key (one base64url line, "
+                                  "`jishi-agent keygen`): signs phone check-ins sent to agents (SPEC §9.5); "
+                                  "empty: phone check-ins are kept as unverified manual sessions")
+    command_mqtt_host: str = Field("127.0.0.1", description="the broker the web publishes check-in commands to")
+    command_mqtt_port: int = Field(1883, ge=1, le=65535)
+    command_mqtt_username: str = Field("", description="the web's broker user: may publish `cmd` only")
+    command_mqtt_password: str = ""
+    public_url: str = Field("", description="the server's address printed in label QR codes (e.g. "
+                            "https://jishi.example.edu.cn); empty: the address the label page was asked at")
 
 
 class Settings(BaseSettings):

@@ -17,6 +17,7 @@ from server.web import errors, openapi, templating, vendor
 from server.web.api import (
     agents,
     audit,
+    checkin,
     evaluation,
     evidence,
     imports,
@@ -40,6 +41,7 @@ from server.web.db import Database
 from server.web.limits import BodyLimit
 from server.web.pages import alerts as pages_alerts
 from server.web.pages import bookings as pages_bookings
+from server.web.pages import checkin as pages_checkin
 from server.web.pages import main as pages
 from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
@@ -96,7 +98,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
             h.strip() for h in settings.trusted_proxies.split(",") if h.strip()])
     openapi.install(app)
     for module in (session, registry, instruments, people, service_records, proposals, lists, imports, agents, live,
-                   timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine):
+                   timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine, checkin):
         app.include_router(module.router)
     app.include_router(pages_registry.router)
     app.include_router(pages_setup.router)
@@ -105,6 +107,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.include_router(pages_alerts.router)
     app.include_router(booking_routes.router)
     app.include_router(pages_bookings.router)
+    app.include_router(pages_checkin.router)
     app.include_router(pages.router)
     app.include_router(vendor.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
