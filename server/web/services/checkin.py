@@ -28,6 +28,7 @@ from protocols.topics import Kind, topic
 from server import clock
 from server.config import WebSettings
 from server.store.conn import Conn
+from server.store.times import TZ, dt_to_ms
 from server.web.auth import Principal
 from server.web.db import one, rows
 from server.web.errors import ApiError, not_found
@@ -107,7 +108,7 @@ def identifier_of(person_id: str) -> str:
 
 def todays_bookings(conn: Conn, person_id: str, instrument_id: str) -> list[dict[str, Any]]:
     """The person's approved bookings of the instrument that touch today (Asia/Shanghai)."""
-    day0 = clock.now().astimezone(board.TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    day0 = clock.now().astimezone(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     return rows(conn, "SELECT id, code, start_at, end_at, content FROM bookings WHERE user_id = %s"
                       " AND instrument_id = %s AND status = 'approved' AND start_at < %s AND end_at > %s"
                       " ORDER BY start_at", (person_id, instrument_id, day0 + timedelta(days=1), day0))
@@ -234,7 +235,7 @@ def request(conn: Conn, settings: WebSettings, p: Principal, code: str, action: 
     out = None
     if kind == "agent":
         assert agent_id is not None and n is not None and key is not None
-        t = int(now.timestamp() * 1000)
+        t = dt_to_ms(now)
         payload = envelope.session_command(
             key=key, agent=agent_id, unit=inst["unit_id"], instrument=inst["id"], cmd=action, id=cmd_id, n=n,
             t=t, exp=t + int(COMMAND_TTL.total_seconds() * 1000), method=method, user=identifier, session=session_id)
