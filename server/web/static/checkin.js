@@ -61,6 +61,7 @@
       var body = { action: b.dataset.action };
       if (b.dataset.action === "checkin" && picked && picked.value) body.booking_id = parseInt(picked.value, 10);
       buttons.forEach(function (x) { x.disabled = true; });
+      out.dataset.state = "sending";
       show(out.dataset.sent, "");
       post("/api/v1/checkin/" + encodeURIComponent(page.dataset.code), body).then(function (j) {
         out.dataset.state = j.status;
