@@ -349,7 +349,7 @@ class Publisher(threading.Thread):
             self.cursor = self.acked + 1
         log.debug("ack %d: trimmed %d records", acked, trimmed)
 
-    def _session_command(self, payload: bytes) -> None:
+    def _session_command(self, payload: bytes | bytearray) -> None:
         """Hand a check-in/check-out to the main loop, which alone checks and records (identity/remote.py)."""
         try:
             self.session_commands.put_nowait(bytes(payload))

@@ -112,11 +112,12 @@ class RemoteCommands:
             if len(raw) > MAX_CONTROL_BYTES:
                 raise Refused("malformed", f"{len(raw)} bytes, at most {MAX_CONTROL_BYTES}")
             try:
-                body = orjson.loads(raw)
+                parsed = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 raise Refused("malformed", "not JSON") from None
-            if not isinstance(body, dict):
+            if not isinstance(parsed, dict):
                 raise Refused("malformed", "not an object")
+            body: dict[str, Any] = parsed
             try:
                 if canonical(body) != raw:
                     raise Refused("malformed", "not canonical JSON")
