@@ -5,7 +5,10 @@ session kept when no agent is online, counted only after an evaluator accepts it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
+from protocols.signing import generate, public_to_b64, save_private
 from tests.web.conftest import Web
 
 
@@ -85,22 +88,35 @@ def test_agent_offline_keeps_an_unverified_manual_session(web: Web) -> None:
     r = phone.post(f"/api/v1/checkin/{code}", json={"action": "checkin"})
     assert r.status_code == 201 and r.json()["kind"] == "manual" and r.json()["status"] == "manual"
     rid = r.json()["id"]
+    eva = web.as_("eva")
     assert phone.get(f"/api/v1/checkin/requests/{rid}").json()["status"] == "manual"
     assert phone.post(f"/api/v1/checkin/{code}", json={"action": "checkin"}).status_code == 409  # already in
     assert "未核实/手动" in phone.get(f"/c/{code}").text
     # open: nobody decides yet
-    assert web.as_("eva").post(f"/api/v1/checkin/requests/{rid}/decision",
+    assert eva.post(f"/api/v1/checkin/requests/{rid}/decision",
                                json={"decision": "accepted"}).status_code == 409
     assert phone.post(f"/api/v1/checkin/{code}", json={"action": "checkout"}).status_code == 201
-    page = web.as_("eva").get("/instruments/ua-xrd")
+    page = eva.get("/instruments/ua-xrd")
     assert 'id="manual-sessions"' in page.text and f'data-request="{rid}"' in page.text
     assert "李四" not in page.text  # evaluators see no names (art. 17)
     assert web.sql("SELECT count(*) FROM manual_usage") == [(0,)]  # not counted before a decision
     assert web.as_("mgr-a").post(f"/api/v1/checkin/requests/{rid}/decision",
                                  json={"decision": "accepted"}).status_code == 403
-    r = web.as_("eva").post(f"/api/v1/checkin/requests/{rid}/decision", json={"decision": "accepted"})
+    r = eva.post(f"/api/v1/checkin/requests/{rid}/decision", json={"decision": "accepted"})
     assert r.status_code == 200 and r.json()["manual_usage_id"] is not None
     assert web.sql("SELECT user_type, entered_by FROM manual_usage") == [(130, "account:eva")]
-    assert web.as_("eva").post(f"/api/v1/checkin/requests/{rid}/decision",
+    assert eva.post(f"/api/v1/checkin/requests/{rid}/decision",
                                json={"decision": "rejected"}).status_code == 409
     assert web.sql("SELECT count(*) FROM audit_log WHERE table_name = 'checkin_requests'")[0][0] >= 3
+
+
+def test_enrolment_gives_the_agent_the_servers_command_key(make_web: Callable[..., Web], tmp_path: Path) -> None:
+    key = generate()
+    save_private(key, tmp_path / "command.key")
+    web = make_web(command_key_file=str(tmp_path / "command.key"))
+    issued = web.as_("ops").post("/api/v1/instruments/ua-nmr/enrolment-tokens", json={}).json()
+    assert f'server_key = "{public_to_b64(key)}"' in issued["config"]
+    agent_key = generate()
+    r = web.client().post("/api/v1/enrol", json={"agent": issued["agent_id"], "public_key": public_to_b64(agent_key)},
+                          headers={"Authorization": f"Bearer {issued['token']}"})
+    assert r.status_code == 201 and r.json()["server_key"] == public_to_b64(key)
