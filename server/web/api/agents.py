@@ -167,7 +167,7 @@ def enrol(body: EnrolIn, request: Request, db: Db, settings: Settings) -> dict[s
         "mqtt": {"host": settings.mqtt_host, "port": settings.mqtt_port},
         "topic_prefix": f"jishi/v1/{inst['unit_id']}/{inst['id']}/",
         # the server's command key (SPEC §9.5): `[identity] server_key` lets the agent take phone check-ins
-        **({"server_key": key} if (key := checkin.public_key(settings)) else {}),
+        **({"server_key": command_key} if (command_key := checkin.public_key(settings)) else {}),
     }
 
 
