@@ -4,9 +4,9 @@ result, and the evaluators' decision on unverified manual sessions (server/web/s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.web import scope
@@ -14,12 +14,15 @@ from server.web.deps import Db, Settings, Who
 from server.web.services import checkin
 
 router = APIRouter(prefix="/api/v1", tags=["checkin"])
+RequestId = Annotated[int, Path(ge=1, le=2**62)]
+Code = Annotated[str, Path(max_length=32)]
 
 
 class CheckinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["checkin", "checkout"] = Field(examples=["checkin"])
-    booking_id: int | None = Field(default=None, description="one of the person's approved bookings of today")
+    booking_id: int | None = Field(default=None, ge=1, le=2**62,
+                                   description="one of the person's approved bookings of today")
 
 
 class DecisionIn(BaseModel):
@@ -45,7 +48,7 @@ def regenerate_code(instrument_id: str, request: Request, who: Who, db: Db, sett
 @router.post("/checkin/{code}", status_code=201, summary="Check in or out at the instrument of a label code, "
              "as the person logged in; the signed command goes to its agent (SPEC §9.5), or, with no agent "
              "online, the request is kept as an unverified manual session")
-def phone_checkin(code: str, body: CheckinIn, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
+def phone_checkin(code: Code, body: CheckinIn, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
     with db.write(who.actor) as conn:
         made, out = checkin.request(conn, settings, who, code, body.action, body.booking_id)
     if out is not None and not checkin.publish(settings, out):
@@ -55,13 +58,13 @@ def phone_checkin(code: str, body: CheckinIn, who: Who, db: Db, settings: Settin
 
 @router.get("/checkin/requests/{request_id}", summary="The result of a phone check-in: sent, done (the agent's "
             "signed session record is stored), no_answer or manual")
-def checkin_result(request_id: int, who: Who, db: Db) -> dict[str, Any]:
+def checkin_result(request_id: RequestId, who: Who, db: Db) -> dict[str, Any]:
     with db.read() as conn:
         return checkin.result(conn, who, request_id)
 
 
 @router.post("/checkin/requests/{request_id}/decision", summary="Accept or reject an unverified manual phone "
              "session (evaluator or operator); accepted, it counts as manual (logbook) use")
-def decide(request_id: int, body: DecisionIn, who: Who, db: Db) -> dict[str, Any]:
+def decide(request_id: RequestId, body: DecisionIn, who: Who, db: Db) -> dict[str, Any]:
     with db.write(who.actor) as conn:
         return checkin.decide(conn, who, request_id, body.decision)
