@@ -22,7 +22,7 @@ def phone_page(code: str, request: Request, who: MaybeWho, db: Db, settings: Set
     p = need(who)
     with db.read() as conn:
         inst = checkin.instrument_by_code(conn, code)
-        _, status = checkin.agent_status(conn, inst["id"], settings.live_stale_s)
+        agent, status = checkin.agent_status(conn, inst["id"], settings.live_stale_s)
         person = problem = None
         try:
             person = checkin.person_of(conn, p)
@@ -31,7 +31,7 @@ def phone_page(code: str, request: Request, who: MaybeWho, db: Db, settings: Set
         bookings = checkin.todays_bookings(conn, person["id"], inst["id"]) if person else []
         current = checkin.open_session(conn, inst["id"], person["id"]) if person else None
     return render(request, "checkin.html", p, inst=inst, agent_state=status, person=person, problem=problem,
-                  bookings=bookings, current=current, online=checkin.reachable(status))
+                  bookings=bookings, current=current, online=agent is not None)
 
 
 @router.get("/instruments/{instrument_id}/label", response_class=HTMLResponse)

@@ -115,15 +115,17 @@ def todays_bookings(conn: Conn, person_id: str, instrument_id: str) -> list[dict
 
 
 def agent_status(conn: Conn, instrument_id: str, stale_s: int) -> tuple[str | None, str]:
-    """(agent id, tile status) of the agent watching the instrument; status `offline`/`no_agent`/… ."""
+    """(the agent to command, or None when none is reachable; the status to show). An agent is
+    reachable when ingest holds it online (birth, no death) and heard from it within `stale_s`,
+    whatever state it reports (`unknown` too: a silent detector, not a silent agent)."""
     tile = board.tiles(conn, unit_id=None, ids=[instrument_id], stale_s=stale_s, with_user=False)
-    if not tile:
-        return None, "no_agent"
-    return tile[0]["agent_id"], tile[0]["status"]
-
-
-def reachable(status: str) -> bool:
-    return status in ("running", "idle", "off", "fault")
+    status = tile[0]["status"] if tile else "no_agent"
+    row = one(conn, "SELECT agent_id, online, last_received_at FROM live_state WHERE instrument_id = %s",
+              (instrument_id,))
+    if (row is None or not row["online"] or row["last_received_at"] is None
+            or clock.now() - row["last_received_at"] > timedelta(seconds=stale_s)):
+        return None, "offline" if row is not None else status
+    return row["agent_id"], status
 
 
 def open_session(conn: Conn, instrument_id: str, person_id: str) -> dict[str, Any] | None:
@@ -219,7 +221,7 @@ def request(conn: Conn, settings: WebSettings, p: Principal, code: str, action: 
         if cur["kind"] == "manual":  # a manual session is ended here, not by an agent
             conn.execute("UPDATE checkin_requests SET ended_at = %s WHERE id = %s", (now, cur["id"]))
             agent_id, status = None, "offline"
-    kind = "agent" if agent_id is not None and reachable(status) and key is not None else "manual"
+    kind = "agent" if agent_id is not None and key is not None else "manual"
     n = None
     if kind == "agent":
         got = conn.execute("SELECT coalesce(max(n), 0) + 1 FROM checkin_requests WHERE agent_id = %s",
