@@ -121,3 +121,21 @@ def test_enrolment_gives_the_agent_the_servers_command_key(make_web: Callable[..
     r = web.client().post("/api/v1/enrol", json={"agent": issued["agent_id"], "public_key": public_to_b64(agent_key)},
                           headers={"Authorization": f"Bearer {issued['token']}"})
     assert r.status_code == 201 and r.json()["server_key"] == public_to_b64(key)
+
+
+def test_a_booking_of_today_is_offered_and_checked_in_with_its_code(web: Web) -> None:
+    code = label_code(web)
+    link(web, "mgr-b", "p-li")
+    link(web, "mgr-a", "p-a", org="org-a")
+    for person, booking in (("p-li", "LIBOOK01"), ("p-a", "ABOOK001")):
+        web.sql("INSERT INTO bookings (unit_id, instrument_id, code, status, start_at, end_at, applicant_name,"
+                " user_type, user_id, requested_at) VALUES ('ua', 'ua-xrd', %s, 'approved', now() - interval '1 hour',"
+                " now() + interval '1 hour', '李四', 130, %s, now())", (booking, person))
+    [(mine,)] = web.sql("SELECT id FROM bookings WHERE code = 'LIBOOK01'")
+    [(theirs,)] = web.sql("SELECT id FROM bookings WHERE code = 'ABOOK001'")
+    phone = web.as_("mgr-b")
+    page = phone.get(f"/c/{code}").text
+    assert "LIBOOK01" in page and "ABOOK001" not in page  # only the person's own bookings
+    assert phone.post(f"/api/v1/checkin/{code}", json={"action": "checkin", "booking_id": theirs}).status_code == 404
+    assert phone.post(f"/api/v1/checkin/{code}", json={"action": "checkin", "booking_id": mine}).status_code == 201
+    assert web.sql("SELECT method, identifier, booking_id FROM checkin_requests") == [("booking", "LIBOOK01", mine)]
