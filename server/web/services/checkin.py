@@ -49,8 +49,9 @@ def new_code() -> str:
 
 
 def normalise(code: str) -> str:
-    """What a person types from the label: case and the look-alikes forgiven."""
-    return code.strip().upper().replace("O", "0").replace("I", "1").replace("-", "").replace(" ", "")
+    """What a person types from the label: case, spaces and dashes forgiven (the alphabet has no
+    0/O or 1/I to confuse)."""
+    return code.strip().upper().replace("-", "").replace(" ", "")
 
 
 def code_of(conn: Conn, instrument_id: str) -> str | None:
