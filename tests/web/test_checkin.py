@@ -55,7 +55,10 @@ def test_phone_page_needs_login_and_returns_after_it(web: Web) -> None:
     link(web, "mgr-b", "p-li")
     page = c.get(f"/c/{code}")
     assert 'id="checkin-in"' in page.text and "李四" in page.text and "乙研究所" in page.text
-    assert 'id="checkin-offline"' in page.text and "离线" in page.text  # no agent heard from: said so
+    assert 'id="checkin-offline"' in page.text and 'id="checkin-offline" hidden' not in page.text  # no agent
+    assert "离线" in page.text
+    r = c.get(f"/api/v1/checkin/{code}/status")
+    assert r.json() == {"instrument_id": "ua-xrd", "status": "unknown", "agent_online": False}  # never heard
 
 
 def test_only_as_oneself_and_never_pending(web: Web) -> None:

@@ -56,6 +56,15 @@ def phone_checkin(code: Code, body: CheckinIn, who: Who, db: Db, settings: Setti
     return made
 
 
+@router.get("/checkin/{code}/status", summary="The live status of a label code's instrument (what the public "
+            "catalog shows too) and whether its agent can take a check-in now")
+def code_status(code: Code, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
+    with db.read() as conn:
+        inst = checkin.instrument_by_code(conn, code)
+        agent, status = checkin.agent_status(conn, inst["id"], settings.live_stale_s)
+    return {"instrument_id": inst["id"], "status": status, "agent_online": agent is not None}
+
+
 @router.get("/checkin/requests/{request_id}", summary="The result of a phone check-in: sent, done (the agent's "
             "signed session record is stored), no_answer or manual")
 def checkin_result(request_id: RequestId, who: Who, db: Db) -> dict[str, Any]:

@@ -34,8 +34,24 @@
     });
   });
   var page = document.getElementById("checkin");
+  if (!page) return;
   var out = document.getElementById("checkin-result");
-  if (!page || !out) return;
+  // the instrument's status, refreshed while the page is open (a phone page has no live stream)
+  var stateEl = document.getElementById("checkin-state");
+  var offline = document.getElementById("checkin-offline");
+  function refresh() {
+    fetch("/api/v1/checkin/" + encodeURIComponent(page.dataset.code) + "/status", { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (j) {
+        if (!j) return;
+        var label = stateEl.dataset[j.status.replace(/_([a-z])/g, function (m, c) { return c.toUpperCase(); })];
+        stateEl.textContent = label || j.status;
+        stateEl.parentNode.dataset.status = j.status;
+        offline.hidden = j.agent_online;
+      }).catch(function () { /* offline phone: try again later */ });
+  }
+  setInterval(refresh, 5000);
+  if (!out) return;
   var buttons = [document.getElementById("checkin-in"), document.getElementById("checkin-out")];
   function show(text, cls) { out.textContent = text; out.className = cls || ""; }
   function poll(id, action, until) {
