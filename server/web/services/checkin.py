@@ -225,6 +225,8 @@ def request(conn: Conn, settings: WebSettings, p: Principal, code: str, action: 
     kind = "agent" if agent_id is not None and key is not None else "manual"
     n = None
     if kind == "agent":
+        # one sequence per agent: concurrent requests for the same agent take their numbers in turn
+        conn.execute("SELECT 1 FROM agents WHERE id = %s FOR UPDATE", (agent_id,))
         got = conn.execute("SELECT coalesce(max(n), 0) + 1 FROM checkin_requests WHERE agent_id = %s",
                            (agent_id,)).fetchone()
         n = int(got[0]) if got else 1
