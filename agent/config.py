@@ -194,9 +194,14 @@ class IdentitySection:
     card_key: str = ""
     card_key_file: Path | None = None
     card_pattern: str = r"^[0-9A-Za-z]{4,32}$"
+    server_key: str = ""
+    """the server's command key (public, base64url): check-in by phone (SPEC §9.5); empty: refused"""
 
     def __post_init__(self) -> None:
         positive(self.os_poll_s, "os_poll_s")
+        if self.server_key:
+            require(bool(re.fullmatch(r"[A-Za-z0-9_-]{43}", self.server_key)), "server_key",
+                    "must be the server's 32-byte public key in unpadded base64url (43 characters)")
         require(1024 <= self.checkin_port <= 65535, "checkin_port", "must be 1024..65535")
         positive(self.idle_timeout_s, "idle_timeout_s")
         if self.card_port:

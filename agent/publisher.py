@@ -14,6 +14,7 @@ Server -> agent: `ack` (retained; trims the spool) and `cmd` (resend a range, re
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
@@ -27,6 +28,7 @@ from agent import SOFTWARE
 from agent.config import Config, MqttSection
 from agent.spool import Row, Spool, SpoolError, SpoolFull
 from protocols import envelope as env
+from protocols.envelope import SESSION_COMMANDS
 from protocols.signing import Signer
 from protocols.topics import Kind, topic
 
@@ -78,6 +80,10 @@ class Publisher(threading.Thread):
         self._last_progress = time.monotonic()
         self._connack: tuple[bool, str] | None = None
         self._flush_deadline: float | None = None
+        self.session_commands: queue.Queue[bytes] = queue.Queue(maxsize=64)
+        """signed checkin/checkout commands, checked and taken by the agent's main loop"""
+        self.on_session_command: Any = None
+        """called (from this thread) after a session command is queued: wakes the main loop"""
 
     # ---- thread API ------------------------------------------------------------------------------
 
@@ -314,7 +320,10 @@ class Publisher(threading.Thread):
             if msg.topic == self.topics[Kind.ACK] and body.get("msg") == "ack":
                 self._ack(body.get("acked"))
             elif msg.topic == self.topics[Kind.CMD] and body.get("msg") == "cmd":
-                self._command(body)
+                if body.get("cmd") in SESSION_COMMANDS:
+                    self._session_command(msg.payload)
+                else:
+                    self._command(body)
             else:
                 raise ValueError(f"unexpected message on {msg.topic}")
         except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
@@ -339,6 +348,16 @@ class Publisher(threading.Thread):
         if self.cursor <= self.acked:
             self.cursor = self.acked + 1
         log.debug("ack %d: trimmed %d records", acked, trimmed)
+
+    def _session_command(self, payload: bytes | bytearray) -> None:
+        """Hand a check-in/check-out to the main loop, which alone checks and records (identity/remote.py)."""
+        try:
+            self.session_commands.put_nowait(bytes(payload))
+        except queue.Full:
+            log.warning("refused a session command: too many waiting")
+            return
+        if self.on_session_command is not None:
+            self.on_session_command()
 
     def _command(self, body: dict[str, Any]) -> None:
         cmd = body.get("cmd")

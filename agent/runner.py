@@ -26,6 +26,7 @@ from agent.detectors import module
 from agent.detectors.base import Detector, Observation
 from agent.detectors.episodes import ErrorEpisodes
 from agent.identity import EXPLICIT, OS, Sessions
+from agent.identity.remote import META_N, Refused, RemoteCommands
 from agent.publisher import Publisher
 from agent.recorder import Recorder
 from agent.signer import load_key
@@ -129,6 +130,12 @@ class Agent:
 
             self.http = CheckinServer(cfg.identity.checkin_port, a.instrument, self.snapshot)
         self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        """set by the publisher when the server sent a check-in: handled before the next tick"""
+        self.publisher.on_session_command = self.wake.set
+        self.remote = RemoteCommands(a.id, a.unit, a.instrument, cfg.identity.server_key,
+                                     int(self.spool.meta(META_N, 0)), lambda n: self.spool.set_meta(META_N, n),
+                                     lambda: self.clock.now()[0])
         self.summaries = {d.name: Summary(d.summary_keys) for d in self.detectors}
         self.last_obs: dict[str, Observation] = {}
         self._det_error: dict[str, str | None] = {}
@@ -148,6 +155,7 @@ class Agent:
     def install_signals(self) -> None:
         def handler(signum: int, frame: Any) -> None:
             self.stop_event.set()
+            self.wake.set()
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -166,7 +174,9 @@ class Agent:
                 now = time.monotonic()
                 if next_tick < now:  # overran (slow device): skip, do not burst
                     next_tick = now
-                self.stop_event.wait(next_tick - now)
+                while not self.stop_event.is_set() and self.wake.wait(max(0.0, next_tick - time.monotonic())):
+                    self.wake.clear()  # a check-in from the server: answer now, not at the next tick
+                    self.safe_remote()
         finally:
             self.shutdown()
         return 0
@@ -326,6 +336,37 @@ class Agent:
                     self.sessions.start(EXPLICIT, "card", hashed)
                     self.sessions.reset_idle(self.clock.mono())
         self._drain_requests()
+        self.safe_remote()
+
+    def safe_remote(self) -> None:
+        try:
+            self._remote_commands()
+        except Exception:
+            log.exception("handling a command from the server failed")
+
+    def _remote_commands(self) -> None:
+        """Check-ins and check-outs the server signed (a phone scanned the label): SPEC §9.5."""
+        q = self.publisher.session_commands
+        while not q.empty():
+            raw = q.get_nowait()
+            try:
+                cmd = self.remote.check(raw)
+            except Refused as exc:
+                log.warning("refused a command from the server: %s (%s)", exc.reason, exc.detail)
+                continue
+            cur = self.sessions.open.get(EXPLICIT)
+            if cmd.cmd == "checkout":
+                if cur is None or (cur[0] != cmd.session and (cur[1], cur[2]) != (cmd.method, cmd.user)):
+                    log.warning("refused a checkout command from the server: not_checked_in (%s)", cmd.id)
+                    continue
+                self.sessions.end(EXPLICIT, "checkout")
+                log.info("checked out by phone (command %s)", cmd.id)
+                continue
+            if cur is not None and (cur[1], cur[2]) == (cmd.method, cmd.user):
+                self.sessions.end(EXPLICIT, "replaced")  # the same person again: the phone's session id
+            self.sessions.start(EXPLICIT, cmd.method, cmd.user, session=cmd.session)
+            self.sessions.reset_idle(self.clock.mono())
+            log.info("checked in by phone (command %s, session %s)", cmd.id, cmd.session)
 
     def _drain_requests(self) -> None:
         if self.http is None:
@@ -455,10 +496,12 @@ class Gateway:
                 agent.run_lock.release()
             raise
         self.stop_event = threading.Event()
+        self.wake = threading.Event()
 
     def install_signals(self) -> None:
         def handler(signum: int, frame: Any) -> None:
             self.stop_event.set()
+            self.wake.set()
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -467,6 +510,7 @@ class Gateway:
 
     def run(self) -> int:
         for agent in self.agents:
+            agent.publisher.on_session_command = self.wake.set  # one loop answers every instrument's
             agent.publisher.start()
         try:
             for agent in self.agents:
@@ -487,7 +531,14 @@ class Gateway:
                     finally:
                         CURRENT_AGENT.reset(token)
                     due[i] = max(due[i] + agent.cfg.agent.sample_period_s, time.monotonic())
-                self.stop_event.wait(max(0.0, min(due) - time.monotonic()))
+                while not self.stop_event.is_set() and self.wake.wait(max(0.0, min(due) - time.monotonic())):
+                    self.wake.clear()  # a check-in from the server: answered before the next tick
+                    for agent in self.agents:
+                        token = CURRENT_AGENT.set(agent.cfg.agent.id)
+                        try:
+                            agent.safe_remote()
+                        finally:
+                            CURRENT_AGENT.reset(token)
         finally:
             self.shutdown()
         return 0

@@ -125,3 +125,46 @@ def command(*, agent: str, cmd: str, t: int, first: int | None = None, last: int
     if last is not None:
         body["last"] = last
     return canonical(body)
+
+
+SESSION_COMMANDS = ("checkin", "checkout")
+"""Commands that act for a person at the instrument: signed by the server's command key (SPEC §9.5)."""
+
+
+def session_command(
+    *,
+    key: Signer,
+    agent: str,
+    unit: str,
+    instrument: str,
+    cmd: str,
+    id: str,
+    n: int,
+    t: int,
+    exp: int,
+    method: str,
+    user: str,
+    session: str,
+) -> bytes:
+    """A signed `checkin` / `checkout` command: the agent records (or ends) `session` for `user`."""
+    if cmd not in SESSION_COMMANDS:
+        raise ValueError(f"not a session command: {cmd!r}")
+    return seal(
+        {
+            "v": PROTOCOL_VERSION,
+            "msg": "cmd",
+            "agent": agent,
+            "cmd": cmd,
+            "key": key_id(key),
+            "unit": unit,
+            "instrument": instrument,
+            "id": id,
+            "n": n,
+            "t": t,
+            "exp": exp,
+            "method": method,
+            "user": user,
+            "session": session,
+        },
+        key,
+    )

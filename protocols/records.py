@@ -192,15 +192,31 @@ class Command(_Strict):
     v: Literal[1]
     msg: Literal["cmd"]
     agent: Id
-    cmd: Literal["resend", "rebirth"]
+    cmd: Literal["resend", "rebirth", "checkin", "checkout"]
     t: Millis
     first: Seq | None = None
     last: Seq | None = None
+    # checkin / checkout (SPEC §9.5): signed by the server's command key
+    key: KeyId | None = None
+    unit: Id | None = None
+    instrument: Id | None = None
+    id: str | None = Field(None, pattern=r"^[0-9a-f]{16}$", description="the command's id")
+    n: Seq | None = Field(None, description="per-agent command sequence: the agent refuses n <= the last it took")
+    exp: Millis | None = Field(None, description="the agent refuses the command after this time")
+    method: Literal["checkin", "booking"] | None = None
+    user: str | None = Field(None, min_length=1, max_length=128)
+    session: Id | None = None
+    sig: Signature | None = None
 
     @model_validator(mode="after")
     def _range(self) -> Command:
         if self.cmd == "resend" and (self.first is None or self.last is None or self.last < self.first):
             raise ValueError("resend needs first <= last")
+        if self.cmd in ("checkin", "checkout") and None in (
+                self.key, self.unit, self.instrument, self.id, self.n, self.exp, self.method, self.user,
+                self.session, self.sig):
+            raise ValueError("checkin and checkout need key, unit, instrument, id, n, exp, method, user, "
+                             "session and sig")
         return self
 
 

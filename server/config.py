@@ -202,7 +202,8 @@ class WebSettings(_Section):
     login_providers: tuple[LoginProvider, ...] = Field((), description="university logins (CAS, OIDC) offered "
                                                        "on the login page next to the local password form")
     public_url: str = Field("", description="the site's external base URL (https://jishi.example.edu.cn), used in "
-                            "the redirect URI / CAS service URL; empty: taken from the request")
+                            "the redirect URI / CAS service URL and printed in label QR codes; empty: taken "
+                            "from the request")
     registration_ttl_s: int = Field(1800, description="how long an unknown login may take to fill in the "
                                     "self-registration form")
 
@@ -215,6 +216,13 @@ class WebSettings(_Section):
 
     def login_provider(self, provider_id: str) -> LoginProvider | None:
         return next((p for p in self.login_providers if p.id == provider_id), None)
+    command_key_file: str = Field("", description="the server's Ed25519 command key (one base64url line, "
+                                  "`jishi-agent keygen`): signs phone check-ins sent to agents (SPEC §9.5); "
+                                  "empty: phone check-ins are kept as unverified manual sessions")
+    command_mqtt_host: str = Field("127.0.0.1", description="the broker the web publishes check-in commands to")
+    command_mqtt_port: int = Field(1883, ge=1, le=65535)
+    command_mqtt_username: str = Field("", description="the web's broker user: may publish `cmd` only")
+    command_mqtt_password: str = ""
 
 
 class Settings(BaseSettings):

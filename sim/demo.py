@@ -37,6 +37,8 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -185,6 +187,38 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def with_server_key(toml: str, server_key: str) -> str:
+    """An agent (or gateway) configuration that takes check-ins by phone: the server's command key in
+    every [identity] table (agent/README.md, "Check-in by phone")."""
+    return re.sub(r"^(\[(?:instrument\.)?identity\])$", lambda m: f'{m.group(1)}\nserver_key = "{server_key}"', toml,
+                  flags=re.M)
+
+
+def _phone_checkin(dsn: str, specs: list[InstrumentSpec]) -> tuple[str, str, str] | None:
+    """A label code for the first instrument watched by a power meter only, and a demo login that is a
+    person of another unit's organisation (an outside user there): the phone check-in to try."""
+    power = [s for s in specs if s.detection == "power"]
+    if not power:
+        return None
+    spec = power[0]
+    person = next((p for p in PEOPLE if p.unit_id != spec.unit_id and p.mapped), None)
+    login = next((lg for lg in seed.DEMO_LOGINS if lg.unit_id is not None and lg.unit_id != spec.unit_id), None)
+    if person is None or login is None:
+        return None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT audit_as('sim-demo', true)")
+        conn.execute("UPDATE web_accounts SET person_id = %s WHERE login = %s AND person_id IS NULL",
+                     (person.id, login.login))
+        row = conn.execute("SELECT code FROM checkin_codes WHERE instrument_id = %s", (spec.id,)).fetchone()
+        if row is None:
+            code = "".join(random.SystemRandom().choice("23456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(8))
+            conn.execute("INSERT INTO checkin_codes (instrument_id, code, created_at, created_by)"
+                         " VALUES (%s, %s, now(), 'sim-demo')", (spec.id, code))
+        else:
+            code = row[0]
+    return spec.id, code, login.login
 
 
 def _env() -> dict[str, str]:
@@ -435,7 +469,15 @@ def main(argv: list[str] | None = None) -> int:
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "jishi-demo-ingest"\n'
             "[metrics]\nport = 0\n")
         children.start("ingest", [sys.executable, "-m", "server.cli", "--config", str(ingest_cfg), "ingest"])
-        web_env = _env() | {"JISHI_WEB_MQTT_HOST": broker.host, "JISHI_WEB_MQTT_PORT": str(broker.port)}
+        # the server's command key: signs phone check-ins (SPEC §9.5); every demo agent is given its public half
+        command_key = var / "server-command.key"
+        if not command_key.exists():
+            save_private(new_key(), command_key)
+        server_key = public_to_b64(load_private(command_key))
+        web_env = _env() | {"JISHI_WEB_MQTT_HOST": broker.host, "JISHI_WEB_MQTT_PORT": str(broker.port),
+                            "JISHI_WEB_COMMAND_KEY_FILE": str(command_key),
+                            "JISHI_WEB_COMMAND_MQTT_HOST": broker.host,
+                            "JISHI_WEB_COMMAND_MQTT_PORT": str(broker.port)}
         oidc_port = _port(state.get("oidc_port", 8090))
         state["oidc_port"] = oidc_port
         sso = start_oidc_provider(children, oidc_port, f"http://127.0.0.1:{web_port}")
@@ -503,9 +545,9 @@ def main(argv: list[str] | None = None) -> int:
             if on_gw:
                 members.append(GatewayMember(spec, profile(spec), dev, agent_id(spec), d, port, post))
             else:
-                (d / "agent.toml").write_text(agent_toml(spec, profile(spec), dev, agent_id=agent_id(spec),
-                                                         mqtt_host=broker.host, mqtt_port=broker.port,
-                                                         checkin_port=port, post_run_s=post))
+                (d / "agent.toml").write_text(with_server_key(agent_toml(
+                    spec, profile(spec), dev, agent_id=agent_id(spec), mqtt_host=broker.host, mqtt_port=broker.port,
+                    checkin_port=port, post_run_s=post), server_key))
                 children.start(f"agent-{spec.id}", [sys.executable, "-m", "agent.cli", "run", "--config",
                                                     str(d / "agent.toml")], cwd=d)
             live.append((spec, dev, port))
@@ -513,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         if members:
             gdir = agents_dir / gw
             gdir.mkdir(parents=True, exist_ok=True)
-            (gdir / "gateway.toml").write_text(gateway_toml(gw, members, mqtt_host=broker.host,
-                                                            mqtt_port=broker.port))
+            (gdir / "gateway.toml").write_text(with_server_key(gateway_toml(gw, members, mqtt_host=broker.host,
+                                                                            mqtt_port=broker.port), server_key))
             children.start(f"agent-{gw}", [sys.executable, "-m", "agent.cli", "run", "--config",
                                            str(gdir / "gateway.toml")], cwd=gdir)
         truthlog = Truthlog(var / "truth" / "live.jsonl")
@@ -538,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
                   f" {OIDC_PASSWORD}): {people};", flush=True)
             print(f"    newcomer (unknown: registers, confirmed at {url}/registry/registrations)", flush=True)
         print(f"  board of a unit:        {url}/units/imu/board   {url}/units/btri/board", flush=True)
+        phone = _phone_checkin(dsn, specs)
+        if phone is not None:
+            inst, code, login = phone
+            print(f"  phone check-in (QR label {url}/instruments/{inst}/label, power meter only): open"
+                  f" {url}/c/{code} at a phone's size and log in as {login}", flush=True)
         if members:
             pid = next(c.proc.pid for c in children.items if c.name == f"agent-{gw}")
             print(f"  gateway {gw} (ONE agent process, pid {pid}, config {agents_dir / gw / 'gateway.toml'})"

@@ -36,14 +36,15 @@ class Sessions:
         s = self.open.get(source)
         return None if s is None else (s[1], s[2])
 
-    def start(self, source: str, method: str, user: str) -> str | None:
-        """Open a session; a different open one on the same source ends as `replaced`."""
+    def start(self, source: str, method: str, user: str, session: str | None = None) -> str | None:
+        """Open a session (under `session` when the server chose its id: a phone check-in); a
+        different open one on the same source ends as `replaced`."""
         cur = self.open.get(source)
         if cur is not None:
             if cur[1] == method and cur[2] == user:
                 return None
             self.end(source, "replaced")
-        session = secrets.token_hex(8)
+        session = session or secrets.token_hex(8)
         row = self.recorder.session_start(session, method, user)
         t = self.recorder.clock.now()[0]
         self.spool.session_opened(source, session, method, user, t)

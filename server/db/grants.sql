@@ -106,7 +106,10 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     -- university login (033): self-registrations decided on the web, people's sessions, logins in flight
     ('person_registrations', '',        'SIU',     'S'),
     ('person_sessions',      '',        'SID',     ''),
-    ('login_flows',          '',        'SIUD',    '');
+    ('login_flows',          '',        'SIUD',    ''),
+    -- phone check-in (032): label codes and the phone's requests, written by the web
+    ('checkin_codes',        '',        'SIU',     'S'),
+    ('checkin_requests',     '',        'SIU',     'S');
 
 DO $$
 DECLARE

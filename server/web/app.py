@@ -17,6 +17,7 @@ from server.web import errors, openapi, templating, vendor
 from server.web.api import (
     agents,
     audit,
+    checkin,
     evaluation,
     evidence,
     imports,
@@ -43,6 +44,7 @@ from server.web.middleware import ResponseHeaders
 from server.web.pages import alerts as pages_alerts
 from server.web.pages import bookings as pages_bookings
 from server.web.pages import login as pages_login
+from server.web.pages import checkin as pages_checkin
 from server.web.pages import main as pages
 from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
@@ -105,7 +107,8 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
             h.strip() for h in settings.trusted_proxies.split(",") if h.strip()])
     openapi.install(app)
     for module in (session, registry, instruments, people, service_records, proposals, lists, imports, agents, live,
-                   timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine, registrations):
+                   timeline, evidence, plausibility, periods, evaluation, public, audit, quarantine, registrations,
+                   checkin):
         app.include_router(module.router)
     app.include_router(pages_login.router)
     app.include_router(pages_registry.router)
@@ -115,6 +118,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.include_router(pages_alerts.router)
     app.include_router(booking_routes.router)
     app.include_router(pages_bookings.router)
+    app.include_router(pages_checkin.router)
     app.include_router(pages.router)
     app.include_router(vendor.router)
     app.mount("/static", vendor.StaticAssets(directory=str(vendor.STATIC_DIR)), name="static")

@@ -148,7 +148,7 @@ def _wait(pred: Any, timeout: float = 5) -> bool:
 def test_agents_are_confined_to_their_own_topics(broker: tuple[int, Path, Path]) -> None:
     port, out, ca = broker
     secret = {p.name: p.read_text().strip() for p in (out / "secrets").iterdir()}
-    assert set(secret) == {"jishi-server", "a-xrd", "b-sem"}  # the revoked agent gets no credentials
+    assert set(secret) == {"jishi-server", "jishi-web", "a-xrd", "b-sem"}  # none for the revoked agent
     server = Client(port, ca, "jishi-server", secret["jishi-server"], "ingest")
     a = Client(port, ca, "a-xrd", secret["a-xrd"], "a-xrd")
     try:
@@ -177,6 +177,34 @@ def test_agents_are_confined_to_their_own_topics(broker: tuple[int, Path, Path])
     finally:
         server.close()
         a.close()
+
+
+def test_the_web_publishes_commands_only(broker: tuple[int, Path, Path]) -> None:
+    """The web's user (phone check-in, SPEC §9.5) may publish on any agent's `cmd`, and do nothing else:
+    no acks, no records in an agent's name, no reading of records."""
+    port, out, ca = broker
+    secret = {p.name: p.read_text().strip() for p in (out / "secrets").iterdir()}
+    server = Client(port, ca, "jishi-server", secret["jishi-server"], "ingest")
+    a = Client(port, ca, "a-xrd", secret["a-xrd"], "a-xrd")
+    web = Client(port, ca, "jishi-web", secret["jishi-web"], "jishi-web")
+    try:
+        assert server.ok and a.ok and web.ok
+        server.c.subscribe([("jishi/v1/+/+/rec", 1)])
+        a.c.subscribe([("jishi/v1/ua/xrd/cmd", 1), ("jishi/v1/ua/xrd/ack", 1)])
+        web.c.subscribe([("jishi/v1/+/+/rec", 1), ("jishi/v1/+/+/cmd", 1)])
+        assert _wait(lambda: len(server.suback) == 1 and len(a.suback) == 1 and len(web.suback) == 1)
+        web.c.publish("jishi/v1/ua/xrd/ack", b"forged-ack", qos=1).wait_for_publish(5)
+        web.c.publish("jishi/v1/ua/xrd/rec", b"forged-rec", qos=1).wait_for_publish(5)
+        a.c.publish("jishi/v1/ua/xrd/rec", b"own", qos=1).wait_for_publish(5)
+        web.c.publish("jishi/v1/ua/xrd/cmd", b"checkin", qos=1).wait_for_publish(5)
+        assert _wait(lambda: ("jishi/v1/ua/xrd/cmd", b"checkin") in a.got)
+        assert _wait(lambda: ("jishi/v1/ua/xrd/rec", b"own") in server.got)
+        assert a.got == [("jishi/v1/ua/xrd/cmd", b"checkin")]
+        assert server.got == [("jishi/v1/ua/xrd/rec", b"own")]
+        assert web.got == []  # reads nothing, not even its own commands
+    finally:
+        for c in (server, a, web):
+            c.close()
 
 
 def test_refused_without_valid_credentials(broker: tuple[int, Path, Path]) -> None:

@@ -97,6 +97,34 @@ def _login(url: str) -> Any:
     return opener
 
 
+def _phone_checkin(url: str, log: str) -> None:
+    """The demo's power-meter-only instrument (through the gateway) takes a phone check-in: the
+    signed command reaches its agent and the agent's session record comes back through ingest."""
+    m = re.search(r"phone check-in .* open (\S+)/c/([2-9A-HJ-NP-Z]{8}) at a phone's size and log in as (\S+)", log)
+    assert m is not None, "the demo names no phone check-in"
+    code, login = m.group(2), m.group(3)
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    req = urllib.request.Request(f"{url}/api/v1/auth/login", method="POST",
+                                 data=json.dumps({"login": login, "password": "jishi-demo"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with opener.open(req, timeout=10) as r:
+        csrf = json.loads(r.read())["csrf_token"]
+    req = urllib.request.Request(f"{url}/api/v1/checkin/{code}", method="POST",
+                                 data=json.dumps({"action": "checkin"}).encode(),
+                                 headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
+    with opener.open(req, timeout=10) as r:
+        made = json.loads(r.read())
+    assert made["kind"] == "agent", json.dumps(made)
+    end = time.monotonic() + 15
+    while True:
+        with opener.open(f"{url}/api/v1/checkin/requests/{made['id']}", timeout=10) as r:
+            status = json.loads(r.read())["status"]
+        if status != "sent" or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    assert status == "done", status
+
+
 def _wait_rows(dsn: str, sql: str, timeout: float) -> list[tuple[Any, ...]]:
     end = time.monotonic() + timeout
     while True:
@@ -142,6 +170,7 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         assert {t["id"] for t in tiles} == imu
         with opener.open(f"{url}/units/imu/report", timeout=30) as r:  # the page a manager opens first
             assert r.status == 200 and "利用率" in r.read().decode()
+        _phone_checkin(url, demo.text())
         state = json.loads((var / "state.json").read_text())
         dsn = f"postgresql://jishi@127.0.0.1:{state['pg_port']}/jishi"
         history = {a: w for a, (w, _) in _published(dsn).items()}

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 from server.registry import schema
 from server.web.i18n import TEXT
-from server.web.pages import alerts, bookings, main, ops, registry, setup
+from server.web.pages import alerts, bookings, checkin, main, ops, registry, setup
 from tests.web.conftest import Web
 
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")  # ideographs (punctuation is not text)
@@ -62,7 +62,7 @@ CHINESE_ONLY = {"/overview": "evaluation tables (server/evaluation/report.py)",
 
 def _routes() -> list[str]:
     paths = []
-    for module in (main, registry, setup, ops, alerts, bookings):
+    for module in (main, registry, setup, ops, alerts, bookings, checkin):
         for r in module.router.routes:
             if "GET" in getattr(r, "methods", set()):
                 paths.append(r.path)

@@ -22,6 +22,7 @@ from server.web.auth import ENROL_TOKEN_PREFIX, bearer, require_role, token_hash
 from server.web.db import one, rows
 from server.web.deps import Db, Settings, Who
 from server.web.errors import ApiError, field_error, not_found
+from server.web.services import checkin
 from server.web.services import enrol as enrolment
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
@@ -69,7 +70,8 @@ def create_enrolment_token(instrument_id: str, body: EnrolmentTokenIn, request: 
                            instrument=exc.instrument) from None
     token, agent_id = issued.token, issued.agent_id
     url = str(request.base_url).rstrip("/") + "/api/v1/enrol"
-    config = enrolment.agent_config(settings.mqtt_host, settings.mqtt_port, inst["unit_id"], instrument_id, agent_id)
+    config = enrolment.agent_config(settings.mqtt_host, settings.mqtt_port, inst["unit_id"], instrument_id, agent_id,
+                                    checkin.public_key(settings))
     command = enrolment.one_command("agent.toml", url, token)
     return {
         "id": issued.id,
@@ -164,6 +166,8 @@ def enrol(body: EnrolIn, request: Request, db: Db, settings: Settings) -> dict[s
         "key_id": kid,
         "mqtt": {"host": settings.mqtt_host, "port": settings.mqtt_port},
         "topic_prefix": f"jishi/v1/{inst['unit_id']}/{inst['id']}/",
+        # the server's command key (SPEC §9.5): `[identity] server_key` lets the agent take phone check-ins
+        **({"server_key": command_key} if (command_key := checkin.public_key(settings)) else {}),
     }
 
 

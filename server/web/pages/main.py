@@ -25,7 +25,7 @@ from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
 from server.web.i18n import request_lang, t, t_or
 from server.web.params import aware, check_range, safe_next
-from server.web.services import board, catalog, charts, evaluation, plausibility
+from server.web.services import board, catalog, charts, checkin, evaluation, plausibility
 from server.web.services.evidence import MAX_SPAN, interval_evidence
 from server.web.services.results import Results
 from server.web.services.timeline import SPANS, timeline
@@ -139,6 +139,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
         agents = rows(conn, "SELECT a.id, a.revoked_at, (SELECT count(*) FROM agent_keys k WHERE k.agent_id = a.id"
                             " AND k.revoked_at IS NULL) AS keys FROM agents a WHERE a.instrument_id = %s ORDER BY a.id",
                       (instrument_id,))
+        manual = checkin.manual_sessions(conn, instrument_id, data["start"], data["end"])
     t0, t1 = data["start"], data["end"]
 
     def ev_href(a: datetime, b: datetime) -> str:
@@ -185,7 +186,7 @@ def instrument_page(instrument_id: str, request: Request, who: MaybeWho, db: Db,
     return render(request, "instrument.html", p, inst=inst, data=data, chart=chart, daily=daily, span=span,
                   start=first, nav=nav, tile=tile[0] if tile else None, prices=prices, agents=agents,
                   total_verified=total, trend_chart=trend_chart, trend=trend_data, ev=ev, power_chart=power_chart,
-                  plausibility=flags)
+                  plausibility=flags, manual_sessions=manual)
 
 
 # -- unit report ------------------------------------------------------------------------------------

@@ -60,8 +60,14 @@ def issue(conn: Conn, instrument_id: str, agent_id: str | None, created_by: int 
     return Issued(got[0], token, agent_id, got[1])
 
 
-def agent_config(mqtt_host: str, mqtt_port: int, unit_id: str, instrument_id: str, agent_id: str) -> str:
-    """The agent configuration to copy to the instrument PC (agent/config.py's TOML layout)."""
+def agent_config(mqtt_host: str, mqtt_port: int, unit_id: str, instrument_id: str, agent_id: str,
+                 server_key: str = "") -> str:
+    """The agent configuration to copy to the instrument PC (agent/config.py's TOML layout); with the
+    server's command key, the agent takes check-ins by phone (SPEC §9.5)."""
+    identity = f"""
+[identity]
+server_key = "{server_key}"   # the server's command key: check-in by phone (QR label)
+""" if server_key else ""
     return f"""# jishi-agent configuration for instrument {instrument_id} (unit {unit_id})
 [agent]
 id = "{agent_id}"
@@ -81,7 +87,7 @@ running = "software"
 [detectors.software]
 kind = "process"
 names = ["CHANGE-ME.exe"]   # the instrument's control software
-"""
+{identity}"""
 
 
 def one_command(config_file: str, url: str, token: str) -> str:

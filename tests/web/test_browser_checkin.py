@@ -1,0 +1,131 @@
+"""Phone check-in end to end (issue 19): headless Chromium at a phone's viewport opens an
+instrument label's URL, logs in, checks in on a REAL agent watching only a power meter (the pymodbus
+test device), sees the agent's answer, checks out; the session is in the agent's signed chain as
+stored by ingest, and the board shows the user's organisation."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from protocols.signing import generate, key_id, load_private, public_to_b64, save_private
+from server.ingest.service import Ingest
+from sim.modbus_meter import ModbusMeter
+from tests.agent.helpers import AgentProc, write_config
+from tests.server.helpers import settings_for, wait_for
+from tests.web.conftest import PASSWORD, Web
+from tests.web.livehelp import serve
+from tests.web.test_browser import ARTIFACTS, browser  # noqa: F401
+from tests.web.test_browser_bookings import watch
+
+METER = """
+[detectors.power]
+kind = "power_meter"
+port = "{port}"
+timeout_s = 0.05
+retries = 0
+levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
+"""
+PHONE = {"width": 390, "height": 844}
+
+
+def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, browser: Any,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    agent_id = f"qr-{tag}"
+    unit, instrument = f"u-{agent_id}", f"i-{agent_id}"
+    server_key = tmp_path / "server.key"
+    save_private(generate(), server_key)
+    web.sql("INSERT INTO units (id, org_id, name) VALUES (%s, 'org-a', '甲大学')", (unit,))
+    web.sql("INSERT INTO instruments (id, unit_id, name, original_value) VALUES (%s, %s, '电感耦合等离子体质谱仪',"
+            " 1800000)", (instrument, unit))
+    web.sql("INSERT INTO platform_users (id, name, org_id) VALUES ('p-li', '李四', 'org-b')")
+    web.sql("UPDATE web_accounts SET person_id = 'p-li' WHERE login = 'mgr-b'")  # an outside user of unit A
+    code = web.as_("ops").post(f"/api/v1/instruments/{instrument}/checkin-code").json()["code"]
+
+    with ModbusMeter(watts=40.0) as meter:
+        cfg = write_config(tmp_path, agent_id=agent_id, broker=mqtt_broker, detectors=METER.format(port=meter.port),
+                           running="power", period=0.1, heartbeat=1.0)
+        cfg.write_text(cfg.read_text().replace(  # the agent learns the server's key at enrolment
+            "[identity]\n", f'[identity]\nserver_key = "{public_to_b64(load_private(server_key))}"\n', 1))
+        key = load_private(tmp_path / "agent.key")
+        web.sql("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)", (agent_id, instrument))
+        web.sql("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
+                (key_id(key), agent_id, public_to_b64(key)))
+        s = settings_for(web.dsn, mqtt_broker, client_id=f"ing-{tag}")
+        s.mqtt.share_group = f"g-{tag}"
+        ing = Ingest(s).start()
+        agent = AgentProc(cfg)
+        try:
+            assert ing.wait_connected()
+            agent.start()
+            wait_for(lambda: web.sql("SELECT online FROM live_state WHERE instrument_id = %s", (instrument,))
+                     == [(True,)], 30, what="the agent online")
+            with serve(web.dsn, command_key_file=str(server_key), command_mqtt_host=mqtt_broker.host,
+                       command_mqtt_port=mqtt_broker.port) as base:
+                ctx = browser.new_context(locale="zh-CN", viewport=PHONE, is_mobile=True, has_touch=True)
+                try:
+                    page = ctx.new_page()
+                    errors = watch(page)
+                    page.goto(f"{base}/c/{code}")  # what the label's QR code opens: the login first
+                    page.fill("input[name=login]", "mgr-b")
+                    page.fill("input[name=password]", PASSWORD)
+                    page.click("button[type=submit]")
+                    page.wait_for_url(f"{base}/c/{code}")
+                    assert "电感耦合等离子体质谱仪" in (page.text_content("#checkin-instrument") or "")
+                    assert "乙研究所" in (page.text_content("#checkin-person") or "")
+                    assert page.is_hidden("#checkin-offline")  # the agent is online
+                    t0 = time.monotonic()
+                    page.click("#checkin-in")
+                    page.wait_for_selector("#checkin-result[data-state=done]", timeout=10_000)
+                    answered_in = time.monotonic() - t0
+                    assert "采集端已签名记录" in (page.text_content("#checkin-result") or "")
+                    page.screenshot(path=str(ARTIFACTS / "checkin-phone.png"), full_page=True)
+                    assert answered_in < 5, answered_in  # about a second on an idle machine
+
+                    [(session, method, ident, seq)] = web.sql(
+                        "SELECT session_id, method, identifier, start_seq FROM user_sessions WHERE agent_id = %s"
+                        " AND end_at IS NULL", (agent_id,))
+                    assert session.startswith("qr-") and (method, ident) == ("checkin", "person:p-li")
+                    # the board shows the user's organisation (live state resolved through the identity map)
+                    wait_for(lambda: web.sql("SELECT org_name FROM live_state WHERE instrument_id = %s",
+                                             (instrument,)) == [("乙研究所",)], 10, what="the board's organisation")
+
+                    page.click("#checkin-out")
+                    page.wait_for_selector("#checkin-result[data-state=done]", timeout=10_000)
+                    assert "下机登记成功" in (page.text_content("#checkin-result") or "")
+                    assert errors == [], "\n".join(errors)
+                finally:
+                    ctx.close()
+                with_board = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+                try:
+                    bp = with_board.new_page()
+                    bp.goto(base + "/login")
+                    bp.fill("input[name=login]", "ops")
+                    bp.fill("input[name=password]", PASSWORD)
+                    bp.click("button[type=submit]")
+                    bp.goto(f"{base}/instruments/{instrument}")
+                    assert "乙研究所" in (bp.text_content("body") or "")  # the session, with its organisation
+                finally:
+                    with_board.close()
+            [(end_reason,)] = web.sql("SELECT end_reason FROM user_sessions WHERE agent_id = %s AND session_id = %s",
+                                      (agent_id, session))
+            assert end_reason == "checkout"
+            # the session is in the agent's signed chain: the stored envelope carries the record
+            [(raw,)] = web.sql("SELECT e.raw FROM envelopes e JOIN agent_progress p ON p.agent_no = e.agent_no"
+                               " WHERE p.agent_id = %s AND e.first_seq <= %s AND e.last_seq >= %s",
+                               (agent_id, seq, seq))
+            env = orjson.loads(bytes(raw))
+            [rec] = [r for r in env["records"] if r["seq"] == seq]
+            assert rec == {**rec, "type": "session_start", "session": session, "method": "checkin",
+                           "user": "person:p-li"}
+            assert web.sql("SELECT kind, agent_id IS NOT NULL FROM checkin_requests ORDER BY id") == [
+                ("agent", True), ("agent", True)]
+        finally:
+            if agent.alive():
+                agent.kill()
+            ing.stop()
