@@ -43,8 +43,8 @@ from server.web.limits import BodyLimit
 from server.web.middleware import ResponseHeaders
 from server.web.pages import alerts as pages_alerts
 from server.web.pages import bookings as pages_bookings
-from server.web.pages import login as pages_login
 from server.web.pages import checkin as pages_checkin
+from server.web.pages import login as pages_login
 from server.web.pages import main as pages
 from server.web.pages import ops as pages_ops
 from server.web.pages import registry as pages_registry
