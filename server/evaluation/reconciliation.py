@@ -434,19 +434,30 @@ ext AS (
 
 # Covered time from the windows kept at derive time (record_window_usage, migration 029): per
 # running segment, what the windows of the unit's 130 records of the period cover of it inside the
-# period (their days in the period); one hash join instead of a records look-up per segment.
+# period (their days in the period), instead of a records look-up per segment. The external
+# segments and the covering rows meet in one grouping by segment (agent, start), not a join: the
+# planner estimates one external segment and would rescan the covering rows for each (30 s).
 _UNCOVERED_BY_WINDOWS = f"""
-cover AS MATERIALIZED (
-    SELECT w.agent_id, w.seg_start, sum(w.us) AS us
+cover AS (
+    SELECT w.agent_id, w.seg_start, w.us
     FROM ({records_in_period("r.id, r.user_type", by_instrument=True)}) r
     JOIN record_window_usage w ON w.record_id = r.id
     WHERE r.user_type = 130 AND w.day >= %(start)s AND w.day < %(end)s
-    GROUP BY 1, 2
 ),
 {_UNCOVERED_EXT}
 covered AS (
-    SELECT ext.*, least(ext.us, COALESCE(c.us, 0)) AS covered
-    FROM ext LEFT JOIN cover c ON c.agent_id = ext.agent_id AND c.seg_start = ext.start_at
+    SELECT min(instrument_id) AS instrument_id, min(unit_id) AS unit_id, agent_id, min(session_id) AS session_id,
+           start_at, bool_or(watched) AS watched, min(method) AS method, min(identifier) AS identifier,
+           min(user_id) AS user_id, max(us) AS us, least(max(us), COALESCE(sum(cov), 0)) AS covered
+    FROM (
+        SELECT ext.instrument_id, ext.unit_id, ext.agent_id, ext.session_id, ext.start_at, ext.watched, ext.method,
+               ext.identifier, ext.user_id, ext.us, NULL::bigint AS cov
+        FROM ext
+        UNION ALL
+        SELECT NULL, NULL, c.agent_id, NULL, c.seg_start, NULL, NULL, NULL, NULL, NULL, c.us FROM cover c
+    ) u
+    GROUP BY agent_id, start_at
+    HAVING count(us) > 0
 ),
 """
 
