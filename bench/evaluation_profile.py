@@ -58,8 +58,10 @@ class _Rows:
 
 
 def _label(sql: str) -> str:
+    """The statement's start and end (evaluation queries share their first CTEs)."""
     lines = [ln.strip() for ln in sql.strip().splitlines() if ln.strip() and not ln.strip().startswith("--")]
-    return " ".join(lines)[:110]
+    text = " ".join(lines)
+    return text if len(text) <= 130 else f"{text[:40]} … {text[-85:]}"
 
 
 def main() -> None:

@@ -248,6 +248,7 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
                 t = time.perf_counter()
                 results[way] = evaluate_region(conn, period, rb, pseudonyms, precomputed=precomputed)
                 figures[f"evaluate_region_{way}_{attempt}"] = time.perf_counter() - t
+                print(f"  evaluate_region_{way}_{attempt}: {figures[f'evaluate_region_{way}_{attempt}']:.2f}")
         if results:
             diffs = _same_region(results["old"], results["new"], now)
             print("region, old vs new:", "IDENTICAL" if not diffs else f"DIFFERENT in {diffs}")
@@ -265,6 +266,8 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
                 write_xlsx(urep, out / f"{unit}-{way}.xlsx")
                 write_json(urep, out / f"{unit}-{way}.json")
                 figures[f"unit_report_{way}_{attempt}"] = time.perf_counter() - t
+                print(f"  unit_report_{way}_{attempt}: {figures[f'unit_report_{way}_{attempt}']:.2f}"
+                      f" (report only {figures[f'unit_report_only_{way}_{attempt}']:.2f})")
                 reports[way] = urep
         same = reports["old"] == reports["new"] and (out / f"{unit}-old.json").read_bytes() == (
             out / f"{unit}-new.json"

@@ -266,14 +266,23 @@ rec_measured AS (
 # look-ups of _MEASURE_TOTALS give); the period's part of a window is its days before the period's
 # end (periods are whole local days and a window starts inside its period). Sums of whole
 # microseconds in float8 are exact in any order, so the figures are those of the segments.
-_WINDOW_ROWS = """
+def _window_rows(by_record: bool) -> str:
+    """The period's records' window rows with their identity classed. `by_record`: each record's
+    rows from the primary key (one unit's few thousand records); else one hash join (a region)."""
+    windows = (
+        "CROSS JOIN LATERAL (SELECT * FROM record_window_usage x WHERE x.record_id = r.id OFFSET 0) w"
+        if by_record
+        else "JOIN record_window_usage w ON w.record_id = r.id"
+    )
+    return f"""
     SELECT r.id AS rec_id, r.user_type, r.rec_org, r.applicant_user_id, w.session_id, w.watched,
            w.us::float8 AS us, CASE WHEN w.day < %(end)s THEN w.us::float8 ELSE 0 END AS period_us,
            ident.who, ident.org_id, ident.user_id
-    FROM rec r JOIN record_window_usage w ON w.record_id = r.id
+    FROM rec r {windows}
     LEFT JOIN ident ON ident.unit_id = r.unit_id AND ident.method = NULLIF(w.method, '')
                    AND ident.identifier = NULLIF(w.identifier, '')
 """
+
 
 _WINDOW_TOTALS = f"""
 rec_measured AS (
@@ -287,7 +296,7 @@ rec_measured AS (
                sum(q.period_us) FILTER (WHERE q.who = 'external' AND q.watched) AS ext_period_verified,
                sum(q.period_us) FILTER (WHERE q.who = 'external' AND NOT q.watched) AS ext_period_unverified,
                {_CLASS_SUMS_TOTALS.format(cls=attribution("q.who", "q.org_id", "q.user_type", "q.rec_org"))}
-        FROM ({_WINDOW_ROWS}) q
+        FROM ({_window_rows(by_record=False)}) q
         GROUP BY q.rec_id
     ) m ON m.rec_id = r.id
 ),
@@ -303,7 +312,7 @@ by_session AS (
            sum(q.period_us) FILTER (WHERE q.who = 'external' AND NOT q.watched) AS ext_period_unverified,
            bool_or(q.user_id = q.applicant_user_id) AS applicant_seen,
            {_CLASS_SUMS.format(cls=attribution("q.who", "q.org_id", "q.user_type", "q.rec_org"))}
-    FROM ({_WINDOW_ROWS}) q
+    FROM ({_window_rows(by_record=True)}) q
     GROUP BY q.rec_id, q.session_id
 ),
 by_record AS (
@@ -434,19 +443,33 @@ ext AS (
 
 # Covered time from the windows kept at derive time (record_window_usage, migration 029): per
 # running segment, what the windows of the unit's 130 records of the period cover of it inside the
-# period (their days in the period); one hash join instead of a records look-up per segment.
+# period (their days in the period), instead of a records look-up per segment. The external
+# segments and the covering rows meet in one grouping by segment (agent, start), not a join: the
+# planner estimates one external segment and would rescan the covering rows for each (30 s).
 _UNCOVERED_BY_WINDOWS = f"""
-cover AS MATERIALIZED (
-    SELECT w.agent_id, w.seg_start, sum(w.us) AS us
+cover AS (
+    SELECT w.agent_id, w.seg_start, w.us
     FROM ({records_in_period("r.id, r.user_type", by_instrument=True)}) r
-    JOIN record_window_usage w ON w.record_id = r.id
-    WHERE r.user_type = 130 AND w.day >= %(start)s AND w.day < %(end)s
-    GROUP BY 1, 2
+    CROSS JOIN LATERAL (
+        SELECT x.agent_id, x.seg_start, x.us FROM record_window_usage x
+        WHERE x.record_id = r.id AND x.day >= %(start)s AND x.day < %(end)s OFFSET 0
+    ) w
+    WHERE r.user_type = 130
 ),
 {_UNCOVERED_EXT}
 covered AS (
-    SELECT ext.*, least(ext.us, COALESCE(c.us, 0)) AS covered
-    FROM ext LEFT JOIN cover c ON c.agent_id = ext.agent_id AND c.seg_start = ext.start_at
+    SELECT min(instrument_id) AS instrument_id, min(unit_id) AS unit_id, agent_id, min(session_id) AS session_id,
+           start_at, bool_or(watched) AS watched, min(method) AS method, min(identifier) AS identifier,
+           min(user_id) AS user_id, max(us) AS us, least(max(us), COALESCE(sum(cov), 0)) AS covered
+    FROM (
+        SELECT ext.instrument_id, ext.unit_id, ext.agent_id, ext.session_id, ext.start_at, ext.watched, ext.method,
+               ext.identifier, ext.user_id, ext.us, NULL::bigint AS cov
+        FROM ext
+        UNION ALL
+        SELECT NULL, NULL, c.agent_id, NULL, c.seg_start, NULL, NULL, NULL, NULL, NULL, c.us FROM cover c
+    ) u
+    GROUP BY agent_id, start_at
+    HAVING count(us) > 0
 ),
 """
 
