@@ -106,7 +106,7 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_fast_accepts_only_what_the_reference_accepts(body: dict[str, Any]) -> None:
     if fastcheck.accepts(body):
