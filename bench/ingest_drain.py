@@ -111,11 +111,19 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     group = f"drain{workers}-{int(time.time())}"
     configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-w{k}", group,  # type: ignore[arg-type]
                                    batch_max_messages=40) for k in range(workers)]
-    # create the persistent sessions, then stop ingest: the backlog queues in the broker
+    # create the persistent sessions, then stop ingest: the backlog queues in the broker. Wait
+    # until each process has subscribed (a fixed sleep was too short on a loaded box: the
+    # backlog then went to a group without members and was dropped)
+    for c in configs:
+        c.write_text(c.read_text().replace('log_level = "WARNING"', 'log_level = "INFO"'))
     procs = [start_ingest(c, tmp / f"w{k}.log") for k, c in enumerate(configs)]
-    time.sleep(3)
-    for p in procs:
-        stop(p)
+    try:
+        wait(lambda: all("subscribed to" in (tmp / f"w{k}.log").read_text() for k in range(workers)), 300)
+    finally:
+        for p in procs:
+            stop(p)
+    for c in configs:
+        c.write_text(c.read_text().replace('log_level = "INFO"', 'log_level = "WARNING"'))
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{group}-pub", protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(200)
     pub.max_queued_messages_set(0)
