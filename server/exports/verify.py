@@ -43,11 +43,12 @@ from protocols.bundle import (
     iso_to_ms,
     rebuild_envelope,
 )
+from protocols.canonical import dumps_sorted
 from protocols.chain import record_hash
 from protocols.derive import Gap, Params, Rec, derive
-from protocols.errors import ProtocolError
+from protocols.errors import ProtocolError, Reason
 from protocols.records import Record
-from protocols.signing import public_from_b64
+from protocols.signing import public_from_b64, verify
 from protocols.validate import check_signature, open_envelope
 
 TOLERANCE_H = 1e-6  # hours; the derivation is exact to the millisecond
@@ -259,7 +260,11 @@ def _agent_stream(entry: dict[str, Any], stream: bytes, heads_raw: bytes, owners
         raw = rebuild_envelope(agent, h, [ln.record for ln in lines[index[first]:index[last] + 1]])
         try:
             opened = open_envelope(raw)
-            check_signature(opened.body, keys[h["key"]])
+            # the rebuilt bytes are canonical (checked by open_envelope): the signed bytes are
+            # the same minus `sig`, without re-checking every value as protocols.canonical does
+            if not verify(keys[h["key"]], dumps_sorted({k: v for k, v in opened.body.items() if k != "sig"}),
+                          h["sig"]):
+                raise ProtocolError(Reason.BAD_SIGNATURE, "signature does not verify with the agent's key", "sig")
         except ProtocolError as e:
             why = (" (a record it chains to was changed, dropped or reordered, or the head was forged)"
                    if e.reason.value == "bad_signature" else "")
