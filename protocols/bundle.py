@@ -153,9 +153,13 @@ def head_of(body: Mapping[str, Any]) -> dict[str, Any]:
             "instrument": body["instrument"], "boot": body["boot"], "sent": body["sent"], "sig": body["sig"]}
 
 
+def head_body(agent: str, head: Mapping[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The envelope's members but `sig`, from its head and its records: its signed bytes are
+    the canonical bytes of this."""
+    return {"v": 1, "msg": "rec", "agent": agent, "key": head["key"], "unit": head["unit"],
+            "instrument": head["instrument"], "boot": head["boot"], "sent": head["sent"], "records": records}
+
+
 def rebuild_envelope(agent: str, head: Mapping[str, Any], records: list[dict[str, Any]]) -> bytes:
-    """The envelope's wire bytes from its head and its records (as the agent signed them)."""
-    body = {"v": 1, "msg": "rec", "agent": agent, "key": head["key"], "unit": head["unit"],
-            "instrument": head["instrument"], "boot": head["boot"], "sent": head["sent"], "records": records,
-            "sig": head["sig"]}
-    return dumps_sorted(body)
+    """The envelope's wire bytes from its head and its records (as the agent sealed them)."""
+    return dumps_sorted({**head_body(agent, head, records), "sig": head["sig"]})
