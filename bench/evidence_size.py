@@ -15,6 +15,7 @@ this process, and wall seconds).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -67,7 +68,7 @@ def main() -> None:
             path = Path(d) / f"v{version}.zip"
             kw = (path, specs[0].unit_id, *period, agents)
             if version == 2:
-                _, bc, bw = _timed(lambda *a: write_v2(*a, expected=False), *kw)
+                _, bc, bw = _timed(functools.partial(write_v2, expected=False), *kw)
             else:
                 _, bc, bw = _timed(write, *kw)
             res, vc, vw = _timed(verify_bundle, path)

@@ -10,6 +10,7 @@ Every other envelope's header and signature are left out; its records are in the
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,16 @@ def compact_agent(envelopes: Iterable[tuple[int, int, bytes]], watermark: int) -
     The envelopes were verified by ingest when stored, so they are parsed, not checked again. Each
     seq ≤ `watermark` is taken from the first envelope holding it (the one that stored it, whose
     receive time the derivation used)."""
+    enabled = gc.isenabled()
+    gc.disable()  # ~100,000 acyclic dicts a year: the cycle collector would re-scan them all, often
+    try:
+        return _compact(envelopes, watermark)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compact(envelopes: Iterable[tuple[int, int, bytes]], watermark: int) -> AgentPart:
     recs: dict[int, tuple[dict[str, Any], int]] = {}
     stored_by: dict[int, int] = {}  # seq -> index in `heads_all`
     heads_all: list[dict[str, Any]] = []

@@ -40,14 +40,16 @@ from protocols.bundle import (
     StreamRecord,
     decode_stream,
     entries,
+    head_body,
     iso_to_ms,
-    rebuild_envelope,
 )
+from protocols.canonical import MAX_SAFE_INT, dumps_sorted
 from protocols.chain import record_hash
 from protocols.derive import Gap, Params, Rec, derive
-from protocols.errors import ProtocolError
-from protocols.records import Record
-from protocols.signing import public_from_b64
+from protocols.envelope import MAX_ENVELOPE_BYTES, MAX_RECORD_BYTES, MAX_RECORDS
+from protocols.errors import ProtocolError, Reason
+from protocols.records import MAX_T, MIN_T, Record
+from protocols.signing import public_from_b64, verify
 from protocols.validate import check_signature, open_envelope
 
 TOLERANCE_H = 1e-6  # hours; the derivation is exact to the millisecond
@@ -256,14 +258,10 @@ def _agent_stream(entry: dict[str, Any], stream: bytes, heads_raw: bytes, owners
             res.problems.append(f"{name}: signed for {h['unit']}/{h['instrument']}, "
                                 f"not {unit}/{entry['instrument_id']}")
             continue
-        raw = rebuild_envelope(agent, h, [ln.record for ln in lines[index[first]:index[last] + 1]])
-        try:
-            opened = open_envelope(raw)
-            check_signature(opened.body, keys[h["key"]])
-        except ProtocolError as e:
-            why = (" (a record it chains to was changed, dropped or reordered, or the head was forged)"
-                   if e.reason.value == "bad_signature" else "")
-            res.problems.append(f"{name}: {e}{why}")
+        wrong = _head_problem(agent, h, lines[index[first]:index[last] + 1], keys[h["key"]],
+                              run_of[index[first]] == run_of[index[last]])
+        if wrong:
+            res.problems.append(f"{name}: {wrong}")
             continue
         r = run_of[index[last]]
         covered[r] = max(covered.get(r, -1), index[last])
@@ -274,13 +272,36 @@ def _agent_stream(entry: dict[str, Any], stream: bytes, heads_raw: bytes, owners
     return [Rec.from_record(ln.record, ln.received_us // 1000) for ln in lines], declared
 
 
+def _head_problem(agent: str, h: dict[str, Any], lines: list[StreamRecord], key: Any, one_run: bool) -> str | None:
+    """§6.2 for a rebuilt envelope whose records passed step 2 (schema, agent, canonical form,
+    order, links): what is left is the header, the limits, the chain inside it and the signature.
+    Checked directly rather than by re-opening it, which would validate every record a second time."""
+    records = [ln.record for ln in lines]
+    boot, sent = h["boot"], h["sent"]
+    if not (type(boot) is int and 1 <= boot <= MAX_SAFE_INT and type(sent) is int and MIN_T <= sent <= MAX_T
+            and isinstance(h["sig"], str)):
+        return "schema: boot, sent or sig is not as §6.1 says"
+    if len(records) > MAX_RECORDS or any(r["boot"] > boot for r in records) or any(r["agent"] != agent
+                                                                                  for r in records):
+        return "schema: more than 2,000 records, a record from a later boot, or another agent's record"
+    if not one_run:
+        return "chain_broken: its records do not link"
+    body = head_body(agent, h, records)
+    signed = dumps_sorted(body)
+    if len(signed) + 100 > MAX_ENVELOPE_BYTES or any(len(dumps_sorted(r)) > MAX_RECORD_BYTES for r in records):
+        return "oversized: the envelope or one of its records is over the limits of §11"
+    if not verify(key, signed, h["sig"]):
+        return ("bad_signature: the signature does not verify with the agent's key (a record it chains to "
+                "was changed, dropped or reordered, or the head was forged)")
+    return None
+
+
 def _params(d: dict[str, Any]) -> Params:
     """The derivation parameters a manifest states; one it does not state keeps its default."""
     return Params(**{f.name: int(d[f.name]) for f in fields(Params) if f.name in d})
 
 
 def opened_reason() -> Any:
-    from protocols.errors import Reason
 
     return Reason.UNKNOWN_KEY
 

@@ -248,5 +248,6 @@ def test_full_envelopes_of_days_for_a_dispute(web: Web) -> None:
     assert web.client().get(url, params={"from": day}).status_code == 401
     assert web.as_("eva").get(url, params={"from": "2025-01-01", "to": "2025-03-01"}).status_code == 422
     assert web.as_("eva").get(url, params={"from": "2025-03-05", "to": "2025-03-04"}).status_code == 422
+    assert web.as_("eva").get(url, params={"from": "9999-12-31"}).status_code == 422
     empty = web.as_("eva").get(url, params={"from": "2024-03-04"})
     assert empty.status_code == 200 and empty.content == b""

@@ -21,6 +21,7 @@ from server.web.services.trend import utilization_trend
 
 router = APIRouter(prefix="/api/v1", tags=["intervals"])
 BIN = "application/octet-stream"
+EARLIEST, LATEST = date(2020, 1, 1), date(2099, 12, 31)
 
 
 @router.get("/instruments/{instrument_id}/evidence",
@@ -61,6 +62,8 @@ def instrument_envelopes(
     last = end or start
     if last < start or (last - start).days >= MAX_DISPUTE_DAYS:
         raise field_error("to", f"from..to must span 1..{MAX_DISPUTE_DAYS} days")
+    if start < EARLIEST or last > LATEST:  # records' times are bounded (SPEC §5): nothing outside
+        raise field_error("from", f"days between {EARLIEST} and {LATEST}")
     with db.read() as conn:
         scope.instrument(conn, who, instrument_id)
         body = b"".join(full_envelopes(conn, instrument_id, start, last))
