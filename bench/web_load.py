@@ -291,6 +291,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="web workers of the new configuration")
     ap.add_argument("--baseline-workers", type=int, default=1, help="web workers of the first configuration")
     ap.add_argument("--baseline-ref", help="git revision whose code serves the first configuration")
+    ap.add_argument("--no-baseline", action="store_true", help="only the new configuration")
     args = ap.parse_args()
     if args.locust_child:
         locust_child(json.loads(sys.stdin.read()))
@@ -319,7 +320,9 @@ def main() -> None:
         accounts = seed_accounts(dsn, args.units)
         log = Path(tempfile.mkdtemp(prefix="jishi-web-load-")) / "web.log"
         configs: list[tuple[str, Path, int | None]] = []
-        if args.baseline_ref:
+        if args.no_baseline:
+            pass
+        elif args.baseline_ref:
             configs.append((f"{args.baseline_ref}, 1 worker", checkout(args.baseline_ref), None))
         else:
             configs.append((f"this tree, {args.baseline_workers} worker(s)", ROOT, args.baseline_workers))

@@ -186,6 +186,8 @@ class WebSettings(_Section):
     report_cache_s: float = Field(30.0, ge=0, description="how long a worker reuses a computed unit report, "
                                   "overview or board utilization while nothing audited changed (derived hours "
                                   "show within this time); 0: never reuse")
+    report_cache_past_s: float = Field(600.0, ge=0, description="the same for a period that has ended (its hours "
+                                       "change only by late arrivals from agents' spools)")
     report_cache_entries: int = Field(64, ge=0, description="computed reports a worker keeps at most")
     workers: int = Field(0, ge=0, description="web worker processes sharing the port (each with its own pool and "
                          "live listener); 0: one per CPU core")

@@ -98,7 +98,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.state.derive = derive if derive is not None else DeriveSettings().params()
     app.state.db = db
     app.state.hub = hub
-    app.state.results = Results(settings.report_cache_s, settings.report_cache_entries)
+    app.state.results = Results(settings.report_cache_s, settings.report_cache_entries, settings.report_cache_past_s)
     errors.install(app)
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})

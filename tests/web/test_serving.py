@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from server.web import vendor
 from sim.devstack import free_port, role_dsn
@@ -181,3 +182,26 @@ def test_reports_are_reused_until_an_audited_change(web: Web) -> None:
     web.sql("SELECT audit_as('test', true); UPDATE instruments SET name = '新名字衍射仪' WHERE id = 'ua-xrd'")
     changed = c.get("/units/ua/report?year=2025")
     assert "新名字衍射仪" in changed.text and kept.computed == computed + 1
+
+
+def test_a_page_converts_only_the_rows_it_draws() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from server.evaluation.period import Period
+    from server.evaluation.report import Column, Report, Table
+    from server.web.services.evaluation import page_view
+
+    rows = [{"n": i, "amount": Decimal(i) / 4} for i in range(250)]
+    cols = [Column("n", "n", "int"), Column("amount", "amount", "money")]
+    rep = Report("t", Period.year(2025), datetime(2026, 1, 5, tzinfo=UTC), [("k", "K", Decimal("1.5"), "money")],
+                 [Table("long", "Long", cols, rows), Table("short", "Short", cols, rows[:3]),
+                  Table("whole", "Whole", cols, rows)], {"unit": {"indicators": {"x": 1}}})
+    full, view = rep.as_dict(), page_view(rep, 200, whole=("whole",))
+    assert {k: v for k, v in view.items() if k != "tables"} == {k: v for k, v in full.items() if k != "tables"}
+    long = view["tables"]["long"]["rows"]
+    assert len(long) == 250 and long[:200] == full["tables"]["long"]["rows"][:200]
+    assert long[1] == {"n": 1, "amount": "0.25"}
+    assert view["tables"]["short"] == full["tables"]["short"] and view["tables"]["whole"] == full["tables"]["whole"]
+    with pytest.raises(IndexError):
+        long[:201]

@@ -207,6 +207,8 @@ OPEN_SECTIONS = ("score",)
 FOLD_ROWS = 15
 MAX_ROWS = 200
 
+OVERVIEW_ROWS = 200  # rows of each table the overview draws (templates/overview.html), except the scores
+
 PeriodQuery = Annotated[str, Query(max_length=40, description="YYYY or YYYY-MM-DD..YYYY-MM-DD")]
 
 
@@ -218,8 +220,10 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
     period_ = _year(year, period)
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
-    rep = results(request).get(db, ("unit_report", period_.label, unit_id),
-                               lambda c: evaluation.unit_report(c, settings, period_, unit_id).as_dict())
+    kept = results(request)
+    rep = kept.get(db, ("unit_report", period_.label, unit_id),
+                   lambda c: evaluation.page_view(evaluation.unit_report(c, settings, period_, unit_id), MAX_ROWS),
+                   kept.ttl_for(period_.end, clock.today()))
     insts = rep["instruments"]
     util_chart = charts.hbars(
         [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
@@ -258,16 +262,18 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
     def overview(conn: Conn) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
         snap = closing.current(conn, period_.label)
         if snap is not None:  # a closed period: the snapshot's scores; the low-use review stays live
-            rep = closing.region_view(conn, snap).as_dict()
+            rep = evaluation.page_view(closing.region_view(conn, snap), OVERVIEW_ROWS, whole=("scores",))
             ev = compute(conn, period_)
         else:
             result = evaluation.region(conn, settings, period_, sample_size=sample, seed=seed)
-            rep = report_mod.region_report(result).as_dict()
+            rep = evaluation.page_view(report_mod.region_report(result), OVERVIEW_ROWS, whole=("scores",))
             ev = result.evaluation
         low, low_units = review.low_use(ev, settings.low_use_threshold)
         return rep, [x.as_dict() for x in low], low_units
 
-    rep, low, low_units = results(request).get(db, ("overview", period_.label, sample, seed), overview)
+    kept = results(request)
+    rep, low, low_units = kept.get(db, ("overview", period_.label, sample, seed), overview,
+                                   kept.ttl_for(period_.end, clock.today()))
     with db.read() as conn:
         dup = ([c.as_dict() for c in review.duplicate_review(conn, period_, classification_code=code.strip(),
                                                              specs=specs, location=location)]

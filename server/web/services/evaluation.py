@@ -4,8 +4,9 @@ error, the configured rubric, and the reports the pages and the API both serve."
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from server.config import WebSettings
 from server.evaluation import report, review, rubric
@@ -53,11 +54,62 @@ def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str)
     return rep
 
 
+def indicators_of(rep: report.Report) -> dict[str, Any]:
+    """The unit's indicators: `as_dict()["unit"]["indicators"]` without converting every table of the
+    report (37,000 rows for a unit of a region: 2.3 s) to get them."""
+    out: dict[str, Any] = rep.data["unit"]["indicators"]
+    return out
+
+
+class ShownRows(Sequence[dict[str, Any]]):
+    """A table's rows for a page: its length is the table's, but only the first rows, the ones a
+    page draws, are converted (and kept)."""
+
+    def __init__(self, shown: list[dict[str, Any]], total: int) -> None:
+        self.shown = shown
+        self.total = total
+
+    def __len__(self) -> int:
+        return self.total
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            _start, stop, step = i.indices(self.total)
+            if stop > len(self.shown) and step > 0:
+                raise IndexError("only the first rows of this table were converted for the page")
+            return self.shown[i]
+        if not -self.total <= i < len(self.shown):
+            raise IndexError("only the first rows of this table were converted for the page")
+        return self.shown[i]
+
+
+def page_view(rep: report.Report, max_rows: int, whole: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`rep.as_dict()` for a page that draws at most `max_rows` of each table (but all of those in
+    `whole`): the same structure and values, without converting rows no page shows; the XLSX and
+    the JSON API still carry every row."""
+    if type(rep).as_dict is not report.Report.as_dict:
+        return rep.as_dict()  # a report with a JSON of its own (a closed period's, stored already converted)
+    light = report.Report(rep.title, rep.period, rep.generated_at, rep.summary, [], rep.data)
+    out = light.as_dict()
+    for t in rep.tables:
+        if t.key in whole or len(t.rows) <= max_rows:
+            out["tables"][t.key] = t.as_dict()
+            continue
+        head = report.Table(t.key, t.title, t.columns, t.rows[:max_rows], t.notes).as_dict()
+        head["rows"] = ShownRows(head["rows"], len(t.rows))
+        out["tables"][t.key] = head
+    return out
+
+
 def _indicators(settings: WebSettings, period: Period, unit_id: str) -> figures.Indicators:
     def of(conn: Conn) -> dict[str, Any]:
-        rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
-        out: dict[str, Any] = rep.as_dict()["unit"]["indicators"]
-        return out
+        return indicators_of(report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn)))
 
     return of
 
@@ -66,7 +118,7 @@ def figures_both_ways(conn: Conn, settings: WebSettings, period: Period, unit_id
                       first: report.Report | None = None) -> dict[str, Any]:
     """The unit's indicators as accepted and as proposed (services/figures.py)."""
     if first is not None and not proposals.listing(conn, [unit_id], "pending"):
-        indicators = first.as_dict()["unit"]["indicators"]
+        indicators = indicators_of(first)
         return {"as_accepted": indicators, "as_proposed": indicators, "pending": []}
     return figures.both_ways(conn, _indicators(settings, period, unit_id), unit_id)
 
