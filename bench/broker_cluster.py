@@ -194,8 +194,8 @@ def main() -> None:
                 cluster.partition(node)
                 took.append(time.monotonic() - t)
 
-            resumed_after("node 1 partitioned away (the time includes the rabbitmqctl call that cuts)", do_cut)
-            print(f"  the cut itself (one rabbitmqctl eval) took {took[0]:.1f} s on this machine")
+            resumed_after("node 1 partitioned away (the time includes the Erlang call that cuts)", do_cut)
+            print(f"  the cut itself (one Erlang call through erl_call) took {took[0]:.1f} s on this machine")
             cut = time.monotonic()
             served = False
             while time.monotonic() - cut < args.partition_s:  # the partition's length is the scenario

@@ -14,8 +14,7 @@ from sim.pgha import PgCluster
 HA_DB = "jishi"
 
 
-@pytest.fixture
-def pg_ha(services_dir: Path) -> Iterator[PgCluster]:
+def _started(services_dir: Path) -> PgCluster:
     from server.db.migrate import apply
 
     root = Path(tempfile.mkdtemp(prefix="ha-", dir=services_dir))
@@ -24,6 +23,28 @@ def pg_ha(services_dir: Path) -> Iterator[PgCluster]:
     try:
         apply(cluster.start_primary("a").create_database(HA_DB))
         cluster.add_standby("b", "a", synchronous=True)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture
+def pg_ha(services_dir: Path) -> Iterator[PgCluster]:
+    """A cluster of the test's own: for tests that break it (kill, promote)."""
+    cluster = _started(services_dir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_ha_shared(services_dir: Path) -> Iterator[PgCluster]:
+    """One cluster for the tests that leave it as they found it (primary 'a', 'b' its synchronous
+    standby): starting one costs ~10 s."""
+    cluster = _started(services_dir)
+    try:
         yield cluster
     finally:
         cluster.stop()

@@ -71,8 +71,8 @@ agents would have expired by then) and than the cluster's failure detection"""
 
 class Fleet:
     """FLEET simulated agents (signed, chained records) publishing over MQTT 3.1.1 through one client
-    on a node that stays up, paced so that the stream spans the node's death: load on ingest and
-    on the quorum queue while its leader moves."""
+    on a node that stays up, gated so that the stream spans each fault: load on ingest and on the
+    quorum queue while its leader moves."""
 
     def __init__(self, dsn: str, tag: str, node: Any, gates: int, pace_s: float = 0.02) -> None:
         self.pace_s = pace_s

@@ -17,7 +17,8 @@ def test_a_lone_server_is_refused(pg_server: PostgresServer) -> None:
         require_synchronous(conn)
 
 
-def test_primary_with_synchronous_standby_accepted_standby_and_asynchronous_refused(pg_ha: PgCluster) -> None:
+def test_primary_with_synchronous_standby_accepted_standby_and_asynchronous_refused(pg_ha_shared: PgCluster) -> None:
+    pg_ha = pg_ha_shared
     with psycopg.connect(pg_ha.nodes["a"].dsn(HA_DB), autocommit=True) as conn:
         require_synchronous(conn)
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
@@ -25,9 +26,12 @@ def test_primary_with_synchronous_standby_accepted_standby_and_asynchronous_refu
             pytest.raises(NotSynchronous, match="standby"):
         require_synchronous(conn)
     pg_ha.set_synchronous("a", [])
-    with psycopg.connect(pg_ha.nodes["a"].dsn(HA_DB), autocommit=True) as conn, \
-            pytest.raises(NotSynchronous, match="no synchronous standby"):
-        require_synchronous(conn)
+    try:
+        with psycopg.connect(pg_ha.nodes["a"].dsn(HA_DB), autocommit=True) as conn, \
+                pytest.raises(NotSynchronous, match="no synchronous standby"):
+            require_synchronous(conn)
+    finally:
+        pg_ha.set_synchronous("a", ["b"])  # the shared cluster as it was
     # the multi-host string reaches the primary whichever node it names first
     with psycopg.connect(pg_ha.dsn(HA_DB, ["b", "a"]), autocommit=True) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)

@@ -25,7 +25,8 @@ def _name(c: object) -> str:
     return str(r.json()["name"])
 
 
-def test_pages_read_the_replica_writes_go_to_the_primary_lag_on_the_operator_page(pg_ha: PgCluster) -> None:
+def test_pages_read_the_replica_writes_go_to_the_primary_lag_on_the_operator_page(pg_ha_shared: PgCluster) -> None:
+    pg_ha = pg_ha_shared
     primary = pg_ha.nodes["a"].dsn(HA_DB)
     seed(primary)
     settings = settings_for(primary, read_dsn=role_dsn(pg_ha.nodes["b"].dsn(HA_DB), "jishi_web"),
