@@ -44,10 +44,12 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, *, n: int = _SCRYPT_N) -> str:
+    """scrypt with the production cost; `n` lower only for test fixtures' accounts (the hash keeps
+    its parameters, so verification follows them and hundreds of test logins stay cheap)."""
     salt = secrets.token_bytes(16)
-    dk = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(dk)}"
+    dk = hashlib.scrypt(password.encode(), salt=salt, n=n, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${n}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(dk)}"
 
 
 def verify_password(password: str, stored: str) -> bool:

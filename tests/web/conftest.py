@@ -1,6 +1,6 @@
 """Fixtures for the web tests: a seeded database of two units, the app, and clients per role.
 
-Seed (all in a fresh migrated database per test):
+Seed (in a database of each test's own, copied from a seeded template):
 - units `ua` (organisation `org-a`) and `ub` (`org-b`); an external enterprise `ext-co`;
 - instruments `ua-xrd`, `ua-nmr` (unit ua) and `ub-sem` (unit ub);
 - accounts: `ops` (operator), `mgr-a` (manager of ua), `mgr-b` (manager of ub), `eva` (evaluator);
@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 from server.config import WebSettings
 from server.web.app import create_app
 from server.web.auth import hash_password
-from sim.devstack import role_dsn
+from sim.devstack import PostgresServer, role_dsn
+from tests.conftest import ClonePool
 
 PASSWORD = "correct-horse-battery"
 ACCOUNTS = {"ops": ("operator", None), "mgr-a": ("unit_manager", "ua"), "mgr-b": ("unit_manager", "ub"),
@@ -35,7 +36,10 @@ T0 = datetime(2025, 3, 3, 1, 0, tzinfo=UTC)  # 09:00 Asia/Shanghai
 
 @functools.cache
 def _hash() -> str:
-    return hash_password(PASSWORD)
+    """The seeded accounts' password hash at a low scrypt cost (2^8 instead of 2^14): login checks
+    it the same way, by the parameters stored with it, in a fraction of the time; the suite logs in
+    several hundred times."""
+    return hash_password(PASSWORD, n=2**8)
 
 
 def seed(dsn: str) -> None:
@@ -120,13 +124,39 @@ class Web:
             return cur.fetchall() if cur.description else []
 
 
+SEEDED_TEMPLATE = "jishi_web_template"
+
+
+@pytest.fixture(scope="session")
+def _seeded_pool(pg_server: PostgresServer, _migrated_template: str) -> Iterator[ClonePool]:
+    """Copies of a migrated database with the seed already in it (seeding each one took longer
+    than copying it)."""
+    pg_server.drop_database(SEEDED_TEMPLATE)
+    seed(pg_server.create_database(SEEDED_TEMPLATE, template=_migrated_template))
+    pg_server.freeze_template(SEEDED_TEMPLATE)
+    pool = ClonePool(pg_server, SEEDED_TEMPLATE)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-def make_web(fresh_db: str) -> Iterator[Callable[..., Web]]:
-    seed(fresh_db)
+def seeded_db(pg_server: PostgresServer, _seeded_pool: ClonePool) -> Iterator[str]:
+    """DSN of a database of this test's own, migrated and seeded (`seed`)."""
+    name = _seeded_pool.take()
+    try:
+        yield pg_server.dsn(name)
+    finally:
+        _seeded_pool.give_back(name)
+
+
+@pytest.fixture
+def make_web(seeded_db: str) -> Iterator[Callable[..., Web]]:
     made: list[Web] = []
 
     def make(**kw: Any) -> Web:
-        w = Web(fresh_db, create_app(settings_for(fresh_db, **kw)), [])
+        w = Web(seeded_db, create_app(settings_for(seeded_db, **kw)), [])
         made.append(w)
         return w
 

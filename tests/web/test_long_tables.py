@@ -51,20 +51,30 @@ def test_long_sections_fold_and_draw_at_most_max_rows(web: Web) -> None:
     assert f"of {MAX_ROWS + 31} rows; the full list is in the XLSX and the JSON" in en
 
 
-def test_the_filter_narrows_the_rows(browser: Any, make_web: Callable[..., Web]) -> None:
+SCREEN = {"width": 1280, "height": 800}
+MAX_SCREENS = 5  # "fits in a few screens, with its details a click away" (issue 18)
+
+
+def test_the_report_fits_in_a_few_screens_and_the_filter_narrows_the_rows(
+        browser: Any, make_web: Callable[..., Web]) -> None:
     web = make_web()
-    _many_records(web, 40)
-    with serve(web.dsn) as base, logged_in(browser, base, "mgr-a") as page:
-        page.goto(base + "/units/ua/report?year=2025")
+    _many_records(web, MAX_ROWS + 50)  # a unit with a year of daily service records
+    with serve(web.dsn) as base, logged_in(browser, base, "mgr-a", viewport=SCREEN) as page:
+        for lang in ("en", "zh"):
+            page.goto(base + f"/units/ua/report?year=2025&lang={lang}")
+            height = page.evaluate("document.body.scrollHeight")
+            assert height <= MAX_SCREENS * SCREEN["height"], f"[{lang}] the report is {height} px tall"
         section = page.locator("details.report-table:has(input.table-filter)").first
-        section.locator("summary").click()
+        assert int(section.get_attribute("data-rows") or 0) > MAX_ROWS
+        section.locator("summary").click()  # the details: one click away
         rows = section.locator("table tr:not([hidden])")
         before = rows.count()
         assert before > FOLD_ROWS + 1
-        section.locator("input.table-filter").fill("SR-N17")
+        assert page.evaluate("document.body.scrollHeight") > MAX_SCREENS * SCREEN["height"]  # they were folded
+        section.locator("input.table-filter").fill("SR-N42")
         page.wait_for_function("""(el) => el.querySelectorAll('table tr:not([hidden])').length < 5""",
                                arg=section.element_handle())
-        assert "SR-N17" in section.locator("table tr:not([hidden])").nth(1).inner_text()
+        assert "SR-N42" in section.locator("table tr:not([hidden])").nth(1).inner_text()
         assert "/" in section.locator(".filter-count").inner_text()
         section.locator("input.table-filter").fill("")
         assert rows.count() == before

@@ -25,7 +25,7 @@ from server.web.deps import Db, Derive, MaybeWho, Settings
 from server.web.errors import ApiError, not_found
 from server.web.i18n import request_lang, t, t_or
 from server.web.params import aware, check_range, safe_next
-from server.web.services import board, catalog, charts, checkin, evaluation, plausibility
+from server.web.services import board, catalog, charts, checkin, evaluation, plausibility, report_text
 from server.web.services.evidence import MAX_SPAN, interval_evidence
 from server.web.services.results import Results
 from server.web.services.timeline import SPANS, timeline
@@ -224,6 +224,7 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
     rep = kept.get(db, ("unit_report", period_.label, unit_id),
                    lambda c: evaluation.page_view(evaluation.unit_report(c, settings, period_, unit_id), MAX_ROWS),
                    kept.ttl_for(period_.end, clock.today()))
+    rep = report_text.report(rep, lang)
     insts = rep["instruments"]
     util_chart = charts.hbars(
         [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
@@ -278,6 +279,7 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
         dup = ([c.as_dict() for c in review.duplicate_review(conn, period_, classification_code=code.strip(),
                                                              specs=specs, location=location)]
                if code.strip() else None)
+    rep = report_text.report(rep, lang)
     # ranking by the rubric's score (the grade follows from it); verified utilization breaks ties
     scores = sorted(rep["tables"]["scores"]["rows"],
                     key=lambda r: (-float(r.get("score") or 0.0), -(r.get("utilization_verified") or 0.0),
@@ -288,7 +290,7 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
     units_chart = charts.hbars([charts.Bar(r["unit_name"], r.get("utilization_verified")) for r in scores],
                                title=t(lang, "overview.chart_units"), percent=True,
                                reference=settings.low_use_threshold, lang=lang)
-    order = ["优秀", "良好", "合格", "不合格"]
+    order = [report_text.text(lang, g) for g in ("优秀", "良好", "合格", "不合格")]
     order += sorted(g for g in grades if g not in order)
     grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
                                title=t(lang, "overview.grades"), lang=lang)
