@@ -15,7 +15,7 @@ A zip file (version 2, compact; protocols/SPEC.md §14):
 - heads/<agent>.json: the signed envelopes, without their records, that close each local day and
   each run before a hole (server/exports/compact.py): every record chains to one of them.
 
-Version 1 held every kept envelope in full (about 6 x larger); full envelopes of an instrument's
+Version 1 held every kept envelope in full (5-12 x larger); full envelopes of an instrument's
 days stay available on request for disputes (`jishi envelopes`, GET .../envelopes.bin).
 
 What the bundle cannot prove, and the manifest says: receive times (live vs spool) are the

@@ -64,7 +64,7 @@ def unit_workbook(period: PeriodPath, unit_id: str, who: Who, db: Db, settings: 
 
 
 @router.get("/{period}/units/{unit_id}/evidence.zip",
-            summary="The unit's evidence bundle (signed envelopes, keys, manifest; `jishi verify` checks it)",
+            summary="The unit's evidence bundle (signed records, signed heads, keys; `jishi verify` checks it)",
             description="The same bundle `jishi evidence` writes. Operators, the unit's manager and evaluators. "
                         "It holds no registry names: people are pseudonyms in the manifest; the identifiers the "
                         "agents saw (OS logins, check-in accounts, keyed card hashes) are inside the signed "
