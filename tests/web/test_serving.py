@@ -35,6 +35,8 @@ def test_pages_and_json_are_gzipped_when_asked(web: Web) -> None:
     plain = c.get("/units/ua/board", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.text == page.text
     assert page.headers["cache-control"] == "no-store" and page.headers["server-timing"].startswith("app;dur=")
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 def test_static_assets_versioned_and_cached_for_a_year(web: Web) -> None:
