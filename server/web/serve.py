@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ[_OVERRIDES_ENV] = json.dumps(overrides)
     os.environ[_OVERRIDES_ENV + "_LOG"] = args.log_level.upper()
+    # The supervisor kills a worker that misses a health ping (5 s by default), and with it every open
+    # stream; a worker busy evaluating a region on a loaded machine may answer late: allow 30 s.
     uvicorn.run("server.web.serve:worker_app", factory=True, workers=workers, host=args.host, port=args.port,
-                log_level=args.log_level, proxy_headers=False)
+                log_level=args.log_level, proxy_headers=False, timeout_worker_healthcheck=30)
     return 0
 
 
