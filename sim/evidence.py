@@ -37,7 +37,7 @@ class SimAgent:
 def seal(agent: str, unit: str, instrument: str, key: Signer, records: Sequence[dict[str, Any]],
          per_envelope: int = 1, lag_ms: int = 200, first_id: int = 1) -> list[tuple[int, int, bytes]]:
     """Envelopes of `per_envelope` records, each received `lag_ms` after its last record (live)."""
-    out = []
+    out: list[tuple[int, int, bytes]] = []
     for i in range(0, len(records), per_envelope):
         batch = records[i:i + per_envelope]
         sent = batch[-1]["t"] + lag_ms // 2
