@@ -10,7 +10,7 @@ from pathlib import Path
 
 from protocols.signing import generate, public_to_b64, save_private
 from tests.web.conftest import REAL_NAME, Web
-from tests.web.ssohelp import Idp, idp_login
+from tests.web.ssohelp import Cas, Idp, cas_login, idp_login
 
 
 def link(web: Web, login: str, person: str, org: str = "org-b", pending: bool = False) -> None:
@@ -158,8 +158,8 @@ def _csrf(page: str) -> str:
 
 
 def test_university_login_checks_in_by_phone_and_pending_is_refused(make_web: Callable[..., Web],
-                                                                     oidc_idp: Idp) -> None:
-    web = make_web(login_providers=[oidc_idp.provider()])
+                                                                     oidc_idp: Idp, cas_idp: Cas) -> None:
+    web = make_web(login_providers=[oidc_idp.provider(), cas_idp.provider()])
     code = label_code(web)  # ua-xrd of unit ua (org-a)
     assert web.as_("mgr-a").put("/api/v1/units/ua/identities", json={
         "method": "login", "identifier": "uni:zhang", "user_id": "p-zhang"}).status_code == 200
@@ -206,3 +206,13 @@ def test_university_login_checks_in_by_phone_and_pending_is_refused(make_web: Ca
     r = newbie.post(f"/api/v1/checkin/{code}", json={"action": "checkin"}, headers={"X-CSRF-Token": _csrf(page)})
     assert r.status_code == 403 and r.json()["error"]["code"] == "person_pending"
     assert web.sql("SELECT count(*) FROM checkin_requests WHERE login = 'uni:newbie'") == [(0,)]
+
+    # CAS (统一身份认证 of most universities) comes back to the label's page the same way
+    web.sql("INSERT INTO platform_users (id, name, org_id, owner_unit_id) VALUES ('p-zhao', '赵五', 'org-b', 'ub')")
+    assert web.as_("mgr-b").put("/api/v1/units/ub/identities", json={
+        "method": "login", "identifier": "cas:zhao", "user_id": "p-zhao"}).status_code == 200
+    zhao = web.client()
+    r, _ = cas_login(zhao, f"/login/sso/cas?next=/c/{code}", "zhao")
+    assert r.status_code == 303 and r.headers["location"] == f"/c/{code}"
+    page = zhao.get(f"/c/{code}").text
+    assert "登记人：赵五（乙研究所）" in page and 'id="checkin-in"' in page
