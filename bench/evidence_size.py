@@ -67,7 +67,7 @@ def main() -> None:
             path = Path(d) / f"v{version}.zip"
             kw = (path, specs[0].unit_id, *period, agents)
             if version == 2:
-                _, bc, bw = _timed(lambda *a: write_v2(*a, expected=False), *kw)
+                _, bc, bw = _timed(lambda p, u, lb, t0, t1, ag: write_v2(p, u, lb, t0, t1, ag, expected=False), *kw)
             else:
                 _, bc, bw = _timed(write, *kw)
             res, vc, vw = _timed(verify_bundle, path)
