@@ -189,6 +189,9 @@ def test_university_login_checks_in_by_phone_and_pending_is_refused(make_web: Ca
     catalog = phone.get("/catalog").text
     assert 'id="nav-person"' in catalog and REAL_NAME in catalog and 'href="/login"' not in catalog
 
+    # a staff account that is nobody is offered the university login back to this label
+    assert f'href="/login/sso/uni?next=/c/{code}"' in web.as_("mgr-a").get(f"/c/{code}").text
+
     # a self-registered person is refused until confirmed, and when declined
     newbie = web.client()
     r, _ = idp_login(newbie, f"/login/sso/uni?next=/c/{code}", "newbie")

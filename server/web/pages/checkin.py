@@ -35,7 +35,8 @@ def phone_page(code: str, request: Request, someone: MaybeSomeone, db: Db, setti
     staff = someone if isinstance(someone, Principal) else None
     return render(request, "checkin.html", staff, inst=inst, agent_state=status, person=person, problem=problem,
                   bookings=bookings, current=current, online=agent is not None, csrf=someone.csrf_token,
-                  signed_person=someone if isinstance(someone, Person) else None)
+                  signed_person=someone if isinstance(someone, Person) else None,
+                  providers=settings.login_providers)  # a staff account that is nobody: the university login
 
 
 @router.get("/instruments/{instrument_id}/label", response_class=HTMLResponse)
