@@ -25,8 +25,14 @@ def link(web: Web, login: str, person: str, org: str = "org-b", pending: bool = 
 
 
 def label_code(web: Web, login: str = "mgr-a", instrument: str = "ua-xrd") -> str:
+    """The label's code as the label page shows it; made with the page's button (the API's POST)
+    when there is none yet: the page's GET writes nothing."""
     r = web.as_(login).get(f"/instruments/{instrument}/label")
     assert r.status_code == 200, r.text
+    if 'id="label-none"' in r.text:
+        assert "生成登记码" in r.text
+        assert web.as_(login).post(f"/api/v1/instruments/{instrument}/checkin-code").status_code == 200
+        r = web.as_(login).get(f"/instruments/{instrument}/label")
     m = re.search(r'id="label-code">([2-9A-HJ-NP-Z]{8})<', r.text)
     assert m is not None and "扫码登记使用" in r.text and "/c/" + m.group(1) in r.text
     return m.group(1)

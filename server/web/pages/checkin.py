@@ -41,16 +41,14 @@ def phone_page(code: str, request: Request, someone: MaybeSomeone, db: Db, setti
 
 @router.get("/instruments/{instrument_id}/label", response_class=HTMLResponse)
 def label_page(instrument_id: str, request: Request, who: MaybeWho, db: Db, settings: Settings) -> Response:
-    """The printable label (A6/A7): the code is made on first use, by whoever may change the unit."""
+    """The printable label (A6/A7). A GET changes nothing: without a code, whoever may change the
+    unit makes one with the page's button (the API's POST, audited)."""
     p = need(who)
     with db.read() as conn:
         inst = scope.instrument(conn, p, instrument_id)
         code = checkin.code_of(conn, instrument_id)
         unit = scope.unit(conn, p, inst["unit_id"])
     writable = p.can_write_unit(inst["unit_id"])
-    if code is None and writable:
-        with db.write(p.actor) as conn:
-            code = checkin.code_of(conn, instrument_id) or checkin.set_code(conn, instrument_id, p.actor)
     url = checkin.label_url(settings.public_url or str(request.base_url), code) if code else None
     return render(request, "label.html", p, inst=inst, unit=unit, code=code, url=url, writable=writable,
                   qr=checkin.qr_svg_data_url(url) if url else None)
