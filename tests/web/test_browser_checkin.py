@@ -109,6 +109,10 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
                     page.click("#checkin-out")
                     page.wait_for_selector("#checkin-result[data-state=done]", timeout=10_000)
                     assert "下机登记成功" in (page.text_content("#checkin-result") or "")
+                    page.click("#phone-logout")  # the person's session ends: the label asks for a login again
+                    page.wait_for_url(f"{base}/login")
+                    page.goto(f"{base}/c/{code}")
+                    page.wait_for_url(f"{base}/login?next=/c/{code}")
                     assert errors == [], "\n".join(errors)
                 finally:
                     ctx.close()
