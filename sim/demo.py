@@ -196,21 +196,27 @@ def with_server_key(toml: str, server_key: str) -> str:
                   flags=re.M)
 
 
-def _phone_checkin(dsn: str, specs: list[InstrumentSpec]) -> tuple[str, str, str] | None:
-    """A label code for the first instrument watched by a power meter only, and a demo login that is a
-    person of another unit's organisation (an outside user there): the phone check-in to try."""
+def _phone_checkin(dsn: str, specs: list[InstrumentSpec], sso: bool) -> tuple[str, str, str] | None:
+    """A label code for the first instrument watched by a power meter only, and how to log in on the
+    phone: the demo OIDC provider's outside user (`visitor`, a person of another organisation) when
+    the university login runs, else a staff login of another unit made to name such a person."""
     power = [s for s in specs if s.detection == "power"]
     if not power:
         return None
     spec = power[0]
-    person = next((p for p in PEOPLE if p.unit_id != spec.unit_id and p.mapped), None)
-    login = next((lg for lg in seed.DEMO_LOGINS if lg.unit_id is not None and lg.unit_id != spec.unit_id), None)
-    if person is None or login is None:
-        return None
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT audit_as('sim-demo', true)")
-        conn.execute("UPDATE web_accounts SET person_id = %s WHERE login = %s AND person_id IS NULL",
-                     (person.id, login.login))
+        if sso:
+            how = f"through 统一身份认证登录（演示） as visitor (password {OIDC_PASSWORD})"
+        else:
+            person = next((p for p in PEOPLE if p.unit_id != spec.unit_id and p.mapped), None)
+            login = next((lg for lg in seed.DEMO_LOGINS if lg.unit_id is not None and lg.unit_id != spec.unit_id),
+                         None)
+            if person is None or login is None:
+                return None
+            conn.execute("UPDATE web_accounts SET person_id = %s WHERE login = %s AND person_id IS NULL",
+                         (person.id, login.login))
+            how = f"as {login.login} (password {PASSWORD})"
         row = conn.execute("SELECT code FROM checkin_codes WHERE instrument_id = %s", (spec.id,)).fetchone()
         if row is None:
             code = "".join(random.SystemRandom().choice("23456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(8))
@@ -218,7 +224,7 @@ def _phone_checkin(dsn: str, specs: list[InstrumentSpec]) -> tuple[str, str, str
                          " VALUES (%s, %s, now(), 'sim-demo')", (spec.id, code))
         else:
             code = row[0]
-    return spec.id, code, login.login
+    return spec.id, code, how
 
 
 def _env() -> dict[str, str]:
@@ -580,11 +586,11 @@ def main(argv: list[str] | None = None) -> int:
                   f" {OIDC_PASSWORD}): {people};", flush=True)
             print(f"    newcomer (unknown: registers, confirmed at {url}/registry/registrations)", flush=True)
         print(f"  board of a unit:        {url}/units/imu/board   {url}/units/btri/board", flush=True)
-        phone = _phone_checkin(dsn, specs)
+        phone = _phone_checkin(dsn, specs, sso is not None)
         if phone is not None:
-            inst, code, login = phone
+            inst, code, how = phone
             print(f"  phone check-in (QR label {url}/instruments/{inst}/label, power meter only): open"
-                  f" {url}/c/{code} at a phone's size and log in as {login}", flush=True)
+                  f" {url}/c/{code} at a phone's size and log in {how}", flush=True)
         if members:
             pid = next(c.proc.pid for c in children.items if c.name == f"agent-{gw}")
             print(f"  gateway {gw} (ONE agent process, pid {pid}, config {agents_dir / gw / 'gateway.toml'})"

@@ -369,3 +369,31 @@ def require_confirmed(p: Person) -> None:
     may log in and see their status, nothing more (403 `person_pending`)."""
     if not p.confirmed:
         raise ApiError(403, "person_pending", "err.person_pending")
+
+
+def person_or_staff(conn: Conn, request: Request) -> Person | Principal | None:
+    """Who may act as a person (phone check-in): a university login's person first, else a staff
+    account (which acts as the person it names, web_accounts.person_id). The person's cookie wins
+    when both are there: the page hands out that session's CSRF token, so the API must take the same."""
+    return resolve_person(conn, request) or resolve(conn, request)
+
+
+def someone_optional(request: Request) -> Person | Principal | None:
+    """FastAPI dependency for the phone page: a person or a staff principal, None when anonymous
+    (a stale staff cookie counts as anonymous: the page sends the visitor to the login)."""
+    db: Database = request.app.state.db
+    try:
+        with db.read() as conn:
+            return person_or_staff(conn, request)
+    except ApiError:
+        return None
+
+
+def someone_current(request: Request) -> Person | Principal:
+    """FastAPI dependency for the phone's API routes: a person or a staff principal, 401 otherwise."""
+    db: Database = request.app.state.db
+    with db.read() as conn:
+        who = person_or_staff(conn, request)
+    if who is None:
+        raise ApiError(401, "unauthenticated", "err.unauthenticated", headers={"WWW-Authenticate": "Bearer"})
+    return who

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from server.store.times import TZ
-from server.web import vendor
-from server.web.auth import Principal
+from server.web import auth, vendor
+from server.web.auth import Person, Principal
 from server.web.errors import ApiError
 from server.web.i18n import request_lang, t, t_or
 
@@ -65,11 +66,23 @@ def render(request: Request, name: str, who: Principal | None, status: int = 200
     query["lang"] = other
     switch = request.url.path + "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
     resp = templates.TemplateResponse(request, name, {
-        "_": tr, "_or": tr_or, "lang": lang, "who": who, "lang_switch": switch, "home": home_of(who), **ctx,
+        "_": tr, "_or": tr_or, "lang": lang, "who": who, "lang_switch": switch, "home": home_of(who),
+        "signed_person": None if who is not None or "signed_person" in ctx else signed_person(request), **ctx,
     }, status_code=status)  # fmt: skip
     if request.query_params.get("lang") in ("zh", "en"):
         resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", path="/")
     return resp
+
+
+def signed_person(request: Request) -> Person | None:
+    """The person logged in through the university login, for the page header (name, logout) of a
+    page rendered without a staff principal; None without the person cookie or when it cannot be read."""
+    if not request.cookies.get(auth.PERSON_COOKIE):
+        return None
+    try:
+        return auth.person_optional(request)
+    except (ApiError, psycopg.Error):  # a form POST without the header, or a page about the database itself
+        return None
 
 
 def render_error(request: Request, status: int, message: str) -> Response:

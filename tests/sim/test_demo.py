@@ -24,6 +24,7 @@ from decimal import Decimal
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import psutil
@@ -97,32 +98,84 @@ def _login(url: str) -> Any:
     return opener
 
 
-def _phone_checkin(url: str, log: str) -> None:
-    """The demo's power-meter-only instrument (through the gateway) takes a phone check-in: the
-    signed command reaches its agent and the agent's session record comes back through ingest."""
-    m = re.search(r"phone check-in .* open (\S+)/c/([2-9A-HJ-NP-Z]{8}) at a phone's size and log in as (\S+)", log)
-    assert m is not None, "the demo names no phone check-in"
-    code, login = m.group(2), m.group(3)
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-    req = urllib.request.Request(f"{url}/api/v1/auth/login", method="POST",
-                                 data=json.dumps({"login": login, "password": "jishi-demo"}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with opener.open(req, timeout=10) as r:
-        csrf = json.loads(r.read())["csrf_token"]
-    req = urllib.request.Request(f"{url}/api/v1/checkin/{code}", method="POST",
-                                 data=json.dumps({"action": "checkin"}).encode(),
-                                 headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
-    with opener.open(req, timeout=10) as r:
-        made = json.loads(r.read())
-    assert made["kind"] == "agent", json.dumps(made)
-    end = time.monotonic() + 15
-    while True:
-        with opener.open(f"{url}/api/v1/checkin/requests/{made['id']}", timeout=10) as r:
-            status = json.loads(r.read())["status"]
-        if status != "sent" or time.monotonic() > end:
+def _provider_login(c: httpx.Client, url: str, start: str, login: str, password: str) -> httpx.Response:
+    """The phone's browser through the demo OIDC provider: its own login form, then back to the app's
+    callback; returns the app's answer to the callback."""
+    r = c.get(f"{url}{start}")
+    assert r.status_code == 303, r.text
+    r = c.get(r.headers["location"])
+    for _ in range(10):  # to the provider's interaction page
+        if r.status_code not in (302, 303):
             break
-        time.sleep(0.2)
-    assert status == "done", status
+        r = c.get(urljoin(str(r.url), r.headers["location"]))
+    m = re.search(r'<form method="post" action="([^"]+)"', r.text)
+    assert m, r.text[:500]
+    r = c.post(urljoin(str(r.url), m.group(1)), data={"login": login, "password": password})
+    for _ in range(10):  # through the provider's resume to the app's callback
+        location = urljoin(str(r.url), r.headers.get("location", ""))
+        assert r.status_code in (302, 303), r.text[:500]
+        r = c.get(location)
+        if location.startswith(url):
+            return r
+    raise AssertionError("the provider never sent the browser back to the app")
+
+
+def _phone_checkin(url: str, log: str, dsn: str, opener: Any) -> None:
+    """The demo's power-meter-only instrument (through the gateway) takes a phone check-in from the
+    label's URL through the university login (the demo OIDC provider's outside user): the signed
+    command reaches its agent, the agent's session record comes back through ingest (in its stored,
+    signed envelope), the unit's board shows the person's organisation, and the check-out ends it."""
+    m = re.search(r"phone check-in .* open (\S+)/c/([2-9A-HJ-NP-Z]{8}) at a phone's size and log in (.*) as (\S+)"
+                  r" \(password (\S+)\)", log)
+    assert m is not None, "the demo names no phone check-in"
+    code, how, login, password = m.group(2), m.group(3), m.group(4), m.group(5)
+    with httpx.Client(follow_redirects=False, timeout=10) as c:
+        r = c.get(f"{url}/c/{code}")  # the label's URL: the login first, and back
+        assert r.status_code == 303 and r.headers["location"] == f"/login?next=/c/{code}"
+        if oidc_provider.available() is None:
+            assert how.startswith("through 统一身份认证登录")
+            assert f'href="/login/sso/demo?next=/c/{code}"' in c.get(f"{url}/login?next=/c/{code}").text
+            r = _provider_login(c, url, f"/login/sso/demo?next=/c/{code}", login, password)
+        else:
+            r = c.post(f"{url}/login", data={"login": login, "password": password, "next": f"/c/{code}"})
+        assert r.status_code == 303 and r.headers["location"] == f"/c/{code}", r.text[:300]
+        page = c.get(f"{url}/c/{code}").text
+        who = re.search(r'<p id="checkin-person">[^<（]*（([^）]+)）</p>', page)
+        csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+        assert who is not None and csrf is not None, page[:1000]
+
+        def send(action: str) -> dict[str, Any]:
+            r = c.post(f"{url}/api/v1/checkin/{code}", json={"action": action},
+                       headers={"X-CSRF-Token": csrf.group(1)})
+            made: dict[str, Any] = r.json()
+            assert r.status_code == 201 and made["kind"] == "agent", json.dumps(made)
+            end = time.monotonic() + 15
+            while True:
+                got: dict[str, Any] = c.get(f"{url}/api/v1/checkin/requests/{made['id']}").json()
+                if got["status"] != "sent" or time.monotonic() > end:
+                    break
+                time.sleep(0.2)
+            assert got["status"] == "done", got
+            return got
+
+        session = send("checkin")["session_id"]
+        end = time.monotonic() + 15  # the board: the tile of the instrument names the person's organisation
+        while True:
+            with opener.open(f"{url}/api/v1/units/imu/live", timeout=10) as resp:
+                orgs = {t["user_org"] for t in json.loads(resp.read())["tiles"]}
+            if who.group(1) in orgs or time.monotonic() > end:
+                break
+            time.sleep(0.3)
+        assert who.group(1) in orgs, (who.group(1), orgs)
+        send("checkout")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # in the agent's signed chain, as stored
+        [(agent, seq, ended)] = conn.execute(
+            "SELECT agent_id, start_seq, end_reason FROM user_sessions WHERE session_id = %s", (session,)).fetchall()
+        [(raw,)] = conn.execute("SELECT e.raw FROM envelopes e JOIN agent_progress p ON p.agent_no = e.agent_no"
+                                " WHERE p.agent_id = %s AND e.first_seq <= %s AND e.last_seq >= %s",
+                                (agent, seq, seq)).fetchall()
+    [rec] = [x for x in json.loads(bytes(raw))["records"] if x["seq"] == seq]
+    assert (rec["type"], rec["session"], ended) == ("session_start", session, "checkout")
 
 
 def _wait_rows(dsn: str, sql: str, timeout: float) -> list[tuple[Any, ...]]:
@@ -161,8 +214,6 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
             login_page = r.read().decode()
         if oidc_provider.available() is None:  # the university login through the demo's OIDC provider
             assert "统一身份认证登录（演示）" in login_page
-            r2 = httpx.get(f"{url}/login/sso/demo?next=/me", follow_redirects=True, timeout=10)
-            assert r2.status_code == 200 and 'name="password"' in r2.text  # the provider's own login form
         opener = _login(url)
         with opener.open(f"{url}/api/v1/units/imu/live", timeout=10) as r:
             tiles = json.loads(r.read())["tiles"]
@@ -170,9 +221,9 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         assert {t["id"] for t in tiles} == imu
         with opener.open(f"{url}/units/imu/report", timeout=30) as r:  # the page a manager opens first
             assert r.status == 200 and "利用率" in r.read().decode()
-        _phone_checkin(url, demo.text())
         state = json.loads((var / "state.json").read_text())
         dsn = f"postgresql://jishi@127.0.0.1:{state['pg_port']}/jishi"
+        _phone_checkin(url, demo.text(), dsn, opener)
         history = {a: w for a, (w, _) in _published(dsn).items()}
         # the live agents continue their chains: births seen, records beyond the history stored
         end = time.monotonic() + 60

@@ -1,7 +1,9 @@
 """Phone check-in end to end (issue 19): headless Chromium at a phone's viewport opens an
-instrument label's URL, logs in, checks in on a REAL agent watching only a power meter (the pymodbus
-test device), sees the agent's answer, checks out; the session is in the agent's signed chain as
-stored by ingest, and the board shows the user's organisation."""
+instrument label's URL, logs in through the REAL OpenID Connect provider (node oidc-provider, its
+own login form), checks in on a REAL agent watching only a power meter (the pymodbus test device),
+sees the agent's answer, checks out; the session is in the agent's signed chain as stored by
+ingest, and the board shows the user's organisation: an outside person's (乙研究所) on unit A's
+instrument. Pending registrants are refused in tests/web/test_checkin.py (same provider)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tests.agent.helpers import AgentProc, write_config
 from tests.server.helpers import settings_for, wait_for
 from tests.web.conftest import PASSWORD, Web
 from tests.web.livehelp import serve
+from tests.web.ssohelp import PROVIDER_PASSWORD, Idp
 from tests.web.test_browser import ARTIFACTS, browser  # noqa: F401
 from tests.web.test_browser_bookings import watch
 
@@ -34,7 +37,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, browser: Any,  # noqa: F811
-                                                 tmp_path: Path) -> None:
+                                                 oidc_idp: Idp, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:6]
     agent_id = f"qr-{tag}"
     unit, instrument = f"u-{agent_id}", f"i-{agent_id}"
@@ -43,8 +46,11 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
     web.sql("INSERT INTO units (id, org_id, name) VALUES (%s, 'org-a', '甲大学')", (unit,))
     web.sql("INSERT INTO instruments (id, unit_id, name, original_value) VALUES (%s, %s, '电感耦合等离子体质谱仪',"
             " 1800000)", (instrument, unit))
-    web.sql("INSERT INTO platform_users (id, name, org_id) VALUES ('p-li', '李四', 'org-b')")
-    web.sql("UPDATE web_accounts SET person_id = 'p-li' WHERE login = 'mgr-b'")  # an outside user of unit A
+    # an outside user of unit A (another organisation), known to the unit by the university login `wu`
+    web.sql("INSERT INTO platform_users (id, name, org_id, owner_unit_id) VALUES ('p-wu', '吴六', 'org-b', %s)",
+            (unit,))
+    web.sql("INSERT INTO identity_map (unit_id, method, identifier, user_id) VALUES (%s, 'login', 'uni:wu', 'p-wu')",
+            (unit,))
     code = web.as_("ops").post(f"/api/v1/instruments/{instrument}/checkin-code").json()["code"]
 
     with ModbusMeter(watts=40.0) as meter:
@@ -65,19 +71,24 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
             agent.start()
             wait_for(lambda: web.sql("SELECT online FROM live_state WHERE instrument_id = %s", (instrument,))
                      == [(True,)], 30, what="the agent online")
-            with serve(web.dsn, command_key_file=str(server_key), command_mqtt_host=mqtt_broker.host,
+            with serve(web.dsn, port=oidc_idp.browser_port, login_providers=[oidc_idp.provider()],
+                       command_key_file=str(server_key), command_mqtt_host=mqtt_broker.host,
                        command_mqtt_port=mqtt_broker.port) as base:
                 ctx = browser.new_context(locale="zh-CN", viewport=PHONE, is_mobile=True, has_touch=True)
                 try:
                     page = ctx.new_page()
                     errors = watch(page)
                     page.goto(f"{base}/c/{code}")  # what the label's QR code opens: the login first
-                    page.fill("input[name=login]", "mgr-b")
-                    page.fill("input[name=password]", PASSWORD)
-                    page.click("button[type=submit]")
-                    page.wait_for_url(f"{base}/c/{code}")
+                    page.wait_for_url(f"{base}/login?next=/c/{code}")
+                    page.click("#sso-uni")  # 统一身份认证登录: the provider's own form
+                    page.wait_for_selector("#login")
+                    page.fill("#login", "wu")
+                    page.fill("#password", PROVIDER_PASSWORD)
+                    page.click("#submit")
+                    page.wait_for_url(f"{base}/c/{code}")  # and back to the label's page
                     assert "电感耦合等离子体质谱仪" in (page.text_content("#checkin-instrument") or "")
-                    assert "乙研究所" in (page.text_content("#checkin-person") or "")
+                    assert "吴六（乙研究所）" in (page.text_content("#checkin-person") or "")
+                    assert page.text_content("#phone-who") == "吴六" and page.is_visible("#phone-logout")
                     assert page.is_hidden("#checkin-offline")  # the agent is online
                     t0 = time.monotonic()
                     page.click("#checkin-in")
@@ -90,7 +101,7 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
                     [(session, method, ident, seq)] = web.sql(
                         "SELECT session_id, method, identifier, start_seq FROM user_sessions WHERE agent_id = %s"
                         " AND end_at IS NULL", (agent_id,))
-                    assert session.startswith("qr-") and (method, ident) == ("checkin", "person:p-li")
+                    assert session.startswith("qr-") and (method, ident) == ("checkin", "person:p-wu")
                     # the board shows the user's organisation (live state resolved through the identity map)
                     wait_for(lambda: web.sql("SELECT org_name FROM live_state WHERE instrument_id = %s",
                                              (instrument,)) == [("乙研究所",)], 10, what="the board's organisation")
@@ -98,6 +109,10 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
                     page.click("#checkin-out")
                     page.wait_for_selector("#checkin-result[data-state=done]", timeout=10_000)
                     assert "下机登记成功" in (page.text_content("#checkin-result") or "")
+                    page.click("#phone-logout")  # the person's session ends: the label asks for a login again
+                    page.wait_for_url(f"{base}/login")
+                    page.goto(f"{base}/c/{code}")
+                    page.wait_for_url(f"{base}/login?next=/c/{code}")
                     assert errors == [], "\n".join(errors)
                 finally:
                     ctx.close()
@@ -122,9 +137,9 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
             env = orjson.loads(bytes(raw))
             [rec] = [r for r in env["records"] if r["seq"] == seq]
             assert rec == {**rec, "type": "session_start", "session": session, "method": "checkin",
-                           "user": "person:p-li"}
-            assert web.sql("SELECT kind, agent_id IS NOT NULL FROM checkin_requests ORDER BY id") == [
-                ("agent", True), ("agent", True)]
+                           "user": "person:p-wu"}
+            assert web.sql("SELECT kind, agent_id IS NOT NULL, login FROM checkin_requests ORDER BY id") == [
+                ("agent", True, "uni:wu"), ("agent", True, "uni:wu")]
         finally:
             if agent.alive():
                 agent.kill()

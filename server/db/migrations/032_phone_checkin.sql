@@ -9,11 +9,13 @@
 -- evidence, and counted (as a manual_usage row, which counts only where no agent watched) only once
 -- an evaluator accepts it.
 --
--- A web account may name the platform person it is (person_id): a phone check-in is always as that
--- person. A pending person (self-registered, not yet confirmed by a unit manager) cannot check in.
+-- Who checks in: a person logged in through the university login (033: a person session, `login`
+-- is its `<provider>:<subject>`), or a staff account that names the platform person it is
+-- (web_accounts.person_id, `account_id`); always as that person. A person whose self-registration
+-- is not confirmed (033: person_registrations.status 'pending' or 'declined'; people of the registry
+-- have no registration and are confirmed) cannot check in: there is no second notion of pending.
 
 ALTER TABLE web_accounts ADD COLUMN IF NOT EXISTS person_id text REFERENCES platform_users (id);
-ALTER TABLE platform_users ADD COLUMN IF NOT EXISTS pending boolean NOT NULL DEFAULT false;
 
 CREATE TABLE checkin_codes (
     instrument_id  text PRIMARY KEY REFERENCES instruments (id),
@@ -29,7 +31,8 @@ CREATE TABLE checkin_requests (
     agent_id       text REFERENCES agents (id),          -- NULL: no agent (manual)
     n              bigint,                               -- the agent's command sequence
     person_id      text NOT NULL REFERENCES platform_users (id),
-    account_id     bigint NOT NULL REFERENCES web_accounts (id),
+    account_id     bigint REFERENCES web_accounts (id),   -- a staff account's login, or
+    login          text CHECK (length(login) <= 300),     -- a university login's <provider>:<subject>
     action         text NOT NULL CHECK (action IN ('checkin', 'checkout')),
     booking_id     bigint REFERENCES bookings (id),
     method         text NOT NULL CHECK (method IN ('checkin', 'booking')),
@@ -44,7 +47,8 @@ CREATE TABLE checkin_requests (
     decided_at     timestamptz,
     decision       text CHECK (decision IN ('accepted', 'rejected')),
     manual_usage_id bigint REFERENCES manual_usage (id),
-    UNIQUE (agent_id, n)
+    UNIQUE (agent_id, n),
+    CHECK ((account_id IS NULL) <> (login IS NULL))
 );
 CREATE INDEX checkin_requests_instrument ON checkin_requests (instrument_id, created_at);
 CREATE INDEX checkin_requests_person ON checkin_requests (person_id, created_at);

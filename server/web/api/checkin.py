@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.web import scope
-from server.web.deps import Db, Settings, Who
+from server.web.deps import Db, Settings, Someone, Who
 from server.web.services import checkin
 
 router = APIRouter(prefix="/api/v1", tags=["checkin"])
@@ -46,9 +46,10 @@ def regenerate_code(instrument_id: str, request: Request, who: Who, db: Db, sett
 
 
 @router.post("/checkin/{code}", status_code=201, summary="Check in or out at the instrument of a label code, "
-             "as the person logged in; the signed command goes to its agent (SPEC §9.5), or, with no agent "
-             "online, the request is kept as an unverified manual session")
-def phone_checkin(code: Code, body: CheckinIn, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
+             "as the person logged in (university login, or a staff account that names its person; a pending or "
+             "declined registrant: 403 person_pending); the signed command goes to its agent (SPEC §9.5), or, "
+             "with no agent online, the request is kept as an unverified manual session")
+def phone_checkin(code: Code, body: CheckinIn, who: Someone, db: Db, settings: Settings) -> dict[str, Any]:
     with db.write(who.actor) as conn:
         made, out = checkin.request(conn, settings, who, code, body.action, body.booking_id)
     if out is not None and not checkin.publish(settings, out):
@@ -58,7 +59,7 @@ def phone_checkin(code: Code, body: CheckinIn, who: Who, db: Db, settings: Setti
 
 @router.get("/checkin/{code}/status", summary="The live status of a label code's instrument (what the public "
             "catalog shows too) and whether its agent can take a check-in now")
-def code_status(code: Code, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
+def code_status(code: Code, who: Someone, db: Db, settings: Settings) -> dict[str, Any]:
     with db.read() as conn:
         inst = checkin.instrument_by_code(conn, code)
         agent, status = checkin.agent_status(conn, inst["id"], settings.live_stale_s)
@@ -67,7 +68,7 @@ def code_status(code: Code, who: Who, db: Db, settings: Settings) -> dict[str, A
 
 @router.get("/checkin/requests/{request_id}", summary="The result of a phone check-in: sent, done (the agent's "
             "signed session record is stored), no_answer or manual")
-def checkin_result(request_id: RequestId, who: Who, db: Db) -> dict[str, Any]:
+def checkin_result(request_id: RequestId, who: Someone, db: Db) -> dict[str, Any]:
     with db.read() as conn:
         return checkin.result(conn, who, request_id)
 

@@ -29,7 +29,7 @@ from server import clock
 from server.config import WebSettings
 from server.store.conn import Conn
 from server.store.times import TZ, dt_to_ms
-from server.web.auth import Principal
+from server.web.auth import Person, Principal
 from server.web.db import one, rows
 from server.web.errors import ApiError, not_found
 from server.web.services import board
@@ -90,16 +90,37 @@ def label_url(base_url: str, code: str) -> str:
 # -- who is checking in --------------------------------------------------------------------------
 
 
-def person_of(conn: Conn, p: Principal) -> dict[str, Any]:
-    """The platform person the login is; a login that is nobody, or a pending person, may not check in."""
-    row = one(conn, "SELECT pu.id, pu.name, pu.pending, o.name AS org_name FROM web_accounts a"
-                    " JOIN platform_users pu ON pu.id = a.person_id JOIN organisations o ON o.id = pu.org_id"
-                    " WHERE a.id = %s", (p.account_id,))
+Someone = Principal | Person
+"""who checks in: a university login's person, or a staff account that names its person"""
+
+_PERSON = ("SELECT pu.id, pu.name, o.name AS org_name, coalesce(r.status, 'confirmed') AS status"
+           " FROM platform_users pu JOIN organisations o ON o.id = pu.org_id"
+           " LEFT JOIN person_registrations r ON r.user_id = pu.id")
+
+
+def _person_row(conn: Conn, who: Someone) -> dict[str, Any] | None:
+    if isinstance(who, Person):
+        return one(conn, _PERSON + " WHERE pu.id = %s", (who.user_id,))
+    return one(conn, _PERSON + " JOIN web_accounts a ON a.person_id = pu.id WHERE a.id = %s", (who.account_id,))
+
+
+def person_of(conn: Conn, who: Someone) -> dict[str, Any]:
+    """The platform person the login is. A staff account that names nobody may not check in, nor a
+    person whose self-registration is pending (待确认) or declined: the registration's status (033)
+    is the one notion of pending, read afresh here for both kinds of login."""
+    row = _person_row(conn, who)
     if row is None:
         raise ApiError(403, "no_person", "err.checkin_no_person")
-    if row["pending"]:
-        raise ApiError(403, "person_pending", "err.checkin_pending")
+    if row["status"] != "confirmed":
+        raise ApiError(403, "person_pending", "err.person_pending")
     return row
+
+
+def login_of(who: Someone) -> tuple[int | None, str | None]:
+    """(staff account, university login `<provider>:<subject>`) a request is recorded with: one of them."""
+    if isinstance(who, Person):
+        return None, f"{who.provider}:{who.subject}"
+    return who.account_id, None
 
 
 def identifier_of(person_id: str) -> str:
@@ -187,13 +208,14 @@ def publish(settings: WebSettings, out: Outgoing) -> bool:
         return False
 
 
-def request(conn: Conn, settings: WebSettings, p: Principal, code: str, action: str,
+def request(conn: Conn, settings: WebSettings, who: Someone, code: str, action: str,
             booking_id: int | None) -> tuple[dict[str, Any], Outgoing | None]:
     """Record the phone's request and build the signed command (sent by the caller after commit).
 
     Always as the login's own person; the instrument comes from its label code."""
     inst = instrument_by_code(conn, code)
-    person = person_of(conn, p)
+    person = person_of(conn, who)
+    account_id, login = login_of(who)
     agent_id, status = agent_status(conn, inst["id"], settings.live_stale_s)
     key = command_key(settings.command_key_file)
     now = clock.now()
@@ -230,10 +252,10 @@ def request(conn: Conn, settings: WebSettings, p: Principal, code: str, action: 
         got = conn.execute("SELECT coalesce(max(n), 0) + 1 FROM checkin_requests WHERE agent_id = %s",
                            (agent_id,)).fetchone()
         n = int(got[0]) if got else 1
-    row = one(conn, "INSERT INTO checkin_requests (cmd_id, instrument_id, agent_id, n, person_id, account_id, action,"
-                    " booking_id, method, identifier, session_id, kind, created_at, expires_at, ended_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-              (cmd_id, inst["id"], agent_id if kind == "agent" else None, n, person["id"], p.account_id, action,
+    row = one(conn, "INSERT INTO checkin_requests (cmd_id, instrument_id, agent_id, n, person_id, account_id, login,"
+                    " action, booking_id, method, identifier, session_id, kind, created_at, expires_at, ended_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+              (cmd_id, inst["id"], agent_id if kind == "agent" else None, n, person["id"], account_id, login, action,
                booking_id if action == "checkin" else None, method, identifier, session_id, kind, now,
                now + COMMAND_TTL, now if (kind == "manual" and action == "checkout") else None))
     assert row is not None
@@ -249,12 +271,13 @@ def request(conn: Conn, settings: WebSettings, p: Principal, code: str, action: 
             "agent_status": status}, out
 
 
-def result(conn: Conn, p: Principal, request_id: int) -> dict[str, Any]:
+def result(conn: Conn, who: Someone, request_id: int) -> dict[str, Any]:
     """A request's state: `sent` (waiting for the agent), `done` (the agent's record is stored),
-    `no_answer` (nothing within ANSWER_WAIT), `manual` (kept unverified). Only its person sees it."""
-    r = one(conn, "SELECT r.*, a.person_id AS mine FROM checkin_requests r JOIN web_accounts a ON a.id = %s"
-                  " WHERE r.id = %s", (p.account_id, request_id))
-    if r is None or r["mine"] != r["person_id"]:
+    `no_answer` (nothing within ANSWER_WAIT), `manual` (kept unverified). Only its person sees it,
+    through either kind of login."""
+    me = _person_row(conn, who)
+    r = one(conn, "SELECT * FROM checkin_requests WHERE id = %s", (request_id,))
+    if r is None or me is None or me["id"] != r["person_id"]:
         raise not_found("what.checkin_request", str(request_id))
     status = "manual" if r["kind"] == "manual" else "sent"
     at: datetime | None = None
