@@ -588,9 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  board of a unit:        {url}/units/imu/board   {url}/units/btri/board", flush=True)
         phone = _phone_checkin(dsn, specs, sso is not None)
         if phone is not None:
-            inst, code, how = phone
+            inst, code, login_how = phone
             print(f"  phone check-in (QR label {url}/instruments/{inst}/label, power meter only): open"
-                  f" {url}/c/{code} at a phone's size and log in {how}", flush=True)
+                  f" {url}/c/{code} at a phone's size and log in {login_how}", flush=True)
         if members:
             pid = next(c.proc.pid for c in children.items if c.name == f"agent-{gw}")
             print(f"  gateway {gw} (ONE agent process, pid {pid}, config {agents_dir / gw / 'gateway.toml'})"

@@ -60,6 +60,18 @@ def wait_for_port(host: str, port: int, timeout: float, alive: Any = None) -> No
             time.sleep(0.05)
 
 
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10) -> None:
+    """Terminate `proc` if it still runs, and kill it if it has not ended within `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def role_dsn(dsn: str, role: str) -> str:
     """``dsn`` (a postgresql:// URL or a key=value string, e.g. a multi-host one) with its user
     replaced by ``role`` (trust auth: no password)."""

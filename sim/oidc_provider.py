@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sim.devstack import free_port
+from sim.devstack import free_port, stop_process
 
 HERE = Path(__file__).resolve().parent / "oidc"
 SCRIPT = HERE / "provider.mjs"
@@ -70,13 +70,7 @@ class OidcProvider:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def __enter__(self) -> OidcProvider:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sim.devstack import free_port, wait_for_port
+from sim.devstack import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,13 +58,7 @@ class CasServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if self._dir is not None:
             self._dir.cleanup()
