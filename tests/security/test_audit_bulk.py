@@ -136,3 +136,28 @@ def test_app_roles_cannot_move_the_head(fresh_db: str) -> None:
             conn.rollback()
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute("SELECT 1 FROM audit_chain_head FOR UPDATE")
+
+
+def test_a_forged_hint_or_a_rolled_back_bulk_write_cannot_fork_the_chain(fresh_db: str) -> None:
+    web = role_dsn(fresh_db, "jishi_web")
+    with psycopg.connect(web) as conn:
+        conn.execute("SELECT audit_as('account:a')")
+        conn.execute(_INSERT_MANY, ("bulk", 500))
+        conn.rollback()  # leaves dead index entries past the head
+        conn.execute("SELECT audit_as('account:a')")
+        conn.execute(_INSERT_MANY, ("one", 3))
+        conn.commit()
+        first = conn.execute("SELECT min(id) FROM audit_log WHERE row_key LIKE 'one-%'").fetchone()
+        assert first is not None
+        # the transaction-local hint names another transaction's row, then one of our own older rows
+        conn.execute("SELECT audit_as('account:a')")
+        conn.execute("SELECT set_config('jishi.audit_chain_last', %s, true)", (str(first[0]),))
+        conn.execute(_INSERT_MANY, ("two", 2))
+        conn.execute("SELECT set_config('jishi.audit_chain_last', %s, true)", (str(first[0] + 3),))
+        conn.execute(_INSERT_MANY, ("three", 2))
+        conn.execute("SELECT set_config('jishi.audit_chain_last', 'garbage', true)")
+        conn.execute(_INSERT_MANY, ("four", 1))
+        conn.commit()
+    keys = [key for _, key in _chain_ok(fresh_db)]
+    assert not any(k.startswith("bulk-") for k in keys)
+    assert keys[-6:] == ["one-3", "two-1", "two-2", "three-1", "three-2", "four-1"]
