@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,7 +18,7 @@ _INSERT_MANY = ("INSERT INTO organisations (id, name, kind)"
                 " SELECT %s || '-' || g, 'n' || g, 'enterprise' FROM generate_series(1, %s) g")
 
 
-def _head_row(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, bytes]:
+def _head_row(conn: psycopg.Connection[Any]) -> tuple[int, bytes]:
     row = conn.execute("SELECT id, row_hash FROM audit_chain_head").fetchone()
     assert row is not None
     return int(row[0]), bytes(row[1])
