@@ -177,14 +177,12 @@ def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
             GROUP BY agent_id, instrument_id, island, offline
         """,
         )
-        # The audit trigger (migrations 020/021) chains one audit row per record through a single
-        # head row, which one statement of 561 k rows turns quadratic (every update of the head
-        # walks the versions the same transaction left): the benchmark's own bulk insert is not
-        # audited. Every other trigger runs, 029's window trigger included.
+        # Every trigger runs: 029's window trigger, and the audit trigger, which chains one audit
+        # row per record (linear since migration 036 locks and moves the chain head once per
+        # transaction; 021's per-row head update made this one statement quadratic).
         step(
             "service_records",
             """
-            ALTER TABLE service_records DISABLE TRIGGER audit;
             INSERT INTO service_records (unit_id, instrument_id, record_no, start_at, end_at, service_hours, amount,
                                          way, user_type, direction, applicant_org_name)
             SELECT unit_id, instrument_id, instrument_id || '-' || d || '-' || k,
@@ -192,7 +190,6 @@ def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
                    round((extract(epoch FROM dur) / 3600 * CASE WHEN random() < 0.05 THEN 2 ELSE 1 END)::numeric, 1),
                    round((extract(epoch FROM dur) / 3600 * 300)::numeric, 2), '占用', 130, 135, '企业'
             FROM bench_runs WHERE substr(ident, 5)::int > 30 AND random() < 0.3;
-            ALTER TABLE service_records ENABLE TRIGGER audit;
         """,
         )
         step("drop_runs", "DROP TABLE bench_runs")
