@@ -9,6 +9,7 @@ when it recovers).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -16,7 +17,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent import SOFTWARE
@@ -467,6 +468,16 @@ class Agent:
 CURRENT_AGENT: contextvars.ContextVar[str] = contextvars.ContextVar("jishi_agent", default="")
 
 
+@contextlib.contextmanager
+def speaking_as(agent: Agent) -> Iterator[None]:
+    """The gateway's log lines inside name `agent` (AgentLogFilter)."""
+    token = CURRENT_AGENT.set(agent.cfg.agent.id)
+    try:
+        yield
+    finally:
+        CURRENT_AGENT.reset(token)
+
+
 class AgentLogFilter(logging.Filter):
     """Adds `agent_id` to every log record: the agent whose tick is running, else the thread's name
     (publisher threads are named `publisher-<agent id>`), so a gateway's one log says who spoke."""
@@ -514,31 +525,22 @@ class Gateway:
             agent.publisher.start()
         try:
             for agent in self.agents:
-                token = CURRENT_AGENT.set(agent.cfg.agent.id)
-                try:
+                with speaking_as(agent):
                     agent.start()
-                finally:
-                    CURRENT_AGENT.reset(token)
             log.info("gateway %s started with %d instruments", self.cfg.gateway.id, len(self.agents))
             due = [time.monotonic()] * len(self.agents)
             while not self.stop_event.is_set():
                 for i, agent in enumerate(self.agents):
                     if time.monotonic() < due[i]:
                         continue
-                    token = CURRENT_AGENT.set(agent.cfg.agent.id)
-                    try:
+                    with speaking_as(agent):
                         agent.safe_tick()
-                    finally:
-                        CURRENT_AGENT.reset(token)
                     due[i] = max(due[i] + agent.cfg.agent.sample_period_s, time.monotonic())
                 while not self.stop_event.is_set() and self.wake.wait(max(0.0, min(due) - time.monotonic())):
                     self.wake.clear()  # a check-in from the server: answered before the next tick
                     for agent in self.agents:
-                        token = CURRENT_AGENT.set(agent.cfg.agent.id)
-                        try:
+                        with speaking_as(agent):
                             agent.safe_remote()
-                        finally:
-                            CURRENT_AGENT.reset(token)
         finally:
             self.shutdown()
         return 0
@@ -546,11 +548,8 @@ class Gateway:
     def shutdown(self) -> None:
         """Clean stop of every instrument; the publishers flush in parallel, not one after another."""
         for agent in self.agents:
-            token = CURRENT_AGENT.set(agent.cfg.agent.id)
-            try:
+            with speaking_as(agent):
                 agent.finish()
-            finally:
-                CURRENT_AGENT.reset(token)
         for agent in self.agents:
             agent.publisher.begin_stop()
         for agent in self.agents:

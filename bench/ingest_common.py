@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
 
+from protocols import topics
 from protocols.canonical import dumps_sorted
 from protocols.chain import GENESIS
 from protocols.signing import generate, key_id, public_to_b64, sign
@@ -171,3 +175,46 @@ def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return f"{platform.node()}: {cpu} cores, {mem:.0f} GiB, Python {platform.python_version()}; load average {load}"
+
+
+def fleet_publisher(broker: MosquittoServer, client_id: str) -> mqtt.Client:
+    """A connected, running MQTT client for `publish_fleet` (the caller stops it once delivered)."""
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    return pub
+
+
+def publish_fleet(pub: mqtt.Client, fleet: list[SimAgent], period: float, seconds: float) -> int:
+    """Every agent of `fleet` publishes a heartbeat once per `period` (at a fixed random offset), a
+    tenth of them a state change too, for `seconds`; returns the envelopes sent. The live benches'
+    steady load."""
+    rng = random.Random(1)
+    offsets = sorted((rng.random() * period, i) for i in range(len(fleet)))
+    states = ["idle"] * len(fleet)
+    sent = 0
+    t_start = time.time()
+    end = t_start + seconds
+    rnd = 0
+    while time.time() < end:
+        base = t_start + rnd * period
+        for off, i in offsets:
+            delay = base + off - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if time.time() >= end:
+                break
+            a = fleet[i]
+            t_ms = int(time.time() * 1000)
+            recs = []
+            if rnd % 10 == i % 10:
+                new = "running" if states[i] == "idle" else "idle"
+                recs.append(a.record(t_ms, "state", state=new, prev_state=states[i], rule="bench", evidence={}))
+                states[i] = new
+            recs.append(a.record(t_ms, "heartbeat", state=states[i], period_ms=int(period * 1000), evidence={}))
+            pub.publish(topics.topic(a.unit, a.instrument, topics.Kind.REC), a.envelope(recs, t_ms), qos=1)
+            sent += 1
+        rnd += 1
+    return sent

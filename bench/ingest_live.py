@@ -10,7 +10,6 @@ The first 20 s (every agent's first envelope creates its progress row) are left 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import threading
@@ -20,20 +19,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import paho.mqtt.client as mqtt
 import psycopg
 from ingest_common import (
     SimAgent,
+    fleet_publisher,
     fresh_db,
     machine,
+    publish_fleet,
     services,
     start_ingest,
     stop,
     write_ingest_config,
 )
-from paho.mqtt.enums import CallbackAPIVersion
 
-from protocols import topics
 from protocols.signing import public_to_b64
 from server.ingest.live import follow
 
@@ -88,39 +86,8 @@ def main() -> None:
         listener.start()
         time.sleep(3)  # ingest subscribed
 
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{group}-pub", protocol=mqtt.MQTTv5)
-        pub.max_inflight_messages_set(1000)
-        pub.max_queued_messages_set(0)
-        pub.connect(broker.host, broker.port)
-        pub.loop_start()
-        rng = random.Random(1)
-        offsets = sorted((rng.random() * args.period, i) for i in range(len(fleet)))
-        states = ["idle"] * len(fleet)
-        sent = 0
-        t_start = time.time()
-        end = t_start + args.seconds
-        rnd = 0
-        while time.time() < end:
-            base = t_start + rnd * args.period
-            for off, i in offsets:
-                due = base + off
-                delay = due - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                if time.time() >= end:
-                    break
-                a = fleet[i]
-                t_ms = int(time.time() * 1000)
-                recs = []
-                if rnd % 10 == i % 10:
-                    new = "running" if states[i] == "idle" else "idle"
-                    recs.append(a.record(t_ms, "state", state=new, prev_state=states[i], rule="bench", evidence={}))
-                    states[i] = new
-                recs.append(a.record(t_ms, "heartbeat", state=states[i], period_ms=int(args.period * 1000),
-                                     evidence={}))
-                pub.publish(topics.topic(a.unit, a.instrument, topics.Kind.REC), a.envelope(recs, t_ms), qos=1)
-                sent += 1
-            rnd += 1
+        pub = fleet_publisher(broker, f"{group}-pub")
+        sent = publish_fleet(pub, fleet, args.period, args.seconds)
         time.sleep(5)
         stop_evt.set()
         pub.loop_stop()

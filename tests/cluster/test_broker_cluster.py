@@ -209,7 +209,9 @@ def _under_load(rabbit: RabbitCluster, dsn: str, tmp_path: Path, faults: list[tu
             if recover is not None:
                 recover()
                 phase("recovered")
-        time.sleep(3.0)
+        after = {aid: progress(dsn, aid)[0] for aid, _, _, _ in agents}
+        for aid, _, _, _ in agents:  # records made after the last recovery reach the store too
+            wait_until(lambda a=aid: progress(dsn, a)[0] >= after[a] + 3, 60, f"{aid} publishing after the faults")
         for _, _, proc, sched in agents:
             sched.stop()
             assert proc.stop() == 0
