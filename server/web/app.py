@@ -13,6 +13,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from protocols.derive import Params
 from server.config import DeriveSettings, WebSettings
+from server.evaluation import privacy
 from server.web import errors, openapi, templating, vendor
 from server.web.api import (
     agents,
@@ -76,7 +77,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     """The app of one web process: `settings` and `derive` (the derivation parameters, for evidence of
     agents whose stored rows do not record their own) come from the entry point, loaded once there."""
     vendor.plotly_path()  # the chart library must be installed before anything starts
-    db = Database(settings.dsn, settings.pool_min, settings.pool_max)
+    db = Database(settings.dsn, settings.pool_min, settings.pool_max, read_dsn=settings.read_dsn or None)
     hub = LiveHub(settings.dsn, stale_s=settings.live_stale_s)
 
     @asynccontextmanager
@@ -85,6 +86,9 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
         # while each holds its request and its own malloc arena (anyio's default is 40 threads).
         to_thread.current_default_thread_limiter().total_tokens = max(4, 2 * settings.pool_max)
         db.open()
+        if settings.read_dsn:  # what a read would otherwise create on first use must exist before reads go to a replica
+            with db.write(None) as conn:
+                privacy.load(conn)
         hub.start()
         try:
             yield

@@ -16,9 +16,10 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import Request
 
@@ -38,6 +39,8 @@ API_TOKEN_PREFIX = "jst_"
 ENROL_TOKEN_PREFIX = "jse_"
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+T = TypeVar("T")
 
 
 def _b64(raw: bytes) -> str:
@@ -200,11 +203,16 @@ def resolve(conn: Conn, request: Request) -> Principal | None:
     return p
 
 
-def current(request: Request) -> Principal:
-    """FastAPI dependency: the logged-in principal, 401 otherwise."""
+def _resolved(request: Request, resolver: Callable[[Conn, Request], T]) -> T:
+    """Who `resolver` finds behind the request's cookie or token, read in one short transaction."""
     db: Database = request.app.state.db
     with db.read() as conn:
-        p = resolve(conn, request)
+        return resolver(conn, request)
+
+
+def current(request: Request) -> Principal:
+    """FastAPI dependency: the logged-in principal, 401 otherwise."""
+    p = _resolved(request, resolve)
     if p is None:
         raise ApiError(401, "unauthenticated", "err.unauthenticated", headers={"WWW-Authenticate": "Bearer"})
     return p
@@ -212,10 +220,8 @@ def current(request: Request) -> Principal:
 
 def optional(request: Request) -> Principal | None:
     """FastAPI dependency for pages open to all: the principal if any, never an error."""
-    db: Database = request.app.state.db
     try:
-        with db.read() as conn:
-            return resolve(conn, request)
+        return _resolved(request, resolve)
     except ApiError:
         return None
 
@@ -351,9 +357,7 @@ def resolve_person(conn: Conn, request: Request) -> Person | None:
 
 def person_optional(request: Request) -> Person | None:
     """FastAPI dependency: the logged-in person, if any (never an error on a safe request)."""
-    db: Database = request.app.state.db
-    with db.read() as conn:
-        return resolve_person(conn, request)
+    return _resolved(request, resolve_person)
 
 
 def person_current(request: Request) -> Person:
@@ -381,19 +385,15 @@ def person_or_staff(conn: Conn, request: Request) -> Person | Principal | None:
 def someone_optional(request: Request) -> Person | Principal | None:
     """FastAPI dependency for the phone page: a person or a staff principal, None when anonymous
     (a stale staff cookie counts as anonymous: the page sends the visitor to the login)."""
-    db: Database = request.app.state.db
     try:
-        with db.read() as conn:
-            return person_or_staff(conn, request)
+        return _resolved(request, person_or_staff)
     except ApiError:
         return None
 
 
 def someone_current(request: Request) -> Person | Principal:
     """FastAPI dependency for the phone's API routes: a person or a staff principal, 401 otherwise."""
-    db: Database = request.app.state.db
-    with db.read() as conn:
-        who = person_or_staff(conn, request)
+    who = _resolved(request, person_or_staff)
     if who is None:
         raise ApiError(401, "unauthenticated", "err.unauthenticated", headers={"WWW-Authenticate": "Bearer"})
     return who

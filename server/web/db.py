@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -57,33 +56,20 @@ class Database:
             dsn, min_size=min_size, max_size=max_size, open=False, check=ConnectionPool.check_connection
         )
         self.replica_pool: ConnectionPool[Conn] | None = None
-        self._reads = self.pool
-        """the pool read() takes from: the primary's, or the replica's in a view from for_reads()"""
-        self._opened = False
-        self._lock = threading.Lock()
+        """read-only pool on `read_dsn` (a streaming replica); opened without waiting, so the web
+        starts, and serves from the primary, while the replica is unreachable"""
         if read_dsn:
-            self.attach_replica(read_dsn, max_size)
-
-    def attach_replica(self, read_dsn: str, max_size: int = 8) -> None:
-        """Add the read-only pool (once; later calls do nothing). Opened without waiting: the web
-        starts, and serves from the primary, while the replica is unreachable."""
-        with self._lock:
-            if self.replica_pool is not None:
-                return
-            pool: ConnectionPool[Conn] = ConnectionPool(
+            self.replica_pool = ConnectionPool(
                 read_dsn, min_size=1, max_size=max_size, open=False, check=ConnectionPool.check_connection,
                 kwargs={"options": "-c default_transaction_read_only=on"},
             )
-            if self._opened:
-                pool.open(wait=False)
-            self.replica_pool = pool
+        self._reads = self.pool
+        """the pool read() takes from: the primary's, or the replica's in a view from for_reads()"""
 
     def open(self) -> None:
         self.pool.open(wait=True, timeout=30)
-        with self._lock:
-            self._opened = True
-            if self.replica_pool is not None:
-                self.replica_pool.open(wait=False)
+        if self.replica_pool is not None:
+            self.replica_pool.open(wait=False)
 
     def close(self) -> None:
         if self.replica_pool is not None:

@@ -8,7 +8,6 @@ from fastapi import Depends, Request
 
 from protocols.derive import Params
 from server.config import WebSettings
-from server.evaluation import privacy
 from server.web import auth
 from server.web.auth import Principal, current, optional
 from server.web.db import Database
@@ -20,12 +19,6 @@ def get_db(request: Request) -> Database:
     """The app's database; for a GET or HEAD request a view whose reads go to the replica when
     `web.read_dsn` names one (server/web/db.py: writes and authentication stay on the primary)."""
     db: Database = request.app.state.db
-    settings: WebSettings = request.app.state.settings
-    if settings.read_dsn and db.replica_pool is None:
-        # what a read would otherwise create on first use must exist before reads go to a replica
-        with db.write(None) as conn:
-            privacy.load(conn)
-        db.attach_replica(settings.read_dsn, settings.pool_max)  # once per process (app.py makes the pool)
     return db.for_reads() if request.method in SAFE else db
 
 
