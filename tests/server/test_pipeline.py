@@ -284,6 +284,26 @@ def test_pack_keeps_bytes_and_rederive_matches(db: tuple[str, Conn]) -> None:
     assert after == before
 
 
+def test_big_envelopes_are_kept_lz4_compressed_and_byte_exact(db: tuple[str, Conn]) -> None:
+    """Migration 039: a many-record envelope is stored lz4-compressed (less TOAST and WAL per
+    record) and read back, hot and packed, byte for byte."""
+    dsn, conn = db
+    a = TestAgent("a1")
+    register(dsn, a)
+    envs = [a.seal([a.heartbeat(T0 + (k * 200 + i) * 300 * S, "running") for i in range(200)]) for k in range(2)]
+    out = run(conn, dsn, [a.msg(e, T0 + 400 * 300 * S) for e in envs])
+    assert out.rejections == [] and out.records == 400
+    stored = query(dsn, "SELECT pg_column_compression(raw), octet_length(raw), pg_column_size(raw) FROM envelopes"
+                   " ORDER BY first_seq")
+    assert [(c, n) for c, n, _ in stored] == [("lz4", len(e)) for e in envs]
+    assert all(size < n / 2 for _, n, size in stored)
+    ids = sorted({r[0] for r in query(dsn, "SELECT envelope_id FROM records")})
+    with conn.transaction():
+        assert [envelope_bytes(conn, 1, i) for i in ids] == envs
+        assert pack_old(conn, datetime.fromtimestamp(T0 / 1000 + 400 * 300 + 86400, UTC)) == (1, 2)
+        assert [envelope_bytes(conn, 1, i) for i in ids] == envs
+
+
 def test_signed_slice_is_the_signed_bytes() -> None:
     import orjson
 

@@ -1,0 +1,209 @@
+"""Where a record's time goes, stage by stage: ingest's Python and what PostgreSQL spends on it.
+
+    .venv/bin/python bench/ingest_stages.py [--agents 10] [--days 30] [--batch 40]
+
+The backlog of bench/ingest_drain.py (envelopes of 500 records) is opened stage by stage (the
+pure checks of the "open" thread, each stage timed on its own over all envelopes), then run
+through `Pipeline.process` in batches of `--batch` envelopes against a durable PostgreSQL with
+the database thread's steps wrapped: for each, the Python thread's CPU, the PostgreSQL
+backend's CPU (/proc/<pid>/schedstat, ns) and wall time. "commit + rest" is the transaction's
+end plus everything not wrapped; "other PostgreSQL processes" is the WAL writer, checkpointer
+and background workers over the whole database phase. No broker: MQTT receive is measured by
+bench/ingest_drain.py (ingest's CPU there minus this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson
+import psycopg
+from ingest_common import DAY_MS, SimAgent, fresh_db, machine, services, typical_day
+
+from protocols import fastcheck, topics
+from protocols.canonical import dumps_sorted
+from protocols.validate import check_records, open_envelope
+from server.config import Settings
+from server.ingest import worker as worker_mod
+from server.ingest.book import Book
+from server.ingest.verify import Incoming, Opening, Refused, open_any
+from server.ingest.worker import Pipeline
+
+STAGES: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])  # thread CPU, backend CPU, wall (s)
+_backend_pid = 0
+
+
+def sched_s(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def postgres_others(postmaster: int, backend: int) -> float:
+    """CPU of every child of the postmaster but our backend (WAL writer, checkpointer, ...)."""
+    total = 0.0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == backend:
+            continue
+        try:
+            if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                total += sched_s(int(p.name))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        c, b, w = time.thread_time(), sched_s(_backend_pid), time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            s = STAGES[name]
+            s[0] += time.thread_time() - c
+            s[1] += sched_s(_backend_pid) - b
+            s[2] += time.perf_counter() - w
+    return wrapper
+
+
+def wrap_pipeline() -> None:
+    q = worker_mod.queries
+    for name in ("registry_for", "lock_progress", "gaps_of", "stored_hashes", "next_envelope_ids", "insert_gaps",
+                 "save_progress"):
+        setattr(q, name, timed(f"db: {name}", getattr(q, name)))
+    worker_mod.authenticate = timed("signature + registry checks", worker_mod.authenticate)
+    worker_mod.copy_envelopes = timed("COPY envelopes (raw bytes)", worker_mod.copy_envelopes)
+    worker_mod.copy_records_binary = timed("COPY records (build rows + COPY)", worker_mod.copy_records_binary)
+    Book.judge = timed("book: judge", Book.judge)  # type: ignore[method-assign]
+    Book.accept = timed("book: accept", Book.accept)  # type: ignore[method-assign]
+    Book.settle = timed("book: settle", Book.settle)  # type: ignore[method-assign]
+    worker_mod.incremental.advance = timed("derive: advance (Python + reads)", worker_mod.incremental.advance)
+    worker_mod.incremental.write_many = timed("derive: write_many (upserts)", worker_mod.incremental.write_many)
+    worker_mod.live.rows_after_derivation = timed("live state", worker_mod.live.rows_after_derivation)
+    worker_mod.quarantine.record = timed("quarantine/future/energy", worker_mod.quarantine.record)
+    for name in ("upsert_sessions", "upsert_segments", "upsert_coverage"):
+        setattr(q, name, timed(f"  derive upsert: {name}", getattr(q, name)))
+    Pipeline._derive = timed("derive: all (Rec per record, advance)", Pipeline._derive)  # type: ignore[method-assign]
+    Pipeline._write_new = timed("write new (rows, both COPYs)", Pipeline._write_new)  # type: ignore[method-assign]
+    worker_mod.future.flag = timed("future flag", worker_mod.future.flag)
+
+
+TOP = ("registry_for", "lock_progress", "gaps_of", "stored_hashes", "next_envelope_ids", "insert_gaps", "save_progress",
+       "signature + registry checks", "book: judge", "book: accept", "book: settle", "derive: write_many (upserts)",
+       "live state", "quarantine/future/energy", "derive: all (Rec per record, advance)",
+       "write new (rows, both COPYs)", "future flag")
+TOP = tuple(f"db: {k}" if k[0].islower() and " " not in k else k for k in TOP)
+
+
+def open_stages(msgs: list[Incoming]) -> dict[str, float]:
+    """Each step of opening, timed over all envelopes (CPU s)."""
+    out: dict[str, float] = {}
+    payloads = [m.payload for m in msgs]
+    t = time.process_time()
+    bodies = [orjson.loads(p) for p in payloads]
+    out["orjson parse"] = time.process_time() - t
+    t = time.process_time()
+    for b, p in zip(bodies, payloads, strict=True):
+        assert dumps_sorted(b) == p
+    out["canonical check (encode whole body, compare)"] = time.process_time() - t
+    t = time.process_time()
+    for b in bodies:
+        assert fastcheck.accepts(b)
+    out["schema (fastcheck structs)"] = time.process_time() - t
+    t = time.process_time()
+    for b in bodies:
+        check_records(None, b)
+    out["record hashes + own chain (check_records)"] = time.process_time() - t
+    t = time.process_time()
+    for b in bodies:
+        for r in b["records"]:
+            hashlib.sha256(dumps_sorted(r)).hexdigest()
+    out["  of which: encode + SHA-256 per record"] = time.process_time() - t
+    t = time.process_time()
+    for p in payloads:
+        open_envelope(p, defer_records=True)
+    out["open_envelope (parse+canonical+types+schema)"] = time.process_time() - t
+    return out
+
+
+def main() -> None:
+    global _backend_pid
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=10)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=40)
+    ap.add_argument("--sql", default="", help="run this SQL on the fresh database first (to try a server-side lever)")
+    args = ap.parse_args()
+    gc.set_threshold(50_000, 20, 100)  # as `jishi-server ingest` does
+    gc.freeze()
+    print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
+    day0 = (int(time.time() * 1000) // DAY_MS - args.days - 1) * DAY_MS
+    fleet = [SimAgent(f"bench-{i}", "bench-unit", f"bench-i{i}") for i in range(args.agents)]
+    now = int(time.time() * 1000)
+    per_agent = []
+    for a in fleet:
+        recs = [r for d in range(args.days) for r in typical_day(a, day0 + d * DAY_MS)]
+        top = topics.topic(a.unit, a.instrument, topics.Kind.REC)
+        per_agent.append([(top, a.envelope(recs[i:i + 500], now)) for i in range(0, len(recs), 500)])
+    envs = [e for k in range(max(map(len, per_agent))) for lst in per_agent if k < len(lst) for e in [lst[k]]]
+    msgs = [Incoming(t, p, time.time(), i) for i, (t, p) in enumerate(envs)]
+
+    stages = open_stages(msgs)
+    t = time.process_time()
+    opened: list[Opening | Refused] = [open_any(m) for m in msgs]
+    t_open = time.process_time() - t
+    total = sum(len(o.body["records"]) for o in opened if isinstance(o, Opening))
+    print(f"{total:,} records in {len(msgs):,} envelopes ({sum(map(len, (m.payload for m in msgs))) / total:.0f}"
+          " B/record on the wire)")
+    print("\nopen thread (pure checks), us CPU per record")
+    for k, v in stages.items():
+        print(f"  {k:<52} {v / total * 1e6:6.2f}")
+    print(f"  {'open_any, all of it':<52} {t_open / total * 1e6:6.2f}")
+
+    with services(fast=False) as (pg, _broker):
+        dsn = fresh_db(pg, "stages")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for a in fleet:
+                a.register(conn)
+            if args.sql:
+                conn.execute(args.sql)
+            pipe = Pipeline(Settings(), "stages")
+            _backend_pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+            postmaster = int(Path(f"/proc/{_backend_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            wrap_pipeline()
+            o0 = postgres_others(postmaster, _backend_pid)
+            c0, b0, w0 = time.thread_time(), sched_s(_backend_pid), time.perf_counter()
+            for i in range(0, len(msgs), args.batch):
+                pipe.process(conn, msgs[i:i + args.batch], opened[i:i + args.batch])
+            c, b, w = time.thread_time() - c0, sched_s(_backend_pid) - b0, time.perf_counter() - w0
+            others = postgres_others(postmaster, _backend_pid) - o0
+            n = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])  # type: ignore[index]
+            assert n == total, f"stored {n} of {total}"
+    print("\ndatabase thread, us per record          Python CPU   PostgreSQL backend CPU   wall")
+    for k, (sc, sb, sw) in sorted(STAGES.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
+        print(f"  {k:<40} {sc / n * 1e6:8.2f}   {sb / n * 1e6:8.2f}               {sw / n * 1e6:8.2f}")
+    top = [v for k, v in STAGES.items() if k in TOP]
+    rc = c - sum(s[0] for s in top)
+    rb = b - sum(s[1] for s in top)
+    rw = w - sum(s[2] for s in top)
+    print(f"  {'commit + rest (not wrapped)':<40} {rc / n * 1e6:8.2f}   {rb / n * 1e6:8.2f}               "
+          f"{rw / n * 1e6:8.2f}")
+    print(f"  {'TOTAL database phase':<40} {c / n * 1e6:8.2f}   {b / n * 1e6:8.2f}               {w / n * 1e6:8.2f}")
+    print(f"other PostgreSQL processes (WAL writer, checkpointer, ...): {others / n * 1e6:.2f} us CPU/record")
+    print(f"all in all: open {t_open / n * 1e6:.2f} + database thread {c / n * 1e6:.2f} + backend "
+          f"{b / n * 1e6:.2f} + other PostgreSQL {others / n * 1e6:.2f} = "
+          f"{(t_open + c + b + others) / n * 1e6:.2f} us CPU/record")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
