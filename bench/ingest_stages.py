@@ -121,7 +121,7 @@ def open_stages(msgs: list[Incoming]) -> dict[str, float]:
     out["schema (fastcheck structs)"] = time.process_time() - t
     t = time.process_time()
     for b in bodies:
-        check_records(None, b)
+        check_records(None, b, dumps_sorted(b))
     out["record hashes + own chain (check_records)"] = time.process_time() - t
     t = time.process_time()
     for b in bodies:

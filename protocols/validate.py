@@ -82,14 +82,16 @@ def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: Key
         check_signature(body, key_for(body["agent"], body["key"]))
     if defer_records:
         return Opened(model=model, raw=data, body=body, hashes=[])
-    return Opened(model=model, raw=data, body=body, hashes=check_records(model, body))
+    return Opened(model=model, raw=data, body=body, hashes=check_records(model, body, data))
 
 
-def check_records(env: Envelope | None, body: dict[str, Any]) -> list[str]:
+def check_records(env: Envelope | None, body: dict[str, Any], raw: bytes | None = None) -> list[str]:
     """The records' own checks (§6.2, after the signature): agent, boot, size, seq and chain.
     Returns each record's hash. Reads the body, which the schema check has passed (so its values
-    are those of the model; `env` is not needed and may be None)."""
-    hashes = _records_if_sound(body)
+    are those of the model; `env` is not needed and may be None). `raw`: the bytes `body` was
+    parsed from by parse_canonical (so they are its canonical encoding), when at hand: each
+    record is then hashed as its slice of them instead of being encoded again."""
+    hashes = _records_if_sound(body, raw)
     if hashes is not None:
         return hashes
     # something is wrong: the checks one after the other, for the first refusal in their order
@@ -116,7 +118,41 @@ def check_records(env: Envelope | None, body: dict[str, Any]) -> list[str]:
     return hashes
 
 
-def _records_if_sound(body: dict[str, Any]) -> list[str] | None:
+_RECORDS_OPEN = b'"records":[{'
+_RECORDS_CLOSE = b'}],"sent":'
+_RECORD_SEP = b'},{"agent":"'
+_RECORD_HEAD = b'{"agent":"'
+
+
+def record_slices(raw: bytes, n: int) -> list[bytes] | None:
+    """The canonical bytes of each of the `n` records of a schema-valid `rec` envelope, cut out of
+    the envelope's canonical bytes `raw` (= dumps_sorted of each record: sorting keys is
+    recursive and adds no white space, so a record's encoding is its slice of the envelope's).
+
+    Why the cuts are exact: inside a JSON string every `"` is escaped as `\\"`, so a `"` after
+    `{` or `[` delimits a string and the bytes around it are structure. `"records":[{` is then the
+    top-level key (no other object of the schema has an array of objects under that name),
+    `}],"sent":` the end of its array (the last one: `sent` follows `records` at the top level),
+    and `},{"agent":"` a boundary between two objects of an array whose objects start with the key
+    `agent`: only records do (`dropped` holds first/last/last_hash, evidence is objects of
+    scalars). None when the shape is not that (then encode each record: the caller's slow path)."""
+    start = raw.find(_RECORDS_OPEN)
+    end = raw.rfind(_RECORDS_CLOSE)
+    if start < 0 or end < start:
+        return None
+    parts = raw[start + len(_RECORDS_OPEN) - 1:end + 1].split(_RECORD_SEP)
+    if len(parts) != n:
+        return None
+    if n == 1:
+        return parts
+    head = _RECORD_HEAD
+    out = [parts[0] + b"}"]
+    out += [head + p + b"}" for p in parts[1:-1]]
+    out.append(head + parts[-1])
+    return out
+
+
+def _records_if_sound(body: dict[str, Any], raw: bytes | None = None) -> list[str] | None:
     """The records' hashes when every check of check_records passes, in one loop over the
     records (the usual case); None at the first doubt, and check_records names the refusal."""
     records = body["records"]
@@ -128,6 +164,16 @@ def _records_if_sound(body: dict[str, Any]) -> list[str] | None:
     agent, boot = body["agent"], body["boot"]
     last_seq = records[0]["seq"] - 1
     last_hash = GENESIS if last_seq == 0 else records[0]["prev"]
+    slices = record_slices(raw, len(records)) if raw is not None else None
+    if slices is not None:
+        for rec, encoded in zip(records, slices, strict=True):
+            if (rec["agent"] != agent or rec["boot"] > boot or len(encoded) > MAX_RECORD_BYTES
+                    or rec["seq"] != last_seq + 1 or rec["prev"] != last_hash):
+                return None
+            last_seq = rec["seq"]
+            last_hash = sha256(encoded).hexdigest()
+            append(last_hash)
+        return hashes
     for rec in records:
         encoded = dumps(rec, option=sort_keys)
         if (rec["agent"] != agent or rec["boot"] > boot or len(encoded) > MAX_RECORD_BYTES

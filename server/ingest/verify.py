@@ -100,7 +100,7 @@ def open_any(msg: Incoming) -> Opening | Refused:
         if top.kind is topics.Kind.REC:
             opened = open_envelope(msg.payload, defer_records=True)
             try:  # done here, off the database thread; a refusal waits for the signature check
-                opened = replace(opened, hashes=check_records(opened.model, opened.body))
+                opened = replace(opened, hashes=check_records(opened.model, opened.body, opened.raw))
             except ProtocolError as exc:
                 return Opening(msg, top.kind, top, opened.body, opened, None, exc)
             return Opening(msg, top.kind, top, opened.body, opened, None)
