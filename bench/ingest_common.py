@@ -50,11 +50,26 @@ def services(fast: bool = False) -> Iterator[tuple[PostgresServer, MosquittoServ
         shutil.rmtree(d, ignore_errors=True)
 
 
-def fresh_db(pg: PostgresServer, name: str) -> str:
+def fresh_db(pg: PostgresServer, name: str, root: Path | None = None) -> str:
+    """A new database with the migrations of this tree, or of the tree at `root` (an older
+    checkout, so its code runs against the schema it was written for)."""
     pg.drop_database(name)
     dsn = pg.create_database(name)
-    apply(dsn)
+    if root is None or root == ROOT:
+        apply(dsn)
+    else:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JISHI_")} | {"PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, "-c", "import sys; from server.db.migrate import apply; apply(sys.argv[1])",
+                        dsn], check=True, cwd=root, env=env, stdout=subprocess.DEVNULL)
     return dsn
+
+
+def checkout(ref: str) -> Path:
+    """The tree at git `ref` in a temporary directory (git archive: the repository is not touched)."""
+    d = Path(tempfile.mkdtemp(prefix=f"jishi-{ref[:12]}-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
+    return d
 
 
 @dataclass
@@ -140,12 +155,13 @@ def write_ingest_config(path: Path, dsn: str, broker: MosquittoServer, client_id
     return path
 
 
-def start_ingest(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_ingest(config: Path, log: Path, root: Path = ROOT) -> subprocess.Popen[bytes]:
+    """`jishi-server ingest` of this tree, or of the tree at `root`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JISHI_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(root)
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "server.cli", "--config", str(config), "ingest"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -3,14 +3,19 @@ take the backlog from the broker to committed, derived records? Compared with a 
 of the same record rows into the same table in the same run (the ceiling).
 
     .venv/bin/python bench/ingest_drain.py [--agents 20] [--days 40] [--per-envelope 500] [--workers 1 2]
+                                           [--old-ref REF]
 
 Everything on one host: PostgreSQL (durable: fsync on), Mosquitto and the ingest processes.
+With --old-ref, the code at git REF (and its migrations) drains the same backlog too, each of
+its runs right before this tree's run with the same number of processes: old and new figures
+from one run, next to one ceiling, with the load average at each drain.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -24,7 +29,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 from ingest_common import (
     DAY_MS,
+    ROOT,
     SimAgent,
+    checkout,
     fresh_db,
     machine,
     services,
@@ -48,7 +55,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=40)
     ap.add_argument("--per-envelope", type=int, default=500)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--old-ref", help="also drain with the code at this git ref (e.g. main), interleaved")
     args = ap.parse_args()
+    trees = [("this tree", ROOT)] + ([(args.old_ref, checkout(args.old_ref))] if args.old_ref else [])
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
     t = time.perf_counter()
@@ -74,14 +83,24 @@ def main() -> None:
         print(f"ceiling: binary COPY of the same {total:,} record rows into records: {ceiling:,.0f} rows/s")
         results = {}
         for w in args.workers:
-            rate, steady, dups = drain(pg, broker, fleet, envelopes, total, w)
-            results[w] = rate
-            print(f"drain with {w} ingest process(es): {rate:,.0f} records/s end to end "
-                  f"({steady:,.0f}/s from first commit), {rate / ceiling:.0%} of the COPY ceiling; "
-                  f"records stored twice: {dups}")
-        if 1 in results and 2 in results:
-            print(f"two workers vs one: x{results[2] / results[1]:.2f}")
+            for name, root in reversed(trees):  # the old code first, then this tree
+                load = os.getloadavg()[0]
+                rate, steady, dups = drain(pg, broker, fleet, envelopes, total, w, root)
+                results[name, w] = rate
+                print(f"[{name}] drain with {w} ingest process(es): {rate:,.0f} records/s end to end "
+                      f"({steady:,.0f}/s from first commit), {rate / ceiling:.0%} of the COPY ceiling; "
+                      f"records stored twice: {dups}; load average {load:.1f} -> {os.getloadavg()[0]:.1f}",
+                      flush=True)
+        for name, _ in trees:
+            if (name, 1) in results and (name, 2) in results:
+                print(f"[{name}] two workers vs one: x{results[name, 2] / results[name, 1]:.2f}")
+        if args.old_ref:
+            for w in args.workers:
+                print(f"{w} process(es): this tree / {args.old_ref} = "
+                      f"x{results['this tree', w] / results[args.old_ref, w]:.2f}")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for _, root in trees[1:]:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[str, Any]]]) -> float:
@@ -102,8 +121,8 @@ def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[st
 
 
 def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tuple[str, bytes]], total: int,
-          workers: int) -> tuple[float, float, int]:
-    dsn = fresh_db(pg, f"bench_drain{workers}")  # type: ignore[arg-type]
+          workers: int, root: Path = ROOT) -> tuple[float, float, int]:
+    dsn = fresh_db(pg, f"bench_drain{workers}", root)  # type: ignore[arg-type]
     with psycopg.connect(dsn, autocommit=True) as conn:
         for a in fleet:
             a.register(conn)
@@ -116,7 +135,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     # backlog then went to a group without members and was dropped)
     for c in configs:
         c.write_text(c.read_text().replace('log_level = "WARNING"', 'log_level = "INFO"'))
-    procs = [start_ingest(c, tmp / f"w{k}.log") for k, c in enumerate(configs)]
+    procs = [start_ingest(c, tmp / f"w{k}.log", root) for k, c in enumerate(configs)]
     try:
         wait(lambda: all("subscribed to" in (tmp / f"w{k}.log").read_text() for k in range(workers)), 300)
     finally:
@@ -141,7 +160,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
             return int(conn.execute("SELECT coalesce(sum(derived_seq), 0) FROM agent_progress").fetchone()[0])  # type: ignore[index]
 
         t0 = time.monotonic()
-        procs = [start_ingest(c, tmp / f"w{k}.log") for k, c in enumerate(configs)]
+        procs = [start_ingest(c, tmp / f"w{k}.log", root) for k, c in enumerate(configs)]
         try:
             first = wait(lambda: stored() > 0, 300, every=0.02)
             done = wait(lambda: stored() >= total, 1200, every=0.05)

@@ -176,6 +176,8 @@ def main() -> None:
                 a.register(conn)
             if args.sql:
                 conn.execute(args.sql)
+                # e.g. auto_explain with log_level = 'notice': the plans of slow statements, here
+                conn.add_notice_handler(lambda d: print(f"NOTICE: {d.message_primary}"))
             pipe = Pipeline(Settings(), "stages")
             _backend_pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
             postmaster = int(Path(f"/proc/{_backend_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -188,6 +190,9 @@ def main() -> None:
             others = postgres_others(postmaster, _backend_pid) - o0
             n = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])  # type: ignore[index]
             assert n == total, f"stored {n} of {total}"
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            funcs = conn.execute("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions"
+                                 " ORDER BY total_time DESC LIMIT 12").fetchall()
     print("\ndatabase thread, us per record          Python CPU   PostgreSQL backend CPU   wall")
     for k, (sc, sb, sw) in sorted(STAGES.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
         print(f"  {k:<40} {sc / n * 1e6:8.2f}   {sb / n * 1e6:8.2f}               {sw / n * 1e6:8.2f}")
@@ -202,6 +207,10 @@ def main() -> None:
     print(f"all in all: open {t_open / n * 1e6:.2f} + database thread {c / n * 1e6:.2f} + backend "
           f"{b / n * 1e6:.2f} + other PostgreSQL {others / n * 1e6:.2f} = "
           f"{(t_open + c + b + others) / n * 1e6:.2f} us CPU/record")
+    if funcs:
+        print("trigger and SQL functions (track_functions = 'pl'), us per record: total / self, calls")
+        for name, calls, tot, own in funcs:
+            print(f"  {name:<50} {tot * 1000 / n:6.2f} / {own * 1000 / n:6.2f}  {calls:,}")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

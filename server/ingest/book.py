@@ -268,21 +268,21 @@ class Book:
         opened = env.opened
         records, hashes = opened.body["records"], opened.hashes
         received = env.msg.received_ms
-        overflow = SPOOL_OVERFLOW_MARK in env.msg.payload
         new = self.new
-        out = []
-        for i in v.new:
-            rec = records[i]
-            nr = NewRecord(rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received)
-            new[nr.seq] = nr
-            out.append(nr)
-            if overflow and rec["type"] == "spool_overflow":
+        out = [NewRecord(rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received)
+               for i in v.new for rec in (records[i],)]
+        new.update({nr.seq: nr for nr in out})
+        self.touched = True
+        if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record
+            return out
+        for nr in out:
+            rec = nr.rec
+            if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
                     g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {nr.seq}")
                     if not any(x.first == g.first for x in self.gaps):
                         self.gaps.append(g)
                         self.new_gaps.append(g)
-        self.touched = True
         return out
 
     # -- after the batch -------------------------------------------------------------------------

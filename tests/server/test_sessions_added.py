@@ -1,0 +1,44 @@
+"""Migration 039's body of the trigger that gives segments written before their session the
+session's identity (013): the same rows as 013's single UPDATE, one primary-key range per session."""
+
+from __future__ import annotations
+
+import psycopg
+
+SEGMENTS = [  # agent, start hour, session, method already there
+    ("A1", 9, "s1", None),    # before s1 began: not s1's
+    ("A1", 10, "s1", None),
+    ("A1", 10.25, "s1", "card"),  # filled already: kept
+    ("A1", 10.5, None, None),  # nobody logged in
+    ("A1", 11, "s1", None),
+    ("A1", 12, "s1", None),   # after s1 ended (11:30): not s1's
+    ("A1", 13, "s2", None),   # s2 is open: everything from its start
+    ("A1", 20, "s2", None),
+    ("A2", 10, "s1", None),   # another agent's session of the same name
+]
+
+
+def _ts(hour: float) -> str:
+    return f"2025-03-01 00:00+00'::timestamptz + interval '{int(hour * 60)} minutes"
+
+
+def test_sessions_written_after_their_segments_fill_exactly_their_range(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for agent, hour, session, method in SEGMENTS:
+            conn.execute(
+                f"INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,"
+                f" session_id, start_seq, method, identifier) VALUES (%s, 'I1', '{_ts(hour)}',"
+                f" '{_ts(hour)}' + interval '10 minutes', 'running', true, 'live', %s, 1, %s, %s)",
+                (agent, session, method, "x" if method else None))
+        # both sessions in one statement, as the derive writer upserts them
+        conn.execute(
+            f"INSERT INTO user_sessions (agent_id, instrument_id, session_id, method, identifier, start_at, end_at,"
+            f" start_seq) VALUES ('A1', 'I1', 's1', 'os', 'alice', '{_ts(10)}', '{_ts(11.5)}', 1),"
+            f" ('A1', 'I1', 's2', 'checkin', 'bob', '{_ts(13)}', NULL, 2)")
+        got = conn.execute("SELECT agent_id, extract(epoch FROM start_at - '2025-03-01 00:00+00') / 3600,"
+                           " method, identifier FROM usage_segments ORDER BY agent_id, start_at").fetchall()
+    assert [(a, float(h), m, i) for a, h, m, i in got] == [
+        ("A1", 9.0, None, None), ("A1", 10.0, "os", "alice"), ("A1", 10.25, "card", "x"), ("A1", 10.5, None, None),
+        ("A1", 11.0, "os", "alice"), ("A1", 12.0, None, None), ("A1", 13.0, "checkin", "bob"),
+        ("A1", 20.0, "checkin", "bob"), ("A2", 10.0, None, None),
+    ]
