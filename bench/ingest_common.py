@@ -65,9 +65,11 @@ def fresh_db(pg: PostgresServer, name: str, root: Path | None = None) -> str:
 
 
 def checkout(ref: str) -> Path:
-    """The tree at git `ref` in a temporary directory (git archive: the repository is not touched)."""
+    """The tree at git `ref` in a temporary directory (git archive: the repository is not touched).
+    From this checkout's repository, or the current directory's when this tree is a copy."""
     d = Path(tempfile.mkdtemp(prefix=f"jishi-{ref[:12]}-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    repo = ROOT if (ROOT / ".git").exists() else Path.cwd()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
     return d
 
