@@ -28,6 +28,7 @@ from ingest_common import DAY_MS, SimAgent, fresh_db, machine, services, typical
 
 from protocols import topics
 from server.config import Settings
+from server.ingest.service import GC_THRESHOLDS
 from server.ingest.verify import Incoming, Opening, Refused, open_any
 from server.ingest.worker import Pipeline
 
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=40)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    gc.set_threshold(50_000, 20, 100)  # as `jishi-server ingest` does
+    gc.set_threshold(*GC_THRESHOLDS)  # as `jishi-server ingest` does
     gc.freeze()
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
     day0 = (int(time.time() * 1000) // DAY_MS - args.days - 1) * DAY_MS

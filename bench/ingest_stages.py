@@ -38,6 +38,7 @@ from protocols.validate import check_records, open_envelope
 from server.config import Settings
 from server.ingest import worker as worker_mod
 from server.ingest.book import Book
+from server.ingest.service import GC_THRESHOLDS
 from server.ingest.verify import Incoming, Opening, Refused, open_any
 from server.ingest.worker import Pipeline
 
@@ -145,10 +146,18 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=10)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--batch", type=int, default=40)
+    ap.add_argument("--gc", default=",".join(map(str, GC_THRESHOLDS)),
+                    help="gc thresholds (default: as `jishi-server ingest` sets them), or 'off'")
     ap.add_argument("--sql", default="", help="run this SQL on the fresh database first (to try a server-side lever)")
     args = ap.parse_args()
-    gc.set_threshold(50_000, 20, 100)  # as `jishi-server ingest` does
+    if args.gc == "off":
+        gc.disable()
+    else:
+        gc.set_threshold(*map(int, args.gc.split(",")))
     gc.freeze()
+    gc_s = [0.0, 0.0]  # time in collections, and the start of the current one
+    gc.callbacks.append(lambda phase, info: gc_s.__setitem__(1, time.thread_time()) if phase == "start"
+                        else gc_s.__setitem__(0, gc_s[0] + time.thread_time() - gc_s[1]))
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
     day0 = (int(time.time() * 1000) // DAY_MS - args.days - 1) * DAY_MS
     fleet = [SimAgent(f"bench-{i}", "bench-unit", f"bench-i{i}") for i in range(args.agents)]
@@ -213,6 +222,7 @@ def main() -> None:
     print(f"all in all: open {t_open / n * 1e6:.2f} + database thread {c / n * 1e6:.2f} + backend "
           f"{b / n * 1e6:.2f} + other PostgreSQL {others / n * 1e6:.2f} = "
           f"{(t_open + c + b + others) / n * 1e6:.2f} us CPU/record")
+    print(f"garbage collector (gc {args.gc}), all phases: {gc_s[0] / n * 1e6:.2f} us CPU/record")
     print(f"envelopes.raw as stored / as received: {ratio:.2f}")
     if funcs:
         print("trigger and SQL functions (track_functions = 'pl'), us per record: total / self, calls")
