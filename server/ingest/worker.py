@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -328,6 +329,29 @@ class Pipeline:
                 self._finish(conn, books, agents, now, out, set())
         return out
 
+def split_by_agent(batch: list[Incoming], opened: list[Opening | Refused], min_records: int,
+                   groups: int) -> list[tuple[list[Incoming], list[Opening | Refused]]]:
+    """A big batch as `groups` batches by agent (the same agents in the same group in every
+    worker), each stored in its own transaction; a small one as it is.
+
+    Why: a transaction holds its agents' progress rows until commit, and another worker skips
+    those agents (SKIP LOCKED) and defers their messages. A backlog spreads every agent's
+    envelopes over all workers, so with one transaction per batch each worker's batch needs every
+    agent and the workers' database phases take turns; in groups, a worker that finds one group
+    busy stores another meanwhile. Small (live) batches stay one transaction: one commit each."""
+    records = sum(len(o.body["records"]) for o in opened
+                  if isinstance(o, Opening) and o.opened is not None)
+    if groups <= 1 or records < min_records:
+        return [(batch, opened)]
+    parts: list[tuple[list[Incoming], list[Opening | Refused]]] = [([], []) for _ in range(groups)]
+    for m, o in zip(batch, opened, strict=True):
+        agent = o.body.get("agent") if isinstance(o, Opening) else o.agent_id
+        part = parts[zlib.crc32(agent.encode()) % groups if isinstance(agent, str) else 0]
+        part[0].append(m)
+        part[1].append(o)
+    return [p for p in parts if p[0]]
+
+
 class Worker:
     """The thread that owns the database connection and runs batches, retries and periodic work."""
 
@@ -395,7 +419,9 @@ class Worker:
                 batch = [m for m, _ in waiting] + batch
                 opened = [o for _, o in waiting] + opened
                 if batch:
-                    self._with_retry(lambda conn, b=batch, o=opened: self._batch(conn, b, o))  # type: ignore[misc]
+                    for part, part_opened in split_by_agent(batch, opened, self.s.ingest.split_min_records,
+                                                            self.s.ingest.split_groups):
+                        self._with_retry(lambda conn, b=part, o=part_opened: self._batch(conn, b, o))  # type: ignore[misc]
                     if len(self._deferred) == len(batch):
                         time.sleep(0.005)  # every agent busy in another worker: let it commit
                 now = time.monotonic()

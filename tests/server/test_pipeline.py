@@ -388,3 +388,27 @@ def test_agents_busy_in_another_worker_are_deferred(db: tuple[str, Conn]) -> Non
     out = pipe.process(conn, [m for m, _ in out.deferred], [o for _, o in out.deferred], skip_locked=True)
     assert out.deferred == [] and out.records == 1
     assert stored_seqs(dsn, "busy") == [1, 2] and stored_seqs(dsn, "free") == [1, 2]
+
+
+def test_big_batches_are_split_by_agent_small_ones_not() -> None:
+    """split_by_agent: every message once, in its order, each agent's in one group (the same in
+    every worker); a batch under split_min_records stays whole."""
+    from server.ingest.verify import Refused, open_any
+    from server.ingest.worker import split_by_agent
+
+    agents = [TestAgent(f"a{k}") for k in range(8)]
+    msgs = [a.msg(a.seal([a.heartbeat(T0 + (i * 3 + j) * 300 * S, "idle") for j in range(3)]))
+            for i in range(3) for a in agents]
+    msgs.append(agents[0].msg(b"{not json", topic=agents[0].topic(topics.Kind.REC)))
+    opened = [open_any(m) for m in msgs]
+    assert isinstance(opened[-1], Refused)
+    assert split_by_agent(msgs, opened, 73, 4) == [(msgs, opened)]  # 72 records: under the bound
+    parts = split_by_agent(msgs, opened, 72, 4)
+    assert 1 < len(parts) <= 4
+    assert sorted(id(m) for p, _ in parts for m in p) == sorted(map(id, msgs))
+    for p, o in parts:
+        assert [msgs.index(m) for m in p] == sorted(msgs.index(m) for m in p)
+        assert [opened[msgs.index(m)] for m in p] == o
+    where = {(m.topic, k) for k, (p, _) in enumerate(parts) for m in p if m is not msgs[-1]}
+    assert len(where) == len(agents)  # each agent's messages in one group
+    assert split_by_agent(msgs, opened, 72, 4) == parts and split_by_agent(msgs, opened, 1, 1) == [(msgs, opened)]
