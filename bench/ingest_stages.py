@@ -38,7 +38,11 @@ from protocols.validate import check_records, open_envelope
 from server.config import Settings
 from server.ingest import worker as worker_mod
 from server.ingest.book import Book
-from server.ingest.service import GC_THRESHOLDS
+
+try:
+    from server.ingest.service import GC_THRESHOLDS
+except ImportError:  # older code: what its `jishi-server ingest` set
+    GC_THRESHOLDS = (50_000, 20, 100)
 from server.ingest.verify import Incoming, Opening, Refused, open_any
 from server.ingest.worker import Pipeline
 
@@ -78,28 +82,30 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def wrap_pipeline() -> None:
-    q = worker_mod.queries
+    w: Any = worker_mod  # patched in place: the names the pipeline calls
+    q = w.queries
     for name in ("registry_for", "lock_progress", "gaps_of", "stored_hashes", "next_envelope_ids", "insert_gaps",
                  "save_progress"):
         setattr(q, name, timed(f"db: {name}", getattr(q, name)))
-    worker_mod.authenticate = timed("signature + registry checks", worker_mod.authenticate)
-    worker_mod.copy_envelopes = timed("COPY envelopes (raw bytes)", worker_mod.copy_envelopes)
-    worker_mod.copy_records_binary = timed("COPY records (build rows + COPY)", worker_mod.copy_records_binary)
+    w.authenticate = timed("signature + registry checks", w.authenticate)
+    w.copy_envelopes = timed("COPY envelopes (raw bytes)", w.copy_envelopes)
+    w.copy_records_binary = timed("COPY records (build rows + COPY)", w.copy_records_binary)
     Book.judge = timed("book: judge", Book.judge)  # type: ignore[method-assign]
     Book.accept = timed("book: accept", Book.accept)  # type: ignore[method-assign]
     Book.settle = timed("book: settle", Book.settle)  # type: ignore[method-assign]
-    worker_mod.incremental.advance = timed("derive: advance (Python + reads)", worker_mod.incremental.advance)
-    worker_mod.incremental.write_many = timed("derive: write_many (upserts)", worker_mod.incremental.write_many)
-    worker_mod.live.rows_after_derivation = timed("live state", worker_mod.live.rows_after_derivation)
-    worker_mod.quarantine.record = timed("quarantine/future/energy", worker_mod.quarantine.record)
+    w.incremental.advance = timed("derive: advance (Python + reads)", w.incremental.advance)
+    w.incremental.write_many = timed("derive: write_many (upserts)", w.incremental.write_many)
+    w.live.rows_after_derivation = timed("live state", w.live.rows_after_derivation)
+    w.quarantine.record = timed("quarantine/future/energy", w.quarantine.record)
     for name in ("upsert_sessions", "upsert_segments", "upsert_coverage"):
         setattr(q, name, timed(f"  derive upsert: {name}", getattr(q, name)))
     Pipeline._derive = timed("derive: all (Rec per record, advance)", Pipeline._derive)  # type: ignore[method-assign]
     Pipeline._write_new = timed("write new (rows, both COPYs)", Pipeline._write_new)  # type: ignore[method-assign]
-    worker_mod.future.flag = timed("future flag", worker_mod.future.flag)
+    w.future.flag = timed("future flag", w.future.flag)
 
 
-TOP = ("registry_for", "lock_progress", "gaps_of", "stored_hashes", "next_envelope_ids", "insert_gaps", "save_progress",
+TOP: tuple[str, ...] = (
+       "registry_for", "lock_progress", "gaps_of", "stored_hashes", "next_envelope_ids", "insert_gaps", "save_progress",
        "signature + registry checks", "book: judge", "book: accept", "book: settle", "derive: write_many (upserts)",
        "live state", "quarantine/future/energy", "derive: all (Rec per record, advance)",
        "write new (rows, both COPYs)", "future flag")
@@ -211,10 +217,10 @@ def main() -> None:
     print("\ndatabase thread, us per record          Python CPU   PostgreSQL backend CPU   wall")
     for k, (sc, sb, sw) in sorted(STAGES.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
         print(f"  {k:<40} {sc / n * 1e6:8.2f}   {sb / n * 1e6:8.2f}               {sw / n * 1e6:8.2f}")
-    top = [v for k, v in STAGES.items() if k in TOP]
-    rc = c - sum(s[0] for s in top)
-    rb = b - sum(s[1] for s in top)
-    rw = w - sum(s[2] for s in top)
+    wrapped = [v for k, v in STAGES.items() if k in TOP]
+    rc = c - sum(s[0] for s in wrapped)
+    rb = b - sum(s[1] for s in wrapped)
+    rw = w - sum(s[2] for s in wrapped)
     print(f"  {'commit + rest (not wrapped)':<40} {rc / n * 1e6:8.2f}   {rb / n * 1e6:8.2f}               "
           f"{rw / n * 1e6:8.2f}")
     print(f"  {'TOTAL database phase':<40} {c / n * 1e6:8.2f}   {b / n * 1e6:8.2f}               {w / n * 1e6:8.2f}")
