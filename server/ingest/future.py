@@ -12,6 +12,7 @@ server/evaluation/plausibility.py (`future_clock`).
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from typing import Any
 import psycopg
 
 log = logging.getLogger(__name__)
+_T = operator.itemgetter("t")
 
 INSERT_SQL = (
     "INSERT INTO future_records (agent_id, first_seq, last_seq, records, max_ahead_ms, received_at)"
@@ -41,9 +43,12 @@ class FutureRow:
 def flag(agent_id: str, records: Iterable[dict[str, Any]], received_ms: int, received_at: datetime,
          future_ms: int) -> FutureRow | None:
     """The row for one envelope's new records, when any is more than future_ms ahead."""
+    recs = records if isinstance(records, list) else list(records)
+    if not recs or max(map(_T, recs)) - received_ms <= future_ms:
+        return None  # the usual case, judged in C: no record ahead
     seqs: list[int] = []
     ahead = 0
-    for rec in records:
+    for rec in recs:
         d = rec["t"] - received_ms
         if d > future_ms:
             seqs.append(rec["seq"])

@@ -150,7 +150,9 @@ class Pipeline:
                 if v.new:
                     book.accept(e, v, len(accepted))
                     accepted.append(e)
-                    ahead = future.flag(e.agent.agent_id, (e.opened.body["records"][i] for i in v.new),
+                    records = e.opened.body["records"]
+                    ahead = future.flag(e.agent.agent_id, records if len(v.new) == len(records)
+                                        else [records[i] for i in v.new],
                                         e.msg.received_ms, e.msg.received_at, self.params.future_ms)
                     if ahead is not None:
                         out.future_rows.append(ahead)
