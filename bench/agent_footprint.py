@@ -243,14 +243,17 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     if launch == "production":
         env.update(production_env(bool(args.gateway)))
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # production writes its byte-code cache
-        subprocess.run([sys.executable, "-m", "agent.precompile"], cwd=tree, env=env, check=True,
+    if launch == "production" or not args.compare:  # --env/--pyarg: only the new run of a comparison
+        for kv in args.env:
+            k, _, v = kv.partition("=")
+            if v:
+                env[k] = v
+            else:
+                env.pop(k, None)
+    pyargs = args.pyarg if launch == "production" or not args.compare else []
+    if launch == "production":
+        subprocess.run([sys.executable, *pyargs, "-m", "agent.precompile"], cwd=tree, env=env, check=True,
                        capture_output=True)  # the unit's ExecStartPre
-    for kv in args.env:
-        k, _, v = kv.partition("=")
-        if v:
-            env[k] = v
-        else:
-            env.pop(k, None)
     if bus:  # a key per instrument
         subprocess.run([sys.executable, "-m", "agent.cli", "keygen", "--config", str(cfg)], cwd=tree, check=True,
                        env=env, capture_output=True)
@@ -258,7 +261,7 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     spawned_wall = time.time_ns() // 1_000_000
     launcher = [str(args.wrap)] if args.wrap else ["-m", "agent.cli"]
     log_path = Path(os.environ.get("BENCH_AGENT_LOG", work / "agent.log"))
-    agent = subprocess.Popen([sys.executable, *args.pyarg, *launcher, "run", "--config", str(cfg)], cwd=tree,
+    agent = subprocess.Popen([sys.executable, *pyargs, *launcher, "run", "--config", str(cfg)], cwd=tree,
                              env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
     proc = psutil.Process(agent.pid)
     rss: list[int] = []
