@@ -78,7 +78,8 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("mosquitto did not start")
 
 
-def config(workdir: Path, port: int, meter_port: str, data: Path) -> Path:
+def config(workdir: Path, port: int, meter_port: str, data: Path, process_only: bool = False) -> Path:
+    """The bench config; `process_only`: the process detector alone (no meter, files or check-in page)."""
     save_private(generate(), workdir / "agent.key")
     path = workdir / "agent.toml"
     path.write_text(f"""
@@ -124,6 +125,10 @@ active_s = 10
 settle_s = 5
 hash_files = true
 """)
+    if process_only:
+        text = path.read_text()
+        text = text[:text.index("[detectors.power]")].replace("power or software or files", "software")
+        path.write_text(text.replace("checkin = true", "checkin = false"))
     return path
 
 
@@ -238,7 +243,10 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     sub.loop_start()
     time.sleep(0.3)
 
-    cfg = gateway_config(work, port, bus.port, args.gateway) if bus else config(work, port, meter.port, data)
+    if bus:
+        cfg = gateway_config(work, port, bus.port, args.gateway)
+    else:
+        cfg = config(work, port, meter.port, data, args.process_only)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if launch == "production":
         env.update(production_env(bool(args.gateway)))
@@ -337,6 +345,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--gateway", type=int, metavar="N",
                     help="instead: one gateway process watching N instruments (power meters on one RS-485 bus)")
+    ap.add_argument("--process-only", action="store_true",
+                    help="the process detector alone: no power meter, data files or check-in page")
     ap.add_argument("--maps", action="store_true", help="also print the agent's resident memory by mapping (Linux)")
     ap.add_argument("--wrap", type=Path, help="run the agent as `python WRAP run ...` (e.g. an import tracer)")
     ap.add_argument("--launch", choices=("production", "plain"), default="production",
@@ -374,12 +384,15 @@ def main() -> int:
         shutil.rmtree(old_tree, ignore_errors=True)
     keys = ("rss_peak_mb", "pss_final_mb", "uss_final_mb", "anon_final_mb", "file_final_mb",
             "cpu_percent_of_one_core", "first_record_s", "load_average_1min")
-    label = f"{'gateway ' + str(args.gateway) if args.gateway else 'agent'}, {args.seconds:g} s x {args.rounds}"
+    kind = f"gateway {args.gateway}" if args.gateway else "agent, process only" if args.process_only else "agent"
+    label = f"{kind}, {args.seconds:g} s x {args.rounds}"
     print(f"\n{label}: median of the rounds     old ({args.compare}, plain)   new (this tree, production)")
     for k in keys:
         o = [r[k] for r in runs["old"] if r[k] is not None]
         n = [r[k] for r in runs["new"] if r[k] is not None]
-        print(f"  {k:28} {statistics.median(o) if o else '-':>16}   {statistics.median(n) if n else '-':>16}")
+        mo = round(statistics.median(o), 2) if o else "-"
+        mn = round(statistics.median(n), 2) if n else "-"
+        print(f"  {k:28} {mo:>16}   {mn:>16}")
     print(f"  budget: RSS <= {budget} MB; {machine}")
     return 0
 
