@@ -33,12 +33,25 @@ def builtin_hashes() -> bool:
 
     `hashlib` falls back to the built-in implementations when `_hashlib` cannot be imported; the
     digests are the same bytes. The cost is speed: SHA-256 of a data file runs at about a quarter
-    of OpenSSL's rate (hashing happens once per finished file, in the data-files thread). True if
-    applied; a no-op once `hashlib` or `_hashlib` is imported (then OpenSSL is loaded anyway).
+    of OpenSSL's rate (once per finished file, in the data-files thread), which is why `for_run`
+    undoes this when `ssl` loads OpenSSL anyway. True if applied; a no-op once `hashlib` or
+    `_hashlib` is imported.
     """
     if "hashlib" in sys.modules or "_hashlib" in sys.modules:
         return False
     sys.modules["_hashlib"] = None  # type: ignore[assignment]  # None in sys.modules: ImportError
+    return True
+
+
+def openssl_hashes() -> bool:
+    """Undo `builtin_hashes` once `ssl` will load OpenSSL anyway: then OpenSSL's faster SHA-256 costs
+    no memory. `hashlib` (imported since by the config loader only) is run again to bind OpenSSL's
+    constructors. True if undone."""
+    if "_hashlib" not in sys.modules or sys.modules["_hashlib"] is not None:
+        return False
+    del sys.modules["_hashlib"]
+    if "hashlib" in sys.modules:
+        importlib.reload(sys.modules["hashlib"])
     return True
 
 
@@ -97,7 +110,10 @@ def needs_ssl(configs: Iterable[Config]) -> bool:
 
 def for_run(configs: Iterable[Config]) -> None:
     """What applies once the config is known, before the publisher imports paho: no `ssl` unless
-    `needs_ssl`, and a deferred `urllib.request` always."""
-    if not needs_ssl(configs):
+    `needs_ssl` (and then OpenSSL's hashes, since OpenSSL is loaded anyway), and a deferred
+    `urllib.request` always."""
+    if needs_ssl(configs):
+        openssl_hashes()
+    else:
         no_ssl()
     deferred("urllib.request")

@@ -52,6 +52,25 @@ print(json.dumps({{"applied": applied, "openssl": sys.modules.get("_hashlib") is
     assert got["config"] == load(cfg).digest
 
 
+def test_openssl_hashes_come_back_when_ssl_loads_openssl_anyway(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, agent_id="lean-o", broker=BROKER, running="software",
+                       detectors='[detectors.software]\nkind = "process"\nnames = ["x"]\n')
+    got = python(f"""
+import json, sys
+from agent import lean
+lean.builtin_hashes()
+from agent.config import load
+digest = load({str(cfg)!r}).digest  # the config loader imports hashlib: built-in SHA-256
+import hashlib
+builtin = hashlib.sha256.__module__
+undone = lean.openssl_hashes()
+import _hashlib
+print(json.dumps({{"builtin": builtin, "undone": undone, "openssl": hashlib.sha256 is _hashlib.openssl_sha256,
+                  "same": load({str(cfg)!r}).digest == digest, "again": lean.openssl_hashes()}}))
+""")
+    assert got == {"builtin": "_sha256", "undone": True, "openssl": True, "same": True, "again": False}
+
+
 def test_a_deferred_module_runs_on_first_use_and_serves_every_reference() -> None:
     got = python("""
 import json, sys
