@@ -2,10 +2,11 @@
 
 Measured by import on the development VM (bench/RESULTS.md, "agentmem"): the system OpenSSL behind
 `hashlib` 3.5 MB resident, `ssl` 1.6 MB, `urllib.request` (with `http.client`, `email`, `tempfile`)
-2.6 MB -- a quarter of the agent. paho-mqtt imports all three at module level, but uses `ssl` only
-when TLS is configured, `urllib.request` only when PySocks is installed (proxy detection), and
-`hashlib` only for WebSockets. None of the libraries is patched: the import system is told what
-this process does without, and the libraries take their own documented fallbacks.
+2.6 MB. paho-mqtt imports all three at module level, but uses `ssl` only when TLS is configured,
+`urllib.request` only when PySocks is installed (proxy detection), and `hashlib` only for
+WebSockets; pymodbus needs `ssl` (it imports it unconditionally). None of the libraries is patched:
+the import system is told what this process does without, and the libraries take their own
+documented fallbacks.
 
 Only `jishi-agent run` (and the Windows service) call these, as their first step, so a test
 process or another command that has already imported these modules is left as it is.
