@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -51,13 +52,20 @@ URLLIB_REQUEST = ("urllib.request", "urllib.response")
 SERIAL_STATUS = ("agent.detectors.serial_status",)
 
 
-def run_modules(cfg: Path, broker: Any, agent_id: str) -> set[str]:
+def unit_optimize() -> dict[str, str]:
+    """PYTHONOPTIMIZE as deploy/agent/jishi-agent.service sets it (the production agent runs with -OO)."""
+    unit = (ROOT / "deploy" / "agent" / "jishi-agent.service").read_text()
+    return dict(re.findall(r"\b(PYTHONOPTIMIZE)=(\S+)", unit))
+
+
+def run_modules(cfg: Path, broker: Any, agent_id: str, env: dict[str, str] | None = None) -> set[str]:
     """The modules `jishi-agent run --config cfg` had imported after its first heartbeat."""
     out = cfg.parent / "modules.json"
     log = cfg.parent / "agent.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(out), "run", "--config", str(cfg)],
-                                stdout=fh, stderr=fh, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                stdout=fh, stderr=fh, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     col = Collector(broker, cfg.parent, agent_id)
     try:
         col.wait_for(lambda c: any(r["type"] == "heartbeat" for r in c.records.values()), 30, "a heartbeat")
@@ -98,7 +106,8 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
 @pytest.mark.slow
 def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_path: Path,
                                                                            mqtt_broker: Any) -> None:
-    """Process + power meter + data files, OS sessions and the check-in page (bench/agent_footprint.py)."""
+    """Process + power meter + data files, OS sessions and the check-in page (bench/agent_footprint.py),
+    run with the systemd unit's PYTHONOPTIMIZE (no asserts, no docstrings)."""
     data = tmp_path / "acq"
     data.mkdir()
     with ModbusMeter(watts=40.0) as meter:
@@ -109,6 +118,8 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
                            running="power or software or files", heartbeat=0.5, checkin_port=free_port())
         text = cfg.read_text().replace("os_session = false", "os_session = true")
         cfg.write_text(text)
-        mods = run_modules(cfg, mqtt_broker, "imp-full")
+        optimize = unit_optimize()
+        assert optimize == {"PYTHONOPTIMIZE": "2"}
+        mods = run_modules(cfg, mqtt_broker, "imp-full", env=optimize)  # and it runs as in production
     assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN + SSL + OPENSSL_HASHES) == []
     assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST) == []
