@@ -97,7 +97,9 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
     detectors = '[detectors.software]\nkind = "process"\nnames = ["no-such-program-jishi"]\n'
     cfg = write_config(tmp_path, agent_id="imp-lean", broker=mqtt_broker, detectors=detectors,
                        running="software", heartbeat=0.5)
-    mods = run_modules(cfg, mqtt_broker, "imp-lean")
+    optimize = unit_optimize()
+    assert optimize == {"PYTHONOPTIMIZE": "2"}
+    mods = run_modules(cfg, mqtt_broker, "imp-lean", env=optimize)  # and it runs as in production (-OO)
     assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing", "hashlib")) == []
     assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CARD + SERIAL_STATUS) == []
     assert absent(mods, OPENSSL_HASHES + SSL + URLLIB_REQUEST + ("email", "http.client")) == []
@@ -106,8 +108,7 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
 @pytest.mark.slow
 def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_path: Path,
                                                                            mqtt_broker: Any) -> None:
-    """Process + power meter + data files, OS sessions and the check-in page (bench/agent_footprint.py),
-    run with the systemd unit's PYTHONOPTIMIZE (no asserts, no docstrings)."""
+    """Process + power meter + data files, OS sessions and the check-in page (bench/agent_footprint.py)."""
     data = tmp_path / "acq"
     data.mkdir()
     with ModbusMeter(watts=40.0) as meter:
@@ -118,8 +119,6 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
                            running="power or software or files", heartbeat=0.5, checkin_port=free_port())
         text = cfg.read_text().replace("os_session = false", "os_session = true")
         cfg.write_text(text)
-        optimize = unit_optimize()
-        assert optimize == {"PYTHONOPTIMIZE": "2"}
-        mods = run_modules(cfg, mqtt_broker, "imp-full", env=optimize)  # and it runs as in production
+        mods = run_modules(cfg, mqtt_broker, "imp-full")
     assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN + SSL + OPENSSL_HASHES) == []
     assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST) == []
