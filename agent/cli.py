@@ -80,10 +80,14 @@ def _key_problem(cfg: Config) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent import lean
+
     loaded = _load_any(args)
     if isinstance(loaded, GatewayConfig) and not args.instrument:
+        lean.for_run(loaded.instruments)
         return _run_gateway(loaded)
     cfg = _load(args)
+    lean.for_run([cfg])
     _setup_logging(cfg.agent.log_level, cfg.agent.log_file)
     problem = _key_problem(cfg)
     if problem:
@@ -494,6 +498,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.fn is cmd_run:
+        from agent import lean
+
+        lean.builtin_hashes()  # before anything imports hashlib (agent/lean.py)
     try:
         code: int = args.fn(args)
         return code

@@ -9,7 +9,6 @@ Not pydantic-settings: pydantic costs ~10 MB of resident memory and the agent's 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -301,6 +300,14 @@ def _read(path: Path, environ: Mapping[str, str] | None) -> tuple[dict[str, Any]
     return data, raw
 
 
+def _digest(data: bytes) -> str:
+    """The config's digest (16 hex digits of SHA-256). hashlib is imported here, on use: `jishi-agent
+    run` first decides which implementation this process loads (agent/lean.py)."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
     """Read a single-instrument config, override from the environment, and validate; raises ConfigError."""
     path = Path(path)
@@ -308,7 +315,7 @@ def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
     if "instrument" in data:
         raise ConfigError(path, "instrument", "this is a gateway config (it has [[instrument]] tables): "
                           "choose one instrument with --instrument <id>")
-    return parse(data, path, digest=hashlib.sha256(raw).hexdigest()[:16])
+    return parse(data, path, digest=_digest(raw))
 
 
 def load_any(path: Path | str, environ: Mapping[str, str] | None = None) -> Config | GatewayConfig:
@@ -316,7 +323,7 @@ def load_any(path: Path | str, environ: Mapping[str, str] | None = None) -> Conf
     path = Path(path)
     data, raw = _read(path, environ)
     if "instrument" not in data:
-        return parse(data, path, digest=hashlib.sha256(raw).hexdigest()[:16])
+        return parse(data, path, digest=_digest(raw))
     return parse_gateway(data, path)
 
 
@@ -642,7 +649,7 @@ def _instrument(i: int, table: dict[str, Any], defaults: dict[str, Any], top: di
                           "([instrument.state] running = ...)")
     dets = table.get("detectors", {})
     merged["detectors"] = _bus_tables(dets, shared, where, path) if isinstance(dets, dict) else dets
-    digest = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = _digest(json.dumps(merged, sort_keys=True, default=str).encode())
     try:
         return parse(merged, path, digest=digest)
     except ConfigError as exc:

@@ -11,6 +11,14 @@ agent to the first record arriving at a subscriber.
 
     .venv/bin/python bench/agent_footprint.py 60 --gateway 8   # one gateway process, 8 meters on a bus
     .venv/bin/python bench/agent_footprint.py 60 --maps        # plus resident MB per mapped file
+    .venv/bin/python bench/agent_footprint.py 30 --compare main --rounds 3   # old vs new, interleaved
+
+The agent is launched as deploy/agent/jishi-agent.service launches it (`--launch production`, the
+default): the unit's PYTHON* environment (PYTHONOPTIMIZE, PYTHONPYCACHEPREFIX -- the cache folder
+replaced by one under var/), with `python -m agent.precompile` run first, as its ExecStartPre does.
+`--launch plain` is `python -m agent.cli run` with this shell's environment (the launch before
+issue 17's third round). `--compare REF` runs REF's tree (git archive) launched plain and this tree
+launched for production, one after the other, `--rounds` times, and prints both with the load average.
 
 Budget (issue 17): RSS <= 30 MB (a gateway watching 8 instruments <= 60 MB), CPU <= 1 % of one core on
 average, first record <= 3 s.
@@ -24,6 +32,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,7 +78,8 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("mosquitto did not start")
 
 
-def config(workdir: Path, port: int, meter_port: str, data: Path) -> Path:
+def config(workdir: Path, port: int, meter_port: str, data: Path, process_only: bool = False) -> Path:
+    """The bench config; `process_only`: the process detector alone (no meter, files or check-in page)."""
     save_private(generate(), workdir / "agent.key")
     path = workdir / "agent.toml"
     path.write_text(f"""
@@ -115,6 +125,10 @@ active_s = 10
 settle_s = 5
 hash_files = true
 """)
+    if process_only:
+        text = path.read_text()
+        text = text[:text.index("[detectors.power]")].replace("power or software or files", "software")
+        path.write_text(text.replace("checkin = true", "checkin = false"))
     return path
 
 
@@ -171,17 +185,37 @@ levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }},
     return path
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("seconds", type=float, nargs="?", default=60.0)
-    ap.add_argument("--run-every", type=float, default=20.0, help="switch runs on/off this often (s)")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--gateway", type=int, metavar="N",
-                    help="instead: one gateway process watching N instruments (power meters on one RS-485 bus)")
-    ap.add_argument("--maps", action="store_true", help="also print the agent's resident memory by mapping (Linux)")
-    ap.add_argument("--wrap", type=Path, help="run the agent as `python WRAP run ...` (e.g. an import tracer)")
-    args = ap.parse_args()
+def production_env(gateway: bool) -> dict[str, str]:
+    """The PYTHON* variables of the systemd unit, the byte-code cache moved under var/ (kept between runs)."""
+    unit = ROOT / "deploy" / "agent" / ("jishi-agent-gateway.service" if gateway else "jishi-agent.service")
+    env: dict[str, str] = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            for kv in line.removeprefix("Environment=").split():
+                k, _, v = kv.partition("=")
+                if k.startswith("PYTHON"):
+                    env[k] = v
+    if "PYTHONPYCACHEPREFIX" in env:
+        env["PYTHONPYCACHEPREFIX"] = str(ROOT / "var" / "bench-pycache")
+    return env
 
+
+def memory(pid: int) -> dict[str, float]:
+    """Proportional, unique, anonymous and file-backed resident MB (/proc/PID/smaps_rollup)."""
+    kb: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                kb[parts[0].rstrip(":")] = int(parts[1])
+    uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return {"pss_final_mb": round(kb["Pss"] / 1024, 1), "uss_final_mb": round(uss / 1024, 1),
+            "anon_final_mb": round(kb.get("Anonymous", 0) / 1024, 1),
+            "file_final_mb": round((kb["Rss"] - kb.get("Anonymous", 0)) / 1024, 1)}
+
+
+def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]:
+    """One run of the agent from `tree` (a checkout of this repository), launched `plain` or `production`."""
     work = Path(tempfile.mkdtemp(prefix="jishi-bench-"))
     data = work / "acq"
     data.mkdir()
@@ -209,16 +243,34 @@ def main() -> int:
     sub.loop_start()
     time.sleep(0.3)
 
-    cfg = gateway_config(work, port, bus.port, args.gateway) if bus else config(work, port, meter.port, data)
+    if bus:
+        cfg = gateway_config(work, port, bus.port, args.gateway)
+    else:
+        cfg = config(work, port, meter.port, data, args.process_only)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if launch == "production":
+        env.update(production_env(bool(args.gateway)))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # production writes its byte-code cache
+    if launch == "production" or not args.compare:  # --env/--pyarg: only the new run of a comparison
+        for kv in args.env:
+            k, _, v = kv.partition("=")
+            if v:
+                env[k] = v
+            else:
+                env.pop(k, None)
+    pyargs = args.pyarg if launch == "production" or not args.compare else []
+    if launch == "production":
+        subprocess.run([sys.executable, *pyargs, "-m", "agent.precompile"], cwd=tree, env=env, check=True,
+                       capture_output=True)  # the unit's ExecStartPre
     if bus:  # a key per instrument
-        subprocess.run([sys.executable, "-m", "agent.cli", "keygen", "--config", str(cfg)], cwd=ROOT, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        subprocess.run([sys.executable, "-m", "agent.cli", "keygen", "--config", str(cfg)], cwd=tree, check=True,
+                       env=env, capture_output=True)
     spawned = time.monotonic()
     spawned_wall = time.time_ns() // 1_000_000
     launcher = [str(args.wrap)] if args.wrap else ["-m", "agent.cli"]
-    agent = subprocess.Popen([sys.executable, *launcher, "run", "--config", str(cfg)], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "wb"))
+    log_path = Path(os.environ.get("BENCH_AGENT_LOG", work / "agent.log"))
+    agent = subprocess.Popen([sys.executable, *pyargs, *launcher, "run", "--config", str(cfg)], cwd=tree,
+                             env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
     proc = psutil.Process(agent.pid)
     rss: list[int] = []
     stop = threading.Event()
@@ -241,13 +293,13 @@ def main() -> int:
         while time.monotonic() - wall0 < args.seconds:
             if agent.poll() is not None:
                 raise RuntimeError(f"the agent exited ({agent.returncode}):\n"
-                                   + (work / "agent.log").read_text(errors="replace")[-3000:])
+                                   + log_path.read_text(errors="replace")[-3000:])
             rss.append(proc.memory_info().rss)
             time.sleep(1.0)
         cpu1 = proc.cpu_times()
         wall = time.monotonic() - wall0
         cpu_pct = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / wall * 100
-        uss = proc.memory_full_info().uss
+        mem = memory(agent.pid)
         maps = by_mapping(agent.pid) if args.maps else {}
     finally:
         stop.set()
@@ -260,31 +312,88 @@ def main() -> int:
         sub.loop_stop()
         broker.terminate()
         broker.wait(10)
-    peak_mb = round(max(rss) / 2**20, 1)
     first_s = round(first_record[0] - spawned, 2) if first_record else None
     result: dict[str, Any] = {
         "seconds": round(wall, 1),
-        "rss_peak_mb": peak_mb,
+        "rss_peak_mb": round(max(rss) / 2**20, 1),
         "rss_final_mb": round(rss[-1] / 2**20, 1),
-        "uss_final_mb": round(uss / 2**20, 1),
+        **mem,
         "cpu_percent_of_one_core": round(cpu_pct, 2),
         "first_record_s": first_s,
         "first_record_made_s": round((first_t[0] - spawned_wall) / 1000, 2) if first_t else None,
         "records_received": received[0],
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}",
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     if maps:
         result["rss_by_mapping_mb"] = maps
     shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result))
-    else:
+    return result
+
+
+def checkout(ref: str) -> Path:
+    """REF's tree (git archive) in a temporary folder, for the side-by-side run."""
+    out = Path(tempfile.mkdtemp(prefix="jishi-bench-ref-"))
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("seconds", type=float, nargs="?", default=60.0)
+    ap.add_argument("--run-every", type=float, default=20.0, help="switch runs on/off this often (s)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--gateway", type=int, metavar="N",
+                    help="instead: one gateway process watching N instruments (power meters on one RS-485 bus)")
+    ap.add_argument("--process-only", action="store_true",
+                    help="the process detector alone: no power meter, data files or check-in page")
+    ap.add_argument("--maps", action="store_true", help="also print the agent's resident memory by mapping (Linux)")
+    ap.add_argument("--wrap", type=Path, help="run the agent as `python WRAP run ...` (e.g. an import tracer)")
+    ap.add_argument("--launch", choices=("production", "plain"), default="production",
+                    help="as deploy/agent/*.service launches it (default), or plain `python -m agent.cli run`")
+    ap.add_argument("--compare", metavar="REF", help="also run REF's tree (launched plain), interleaved")
+    ap.add_argument("--rounds", type=int, default=1, help="with --compare: old/new pairs to run")
+    ap.add_argument("--pyarg", action="append", default=[], help="an interpreter option for the agent (repeatable)")
+    ap.add_argument("--env", action="append", default=[], help="K=V for the agent's environment; K= removes K")
+    args = ap.parse_args()
+    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    budget = 60 if args.gateway else 30  # issue 17
+
+    if not args.compare:
+        result = {**measure(args, ROOT, args.launch), "machine": machine}
+        if args.json:
+            print(json.dumps(result))
+            return 0
         for k, v in result.items():
             print(f"{k:26} {v}")
-        budget = 60 if args.gateway else 30  # issue 17
-        ok = peak_mb <= budget and cpu_pct <= 1.0 and first_s is not None and first_s <= 3
+        first_s = result["first_record_s"]
+        ok = (result["rss_peak_mb"] <= budget and result["cpu_percent_of_one_core"] <= 1.0
+              and first_s is not None and first_s <= 3)
         print(f"{'within' if ok else 'OUTSIDE'} budget (RSS <= {budget} MB, CPU <= 1 %, first record <= 3 s)")
+        return 0
+
+    old_tree = checkout(args.compare)
+    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    try:
+        for i in range(args.rounds):
+            for name, tree, launch in (("old", old_tree, "plain"), ("new", ROOT, "production")):
+                r = measure(args, tree, launch)
+                runs[name].append(r)
+                print(json.dumps({"round": i + 1, "run": name, **r}), flush=True)
+    finally:
+        shutil.rmtree(old_tree, ignore_errors=True)
+    keys = ("rss_peak_mb", "pss_final_mb", "uss_final_mb", "anon_final_mb", "file_final_mb",
+            "cpu_percent_of_one_core", "first_record_s", "load_average_1min")
+    kind = f"gateway {args.gateway}" if args.gateway else "agent, process only" if args.process_only else "agent"
+    label = f"{kind}, {args.seconds:g} s x {args.rounds}"
+    print(f"\n{label}: median of the rounds     old ({args.compare}, plain)   new (this tree, production)")
+    for k in keys:
+        o = [r[k] for r in runs["old"] if r[k] is not None]
+        n = [r[k] for r in runs["new"] if r[k] is not None]
+        mo = round(statistics.median(o), 2) if o else "-"
+        mn = round(statistics.median(n), 2) if n else "-"
+        print(f"  {k:28} {mo:>16}   {mn:>16}")
+    print(f"  budget: RSS <= {budget} MB; {machine}")
     return 0
 
 

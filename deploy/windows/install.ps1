@@ -65,12 +65,20 @@ $env:JISHI_AGENT_CONFIG = $Cfg
 & $Py -m agent.cli check --no-broker --config $Cfg | Out-Host   # exit 1: a device or the key is not there yet
 if ($LASTEXITCODE -eq 2) { throw "the config $Cfg has mistakes (see above): fix it and run install.ps1 again" }
 
-# 3. the service, as a virtual account; restarted by the SCM if it fails
+# 3. the service, as a virtual account; restarted by the SCM if it fails. Memory (issue 17, bench/RESULTS.md
+#    "agentmem"): -OO (no docstrings or asserts) with a bytecode cache the service may write, filled now.
+#    The embeddable Python ignores PYTHON* variables (its ._pth file), hence interpreter options.
+$Cache = Join-Path $DataRoot "pycache"
+New-Item -ItemType Directory -Force -Path $Cache | Out-Null
+$Bin = "`"$Py`" -OO -X `"pycache_prefix=$Cache`" -m agent.winservice"
+& $Py -OO -X "pycache_prefix=$Cache" -m agent.precompile   # fills the cache; never fails the install
 if (-not $existing) {
-    New-Service -Name $ServiceName -BinaryPathName "`"$Py`" -m agent.winservice" `
+    New-Service -Name $ServiceName -BinaryPathName $Bin `
         -DisplayName "Jishi instrument agent" -StartupType Automatic `
         -Description "Records verified machine-hours of this instrument and sends them, signed, to the Jishi platform." | Out-Null
 }
+# an upgrade from an older bundle gets the options too
+Set-ItemProperty -Path "HKLM:\SYSTEM\CurrentControlSet\Services\$ServiceName" -Name ImagePath -Value $Bin
 # the service finds its config through JISHI_AGENT_CONFIG in its own environment (any -DataRoot)
 New-ItemProperty -Path "HKLM:\SYSTEM\CurrentControlSet\Services\$ServiceName" -Name Environment `
     -PropertyType MultiString -Value @("JISHI_AGENT_CONFIG=$Cfg") -Force | Out-Null
@@ -111,6 +119,7 @@ foreach ($secret in $paths.secrets) {
     Invoke-Checked "icacls $secret" { icacls $secret /inheritance:r /grant:r "${Account}:(R)" | Out-Null }
     Invoke-Checked "icacls $secret owner" { icacls $secret /setowner $Admins | Out-Null }
 }
+Invoke-Checked "icacls $Cache" { icacls $Cache /grant:r "${Account}:(OI)(CI)M" | Out-Null }   # the bytecode cache
 foreach ($dir in $ReadFolders) {
     Invoke-Checked "icacls $dir" { icacls $dir /grant "${Account}:(OI)(CI)RX" | Out-Null }
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,11 +23,13 @@ import pytest
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import ROOT, Collector, meter_toml, write_config
 
-# Runs the CLI exactly as `python -m agent.cli` does and writes sys.modules at exit.
+# Runs the CLI exactly as `python -m agent.cli` does and writes at exit the modules that ran: not the
+# names agent/lean.py made unavailable (None) nor a module it deferred and nobody used.
 LAUNCHER = """
 import atexit, json, runpy, sys
 out = sys.argv.pop(1)
-atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+ran = lambda: sorted(n for n, m in sys.modules.items() if m is not None and "__deferred__" not in vars(m))
+atexit.register(lambda: open(out, "w").write(json.dumps(ran())))
 runpy.run_module("agent.cli", run_name="__main__", alter_sys=True)
 """
 
@@ -41,16 +44,28 @@ DATA_FILES = ("watchdog", "watchdog.observers", "agent.detectors.data_files")
 PROCESS = ("psutil", "agent.detectors.process")
 CHECKIN = ("http.server", "socketserver", "agent.identity.checkin")
 CARD = ("agent.identity.card_reader",)
+# agent/lean.py: `ssl` only with TLS or a library that imports it (pymodbus), OpenSSL's hashes only then
+# (built-in SHA-256 otherwise); paho's `urllib.request` (proxy lookup with PySocks only) never runs.
+OPENSSL_HASHES = ("_hashlib",)
+SSL = ("ssl", "_ssl")
+URLLIB_REQUEST = ("urllib.request", "urllib.response")
 SERIAL_STATUS = ("agent.detectors.serial_status",)
 
 
-def run_modules(cfg: Path, broker: Any, agent_id: str) -> set[str]:
+def unit_optimize() -> dict[str, str]:
+    """PYTHONOPTIMIZE as deploy/agent/jishi-agent.service sets it (the production agent runs with -OO)."""
+    unit = (ROOT / "deploy" / "agent" / "jishi-agent.service").read_text()
+    return dict(re.findall(r"\b(PYTHONOPTIMIZE)=(\S+)", unit))
+
+
+def run_modules(cfg: Path, broker: Any, agent_id: str, env: dict[str, str] | None = None) -> set[str]:
     """The modules `jishi-agent run --config cfg` had imported after its first heartbeat."""
     out = cfg.parent / "modules.json"
     log = cfg.parent / "agent.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(out), "run", "--config", str(cfg)],
-                                stdout=fh, stderr=fh, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                stdout=fh, stderr=fh, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     col = Collector(broker, cfg.parent, agent_id)
     try:
         col.wait_for(lambda c: any(r["type"] == "heartbeat" for r in c.records.values()), 30, "a heartbeat")
@@ -82,9 +97,12 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
     detectors = '[detectors.software]\nkind = "process"\nnames = ["no-such-program-jishi"]\n'
     cfg = write_config(tmp_path, agent_id="imp-lean", broker=mqtt_broker, detectors=detectors,
                        running="software", heartbeat=0.5)
-    mods = run_modules(cfg, mqtt_broker, "imp-lean")
-    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing")) == []
+    optimize = unit_optimize()
+    assert optimize == {"PYTHONOPTIMIZE": "2"}
+    mods = run_modules(cfg, mqtt_broker, "imp-lean", env=optimize)  # and it runs as in production (-OO)
+    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing", "hashlib")) == []
     assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CARD + SERIAL_STATUS) == []
+    assert absent(mods, OPENSSL_HASHES + SSL + URLLIB_REQUEST + ("email", "http.client")) == []
 
 
 @pytest.mark.slow
@@ -102,5 +120,5 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
         text = cfg.read_text().replace("os_session = false", "os_session = true")
         cfg.write_text(text)
         mods = run_modules(cfg, mqtt_broker, "imp-full")
-    assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN) == []
-    assert absent(mods, NEVER + CARD + SERIAL_STATUS) == []
+    assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN + SSL + OPENSSL_HASHES) == []
+    assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST) == []

@@ -1,0 +1,120 @@
+"""What the running agent keeps out of its memory although its libraries would load it (issue 17).
+
+Measured by import on the development VM (bench/RESULTS.md, "agentmem"): the system OpenSSL behind
+`hashlib` 3.5 MB resident, `ssl` 1.6 MB, `urllib.request` (with `http.client`, `email`, `tempfile`)
+2.6 MB. paho-mqtt imports all three at module level, but uses `ssl` only when TLS is configured,
+`urllib.request` only when PySocks is installed (proxy detection), and `hashlib` only for
+WebSockets; pymodbus needs `ssl` (it imports it unconditionally). None of the libraries is patched:
+the import system is told what this process does without, and the libraries take their own
+documented fallbacks.
+
+Only `jishi-agent run` (and the Windows service) call these, as their first step, so a test
+process or another command that has already imported these modules is left as it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+import types
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+# Detector kinds whose library imports `ssl` itself (pymodbus's transport and TCP client).
+NEEDS_SSL = frozenset({"power_meter"})
+
+
+def builtin_hashes() -> bool:
+    """Make `hashlib` use CPython's built-in SHA-2/SHA-1/MD5 instead of loading OpenSSL.
+
+    `hashlib` falls back to the built-in implementations when `_hashlib` cannot be imported; the
+    digests are the same bytes. The cost is speed: SHA-256 of a data file runs at about a quarter
+    of OpenSSL's rate (once per finished file, in the data-files thread), which is why `for_run`
+    undoes this when `ssl` loads OpenSSL anyway. True if applied; a no-op once `hashlib` or
+    `_hashlib` is imported.
+    """
+    if "hashlib" in sys.modules or "_hashlib" in sys.modules:
+        return False
+    sys.modules["_hashlib"] = None  # type: ignore[assignment]  # None in sys.modules: ImportError
+    return True
+
+
+def openssl_hashes() -> bool:
+    """Undo `builtin_hashes` once `ssl` will load OpenSSL anyway: then OpenSSL's faster SHA-256 costs
+    no memory. `hashlib` (imported since by the config loader only) is run again to bind OpenSSL's
+    constructors. True if undone."""
+    if "_hashlib" not in sys.modules or sys.modules["_hashlib"] is not None:
+        return False
+    del sys.modules["_hashlib"]
+    if "hashlib" in sys.modules:
+        importlib.reload(sys.modules["hashlib"])
+    return True
+
+
+def no_ssl() -> bool:
+    """Make `ssl` unavailable to a process whose broker connections are all without TLS.
+
+    paho-mqtt, `http.client` and `urllib.request` import `ssl` inside `try ... except ImportError`
+    and run without it; `_ssl` would map the system libssl and libcrypto. True if applied.
+    """
+    if "ssl" in sys.modules:
+        return False
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+    return True
+
+
+def deferred(name: str) -> bool:
+    """Stand in for module `name` until one of its attributes is read, then import it for real.
+
+    For modules a library imports at module level but whose attributes it reads only on paths the
+    agent does not take (paho reads `urllib.request` only to look up a proxy when PySocks is
+    installed). The stand-in is a module with a PEP 562 `__getattr__`: `import name` finds it in
+    `sys.modules` (`importlib.util.LazyLoader` would not do: the import system's own check of
+    `__spec__` runs its module). On first use the real module replaces it in `sys.modules` and its
+    namespace is copied into the stand-in, for code that kept a reference. True if `name` is now
+    deferred; False if it was already imported or cannot be found.
+    """
+    if name in sys.modules:
+        return False
+    spec = importlib.util.find_spec(name)  # imports the parent package
+    if spec is None:
+        return False
+    stub = types.ModuleType(name, f"{name}, imported on first use (agent/lean.py)")
+    lock = threading.Lock()
+
+    def __getattr__(attr: str) -> Any:
+        with lock:
+            if sys.modules.get(name) is stub:
+                del sys.modules[name]
+                real = importlib.import_module(name)  # also rebinds the parent package's attribute
+                stub.__dict__.update({k: v for k, v in vars(real).items() if k != "__getattr__"})
+        return getattr(sys.modules[name], attr)
+
+    stub.__getattr__ = __getattr__  # type: ignore[method-assign]
+    stub.__deferred__ = True  # type: ignore[attr-defined]  # for tests/agent/test_import_set.py
+    sys.modules[name] = stub
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, stub)
+    return True
+
+
+def needs_ssl(configs: Iterable[Config]) -> bool:
+    """An instrument's broker connection uses TLS, or one of its detectors' libraries imports `ssl`."""
+    return any(c.mqtt.tls or any(d.kind in NEEDS_SSL for d in c.detectors) for c in configs)
+
+
+def for_run(configs: Iterable[Config]) -> None:
+    """What applies once the config is known, before the publisher imports paho: no `ssl` unless
+    `needs_ssl` (and then OpenSSL's hashes, since OpenSSL is loaded anyway), and a deferred
+    `urllib.request` always."""
+    if needs_ssl(configs):
+        openssl_hashes()
+    else:
+        no_ssl()
+    deferred("urllib.request")
