@@ -4,9 +4,16 @@ overview, driven by locust (headless) against `jishi-server web` on a region-siz
 
 Every configuration runs in the same invocation, one after the other, on the same database, so the
 figures stand side by side: by default the web with one worker, then with `--workers` workers; with
-`--baseline-ref REV` first the code of that git revision (one worker, its own defaults) as the
-previous figure. Prints per page p50/p95/p99 of the response time seen by the client and of the
-server's own time (`Server-Timing: app`), errors, requests/s, and the peak RSS of each web process.
+`--baseline-ref REV` first the code of that git revision (`--baseline-workers`, default 1) as the
+previous figure; `--rounds N` repeats the sequence (old, new, old, new, ...) so the box's load
+falls on both alike. The primary figure is the server's own time per page (`Server-Timing: app`,
+request in -> response head) p50/p95/p99; then the client's (locust's, which includes queueing in
+the kernel and in locust itself), errors, requests/s, the peak RSS of each web process, and, where
+the server sends them (server/web/timing.py), its phases: SQL (`db`), waiting for a connection
+(`pool`), evaluations (`eval`), the shared result cache (`shared`), the template (`render`), gzip.
+
+locust shares the cores with the server: it runs at `--locust-nice` (default 10, so the server
+wins the CPU when both want it) and, with `--locust-cpus 1`, on those CPUs only.
 
     .venv/bin/python bench/web_load.py --workdir /tmp/jishi-eval          # the region of evaluation_region.py
     .venv/bin/python bench/web_load.py --workdir /tmp/jishi-eval --baseline-ref 1cc2bf5 --workers 2
@@ -37,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 PASSWORD = "bench-password-1"
 YEAR = 2025
 PAGES = ("board", "instrument", "report", "catalog", "overview")
+PHASES = ("db", "pool", "eval", "shared", "render", "gzip")  # server/web/timing.py
 
 
 # -- the locust side (a child process: locust patches the standard library with gevent) ----------------
@@ -49,7 +57,12 @@ def locust_child(spec: dict[str, Any]) -> None:
     from locust import HttpUser, between, constant, events, task
     from locust.env import Environment
 
+    if spec.get("nice"):
+        os.nice(int(spec["nice"]))
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, set(spec["cpus"]))
     server_ms: dict[str, list[float]] = {p: [] for p in PAGES}
+    phases: dict[str, dict[str, list[float]]] = {p: {} for p in PAGES}
     client_ms: dict[str, list[float]] = {p: [] for p in PAGES}
     errors: dict[str, int] = {}
     accounts: list[dict[str, str]] = list(spec["accounts"])
@@ -80,10 +93,15 @@ def locust_child(spec: dict[str, Any]) -> None:
                     return
                 if measuring["on"]:
                     client_ms[page].append(r.elapsed.total_seconds() * 1000)
+                    seen: dict[str, float] = {}
                     for part in r.headers.get("Server-Timing", "").split(","):
                         name, _, rest = part.strip().partition(";")
-                        if name == "app" and rest.startswith("dur="):
-                            server_ms[page].append(float(rest[4:]))
+                        if rest.startswith("dur="):
+                            seen[name] = float(rest[4:])
+                    if "app" in seen:
+                        server_ms[page].append(seen["app"])
+                        for name in PHASES:  # a phase absent from the header took no time
+                            phases[page].setdefault(name, []).append(seen.get(name, 0.0))
 
         def _unit(self) -> str:
             return self.acct["unit"] or f"U{self.rnd.randint(1, spec['units'])}"
@@ -128,7 +146,8 @@ def locust_child(spec: dict[str, Any]) -> None:
     measuring["on"] = False
     took = time.monotonic() - t0
     runner.quit()
-    print(json.dumps({"client_ms": client_ms, "server_ms": server_ms, "errors": errors, "seconds": took}))
+    print(json.dumps({"client_ms": client_ms, "server_ms": server_ms, "phases": phases, "errors": errors,
+                      "seconds": took}))
 
 
 # -- the driver ---------------------------------------------------------------------------------------
@@ -232,7 +251,8 @@ def run_config(label: str, code: Path, dsn: str, workers: int | None, args: argp
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         spec = {"url": url, "accounts": accounts, "users": args.users, "seconds": args.seconds,
-                "warmup": args.warmup, "wait": args.wait, "units": args.units, "instruments": args.instruments}
+                "warmup": args.warmup, "wait": args.wait, "units": args.units, "instruments": args.instruments,
+                "nice": args.locust_nice, "cpus": args.locust_cpus}
         load_before = os.getloadavg()
         out = subprocess.run([sys.executable, __file__, "--locust-child"], input=json.dumps(spec).encode(),
                              capture_output=True, check=False)
@@ -265,14 +285,24 @@ def report(r: dict[str, Any]) -> None:
     (l1, _, _), (l2, _, _) = r["load"]
     print(f"\n== {r['label']}: {total / r['seconds']:.1f} req/s, {total} requests, {errs} errors in "
           f"{r['seconds']:.0f} s; load average {l1:.1f} -> {l2:.1f}")
-    print(f"   {'page':<11} {'n':>6}  client p50/p95/p99 ms     server p50/p95/p99 ms   errors")
+    print(f"   {'page':<11} {'n':>6}  SERVER p50/p95/p99 ms     client p50/p95/p99 ms   errors")
     for page in PAGES:
         c, s = r["client_ms"][page], r["server_ms"][page]
         if not c and not r["errors"].get(page):
             continue
         sv = f"{pct(s, .5):6.0f} {pct(s, .95):6.0f} {pct(s, .99):6.0f}" if s else "     (no header)    "
-        print(f"   {page:<11} {len(c):>6}  {pct(c, .5):6.0f} {pct(c, .95):6.0f} {pct(c, .99):6.0f}"
-              f"     {sv}   {r['errors'].get(page, 0)}")
+        print(f"   {page:<11} {len(c):>6}  {sv}     {pct(c, .5):6.0f} {pct(c, .95):6.0f} {pct(c, .99):6.0f}"
+              f"   {r['errors'].get(page, 0)}")
+    phases = r.get("phases") or {}
+    if any(phases.get(p) for p in PAGES):
+        print("   server phases, mean / p95 ms: " + "  ".join(f"{n:>13}" for n in PHASES))
+        for page in PAGES:
+            got = phases.get(page) or {}
+            if not got:
+                continue
+            cells = [f"{sum(v) / len(v):6.0f} /{pct(v, .95):5.0f}" if (v := got.get(n)) else f"{'-':>13}"
+                     for n in PHASES]
+            print(f"   {page:<29} " + "  ".join(cells))
     rss = sorted(r["rss"].items())
     print("   peak RSS per process (MB): " + ", ".join(f"{mb:.0f}" for _, mb in rss))
 
@@ -292,14 +322,19 @@ def main() -> None:
     ap.add_argument("--baseline-workers", type=int, default=1, help="web workers of the first configuration")
     ap.add_argument("--baseline-ref", help="git revision whose code serves the first configuration")
     ap.add_argument("--no-baseline", action="store_true", help="only the new configuration")
+    ap.add_argument("--rounds", type=int, default=1, help="run the configurations this many times, alternating")
+    ap.add_argument("--locust-nice", type=int, default=10, help="niceness of the load generator (0: as the server)")
+    ap.add_argument("--locust-cpus", default="", help="CPUs the load generator may use, e.g. 1 or 0,1 (default: any)")
     args = ap.parse_args()
     if args.locust_child:
         locust_child(json.loads(sys.stdin.read()))
         return
     args.wait = tuple(float(x) for x in args.wait.split(","))
+    args.locust_cpus = [int(x) for x in args.locust_cpus.split(",") if x.strip()]
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}; {args.users} users, think time {args.wait[0]:g}-{args.wait[1]:g} s,"
-          f" {args.seconds:g} s measured after {args.warmup:g} s")
+          f" {args.seconds:g} s measured after {args.warmup:g} s; locust at nice {args.locust_nice}"
+          f"{' on CPUs ' + ','.join(map(str, args.locust_cpus)) if args.locust_cpus else ''}")
     server = None
     try:
         if args.dsn:
@@ -327,8 +362,10 @@ def main() -> None:
         else:
             configs.append((f"this tree, {args.baseline_workers} worker(s)", ROOT, args.baseline_workers))
         configs.append((f"this tree, {args.workers} worker(s)", ROOT, args.workers))
-        for label, code, workers in configs:
-            report(run_config(label, code, dsn, workers, args, accounts, log))
+        for k in range(args.rounds):
+            for label, code, workers in configs:
+                suffix = f" (round {k + 1} of {args.rounds})" if args.rounds > 1 else ""
+                report(run_config(label + suffix, code, dsn, workers, args, accounts, log))
         print(f"\n(server log: {log})")
     finally:
         if server is not None:

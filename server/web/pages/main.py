@@ -30,7 +30,7 @@ from server.web.services.evidence import MAX_SPAN, interval_evidence
 from server.web.services.results import Results
 from server.web.services.timeline import SPANS, timeline
 from server.web.services.trend import utilization_trend
-from server.web.templating import home_of, local, need, render
+from server.web.templating import fragment, home_of, local, need, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -221,23 +221,30 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
     kept = results(request)
-    rep = kept.get(db, ("unit_report", period_.label, unit_id),
-                   lambda c: evaluation.page_view(evaluation.unit_report(c, settings, period_, unit_id), MAX_ROWS),
-                   kept.ttl_for(period_.end, clock.today()))
-    rep = report_text.report(rep, lang)
-    insts = rep["instruments"]
-    util_chart = charts.hbars(
-        [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
-         for f in insts if f["in_scope"] and not f["exempted"]],
-        title=t(lang, "report.chart_util"), percent=True, reference=settings.low_use_threshold, lang=lang)
-    claims_chart = charts.hbars(
-        [charts.Bar(f["name"], f["external_hours"]["verified"], float(f["claimed_external_hours"]))
-         for f in insts if f["service_records"] or f["external_hours"]["total"]],
-        title=t(lang, "report.chart_claims"), unit=" h",
-        legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
-    return render(request, "report.html", p, unit=u, rep=rep, period=period_, util_chart=util_chart,
-                  claims_chart=claims_chart, ind=rep["unit"]["indicators"], fold_rows=FOLD_ROWS, max_rows=MAX_ROWS,
-                  open_sections=OPEN_SECTIONS)
+
+    def shown(view: dict[str, Any]) -> dict[str, Any]:
+        """What the page draws of the kept report in this language: the same for everyone allowed
+        to see it, so made once per kept report and language."""
+        rep = report_text.report(view, lang)
+        insts = rep["instruments"]
+        util_chart = charts.hbars(
+            [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
+             for f in insts if f["in_scope"] and not f["exempted"]],
+            title=t(lang, "report.chart_util"), percent=True, reference=settings.low_use_threshold, lang=lang)
+        claims_chart = charts.hbars(
+            [charts.Bar(f["name"], f["external_hours"]["verified"], float(f["claimed_external_hours"]))
+             for f in insts if f["service_records"] or f["external_hours"]["total"]],
+            title=t(lang, "report.chart_claims"), unit=" h",
+            legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
+        tables_html = fragment(lang, "_report_tables.html", rep=rep, fold_rows=FOLD_ROWS, max_rows=MAX_ROWS,
+                               open_sections=OPEN_SECTIONS)
+        return {"rep": rep, "util_chart": util_chart, "claims_chart": claims_chart, "tables_html": tables_html}
+
+    page = kept.derived(db, ("unit_report", period_.label, unit_id),
+                        lambda c: evaluation.page_view(evaluation.unit_report(c, settings, period_, unit_id), MAX_ROWS),
+                        lang, shown, kept.ttl_for(period_.end, clock.today()))
+    rep = page["rep"]
+    return render(request, "report.html", p, unit=u, period=period_, ind=rep["unit"]["indicators"], **page)
 
 
 # -- evaluator overview -------------------------------------------------------------------------------
