@@ -10,7 +10,8 @@ falls on both alike. The primary figure is the server's own time per page (`Serv
 request in -> response head) p50/p95/p99; then the client's (locust's, which includes queueing in
 the kernel and in locust itself), errors, requests/s, the peak RSS of each web process, and, where
 the server sends them (server/web/timing.py), its phases: SQL (`db`), waiting for a connection
-(`pool`), evaluations (`eval`), the shared result cache (`shared`), the template (`render`), gzip.
+(`pool`) or an evaluation slot (`queue`), evaluations (`eval`), the shared result cache
+(`shared`), the template (`render`), gzip.
 
 locust shares the cores with the server: it runs at `--locust-nice` (default 10, so the server
 wins the CPU when both want it) and, with `--locust-cpus 1`, on those CPUs only.
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 PASSWORD = "bench-password-1"
 YEAR = 2025
 PAGES = ("board", "instrument", "report", "catalog", "overview")
-PHASES = ("db", "pool", "eval", "shared", "render", "gzip")  # server/web/timing.py
+PHASES = ("db", "pool", "queue", "eval", "shared", "render", "gzip")  # server/web/timing.py
 
 
 # -- the locust side (a child process: locust patches the standard library with gevent) ----------------
@@ -90,6 +91,7 @@ def locust_child(spec: dict[str, Any]) -> None:
                     r.failure(f"{r.status_code}")
                     if measuring["on"]:
                         errors[page] = errors.get(page, 0) + 1
+                        errors[f"{page} {r.status_code}"] = errors.get(f"{page} {r.status_code}", 0) + 1
                     return
                 if measuring["on"]:
                     client_ms[page].append(r.elapsed.total_seconds() * 1000)
@@ -100,6 +102,7 @@ def locust_child(spec: dict[str, Any]) -> None:
                             seen[name] = float(rest[4:])
                     if "app" in seen:
                         server_ms[page].append(seen["app"])
+                    if len(seen) > 1:  # a server that names its phases (server/web/timing.py)
                         for name in PHASES:  # a phase absent from the header took no time
                             phases[page].setdefault(name, []).append(seen.get(name, 0.0))
 
@@ -225,8 +228,18 @@ def checkout(ref: str) -> Path:
     return d
 
 
+def forget_results(dsn: str) -> None:
+    """Every configuration starts with nothing computed: no results shared by an earlier one."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if _has_table(conn, "web_results"):
+            conn.execute("DELETE FROM web_results")
+
+
 def run_config(label: str, code: Path, dsn: str, workers: int | None, args: argparse.Namespace,
                accounts: list[dict[str, str]], log: Path) -> dict[str, Any]:
+    forget_results(dsn)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(code), "JISHI_WEB_DSN": dsn}
@@ -281,7 +294,7 @@ def pct(values: list[float], p: float) -> float:
 
 def report(r: dict[str, Any]) -> None:
     total = sum(len(v) for v in r["client_ms"].values())
-    errs = sum(r["errors"].values())
+    errs = sum(n for k, n in r["errors"].items() if k in PAGES)
     (l1, _, _), (l2, _, _) = r["load"]
     print(f"\n== {r['label']}: {total / r['seconds']:.1f} req/s, {total} requests, {errs} errors in "
           f"{r['seconds']:.0f} s; load average {l1:.1f} -> {l2:.1f}")
@@ -303,6 +316,9 @@ def report(r: dict[str, Any]) -> None:
             cells = [f"{sum(v) / len(v):6.0f} /{pct(v, .95):5.0f}" if (v := got.get(n)) else f"{'-':>13}"
                      for n in PHASES]
             print(f"   {page:<29} " + "  ".join(cells))
+    kinds = {k: n for k, n in r["errors"].items() if k not in PAGES}
+    if kinds:
+        print("   errors by page and status: " + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
     rss = sorted(r["rss"].items())
     print("   peak RSS per process (MB): " + ", ".join(f"{mb:.0f}" for _, mb in rss))
 
@@ -358,7 +374,8 @@ def main() -> None:
         if args.no_baseline:
             pass
         elif args.baseline_ref:
-            configs.append((f"{args.baseline_ref}, 1 worker", checkout(args.baseline_ref), None))
+            configs.append((f"{args.baseline_ref}, {args.baseline_workers} worker(s)", checkout(args.baseline_ref),
+                            args.baseline_workers))
         else:
             configs.append((f"this tree, {args.baseline_workers} worker(s)", ROOT, args.baseline_workers))
         configs.append((f"this tree, {args.workers} worker(s)", ROOT, args.workers))

@@ -103,7 +103,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.state.db = db
     app.state.hub = hub
     app.state.results = Results(settings.report_cache_s, settings.report_cache_entries, settings.report_cache_past_s,
-                                shared=settings.report_cache_shared)
+                                shared=settings.report_cache_shared, computing=settings.report_compute_slots)
     errors.install(app)
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})

@@ -6,6 +6,7 @@ page threads get a copy of the context, so they add to the same object. Phases (
 
 - `db`: executing SQL (every query of the request, those of an evaluation included);
 - `pool`: waiting for a pooled connection (under load: too few connections, or too many threads);
+- `queue`: waiting for one of the worker's evaluation slots (services/results.py);
 - `eval`: computing an evaluation result that was not kept (its queries are also in `db`);
 - `shared`: reading or storing a result in the cache shared by the workers (services/results.py);
 - `render`: the Jinja2 template;
@@ -24,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-PHASES = ("db", "pool", "eval", "shared", "render", "gzip")
+PHASES = ("db", "pool", "queue", "eval", "shared", "render", "gzip")
 
 
 class Phases:

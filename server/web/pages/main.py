@@ -279,30 +279,35 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
         low, low_units = review.low_use(ev, settings.low_use_threshold)
         return rep, [x.as_dict() for x in low], low_units
 
+    def shown(kept_view: tuple[dict[str, Any], list[dict[str, Any]], Any]) -> dict[str, Any]:
+        """What the page draws of the kept overview in this language (made once per language)."""
+        view, low, low_units = kept_view
+        rep = report_text.report(view, lang)
+        # ranking by the rubric's score (the grade follows from it); verified utilization breaks ties
+        scores = sorted(rep["tables"]["scores"]["rows"],
+                        key=lambda r: (-float(r.get("score") or 0.0), -(r.get("utilization_verified") or 0.0),
+                                       str(r["unit_id"])))
+        grades: dict[str, int] = {}
+        for r in scores:
+            grades[str(r["grade"])] = grades.get(str(r["grade"]), 0) + 1
+        units_chart = charts.hbars([charts.Bar(r["unit_name"], r.get("utilization_verified")) for r in scores],
+                                   title=t(lang, "overview.chart_units"), percent=True,
+                                   reference=settings.low_use_threshold, lang=lang)
+        order = [report_text.text(lang, g) for g in ("优秀", "良好", "合格", "不合格")]
+        order += sorted(g for g in grades if g not in order)
+        grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
+                                   title=t(lang, "overview.grades"), lang=lang)
+        return {"rep": rep, "scores": scores, "units_chart": units_chart, "grade_chart": grade_chart, "low": low,
+                "low_units": low_units}
+
     kept = results(request)
-    rep, low, low_units = kept.get(db, ("overview", period_.label, sample, seed), overview,
-                                   kept.ttl_for(period_.end, clock.today()))
+    page = kept.derived(db, ("overview", period_.label, sample, seed), overview, lang, shown,
+                        kept.ttl_for(period_.end, clock.today()))
     with db.read() as conn:
         dup = ([c.as_dict() for c in review.duplicate_review(conn, period_, classification_code=code.strip(),
                                                              specs=specs, location=location)]
                if code.strip() else None)
-    rep = report_text.report(rep, lang)
-    # ranking by the rubric's score (the grade follows from it); verified utilization breaks ties
-    scores = sorted(rep["tables"]["scores"]["rows"],
-                    key=lambda r: (-float(r.get("score") or 0.0), -(r.get("utilization_verified") or 0.0),
-                                   str(r["unit_id"])))
-    grades: dict[str, int] = {}
-    for r in scores:
-        grades[str(r["grade"])] = grades.get(str(r["grade"]), 0) + 1
-    units_chart = charts.hbars([charts.Bar(r["unit_name"], r.get("utilization_verified")) for r in scores],
-                               title=t(lang, "overview.chart_units"), percent=True,
-                               reference=settings.low_use_threshold, lang=lang)
-    order = [report_text.text(lang, g) for g in ("优秀", "良好", "合格", "不合格")]
-    order += sorted(g for g in grades if g not in order)
-    grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
-                               title=t(lang, "overview.grades"), lang=lang)
-    return render(request, "overview.html", p, rep=rep, scores=scores, period=period_, units_chart=units_chart,
-                  grade_chart=grade_chart, low=low, low_units=low_units,
+    return render(request, "overview.html", p, period=period_, **page,
                   low_pct=round(settings.low_use_threshold * 100), dup=dup, code=code, specs=specs,
                   location=location, sample=sample, seed=period_.start.year if seed is None else seed)
 

@@ -32,7 +32,8 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any, TypeVar
 
@@ -120,7 +121,7 @@ class Results:
     """The computed results of one worker (app.state.results), backed by the shared table."""
 
     def __init__(self, ttl_s: float, max_entries: int, past_ttl_s: float | None = None,
-                 shared: bool = True) -> None:
+                 shared: bool = True, computing: int = 2) -> None:
         self.ttl_s = ttl_s
         self.past_ttl_s = ttl_s if past_ttl_s is None else past_ttl_s
         self.max_entries = max_entries
@@ -128,6 +129,10 @@ class Results:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._busy: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._computing = threading.BoundedSemaphore(max(1, computing))
+        """evaluations computed at once in this worker: each holds a connection for seconds and
+        contends for the GIL with every page of the worker; more at once than cores only starve the
+        cheap pages (pool waits) without finishing the evaluations sooner"""
         self.computed = 0  # how many times this worker computed a result (tests, bench)
         self.from_shared = 0  # how many it took from the shared table
 
@@ -184,12 +189,21 @@ class Results:
                 return hit
             entry = self._shared(db, key, stamp, ttl, compute) if self.shared else None
             if entry is None:
-                started = time.monotonic()
-                with db.read() as conn, timing.phase("eval"):
-                    entry = _Entry(started, stamp, compute(conn))
+                with self._slot():
+                    started = time.monotonic()
+                    with db.read() as conn, timing.phase("eval"):
+                        entry = _Entry(started, stamp, compute(conn))
                 self.computed += 1
             self._keep(key, entry)
             return entry
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """One of this worker's evaluation slots (the time waited for it: `queue` in Server-Timing)."""
+        asked = time.perf_counter()
+        with self._computing:
+            timing.add("queue", time.perf_counter() - asked)
+            yield
 
     def _shared(self, db: Database, key: Hashable, stamp: int, ttl: float,
                 compute: Callable[[Conn], Any]) -> _Entry | None:
@@ -202,40 +216,37 @@ class Results:
             return None
         if len(name) > 500:
             return None
-        with db.pool.connection() as conn:  # the primary: the table is not on a replica
+        # the primary: the table is not on a replica
+        with timing.phase("shared"), db.pool.connection() as conn:
+            got = self._read_shared(conn, name, stamp, ttl)
+        if got is not None:
+            return got
+        with self._slot(), db.pool.connection() as conn:
             try:
                 with timing.phase("shared"):
+                    conn.execute(_LOCK, (name,))  # waits while another worker computes it
                     got = self._read_shared(conn, name, stamp, ttl)
-                    if got is not None:
-                        return got
-                    conn.execute(_LOCK, (name,))
-                try:
-                    with timing.phase("shared"):
-                        got = self._read_shared(conn, name, stamp, ttl)
-                        if got is not None:  # computed by another worker while this one waited
-                            return got
-                    started = time.monotonic()
-                    if db.replica_pool is None:
-                        with timing.phase("eval"):
-                            value = compute(conn)
-                    else:
-                        with db.read() as rconn, timing.phase("eval"):
-                            value = compute(rconn)
-                    self.computed += 1
-                    with timing.phase("shared"):
-                        blob = encode(value)
-                        if blob is not None:
-                            conn.execute(_SHARED_PUT, (name, stamp, blob))
-                            conn.execute(_SHARED_PRUNE, (max(self.ttl_s, self.past_ttl_s),))
-                        conn.commit()
-                    return _Entry(started, stamp, value)
-                finally:
-                    conn.rollback()  # nothing else is left open; the lock is the session's
-                    conn.execute(_UNLOCK, (name,))
+                if got is not None:
+                    return got
+                started = time.monotonic()
+                if db.replica_pool is None:
+                    with timing.phase("eval"):
+                        value = compute(conn)
+                else:
+                    with db.read() as rconn, timing.phase("eval"):
+                        value = compute(rconn)
+                self.computed += 1
+                with timing.phase("shared"):
+                    blob = encode(value)
+                    if blob is not None:
+                        conn.execute(_SHARED_PUT, (name, stamp, blob))
+                        conn.execute(_SHARED_PRUNE, (max(self.ttl_s, self.past_ttl_s),))
                     conn.commit()
+                return _Entry(started, stamp, value)
             finally:
-                if conn.info.transaction_status != 0:  # IDLE
-                    conn.rollback()
+                conn.rollback()  # nothing else is left open; the advisory lock is the session's
+                conn.execute(_UNLOCK, (name,))
+                conn.commit()
 
     def _read_shared(self, conn: Conn, name: str, stamp: int, ttl: float) -> _Entry | None:
         row = conn.execute(_SHARED_GET, (name, stamp, ttl)).fetchone()
