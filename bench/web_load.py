@@ -144,9 +144,11 @@ def locust_child(spec: dict[str, Any]) -> None:
     runner.start(spec["users"], spawn_rate=spec["users"])
     gevent.sleep(spec["warmup"])
     measuring["on"] = True
+    print("measure-start", flush=True)  # the driver reads the CPU time of the server here ...
     t0 = time.monotonic()
     gevent.sleep(spec["seconds"])
     measuring["on"] = False
+    print("measure-end", flush=True)  # ... and here
     took = time.monotonic() - t0
     runner.quit()
     print(json.dumps({"client_ms": client_ms, "server_ms": server_ms, "phases": phases, "errors": errors,
@@ -237,8 +239,29 @@ def forget_results(dsn: str) -> None:
             conn.execute("DELETE FROM web_results")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children: the web's supervisor and workers,
+    or the PostgreSQL postmaster and its backends (those alive now: a backend that exited during the
+    window is not counted; the web's pools keep theirs)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def run_config(label: str, code: Path, dsn: str, workers: int | None, args: argparse.Namespace,
-               accounts: list[dict[str, str]], log: Path) -> dict[str, Any]:
+               accounts: list[dict[str, str]], log: Path, pg_pid: int | None = None) -> dict[str, Any]:
     forget_results(dsn)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -267,12 +290,28 @@ def run_config(label: str, code: Path, dsn: str, workers: int | None, args: argp
                 "warmup": args.warmup, "wait": args.wait, "units": args.units, "instruments": args.instruments,
                 "nice": args.locust_nice, "cpus": args.locust_cpus}
         load_before = os.getloadavg()
-        out = subprocess.run([sys.executable, __file__, "--locust-child"], input=json.dumps(spec).encode(),
-                             capture_output=True, check=False)
-        if out.returncode != 0:
-            raise RuntimeError(f"locust failed: {out.stderr.decode()[-3000:]}")
-        result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+        child = subprocess.Popen([sys.executable, __file__, "--locust-child"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        child.stdin.write(json.dumps(spec).encode())
+        child.stdin.close()
+        errs: list[bytes] = []
+        threading.Thread(target=lambda: errs.append(child.stderr.read()), daemon=True).start()  # type: ignore[union-attr]
+        cpu: dict[str, tuple[float, float]] = {}
+        last = b""
+        for line in child.stdout:
+            mark = line.strip().decode(errors="replace")
+            if mark in ("measure-start", "measure-end"):
+                cpu[mark] = (cpu_s(proc.pid), cpu_s(pg_pid) if pg_pid else 0.0)
+            elif mark:
+                last = line
+        if child.wait() != 0 or not last:
+            raise RuntimeError(f"locust failed: {b''.join(errs).decode()[-3000:]}")
+        result: dict[str, Any] = json.loads(last.decode())
         result["load"] = (load_before, os.getloadavg())
+        if len(cpu) == 2:
+            (w0, d0), (w1, d1) = cpu["measure-start"], cpu["measure-end"]
+            result["cpu"] = (w1 - w0, d1 - d0)
     finally:
         stop.set()
         proc.terminate()
@@ -298,6 +337,11 @@ def report(r: dict[str, Any]) -> None:
     (l1, _, _), (l2, _, _) = r["load"]
     print(f"\n== {r['label']}: {total / r['seconds']:.1f} req/s, {total} requests, {errs} errors in "
           f"{r['seconds']:.0f} s; load average {l1:.1f} -> {l2:.1f}")
+    if r.get("cpu") and total:
+        web_s, db_s = r["cpu"]
+        print(f"   CPU per request (load-independent): web {web_s * 1000 / total:.1f} ms + database "
+              f"{db_s * 1000 / total:.1f} ms; {(web_s + db_s) / r['seconds']:.2f} of {os.cpu_count()} cores busy "
+              "with the server")
     print(f"   {'page':<11} {'n':>6}  SERVER p50/p95/p99 ms     client p50/p95/p99 ms   errors")
     for page in PAGES:
         c, s = r["client_ms"][page], r["server_ms"][page]
@@ -369,6 +413,9 @@ def main() -> None:
                 print("generating the region (once) ...")
                 generate(dsn, args.instruments, args.units)
         accounts = seed_accounts(dsn, args.units)
+        pg_pid = None
+        if server is not None:  # the database's own CPU per request too (not with --dsn: it may be elsewhere)
+            pg_pid = int((args.workdir / "pg" / "postmaster.pid").read_text().split()[0])
         log = Path(tempfile.mkdtemp(prefix="jishi-web-load-")) / "web.log"
         configs: list[tuple[str, Path, int | None]] = []
         if args.no_baseline:
@@ -382,7 +429,7 @@ def main() -> None:
         for k in range(args.rounds):
             for label, code, workers in configs:
                 suffix = f" (round {k + 1} of {args.rounds})" if args.rounds > 1 else ""
-                report(run_config(label + suffix, code, dsn, workers, args, accounts, log))
+                report(run_config(label + suffix, code, dsn, workers, args, accounts, log, pg_pid))
         print(f"\n(server log: {log})")
     finally:
         if server is not None:
