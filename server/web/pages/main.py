@@ -99,7 +99,7 @@ def board_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: 
         u = scope.unit(conn, p, unit_id)
         tiles = board.tiles(conn, unit_id=unit_id, stale_s=settings.live_stale_s)
     util = results(request).get(db, ("year_utilization", unit_id, clock.now().astimezone(TZ).year),
-                                lambda c: board.year_utilization(c, unit_id))
+                                lambda c: board.year_utilization(c, unit_id), light=True)
     return render(request, "board.html", p, unit=u, tiles=tiles, util=util, low=settings.low_use_threshold)
 
 

@@ -152,11 +152,13 @@ class Results:
                 self._entries.popitem(last=False)
             self._busy.pop(key, None)
 
-    def get(self, db: Database, key: Hashable, compute: Callable[[Conn], T], ttl_s: float | None = None) -> T:
+    def get(self, db: Database, key: Hashable, compute: Callable[[Conn], T], ttl_s: float | None = None,
+            *, light: bool = False) -> T:
         """The result for `key`, computed by `compute` (with a connection of its own) unless one
         younger than `ttl_s` (default: the cache's) is kept. No connection is held while waiting
-        for another request of this worker computing it."""
-        return self._get(db, key, compute, ttl_s).value  # type: ignore[no-any-return]
+        for another request of this worker computing it. `light`: a computation of milliseconds
+        (the board's utilization), which does not queue behind reports for an evaluation slot."""
+        return self._get(db, key, compute, ttl_s, light).value  # type: ignore[no-any-return]
 
     def derived(self, db: Database, key: Hashable, compute: Callable[[Conn], T], variant: Hashable,
                 make: Callable[[T], D], ttl_s: float | None = None) -> D:
@@ -171,7 +173,8 @@ class Results:
             entry.derived[variant] = made
         return made
 
-    def _get(self, db: Database, key: Hashable, compute: Callable[[Conn], Any], ttl_s: float | None) -> _Entry:
+    def _get(self, db: Database, key: Hashable, compute: Callable[[Conn], Any], ttl_s: float | None,
+             light: bool = False) -> _Entry:
         ttl = self.ttl_s if ttl_s is None else ttl_s
         if ttl <= 0 or self.max_entries <= 0:
             with db.read() as conn, timing.phase("eval"):
@@ -187,9 +190,9 @@ class Results:
             hit = self._fresh(key, stamp, ttl)
             if hit is not None:
                 return hit
-            entry = self._shared(db, key, stamp, ttl, compute) if self.shared else None
+            entry = self._shared(db, key, stamp, ttl, compute, light) if self.shared else None
             if entry is None:
-                with self._slot():
+                with self._slot(light):
                     started = time.monotonic()
                     with db.read() as conn, timing.phase("eval"):
                         entry = _Entry(started, stamp, compute(conn))
@@ -198,15 +201,19 @@ class Results:
             return entry
 
     @contextmanager
-    def _slot(self) -> Iterator[None]:
-        """One of this worker's evaluation slots (the time waited for it: `queue` in Server-Timing)."""
+    def _slot(self, light: bool = False) -> Iterator[None]:
+        """One of this worker's evaluation slots (the time waited for it: `queue` in Server-Timing);
+        none for a light computation."""
+        if light:
+            yield
+            return
         asked = time.perf_counter()
         with self._computing:
             timing.add("queue", time.perf_counter() - asked)
             yield
 
     def _shared(self, db: Database, key: Hashable, stamp: int, ttl: float,
-                compute: Callable[[Conn], Any]) -> _Entry | None:
+                compute: Callable[[Conn], Any], light: bool = False) -> _Entry | None:
         """The result from the shared table, or computed here (one worker at a time per key: the
         others wait on the key's advisory lock, then read what it stored); None: `key` cannot be
         named in the table (not JSON), so it is computed per worker."""
@@ -221,7 +228,7 @@ class Results:
             got = self._read_shared(conn, name, stamp, ttl)
         if got is not None:
             return got
-        with self._slot(), db.pool.connection() as conn:
+        with self._slot(light), db.pool.connection() as conn:
             try:
                 with timing.phase("shared"):
                     conn.execute(_LOCK, (name,))  # waits while another worker computes it
