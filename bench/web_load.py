@@ -4,9 +4,17 @@ overview, driven by locust (headless) against `jishi-server web` on a region-siz
 
 Every configuration runs in the same invocation, one after the other, on the same database, so the
 figures stand side by side: by default the web with one worker, then with `--workers` workers; with
-`--baseline-ref REV` first the code of that git revision (one worker, its own defaults) as the
-previous figure. Prints per page p50/p95/p99 of the response time seen by the client and of the
-server's own time (`Server-Timing: app`), errors, requests/s, and the peak RSS of each web process.
+`--baseline-ref REV` first the code of that git revision (`--baseline-workers`, default 1) as the
+previous figure; `--rounds N` repeats the sequence (old, new, old, new, ...) so the box's load
+falls on both alike. The primary figure is the server's own time per page (`Server-Timing: app`,
+request in -> response head) p50/p95/p99; then the client's (locust's, which includes queueing in
+the kernel and in locust itself), errors, requests/s, the peak RSS of each web process, and, where
+the server sends them (server/web/timing.py), its phases: SQL (`db`), waiting for a connection
+(`pool`) or an evaluation slot (`queue`), evaluations (`eval`), the shared result cache
+(`shared`), the template (`render`), gzip.
+
+locust shares the cores with the server: it runs at `--locust-nice` (default 10, so the server
+wins the CPU when both want it) and, with `--locust-cpus 1`, on those CPUs only.
 
     .venv/bin/python bench/web_load.py --workdir /tmp/jishi-eval          # the region of evaluation_region.py
     .venv/bin/python bench/web_load.py --workdir /tmp/jishi-eval --baseline-ref 1cc2bf5 --workers 2
@@ -37,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 PASSWORD = "bench-password-1"
 YEAR = 2025
 PAGES = ("board", "instrument", "report", "catalog", "overview")
+PHASES = ("db", "pool", "queue", "eval", "shared", "render", "gzip")  # server/web/timing.py
 
 
 # -- the locust side (a child process: locust patches the standard library with gevent) ----------------
@@ -49,7 +58,12 @@ def locust_child(spec: dict[str, Any]) -> None:
     from locust import HttpUser, between, constant, events, task
     from locust.env import Environment
 
+    if spec.get("nice"):
+        os.nice(int(spec["nice"]))
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, set(spec["cpus"]))
     server_ms: dict[str, list[float]] = {p: [] for p in PAGES}
+    phases: dict[str, dict[str, list[float]]] = {p: {} for p in PAGES}
     client_ms: dict[str, list[float]] = {p: [] for p in PAGES}
     errors: dict[str, int] = {}
     accounts: list[dict[str, str]] = list(spec["accounts"])
@@ -77,13 +91,20 @@ def locust_child(spec: dict[str, Any]) -> None:
                     r.failure(f"{r.status_code}")
                     if measuring["on"]:
                         errors[page] = errors.get(page, 0) + 1
+                        errors[f"{page} {r.status_code}"] = errors.get(f"{page} {r.status_code}", 0) + 1
                     return
                 if measuring["on"]:
                     client_ms[page].append(r.elapsed.total_seconds() * 1000)
+                    seen: dict[str, float] = {}
                     for part in r.headers.get("Server-Timing", "").split(","):
                         name, _, rest = part.strip().partition(";")
-                        if name == "app" and rest.startswith("dur="):
-                            server_ms[page].append(float(rest[4:]))
+                        if rest.startswith("dur="):
+                            seen[name] = float(rest[4:])
+                    if "app" in seen:
+                        server_ms[page].append(seen["app"])
+                    if len(seen) > 1:  # a server that names its phases (server/web/timing.py)
+                        for name in PHASES:  # a phase absent from the header took no time
+                            phases[page].setdefault(name, []).append(seen.get(name, 0.0))
 
         def _unit(self) -> str:
             return self.acct["unit"] or f"U{self.rnd.randint(1, spec['units'])}"
@@ -123,12 +144,15 @@ def locust_child(spec: dict[str, Any]) -> None:
     runner.start(spec["users"], spawn_rate=spec["users"])
     gevent.sleep(spec["warmup"])
     measuring["on"] = True
+    print("measure-start", flush=True)  # the driver reads the CPU time of the server here ...
     t0 = time.monotonic()
     gevent.sleep(spec["seconds"])
     measuring["on"] = False
+    print("measure-end", flush=True)  # ... and here
     took = time.monotonic() - t0
     runner.quit()
-    print(json.dumps({"client_ms": client_ms, "server_ms": server_ms, "errors": errors, "seconds": took}))
+    print(json.dumps({"client_ms": client_ms, "server_ms": server_ms, "phases": phases, "errors": errors,
+                      "seconds": took}))
 
 
 # -- the driver ---------------------------------------------------------------------------------------
@@ -206,8 +230,39 @@ def checkout(ref: str) -> Path:
     return d
 
 
+def forget_results(dsn: str) -> None:
+    """Every configuration starts with nothing computed: no results shared by an earlier one."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if _has_table(conn, "web_results"):
+            conn.execute("DELETE FROM web_results")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children: the web's supervisor and workers,
+    or the PostgreSQL postmaster and its backends (those alive now: a backend that exited during the
+    window is not counted; the web's pools keep theirs)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def run_config(label: str, code: Path, dsn: str, workers: int | None, args: argparse.Namespace,
-               accounts: list[dict[str, str]], log: Path) -> dict[str, Any]:
+               accounts: list[dict[str, str]], log: Path, pg_pid: int | None = None) -> dict[str, Any]:
+    forget_results(dsn)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(code), "JISHI_WEB_DSN": dsn}
@@ -232,14 +287,31 @@ def run_config(label: str, code: Path, dsn: str, workers: int | None, args: argp
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         spec = {"url": url, "accounts": accounts, "users": args.users, "seconds": args.seconds,
-                "warmup": args.warmup, "wait": args.wait, "units": args.units, "instruments": args.instruments}
+                "warmup": args.warmup, "wait": args.wait, "units": args.units, "instruments": args.instruments,
+                "nice": args.locust_nice, "cpus": args.locust_cpus}
         load_before = os.getloadavg()
-        out = subprocess.run([sys.executable, __file__, "--locust-child"], input=json.dumps(spec).encode(),
-                             capture_output=True, check=False)
-        if out.returncode != 0:
-            raise RuntimeError(f"locust failed: {out.stderr.decode()[-3000:]}")
-        result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+        child = subprocess.Popen([sys.executable, __file__, "--locust-child"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        child.stdin.write(json.dumps(spec).encode())
+        child.stdin.close()
+        errs: list[bytes] = []
+        threading.Thread(target=lambda: errs.append(child.stderr.read()), daemon=True).start()  # type: ignore[union-attr]
+        cpu: dict[str, tuple[float, float]] = {}
+        last = b""
+        for line in child.stdout:
+            mark = line.strip().decode(errors="replace")
+            if mark in ("measure-start", "measure-end"):
+                cpu[mark] = (cpu_s(proc.pid), cpu_s(pg_pid) if pg_pid else 0.0)
+            elif mark:
+                last = line
+        if child.wait() != 0 or not last:
+            raise RuntimeError(f"locust failed: {b''.join(errs).decode()[-3000:]}")
+        result: dict[str, Any] = json.loads(last.decode())
         result["load"] = (load_before, os.getloadavg())
+        if len(cpu) == 2:
+            (w0, d0), (w1, d1) = cpu["measure-start"], cpu["measure-end"]
+            result["cpu"] = (w1 - w0, d1 - d0)
     finally:
         stop.set()
         proc.terminate()
@@ -261,18 +333,36 @@ def pct(values: list[float], p: float) -> float:
 
 def report(r: dict[str, Any]) -> None:
     total = sum(len(v) for v in r["client_ms"].values())
-    errs = sum(r["errors"].values())
+    errs = sum(n for k, n in r["errors"].items() if k in PAGES)
     (l1, _, _), (l2, _, _) = r["load"]
     print(f"\n== {r['label']}: {total / r['seconds']:.1f} req/s, {total} requests, {errs} errors in "
           f"{r['seconds']:.0f} s; load average {l1:.1f} -> {l2:.1f}")
-    print(f"   {'page':<11} {'n':>6}  client p50/p95/p99 ms     server p50/p95/p99 ms   errors")
+    if r.get("cpu") and total:
+        web_s, db_s = r["cpu"]
+        print(f"   CPU per request (load-independent): web {web_s * 1000 / total:.1f} ms + database "
+              f"{db_s * 1000 / total:.1f} ms; {(web_s + db_s) / r['seconds']:.2f} of {os.cpu_count()} cores busy "
+              "with the server")
+    print(f"   {'page':<11} {'n':>6}  SERVER p50/p95/p99 ms     client p50/p95/p99 ms   errors")
     for page in PAGES:
         c, s = r["client_ms"][page], r["server_ms"][page]
         if not c and not r["errors"].get(page):
             continue
         sv = f"{pct(s, .5):6.0f} {pct(s, .95):6.0f} {pct(s, .99):6.0f}" if s else "     (no header)    "
-        print(f"   {page:<11} {len(c):>6}  {pct(c, .5):6.0f} {pct(c, .95):6.0f} {pct(c, .99):6.0f}"
-              f"     {sv}   {r['errors'].get(page, 0)}")
+        print(f"   {page:<11} {len(c):>6}  {sv}     {pct(c, .5):6.0f} {pct(c, .95):6.0f} {pct(c, .99):6.0f}"
+              f"   {r['errors'].get(page, 0)}")
+    phases = r.get("phases") or {}
+    if any(phases.get(p) for p in PAGES):
+        print("   server phases, mean / p95 ms: " + "  ".join(f"{n:>13}" for n in PHASES))
+        for page in PAGES:
+            got = phases.get(page) or {}
+            if not got:
+                continue
+            cells = [f"{sum(v) / len(v):6.0f} /{pct(v, .95):5.0f}" if (v := got.get(n)) else f"{'-':>13}"
+                     for n in PHASES]
+            print(f"   {page:<29} " + "  ".join(cells))
+    kinds = {k: n for k, n in r["errors"].items() if k not in PAGES}
+    if kinds:
+        print("   errors by page and status: " + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
     rss = sorted(r["rss"].items())
     print("   peak RSS per process (MB): " + ", ".join(f"{mb:.0f}" for _, mb in rss))
 
@@ -292,14 +382,19 @@ def main() -> None:
     ap.add_argument("--baseline-workers", type=int, default=1, help="web workers of the first configuration")
     ap.add_argument("--baseline-ref", help="git revision whose code serves the first configuration")
     ap.add_argument("--no-baseline", action="store_true", help="only the new configuration")
+    ap.add_argument("--rounds", type=int, default=1, help="run the configurations this many times, alternating")
+    ap.add_argument("--locust-nice", type=int, default=10, help="niceness of the load generator (0: as the server)")
+    ap.add_argument("--locust-cpus", default="", help="CPUs the load generator may use, e.g. 1 or 0,1 (default: any)")
     args = ap.parse_args()
     if args.locust_child:
         locust_child(json.loads(sys.stdin.read()))
         return
     args.wait = tuple(float(x) for x in args.wait.split(","))
+    args.locust_cpus = [int(x) for x in args.locust_cpus.split(",") if x.strip()]
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}; {args.users} users, think time {args.wait[0]:g}-{args.wait[1]:g} s,"
-          f" {args.seconds:g} s measured after {args.warmup:g} s")
+          f" {args.seconds:g} s measured after {args.warmup:g} s; locust at nice {args.locust_nice}"
+          f"{' on CPUs ' + ','.join(map(str, args.locust_cpus)) if args.locust_cpus else ''}")
     server = None
     try:
         if args.dsn:
@@ -318,17 +413,23 @@ def main() -> None:
                 print("generating the region (once) ...")
                 generate(dsn, args.instruments, args.units)
         accounts = seed_accounts(dsn, args.units)
+        pg_pid = None
+        if server is not None:  # the database's own CPU per request too (not with --dsn: it may be elsewhere)
+            pg_pid = int((args.workdir / "pg" / "postmaster.pid").read_text().split()[0])
         log = Path(tempfile.mkdtemp(prefix="jishi-web-load-")) / "web.log"
         configs: list[tuple[str, Path, int | None]] = []
         if args.no_baseline:
             pass
         elif args.baseline_ref:
-            configs.append((f"{args.baseline_ref}, 1 worker", checkout(args.baseline_ref), None))
+            configs.append((f"{args.baseline_ref}, {args.baseline_workers} worker(s)", checkout(args.baseline_ref),
+                            args.baseline_workers))
         else:
             configs.append((f"this tree, {args.baseline_workers} worker(s)", ROOT, args.baseline_workers))
         configs.append((f"this tree, {args.workers} worker(s)", ROOT, args.workers))
-        for label, code, workers in configs:
-            report(run_config(label, code, dsn, workers, args, accounts, log))
+        for k in range(args.rounds):
+            for label, code, workers in configs:
+                suffix = f" (round {k + 1} of {args.rounds})" if args.rounds > 1 else ""
+                report(run_config(label + suffix, code, dsn, workers, args, accounts, log, pg_pid))
         print(f"\n(server log: {log})")
     finally:
         if server is not None:

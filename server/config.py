@@ -192,6 +192,10 @@ class WebSettings(_Section):
     report_cache_past_s: float = Field(600.0, ge=0, description="the same for a period that has ended (its hours "
                                        "change only by late arrivals from agents' spools)")
     report_cache_entries: int = Field(64, ge=0, description="computed reports a worker keeps at most")
+    report_compute_slots: int = Field(2, ge=1, description="evaluations (reports, overview) a worker computes at "
+                                      "once; more wait (each holds a connection and contends with the worker's pages)")
+    report_cache_shared: bool = Field(True, description="share computed reports between the workers in the "
+                                      "database (migration 038), so each is computed once, not once per worker")
     workers: int = Field(0, ge=0, description="web worker processes sharing the port (each with its own pool and "
                          "live listener); 0: one per CPU core")
     default_lang: str = "zh"

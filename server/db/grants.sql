@@ -83,6 +83,8 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('enrolment_tokens',     '',        'SIU',     'SI'),
     ('login_failures',       '',        'SID',     ''),
     ('login_known_clients',  '',        'SIU',     ''),
+    -- 038: computed evaluation views shared by the web's workers (a cache, not audited)
+    ('web_results',          '',        'SIUD',    ''),
     -- audit (020, 021): written only by the owner's SECURITY DEFINER triggers
     ('audit_log',            '',        'S',       'S'),
     ('audit_principals',     '',        'S',       'S'),

@@ -41,7 +41,7 @@ from server.web.api import alerts as alert_routes
 from server.web.api import bookings as booking_routes
 from server.web.db import Database
 from server.web.limits import BodyLimit
-from server.web.middleware import ResponseHeaders
+from server.web.middleware import AppDone, ResponseHeaders
 from server.web.pages import alerts as pages_alerts
 from server.web.pages import bookings as pages_bookings
 from server.web.pages import checkin as pages_checkin
@@ -102,7 +102,8 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.state.derive = derive if derive is not None else DeriveSettings().params()
     app.state.db = db
     app.state.hub = hub
-    app.state.results = Results(settings.report_cache_s, settings.report_cache_entries, settings.report_cache_past_s)
+    app.state.results = Results(settings.report_cache_s, settings.report_cache_entries, settings.report_cache_past_s,
+                                shared=settings.report_cache_shared, computing=settings.report_compute_slots)
     errors.install(app)
     # request bodies: 413 above the limit, before they are read (server/web/limits.py)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/api/v1/imports": None})
@@ -126,6 +127,7 @@ def create_app(settings: WebSettings, derive: Params | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(vendor.router)
     app.mount("/static", vendor.StaticAssets(directory=str(vendor.STATIC_DIR)), name="static")
+    app.add_middleware(AppDone)  # just inside the compressor: its time apart in Server-Timing
     # pages, JSON and static files gzipped when asked for and worth it; never the live stream
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6, exclude_content_types=_NO_GZIP)
     app.add_middleware(ResponseHeaders)  # outermost: security headers, Server-Timing, X-Worker

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from server.store.conn import Conn
+from server.web import timing
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ class Database:
     def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8, read_dsn: str | None = None) -> None:
         self.dsn = dsn
         self.pool: ConnectionPool[Conn] = ConnectionPool(
-            dsn, min_size=min_size, max_size=max_size, open=False, check=ConnectionPool.check_connection
+            dsn, min_size=min_size, max_size=max_size, open=False, check=ConnectionPool.check_connection,
+            kwargs={"cursor_factory": timing.TimedCursor},  # each statement's time into Server-Timing
         )
         self.replica_pool: ConnectionPool[Conn] | None = None
         """read-only pool on `read_dsn` (a streaming replica); opened without waiting, so the web
@@ -61,7 +64,7 @@ class Database:
         if read_dsn:
             self.replica_pool = ConnectionPool(
                 read_dsn, min_size=1, max_size=max_size, open=False, check=ConnectionPool.check_connection,
-                kwargs={"options": "-c default_transaction_read_only=on"},
+                kwargs={"options": "-c default_transaction_read_only=on", "cursor_factory": timing.TimedCursor},
             )
         self._reads = self.pool
         """the pool read() takes from: the primary's, or the replica's in a view from for_reads()"""
@@ -89,6 +92,7 @@ class Database:
     def read(self) -> Iterator[Conn]:
         with ExitStack() as stack:
             conn: Conn | None = None
+            waited = time.perf_counter()
             if self._reads is not self.pool:
                 try:
                     conn = stack.enter_context(self._reads.connection(timeout=REPLICA_WAIT_S))
@@ -96,13 +100,16 @@ class Database:
                     log.warning("replica unavailable (%s): reading from the primary", type(exc).__name__)
             if conn is None:
                 conn = stack.enter_context(self.pool.connection())
+            timing.add("pool", time.perf_counter() - waited)
             yield conn
 
     @contextmanager
     def write(self, actor: str | None) -> Iterator[Conn]:
         """A transaction whose changes the audit log attributes to `actor`; None only for
         bookkeeping that is not audited (failed logins), which then declares nobody."""
+        waited = time.perf_counter()
         with self.pool.connection() as conn, conn.transaction():
+            timing.add("pool", time.perf_counter() - waited)
             if self.replica_pool is not None:
                 conn.execute("SET LOCAL synchronous_commit = remote_apply")
             if actor is not None:

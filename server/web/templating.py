@@ -14,9 +14,10 @@ import psycopg
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from server.store.times import TZ
-from server.web import auth, vendor
+from server.web import auth, timing, vendor
 from server.web.auth import Person, Principal
 from server.web.errors import ApiError
 from server.web.i18n import request_lang, t, t_or
@@ -65,13 +66,24 @@ def render(request: Request, name: str, who: Principal | None, status: int = 200
     query = dict(request.query_params)
     query["lang"] = other
     switch = request.url.path + "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
-    resp = templates.TemplateResponse(request, name, {
-        "_": tr, "_or": tr_or, "lang": lang, "who": who, "lang_switch": switch, "home": home_of(who),
-        "signed_person": None if who is not None or "signed_person" in ctx else signed_person(request), **ctx,
-    }, status_code=status)  # fmt: skip
+    with timing.phase("render"):
+        resp = templates.TemplateResponse(request, name, {
+            "_": tr, "_or": tr_or, "lang": lang, "who": who, "lang_switch": switch, "home": home_of(who),
+            "signed_person": None if who is not None or "signed_person" in ctx else signed_person(request), **ctx,
+        }, status_code=status)  # fmt: skip
     if request.query_params.get("lang") in ("zh", "en"):
         resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", path="/")
     return resp
+
+
+def fragment(lang: str, name: str, **ctx: Any) -> Markup:
+    """A template rendered on its own (no request, no principal): a part of a page that is the same
+    for everyone who may see it, which a page can then keep and insert (`{{ html }}`) as it is."""
+    def tr(key: str, **params: object) -> str:
+        return t(lang, key, **params)
+
+    with timing.phase("render"):
+        return Markup(templates.env.get_template(name).render(_=tr, lang=lang, **ctx))
 
 
 def signed_person(request: Request) -> Person | None:

@@ -30,7 +30,7 @@ from server.web.services.evidence import MAX_SPAN, interval_evidence
 from server.web.services.results import Results
 from server.web.services.timeline import SPANS, timeline
 from server.web.services.trend import utilization_trend
-from server.web.templating import home_of, local, need, render
+from server.web.templating import fragment, home_of, local, need, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -99,7 +99,7 @@ def board_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings: 
         u = scope.unit(conn, p, unit_id)
         tiles = board.tiles(conn, unit_id=unit_id, stale_s=settings.live_stale_s)
     util = results(request).get(db, ("year_utilization", unit_id, clock.now().astimezone(TZ).year),
-                                lambda c: board.year_utilization(c, unit_id))
+                                lambda c: board.year_utilization(c, unit_id), light=True)
     return render(request, "board.html", p, unit=u, tiles=tiles, util=util, low=settings.low_use_threshold)
 
 
@@ -221,23 +221,30 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
     with db.read() as conn:
         u = scope.unit(conn, p, unit_id)
     kept = results(request)
-    rep = kept.get(db, ("unit_report", period_.label, unit_id),
-                   lambda c: evaluation.page_view(evaluation.unit_report(c, settings, period_, unit_id), MAX_ROWS),
-                   kept.ttl_for(period_.end, clock.today()))
-    rep = report_text.report(rep, lang)
-    insts = rep["instruments"]
-    util_chart = charts.hbars(
-        [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
-         for f in insts if f["in_scope"] and not f["exempted"]],
-        title=t(lang, "report.chart_util"), percent=True, reference=settings.low_use_threshold, lang=lang)
-    claims_chart = charts.hbars(
-        [charts.Bar(f["name"], f["external_hours"]["verified"], float(f["claimed_external_hours"]))
-         for f in insts if f["service_records"] or f["external_hours"]["total"]],
-        title=t(lang, "report.chart_claims"), unit=" h",
-        legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
-    return render(request, "report.html", p, unit=u, rep=rep, period=period_, util_chart=util_chart,
-                  claims_chart=claims_chart, ind=rep["unit"]["indicators"], fold_rows=FOLD_ROWS, max_rows=MAX_ROWS,
-                  open_sections=OPEN_SECTIONS)
+
+    def shown(view: dict[str, Any]) -> dict[str, Any]:
+        """What the page draws of the kept report in this language: the same for everyone allowed
+        to see it, so made once per kept report and language."""
+        rep = report_text.report(view, lang)
+        insts = rep["instruments"]
+        util_chart = charts.hbars(
+            [charts.Bar(f["name"], f["utilization"]["verified"], href=f"/instruments/{f['id']}")
+             for f in insts if f["in_scope"] and not f["exempted"]],
+            title=t(lang, "report.chart_util"), percent=True, reference=settings.low_use_threshold, lang=lang)
+        claims_chart = charts.hbars(
+            [charts.Bar(f["name"], f["external_hours"]["verified"], float(f["claimed_external_hours"]))
+             for f in insts if f["service_records"] or f["external_hours"]["total"]],
+            title=t(lang, "report.chart_claims"), unit=" h",
+            legend=(t(lang, "report.external"), t(lang, "report.claimed")), lang=lang)
+        tables_html = fragment(lang, "_report_tables.html", rep=rep, fold_rows=FOLD_ROWS, max_rows=MAX_ROWS,
+                               open_sections=OPEN_SECTIONS)
+        return {"rep": rep, "util_chart": util_chart, "claims_chart": claims_chart, "tables_html": tables_html}
+
+    page = kept.derived(db, ("unit_report", period_.label, unit_id),
+                        lambda c: evaluation.page_view(evaluation.unit_report(c, settings, period_, unit_id), MAX_ROWS),
+                        lang, shown, kept.ttl_for(period_.end, clock.today()))
+    rep = page["rep"]
+    return render(request, "report.html", p, unit=u, period=period_, ind=rep["unit"]["indicators"], **page)
 
 
 # -- evaluator overview -------------------------------------------------------------------------------
@@ -272,30 +279,35 @@ def overview_page(request: Request, who: MaybeWho, db: Db, settings: Settings,
         low, low_units = review.low_use(ev, settings.low_use_threshold)
         return rep, [x.as_dict() for x in low], low_units
 
+    def shown(kept_view: tuple[dict[str, Any], list[dict[str, Any]], Any]) -> dict[str, Any]:
+        """What the page draws of the kept overview in this language (made once per language)."""
+        view, low, low_units = kept_view
+        rep = report_text.report(view, lang)
+        # ranking by the rubric's score (the grade follows from it); verified utilization breaks ties
+        scores = sorted(rep["tables"]["scores"]["rows"],
+                        key=lambda r: (-float(r.get("score") or 0.0), -(r.get("utilization_verified") or 0.0),
+                                       str(r["unit_id"])))
+        grades: dict[str, int] = {}
+        for r in scores:
+            grades[str(r["grade"])] = grades.get(str(r["grade"]), 0) + 1
+        units_chart = charts.hbars([charts.Bar(r["unit_name"], r.get("utilization_verified")) for r in scores],
+                                   title=t(lang, "overview.chart_units"), percent=True,
+                                   reference=settings.low_use_threshold, lang=lang)
+        order = [report_text.text(lang, g) for g in ("优秀", "良好", "合格", "不合格")]
+        order += sorted(g for g in grades if g not in order)
+        grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
+                                   title=t(lang, "overview.grades"), lang=lang)
+        return {"rep": rep, "scores": scores, "units_chart": units_chart, "grade_chart": grade_chart, "low": low,
+                "low_units": low_units}
+
     kept = results(request)
-    rep, low, low_units = kept.get(db, ("overview", period_.label, sample, seed), overview,
-                                   kept.ttl_for(period_.end, clock.today()))
+    page = kept.derived(db, ("overview", period_.label, sample, seed), overview, lang, shown,
+                        kept.ttl_for(period_.end, clock.today()))
     with db.read() as conn:
         dup = ([c.as_dict() for c in review.duplicate_review(conn, period_, classification_code=code.strip(),
                                                              specs=specs, location=location)]
                if code.strip() else None)
-    rep = report_text.report(rep, lang)
-    # ranking by the rubric's score (the grade follows from it); verified utilization breaks ties
-    scores = sorted(rep["tables"]["scores"]["rows"],
-                    key=lambda r: (-float(r.get("score") or 0.0), -(r.get("utilization_verified") or 0.0),
-                                   str(r["unit_id"])))
-    grades: dict[str, int] = {}
-    for r in scores:
-        grades[str(r["grade"])] = grades.get(str(r["grade"]), 0) + 1
-    units_chart = charts.hbars([charts.Bar(r["unit_name"], r.get("utilization_verified")) for r in scores],
-                               title=t(lang, "overview.chart_units"), percent=True,
-                               reference=settings.low_use_threshold, lang=lang)
-    order = [report_text.text(lang, g) for g in ("优秀", "良好", "合格", "不合格")]
-    order += sorted(g for g in grades if g not in order)
-    grade_chart = charts.hbars([charts.Bar(g, float(grades.get(g, 0))) for g in order],
-                               title=t(lang, "overview.grades"), lang=lang)
-    return render(request, "overview.html", p, rep=rep, scores=scores, period=period_, units_chart=units_chart,
-                  grade_chart=grade_chart, low=low, low_units=low_units,
+    return render(request, "overview.html", p, period=period_, **page,
                   low_pct=round(settings.low_use_threshold * 100), dup=dup, code=code, specs=specs,
                   location=location, sample=sample, seed=period_.start.year if seed is None else seed)
 

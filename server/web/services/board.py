@@ -37,9 +37,19 @@ SELECT i.id, i.unit_id, i.name, i.location,
        EXISTS (SELECT 1 FROM user_sessions us WHERE us.agent_id = l.agent_id AND us.session_id = l.session_id
                AND us.end_at IS NOT NULL) AS session_ended
 FROM instruments i LEFT JOIN live_state l ON l.instrument_id = i.id
-WHERE (%(u)s::text IS NULL OR i.unit_id = %(u)s) AND (%(ids)s::text[] IS NULL OR i.id = ANY(%(ids)s::text[]))
+WHERE {where}
 ORDER BY i.id
 """
+# One statement per kind of filter, not one with "IS NULL OR" branches: psycopg prepares a statement
+# after a few uses and PostgreSQL then plans it once for any parameters; that generic plan of the
+# branched form read all 5,000 instruments of a region for one tile (8.5 ms for a catalog page's 50
+# tiles, 0.1 ms by the primary key).
+_TILES_BY = {
+    (False, False): _TILES.format(where="true"),
+    (True, False): _TILES.format(where="i.unit_id = %(u)s"),
+    (False, True): _TILES.format(where="i.id = ANY(%(ids)s::text[])"),
+    (True, True): _TILES.format(where="i.unit_id = %(u)s AND i.id = ANY(%(ids)s::text[])"),
+}
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -94,7 +104,7 @@ def tile(r: dict[str, Any], now: datetime, stale: timedelta, with_user: bool = T
 def tiles(conn: Conn, *, unit_id: str | None, ids: list[str] | None = None, stale_s: int = 900,
           with_user: bool = True, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or clock.now()
-    found = rows(conn, _TILES, {"u": unit_id, "ids": ids})
+    found = rows(conn, _TILES_BY[unit_id is not None, ids is not None], {"u": unit_id, "ids": ids})
     return [tile(r, now, timedelta(seconds=stale_s), with_user) for r in found]
 
 
@@ -197,7 +207,7 @@ class LiveHub:
         if self._reader is None or self._reader.closed:
             self._reader = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, row_factory=dict_row)
         async with self._reader.cursor() as cur:
-            await cur.execute(_TILES.encode(), {"u": None, "ids": ids})
+            await cur.execute(_TILES_BY[False, True].encode(), {"u": None, "ids": ids})
             found = await cur.fetchall()
         now, stale = clock.now(), timedelta(seconds=self.stale_s)
         return [tile(r, now, stale) for r in found]

@@ -72,6 +72,13 @@ class ShownRows(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return self.total
 
+    def __eq__(self, other: object) -> bool:  # the shared cache checks a stored view comes back equal
+        if isinstance(other, ShownRows):
+            return self.total == other.total and self.shown == other.shown
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
 
