@@ -78,7 +78,9 @@ class AmqpSettings(_Section):
 class IngestSettings(_Section):
     batch_max_messages: int = Field(500, ge=1)
     batch_max_records: int = Field(50_000, ge=1)
-    batch_max_wait_ms: int = Field(50, ge=0, description="how long to wait for a batch to fill")
+    batch_max_wait_ms: int = Field(50, ge=0, description="no longer used: a batch is what arrived while the "
+                                   "previous one was being stored (server/ingest/batching.py); kept so "
+                                   "configurations that set it still load")
     quarantine_max_bytes: int = Field(64 * 1024, ge=256, description="payload bytes kept per rejected message")
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
