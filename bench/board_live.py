@@ -188,7 +188,8 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="jishi-board-"))
         group = f"board-{int(time.time())}"
         configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-{k}", group,
-                                       gap_check_every_s=5.0) for k in range(args.workers)]
+                                       gap_check_every_s=5.0, batch_max_wait_ms=50)  # the default
+               for k in range(args.workers)]
         seen: list[tuple[float, float]] = []  # (arrival, last_t) of every row the follower saw
         committed: dict[tuple[str, int], float] = {}  # (instrument, state since ms) -> seen by the follower
         stop_evt = threading.Event()
