@@ -116,6 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instruments", type=int, default=5000)
     ap.add_argument("--batches", default="1,10,50,500", help="envelopes per transaction, one round each")
+    ap.add_argument("--profile", action="store_true", help="also print the top functions of the last batch size")
     args = ap.parse_args()
     batches = [int(x) for x in args.batches.split(",")]
     gc.set_threshold(50_000, 20, 100)
@@ -166,11 +167,14 @@ def main() -> None:
                 pw = time.perf_counter() - w1
                 sum(1 for _ in follower.notifies(timeout=0.5))
                 split[b] = {s: v / pw * wall / n * 1e6 for s, v in steps_of(prof).items()}
+                last_prof = prof
             print("\nsplit of the database phase, us per envelope (cProfile cumulative, scaled to the unprofiled"
                   " wall time):")
             print(f"{'step':<40}" + "".join(f"{b:>9}" for b in batches))
             for label, _ in STEPS:
                 print(f"{label:<40}" + "".join(f"{split[b][label]:>9.0f}" for b in batches))
+            if args.profile:
+                pstats.Stats(last_prof).sort_stats("tottime").print_stats(30)
             from server.web.services import board
 
             changed = [a.instrument for i, a in enumerate(fleet) if i % 10 == 3]
