@@ -92,7 +92,7 @@ def backend_cpu(pid: int) -> float:
 
 
 def steps_of(prof: cProfile.Profile) -> dict[str, float]:
-    st: Any = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    st: Any = vars(pstats.Stats(prof))["stats"]  # (file, line, name) -> (cc, nc, tt, ct, callers)
     out: dict[str, float] = {}
     for label, names in STEPS:
         total = 0.0
