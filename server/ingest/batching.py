@@ -9,11 +9,18 @@ the batch limits) whenever it is free. A lone envelope goes straight into its ow
 while a transaction runs, whatever arrives meanwhile gathers into the next one, so batches grow
 with the load (a burst of state changes is a few transactions, not one per envelope) and a
 backlog still fills batches to their limits. Arrival order is kept.
+
+One wait is left: a batch waits for messages still coming less than `gap_s` apart, up to
+`linger_s` after its first message arrived, so messages sent together (a reconnecting agent's
+birth and spool, several envelopes of one agent) are judged in one transaction, sorted by seq, as
+when every batch waited `batch_max_wait_ms` to fill; a lone heartbeat waits `gap_s` (10 ms by
+default) instead, and a batch that gathered during a transaction has usually waited long enough.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 from server.ingest.verify import Incoming, Opening, Refused
@@ -35,8 +42,9 @@ class Handoff:
         self.max_bytes = max_bytes
         self.capacity_messages = capacity_messages
         self.capacity_bytes = capacity_bytes
-        self._items: deque[Opened] = deque()
+        self._items: deque[tuple[float, Opened]] = deque()  # (when it came, message)
         self._bytes = 0
+        self._last_put = 0.0
         self._cv = threading.Condition()
 
     def __len__(self) -> int:
@@ -52,22 +60,32 @@ class Handoff:
                 if stop.is_set():
                     return False
                 self._cv.wait(0.2)
-            self._items.append(item)
+            self._last_put = time.monotonic()
+            self._items.append((self._last_put, item))
             self._bytes += size
             self._cv.notify_all()
         return True
 
-    def take(self, timeout: float) -> list[Opened]:
+    def take(self, timeout: float, *, linger_s: float = 0.0, gap_s: float = 0.0) -> list[Opened]:
+        """What is waiting (or the first message to come within `timeout`), once messages have
+        stopped coming `gap_s` apart or `linger_s` after the first of them came."""
         with self._cv:
             if not self._items:
                 self._cv.wait(timeout)
+            if self._items:
+                deadline = self._items[0][0] + linger_s
+                while len(self._items) < self.max_messages and self._bytes < self.max_bytes:
+                    left = min(deadline, self._last_put + gap_s) - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
             out: list[Opened] = []
             size = 0
             while self._items and len(out) < self.max_messages:
-                n = len(self._items[0][0].payload)
+                n = len(self._items[0][1][0].payload)
                 if out and size + n > self.max_bytes:
                     break
-                out.append(self._items.popleft())
+                out.append(self._items.popleft()[1])
                 size += n
             self._bytes -= size
             if out:

@@ -388,7 +388,9 @@ class Worker:
         try:
             while not self.stop_event.is_set():
                 waiting, self._deferred = self._deferred, []
-                taken = self._handoff.take(0.005 if waiting else 0.2)
+                ing = self.s.ingest
+                taken = self._handoff.take(0.005 if waiting else 0.2, linger_s=ing.batch_max_wait_ms / 1000,
+                                           gap_s=ing.batch_gap_ms / 1000)
                 batch = [m for m, _ in waiting] + [m for m, _ in taken]
                 opened = [o for _, o in waiting] + [o for _, o in taken]
                 if batch:

@@ -84,3 +84,18 @@ def test_byte_capacity_holds_the_open_thread_back() -> None:
     assert mids(h.take(0)) == [0]
     assert h.put(item(2, 200), stop)  # nothing waiting: an oversized message still gets in
     assert mids(h.take(0)) == [2]
+
+
+def test_a_batch_waits_for_messages_still_arriving() -> None:
+    """Messages sent together (here: a generous gap, and the batch ends when full) are one batch,
+    so they are judged together, sorted by seq, as when they all waited for the batch to fill."""
+    h = Handoff(max_messages=3, max_bytes=10_000, capacity_messages=100, capacity_bytes=10**6)
+    stop = threading.Event()
+    got: list[list[Opened]] = []
+    taker = threading.Thread(target=lambda: got.append(h.take(30, linger_s=30, gap_s=30)))
+    taker.start()
+    for n in range(4):
+        h.put(item(n), stop)
+    taker.join(60)
+    assert [mids(b) for b in got] == [[0, 1, 2]]
+    assert mids(h.take(0)) == [3]
