@@ -1,17 +1,23 @@
-"""Live board latency: from an agent's publish to the tile on an open board.
+"""Live board latency: from an agent's publish to the tile on an open board, at a real fleet's load.
 
-The load of bench/ingest_live.py (N instruments in 50 units, one signed envelope each every 10 s, a
-state change every tenth time) through the broker and ingest; `jishi-server web` (with
-`--web-workers`) serves one live stream per unit (`/api/v1/units/{unit}/live/stream`, an operator's
-session), read by a separate process. Latency = arrival of the `tile` event that shows a state
-change minus the change's record time (`since`, the publish time; one host, one clock). Beside it,
-in the same run, the latency to a plain `LISTEN jishi_live` follower (the figure ingest_live.py
-reports), and optionally the same streams served by the code of `--web-ref` (the previous figure).
+N instruments in 50 units, each a simulated agent that sends every record live in its own signed
+envelope (bench/ingest_common.py `live_schedule`): a heartbeat every `--period` s (the agent's
+default, 300 s: ~17 envelopes/s for 5,000 instruments) and every `--burst-every` s a burst in which
+`--burst` of the instruments change state within one second. Through Mosquitto, `jishi-server
+ingest` and `jishi-server web` (`--web-workers`), which serves one live stream per unit
+(`/api/v1/units/{unit}/live/stream`, an operator's session) read by a separate process as the
+browser's EventSource reads it. Figures: publish -> received by ingest (envelopes.received_at),
+-> committed (a `LISTEN jishi_live` follower on another connection: NOTIFY is delivered at commit),
+-> the `tile` event showing a state change (latency = arrival minus the change's record time, the
+publish time; one host, one clock), and the web's own share (commit seen -> tile).
 
-    .venv/bin/python bench/board_live.py [--instruments 5000] [--seconds 120] [--web-workers 2]
-                                         [--web-ref 1cc2bf5]
+With `--ref REV` the same fleet is served alternately by REV's ingest and web and by this tree's,
+`--rounds` times each, `--seconds` per phase, so old and new figures come from one run.
 
-The first 20 s are left out (each agent's first envelope creates its progress row).
+    .venv/bin/python bench/board_live.py --instruments 5000 --ref ce8f825 --rounds 2 --seconds 90
+
+The old steady load (every instrument every 10 s, a tenth of them a change): `--period 10 --burst 0
+--steady-changes 0.1`. Before the phases every agent sends one envelope (its progress row), not counted.
 """
 
 from __future__ import annotations
@@ -33,14 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 from ingest_common import (
+    ROOT,
+    LiveFleet,
     SimAgent,
     fleet_publisher,
     fresh_db,
+    live_schedule,
     machine,
-    publish_fleet,
     services,
     start_ingest,
     stop,
+    wait,
     write_ingest_config,
 )
 from web_load import checkout, free_port, wait_up
@@ -48,18 +57,16 @@ from web_load import checkout, free_port, wait_up
 from protocols.signing import public_to_b64
 from server.ingest.live import follow
 
-WARMUP_S = 20
-ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-1"
 UNITS = 50
 
 
-def read_streams(url: str, units: list[str], t_start: float, seconds: float, out: Any) -> None:
-    """In its own process: log in, open one stream per unit, note (arrival - since) of each tile
-    whose `since` moved after the warm-up."""
+def read_streams(url: str, units: list[str], count_from: float, seconds: float, out: Any) -> None:
+    """In its own process: log in, open one stream per unit, note (instrument, since ms, arrival) of
+    each tile whose `since` moved to a time after `count_from`."""
     import httpx
 
-    lat: list[tuple[str, int, float]] = []  # (instrument, since in ms, arrival)
+    lat: list[tuple[str, int, float]] = []
     lock = threading.Lock()
     end = time.time() + seconds
     with httpx.Client(base_url=url, timeout=30) as c:
@@ -84,7 +91,7 @@ def read_streams(url: str, units: list[str], t_start: float, seconds: float, out
                         since = t.get("since")
                         if name == "tile" and since and last.get(t["id"]) not in (None, since):
                             s = datetime.fromisoformat(since).timestamp()
-                            if s - t_start > WARMUP_S:
+                            if s > count_from:
                                 with lock:
                                     lat.append((t["id"], round(s * 1000), now))
                         if since:
@@ -122,98 +129,134 @@ def pcts(lat: list[float]) -> str:
     def p(q: float) -> float:
         return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
-    return f"n {len(s):,}: p50 {p(.5):.0f} ms, p95 {p(.95):.0f} ms, p99 {p(.99):.0f} ms, max {s[-1] * 1000:.0f} ms"
+    return f"p50 {p(.5):>5.0f}  p95 {p(.95):>5.0f}  p99 {p(.99):>5.0f}  max {s[-1] * 1000:>6.0f} ms  (n {len(s):,})"
+
+
+def register(dsn: str, fleet: list[SimAgent], units: list[str]) -> None:
+    from server.web.auth import hash_password
+
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT audit_as('bench:board_live', true)")
+        conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'Bench')")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO units (id, org_id, name) VALUES (%s, 'o', 'u')", [(u,) for u in units])
+            cur.executemany("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')",
+                            [(a.instrument, a.unit) for a in fleet])
+            cur.executemany("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)",
+                            [(a.agent, a.instrument) for a in fleet])
+            cur.executemany("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
+                            [(a.kid, a.agent, public_to_b64(a.key)) for a in fleet])
+        conn.execute("INSERT INTO web_accounts (login, display_name, role, password_hash)"
+                     " VALUES ('bench-op', 'bench', 'operator', %s)", (hash_password(PASSWORD),))
+
+
+def received_lags(dsn: str, since: float, until: float) -> list[float]:
+    """publish (the record's time) -> received by ingest, for envelopes received in [since, until]."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM e.received_at - r.t)::float8 FROM envelopes e"
+            " JOIN records r ON r.envelope_id = e.id AND r.seq = e.last_seq AND r.t > to_timestamp(%s - 60)"
+            " WHERE e.received_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)", (since, since, until)).fetchall()
+    return [r[0] for r in rows]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instruments", type=int, default=5000)
-    ap.add_argument("--seconds", type=int, default=120)
-    ap.add_argument("--period", type=float, default=10.0)
+    ap.add_argument("--seconds", type=int, default=90, help="per phase")
+    ap.add_argument("--period", type=float, default=300.0, help="heartbeat (the agent's default: 300 s)")
+    ap.add_argument("--burst", type=float, default=0.1, help="fraction of instruments changing state in a burst")
+    ap.add_argument("--burst-every", type=float, default=30.0)
+    ap.add_argument("--steady-changes", type=float, default=0.0, help="fraction of heartbeats that are changes")
     ap.add_argument("--workers", type=int, default=1, help="ingest processes")
     ap.add_argument("--web-workers", type=int, default=2)
-    ap.add_argument("--web-ref", help="also serve streams with this git revision's web (its defaults)")
+    ap.add_argument("--ref", help="alternate with this git revision's ingest and web (the previous figure)")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
-    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     fleet = [SimAgent(f"live-{i}", f"lu{i % UNITS}", f"li{i}") for i in range(args.instruments)]
     units = sorted({a.unit for a in fleet})
+    codes = [("this tree", ROOT)]
+    if args.ref:
+        codes.insert(0, (args.ref, checkout(args.ref)))
+    phases = [c for _ in range(args.rounds) for c in codes]
+    results: dict[str, dict[str, list[float]]] = {label: {} for label, _ in codes}
+    loads: list[float] = []
     with services(fast=False) as (pg, broker):
         dsn = fresh_db(pg, "bench_board")
-        from server.web.auth import hash_password
-
-        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-            conn.execute("SELECT audit_as('bench:board_live', true)")
-            conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'Bench')")
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO units (id, org_id, name) VALUES (%s, 'o', 'u')", [(u,) for u in units])
-                cur.executemany("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')",
-                                [(a.instrument, a.unit) for a in fleet])
-                cur.executemany("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)",
-                                [(a.agent, a.instrument) for a in fleet])
-                cur.executemany("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
-                                [(a.kid, a.agent, public_to_b64(a.key)) for a in fleet])
-            conn.execute("INSERT INTO web_accounts (login, display_name, role, password_hash)"
-                         " VALUES ('bench-op', 'bench', 'operator', %s)", (hash_password(PASSWORD),))
+        register(dsn, fleet, units)
         tmp = Path(tempfile.mkdtemp(prefix="jishi-board-"))
-        webs = [("this tree", ROOT, args.web_workers)]
-        if args.web_ref:
-            webs.insert(0, (f"{args.web_ref}", checkout(args.web_ref), None))
-        servers = [(label, *start_web(code, dsn, w, tmp / "web.log")) for label, code, w in webs]
         group = f"board-{int(time.time())}"
-        procs = [start_ingest(write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-{k}", group,
-                                                  batch_max_messages=500, batch_max_wait_ms=20,
-                                                  gap_check_every_s=5.0), tmp / f"w{k}.log")
-                 for k in range(args.workers)]
-        lat: list[float] = []
+        configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-{k}", group,
+                                       gap_check_every_s=5.0, batch_max_wait_ms=50)  # the default
+               for k in range(args.workers)]
+        seen: list[tuple[float, float]] = []  # (arrival, last_t) of every row the follower saw
         committed: dict[tuple[str, int], float] = {}  # (instrument, state since ms) -> seen by the follower
         stop_evt = threading.Event()
-        t_start = time.time() + 3
 
         def listen() -> None:
             for row in follow(dsn, stop=stop_evt):
                 if row.get("last_t") is None:
                     continue
                 now = time.time()
-                t = datetime.fromisoformat(row["last_t"]).timestamp()
-                if t - t_start > WARMUP_S:
-                    lat.append(now - t)
+                seen.append((now, datetime.fromisoformat(row["last_t"]).timestamp()))
                 if row.get("state_since"):
                     key = (row["instrument_id"], round(datetime.fromisoformat(row["state_since"]).timestamp() * 1000))
                     committed.setdefault(key, now)
 
-        listener = threading.Thread(target=listen, daemon=True)
-        listener.start()
-        ctx = mp.get_context("spawn")
-        outs = []
-        readers = []
-        for _label, _proc, url in servers:
-            q = ctx.Queue()
-            rp = ctx.Process(target=read_streams, args=(url, units, t_start, args.seconds + 5, q), daemon=True)
-            rp.start()
-            readers.append(rp)
-            outs.append(q)
-        time.sleep(3)  # ingest subscribed, streams open
+        threading.Thread(target=listen, daemon=True).start()
         pub = fleet_publisher(broker, f"{group}-pub")
-        sent = publish_fleet(pub, fleet, args.period, args.seconds)
-        results = [q.get(timeout=120) for q in outs]
+        live = LiveFleet(pub, fleet, args.period)
+        # every agent's first envelope creates its progress row: sent before the phases, not counted
+        procs = [start_ingest(c, tmp / f"prime{k}.log") for k, c in enumerate(configs)]
+        time.sleep(3)
+        live.play([(k * 10.0 / len(fleet), k, False) for k in range(len(fleet))])
+        wait(lambda: len(seen) >= len(fleet), 300, 0.5)
+        for p in procs:
+            stop(p)
+        ctx = mp.get_context("spawn")
+        for n, (label, code) in enumerate(phases):
+            web, url = start_web(code, dsn, args.web_workers, tmp / f"web{n}.log")
+            procs = [start_ingest(c, tmp / f"w{n}-{k}.log", code) for k, c in enumerate(configs)]
+            q = ctx.Queue()
+            t0 = time.time() + 6
+            reader = ctx.Process(target=read_streams, args=(url, units, t0, args.seconds + 8, q), daemon=True)
+            reader.start()
+            events = live_schedule(len(fleet), args.period, args.seconds, args.burst, args.burst_every, seed=n,
+                                   steady_changes=args.steady_changes)
+            sent = live.play(events, t0)
+            got = q.get(timeout=120)
+            t1 = time.time()
+            reader.join(30)
+            for p in procs:
+                stop(p)
+            web.terminate()
+            web.wait(30)
+            load = os.getloadavg()[0]
+            loads.append(load)
+            r = results[label]
+            r.setdefault("received", []).extend(received_lags(dsn, t0, t1))
+            r.setdefault("committed", []).extend(a - t for a, t in list(seen) if t0 <= t <= t1)
+            r.setdefault("tile", []).extend(a - s / 1000 for _i, s, a in got)
+            r.setdefault("web", []).extend(a - committed[(i, s)] for i, s, a in got if (i, s) in committed)
+            print(f"phase {n + 1} ({label}): {sent:,} envelopes in {args.seconds} s, {len(got):,} tiles;"
+                  f" load average {load:.1f}", flush=True)
+            print(f"  publish -> tile on the board: {pcts([a - s / 1000 for _i, s, a in got])}", flush=True)
         stop_evt.set()
         pub.loop_stop()
         pub.disconnect()
-        for p in procs:
-            stop(p)
-        for _label, proc, _url in servers:
-            proc.terminate()
-            proc.wait(30)
-        load = os.getloadavg()
-    print(f"{args.instruments} instruments in {UNITS} units x 1 envelope / {args.period:.0f} s for {args.seconds} s "
-          f"({args.instruments / args.period:.0f} envelopes/s, {sent:,} sent), {args.workers} ingest process(es), "
-          f"one stream per unit; load average at the end {load[0]:.1f} {load[1]:.1f}")
-    print(f"publish -> LISTEN follower (every row):          {pcts(lat)}")
-    for (label, _p, _u), got in zip(servers, results, strict=True):
-        workers = "its defaults" if label != "this tree" else f"{args.web_workers} web worker(s)"
-        print(f"publish -> tile on the board ({label}, {workers}): {pcts([a - s / 1000 for _i, s, a in got])}")
-        web = [a - committed[(i, s)] for i, s, a in got if (i, s) in committed]
-        print(f"   of which the web (commit seen by the follower -> tile on the board): {pcts(web)}")
+    print(f"\n{args.instruments} instruments in {UNITS} units; heartbeat every {args.period:.0f} s; every"
+          f" {args.burst_every:.0f} s {args.burst:.0%} of them change state within 1 s; steady changes"
+          f" {args.steady_changes:.0%}; {args.workers} ingest process(es); one stream per unit;"
+          f" {args.rounds} phase(s) of {args.seconds} s per code; load average during the phases"
+          f" {min(loads):.1f}-{max(loads):.1f}")
+    for label, _ in codes:
+        r = results[label]
+        print(f"{label}:")
+        print(f"  publish -> received by ingest          {pcts(r['received'])}")
+        print(f"  publish -> committed (LISTEN follower) {pcts(r['committed'])}")
+        print(f"  publish -> tile on the board           {pcts(r['tile'])}")
+        print(f"     of which the web (commit -> tile)   {pcts(r['web'])}")
 
 
 if __name__ == "__main__":

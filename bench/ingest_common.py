@@ -157,13 +157,13 @@ def write_ingest_config(path: Path, dsn: str, broker: MosquittoServer, client_id
     return path
 
 
-def start_ingest(config: Path, log: Path, root: Path = ROOT) -> subprocess.Popen[bytes]:
-    """`jishi-server ingest` of this tree, or of the tree at `root`."""
+def start_ingest(config: Path, log: Path, code: Path = ROOT) -> subprocess.Popen[bytes]:
+    """`jishi-server ingest` from the tree `code` (another revision's checkout for a baseline)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JISHI_")}
-    env["PYTHONPATH"] = str(root)
+    env["PYTHONPATH"] = str(code)
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "server.cli", "--config", str(config), "ingest"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=code)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -236,3 +236,56 @@ def publish_fleet(pub: mqtt.Client, fleet: list[SimAgent], period: float, second
             sent += 1
         rnd += 1
     return sent
+
+
+def live_schedule(n: int, period: float, seconds: float, burst_fraction: float, burst_every: float,
+                  seed: int = 1, steady_changes: float = 0.0) -> list[tuple[float, int, bool]]:
+    """(offset s, agent index, is a state change) of a real fleet's live traffic: each agent's heartbeat
+    every `period` s (the agent's default is 300 s) at its own phase (`steady_changes` of them state
+    changes instead), and every `burst_every` s a burst
+    in which `burst_fraction` of the instruments change state within one second (a power cut, the
+    morning's start); sorted by time."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        off = rng.random() * period
+        while off < seconds:
+            events.append((off, i, rng.random() < steady_changes))
+            off += period
+    if burst_fraction > 0 and burst_every > 0:
+        b = burst_every / 2
+        while b < seconds:
+            for i in rng.sample(range(n), int(n * burst_fraction)):
+                events.append((b + rng.random(), i, True))
+            b += burst_every
+    return sorted(events)
+
+
+class LiveFleet:
+    """Publishes `live_schedule` events as the agent does live: each record in its own signed
+    envelope, sent when it is made. Keeps each instrument's state across calls."""
+
+    def __init__(self, pub: mqtt.Client, fleet: list[SimAgent], period: float) -> None:
+        self.pub, self.fleet, self.period_ms = pub, fleet, int(period * 1000)
+        self.states = ["idle"] * len(fleet)
+
+    def send(self, i: int, change: bool) -> None:
+        a = self.fleet[i]
+        t_ms = int(time.time() * 1000)
+        if change:
+            new = "running" if self.states[i] == "idle" else "idle"
+            rec = a.record(t_ms, "state", state=new, prev_state=self.states[i], rule="bench", evidence={})
+            self.states[i] = new
+        else:
+            rec = a.record(t_ms, "heartbeat", state=self.states[i], period_ms=self.period_ms, evidence={})
+        self.pub.publish(topics.topic(a.unit, a.instrument, topics.Kind.REC), a.envelope([rec], t_ms), qos=1)
+
+    def play(self, events: list[tuple[float, int, bool]], start: float | None = None) -> int:
+        """Send each event at `start` + its offset; returns the envelopes sent."""
+        start = time.time() if start is None else start
+        for off, i, change in events:
+            delay = start + off - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            self.send(i, change)
+        return len(events)

@@ -78,10 +78,13 @@ class AmqpSettings(_Section):
 class IngestSettings(_Section):
     batch_max_messages: int = Field(500, ge=1)
     batch_max_records: int = Field(50_000, ge=1)
-    batch_max_wait_ms: int = Field(50, ge=0, description="how long to wait for a batch to fill")
     split_min_records: int = Field(4_000, ge=1, description="a batch of at least this many records is stored "
                                    "as split_groups transactions, by agent (several workers then overlap)")
     split_groups: int = Field(4, ge=1, le=64)
+    batch_max_wait_ms: int = Field(50, ge=0, description="after a quiet moment, the longest a batch waits for "
+                                   "messages still arriving (server/ingest/batching.py)")
+    batch_gap_ms: int = Field(10, ge=0, description="messages less than this apart arrive together: a batch "
+                              "that started after a quiet moment waits for them")
     quarantine_max_bytes: int = Field(64 * 1024, ge=256, description="payload bytes kept per rejected message")
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)

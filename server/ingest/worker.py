@@ -35,6 +35,7 @@ from server.db import queries
 from server.derive import incremental
 from server.ingest import energy, future, gaps, ha, live, quarantine
 from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
+from server.ingest.batching import Handoff
 from server.ingest.book import Book, GapRow, Progress
 from server.ingest.metrics import Metrics
 from server.ingest.store import NewRow, copy_envelopes, copy_records_binary
@@ -379,7 +380,9 @@ class Worker:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"ingest-db-{name}", daemon=True)
         self._prep = threading.Thread(target=self._prepare, name=f"ingest-open-{name}", daemon=True)
-        self._ready: queue.Queue[tuple[list[Incoming], list[Opening | Refused]]] = queue.Queue(maxsize=2)
+        budget = settings.ingest.batch_max_records * _BYTES_PER_RECORD
+        self._handoff = Handoff(max_messages=settings.ingest.batch_max_messages, max_bytes=budget,
+                                capacity_messages=2 * settings.ingest.batch_max_messages, capacity_bytes=2 * budget)
         self._conn: Conn | None = None
         self._next_holes = time.monotonic() + settings.ingest.gap_check_every_s
         self._deferred: list[tuple[Incoming, Opening | Refused]] = []
@@ -394,18 +397,15 @@ class Worker:
         self._prep.join(timeout)
 
     def _prepare(self) -> None:
-        """Collect batches and do the pure checks while the database thread waits on the database."""
+        """Open each message as it arrives (the pure checks) while the database thread waits on the
+        database; the database thread takes all that is opened at once (server/ingest/batching.py)."""
         while not self.stop_event.is_set():
-            batch = self._collect()
-            if not batch:
+            try:
+                m = self.inbox.get(timeout=0.2)
+            except queue.Empty:
                 continue
-            item = (batch, [open_any(m) for m in batch])
-            while not self.stop_event.is_set():
-                try:
-                    self._ready.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            self._handoff.put((m, open_any(m)), self.stop_event)
+            self.metrics.queue_depth.set(self.inbox.qsize())
 
     # -- loop ------------------------------------------------------------------------------------
 
@@ -414,12 +414,11 @@ class Worker:
         try:
             while not self.stop_event.is_set():
                 waiting, self._deferred = self._deferred, []
-                try:
-                    batch, opened = self._ready.get(timeout=0.005 if waiting else 0.2)
-                except queue.Empty:
-                    batch, opened = [], []
-                batch = [m for m, _ in waiting] + batch
-                opened = [o for _, o in waiting] + opened
+                ing = self.s.ingest
+                taken = self._handoff.take(0.005 if waiting else 0.2, linger_s=ing.batch_max_wait_ms / 1000,
+                                           gap_s=ing.batch_gap_ms / 1000)
+                batch = [m for m, _ in waiting] + [m for m, _ in taken]
+                opened = [o for _, o in waiting] + [o for _, o in taken]
                 if batch:
                     for part, part_opened in split_by_agent(batch, opened, self.s.ingest.split_min_records,
                                                             self.s.ingest.split_groups):
@@ -434,31 +433,6 @@ class Worker:
             self.metrics.workers.dec()
             if self._conn is not None:
                 self._conn.close()
-
-    def _collect(self) -> list[Incoming]:
-        ing = self.s.ingest
-        try:
-            first = self.inbox.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        budget = ing.batch_max_records * _BYTES_PER_RECORD - len(first.payload)
-        deadline = time.monotonic() + ing.batch_max_wait_ms / 1000
-        while len(batch) < ing.batch_max_messages and budget > 0:
-            try:
-                m = self.inbox.get_nowait()
-            except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    m = self.inbox.get(timeout=left)
-                except queue.Empty:
-                    break
-            batch.append(m)
-            budget -= len(m.payload)
-        self.metrics.queue_depth.set(self.inbox.qsize())
-        return batch
 
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:

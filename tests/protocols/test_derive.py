@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -174,6 +175,16 @@ def test_clock_stepping_back_never_overlaps() -> None:
     assert segs(d.segments) == [seg(0, 100, "idle"), seg(100, 150, "running")]
 
 
+def assert_same_as_asdict(c: Carry) -> None:
+    """to_dict is dataclasses.asdict with the open rows' attrs as lists, key order included."""
+    ref = dataclasses.asdict(c)
+    for key in ("seg", "cov"):
+        if ref[key] is not None:
+            ref[key]["attrs"] = list(ref[key]["attrs"])
+    got = c.to_dict()
+    assert got == ref and json.dumps(got) == json.dumps(ref)
+
+
 def test_carry_round_trips_through_json() -> None:
     s = Script()
     s.add(0, "state", state="running")
@@ -182,6 +193,7 @@ def test_carry_round_trips_through_json() -> None:
     c = derive(s.recs, P).carry
     assert c is not None
     assert Carry.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert_same_as_asdict(c)
 
 
 _types = st.sampled_from(["state", "heartbeat", "session_start", "session_end", "lifecycle", "sample"])
@@ -232,6 +244,7 @@ def test_chained_runs_equal_one_run(recs: list[Rec], cuts: list[int]) -> None:
     for a, b in itertools.pairwise(bounds):
         d = derive(recs[a:b], P, carry=carry)
         if d.carry is not None:
+            assert_same_as_asdict(d.carry)
             carry = Carry.from_dict(json.loads(json.dumps(d.carry.to_dict())))
         runs.append(d)
     merged = merge_rows(runs)

@@ -136,7 +136,8 @@ class TestAgent:
 def settings_for(dsn: str, broker: Any | None = None, client_id: str = "ingest-test", **ingest: Any) -> Settings:
     """Settings with short timeouts for tests."""
     ing = {"resend_after_s": 1.0, "gap_give_up_after_s": 4.0, "gap_check_every_s": 0.2, "resend_max_attempts": 2,
-           "batch_max_wait_ms": 20, "retry_initial_s": 0.1, "retry_max_s": 1.0, "pack_every_s": 3600.0, **ingest}
+           "batch_max_wait_ms": 20, "batch_gap_ms": 20, "retry_initial_s": 0.1, "retry_max_s": 1.0,
+           "pack_every_s": 3600.0, **ingest}
     mq: dict[str, Any] = {"client_id": client_id}
     if broker is not None:
         mq |= {"host": broker.host, "port": broker.port}

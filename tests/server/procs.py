@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def write_config(path: Path, dsn: str, broker: Any, client_id: str, group: str, metrics_port: int = 0,
                  **ingest: Any) -> Path:
     ing = {"resend_after_s": 1.0, "gap_give_up_after_s": 30.0, "gap_check_every_s": 0.5,
-           "batch_max_wait_ms": 20, "retry_initial_s": 0.1, "retry_max_s": 1.0, **ingest}
+           "batch_max_wait_ms": 20, "batch_gap_ms": 20, "retry_initial_s": 0.1, "retry_max_s": 1.0, **ingest}
     lines = [
         f'[database]\ndsn = "{role_dsn(dsn, "jishi_ingest")}"\nowner_dsn = "{dsn}"\n',
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{client_id}"\nshare_group = "{group}"\n',

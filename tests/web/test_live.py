@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import psycopg
 
 from tests.web.conftest import PASSWORD, Web
 from tests.web.livehelp import serve, store_live
@@ -75,3 +76,33 @@ def test_public_catalog_shows_free_now_without_identity(web: Web) -> None:
     assert c.get("/api/v1/public/instruments", params={"classification": "030407"}).json()["total"] == 2
     web.sql("UPDATE instruments SET sharing_mode = '不共享' WHERE id = 'ub-sem'")
     assert c.get("/api/v1/public/instruments/ub-sem").status_code == 404
+
+
+def test_the_hubs_read_of_changed_tiles_is_the_boards_tiles(web: Web) -> None:
+    """The hub reads changed instruments by id (board._TILES_BY[False, True]): the same tiles as the
+    board's, for instruments with and without a live row, also once the query is prepared (psycopg
+    prepares after 5 runs, and the server may then plan it generically)."""
+    import asyncio
+
+    from server import clock
+    from server.web.services import board
+
+    store_live(web.dsn, "ua-xrd", "ua", "ua-xrd-a1", "running", identifier="LAB\\zhang", org_name="丙科技有限公司",
+               today_running_s=5400)
+    store_live(web.dsn, "ub-sem", "ub", "ub-sem-a1", "idle", online=False)
+    everything = sorted(r[0] for r in web.sql("SELECT id FROM instruments"))
+    hub = board.LiveHub(web.dsn)
+
+    async def reads() -> list[list[dict[str, object]]]:
+        try:
+            return [await hub._read(ids) for ids in [everything, ["ua-xrd"], ["ub-sem", "ua-nmr"]] * 3]
+        finally:
+            if hub._reader is not None:
+                await hub._reader.close()
+
+    with clock.frozen_at(clock.now()), psycopg.connect(web.dsn) as conn:
+        got = asyncio.run(reads())
+        for ids, tiles in zip([everything, ["ua-xrd"], ["ub-sem", "ua-nmr"]] * 3, got, strict=True):
+            assert tiles == board.tiles(conn, unit_id=None, ids=ids)
+    assert {t["id"]: t["status"] for t in got[0]}["ua-xrd"] == "running" and len(got[0]) == len(everything) == 3
+    assert [t["status"] for t in got[2]] == ["no_agent", "offline"]

@@ -28,7 +28,7 @@ from server.web.db import rows
 log = logging.getLogger(__name__)
 CHANNEL = "jishi_live"
 
-_TILES = """
+_TILE_COLUMNS = """
 SELECT i.id, i.unit_id, i.name, i.location,
        EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = i.id AND a.revoked_at IS NULL) AS has_agent,
        l.agent_id, l.state, l.state_since, l.session_id, l.org_name, l.today, l.today_running_s,
@@ -36,6 +36,8 @@ SELECT i.id, i.unit_id, i.name, i.location,
        -- the live row keeps the session it last saw; a session derived as ended is nobody there
        EXISTS (SELECT 1 FROM user_sessions us WHERE us.agent_id = l.agent_id AND us.session_id = l.session_id
                AND us.end_at IS NOT NULL) AS session_ended
+"""
+_TILES = _TILE_COLUMNS + """
 FROM instruments i LEFT JOIN live_state l ON l.instrument_id = i.id
 WHERE {where}
 ORDER BY i.id
@@ -207,7 +209,7 @@ class LiveHub:
         if self._reader is None or self._reader.closed:
             self._reader = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, row_factory=dict_row)
         async with self._reader.cursor() as cur:
-            await cur.execute(_TILES_BY[False, True].encode(), {"u": None, "ids": ids})
+            await cur.execute(_TILES_BY[False, True].encode(), {"ids": ids})
             found = await cur.fetchall()
         now, stale = clock.now(), timedelta(seconds=self.stale_s)
         return [tile(r, now, stale) for r in found]
