@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,19 +34,20 @@ def extract(ref: str, into: Path) -> Path:
     return into
 
 
-def run(tree: Path, files: list[str], xml: Path) -> tuple[float, Counter[str], str]:
+def run(tree: Path, files: list[str], xml: Path) -> tuple[float, dict[str, float], str]:
     """Wall seconds, seconds per file, and pytest's last line."""
     env = os.environ | {"PYTHONPATH": str(tree)}
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
                            *files], cwd=tree, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - start
-    per_file: Counter[str] = Counter()
+    per_file: dict[str, float] = defaultdict(float)
     if xml.exists():
         for case in ET.parse(xml).iter("testcase"):
             per_file[(case.get("classname") or "?").replace(".", "/") + ".py"] += float(case.get("time") or 0)
     lines = proc.stdout.strip().splitlines()
-    return wall, per_file, lines[-1] if lines else proc.stderr[-300:]
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    return wall, per_file, "; ".join([*failed, lines[-1]]) if lines else proc.stderr[-300:]
 
 
 def main() -> int:
@@ -58,7 +59,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="suite-paired-") as tmp:
         (Path(tmp) / "old").mkdir()
         old = extract(args.old, Path(tmp) / "old")
-        totals: dict[str, Counter[str]] = {"old": Counter(), "new": Counter()}
+        totals: dict[str, dict[str, float]] = {"old": defaultdict(float), "new": defaultdict(float)}
         walls: dict[str, float] = {"old": 0.0, "new": 0.0}
         for r in range(args.rounds):
             order = [("old", old), ("new", ROOT)] if r % 2 == 0 else [("new", ROOT), ("old", old)]
@@ -66,7 +67,8 @@ def main() -> int:
                 load = os.getloadavg()
                 wall, per_file, last = run(tree, args.files, Path(tmp) / f"{name}-{r}.xml")
                 walls[name] += wall
-                totals[name].update(per_file)
+                for f, seconds in per_file.items():
+                    totals[name][f] += seconds
                 print(f"round {r + 1} {name}: wall {wall:6.1f} s, load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}:"
                       f" {last}", flush=True)
         print(f"\n{'file':60} {'old s':>8} {'new s':>8}   (mean of {args.rounds} round(s))")
