@@ -223,7 +223,6 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
             assert r.status == 200 and "利用率" in r.read().decode()
         state = json.loads((var / "state.json").read_text())
         dsn = f"postgresql://jishi@127.0.0.1:{state['pg_port']}/jishi"
-        _phone_checkin(url, demo.text(), dsn, opener)
         history = {a: w for a, (w, _) in _published(dsn).items()}
         # the live agents continue their chains: births seen, records beyond the history stored
         end = time.monotonic() + 60
@@ -257,6 +256,8 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         # local robots (both, for its unit) once it has been offline for a minute
         [lcms] = [pid for pid, a in agents.items() if "imu-lcms-a1" in a]
         os.kill(lcms, signal.SIGTERM)
+        # during its offline minute: a phone check-in on an instrument of the gateway (not imu-lcms)
+        _phone_checkin(url, demo.text(), dsn, opener)
         # meanwhile the booking's slot ended: settled with the measured hours and the external rate
         draft = _wait_rows(dsn, "SELECT measured_hours, draft_amount, draft_price_item, outcome, b.applicant_org_id,"
                            " (SELECT min(external_price) FROM price_list p WHERE p.instrument_id = b.instrument_id"
