@@ -328,6 +328,21 @@ rec_measured AS (SELECT r.*, m.* FROM rec r LEFT JOIN by_record m ON m.rec_id = 
 """
 
 
+_UNWATCHED = f"""
+-- time in the window no agent watched; looked up only where claims exceed the supporting time (a
+-- few per cent of the records, so the look-ups run for those only)
+unwatched AS (
+    SELECT r.id, {_us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")} AS unwatched
+    FROM measured r
+    LEFT JOIN LATERAL (
+        SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
+        FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
+    ) w ON true
+    WHERE r.unsupported > %(tol)s * 3600000000
+),
+"""
+
+
 # Claims against attributed time, the unwatched time and the verdict, in microseconds (float8,
 # exact: see _us); `_hours` turns them into the hours the numeric seconds gave. `unsupported`:
 # the claim beyond attributed + may-support time; `may_used`: the part of the claim only
@@ -348,18 +363,7 @@ measured AS MATERIALIZED (
                  greatest(0, (m.service_hours * 3600000000)::float8 - COALESCE(m.attributed, 0))) AS may_used
     FROM rec_measured m
 ),
--- time in the window no agent watched; looked up only where claims exceed the supporting time (a
--- few per cent of the records, so the look-ups run for those only)
-unwatched AS (
-    SELECT r.id, {_us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")} AS unwatched
-    FROM measured r
-    LEFT JOIN LATERAL (
-        SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
-        FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
-    ) w ON true
-    WHERE r.unsupported > %(tol)s * 3600000000
-),
-watched AS (
+{_UNWATCHED}watched AS (
     SELECT r.*, COALESCE(u.unwatched, 0) AS unwatched
     FROM measured r LEFT JOIN unwatched u ON u.id = r.id
 ),
@@ -411,7 +415,59 @@ SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FI
 FROM verdict
 GROUP BY unit_id, instrument_id
 """
-TOTALS = _rec_head(by_instrument=False) + _WINDOW_TOTALS + _VERDICT + _TOTALS_SELECT
+# The region's totals from the per-record checks kept at write time (record_checks, migration 037:
+# each record's window time already summed by attribution, with the identities classed as they
+# are now), so no record is joined with its windows or the identities here. The only part that
+# depends on the period beyond its records is the external time a window has inside it: a window
+# that runs past the period's end gives back its external rows of the days after it (a handful of
+# records, read from record_window_usage and classed here). Whole microseconds in bigint, turned
+# into float8 as the other ways do: the same figures.
+_CHECKS_VERDICT = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+ident AS MATERIALIZED ({IDENTITY_CLASS}),
+rc AS MATERIALIZED (
+    SELECT c.* FROM record_checks c JOIN inst ON inst.id = c.instrument_id
+    WHERE c.start_at >= %(t0)s AND c.start_at < %(t1)s
+),
+late AS (
+    SELECT c.record_id, sum(w.us) FILTER (WHERE w.watched) AS v, sum(w.us) FILTER (WHERE NOT w.watched) AS u
+    FROM rc c
+    CROSS JOIN LATERAL (
+        SELECT * FROM record_window_usage x WHERE x.record_id = c.record_id AND x.day >= %(end)s OFFSET 0
+    ) w
+    JOIN ident ON ident.unit_id = c.unit_id AND ident.method = NULLIF(w.method, '')
+              AND ident.identifier = NULLIF(w.identifier, '')
+    WHERE c.end_at > %(t1)s AND ident.who = 'external'
+    GROUP BY c.record_id
+),
+measured AS MATERIALIZED (
+    SELECT c.record_id AS id, c.unit_id, c.instrument_id, c.start_at, c.end_at, c.service_hours, c.user_type,
+           c.type_mismatch,
+           (c.ext_verified_us - COALESCE(l.v, 0))::float8 AS ext_period_verified,
+           (c.ext_unverified_us - COALESCE(l.u, 0))::float8 AS ext_period_unverified,
+           c.own_us::float8 AS own_unit,
+           greatest(0, (c.service_hours * 3600000000)::float8 - c.attributed_us::float8
+                       - c.may_us::float8) AS unsupported,
+           least(c.may_us::float8,
+                 greatest(0, (c.service_hours * 3600000000)::float8 - c.attributed_us::float8)) AS may_used
+    FROM rc c LEFT JOIN late l ON l.record_id = c.record_id
+),
+{_UNWATCHED}
+checked AS (
+    SELECT r.*, least(r.unsupported, greatest(0, COALESCE(u.unwatched, 0))) AS unverifiable,
+           r.unsupported - least(r.unsupported, greatest(0, COALESCE(u.unwatched, 0))) AS contradicted
+    FROM measured r LEFT JOIN unwatched u ON u.id = r.id
+),
+verdict AS (
+    SELECT c.*, CASE WHEN c.contradicted > %(tol)s * 3600000000 THEN 'overclaimed'
+                     WHEN c.unsupported > %(tol)s * 3600000000 THEN 'unverifiable'
+                     ELSE 'ok' END AS status
+    FROM checked c
+)
+"""
+TOTALS = _CHECKS_VERDICT + _TOTALS_SELECT
+# The same from the windows (migration 029), classing identities at report time: the way before 037.
+TOTALS_FROM_WINDOWS = _rec_head(by_instrument=False) + _WINDOW_TOTALS + _VERDICT + _TOTALS_SELECT
 TOTALS_FROM_SEGMENTS = _head(by_instrument=False) + _MEASURE_TOTALS + _VERDICT + _TOTALS_SELECT
 
 # One unit's external sessions with running time that no 130 window of the period covers (each
@@ -698,7 +754,8 @@ def reconcile(
     """Check the period's service records of the units (all when None) against `ev`, the same
     period's indicators. Records and uncovered sessions are listed one by one only for a single
     unit; for more, only per-instrument and per-unit totals come back (memory stays bounded).
-    `precomputed`: measure windows from record_window_usage (migration 029); False measures them
+    `precomputed`: the region's totals from record_checks (migration 037), one unit's records from
+    record_window_usage (migration 029); False measures them
     from the running segments (the reference, for the benchmark's and the tests' comparisons)."""
     period = ev.period
     p = params(period, unit_ids) | {"tol": tolerance_h, "top": top_sessions}
