@@ -38,6 +38,7 @@ from server.evaluation.sql import (
     overlapping,
     records_in_period,
     rollup_spans,
+    rollup_tiles,
     running_overlapping,
     running_rollup,
     session_identity,
@@ -401,13 +402,14 @@ GROUP BY 1
 
 
 _SERVICES = _services(by_instrument=False)
-# The same from migration 037's per-day totals (exact numeric sums; a period is whole local days,
-# so its records are those of its days).
+# The same from migration 037's service totals per calendar span (exact numeric sums; a period is
+# whole local days, so its records are those of its spans).
 _SERVICES_DAYS = f"""
-WITH inst AS NOT MATERIALIZED ({INST})
+WITH inst AS NOT MATERIALIZED ({INST}),
+t AS ({rollup_tiles("service_totals", "r.instrument_id, r.user_type, r.records, r.amount, r.service_hours",
+                    "IN (SELECT id FROM inst)")})
 SELECT t.instrument_id, sum(t.records)::bigint, sum(t.amount), sum(t.service_hours)
-FROM service_day_totals t JOIN inst ON inst.id = t.instrument_id
-WHERE t.user_type = 130 AND t.day >= %(start)s AND t.day < %(end)s
+FROM t WHERE t.user_type = 130
 GROUP BY 1
 """
 _SERVICES_UNIT = _services(by_instrument=True)

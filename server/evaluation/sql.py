@@ -130,9 +130,13 @@ def running_rollup(instrument: str, *, classed: bool = False) -> str:
     trailing days, each read at its own grain. Needs the span parameters of `rollup_spans`.
     `classed`: the same spans of migration 037's rollup, already classed by who ran (column `who`)."""
     if classed:
-        cols, table = "r.instrument_id, r.cls, r.who, r.seconds", "usage_rollup_classed"
-    else:
-        cols, table = "r.instrument_id, r.cls, r.method, r.identifier, r.seconds", "usage_rollup"
+        return rollup_tiles("usage_rollup_classed", "r.instrument_id, r.cls, r.who, r.seconds", instrument)
+    return rollup_tiles("usage_rollup", "r.instrument_id, r.cls, r.method, r.identifier, r.seconds", instrument)
+
+
+def rollup_tiles(table: str, cols: str, instrument: str) -> str:
+    """Rows (alias r) of a table keyed by instrument, grain ('d', 'm', 'y') and first day of the
+    span that tile the period exactly (`rollup_spans`): 013's rollup and migration 037's tables."""
 
     def grain(g: str, *ranges: tuple[str, str]) -> str:
         spans = " OR ".join(f"(r.first_day >= %({lo})s AND r.first_day < %({hi})s)" for lo, hi in ranges)

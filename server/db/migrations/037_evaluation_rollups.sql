@@ -9,8 +9,9 @@
 --   record_checks one row per service record: its attributes the reconciliation needs and its
 --                 window's running time (029's record_window_usage) summed by attribution (att /
 --                 may / own / other, reconciliation.attribution), watched or not, external;
---   service_day_totals  per instrument x record unit x local start day x user type: count,
---                 amount and claimed hours of service records (revenue, the fee check's counts).
+--   service_totals  per instrument x calendar span (013's grains) of the records' local start day x
+--                 record unit x user type: count, amount and claimed hours of service records
+--                 (revenue, the fee check's count of records without a price list).
 --
 -- All sums are exact (numeric seconds, whole microseconds in bigint, numeric amounts), so the
 -- evaluation's figures are those it computed before, bit for bit (bench/evaluation_region.py and
@@ -63,17 +64,18 @@ CREATE TABLE record_checks (
 );
 CREATE INDEX record_checks_instrument_time ON record_checks (instrument_id, start_at);
 
-CREATE TABLE service_day_totals (
+CREATE TABLE service_totals (
     instrument_id   text NOT NULL,
+    grain           "char" NOT NULL CHECK (grain IN ('d', 'm', 'y')),
+    first_day       date NOT NULL,        -- of the span (013's grains) holding the records' local start day
     unit_id         text NOT NULL,
-    day             date NOT NULL,        -- the records' local (Asia/Shanghai) start day
     user_type       smallint NOT NULL,
     records         bigint NOT NULL,
     amount          numeric(16, 2) NOT NULL,
     service_hours   numeric(12, 1) NOT NULL,
-    PRIMARY KEY (instrument_id, unit_id, day, user_type)
+    PRIMARY KEY (instrument_id, grain, first_day, unit_id, user_type)
 );
-CREATE INDEX service_day_totals_day ON service_day_totals (day);
+CREATE INDEX service_totals_span ON service_totals (grain, first_day);
 
 -- The identities classed as the evaluation classes them (evaluation/sql.py IDENTITY_CLASS, with
 -- the user's organisation for the attribution to a record's applicant).
@@ -291,12 +293,18 @@ CREATE TRIGGER record_window_usage_checks_delete AFTER DELETE ON record_window_u
     EXECUTE FUNCTION record_checks_windows_changed();
 
 -- Service records changed: each changed record's row recomputed (named to run before 029's window
--- triggers, whose row changes then add to it); the day totals follow by delta.
-CREATE FUNCTION service_day_totals_sql(rows text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+-- triggers, whose row changes then add to it); the service totals follow by delta.
+CREATE FUNCTION service_totals_sql(rows text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
 SELECT format($q$
-    SELECT r.instrument_id, r.unit_id, (r.start_at AT TIME ZONE 'Asia/Shanghai')::date, r.user_type,
-           sum(r.sign)::bigint, sum(r.sign * r.amount), sum(r.sign * r.service_hours)
-    FROM (%s) r GROUP BY 1, 2, 3, 4
+    WITH d AS (SELECT r.*, (r.start_at AT TIME ZONE 'Asia/Shanghai')::date AS day FROM (%s) r)
+    SELECT instrument_id, grain, first_day, unit_id, user_type,
+           sum(sign)::bigint, sum(sign * amount), sum(sign * service_hours)
+    FROM (
+        SELECT d.*, 'd'::"char" AS grain, d.day AS first_day FROM d
+        UNION ALL SELECT d.*, 'm', date_trunc('month', d.day)::date FROM d
+        UNION ALL SELECT d.*, 'y', date_trunc('year', d.day)::date FROM d
+    ) z
+    GROUP BY 1, 2, 3, 4, 5
 $q$, rows)
 $f$;
 
@@ -309,22 +317,27 @@ DECLARE
         ELSE 'SELECT n.*, 1 AS sign FROM service_records_new n UNION ALL SELECT o.*, -1 FROM service_records_old o'
     END;
     ids bigint[];
+    emptied service_totals[];
 BEGIN
     EXECUTE format('SELECT array_agg(DISTINCT c.id) FROM (%s) c', changed) INTO ids;
     IF ids IS NULL THEN RETURN NULL; END IF;
     PERFORM record_checks_refresh(ids);
     EXECUTE format($q$
         WITH up AS (
-            INSERT INTO service_day_totals AS t %s ORDER BY 1, 2, 3, 4
-            ON CONFLICT (instrument_id, unit_id, day, user_type) DO UPDATE SET
+            INSERT INTO service_totals AS t %s ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (instrument_id, grain, first_day, unit_id, user_type) DO UPDATE SET
                 records = t.records + EXCLUDED.records, amount = t.amount + EXCLUDED.amount,
                 service_hours = t.service_hours + EXCLUDED.service_hours
             RETURNING t.*
         )
-        DELETE FROM service_day_totals d USING up
-        WHERE up.records = 0 AND (d.instrument_id, d.unit_id, d.day, d.user_type)
-              = (up.instrument_id, up.unit_id, up.day, up.user_type)
-    $q$, service_day_totals_sql(changed));
+        SELECT array_agg(up) FROM up WHERE up.records = 0
+    $q$, service_totals_sql(changed)) INTO emptied;
+    IF emptied IS NOT NULL THEN
+        DELETE FROM service_totals d USING unnest(emptied) z
+        WHERE (d.instrument_id, d.grain, d.first_day, d.unit_id, d.user_type)
+              = (z.instrument_id, z.grain, z.first_day, z.unit_id, z.user_type)
+          AND d.records = 0;
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -462,6 +475,6 @@ BEGIN
         || ' HAVING sum(u.sign * u.seconds) <> 0';
     EXECUTE 'INSERT INTO record_checks '
         || record_checks_sql('SELECT * FROM service_records', 'SELECT x.*, 1 AS sign FROM record_window_usage x');
-    EXECUTE 'INSERT INTO service_day_totals '
-        || service_day_totals_sql('SELECT s.*, 1 AS sign FROM service_records s');
+    EXECUTE 'INSERT INTO service_totals '
+        || service_totals_sql('SELECT s.*, 1 AS sign FROM service_records s');
 END $$;
