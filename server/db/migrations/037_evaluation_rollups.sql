@@ -298,7 +298,7 @@ CREATE FUNCTION service_totals_sql(rows text) RETURNS text LANGUAGE sql IMMUTABL
 SELECT format($q$
     WITH d AS (SELECT r.*, (r.start_at AT TIME ZONE 'Asia/Shanghai')::date AS day FROM (%s) r)
     SELECT instrument_id, grain, first_day, unit_id, user_type,
-           sum(sign)::bigint, sum(sign * amount), sum(sign * service_hours)
+           sum(sign)::bigint AS records, sum(sign * amount) AS amount, sum(sign * service_hours) AS service_hours
     FROM (
         SELECT d.*, 'd'::"char" AS grain, d.day AS first_day FROM d
         UNION ALL SELECT d.*, 'm', date_trunc('month', d.day)::date FROM d
