@@ -302,10 +302,13 @@ FROM by_identity b
 JOIN inst ON inst.id = b.instrument_id
 LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = b.method AND ident.identifier = b.identifier
 GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
 """
 
 # Rollup rows are few (a year: one per instrument, agent, class and identity), so they are
 # classed directly; numeric sums are exact in any order, so the figures are those of SEGMENT_HOURS.
+# Rows come in a fixed order: the running hours are float sums of the classes' hours in Python,
+# whose last bit depends on the order they are added in (a hash aggregate's order is arbitrary).
 ROLLUP_HOURS = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_CLASS}),
@@ -316,6 +319,7 @@ JOIN inst ON inst.id = r.instrument_id
 LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = NULLIF(r.method, '')
                    AND ident.identifier = NULLIF(r.identifier, '')
 GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
 """
 
 # The same from migration 037's rollup, classed at write time (who ran it, through identity_map as
@@ -327,6 +331,7 @@ piece AS ({running_rollup("IN (SELECT id FROM inst)", classed=True)})
 SELECT r.instrument_id, r.cls, r.who, sum(r.seconds)::float8 / 3600
 FROM piece r
 GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
 """
 
 SEGMENT_HOURS = f"""

@@ -403,7 +403,8 @@ RECORDS = _rec_head(by_instrument=True) + _WINDOW_PAIRS + _VERDICT + _RECORDS_SE
 # The same from the running segments themselves: the reference the windows are checked against.
 RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + _RECORDS_SELECT
 
-# Per instrument: what the region's evaluation needs, without a row per record.
+# Per instrument: what the region's evaluation needs, without a row per record; in a fixed order,
+# since the units' totals are float sums of these rows in Python (the last bit depends on the order).
 _TOTALS_SELECT = f"""
 SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FILTER (WHERE status = 'overclaimed'),
        {_hours("sum(contradicted)")}, {_hours("sum(unverifiable)")}, count(*) FILTER (WHERE type_mismatch),
@@ -414,6 +415,7 @@ SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FI
        {_hours("sum(may_used)")}
 FROM verdict
 GROUP BY unit_id, instrument_id
+ORDER BY unit_id, instrument_id
 """
 # The region's totals from the per-record checks kept at write time (record_checks, migration 037:
 # each record's window time already summed by attribution, with the identities classed as they
@@ -489,6 +491,7 @@ SELECT a.unit_id, a.instrument_id, a.n, a.claimed::float8, COALESCE(f.overclaime
        a.mismatches, {_hours("a.cov_v")}, {_hours("a.cov_u")}, COALESCE(f.unverifiable_n, 0),
        {_hours("a.own_unit")}, {_hours("a.may_used")}
 FROM all_totals a LEFT JOIN flagged_totals f ON (f.unit_id, f.instrument_id) = (a.unit_id, a.instrument_id)
+ORDER BY a.unit_id, a.instrument_id
 """
 TOTALS = _CHECKS_MEASURED
 # The same from the windows (migration 029), classing identities at report time: the way before 037.
