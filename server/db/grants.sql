@@ -79,6 +79,7 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     -- 037: pre-classed rollup, per-record checks, service totals: written only by SECURITY DEFINER triggers
     ('usage_rollup_classed', '',        'S',       'S'),
     ('record_checks',        '',        'S',       'S'),
+    ('record_totals',        '',        'S',       'S'),
     ('service_totals',       '',        'S',       'S'),
     -- web (020)
     ('web_accounts',         '',        'SIU',     'SIU'),

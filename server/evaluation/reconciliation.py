@@ -40,6 +40,7 @@ from server.evaluation.sql import (
     clipped_us,
     overlapping,
     records_in_period,
+    rollup_tiles,
     running_overlapping,
 )
 from server.store.conn import Conn
@@ -417,83 +418,78 @@ FROM verdict
 GROUP BY unit_id, instrument_id
 ORDER BY unit_id, instrument_id
 """
-# The region's totals from the per-record checks kept at write time (record_checks, migration 037:
-# each record's window time already summed by attribution, with the identities classed as they
-# are now), so no record is joined with its windows or the identities here. The only part that
-# depends on the period beyond its records is the external time a window has inside it: a window
-# that runs past the period's end gives back its external rows of the days after it (a handful of
-# records, read from record_window_usage and classed here). Whole microseconds in bigint, turned
-# into float8 as the other ways do, and sums of whole float8 numbers are exact in any grouping:
-# the same figures. Records are not sorted or joined one by one: two aggregates per instrument.
+# The region's totals from what migration 037 keeps at write time: record_checks (each record's
+# window time summed by attribution, with the identities classed as they are now) and its sums per
+# instrument x calendar span (record_totals, read at the grains that tile the period), so no record
+# is joined with its windows or the identities here. Read one by one: only the records whose claim
+# exceeds their supporting time (index on unsupported_us; their unwatched time looked up as before)
+# and those whose window runs past the period's end (their external rows of the days after it are
+# taken back: the period's part of a window). Whole microseconds, summed exactly in bigint / numeric
+# and turned into float8 as the other ways do (sums of whole float8 numbers are exact in any
+# grouping): the same figures.
 _UNWATCHED_US = _us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")
-_CHECKS_MEASURED = f"""
+_CHECKS_TOTALS = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_CLASS}),
+checks AS NOT MATERIALIZED (
+    SELECT c.* FROM record_checks c
+    WHERE c.instrument_id IN (SELECT id FROM inst) AND c.start_at >= %(t0)s AND c.start_at < %(t1)s
+),
+-- external time of 130 windows that run past the period's end, on the days after it
 late AS (
-    SELECT c.record_id, sum(w.us) FILTER (WHERE w.watched) AS v, sum(w.us) FILTER (WHERE NOT w.watched) AS u
-    FROM record_checks c
+    SELECT c.unit_id, c.instrument_id, sum(w.us) FILTER (WHERE w.watched) AS v,
+           sum(w.us) FILTER (WHERE NOT w.watched) AS u
+    FROM checks c
     CROSS JOIN LATERAL (
         SELECT * FROM record_window_usage x WHERE x.record_id = c.record_id AND x.day >= %(end)s OFFSET 0
     ) w
     JOIN ident ON ident.unit_id = c.unit_id AND ident.method = NULLIF(w.method, '')
               AND ident.identifier = NULLIF(w.identifier, '')
-    WHERE c.instrument_id IN (SELECT id FROM inst) AND c.start_at >= %(t0)s AND c.start_at < %(t1)s
-      AND c.end_at > %(t1)s AND ident.who = 'external'
-    GROUP BY c.record_id
-),
-measured AS NOT MATERIALIZED (
-    SELECT c.record_id AS id, c.unit_id, c.instrument_id, c.start_at, c.end_at, c.service_hours, c.user_type,
-           c.type_mismatch,
-           (c.ext_verified_us - COALESCE(l.v, 0))::float8 AS ext_period_verified,
-           (c.ext_unverified_us - COALESCE(l.u, 0))::float8 AS ext_period_unverified,
-           c.own_us::float8 AS own_unit,
-           greatest(0, (c.service_hours * 3600000000)::float8 - c.attributed_us::float8
-                       - c.may_us::float8) AS unsupported,
-           least(c.may_us::float8,
-                 greatest(0, (c.service_hours * 3600000000)::float8 - c.attributed_us::float8)) AS may_used
-    FROM record_checks c LEFT JOIN late l ON l.record_id = c.record_id
-    WHERE c.instrument_id IN (SELECT id FROM inst) AND c.start_at >= %(t0)s AND c.start_at < %(t1)s
+    WHERE c.end_at > %(t1)s AND c.user_type = 130 AND ident.who = 'external'
+    GROUP BY 1, 2
 ),
 -- records whose claim exceeds attributed + may-support time by more than the tolerance: the time
--- no agent watched in their window is looked up for these only; every other record is 一致 with
--- its (small) unsupported time contradicted, as _VERDICT gives it
+-- no agent watched in their window is looked up for these only (as _VERDICT does); every other
+-- record is 一致, its (small) unsupported time counted as contradicted
 flagged AS (
-    SELECT f.unit_id, f.instrument_id, f.unsupported - f.unverifiable AS contradicted, f.unverifiable
+    SELECT f.unit_id, f.instrument_id, f.unsupported, f.unsupported - f.unverifiable AS contradicted, f.unverifiable
     FROM (
-        SELECT r.unit_id, r.instrument_id, r.unsupported,
-               least(r.unsupported, greatest(0, {_UNWATCHED_US})) AS unverifiable
-        FROM measured r
+        SELECT r.unit_id, r.instrument_id, r.unsupported_us::float8 AS unsupported,
+               least(r.unsupported_us::float8, greatest(0, {_UNWATCHED_US})) AS unverifiable
+        FROM checks r
         LEFT JOIN LATERAL (
             SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
             FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
         ) w ON true
-        WHERE r.unsupported > %(tol)s * 3600000000
+        WHERE r.unsupported_us > %(tol)s * 3600000000
     ) f
 ),
 flagged_totals AS (
-    SELECT unit_id, instrument_id, sum(contradicted) AS contradicted, sum(unverifiable) AS unverifiable,
+    SELECT unit_id, instrument_id, sum(unsupported) AS unsupported, sum(contradicted) AS contradicted,
+           sum(unverifiable) AS unverifiable,
            count(*) FILTER (WHERE contradicted > %(tol)s * 3600000000) AS overclaimed,
            count(*) FILTER (WHERE contradicted <= %(tol)s * 3600000000) AS unverifiable_n
     FROM flagged GROUP BY 1, 2
 ),
 all_totals AS (
-    SELECT unit_id, instrument_id, count(*) AS n, sum(service_hours) AS claimed,
-           count(*) FILTER (WHERE type_mismatch) AS mismatches,
-           COALESCE(sum(ext_period_verified) FILTER (WHERE user_type = 130), 0) AS cov_v,
-           COALESCE(sum(ext_period_unverified) FILTER (WHERE user_type = 130), 0) AS cov_u,
-           COALESCE(sum(own_unit) FILTER (WHERE user_type = 130), 0) AS own_unit,
-           sum(may_used) AS may_used,
-           COALESCE(sum(unsupported) FILTER (WHERE unsupported <= %(tol)s * 3600000000), 0) AS ok_unsupported
-    FROM measured GROUP BY 1, 2
+    SELECT r.unit_id, r.instrument_id, sum(r.records)::bigint AS n, sum(r.claimed) AS claimed,
+           sum(r.mismatches)::bigint AS mismatches, sum(r.unsupported_us) AS unsupported,
+           sum(r.may_used_us) AS may_used, sum(r.own_130_us) AS own_unit,
+           sum(r.ext_verified_130_us) AS cov_v, sum(r.ext_unverified_130_us) AS cov_u
+    FROM ({rollup_tiles("record_totals", "r.*", "IN (SELECT id FROM inst)")}) r
+    GROUP BY 1, 2
 )
 SELECT a.unit_id, a.instrument_id, a.n, a.claimed::float8, COALESCE(f.overclaimed, 0),
-       {_hours("a.ok_unsupported + COALESCE(f.contradicted, 0)")}, {_hours("COALESCE(f.unverifiable, 0)")},
-       a.mismatches, {_hours("a.cov_v")}, {_hours("a.cov_u")}, COALESCE(f.unverifiable_n, 0),
-       {_hours("a.own_unit")}, {_hours("a.may_used")}
-FROM all_totals a LEFT JOIN flagged_totals f ON (f.unit_id, f.instrument_id) = (a.unit_id, a.instrument_id)
+       {_hours("(a.unsupported::float8 - COALESCE(f.unsupported, 0)) + COALESCE(f.contradicted, 0)")},
+       {_hours("COALESCE(f.unverifiable, 0)")}, a.mismatches,
+       {_hours("(a.cov_v - COALESCE(l.v, 0))::float8")}, {_hours("(a.cov_u - COALESCE(l.u, 0))::float8")},
+       COALESCE(f.unverifiable_n, 0), {_hours("a.own_unit::float8")}, {_hours("a.may_used::float8")}
+FROM all_totals a
+LEFT JOIN flagged_totals f ON (f.unit_id, f.instrument_id) = (a.unit_id, a.instrument_id)
+LEFT JOIN late l ON (l.unit_id, l.instrument_id) = (a.unit_id, a.instrument_id)
 ORDER BY a.unit_id, a.instrument_id
 """
-TOTALS = _CHECKS_MEASURED
+TOTALS = _CHECKS_TOTALS
 # The same from the windows (migration 029), classing identities at report time: the way before 037.
 TOTALS_FROM_WINDOWS = _rec_head(by_instrument=False) + _WINDOW_TOTALS + _VERDICT + _TOTALS_SELECT
 TOTALS_FROM_SEGMENTS = _head(by_instrument=False) + _MEASURE_TOTALS + _VERDICT + _TOTALS_SELECT

@@ -25,14 +25,15 @@ from tests.evaluation import scenario
 from tests.evaluation.test_record_windows import KEY, PERIODS, ingested  # noqa: F401  (fixture)
 from tests.server.helpers import settings_for
 
-Tables = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+Tables = tuple[list[tuple[Any, ...]], ...]
 
 
 def stored(conn: psycopg.Connection[Any]) -> Tables:
     return (
         conn.execute("SELECT * FROM usage_rollup_classed ORDER BY 1, 2, 3, 4, 5").fetchall(),
-        conn.execute("SELECT * FROM record_checks ORDER BY 1").fetchall(),
+        [r[:16] for r in conn.execute("SELECT * FROM record_checks ORDER BY 1").fetchall()],  # not unsupported_us
         conn.execute("SELECT * FROM service_totals ORDER BY 1, 2, 3, 4, 5").fetchall(),
+        conn.execute("SELECT * FROM record_totals ORDER BY 1, 2, 3, 4").fetchall(),
     )
 
 
@@ -49,10 +50,13 @@ def recomputed(conn: psycopg.Connection[Any]) -> Tables:
     checks = sql("record_checks_sql", "SELECT * FROM service_records",
                  "SELECT x.*, 1 AS sign FROM record_window_usage x")  # fmt: skip
     totals = sql("service_totals_sql", "SELECT s.*, 1 AS sign FROM service_records s")
+    sums = sql("record_totals_sql", "SELECT c.*, 1 AS sign FROM record_checks c")  # (checked above)
     return (
         conn.execute(f"SELECT * FROM ({classed}) z WHERE seconds <> 0 ORDER BY 1, 2, 3, 4, 5".encode()).fetchall(),
         conn.execute(f"SELECT * FROM ({checks}) z ORDER BY 1".encode()).fetchall(),
         conn.execute(f"SELECT * FROM ({totals}) z WHERE records <> 0 ORDER BY 1, 2, 3, 4, 5".encode()).fetchall(),
+        [(*r[:9], r[9] or 0, r[10] or 0, r[11] or 0) for r in conn.execute(
+            f"SELECT * FROM ({sums}) z WHERE records <> 0 ORDER BY 1, 2, 3, 4".encode()).fetchall()],
     )
 
 

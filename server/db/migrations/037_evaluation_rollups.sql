@@ -9,6 +9,7 @@
 --   record_checks one row per service record: its attributes the reconciliation needs and its
 --                 window's running time (029's record_window_usage) summed by attribution (att /
 --                 may / own / other, reconciliation.attribution), watched or not, external;
+--   record_totals record_checks summed per instrument x calendar span x record unit (its trigger);
 --   service_totals  per instrument x calendar span (013's grains) of the records' local start day x
 --                 record unit x user type: count, amount and claimed hours of service records
 --                 (revenue, the fee check's count of records without a price list).
@@ -60,9 +61,36 @@ CREATE TABLE record_checks (
     verified_us       bigint NOT NULL DEFAULT 0,
     unverified_us     bigint NOT NULL DEFAULT 0,
     ext_verified_us   bigint NOT NULL DEFAULT 0,
-    ext_unverified_us bigint NOT NULL DEFAULT 0
+    ext_unverified_us bigint NOT NULL DEFAULT 0,
+    -- the claim beyond attributed + may-support time (reconciliation's `unsupported`, exact)
+    unsupported_us    bigint GENERATED ALWAYS AS
+        (greatest(0, (service_hours * 3600000000)::bigint - attributed_us - may_us)) STORED
 );
 CREATE INDEX record_checks_instrument_time ON record_checks (instrument_id, start_at);
+-- the few records whose claim exceeds their supporting time, and those whose window runs past a
+-- period's end
+CREATE INDEX record_checks_unsupported ON record_checks (unsupported_us, start_at);
+CREATE INDEX record_checks_end ON record_checks (end_at);
+
+-- record_checks summed per instrument x calendar span of the records' local start day (013's
+-- grains) x record unit: what the region's reconciliation totals need of the records that do not
+-- exceed their supporting time (user type 130's external and own-unit time, may-support time used).
+CREATE TABLE record_totals (
+    instrument_id   text NOT NULL,
+    grain           "char" NOT NULL CHECK (grain IN ('d', 'm', 'y')),
+    first_day       date NOT NULL,
+    unit_id         text NOT NULL,
+    records         bigint NOT NULL,
+    claimed         numeric(16, 1) NOT NULL,
+    mismatches      bigint NOT NULL,
+    unsupported_us  bigint NOT NULL,
+    may_used_us     bigint NOT NULL,
+    own_130_us      bigint NOT NULL,
+    ext_verified_130_us   bigint NOT NULL,
+    ext_unverified_130_us bigint NOT NULL,
+    PRIMARY KEY (instrument_id, grain, first_day, unit_id)
+);
+CREATE INDEX record_totals_span ON record_totals (grain, first_day);
 
 CREATE TABLE service_totals (
     instrument_id   text NOT NULL,
@@ -351,6 +379,71 @@ CREATE TRIGGER service_records_checks_delete AFTER DELETE ON service_records
     REFERENCING OLD TABLE AS service_records_old FOR EACH STATEMENT
     EXECUTE FUNCTION record_checks_records_changed();
 
+-- record_checks changed (by any of the above): its spans' totals follow by delta.
+CREATE FUNCTION record_totals_sql(rows text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+SELECT format($q$
+    WITH d AS (SELECT r.*, (r.start_at AT TIME ZONE 'Asia/Shanghai')::date AS day FROM (%s) r)
+    SELECT instrument_id, grain, first_day, unit_id, sum(sign)::bigint AS records,
+           sum(sign * service_hours) AS claimed, sum(sign * type_mismatch::int)::bigint AS mismatches,
+           sum(sign * unsupported_us)::bigint AS unsupported_us,
+           sum(sign * least(may_us, greatest(0, (service_hours * 3600000000)::bigint - attributed_us)))::bigint,
+           sum(sign * own_us) FILTER (WHERE user_type = 130)::bigint,
+           sum(sign * ext_verified_us) FILTER (WHERE user_type = 130)::bigint,
+           sum(sign * ext_unverified_us) FILTER (WHERE user_type = 130)::bigint
+    FROM (
+        SELECT d.*, 'd'::"char" AS grain, d.day AS first_day FROM d
+        UNION ALL SELECT d.*, 'm', date_trunc('month', d.day)::date FROM d
+        UNION ALL SELECT d.*, 'y', date_trunc('year', d.day)::date FROM d
+    ) z
+    GROUP BY 1, 2, 3, 4
+$q$, rows)
+$f$;
+
+CREATE FUNCTION record_totals_apply() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    changed text := CASE TG_OP
+        WHEN 'INSERT' THEN 'SELECT n.*, 1 AS sign FROM record_checks_new n'
+        WHEN 'DELETE' THEN 'SELECT o.*, -1 AS sign FROM record_checks_old o'
+        ELSE 'SELECT n.*, 1 AS sign FROM record_checks_new n UNION ALL SELECT o.*, -1 FROM record_checks_old o'
+    END;
+    emptied record_totals[];
+BEGIN
+    EXECUTE format($q$
+        WITH up AS (
+            INSERT INTO record_totals AS t
+            SELECT instrument_id, grain, first_day, unit_id, records, claimed, mismatches, unsupported_us,
+                   COALESCE(z.may, 0), COALESCE(z.own, 0), COALESCE(z.ev, 0), COALESCE(z.eu, 0)
+            FROM (%s) z (instrument_id, grain, first_day, unit_id, records, claimed, mismatches, unsupported_us,
+                         may, own, ev, eu)
+            ORDER BY 1, 2, 3, 4
+            ON CONFLICT (instrument_id, grain, first_day, unit_id) DO UPDATE SET
+                records = t.records + EXCLUDED.records, claimed = t.claimed + EXCLUDED.claimed,
+                mismatches = t.mismatches + EXCLUDED.mismatches,
+                unsupported_us = t.unsupported_us + EXCLUDED.unsupported_us,
+                may_used_us = t.may_used_us + EXCLUDED.may_used_us, own_130_us = t.own_130_us + EXCLUDED.own_130_us,
+                ext_verified_130_us = t.ext_verified_130_us + EXCLUDED.ext_verified_130_us,
+                ext_unverified_130_us = t.ext_unverified_130_us + EXCLUDED.ext_unverified_130_us
+            RETURNING t.*
+        )
+        SELECT array_agg(up) FROM up WHERE up.records = 0
+    $q$, record_totals_sql(changed)) INTO emptied;
+    IF emptied IS NOT NULL THEN
+        DELETE FROM record_totals d USING unnest(emptied) z
+        WHERE (d.instrument_id, d.grain, d.first_day, d.unit_id) = (z.instrument_id, z.grain, z.first_day, z.unit_id)
+          AND d.records = 0;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER record_checks_totals_insert AFTER INSERT ON record_checks
+    REFERENCING NEW TABLE AS record_checks_new FOR EACH STATEMENT EXECUTE FUNCTION record_totals_apply();
+CREATE TRIGGER record_checks_totals_update AFTER UPDATE ON record_checks
+    REFERENCING OLD TABLE AS record_checks_old NEW TABLE AS record_checks_new
+    FOR EACH STATEMENT EXECUTE FUNCTION record_totals_apply();
+CREATE TRIGGER record_checks_totals_delete AFTER DELETE ON record_checks
+    REFERENCING OLD TABLE AS record_checks_old FOR EACH STATEMENT EXECUTE FUNCTION record_totals_apply();
+
 -- The registry changed who is internal / external: re-class what it concerns.
 CREATE FUNCTION evaluation_identities_changed() RETURNS trigger LANGUAGE plpgsql
     SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -466,6 +559,7 @@ REVOKE ALL ON FUNCTION evaluation_identities_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION evaluation_people_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION evaluation_units_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION evaluation_instruments_moved() FROM PUBLIC;
+REVOKE ALL ON FUNCTION record_totals_apply() FROM PUBLIC;
 
 -- Backfill from what is stored.
 DO $$
@@ -473,6 +567,7 @@ BEGIN
     EXECUTE 'INSERT INTO usage_rollup_classed '
         || usage_rollup_classed_sql('SELECT u.*, 1 AS sign FROM usage_rollup u')
         || ' HAVING sum(u.sign * u.seconds) <> 0';
+    -- (record_totals follows by its trigger)
     EXECUTE 'INSERT INTO record_checks '
         || record_checks_sql('SELECT * FROM service_records', 'SELECT x.*, 1 AS sign FROM record_window_usage x');
     EXECUTE 'INSERT INTO service_totals '
