@@ -461,7 +461,8 @@ flagged AS (
             SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
             FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
         ) w ON true
-        WHERE r.unsupported_us > %(tol)s * 3600000000
+        -- an integer exceeds t exactly when it exceeds floor(t); in bigint the index applies
+        WHERE r.unsupported_us > floor(%(tol)s * 3600000000)::bigint
     ) f
 ),
 flagged_totals AS (
