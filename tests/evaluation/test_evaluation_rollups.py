@@ -76,7 +76,10 @@ def _external_2025(conn: psycopg.Connection[Any]) -> float:
     return compute(conn, Period.year(2025)).region.external.total
 
 
-def test_tables_follow_incremental_ingest_and_a_rederive(ingested: str) -> None:  # noqa: F811
+def test_tables_follow_ingest_a_rederive_and_record_edits(ingested: str) -> None:  # noqa: F811
+    """After the scenario's incremental ingest and after a re-derive the tables are the same; then
+    records edited (window and claim, applicant organisation) and deleted through the web's role
+    update their checks and totals."""
     with psycopg.connect(ingested) as conn:
         before = stored(conn)
         assert all(before), "the scenario fills every table"
@@ -84,6 +87,28 @@ def test_tables_follow_incremental_ingest_and_a_rederive(ingested: str) -> None:
         rebuild_agent(conn, "A1", settings_for(ingested).derive.params())
         conn.commit()
         assert stored(conn) == before
+        r1 = conn.execute(
+            "SELECT record_id, attributed_us, own_us, c.service_hours FROM record_checks c"
+            " JOIN service_records r ON r.id = c.record_id WHERE r.record_no = 'R1'"
+        ).fetchone()
+        assert r1 is not None
+    with psycopg.connect(role_dsn(ingested, "jishi_web")) as conn:
+        conn.execute("SELECT audit_as('account:ops')")
+        conn.execute("UPDATE service_records SET end_at = end_at + interval '3 hours', service_hours = 9"
+                     " WHERE record_no = 'R1'")  # fmt: skip
+        conn.execute("UPDATE service_records SET applicant_org_id = 'O1' WHERE record_no = 'R5'")  # now 130 of its own
+        conn.execute("DELETE FROM service_records WHERE record_no = 'W2'")
+        conn.commit()
+    with psycopg.connect(ingested) as check:
+        same_evaluation(check)
+        after = check.execute(
+            "SELECT record_id, attributed_us, own_us, service_hours FROM record_checks WHERE record_id = %s", (r1[0],)
+        ).fetchone()
+        assert after is not None and after != r1
+        assert check.execute(
+            "SELECT count(*) FROM record_checks c WHERE NOT EXISTS"
+            " (SELECT 1 FROM service_records r WHERE r.id = c.record_id)"
+        ).fetchone() == (0,)
 
 
 def test_a_late_batch_changes_a_closed_days_rollup(fresh_db: str) -> None:
@@ -114,10 +139,10 @@ def test_a_late_batch_changes_a_closed_days_rollup(fresh_db: str) -> None:
                 same_evaluation(check)
 
 
-def test_a_mapping_edit_reclasses_past_running_time(ingested: str) -> None:  # noqa: F811
+def test_registry_edits_reclass_past_running_time(ingested: str) -> None:  # noqa: F811
     """Carol's card (external, O3) remapped to alice (the unit's own), then the mapping removed
     (unattributed), then restored, each through the web's role: the year's external hours and the
-    reconciliation follow, with only the affected rows re-classed."""
+    reconciliation follow, with only the affected rows re-classed; then affiliation and person edits."""
     web = role_dsn(ingested, "jishi_web")
     with psycopg.connect(ingested) as check:
         external = _external_2025(check)
@@ -145,13 +170,8 @@ def test_a_mapping_edit_reclasses_past_running_time(ingested: str) -> None:  # n
         assert check.execute(
             "SELECT * FROM usage_rollup_classed WHERE instrument_id = 'I2' ORDER BY 1, 2, 3, 4, 5"
         ).fetchall() == untouched
-
-
-def test_person_and_affiliation_edits_reclass(ingested: str) -> None:  # noqa: F811
-    web = role_dsn(ingested, "jishi_web")
-    with psycopg.connect(ingested) as check:
-        external = _external_2025(check)
-    # carol's company becomes an affiliated organisation, then carol moves to O4 (external again)
+    # carol's company becomes an affiliated organisation (her time: internal), then carol moves to
+    # O4 (external again), then the affiliation goes
     for sql in (
         "INSERT INTO unit_affiliations (unit_id, org_id) VALUES ('U1', 'O3')",
         "UPDATE platform_users SET org_id = 'O4' WHERE id = 'carol'",
@@ -167,33 +187,6 @@ def test_person_and_affiliation_edits_reclass(ingested: str) -> None:  # noqa: F
                 assert _external_2025(check) < external
     with psycopg.connect(ingested) as check:
         assert _external_2025(check) == external
-
-
-def test_edited_and_deleted_records_update_their_checks(ingested: str) -> None:  # noqa: F811
-    web = role_dsn(ingested, "jishi_web")
-    with psycopg.connect(ingested) as check:
-        r1 = check.execute(
-            "SELECT record_id, attributed_us, own_us, c.service_hours FROM record_checks c"
-            " JOIN service_records r ON r.id = c.record_id WHERE r.record_no = 'R1'"
-        ).fetchone()
-        assert r1 is not None
-    with psycopg.connect(web) as conn:
-        conn.execute("SELECT audit_as('account:ops')")
-        conn.execute("UPDATE service_records SET end_at = end_at + interval '3 hours', service_hours = 9"
-                     " WHERE record_no = 'R1'")  # fmt: skip
-        conn.execute("UPDATE service_records SET applicant_org_id = 'O1' WHERE record_no = 'R5'")  # now 130 of its own
-        conn.execute("DELETE FROM service_records WHERE record_no = 'W2'")
-        conn.commit()
-    with psycopg.connect(ingested) as check:
-        same_evaluation(check)
-        after = check.execute(
-            "SELECT record_id, attributed_us, own_us, service_hours FROM record_checks WHERE record_id = %s", (r1[0],)
-        ).fetchone()
-        assert after is not None and after != r1
-        assert check.execute(
-            "SELECT count(*) FROM record_checks c WHERE NOT EXISTS"
-            " (SELECT 1 FROM service_records r WHERE r.id = c.record_id)"
-        ).fetchone() == (0,)
 
 
 @pytest.mark.parametrize("role", ["jishi_web", "jishi_admin", "jishi_ingest"])
