@@ -20,10 +20,12 @@ time (record_window_usage), the same SQL that keeps it for the web's imports and
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse --unit-only  # just the unit
     python bench/evaluation_region.py --workdir /tmp/jishi-prov --reuse --instruments 20000 --units 240  # province
 
-Every measurement is made the new way (service records' windows read from record_window_usage,
-migration 029) and the old way (measured from the running segments), interleaved, and the results
-are compared figure by figure (exact equality of the region's result and report, and of the unit's
-report and its JSON bytes): the output says IDENTICAL or DIFFERENT.
+Every measurement is made the new way (what migration 037 keeps at write time: the classed
+running-time rollup, per-record checks and their totals, service totals; one unit's records from
+029's windows) and the old way (013's per-identity rollup classed at report time, windows measured
+from the running segments, every record read), interleaved, and the results are compared figure by
+figure (exact equality of the region's result and report, and of the unit's report and its JSON
+bytes): the output says IDENTICAL or DIFFERENT.
 
 ``--reuse`` skips generation when the database already holds a generated region of the requested
 size (``--dsn``, or the private cluster kept in ``--workdir``); new migrations are applied first.
@@ -180,18 +182,22 @@ def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
         # Every trigger runs: 029's window trigger, and the audit trigger, which chains one audit
         # row per record (linear since migration 036 locks and moves the chain head once per
         # transaction; 021's per-row head update made this one statement quadratic).
-        step(
-            "service_records",
-            """
+        # In chunks of instruments like the segments: each statement's triggers (029, 037) take one
+        # advisory lock per instrument, and a province's 20,000 in one transaction overflow the
+        # lock table (max_locks_per_transaction).
+        for chunk in range(SEGMENT_CHUNKS):
+            step(
+                f"service_records_{chunk}",
+                f"""
             INSERT INTO service_records (unit_id, instrument_id, record_no, start_at, end_at, service_hours, amount,
                                          way, user_type, direction, applicant_org_name)
             SELECT unit_id, instrument_id, instrument_id || '-' || d || '-' || k,
                    date_trunc('hour', start_at), date_trunc('hour', start_at + dur) + interval '1 hour',
                    round((extract(epoch FROM dur) / 3600 * CASE WHEN random() < 0.05 THEN 2 ELSE 1 END)::numeric, 1),
                    round((extract(epoch FROM dur) / 3600 * 300)::numeric, 2), '占用', 130, 135, '企业'
-            FROM bench_runs WHERE substr(ident, 5)::int > 30 AND random() < 0.3;
+            FROM bench_runs WHERE substr(ident, 5)::int > 30 AND random() < 0.3 AND id_n % {SEGMENT_CHUNKS} = {chunk};
         """,
-        )
+            )
         step("drop_runs", "DROP TABLE bench_runs")
         step("analyze", "VACUUM ANALYZE")
     return steps
@@ -234,9 +240,11 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
         counts = {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
             for t in ("usage_segments", "user_sessions", "coverage", "service_records", "instruments",
-                      "usage_rollup", "record_window_usage")
+                      "usage_rollup", "record_window_usage", "usage_rollup_classed", "record_checks",
+                      "record_totals", "service_totals")
         }
         print("rows:", counts)
+        print("load average at start", os.getloadavg())
         pseudonyms = privacy.load(conn)
         conn.commit()
         results: dict[str, RegionResult] = {}
@@ -249,6 +257,10 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
         if results:
             diffs = _same_region(results["old"], results["new"], now)
             print("region, old vs new:", "IDENTICAL" if not diffs else f"DIFFERENT in {diffs}")
+            # which of migration 037's tables each compared field comes from
+            print("  evaluation (running/external hours: usage_rollup_classed; revenue: service_totals),"
+                  " reconciliation (totals: record_checks + record_totals; fees: service_totals),"
+                  " sheets, subsidies, findings, sample, revenue at risk, region report")
             t = time.perf_counter()
             rep = region_report(results["new"])
             write_xlsx(rep, out / "evaluation.xlsx")

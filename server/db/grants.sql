@@ -76,6 +76,11 @@ INSERT INTO jishi_grants (rel, ingest, web, admin) VALUES
     ('usage_rollup',         'SIUD',    'S',       'S'),
     -- 029: per-record window time, written only by its SECURITY DEFINER triggers
     ('record_window_usage',  '',        'S',       'S'),
+    -- 037: pre-classed rollup, per-record checks, service totals: written only by SECURITY DEFINER triggers
+    ('usage_rollup_classed', '',        'S',       'S'),
+    ('record_checks',        '',        'S',       'S'),
+    ('record_totals',        '',        'S',       'S'),
+    ('service_totals',       '',        'S',       'S'),
     -- web (020)
     ('web_accounts',         '',        'SIU',     'SIU'),
     ('web_sessions',         '',        'SID',     ''),

@@ -38,6 +38,7 @@ from server.evaluation.sql import (
     overlapping,
     records_in_period,
     rollup_spans,
+    rollup_tiles,
     running_overlapping,
     running_rollup,
     session_identity,
@@ -301,10 +302,13 @@ FROM by_identity b
 JOIN inst ON inst.id = b.instrument_id
 LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = b.method AND ident.identifier = b.identifier
 GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
 """
 
 # Rollup rows are few (a year: one per instrument, agent, class and identity), so they are
 # classed directly; numeric sums are exact in any order, so the figures are those of SEGMENT_HOURS.
+# Rows come in a fixed order: the running hours are float sums of the classes' hours in Python,
+# whose last bit depends on the order they are added in (a hash aggregate's order is arbitrary).
 ROLLUP_HOURS = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_CLASS}),
@@ -315,6 +319,19 @@ JOIN inst ON inst.id = r.instrument_id
 LEFT JOIN ident ON ident.unit_id = inst.unit_id AND ident.method = NULLIF(r.method, '')
                    AND ident.identifier = NULLIF(r.identifier, '')
 GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+
+# The same from migration 037's rollup, classed at write time (who ran it, through identity_map as
+# it is now: re-classed when a mapping, a person or a unit's organisations change): no identity is
+# classed at report time; numeric sums are exact, so the figures are those of ROLLUP_HOURS.
+CLASSED_HOURS = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+piece AS ({running_rollup("IN (SELECT id FROM inst)", classed=True)})
+SELECT r.instrument_id, r.cls, r.who, sum(r.seconds)::float8 / 3600
+FROM piece r
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
 """
 
 SEGMENT_HOURS = f"""
@@ -390,6 +407,16 @@ GROUP BY 1
 
 
 _SERVICES = _services(by_instrument=False)
+# The same from migration 037's service totals per calendar span (exact numeric sums; a period is
+# whole local days, so its records are those of its spans).
+_SERVICES_DAYS = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+t AS ({rollup_tiles("service_totals", "r.instrument_id, r.user_type, r.records, r.amount, r.service_hours",
+                    "IN (SELECT id FROM inst)")})
+SELECT t.instrument_id, sum(t.records)::bigint, sum(t.amount), sum(t.service_hours)
+FROM t WHERE t.user_type = 130
+GROUP BY 1
+"""
 _SERVICES_UNIT = _services(by_instrument=True)
 
 _UNITS = """
@@ -445,11 +472,12 @@ def tune(conn: Conn) -> None:
     conn.execute("SET enable_memoize = off")
 
 
-def segment_hours(conn: Conn, p: dict[str, Any]) -> list[tuple[str, str, str, float]]:
+def segment_hours(conn: Conn, p: dict[str, Any], *, precomputed: bool = True) -> list[tuple[str, str, str, float]]:
     """(instrument, live|spool|unverified, internal|external|unattributed, hours) from measured
-    segments only: what an evidence bundle must reproduce. Read from the rollup, which holds the
-    same seconds exactly (migration 013)."""
-    return conn.execute(ROLLUP_HOURS, p).fetchall()
+    segments only: what an evidence bundle must reproduce. Read from the classed rollup (migration
+    037), which holds the same seconds exactly; `precomputed=False` classes 013's rollup's
+    identities here (the reference)."""
+    return conn.execute(CLASSED_HOURS if precomputed else ROLLUP_HOURS, p).fetchall()
 
 
 def segment_hours_from_segments(conn: Conn, p: dict[str, Any]) -> list[tuple[str, str, str, float]]:
@@ -458,10 +486,17 @@ def segment_hours_from_segments(conn: Conn, p: dict[str, Any]) -> list[tuple[str
 
 
 def compute(
-    conn: Conn, period: Period, unit_ids: Sequence[str] | None = None, now: datetime | None = None
+    conn: Conn,
+    period: Period,
+    unit_ids: Sequence[str] | None = None,
+    now: datetime | None = None,
+    *,
+    precomputed: bool = True,
 ) -> Evaluation:
     """Every indicator of the period for the given units (all units when None). Rated hours count
-    the period's days up to today: a period still running is not rated for days to come."""
+    the period's days up to today: a period still running is not rated for days to come.
+    `precomputed=False` reads what migration 037 keeps at write time the way it was computed
+    before (the reference the benchmark and the tests compare with)."""
     p = params(period, unit_ids)
     until = elapsed_until(now)
     figures: dict[str, InstrumentFigures] = {}
@@ -504,11 +539,12 @@ def compute(
         f.rated_hours = rated_hours(category, rated, first, end)
         f.open = bool(registered is not None and registered < period.end and is_open and mode == OPEN_MODE)
         figures[iid] = f
-    for iid, cls, who, hours in [*segment_hours(conn, p), *conn.execute(_MANUAL_HOURS, p)]:
+    for iid, cls, who, hours in [*segment_hours(conn, p, precomputed=precomputed), *conn.execute(_MANUAL_HOURS, p)]:
         f = figures[iid]
         f.running.add(cls, hours)
         getattr(f, who).add(cls, hours)
-    for iid, count, amount, hours in conn.execute(_SERVICES if unit_ids is None else _SERVICES_UNIT, p):
+    services = _SERVICES_DAYS if precomputed else _SERVICES if unit_ids is None else _SERVICES_UNIT
+    for iid, count, amount, hours in conn.execute(services, p):
         f = figures[iid]
         f.service_records = count
         f.revenue = amount

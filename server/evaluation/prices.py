@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.evaluation.indicators import params
 from server.evaluation.period import Period, local_iso
-from server.evaluation.sql import INST, records_in_period
+from server.evaluation.sql import INST, records_in_period, rollup_tiles
 from server.store.conn import Conn
 
 if TYPE_CHECKING:  # reconciliation imports this module
@@ -88,6 +88,28 @@ FEE_TOTALS = f"""
 {_checked(by_instrument=False)}
 SELECT unit_id, {_TOTALS_COLUMNS}
 FROM verdict GROUP BY unit_id
+"""
+
+# The same from migration 037's service totals: only records of instruments with a price list are
+# checked one by one; those of the others (most of a region's) are 'no_price' and counted from the
+# totals per calendar span, so the region's records are not read at all.
+FEE_TOTALS_PRICED = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+pinst AS MATERIALIZED (SELECT id FROM inst WHERE id IN (SELECT q.instrument_id FROM price_list q)),
+rec AS ({records_in_period(_REC_COLUMNS, "pinst", by_instrument=True)}),{_CHECKED_TAIL},
+unpriced AS (
+    SELECT t.unit_id, sum(t.records) AS n
+    FROM ({rollup_tiles("service_totals", "r.instrument_id, r.unit_id, r.records", "IN (SELECT id FROM inst)")}) t
+    WHERE t.instrument_id NOT IN (SELECT instrument_id FROM priced_inst)
+    GROUP BY 1
+)
+SELECT unit_id, sum(checked)::bigint, sum(differing)::bigint, sum(without)::bigint, sum(diff)
+FROM (
+    SELECT unit_id, {_TOTALS_COLUMNS} FROM verdict GROUP BY unit_id
+    UNION ALL
+    SELECT unit_id, 0, 0, n, 0 FROM unpriced
+) z (unit_id, checked, differing, without, diff)
+GROUP BY unit_id
 """
 
 # One unit in one pass (its records read through the (instrument, start) index): per unit of the
@@ -181,10 +203,16 @@ class FeeChecks:
 
 
 def check_fees(
-    conn: Conn, period: Period, unit_ids: Sequence[str] | None = None, *, tolerance: Decimal = FEE_TOLERANCE
+    conn: Conn,
+    period: Period,
+    unit_ids: Sequence[str] | None = None,
+    *,
+    tolerance: Decimal = FEE_TOLERANCE,
+    precomputed: bool = True,
 ) -> FeeChecks:
     """Service records of the period against the price lists; records listed for one unit only (a
-    region gets per-unit totals, so memory stays bounded)."""
+    region gets per-unit totals, so memory stays bounded). `precomputed=False`: the region's
+    records without a price list counted one by one (the reference for FEE_TOTALS_PRICED)."""
     p = params(period, unit_ids) | {"fee_tol": tolerance}
     out = FeeChecks(tolerance)
     for uid in unit_ids or ():
@@ -198,7 +226,7 @@ def check_fees(
             if record[0] is not None:
                 out.records.append(FeeCheck(*record))
         return out
-    for uid, checked, differing, without, diff in conn.execute(FEE_TOTALS, p):
+    for uid, checked, differing, without, diff in conn.execute(FEE_TOTALS_PRICED if precomputed else FEE_TOTALS, p):
         out.units[uid] = UnitFees(uid, checked, differing, without, Decimal(diff).quantize(FEN))
     return out
 

@@ -40,6 +40,7 @@ from server.evaluation.sql import (
     clipped_us,
     overlapping,
     records_in_period,
+    rollup_tiles,
     running_overlapping,
 )
 from server.store.conn import Conn
@@ -328,6 +329,21 @@ rec_measured AS (SELECT r.*, m.* FROM rec r LEFT JOIN by_record m ON m.rec_id = 
 """
 
 
+_UNWATCHED = f"""
+-- time in the window no agent watched; looked up only where claims exceed the supporting time (a
+-- few per cent of the records, so the look-ups run for those only)
+unwatched AS (
+    SELECT r.id, {_us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")} AS unwatched
+    FROM measured r
+    LEFT JOIN LATERAL (
+        SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
+        FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
+    ) w ON true
+    WHERE r.unsupported > %(tol)s * 3600000000
+),
+"""
+
+
 # Claims against attributed time, the unwatched time and the verdict, in microseconds (float8,
 # exact: see _us); `_hours` turns them into the hours the numeric seconds gave. `unsupported`:
 # the claim beyond attributed + may-support time; `may_used`: the part of the claim only
@@ -348,18 +364,7 @@ measured AS MATERIALIZED (
                  greatest(0, (m.service_hours * 3600000000)::float8 - COALESCE(m.attributed, 0))) AS may_used
     FROM rec_measured m
 ),
--- time in the window no agent watched; looked up only where claims exceed the supporting time (a
--- few per cent of the records, so the look-ups run for those only)
-unwatched AS (
-    SELECT r.id, {_us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")} AS unwatched
-    FROM measured r
-    LEFT JOIN LATERAL (
-        SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
-        FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
-    ) w ON true
-    WHERE r.unsupported > %(tol)s * 3600000000
-),
-watched AS (
+{_UNWATCHED}watched AS (
     SELECT r.*, COALESCE(u.unwatched, 0) AS unwatched
     FROM measured r LEFT JOIN unwatched u ON u.id = r.id
 ),
@@ -399,7 +404,8 @@ RECORDS = _rec_head(by_instrument=True) + _WINDOW_PAIRS + _VERDICT + _RECORDS_SE
 # The same from the running segments themselves: the reference the windows are checked against.
 RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + _RECORDS_SELECT
 
-# Per instrument: what the region's evaluation needs, without a row per record.
+# Per instrument: what the region's evaluation needs, without a row per record; in a fixed order,
+# since the units' totals are float sums of these rows in Python (the last bit depends on the order).
 _TOTALS_SELECT = f"""
 SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FILTER (WHERE status = 'overclaimed'),
        {_hours("sum(contradicted)")}, {_hours("sum(unverifiable)")}, count(*) FILTER (WHERE type_mismatch),
@@ -410,8 +416,83 @@ SELECT unit_id, instrument_id, count(*), sum(service_hours)::float8, count(*) FI
        {_hours("sum(may_used)")}
 FROM verdict
 GROUP BY unit_id, instrument_id
+ORDER BY unit_id, instrument_id
 """
-TOTALS = _rec_head(by_instrument=False) + _WINDOW_TOTALS + _VERDICT + _TOTALS_SELECT
+# The region's totals from what migration 037 keeps at write time: record_checks (each record's
+# window time summed by attribution, with the identities classed as they are now) and its sums per
+# instrument x calendar span (record_totals, read at the grains that tile the period), so no record
+# is joined with its windows or the identities here. Read one by one: only the records whose claim
+# exceeds their supporting time (index on unsupported_us; their unwatched time looked up as before)
+# and those whose window runs past the period's end (their external rows of the days after it are
+# taken back: the period's part of a window). Whole microseconds, summed exactly in bigint / numeric
+# and turned into float8 as the other ways do (sums of whole float8 numbers are exact in any
+# grouping): the same figures.
+_UNWATCHED_US = _us("extract(epoch FROM r.end_at - r.start_at) - COALESCE(w.seconds, 0)")
+_CHECKS_TOTALS = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+ident AS MATERIALIZED ({IDENTITY_CLASS}),
+checks AS NOT MATERIALIZED (
+    SELECT c.* FROM record_checks c
+    WHERE c.instrument_id IN (SELECT id FROM inst) AND c.start_at >= %(t0)s AND c.start_at < %(t1)s
+),
+-- external time of 130 windows that run past the period's end, on the days after it
+late AS (
+    SELECT c.unit_id, c.instrument_id, sum(w.us) FILTER (WHERE w.watched) AS v,
+           sum(w.us) FILTER (WHERE NOT w.watched) AS u
+    FROM checks c
+    CROSS JOIN LATERAL (
+        SELECT * FROM record_window_usage x WHERE x.record_id = c.record_id AND x.day >= %(end)s OFFSET 0
+    ) w
+    JOIN ident ON ident.unit_id = c.unit_id AND ident.method = NULLIF(w.method, '')
+              AND ident.identifier = NULLIF(w.identifier, '')
+    WHERE c.end_at > %(t1)s AND c.user_type = 130 AND ident.who = 'external'
+    GROUP BY 1, 2
+),
+-- records whose claim exceeds attributed + may-support time by more than the tolerance: the time
+-- no agent watched in their window is looked up for these only (as _VERDICT does); every other
+-- record is 一致, its (small) unsupported time counted as contradicted
+flagged AS (
+    SELECT f.unit_id, f.instrument_id, f.unsupported, f.unsupported - f.unverifiable AS contradicted, f.unverifiable
+    FROM (
+        SELECT r.unit_id, r.instrument_id, r.unsupported_us::float8 AS unsupported,
+               least(r.unsupported_us::float8, greatest(0, {_UNWATCHED_US})) AS unverifiable
+        FROM checks r
+        LEFT JOIN LATERAL (
+            SELECT sum({clipped_seconds("c.start_at", "c.end_at", "r.start_at", "r.end_at")}) AS seconds
+            FROM ({overlapping("coverage", "= r.instrument_id", "r.start_at", "r.end_at", "x.status = 'watching'")}) c
+        ) w ON true
+        -- an integer exceeds t exactly when it exceeds floor(t); in bigint the index applies
+        WHERE r.unsupported_us > floor(%(tol)s * 3600000000)::bigint
+    ) f
+),
+flagged_totals AS (
+    SELECT unit_id, instrument_id, sum(unsupported) AS unsupported, sum(contradicted) AS contradicted,
+           sum(unverifiable) AS unverifiable,
+           count(*) FILTER (WHERE contradicted > %(tol)s * 3600000000) AS overclaimed,
+           count(*) FILTER (WHERE contradicted <= %(tol)s * 3600000000) AS unverifiable_n
+    FROM flagged GROUP BY 1, 2
+),
+all_totals AS (
+    SELECT r.unit_id, r.instrument_id, sum(r.records)::bigint AS n, sum(r.claimed) AS claimed,
+           sum(r.mismatches)::bigint AS mismatches, sum(r.unsupported_us) AS unsupported,
+           sum(r.may_used_us) AS may_used, sum(r.own_130_us) AS own_unit,
+           sum(r.ext_verified_130_us) AS cov_v, sum(r.ext_unverified_130_us) AS cov_u
+    FROM ({rollup_tiles("record_totals", "r.*", "IN (SELECT id FROM inst)")}) r
+    GROUP BY 1, 2
+)
+SELECT a.unit_id, a.instrument_id, a.n, a.claimed::float8, COALESCE(f.overclaimed, 0),
+       {_hours("(a.unsupported::float8 - COALESCE(f.unsupported, 0)) + COALESCE(f.contradicted, 0)")},
+       {_hours("COALESCE(f.unverifiable, 0)")}, a.mismatches,
+       {_hours("(a.cov_v - COALESCE(l.v, 0))::float8")}, {_hours("(a.cov_u - COALESCE(l.u, 0))::float8")},
+       COALESCE(f.unverifiable_n, 0), {_hours("a.own_unit::float8")}, {_hours("a.may_used::float8")}
+FROM all_totals a
+LEFT JOIN flagged_totals f ON (f.unit_id, f.instrument_id) = (a.unit_id, a.instrument_id)
+LEFT JOIN late l ON (l.unit_id, l.instrument_id) = (a.unit_id, a.instrument_id)
+ORDER BY a.unit_id, a.instrument_id
+"""
+TOTALS = _CHECKS_TOTALS
+# The same from the windows (migration 029), classing identities at report time: the way before 037.
+TOTALS_FROM_WINDOWS = _rec_head(by_instrument=False) + _WINDOW_TOTALS + _VERDICT + _TOTALS_SELECT
 TOTALS_FROM_SEGMENTS = _head(by_instrument=False) + _MEASURE_TOTALS + _VERDICT + _TOTALS_SELECT
 
 # One unit's external sessions with running time that no 130 window of the period covers (each
@@ -698,7 +779,8 @@ def reconcile(
     """Check the period's service records of the units (all when None) against `ev`, the same
     period's indicators. Records and uncovered sessions are listed one by one only for a single
     unit; for more, only per-instrument and per-unit totals come back (memory stays bounded).
-    `precomputed`: measure windows from record_window_usage (migration 029); False measures them
+    `precomputed`: the region's totals from record_checks (migration 037), one unit's records from
+    record_window_usage (migration 029); False measures them
     from the running segments (the reference, for the benchmark's and the tests' comparisons)."""
     period = ev.period
     p = params(period, unit_ids) | {"tol": tolerance_h, "top": top_sessions}
@@ -759,5 +841,5 @@ def reconcile(
         u = out.units[item.unit_id]
         u.uncovered_verified += item.uncovered_verified
         u.uncovered_unverified += item.uncovered_unverified
-    out.fees = check_fees(conn, period, unit_ids)
+    out.fees = check_fees(conn, period, unit_ids, precomputed=precomputed)
     return out

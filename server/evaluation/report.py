@@ -617,7 +617,7 @@ def unit_report(
     precomputed: bool = True,
 ) -> Report:
     tune(conn)
-    ev = compute(conn, period, [unit_id])
+    ev = compute(conn, period, [unit_id], precomputed=precomputed)
     if unit_id not in ev.units:
         raise LookupError(f"unit {unit_id!r} does not exist")
     unit = ev.units[unit_id]
@@ -765,7 +765,7 @@ def evaluate_region(
     """Every unit: indicators, reconciliation, compliance, grades, subsidies and a spot-check sample.
     `precomputed=False` measures service records' windows from the segments (the reference)."""
     tune(conn)
-    ev = compute(conn, period)
+    ev = compute(conn, period, precomputed=precomputed)
     rc = reconciliation.reconcile(conn, ev, pseudonyms, tolerance_h=tolerance_h, precomputed=precomputed)
     findings, cal = compliance.check(conn, period, as_of=as_of, silent_days=silent_days)
     experts = rubric.expert_scores(conn, period.label)

@@ -124,15 +124,23 @@ def session_identity(seg: str, alias: str = "sid") -> str:
     ) {alias} ON true"""
 
 
-def running_rollup(instrument: str) -> str:
+def running_rollup(instrument: str, *, classed: bool = False) -> str:
     """Rows of the running-time rollup (migration 013: seconds per instrument, calendar span, agent,
     class and identity) that tile the period exactly: leading days, months, whole years, months,
-    trailing days, each read at its own grain. Needs the span parameters of `rollup_spans`."""
-    cols = "r.instrument_id, r.cls, r.method, r.identifier, r.seconds"
+    trailing days, each read at its own grain. Needs the span parameters of `rollup_spans`.
+    `classed`: the same spans of migration 037's rollup, already classed by who ran (column `who`)."""
+    if classed:
+        return rollup_tiles("usage_rollup_classed", "r.instrument_id, r.cls, r.who, r.seconds", instrument)
+    return rollup_tiles("usage_rollup", "r.instrument_id, r.cls, r.method, r.identifier, r.seconds", instrument)
+
+
+def rollup_tiles(table: str, cols: str, instrument: str) -> str:
+    """Rows (alias r) of a table keyed by instrument, grain ('d', 'm', 'y') and first day of the
+    span that tile the period exactly (`rollup_spans`): 013's rollup and migration 037's tables."""
 
     def grain(g: str, *ranges: tuple[str, str]) -> str:
         spans = " OR ".join(f"(r.first_day >= %({lo})s AND r.first_day < %({hi})s)" for lo, hi in ranges)
-        return f"SELECT {cols} FROM usage_rollup r WHERE r.instrument_id {instrument} AND r.grain = '{g}' AND ({spans})"
+        return f"SELECT {cols} FROM {table} r WHERE r.instrument_id {instrument} AND r.grain = '{g}' AND ({spans})"
 
     return "\nUNION ALL\n".join([
         grain("y", ("rollup_y0", "rollup_y1")),
