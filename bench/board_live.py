@@ -46,6 +46,7 @@ from ingest_common import (
     fresh_db,
     live_schedule,
     machine,
+    register_fleet,
     services,
     start_ingest,
     stop,
@@ -54,7 +55,6 @@ from ingest_common import (
 )
 from web_load import checkout, free_port, wait_up
 
-from protocols.signing import public_to_b64
 from server.ingest.live import follow
 
 PASSWORD = "bench-password-1"
@@ -132,20 +132,12 @@ def pcts(lat: list[float]) -> str:
     return f"p50 {p(.5):>5.0f}  p95 {p(.95):>5.0f}  p99 {p(.99):>5.0f}  max {s[-1] * 1000:>6.0f} ms  (n {len(s):,})"
 
 
-def register(dsn: str, fleet: list[SimAgent], units: list[str]) -> None:
+def register(dsn: str, fleet: list[SimAgent]) -> None:
     from server.web.auth import hash_password
 
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         conn.execute("SELECT audit_as('bench:board_live', true)")
-        conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'Bench')")
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO units (id, org_id, name) VALUES (%s, 'o', 'u')", [(u,) for u in units])
-            cur.executemany("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')",
-                            [(a.instrument, a.unit) for a in fleet])
-            cur.executemany("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)",
-                            [(a.agent, a.instrument) for a in fleet])
-            cur.executemany("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
-                            [(a.kid, a.agent, public_to_b64(a.key)) for a in fleet])
+        register_fleet(conn, fleet)
         conn.execute("INSERT INTO web_accounts (login, display_name, role, password_hash)"
                      " VALUES ('bench-op', 'bench', 'operator', %s)", (hash_password(PASSWORD),))
 
@@ -184,7 +176,7 @@ def main() -> None:
     loads: list[float] = []
     with services(fast=False) as (pg, broker):
         dsn = fresh_db(pg, "bench_board")
-        register(dsn, fleet, units)
+        register(dsn, fleet)
         tmp = Path(tempfile.mkdtemp(prefix="jishi-board-"))
         group = f"board-{int(time.time())}"
         configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-{k}", group,

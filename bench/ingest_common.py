@@ -117,6 +117,34 @@ class SimAgent:
                      (self.kid, self.agent, public_to_b64(self.key)))
 
 
+def register_fleet(conn: psycopg.Connection[Any], fleet: list[SimAgent]) -> None:
+    """A fleet's organisation, units, instruments, agents and keys in bulk (`SimAgent.register` is one
+    agent at a time), inside the caller's transaction."""
+    conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'Bench')")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO units (id, org_id, name) VALUES (%s, 'o', 'u')",
+                        [(u,) for u in sorted({a.unit for a in fleet})])
+        cur.executemany("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')",
+                        [(a.instrument, a.unit) for a in fleet])
+        cur.executemany("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)",
+                        [(a.agent, a.instrument) for a in fleet])
+        cur.executemany("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
+                        [(a.kid, a.agent, public_to_b64(a.key)) for a in fleet])
+
+
+def backlog_envelopes(fleet: list[SimAgent], days: int, per_envelope: int = 500) -> list[tuple[str, bytes]]:
+    """(topic, envelope) of `days` typical days of each agent, ending yesterday, agents interleaved
+    envelope by envelope as a broker delivers a reconnected fleet's spools."""
+    day0 = (int(time.time() * 1000) // DAY_MS - days - 1) * DAY_MS
+    now = int(time.time() * 1000)
+    per_agent = []
+    for a in fleet:
+        recs = [r for d in range(days) for r in typical_day(a, day0 + d * DAY_MS)]
+        top = topics.topic(a.unit, a.instrument, topics.Kind.REC)
+        per_agent.append([(top, a.envelope(recs[i:i + per_envelope], now)) for i in range(0, len(recs), per_envelope)])
+    return [lst[k] for k in range(max(map(len, per_agent))) for lst in per_agent if k < len(lst)]
+
+
 def typical_day(a: SimAgent, day0: int, heartbeat_ms: int = 300_000, runs: int = 3) -> list[dict[str, Any]]:
     """One day of an instrument at the agent's defaults: the agent up all day, heartbeats every
     5 min, `runs` sessions each with a ~1.4 h run (1,500 h a year over 365 days ~ 4.1 h/day)."""

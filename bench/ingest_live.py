@@ -26,13 +26,13 @@ from ingest_common import (
     fresh_db,
     machine,
     publish_fleet,
+    register_fleet,
     services,
     start_ingest,
     stop,
     write_ingest_config,
 )
 
-from protocols.signing import public_to_b64
 from server.ingest.live import follow
 
 WARMUP_S = 20
@@ -50,16 +50,7 @@ def main() -> None:
     with services(fast=False) as (pg, broker):
         dsn = fresh_db(pg, "bench_live")
         with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-            conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'Bench')")
-            units = sorted({a.unit for a in fleet})
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO units (id, org_id, name) VALUES (%s, 'o', 'u')", [(u,) for u in units])
-                cur.executemany("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')",
-                                [(a.instrument, a.unit) for a in fleet])
-                cur.executemany("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)",
-                                [(a.agent, a.instrument) for a in fleet])
-                cur.executemany("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
-                                [(a.kid, a.agent, public_to_b64(a.key)) for a in fleet])
+            register_fleet(conn, fleet)
         tmp = Path(tempfile.mkdtemp(prefix="jishi-live-"))
         group = f"live-{int(time.time())}"
         procs = [start_ingest(write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-{k}", group,

@@ -30,9 +30,9 @@ sys.path.insert(0, os.environ.get("BENCH_CODE") or str(Path(__file__).resolve().
 
 import orjson
 import psycopg
-from ingest_common import DAY_MS, SimAgent, fresh_db, machine, services, typical_day
+from ingest_common import SimAgent, backlog_envelopes, fresh_db, machine, services
 
-from protocols import fastcheck, topics
+from protocols import fastcheck
 from protocols.canonical import dumps_sorted
 from protocols.validate import check_records, open_envelope
 from server.config import Settings
@@ -165,15 +165,8 @@ def main() -> None:
     gc.callbacks.append(lambda phase, info: gc_s.__setitem__(1, time.thread_time()) if phase == "start"
                         else gc_s.__setitem__(0, gc_s[0] + time.thread_time() - gc_s[1]))
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
-    day0 = (int(time.time() * 1000) // DAY_MS - args.days - 1) * DAY_MS
     fleet = [SimAgent(f"bench-{i}", "bench-unit", f"bench-i{i}") for i in range(args.agents)]
-    now = int(time.time() * 1000)
-    per_agent = []
-    for a in fleet:
-        recs = [r for d in range(args.days) for r in typical_day(a, day0 + d * DAY_MS)]
-        top = topics.topic(a.unit, a.instrument, topics.Kind.REC)
-        per_agent.append([(top, a.envelope(recs[i:i + 500], now)) for i in range(0, len(recs), 500)])
-    envs = [e for k in range(max(map(len, per_agent))) for lst in per_agent if k < len(lst) for e in [lst[k]]]
+    envs = backlog_envelopes(fleet, args.days)
     msgs = [Incoming(t, p, time.time(), i) for i, (t, p) in enumerate(envs)]
 
     stages = open_stages(msgs)

@@ -31,10 +31,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
-from ingest_common import SimAgent, fresh_db, machine, services
+from ingest_common import SimAgent, fresh_db, machine, register_fleet, services
 
 from protocols import topics
-from protocols.signing import public_to_b64
 from server.config import Settings
 from server.ingest.verify import Incoming, Opening, Refused, open_any
 from server.ingest.worker import Pipeline
@@ -57,16 +56,7 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
 
 def register(dsn: str, fleet: list[SimAgent]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-        conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'Bench')")
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO units (id, org_id, name) VALUES (%s, 'o', 'u')",
-                            [(u,) for u in sorted({a.unit for a in fleet})])
-            cur.executemany("INSERT INTO instruments (id, unit_id, name) VALUES (%s, %s, 'i')",
-                            [(a.instrument, a.unit) for a in fleet])
-            cur.executemany("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)",
-                            [(a.agent, a.instrument) for a in fleet])
-            cur.executemany("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
-                            [(a.kid, a.agent, public_to_b64(a.key)) for a in fleet])
+        register_fleet(conn, fleet)
 
 
 def one_round(fleet: list[SimAgent], rnd: int, t0: int, rng: random.Random) -> list[Incoming]:

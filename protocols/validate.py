@@ -165,17 +165,8 @@ def _records_if_sound(body: dict[str, Any], raw: bytes | None = None) -> list[st
     last_seq = records[0]["seq"] - 1
     last_hash = GENESIS if last_seq == 0 else records[0]["prev"]
     slices = record_slices(raw, len(records)) if raw is not None else None
-    if slices is not None:
-        for rec, encoded in zip(records, slices, strict=True):
-            if (rec["agent"] != agent or rec["boot"] > boot or len(encoded) > MAX_RECORD_BYTES
-                    or rec["seq"] != last_seq + 1 or rec["prev"] != last_hash):
-                return None
-            last_seq = rec["seq"]
-            last_hash = sha256(encoded).hexdigest()
-            append(last_hash)
-        return hashes
-    for rec in records:
-        encoded = dumps(rec, option=sort_keys)
+    encodings = slices if slices is not None else (dumps(rec, option=sort_keys) for rec in records)
+    for rec, encoded in zip(records, encodings, strict=True):
         if (rec["agent"] != agent or rec["boot"] > boot or len(encoded) > MAX_RECORD_BYTES
                 or rec["seq"] != last_seq + 1 or rec["prev"] != last_hash):
             return None
