@@ -124,8 +124,15 @@ class RabbitNode:
         on a loaded machine; the partition tests call it several times)."""
         if not _ERL_CALL.exists():
             return self.ctl("eval", expr, timeout=timeout)
-        p = subprocess.run([str(_ERL_CALL), "-sname", self.node, "-c", self.cookie, "-e"], input=expr + "\n",
-                           capture_output=True, text=True, timeout=timeout, env=self.env())
+        deadline = time.monotonic() + timeout
+        while True:
+            p = subprocess.run([str(_ERL_CALL), "-sname", self.node, "-c", self.cookie, "-e"], input=expr + "\n",
+                               capture_output=True, text=True, timeout=timeout, env=self.env())
+            # a node busy on a loaded machine can miss erl_call's connection handshake; the expression
+            # has not run then, so it is safe to try again (any other failure is raised below)
+            if "failed to connect" not in p.stderr + p.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         out = p.stdout.strip()
         if p.returncode != 0 or not out.startswith("{ok, ") or not out.endswith("}"):
             raise RuntimeError(f"erl_call {self.node} {expr!r} failed ({p.returncode}): {out}{p.stderr}")

@@ -64,8 +64,10 @@ FILE_MARKERS = ("root:x:0:0", "[fonts]", "daemon:", "/bin/bash")
 # Tables that reads and failed requests may change: login bookkeeping, and the evaluators'
 # pseudonym key, created by the first read that needs it.
 # bookkeeping: logins, the pseudonym key made on first use, and (migration 021) the clients known
-# to have logged in and the principal each write transaction declared
-VOLATILE = {"login_failures", "web_sessions", "evaluation_secrets", "login_known_clients", "audit_principals"}
+# to have logged in and the principal each write transaction declared; (migration 038) the computed
+# reports the web workers share, a cache that a read fills and any audited change makes unusable
+VOLATILE = {"login_failures", "web_sessions", "evaluation_secrets", "login_known_clients", "audit_principals",
+            "web_results"}
 SKIP = {("POST", "/api/v1/auth/logout"), ("POST", "/logout")}
 OWN = {"unit_id": "ua", "instrument_id": "ua-xrd", "org_id": "org-a", "agent_id": "ua-xrd-a1", "period": "2025",
        "method": "os", "identifier": "LAB\\zhang-x", "key_id": "k-none", "table": "instruments"}
