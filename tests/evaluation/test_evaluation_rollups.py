@@ -76,6 +76,14 @@ def _external_2025(conn: psycopg.Connection[Any]) -> float:
     return compute(conn, Period.year(2025)).region.external.total
 
 
+
+def _edit_as_operator(dsn: str, sql: str) -> None:
+    """A registry edit through the web's role, audited as the operator."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT audit_as('account:ops')")
+        conn.execute(sql.encode())
+        conn.commit()
+
 def test_tables_follow_ingest_a_rederive_and_record_edits(ingested: str) -> None:  # noqa: F811
     """After the scenario's incremental ingest and after a re-derive the tables are the same; then
     records edited (window and claim, applicant organisation) and deleted through the web's role
@@ -158,10 +166,7 @@ def test_registry_edits_reclass_past_running_time(ingested: str) -> None:  # noq
     ]
     seen = []
     for sql in edits:
-        with psycopg.connect(web) as conn:
-            conn.execute("SELECT audit_as('account:ops')")
-            conn.execute(sql.encode())
-            conn.commit()
+        _edit_as_operator(web, sql)
         with psycopg.connect(ingested) as check:
             same_evaluation(check)
             seen.append(_external_2025(check))
@@ -177,10 +182,7 @@ def test_registry_edits_reclass_past_running_time(ingested: str) -> None:  # noq
         "UPDATE platform_users SET org_id = 'O4' WHERE id = 'carol'",
         "DELETE FROM unit_affiliations WHERE org_id = 'O3'",
     ):
-        with psycopg.connect(web) as conn:
-            conn.execute("SELECT audit_as('account:ops')")
-            conn.execute(sql.encode())
-            conn.commit()
+        _edit_as_operator(web, sql)
         with psycopg.connect(ingested) as check:
             same_evaluation(check)
             if sql.startswith("INSERT"):
