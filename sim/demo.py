@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
 import random
 import re
@@ -315,6 +316,29 @@ def seed_spool(data_dir: Path, agent: str, next_seq: int, last_hash: str, boot: 
         sp.close()
 
 
+def _history_worker_signals() -> None:
+    """The worker leaves Ctrl-C to the demo, and dies on SIGTERM: it inherits the demo's SIGTERM
+    handler, which only sets a flag, so a worker that `Pool.terminate` reached while it was still
+    alive survived, and the pool's join waited for it forever (the first run hung after publishing)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def history_pool() -> Iterator[multiprocessing.pool.Pool]:
+    """One forked worker that generates histories; closed and joined when the block ends, terminated
+    when it raises."""
+    pool = multiprocessing.get_context("fork").Pool(1, initializer=_history_worker_signals)
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+
+
 def backfill_history(dsn: str, broker: MosquittoServer, agents_dir: Path, specs: list[InstrumentSpec], t0: int,
                      t1: int, stop: threading.Event) -> list[Made]:
     """Generate (one worker process) and publish (this process) instrument by instrument, while the
@@ -324,10 +348,7 @@ def backfill_history(dsn: str, broker: MosquittoServer, agents_dir: Path, specs:
     expected: dict[str, int] = {}
     made: list[Made] = []
     started = time.monotonic()
-    ctx = multiprocessing.get_context("fork")
-    with sigint_ignored():  # the worker leaves Ctrl-C to us
-        pool = ctx.Pool(1)
-    try:
+    with history_pool() as pool:
         for m in pool.imap(make_history, jobs):
             if stop.is_set():
                 raise KeyboardInterrupt
@@ -338,10 +359,6 @@ def backfill_history(dsn: str, broker: MosquittoServer, agents_dir: Path, specs:
                 f"({m.truth.running_ms() / HOUR:,.0f} running hours in truth)")
             m.envelopes = []
             made.append(m)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
 
     last_said = [time.monotonic()]
 
