@@ -18,7 +18,8 @@ time (record_window_usage), the same SQL that keeps it for the web's imports and
     python bench/evaluation_region.py --instruments 500 --units 6   # a quick run
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse  # generate once, keep, reuse
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse --unit-only  # just the unit
-    python bench/evaluation_region.py --workdir /tmp/jishi-prov --reuse --instruments 20000 --units 240  # province
+    python bench/evaluation_region.py --workdir /tmp/jishi-prov --reuse --instruments 20000 --units 240 \
+        --replicate 2   # a province: a 10,000-instrument region (generated, or kept with --reuse) copied once
 
 Every measurement is made the new way (what migration 037 keeps at write time: the classed
 running-time rollup, per-record checks and their totals, service totals; one unit's records from
@@ -26,6 +27,10 @@ running-time rollup, per-record checks and their totals, service totals; one uni
 from the running segments, every record read), interleaved, and the results are compared figure by
 figure (exact equality of the region's result and report, and of the unit's report and its JSON
 bytes): the output says IDENTICAL or DIFFERENT.
+
+``--replicate N`` builds a province of N copies of a generated region in SQL (INSERT ... SELECT under
+new ids, see `replicate`), minutes instead of the hours a generation of its size takes, and checks
+every copied unit's figures against its original's (SAME or DIFFERENT), one copied unit's report too.
 
 ``--reuse`` skips generation when the database already holds a generated region of the requested
 size (``--dsn``, or the private cluster kept in ``--workdir``); new migrations are applied first.
