@@ -383,7 +383,8 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies
                       "record_totals", "service_totals")
         }
         print("rows:", counts)
-        print("load average at start", os.getloadavg())
+        print("load average at start", os.getloadavg(),
+              "shared_buffers", conn.execute("SHOW shared_buffers").fetchone()[0])  # type: ignore[index]
         pseudonyms = privacy.load(conn)
         conn.commit()
         results: dict[str, RegionResult] = {}
@@ -460,6 +461,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="skip generation if the database holds the region")
     ap.add_argument("--unit-only", action="store_true", help="measure only one unit's report")
     ap.add_argument("--unit", default="U1")
+    ap.add_argument("--shared-buffers", help="e.g. 4GB (deploy/postgresql.conf.d/jishi.conf); default the"
+                    " private cluster's 256MB, which a province's year rows outgrow")
     ap.add_argument("--replicate", type=int, default=1, metavar="N",
                     help="a province: generate a region of instruments/N (or --reuse one) and copy it N - 1 times")
     args = ap.parse_args()
@@ -476,6 +479,13 @@ def main() -> None:
             dsn = args.dsn
         else:
             server = PostgresServer(workdir / "pg", fast=True).start()
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:  # kept in postgresql.auto.conf
+                if args.shared_buffers:
+                    conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'".encode())
+                else:
+                    conn.execute("ALTER SYSTEM RESET shared_buffers")
+            server.stop()
+            server.start()
             dsn = server.create_database("bench")
         apply(dsn)  # an up-to-date database is left as it is
         copies = args.replicate
