@@ -369,8 +369,9 @@ def _copies_as_originals(result: RegionResult, prov: Copies, pseudonyms: privacy
 def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies | None = None) -> dict[str, float]:
     """Each measurement twice, the new way (windows kept at derive time, migration 029) and the old
     way (measured from the segments) interleaved, the first of each warming the cache; the results
-    of both compared figure by figure. A province (`prov`): the old way once (it is slow), and every
-    copied unit compared with its original, and one copied unit's report with its original's."""
+    of both compared figure by figure. A province (`prov`): the old way once (it is slow), the new
+    way a third time (warm), every copied unit compared with its original, and one copied unit's
+    report with its original's."""
     period = Period.year(YEAR)
     rb = rubric.load()
     figures: dict[str, float] = {}
@@ -388,7 +389,9 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies
         pseudonyms = privacy.load(conn)
         conn.commit()
         results: dict[str, RegionResult] = {}
-        for attempt in range(0 if unit_only else 2):
+        # a province: new, old (once, it is slow), new after it (the old way's 5 GB evicted the new
+        # way's pages), new again (warm, as a server evaluating its region repeatedly)
+        for attempt in range(0 if unit_only else 2 if prov is None else 3):
             for way, precomputed in (("new", True), ("old", False)):
                 if prov is not None and attempt and way == "old":
                     continue
