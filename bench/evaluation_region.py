@@ -19,7 +19,8 @@ time (record_window_usage), the same SQL that keeps it for the web's imports and
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse  # generate once, keep, reuse
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse --unit-only  # just the unit
     python bench/evaluation_region.py --workdir /tmp/jishi-prov --reuse --instruments 20000 --units 240 \
-        --replicate 2   # a province: a 10,000-instrument region (generated, or kept with --reuse) copied once
+        --replicate 2 --shared-buffers 4GB   # a province: a 10,000-instrument region (generated, or kept
+                                             # with --reuse) copied once; shared_buffers as deployed
 
 Every measurement is made the new way (what migration 037 keeps at write time: the classed
 running-time rollup, per-record checks and their totals, service totals; one unit's records from
