@@ -18,7 +18,9 @@ time (record_window_usage), the same SQL that keeps it for the web's imports and
     python bench/evaluation_region.py --instruments 500 --units 6   # a quick run
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse  # generate once, keep, reuse
     python bench/evaluation_region.py --workdir /tmp/jishi-eval --reuse --unit-only  # just the unit
-    python bench/evaluation_region.py --workdir /tmp/jishi-prov --reuse --instruments 20000 --units 240  # province
+    python bench/evaluation_region.py --workdir /tmp/jishi-prov --reuse --instruments 20000 --units 240 \
+        --replicate 2 --shared-buffers 4GB   # a province: a 10,000-instrument region (generated, or kept
+                                             # with --reuse) copied once; shared_buffers as deployed
 
 Every measurement is made the new way (what migration 037 keeps at write time: the classed
 running-time rollup, per-record checks and their totals, service totals; one unit's records from
@@ -26,6 +28,10 @@ running-time rollup, per-record checks and their totals, service totals; one uni
 from the running segments, every record read), interleaved, and the results are compared figure by
 figure (exact equality of the region's result and report, and of the unit's report and its JSON
 bytes): the output says IDENTICAL or DIFFERENT.
+
+``--replicate N`` builds a province of N copies of a generated region in SQL (INSERT ... SELECT under
+new ids, see `replicate`), minutes instead of the hours a generation of its size takes, and checks
+every copied unit's figures against its original's (SAME or DIFFERENT), one copied unit's report too.
 
 ``--reuse`` skips generation when the database already holds a generated region of the requested
 size (``--dsn``, or the private cluster kept in ``--workdir``); new migrations are applied first.
@@ -38,8 +44,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
+import re
 import resource
 import shutil
 import tempfile
@@ -203,6 +211,83 @@ def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
     return steps
 
 
+# Province mode (--replicate N): the region generated above, copied N - 1 times under new ids.
+# Copy r renames every id by a suffix: instrument I<k> becomes I<k>-<r>, its agent G<k>-<r>, unit
+# U<u> U<u>-<r> (with its organisation O<u>-<r>, affiliate A<u>-<r>, people P<u>_<k>-<r> and their
+# identity map), names likewise, a service record's id <id + r * max id> (its number is unique per
+# unit and stays). External users' enterprises (E<e>) are shared, as in the generator. "-" sorts below
+# every digit (and is allowed in ids), so each copy's rows keep their original's order (I1 < I10 < I2
+# and I1-1 < I10-1 < I2-1): the evaluation adds floats in id order, and a copied unit comes out equal
+# to its original to the last bit.
+# Derived rows (013's rollup, 029's windows, 037's classed rollup, record checks and totals, service
+# totals) are copied, not rebuilt: each is a function of one instrument's own segments, sessions,
+# coverage and records and of its unit's identity map, people and affiliations, and the copy maps
+# each of these one-to-one, so rebuilt rows would be the copied ones with the ids renamed. The bench
+# checks it rather than trusting it: the old way recomputes everything from the raw rows of the
+# whole province and must come out IDENTICAL to the new way, and every copied unit must evaluate
+# exactly as its original (ids renamed back).
+# Triggers are off while copying (session_replication_role = replica, which needs a superuser): no
+# audit rows are written for the copied records (the evaluation does not read the audit log).
+
+_SUFFIXED = ("id", "instrument_id", "agent_id", "unit_id", "org_id", "user_id", "owner_unit_id", "name")
+# table -> (columns with another expression: "" leaves a sequence-default id out; WHERE: the
+# originals, default rows whose first suffixed key has no suffix)
+_COPY: dict[str, tuple[dict[str, str], str]] = {
+    "organisations": ({}, "id ~ '^[OA][0-9]+$'"),
+    "units": ({}, ""),
+    "unit_affiliations": ({}, ""),
+    "platform_users": ({"org_id": "CASE WHEN org_id ~ '^[OA]' THEN org_id || %(sfx)s ELSE org_id END"}, ""),
+    "identity_map": ({}, ""),
+    "instruments": ({}, ""),
+    "instrument_exemptions": ({"id": ""}, ""),
+    "agents": ({}, ""),
+    "service_cases": ({"id": ""}, ""),
+    "user_sessions": ({}, ""),
+    "usage_segments": ({}, ""),
+    "coverage": ({}, ""),
+    "usage_rollup": ({}, ""),
+    "usage_rollup_classed": ({}, ""),
+    "service_records": ({"id": "id + %(ro)s"}, "id <= %(max_id)s"),
+    "record_window_usage": ({"record_id": "record_id + %(ro)s"}, "record_id <= %(max_id)s"),
+    "record_checks": ({"record_id": "record_id + %(ro)s"}, ""),
+    "record_totals": ({}, ""),
+    "service_totals": ({}, ""),
+}
+
+
+def replicate(dsn: str, copies: int) -> dict[str, float]:
+    """Copy the generated region `copies - 1` times under new ids (see above); seconds per step."""
+    steps: dict[str, float] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        (max_id,) = conn.execute("SELECT max(id) FROM service_records").fetchone()  # type: ignore[misc]
+        for r in range(1, copies):
+            for table, (exprs, where) in _COPY.items():
+                cols = [
+                    c for (c,) in conn.execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+                        " AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position",
+                        (table,),
+                    )
+                    if exprs.get(c) != ""
+                ]
+                values = [exprs.get(c, f"{c} || %(sfx)s" if c in _SUFFIXED else c) for c in cols]
+                if not where:
+                    where = f"{next(c for c in cols if c in _SUFFIXED)} NOT LIKE '%%-%%'"
+                sql = (f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(values)} FROM {table}"
+                       f" WHERE {where}")
+                t = time.perf_counter()
+                conn.execute(sql.encode(), {"sfx": f"-{r}", "ro": r * max_id, "max_id": max_id})
+                steps[f"{table}_{r}"] = time.perf_counter() - t
+                print(f"  copy {r} {table}: {steps[f'{table}_{r}']:.1f} s", flush=True)
+        conn.execute("SELECT setval('service_records_id_seq', (SELECT max(id) FROM service_records))")
+        t = time.perf_counter()
+        for table in _COPY:
+            conn.execute(f"VACUUM ANALYZE {table}".encode())
+        steps["analyze"] = time.perf_counter() - t
+    return steps
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -228,10 +313,66 @@ def _same_region(old: RegionResult, new: RegionResult, now: datetime) -> list[st
     return diffs
 
 
-def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str, float]:
+@dataclasses.dataclass
+class Copies:
+    """A province made by `replicate`: `copies` regions of `units` units each, copy r's ids suffixed
+    with -r and its service record ids offset by r * max_id."""
+
+    copies: int
+    units: int
+    max_id: int
+    back_user: dict[str, str] = dataclasses.field(default_factory=dict)  # a copy's person pseudonym -> original's
+
+    @staticmethod
+    def original(unit_id: str) -> str:
+        return unit_id.split("-")[0]
+
+    def canon(self, obj: Any, pseudonyms: privacy.Pseudonymizer) -> str:
+        """`obj` as JSON with every copy's id renamed to its original's (originals stay as they are)."""
+        text = json.dumps(_plain(obj), sort_keys=True, ensure_ascii=False, default=str)
+        if not self.back_user:  # the generator's 45 people per unit
+            self.back_user = {
+                pseudonyms.user(f"P{u}_{k}-{r}"): pseudonyms.user(f"P{u}_{k}")
+                for r in range(1, self.copies) for u in range(1, self.units + 1) for k in range(1, 46)
+            }
+        text = re.sub(r"U-[0-9a-f]{12}", lambda m: self.back_user.get(m.group(0), m.group(0)), text)
+        text = re.sub(r"((?<![0-9A-Za-z])[IGUOAP]|单位|附属|用户|仪器)([0-9][0-9_]*)-[1-9][0-9]*", r"\1\2", text)
+        return re.sub(r'"(record_id|id)": ([0-9]+)',
+                      lambda m: f'"{m.group(1)}": {(int(m.group(2)) - 1) % self.max_id + 1}', text)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _copies_as_originals(result: RegionResult, prov: Copies, pseudonyms: privacy.Pseudonymizer) -> list[str]:
+    """The copied units whose figures (indicators, reconciliation, score sheet, subsidy, findings,
+    revenue at risk, instruments) differ from their original's, ids renamed back."""
+    by_unit: dict[str, list[Any]] = {}
+    for uid in result.sheets:
+        by_unit[uid] = [
+            result.evaluation.units.get(uid), result.reconciliation.units.get(uid), result.sheets[uid],
+            result.subsidies.get(uid), [f for f in result.findings if f.unit_id == uid],
+            [a for a in result.at_risk if a.unit_id == uid], result.evaluation.unit_instruments(uid),
+        ]
+    return [
+        uid for uid in sorted(by_unit) if prov.original(uid) != uid
+        and prov.canon(by_unit[uid], pseudonyms) != prov.canon(by_unit[prov.original(uid)], pseudonyms)
+    ]
+
+
+def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies | None = None) -> dict[str, float]:
     """Each measurement twice, the new way (windows kept at derive time, migration 029) and the old
     way (measured from the segments) interleaved, the first of each warming the cache; the results
-    of both compared figure by figure."""
+    of both compared figure by figure. A province (`prov`): the old way once (it is slow), the new
+    way a third time (warm), every copied unit compared with its original, and one copied unit's
+    report with its original's."""
     period = Period.year(YEAR)
     rb = rubric.load()
     figures: dict[str, float] = {}
@@ -244,12 +385,17 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
                       "record_totals", "service_totals")
         }
         print("rows:", counts)
-        print("load average at start", os.getloadavg())
+        print("load average at start", os.getloadavg(),
+              "shared_buffers", conn.execute("SHOW shared_buffers").fetchone()[0])  # type: ignore[index]
         pseudonyms = privacy.load(conn)
         conn.commit()
         results: dict[str, RegionResult] = {}
-        for attempt in range(0 if unit_only else 2):
+        # a province: new, old (once, it is slow), new after it (the old way's 5 GB evicted the new
+        # way's pages), new again (warm, as a server evaluating its region repeatedly)
+        for attempt in range(0 if unit_only else 2 if prov is None else 3):
             for way, precomputed in (("new", True), ("old", False)):
+                if prov is not None and attempt and way == "old":
+                    continue
                 t = time.perf_counter()
                 results[way] = evaluate_region(conn, period, rb, pseudonyms, precomputed=precomputed)
                 figures[f"evaluate_region_{way}_{attempt}"] = time.perf_counter() - t
@@ -261,6 +407,11 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
             print("  evaluation (running/external hours: usage_rollup_classed; revenue: service_totals),"
                   " reconciliation (totals: record_checks + record_totals; fees: service_totals),"
                   " sheets, subsidies, findings, sample, revenue at risk, region report")
+            if prov is not None:
+                t = time.perf_counter()
+                bad = _copies_as_originals(results["new"], prov, pseudonyms)
+                print(f"copied units vs their originals ({len(results['new'].sheets) - prov.units} compared,"
+                      f" {time.perf_counter() - t:.1f} s):", "SAME" if not bad else f"DIFFERENT: {bad}")
             t = time.perf_counter()
             rep = region_report(results["new"])
             write_xlsx(rep, out / "evaluation.xlsx")
@@ -282,6 +433,16 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
             out / f"{unit}-new.json"
         ).read_bytes()
         print(f"unit {unit}, old vs new:", "IDENTICAL" if same else "DIFFERENT")
+        if prov is not None:
+            copy = f"{unit}-{prov.copies - 1}"
+            for attempt in range(2):
+                t = time.perf_counter()
+                crep = unit_report(conn, period, copy, rb, pseudonyms, now=now)
+                figures[f"unit_report_only_copy_{attempt}"] = time.perf_counter() - t
+                print(f"  unit_report_only {copy} (copy of {unit}), new way:"
+                      f" {figures[f'unit_report_only_copy_{attempt}']:.2f}")
+            same = prov.canon(crep.as_dict(), pseudonyms) == prov.canon(reports["new"].as_dict(), pseudonyms)
+            print(f"unit {copy} vs its original {unit}, ids renamed:", "SAME" if same else "DIFFERENT")
         if results:
             result = results["new"]
             grades: dict[str, int] = {}
@@ -304,6 +465,10 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="skip generation if the database holds the region")
     ap.add_argument("--unit-only", action="store_true", help="measure only one unit's report")
     ap.add_argument("--unit", default="U1")
+    ap.add_argument("--shared-buffers", help="e.g. 4GB (deploy/postgresql.conf.d/jishi.conf); default the"
+                    " private cluster's 256MB, which a province's year rows outgrow")
+    ap.add_argument("--replicate", type=int, default=1, metavar="N",
+                    help="a province: generate a region of instruments/N (or --reuse one) and copy it N - 1 times")
     args = ap.parse_args()
     if args.workdir is not None:
         workdir = args.workdir.absolute()
@@ -318,15 +483,34 @@ def main() -> None:
             dsn = args.dsn
         else:
             server = PostgresServer(workdir / "pg", fast=True).start()
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:  # kept in postgresql.auto.conf
+                if args.shared_buffers:
+                    conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'".encode())
+                else:
+                    conn.execute("ALTER SYSTEM RESET shared_buffers")
+            server.stop()
+            server.start()
             dsn = server.create_database("bench")
         apply(dsn)  # an up-to-date database is left as it is
+        copies = args.replicate
         if args.reuse and already_generated(dsn, args.instruments):
             print("reusing the generated region in", dsn)
         else:
             t = time.perf_counter()
-            steps = generate(dsn, args.instruments, args.units)
-            print(f"generated in {time.perf_counter() - t:.1f} s:", {k: round(v, 1) for k, v in steps.items()})
-        figures = run(dsn, workdir, args.unit, unit_only=args.unit_only)
+            if not (copies > 1 and args.reuse and already_generated(dsn, args.instruments // copies)):
+                steps = generate(dsn, args.instruments // copies, args.units // copies)
+                print(f"generated in {time.perf_counter() - t:.1f} s:", {k: round(v, 1) for k, v in steps.items()})
+            if copies > 1:
+                t = time.perf_counter()
+                steps = replicate(dsn, copies)
+                print(f"replicated {copies}x in {time.perf_counter() - t:.1f} s:",
+                      {k: round(v, 1) for k, v in steps.items()})
+        prov = None
+        if copies > 1:
+            with psycopg.connect(dsn) as conn:
+                (max_id,) = conn.execute("SELECT max(id) FROM service_records").fetchone()  # type: ignore[misc]
+            prov = Copies(copies, args.units // copies, max_id // copies)
+        figures = run(dsn, workdir, args.unit, unit_only=args.unit_only, prov=prov)
         print(f"{date.today()} {platform.node()} {platform.processor() or platform.machine()}"
               f" load average {os.getloadavg()}")
         for k, v in figures.items():

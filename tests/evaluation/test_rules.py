@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -152,6 +152,20 @@ def test_thirty_working_days_with_holidays_and_make_up_days() -> None:
     # week: 10-13..17 (11), 20..24 (16), 27..31 (21), 11-03..07 (26), 11-10..13 (30).
     assert cal.add_working_days(date(2025, 9, 26), 30) == date(2025, 11, 13)
     assert cal.note() == ""
+
+
+def test_cached_deadlines_match_a_fresh_walk() -> None:
+    cal = WorkdayCalendar()
+    starts = [date(2024, 12, 1) + timedelta(days=k) for k in range(0, 400, 7)]
+    first = {(s, n): cal.add_working_days(s, n) for s in starts for n in (1, 30)}
+    fresh = WorkdayCalendar()
+    for (s, n), deadline in first.items():
+        walked, day = 0, s
+        while walked < n:
+            day += timedelta(days=1)
+            walked += fresh.is_workday(day)
+        assert deadline == day == cal.add_working_days(s, n)
+    assert cal.add_working_days(date(2025, 9, 26), 1) != cal.add_working_days(date(2025, 9, 26), 30)
 
 
 def test_year_beyond_the_package_falls_back_to_weekdays(caplog: pytest.LogCaptureFixture) -> None:
