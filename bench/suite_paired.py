@@ -1,7 +1,7 @@
 """Paired wall times of test files: an OLD tree (a git ref, extracted) and this checkout, run back
 to back, alternating, so that both see the same load on a shared machine.
 
-    .venv/bin/python bench/suite_paired.py --old <ref> [--rounds 2] tests/web/test_roles.py ...
+    .venv/bin/python bench/suite_paired.py --old <ref> [--old <ref2>] [--rounds 2] tests/web/test_roles.py ...
 
 Each round runs pytest on the given files in the old tree, then in this one (the order flips every
 round); it prints per-file seconds (from each run's JUnit XML: setup + call + teardown of the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,30 +53,41 @@ def run(tree: Path, files: list[str], xml: Path) -> tuple[float, dict[str, float
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--old", required=True, help="git ref of the old tree")
+    ap.add_argument("--old", required=True, action="append",
+                    help="git ref of an old tree; repeat it to compare several (each run in turn with this one)")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--keep", type=Path, help="copy each run's JUnit XML (per-test times) into this directory")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="suite-paired-") as tmp:
-        (Path(tmp) / "old").mkdir()
-        old = extract(args.old, Path(tmp) / "old")
-        totals: dict[str, dict[str, float]] = {"old": defaultdict(float), "new": defaultdict(float)}
-        walls: dict[str, float] = {"old": 0.0, "new": 0.0}
+        trees: list[tuple[str, Path]] = []
+        for i, ref in enumerate(args.old):
+            (Path(tmp) / f"old{i}").mkdir()
+            trees.append((ref if len(args.old) > 1 else "old", extract(ref, Path(tmp) / f"old{i}")))
+        trees.append(("new", ROOT))
+        names = [name for name, _ in trees]
+        totals: dict[str, dict[str, float]] = {name: defaultdict(float) for name in names}
+        walls: dict[str, float] = dict.fromkeys(names, 0.0)
         for r in range(args.rounds):
-            order = [("old", old), ("new", ROOT)] if r % 2 == 0 else [("new", ROOT), ("old", old)]
+            order = trees if r % 2 == 0 else trees[::-1]
             for name, tree in order:
                 load = os.getloadavg()
-                wall, per_file, last = run(tree, args.files, Path(tmp) / f"{name}-{r}.xml")
+                xml = Path(tmp) / f"{name}-{r}.xml"
+                wall, per_file, last = run(tree, args.files, xml)
+                if args.keep is not None and xml.exists():
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(xml, args.keep / xml.name)
                 walls[name] += wall
                 for f, seconds in per_file.items():
                     totals[name][f] += seconds
                 print(f"round {r + 1} {name}: wall {wall:6.1f} s, load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}:"
                       f" {last}", flush=True)
-        print(f"\n{'file':60} {'old s':>8} {'new s':>8}   (mean of {args.rounds} round(s))")
-        for f in sorted(set(totals["old"]) | set(totals["new"])):
-            print(f"{f:60} {totals['old'][f] / args.rounds:8.1f} {totals['new'][f] / args.rounds:8.1f}")
-        print(f"{'whole run (wall, start-up and teardown included)':60} {walls['old'] / args.rounds:8.1f}"
-              f" {walls['new'] / args.rounds:8.1f}")
+        heads = "".join(f" {name[:10] + ' s':>12}" for name in names)
+        print(f"\n{'file':60}{heads}   (mean of {args.rounds} round(s))")
+        for f in sorted(set().union(*(totals[name] for name in names))):
+            print(f"{f:60}" + "".join(f" {totals[name][f] / args.rounds:12.1f}" for name in names))
+        print(f"{'whole run (wall, start-up and teardown included)':60}"
+              + "".join(f" {walls[name] / args.rounds:12.1f}" for name in names))
     return 0
 
 

@@ -53,9 +53,8 @@ EXTRA: list[tuple[str, str, str, str, int, str | None, str | None]] = [
 
 
 @pytest.fixture
-def db(fresh_db: str) -> str:
-    scenario.build(fresh_db)
-    with psycopg.connect(fresh_db) as conn:
+def db(scenario_db: str) -> str:
+    with psycopg.connect(scenario_db) as conn:
         for no, a, b, hours, user_type, user, org in EXTRA:
             name = user.title() if user else "某企业"
             conn.execute(
@@ -64,7 +63,7 @@ def db(fresh_db: str) -> str:
                 " VALUES ('U1', 'I1', %s, %s, %s, %s, 100, '占用', %s, %s, %s, %s, '样品测试')",
                 (no, scenario.t(a), scenario.t(b), Decimal(hours), user_type, user, name, org),
             )
-    return fresh_db
+    return scenario_db
 
 
 def _records(dsn: str) -> dict[str, reconciliation.RecordCheck]:

@@ -26,9 +26,8 @@ KEY = privacy.Pseudonymizer(b"k" * 32)
 
 
 @pytest.fixture
-def db(fresh_db: str) -> str:
-    scenario.build(fresh_db)
-    return fresh_db
+def db(scenario_db: str) -> str:
+    return scenario_db
 
 
 def _late_run(dsn: str) -> None:

@@ -15,7 +15,6 @@ from server import admin
 from server.registry.importer import run_import
 from server.store.times import TZ
 from sim.devstack import role_dsn
-from tests.evaluation import scenario
 
 HEADER = ["序号", "仪器编号", "仪器名称", "原值（万元）", "类别", "验收日期", "纳入平台日期", "存放地点", "共享方式"]
 
@@ -50,9 +49,8 @@ def _save(wb: Workbook) -> bytes:
 
 
 @pytest.fixture
-def db(fresh_db: str) -> str:
-    scenario.build(fresh_db)
-    return fresh_db
+def db(scenario_db: str) -> str:
+    return scenario_db
 
 
 def _count(conn: psycopg.Connection[tuple[object, ...]], sql: str) -> int:

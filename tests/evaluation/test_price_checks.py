@@ -44,9 +44,8 @@ def price_sheet() -> bytes:
 
 
 @pytest.fixture
-def db(fresh_db: str) -> str:
-    scenario.build(fresh_db)
-    with psycopg.connect(fresh_db) as conn:
+def db(scenario_db: str) -> str:
+    with psycopg.connect(scenario_db) as conn:
         rep = run_import(conn, "prices", "U1", price_sheet(), "价格目录.xlsx")
         assert rep.status == "committed" and rep.accepted == 4, rep.text()
         # R7: 10 samples on I2, charged by sample; R8: on I4, which has no price list
@@ -61,7 +60,7 @@ def db(fresh_db: str) -> str:
                 scenario.t("2025-08-02 11:00"),
             ),
         )
-    return fresh_db
+    return scenario_db
 
 
 def test_fee_check_by_hand(db: str) -> None:

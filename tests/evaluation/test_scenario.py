@@ -77,9 +77,8 @@ AS_OF = datetime(2026, 1, 10, tzinfo=TZ)
 
 
 @pytest.fixture
-def db(fresh_db: str) -> str:
-    scenario.build(fresh_db)
-    return fresh_db
+def db(scenario_db: str) -> str:
+    return scenario_db
 
 
 def test_indicators_by_hand(db: str) -> None:

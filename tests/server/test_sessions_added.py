@@ -1,5 +1,6 @@
 """Migration 039's body of the trigger that gives segments written before their session the
-session's identity (013): the same rows as 013's single UPDATE, one primary-key range per session."""
+session's identity (013): the same rows as 013's single UPDATE, one primary-key range per session;
+043: its planner hints stay on its look-up, out of the triggers its UPDATE fires."""
 
 from __future__ import annotations
 
@@ -42,3 +43,26 @@ def test_sessions_written_after_their_segments_fill_exactly_their_range(fresh_db
         ("A1", 11.0, "os", "alice"), ("A1", 12.0, None, None), ("A1", 13.0, "checkin", "bob"),
         ("A1", 20.0, "checkin", "bob"), ("A2", 10.0, None, None),
     ]
+
+
+def test_the_triggers_the_update_fires_are_planned_without_the_look_ups_hints(fresh_db: str) -> None:
+    """043: 013/039 set enable_hashjoin/mergejoin/seqscan off on the whole trigger function, so every
+    statement trigger its UPDATE fired (rollup, record windows, 037's classing) ran under them: 1-6 s
+    per session on a dozen rows. A probe trigger on usage_segments records the settings it sees."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE probe (hashjoin text, mergejoin text, seqscan text)")
+        conn.execute("CREATE FUNCTION probe_settings() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     " INSERT INTO probe VALUES (current_setting('enable_hashjoin'),"
+                     " current_setting('enable_mergejoin'), current_setting('enable_seqscan')); RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER probe AFTER UPDATE ON usage_segments FOR EACH STATEMENT"
+                     " EXECUTE FUNCTION probe_settings()")
+        conn.execute(
+            f"INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,"
+            f" session_id, start_seq) VALUES ('A1', 'I1', '{_ts(10)}', '{_ts(11)}', 'running', true, 'live', 's1', 1)")
+        conn.execute(
+            f"INSERT INTO user_sessions (agent_id, instrument_id, session_id, method, identifier, start_at, end_at,"
+            f" start_seq) VALUES ('A1', 'I1', 's1', 'os', 'alice', '{_ts(10)}', '{_ts(11.5)}', 1)")
+        probed = conn.execute("SELECT * FROM probe").fetchall()
+        filled = conn.execute("SELECT method, identifier FROM usage_segments").fetchall()
+    assert filled == [("os", "alice")]
+    assert probed == [("on", "on", "on")]
