@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import queue
 import threading
 import time
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from protocols.derive import Carry, Derived, Gap, Rec
+from protocols.derive import Carry, Derived, Gap, recs_of
 from protocols.errors import Reason
 from protocols.records import Birth
 from server import clock
@@ -38,7 +39,7 @@ from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
 from server.ingest.batching import Handoff
 from server.ingest.book import Book, GapRow, Progress
 from server.ingest.metrics import Metrics
-from server.ingest.store import NewRow, copy_envelopes, copy_records_binary
+from server.ingest.store import copy_envelopes, copy_packed_records, packed_record_rows
 from server.ingest.verify import (
     ControlIn,
     EnvelopeIn,
@@ -55,6 +56,7 @@ from server.store.times import dt_to_ms, ms_to_dt
 
 log = logging.getLogger(__name__)
 _BYTES_PER_RECORD = 250  # to bound a batch's records before parsing it
+_REC, _RECEIVED = operator.attrgetter("rec"), operator.attrgetter("received")
 
 
 @dataclass
@@ -240,13 +242,13 @@ class Pipeline:
                 for i, e in enumerate(accepted)
             ))
             # in time order: the index leads with time, so rows in time order append at its right
-            # edge instead of splitting pages (it stays ~30 % smaller)
-            rows: list[NewRow] = [
-                (nr.t, b.prog.agent_no, nr.seq, ids[nr.envelope], nr.hash, nr.rec["type"], nr.rec.get("state"))
-                for b in books.values() for nr in b.new.values()
-            ]
+            # edge instead of splitting pages (it stays ~30 % smaller); packed rows sort by time
+            rows: list[bytes] = []
+            for b in books.values():
+                if b.new:
+                    rows += packed_record_rows(b.prog.agent_no, ids, b.new.values())
             rows.sort()
-            out.records = copy_records_binary(conn, rows)
+            out.records = copy_packed_records(conn, rows)
             for b in books.values():
                 if b.new:
                     latest = max(accepted[i].msg.received_at for i in {nr.envelope for nr in b.new.values()})
@@ -287,7 +289,11 @@ class Pipeline:
         lo, hi = p.derived_seq + 1, p.watermark
         if hi < lo:
             return None
-        new = {s: Rec.from_record(nr.rec, nr.received) for s, nr in b.new.items() if lo <= s <= hi}
+        at_hand = b.new
+        if at_hand and (min(at_hand) < lo or max(at_hand) > hi):
+            at_hand = {s: nr for s, nr in at_hand.items() if lo <= s <= hi}
+        vals = at_hand.values()
+        new = dict(zip(at_hand, recs_of(map(_REC, vals), map(_RECEIVED, vals)), strict=True))
         carry = Carry.from_dict(p.derive_carry) if p.derive_carry else None
         d = incremental.advance(conn, p.agent_no, p.agent_id, lo, hi, new,
                                 [Gap(g.first, g.last, g.kind) for g in b.gaps], carry, self.params)
