@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocols.derive as d
@@ -99,6 +99,7 @@ def reference_derive(
 
 
 
+@settings(max_examples=60)  # the suite's time: test_derive's own chained test covers the rules
 @given(scripts(), st.lists(st.integers(0, 60), max_size=3))
 def test_loop_equals_the_reference(recs: list[Rec], cuts: list[int]) -> None:
     """Whole and chained runs (the carry passed on) give the same rows and carry as before."""
@@ -134,6 +135,7 @@ def _record(r: Rec) -> dict[str, Any]:
     return out
 
 
+@settings(max_examples=40)
 @given(scripts())
 def test_recs_of_equals_from_record(recs: list[Rec]) -> None:
     wire = [_record(r) for r in recs]
