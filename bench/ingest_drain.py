@@ -56,8 +56,11 @@ def main() -> None:
     ap.add_argument("--per-envelope", type=int, default=500)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--old-ref", help="also drain with the code at this git ref (e.g. main), interleaved")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=INT",
+                    help="an [ingest] setting for this tree's drains only (e.g. split_groups=2); repeatable")
     args = ap.parse_args()
     trees = [("this tree", ROOT)] + ([(args.old_ref, checkout(args.old_ref))] if args.old_ref else [])
+    overrides = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
     t = time.perf_counter()
@@ -85,7 +88,8 @@ def main() -> None:
         for w in args.workers:
             for name, root in reversed(trees):  # the old code first, then this tree
                 load = os.getloadavg()[0]
-                rate, steady, dups = drain(pg, broker, fleet, envelopes, total, w, root)
+                rate, steady, dups = drain(pg, broker, fleet, envelopes, total, w, root,
+                                           overrides if root == ROOT else {})
                 results[name, w] = rate
                 print(f"[{name}] drain with {w} ingest process(es): {rate:,.0f} records/s end to end "
                       f"({steady:,.0f}/s from first commit), {rate / ceiling:.0%} of the COPY ceiling; "
@@ -121,7 +125,7 @@ def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[st
 
 
 def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tuple[str, bytes]], total: int,
-          workers: int, root: Path = ROOT) -> tuple[float, float, int]:
+          workers: int, root: Path = ROOT, settings: dict[str, int] | None = None) -> tuple[float, float, int]:
     dsn = fresh_db(pg, f"bench_drain{workers}", root)  # type: ignore[arg-type]
     with psycopg.connect(dsn, autocommit=True) as conn:
         for a in fleet:
@@ -129,7 +133,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     tmp = Path(tempfile.mkdtemp(prefix="jishi-drain-"))
     group = f"drain{workers}-{int(time.time())}"
     configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-w{k}", group,  # type: ignore[arg-type]
-                                   batch_max_messages=40) for k in range(workers)]
+                                   batch_max_messages=40, **(settings or {})) for k in range(workers)]
     # create the persistent sessions, then stop ingest: the backlog queues in the broker. Wait
     # until each process has subscribed (a fixed sleep was too short on a loaded box: the
     # backlog then went to a group without members and was dropped)
