@@ -361,6 +361,30 @@ def split_by_agent(batch: list[Incoming], opened: list[Opening | Refused], min_r
     return [p for p in parts if p[0]]
 
 
+class Contention:
+    """Whether another worker has lately held agents this one wanted: big batches are split by
+    agent (split_by_agent) only then.
+
+    Why: every transaction pays a fixed cost, mostly PostgreSQL's statement triggers on the derived
+    tables (~23 ms of backend per segment upsert in a backlog drain), so four transactions per batch
+    cost a lone worker ~4 us of CPU per record (20.3 against 15.6 us in all; bench/RESULTS.md,
+    "ingest4") and buy it nothing. With a second worker the first batch finds the other's agents
+    busy (FOR UPDATE SKIP LOCKED defers them), and from then on batches are split as before."""
+
+    WINDOW_S = 30.0
+    """split for this long after the last deferral"""
+
+    def __init__(self) -> None:
+        self._until = float("-inf")
+
+    def note(self, deferred: bool, now: float) -> None:
+        if deferred:
+            self._until = now + self.WINDOW_S
+
+    def groups(self, configured: int, now: float) -> int:
+        return configured if now < self._until else 1
+
+
 class Worker:
     """The thread that owns the database connection and runs batches, retries and periodic work."""
 
@@ -392,6 +416,7 @@ class Worker:
         self._conn: Conn | None = None
         self._next_holes = time.monotonic() + settings.ingest.gap_check_every_s
         self._deferred: list[tuple[Incoming, Opening | Refused]] = []
+        self._contention = Contention()
 
     def start(self) -> None:
         self._prep.start()
@@ -426,8 +451,8 @@ class Worker:
                 batch = [m for m, _ in waiting] + [m for m, _ in taken]
                 opened = [o for _, o in waiting] + [o for _, o in taken]
                 if batch:
-                    for part, part_opened in split_by_agent(batch, opened, self.s.ingest.split_min_records,
-                                                            self.s.ingest.split_groups):
+                    groups = self._contention.groups(self.s.ingest.split_groups, time.monotonic())
+                    for part, part_opened in split_by_agent(batch, opened, self.s.ingest.split_min_records, groups):
                         self._with_retry(lambda conn, b=part, o=part_opened: self._batch(conn, b, o))  # type: ignore[misc]
                     if len(self._deferred) == len(batch):
                         time.sleep(0.005)  # every agent busy in another worker: let it commit
@@ -492,6 +517,7 @@ class Worker:
                 for m in batch:
                     self._batch(conn, [m])
                 return
+            self._contention.note(bool(out.deferred), time.monotonic())
             if out.deferred:
                 self._deferred.extend(out.deferred)
                 later = {id(m) for m, _ in out.deferred}

@@ -412,3 +412,19 @@ def test_big_batches_are_split_by_agent_small_ones_not() -> None:
     where = {(m.topic, k) for k, (p, _) in enumerate(parts) for m in p if m is not msgs[-1]}
     assert len(where) == len(agents)  # each agent's messages in one group
     assert split_by_agent(msgs, opened, 72, 4) == parts and split_by_agent(msgs, opened, 1, 1) == [(msgs, opened)]
+
+
+def test_batches_are_split_only_while_another_worker_holds_agents() -> None:
+    """A lone worker stores a big batch as one transaction; once another worker's hold deferred
+    some of its agents, it splits (split_groups) until Contention.WINDOW_S after the last deferral."""
+    from server.ingest.worker import Contention
+
+    c = Contention()
+    assert c.groups(4, 0.0) == 1
+    c.note(False, 1.0)
+    assert c.groups(4, 1.0) == 1
+    c.note(True, 2.0)
+    assert c.groups(4, 2.0) == 4 and c.groups(4, 2.0 + Contention.WINDOW_S - 0.1) == 4
+    c.note(False, 3.0)  # a batch without deferrals does not end the window
+    assert c.groups(4, 3.0 + Contention.WINDOW_S - 1.1) == 4
+    assert c.groups(4, 2.0 + Contention.WINDOW_S) == 1
