@@ -56,11 +56,13 @@ def main() -> None:
     ap.add_argument("--per-envelope", type=int, default=500)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--old-ref", help="also drain with the code at this git ref (e.g. main), interleaved")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=INT",
-                    help="an [ingest] setting for this tree's drains only (e.g. split_groups=2); repeatable")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an [ingest] setting for this tree's drains only (e.g. split_groups=2, "
+                         "split_only_when_contended=false); repeatable")
     args = ap.parse_args()
     trees = [("this tree", ROOT)] + ([(args.old_ref, checkout(args.old_ref))] if args.old_ref else [])
-    overrides = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    overrides: dict[str, int | str] = {k: int(v) if v.lstrip("-").isdigit() else v
+                                       for k, v in (kv.split("=", 1) for kv in args.set)}
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
     t = time.perf_counter()
@@ -127,7 +129,7 @@ def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[st
 
 
 def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tuple[str, bytes]], total: int,
-          workers: int, root: Path = ROOT, settings: dict[str, int] | None = None
+          workers: int, root: Path = ROOT, settings: dict[str, int | str] | None = None
           ) -> tuple[float, float, int, tuple[float, float]]:
     """Drain the backlog with `workers` ingest processes of the code at `root`: records/s end to end
     and from the first commit, records stored twice, and CPU per record (us) of the ingest processes

@@ -451,7 +451,8 @@ class Worker:
                 batch = [m for m, _ in waiting] + [m for m, _ in taken]
                 opened = [o for _, o in waiting] + [o for _, o in taken]
                 if batch:
-                    groups = self._contention.groups(self.s.ingest.split_groups, time.monotonic())
+                    groups = (self._contention.groups(ing.split_groups, time.monotonic())
+                              if ing.split_only_when_contended else ing.split_groups)
                     for part, part_opened in split_by_agent(batch, opened, self.s.ingest.split_min_records, groups):
                         self._with_retry(lambda conn, b=part, o=part_opened: self._batch(conn, b, o))  # type: ignore[misc]
                     if len(self._deferred) == len(batch):
