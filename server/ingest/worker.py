@@ -368,8 +368,10 @@ class Contention:
     Why: every transaction pays a fixed cost, mostly PostgreSQL's statement triggers on the derived
     tables (~23 ms of backend per segment upsert in a backlog drain), so four transactions per batch
     cost a lone worker ~4 us of CPU per record (20.3 against 15.6 us in all; bench/RESULTS.md,
-    "ingest4") and buy it nothing. With a second worker the first batch finds the other's agents
-    busy (FOR UPDATE SKIP LOCKED defers them), and from then on batches are split as before."""
+    "ingest4") and buy it nothing. When another worker holds agents this one wants (FOR UPDATE SKIP
+    LOCKED defers them), batches are split as before, for WINDOW_S after the last deferral. (In the
+    drain bench two workers' whole batches never met on an agent, so they stayed whole: setting
+    ingest.split_only_when_contended = false splits always.)"""
 
     WINDOW_S = 30.0
     """split for this long after the last deferral"""
