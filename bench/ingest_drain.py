@@ -56,8 +56,13 @@ def main() -> None:
     ap.add_argument("--per-envelope", type=int, default=500)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--old-ref", help="also drain with the code at this git ref (e.g. main), interleaved")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an [ingest] setting for this tree's drains only (e.g. split_groups=2, "
+                         "split_only_when_contended=false); repeatable")
     args = ap.parse_args()
     trees = [("this tree", ROOT)] + ([(args.old_ref, checkout(args.old_ref))] if args.old_ref else [])
+    overrides: dict[str, int | str] = {k: int(v) if v.lstrip("-").isdigit() else v
+                                       for k, v in (kv.split("=", 1) for kv in args.set)}
     print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
     t = time.perf_counter()
@@ -85,11 +90,14 @@ def main() -> None:
         for w in args.workers:
             for name, root in reversed(trees):  # the old code first, then this tree
                 load = os.getloadavg()[0]
-                rate, steady, dups = drain(pg, broker, fleet, envelopes, total, w, root)
+                rate, steady, dups, (us_ingest, us_pg) = drain(pg, broker, fleet, envelopes, total, w, root,
+                                           overrides if root == ROOT else {})
                 results[name, w] = rate
                 print(f"[{name}] drain with {w} ingest process(es): {rate:,.0f} records/s end to end "
                       f"({steady:,.0f}/s from first commit), {rate / ceiling:.0%} of the COPY ceiling; "
-                      f"records stored twice: {dups}; load average {load:.1f} -> {os.getloadavg()[0]:.1f}",
+                      f"records stored twice: {dups}; CPU per record: ingest {us_ingest:.2f} us + its PostgreSQL "
+                      f"backends {us_pg:.2f} us = {us_ingest + us_pg:.2f} us; "
+                      f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}",
                       flush=True)
         for name, _ in trees:
             if (name, 1) in results and (name, 2) in results:
@@ -121,7 +129,11 @@ def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[st
 
 
 def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tuple[str, bytes]], total: int,
-          workers: int, root: Path = ROOT) -> tuple[float, float, int]:
+          workers: int, root: Path = ROOT, settings: dict[str, int | str] | None = None
+          ) -> tuple[float, float, int, tuple[float, float]]:
+    """Drain the backlog with `workers` ingest processes of the code at `root`: records/s end to end
+    and from the first commit, records stored twice, and CPU per record (us) of the ingest processes
+    and of their PostgreSQL backends (less sensitive to a loaded box than the rates)."""
     dsn = fresh_db(pg, f"bench_drain{workers}", root)  # type: ignore[arg-type]
     with psycopg.connect(dsn, autocommit=True) as conn:
         for a in fleet:
@@ -129,7 +141,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     tmp = Path(tempfile.mkdtemp(prefix="jishi-drain-"))
     group = f"drain{workers}-{int(time.time())}"
     configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-w{k}", group,  # type: ignore[arg-type]
-                                   batch_max_messages=40) for k in range(workers)]
+                                   batch_max_messages=40, **(settings or {})) for k in range(workers)]
     # create the persistent sessions, then stop ingest: the backlog queues in the broker. Wait
     # until each process has subscribed (a fixed sleep was too short on a loaded box: the
     # backlog then went to a group without members and was dropped)
@@ -164,13 +176,26 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
         try:
             first = wait(lambda: stored() > 0, 300, every=0.02)
             done = wait(lambda: stored() >= total, 1200, every=0.05)
+            backends = [int(r[0]) for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'jishi-ingest%'").fetchall()]
+            cpu = (sum(map(cpu_s, (p.pid for p in procs))), sum(map(cpu_s, backends)))
         finally:  # also when a condition times out: never leave ingest processes behind
             for p in procs:
                 stop(p)
         dups = conn.execute("SELECT count(*) - count(DISTINCT (agent_no, seq)) FROM records").fetchone()[0]  # type: ignore[index]
         n = conn.execute("SELECT count(*) FROM records").fetchone()[0]  # type: ignore[index]
         assert n == total, f"stored {n} of {total}"
-    return total / (done - t0), total / (done - first), int(dups)
+    return total / (done - t0), total / (done - first), int(dups), (cpu[0] / total * 1e6, cpu[1] / total * 1e6)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (the drain's processes and backends are local)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,9 @@ def wrap_pipeline() -> None:
         setattr(q, name, timed(f"db: {name}", getattr(q, name)))
     w.authenticate = timed("signature + registry checks", w.authenticate)
     w.copy_envelopes = timed("COPY envelopes (raw bytes)", w.copy_envelopes)
-    w.copy_records_binary = timed("COPY records (build rows + COPY)", w.copy_records_binary)
+    for name in ("copy_records_binary", "packed_record_rows", "copy_packed_records"):  # older code: the first
+        if hasattr(w, name):
+            setattr(w, name, timed("COPY records (build rows + COPY)", getattr(w, name)))
     Book.judge = timed("book: judge", Book.judge)  # type: ignore[method-assign]
     Book.accept = timed("book: accept", Book.accept)  # type: ignore[method-assign]
     Book.settle = timed("book: settle", Book.settle)  # type: ignore[method-assign]

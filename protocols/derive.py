@@ -123,6 +123,18 @@ class Rec(NamedTuple):
         return cls(seq, t, typ, boot, received, mono=mono)
 
 
+def recs_of(records: Iterable[Mapping[str, Any]], received: Iterable[int]) -> list[Rec]:
+    """`Rec.from_record` of each record with its receive time (ms), as one list: heartbeats (most
+    records) are built here without a call each."""
+    make, from_record = tuple.__new__, Rec.from_record
+    return [
+        make(Rec, (rec["seq"], rec["t"], "heartbeat", rec["boot"], rcv, rec["state"], rec["period_ms"], None, None,
+                   None, None, None, rec.get("mono"), None))
+        if rec["type"] == "heartbeat" else from_record(rec, rcv)
+        for rec, rcv in zip(records, received, strict=True)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Gap:
     """Seqs first..last that will never be stored. kind 'lost' (never arrived) or 'overflow'
@@ -320,9 +332,19 @@ def derive(
         if t > c.last_t:
             arrival = "live" if (c.last_live and live) else "spool"
             seg_attrs = (c.state, status == WATCHING, arrival, c.session.session_id if c.session else None)
-            _extend(c, out, c.last_t, c.last_seq, seg_attrs, (status, reason))
+            seg, cov = c.seg, c.cov
+            # _extend changes nothing while both open rows keep their attributes (most records):
+            # the call is skipped then
+            if seg is None or cov is None or seg.attrs != seg_attrs or cov.attrs != (status, reason):
+                _extend(c, out, c.last_t, c.last_seq, seg_attrs, (status, reason))
         c.last_seq, c.last_t, c.last_boot, c.last_live, c.last_stop = r.seq, t, r.boot, live, False
-        _apply(c, r, t, sessions, out)
+        if r.type == "heartbeat":  # _apply's heartbeat case written out (most records)
+            if r.state is not None and r.state != c.state:
+                c.state, c.state_since = r.state, t
+            if r.period_ms:
+                c.period_ms = r.period_ms
+        else:
+            _apply(c, r, t, sessions, out)
     if c is not None:
         _emit_open(c, out)
         out.carry = Carry(**{f: getattr(c, f) for f in _CARRY_FIELDS})

@@ -66,9 +66,16 @@ PROGRESS_COLUMNS = (
 def lock_progress(conn: Conn, agent_ids: Sequence[str], skip_locked: bool = False) -> list[tuple[Any, ...]]:
     """Create missing progress rows, then lock them in agent_no order (no deadlocks).
 
-    skip_locked: rows another transaction holds are left out (the caller defers those agents)."""
+    skip_locked: rows another transaction holds are left out (the caller defers those agents).
+
+    Only agents without a row (in this snapshot) are inserted: an INSERT .. ON CONFLICT that meets a
+    row another transaction has updated (a worker saves progress before it commits) waits for that
+    transaction, so two workers took turns on every agent before SKIP LOCKED could skip it, and
+    the waiting worker never saw a busy agent (bench/RESULTS.md, "ingest4")."""
     conn.execute(
-        "INSERT INTO agent_progress (agent_id) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT (agent_id) DO NOTHING",
+        "INSERT INTO agent_progress (agent_id) SELECT a FROM unnest(%s::text[]) AS a"
+        " WHERE NOT EXISTS (SELECT 1 FROM agent_progress p WHERE p.agent_id = a)"
+        " ORDER BY 1 ON CONFLICT (agent_id) DO NOTHING",
         (sorted(agent_ids),),
     )
     return conn.execute(

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def _needed(lo: int, hi: int, have: Iterable[int], gaps: list[Gap]) -> set[int]:
     """Seqs in lo..hi that are neither at hand nor declared lost/dropped."""
-    have_set = set(have)
+    have_set = have if isinstance(have, (set, frozenset, dict)) else set(have)  # distinct already
     if have_set and len(have_set) == hi - lo + 1 and min(have_set) >= lo and max(have_set) <= hi:
         return set()  # every seq at hand (the usual case): no walk over the range
     out: set[int] = set()
@@ -61,7 +61,7 @@ def advance(conn: Conn, agent_no: int, agent_id: str, lo: int, hi: int, new: Map
         if missing:
             log.error("agent %s: %d stored records up to the watermark were not found in their envelopes "
                       "(first %d); deriving as if lost", agent_id, len(missing), min(missing))
-    return derive((recs[s] for s in sorted(recs)), params, carry, list(gaps))
+    return derive(map(recs.__getitem__, sorted(recs)), params, carry, list(gaps))
 
 
 def write(conn: Conn, agent_id: str, instrument_id: str, d: Derived) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocols.chain import GENESIS
 from protocols.errors import Reason
@@ -97,8 +97,10 @@ class Progress:
         return self.watermark + 1, self.pending[0].lo - 1
 
 
-@dataclass(slots=True)
-class NewRecord:
+class NewRecord(NamedTuple):
+    """A record this batch stores. (A named tuple, built without its keyword constructor: one per
+    record, and tuples are the cheapest to build; server/ingest/store.py packs its COPY row.)"""
+
     seq: int
     t: int
     hash: str
@@ -269,8 +271,13 @@ class Book:
         records, hashes = opened.body["records"], opened.hashes
         received = env.msg.received_ms
         new = self.new
-        out = [NewRecord(rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received)
-               for i in v.new for rec in (records[i],)]
+        make = tuple.__new__
+        if len(v.new) == len(records):  # all new (the usual case): no index per record
+            out = [make(NewRecord, (rec["seq"], rec["t"], h, rec["prev"], rec, envelope_index, received))
+                   for rec, h in zip(records, hashes, strict=True)]
+        else:
+            out = [make(NewRecord, (rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received))
+                   for i in v.new for rec in (records[i],)]
         new.update({nr.seq: nr for nr in out})
         self.touched = True
         if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record

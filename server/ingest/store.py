@@ -9,7 +9,7 @@ the agents' progress locks, so nothing can conflict; should a bug ever try to st
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +74,47 @@ def record_rows_binary(rows: Iterable[NewRow]) -> bytes:
             add(_ROW_NO_STATE(7, 8, us, 8, seq, 8, env_id, 8, bytes.fromhex(h[:16]), 4, agent_no, 2, code, -1))
     add(_COPY_TRAILER)
     return b"".join(parts)
+
+
+NewRecordRow = tuple[int, int, str, str, Mapping[str, Any], int, int]
+"""seq, t (UTC ms), hex hash, prev, the record, index of its envelope in the batch, received (ms):
+server/ingest/book.py's NewRecord"""
+
+
+def packed_record_rows(agent_no: int, env_ids: Sequence[int], new: Iterable[NewRecordRow]) -> list[bytes]:
+    """Each new record's row of the COPY BINARY stream, packed straight from the book's records
+    (the bytes record_rows_binary packs for the same row; tests/server/test_store_binary.py).
+
+    Why: one pass and no intermediate row tuple per record. Sorting the packed rows sorts them by
+    time: each starts with the same field count and length, then t as a big-endian signed integer
+    of microseconds since 2000, which orders as its bytes for every time after 2000 (the protocol's
+    first millisecond is 2020-01-01). Rows in time order append at the right edge of the
+    time-led records index instead of splitting its pages."""
+    out: list[bytes] = []
+    add = out.append
+    codes, states, state_types = TYPE_CODES, STATE_CODES, _STATE_TYPES
+    row, row_no_state, fromhex, epoch = _ROW, _ROW_NO_STATE, bytes.fromhex, _PG_EPOCH_MS
+    for seq, t, h, _prev, rec, envelope, _received in new:
+        code = codes[rec["type"]]
+        state = rec.get("state")
+        if code in state_types and state is not None:
+            add(row(7, 8, (t - epoch) * 1000, 8, seq, 8, env_ids[envelope], 8, fromhex(h[:16]), 4, agent_no, 2,
+                    code, 2, states[state]))
+        else:
+            add(row_no_state(7, 8, (t - epoch) * 1000, 8, seq, 8, env_ids[envelope], 8, fromhex(h[:16]), 4,
+                             agent_no, 2, code, -1))
+    return out
+
+
+def copy_packed_records(conn: Conn, rows: list[bytes]) -> int:
+    """Binary COPY of rows packed by packed_record_rows; returns the number written."""
+    if not rows:
+        return 0
+    with conn.cursor() as cur, cur.copy(
+        f"COPY records ({', '.join(RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"  # names are constants
+    ) as cp:
+        cp.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
+    return len(rows)
 
 
 def copy_records_binary(conn: Conn, rows: list[NewRow]) -> int:

@@ -390,6 +390,31 @@ def test_agents_busy_in_another_worker_are_deferred(db: tuple[str, Conn]) -> Non
     assert stored_seqs(dsn, "busy") == [1, 2] and stored_seqs(dsn, "free") == [1, 2]
 
 
+def test_an_agent_another_worker_has_saved_but_not_committed_is_deferred_not_waited_for(
+        db: tuple[str, Conn]) -> None:
+    """The other worker has written the agent's progress (as every batch does before its commit):
+    this worker skips the agent at once instead of waiting for that commit (lock_timeout turns a
+    wait into an error)."""
+    dsn, conn = db
+    a, b = TestAgent("saved"), TestAgent("free")
+    register(dsn, a)
+    register(dsn, b)
+    run(conn, dsn, [a.msg(a.seal([a.state(T0, "idle")])), b.msg(b.seal([b.state(T0, "idle")]))])
+    pipe = Pipeline(settings_for(dsn), "t")
+    ma, mb = a.msg(a.seal([a.heartbeat(T0 + 60 * S, "idle")])), b.msg(b.seal([b.heartbeat(T0 + 60 * S, "idle")]))
+    with psycopg.connect(dsn) as other:
+        other.execute("UPDATE agent_progress SET resend_attempts = resend_attempts WHERE agent_id = 'saved'")
+        conn.execute("SET lock_timeout = '200ms'")
+        try:
+            out = pipe.process(conn, [ma, mb], skip_locked=True)
+        finally:
+            conn.execute("RESET lock_timeout")
+        assert [m for m, _ in out.deferred] == [ma] and out.records == 1
+    out = pipe.process(conn, [m for m, _ in out.deferred], [o for _, o in out.deferred], skip_locked=True)
+    assert out.deferred == [] and out.records == 1
+    assert stored_seqs(dsn, "saved") == [1, 2] and stored_seqs(dsn, "free") == [1, 2]
+
+
 def test_big_batches_are_split_by_agent_small_ones_not() -> None:
     """split_by_agent: every message once, in its order, each agent's in one group (the same in
     every worker); a batch under split_min_records stays whole."""
@@ -412,3 +437,19 @@ def test_big_batches_are_split_by_agent_small_ones_not() -> None:
     where = {(m.topic, k) for k, (p, _) in enumerate(parts) for m in p if m is not msgs[-1]}
     assert len(where) == len(agents)  # each agent's messages in one group
     assert split_by_agent(msgs, opened, 72, 4) == parts and split_by_agent(msgs, opened, 1, 1) == [(msgs, opened)]
+
+
+def test_batches_are_split_only_while_another_worker_holds_agents() -> None:
+    """A lone worker stores a big batch as one transaction; once another worker's hold deferred
+    some of its agents, it splits (split_groups) until Contention.WINDOW_S after the last deferral."""
+    from server.ingest.worker import Contention
+
+    c = Contention()
+    assert c.groups(4, 0.0) == 1
+    c.note(False, 1.0)
+    assert c.groups(4, 1.0) == 1
+    c.note(True, 2.0)
+    assert c.groups(4, 2.0) == 4 and c.groups(4, 2.0 + Contention.WINDOW_S - 0.1) == 4
+    c.note(False, 3.0)  # a batch without deferrals does not end the window
+    assert c.groups(4, 3.0 + Contention.WINDOW_S - 1.1) == 4
+    assert c.groups(4, 2.0 + Contention.WINDOW_S) == 1

@@ -7,7 +7,16 @@ from typing import Any
 
 import psycopg
 
-from server.ingest.store import NewRow, copy_records, copy_records_binary
+from server.ingest.store import (
+    _COPY_HEADER,
+    _COPY_TRAILER,
+    NewRow,
+    copy_packed_records,
+    copy_records,
+    copy_records_binary,
+    packed_record_rows,
+    record_rows_binary,
+)
 from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
 from server.store.times import ms_to_dt
 
@@ -54,3 +63,30 @@ def test_binary_rows_equal_write_row(fresh_db: str) -> None:
         assert len(a) == len(fast) and a == b
         assert a[0][0] == ms_to_dt(fast[0][0]) and a[0][3] == short_hash(fast[0][4])
         assert any(r[3] < 0 for r in a) and any(r[5] is None for r in a)
+
+
+def test_packed_rows_are_the_rows_record_rows_binary_packs(fresh_db: str) -> None:
+    """Rows packed straight from the book's records (ingest's path) are write_row's bytes, sort in
+    time order, and store the same rows as copy_records."""
+    no = 7
+    env_ids = [2 * k for k in range(1100)]  # the batch's envelope k has id 2k
+    rows = [(t, n, seq, 2 * env, h, typ, st) for t, n, seq, env, h, typ, st in _rows(no)]
+    rows.append((1_600_000_000_000, no, 401, 6, "a" * 64, "sample", "running"))  # a state on a sample: not stored
+    new = [(seq, t, h, "0" * 64, {"type": typ, **({} if st is None else {"state": st})}, env // 2, 0)
+           for t, _, seq, env, h, typ, st in rows]
+    packed = packed_record_rows(no, env_ids, reversed(new))
+    assert len(packed) == len(rows) == 401
+    assert sorted(packed) == [record_rows_binary([r])[len(_COPY_HEADER):-len(_COPY_TRAILER)] for r in sorted(rows)]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'O')")
+        conn.execute("INSERT INTO units (id, org_id, name) VALUES ('u', 'o', 'u')")
+        conn.execute("INSERT INTO instruments (id, unit_id, name) VALUES ('i', 'u', 'i')")
+        conn.execute("INSERT INTO agents (id, instrument_id) VALUES ('a', 'i')")
+        no = conn.execute("INSERT INTO agent_progress (agent_id) VALUES ('a') RETURNING agent_no").fetchone()[0]  # type: ignore[index]
+        with conn.transaction():
+            assert copy_packed_records(conn, sorted(packed_record_rows(no, env_ids, new))) == len(new)
+        got = conn.execute("SELECT t, seq, envelope_id, h, type, state FROM records WHERE agent_no = %s ORDER BY seq",
+                           (no,)).fetchall()
+    assert got == [(ms_to_dt(t), seq, env, short_hash(h), TYPE_CODES[typ],
+                    STATE_CODES[st] if st is not None and typ in ("state", "heartbeat") else None)
+                   for t, _, seq, env, h, typ, st in sorted(rows, key=lambda r: r[2])]
