@@ -25,8 +25,9 @@ running-time rollup, per-record checks and their totals, service totals; one uni
 from record_checks with migration 040's sessions and applicant seen) and the old way (013's
 per-identity rollup classed at report time, windows measured from the running segments, every record
 read), interleaved; one unit's report also the way before 040 ("037": its record list from 029's
-window rows grouped by session). The results are compared figure by figure (exact equality of the region's result and report, and of the unit's report and its JSON
-bytes): the output says IDENTICAL or DIFFERENT.
+window rows grouped by session). The results are compared figure by figure (exact equality of the
+region's result and report, and of the unit's report and its JSON bytes): the output says IDENTICAL
+or DIFFERENT.
 
 ``--reuse`` skips generation when the database already holds a generated region of the requested
 size (``--dsn``, or the private cluster kept in ``--workdir``); new migrations are applied first.
@@ -282,9 +283,11 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False) -> dict[str,
             write_json(rep, out / "evaluation.json")
             figures["region_report_write"] = time.perf_counter() - t
         reports: dict[str, Any] = {}
-        for attempt in range(3):
-            # "037": the record list from the window rows (the way before migration 040)
-            for way, precomputed in (("new", True), ("037", True), ("old", False)):
+        for attempt in range(6):
+            # "037": the record list from the window rows (the way before migration 040); the order
+            # rotates, so that no way always follows the old way's reading of 1 GB of segments
+            ways = [("new", True), ("037", True), ("old", False)]
+            for way, precomputed in ways[attempt % 3:] + ways[:attempt % 3]:
                 t = time.perf_counter()
                 with _records_from_windows(way == "037"):
                     urep = unit_report(conn, period, unit, rb, pseudonyms, now=now, precomputed=precomputed)

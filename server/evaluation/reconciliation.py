@@ -416,7 +416,8 @@ rec_measured AS (
            c.attributed_us::float8 AS attributed, c.may_us::float8 AS may_support, c.own_us::float8 AS own_unit,
            c.other_us::float8 AS other_use
     FROM rec r
-    LEFT JOIN record_checks c ON c.record_id = r.id
+    -- by primary key per record (OFFSET 0: not a merge join over the whole table's index)
+    LEFT JOIN LATERAL (SELECT * FROM record_checks x WHERE x.record_id = r.id OFFSET 0) c ON true
     LEFT JOIN LATERAL (
         SELECT sum(w.us) FILTER (WHERE w.watched) AS v, sum(w.us) FILTER (WHERE NOT w.watched) AS u
         FROM record_window_usage w
