@@ -9,6 +9,7 @@ service records edited and deleted. Only the owner's triggers write the tables.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -234,3 +235,43 @@ def test_only_the_triggers_write_the_tables(fresh_db: str, role: str) -> None:
                 conn.execute(sql.encode())
         if role != "jishi_ingest":
             assert conn.execute("SELECT count(*) FROM record_checks").fetchone() == (0,)
+
+
+def test_two_segment_writers_of_one_record_leave_its_facts_whole(fresh_db: str) -> None:
+    """Two agents of one instrument derive running time inside R6's window at once (029's lock is
+    shared between segment writers): the second waits for the first's row of record_checks, and
+    its facts (040) are recomputed after that wait, so both sessions count."""
+    scenario.build_registry(fresh_db)
+    t = scenario.t
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("INSERT INTO agents (id, instrument_id) VALUES ('A9', 'I1')")
+        conn.commit()
+    first = psycopg.connect(role_dsn(fresh_db, "jishi_ingest"))
+    second = psycopg.connect(role_dsn(fresh_db, "jishi_ingest"))
+    try:
+        queries.upsert_segments(first, [("A1", "I1", t("2024-12-31 21:00"), t("2024-12-31 21:30"), "running", True,
+                                          "live", "sa", 1)])  # fmt: skip
+        pid = second.info.backend_pid
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                queries.upsert_segments, second,
+                [("A9", "I1", t("2024-12-31 22:00"), t("2024-12-31 22:30"), "running", True, "live", "sb", 1)],
+            )  # fmt: skip
+            with psycopg.connect(fresh_db) as check:
+                while not waiting.done() and check.execute(
+                    "SELECT wait_event_type IS DISTINCT FROM 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone() == (True,):
+                    check.commit()  # a new snapshot of pg_stat_activity
+            first.commit()
+            waiting.result()
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+    with psycopg.connect(fresh_db) as check:
+        facts = check.execute(
+            "SELECT c.sessions FROM record_checks c JOIN service_records r ON r.id = c.record_id"
+            " WHERE r.record_no = 'R6'"
+        ).fetchone()
+        assert facts == (2,)
+        assert stored(check) == recomputed(check)

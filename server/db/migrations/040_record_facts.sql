@@ -10,8 +10,9 @@
 -- Neither is a sum, so neither can follow 037's deltas: every statement that changes a record's
 -- window rows or its row (029's and 037's triggers, re-classing on registry edits) recomputes
 -- both for the records it touched, from their window rows as they are after the statement (a few
--- rows per record, read through record_window_usage's primary key), in the same INSERT .. ON
--- CONFLICT that applies 037's deltas (one statement, so record_totals' trigger runs once).
+-- rows per record, read through record_window_usage's primary key): 037's full recompute in its
+-- INSERT .. ON CONFLICT (under the instruments' exclusive lock), the window trigger after its
+-- deltas, in a statement of its own (see record_checks_windows_changed).
 -- The other figures of the record list were already in record_checks (verified, unverified,
 -- external, attributed, may-support, own, other time); its period part of external time is taken
 -- back at report time for the rare records whose window runs past the period's end.
@@ -69,8 +70,12 @@ BEGIN
     $q$ USING ids;
 END $$;
 
--- As 037's, with the facts recomputed for the records touched; rows deleted with zero time may
--- have carried a session, so only an empty statement is skipped.
+-- As 037's (explicit columns: unsupported_us is generated), then the facts of the records touched
+-- recomputed in a statement of its own. Its snapshot is taken after the upsert holds the records'
+-- row locks: a concurrent segment writer (029's lock is shared between them) that changed the same
+-- records' windows has committed by then and is seen, so the last writer leaves the facts of all
+-- window rows (the upsert's deltas add up either way; the facts do not). Rows deleted with zero
+-- time may have carried a session, so only an empty statement is skipped.
 CREATE OR REPLACE FUNCTION record_checks_windows_changed() RETURNS trigger LANGUAGE plpgsql
     SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -79,23 +84,32 @@ DECLARE
         WHEN 'DELETE' THEN 'SELECT o.*, -1 AS sign FROM record_window_usage_old o'
         ELSE 'SELECT n.*, 1 AS sign FROM record_window_usage_new n UNION ALL SELECT o.*, -1 FROM record_window_usage_old o'
     END;
+    recs text;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         IF NOT EXISTS (SELECT 1 FROM record_window_usage_old) THEN RETURN NULL; END IF;
     ELSIF NOT EXISTS (SELECT 1 FROM record_window_usage_new) THEN
         RETURN NULL;
     END IF;
-    EXECUTE record_checks_insert_sql(
-        format('SELECT * FROM service_records WHERE id IN (SELECT record_id FROM (%s) c) ORDER BY id', changed),
-        changed) || $q$
+    recs := format('SELECT * FROM service_records WHERE id IN (SELECT record_id FROM (%s) c) ORDER BY id', changed);
+    EXECUTE format($q$
+        INSERT INTO record_checks AS c (record_id, unit_id, instrument_id, start_at, end_at, service_hours, user_type,
+                                        type_mismatch, attributed_us, may_us, own_us, other_us, verified_us,
+                                        unverified_us, ext_verified_us, ext_unverified_us)
+        %s
         ON CONFLICT (record_id) DO UPDATE SET
             attributed_us = c.attributed_us + EXCLUDED.attributed_us, may_us = c.may_us + EXCLUDED.may_us,
             own_us = c.own_us + EXCLUDED.own_us, other_us = c.other_us + EXCLUDED.other_us,
             verified_us = c.verified_us + EXCLUDED.verified_us, unverified_us = c.unverified_us + EXCLUDED.unverified_us,
             ext_verified_us = c.ext_verified_us + EXCLUDED.ext_verified_us,
-            ext_unverified_us = c.ext_unverified_us + EXCLUDED.ext_unverified_us,
-            sessions = EXCLUDED.sessions, applicant_seen = EXCLUDED.applicant_seen
-    $q$;
+            ext_unverified_us = c.ext_unverified_us + EXCLUDED.ext_unverified_us
+    $q$, record_checks_sql(recs, changed) || ' ORDER BY 1');
+    -- only rows whose facts change (a segment extended inside its session changes none)
+    EXECUTE format($q$
+        UPDATE record_checks c SET sessions = f.sessions, applicant_seen = f.applicant_seen
+        FROM (%s) f
+        WHERE c.record_id = f.record_id AND (c.sessions, c.applicant_seen) IS DISTINCT FROM (f.sessions, f.applicant_seen)
+    $q$, record_facts_sql(recs));
     RETURN NULL;
 END $$;
 
