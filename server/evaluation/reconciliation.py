@@ -612,7 +612,8 @@ per_session AS (
            sum(us) FILTER (WHERE watched) AS verified, sum(us) FILTER (WHERE NOT watched) AS unverified,
            sum(us - covered) FILTER (WHERE watched) AS uncovered_verified,
            sum(us - covered) FILTER (WHERE NOT watched) AS uncovered_unverified
-    FROM covered GROUP BY 1, 2, 3, 4
+    -- agent first: `covered` comes grouped by agent, so the sort for this grouping is incremental
+    FROM covered GROUP BY agent_id, session_id, unit_id, instrument_id
 )
 SELECT unit_id, instrument_id, session_id, user_id, method, identifier, first_start,
        (COALESCE(verified, 0) / 1000000)::float8 / 3600, (COALESCE(unverified, 0) / 1000000)::float8 / 3600,
