@@ -23,11 +23,13 @@ time (record_window_usage), the same SQL that keeps it for the web's imports and
                                              # with --reuse) copied once; shared_buffers as deployed
 
 Every measurement is made the new way (what migration 037 keeps at write time: the classed
-running-time rollup, per-record checks and their totals, service totals; one unit's records from
-029's windows) and the old way (013's per-identity rollup classed at report time, windows measured
-from the running segments, every record read), interleaved, and the results are compared figure by
-figure (exact equality of the region's result and report, and of the unit's report and its JSON
-bytes): the output says IDENTICAL or DIFFERENT.
+running-time rollup, per-record checks and their totals, service totals; one unit's record list
+from record_checks with migration 040's sessions and applicant seen) and the old way (013's
+per-identity rollup classed at report time, windows measured from the running segments, every record
+read), interleaved; one unit's report also the way before 040 ("037": its record list from 029's
+window rows grouped by session). The results are compared figure by figure (exact equality of the
+region's result and report, and of the unit's report and its JSON bytes): the output says IDENTICAL
+or DIFFERENT.
 
 ``--replicate N`` builds a province of N copies of a generated region in SQL (INSERT ... SELECT under
 new ids, see `replicate`), minutes instead of the hours a generation of its size takes, and checks
@@ -43,6 +45,7 @@ Targets (issue 17): region <= 2 s, one unit's report <= 0.3 s, a province (20,00
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -52,6 +55,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +63,7 @@ from typing import Any
 import psycopg
 
 from server.db.migrate import apply
-from server.evaluation import privacy, rubric
+from server.evaluation import privacy, reconciliation, rubric
 from server.evaluation.period import Period
 from server.evaluation.report import RegionResult, evaluate_region, region_report, unit_report
 from server.exports.workbook import write_json, write_xlsx
@@ -367,6 +371,18 @@ def _copies_as_originals(result: RegionResult, prov: Copies, pseudonyms: privacy
     ]
 
 
+@contextlib.contextmanager
+def _records_from_windows(on: bool) -> Iterator[None]:
+    """One unit's record list read the way before migration 040 (window rows grouped by session)."""
+    kept = reconciliation.RECORDS
+    if on:
+        reconciliation.RECORDS = reconciliation.RECORDS_FROM_WINDOWS
+    try:
+        yield
+    finally:
+        reconciliation.RECORDS = kept
+
+
 def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies | None = None) -> dict[str, float]:
     """Each measurement twice, the new way (windows kept at derive time, migration 029) and the old
     way (measured from the segments) interleaved, the first of each warming the cache; the results
@@ -418,10 +434,14 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies
             write_json(rep, out / "evaluation.json")
             figures["region_report_write"] = time.perf_counter() - t
         reports: dict[str, Any] = {}
-        for attempt in range(3):
-            for way, precomputed in (("new", True), ("old", False)):
+        for attempt in range(6):
+            # "037": the record list from the window rows (the way before migration 040); the order
+            # rotates, so that no way always follows the old way's reading of 1 GB of segments
+            ways = [("new", True), ("037", True), ("old", False)]
+            for way, precomputed in ways[attempt % 3:] + ways[:attempt % 3]:
                 t = time.perf_counter()
-                urep = unit_report(conn, period, unit, rb, pseudonyms, now=now, precomputed=precomputed)
+                with _records_from_windows(way == "037"):
+                    urep = unit_report(conn, period, unit, rb, pseudonyms, now=now, precomputed=precomputed)
                 figures[f"unit_report_only_{way}_{attempt}"] = time.perf_counter() - t
                 write_xlsx(urep, out / f"{unit}-{way}.xlsx")
                 write_json(urep, out / f"{unit}-{way}.json")
@@ -429,10 +449,11 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies
                 print(f"  unit_report_{way}_{attempt}: {figures[f'unit_report_{way}_{attempt}']:.2f}"
                       f" (report only {figures[f'unit_report_only_{way}_{attempt}']:.2f})")
                 reports[way] = urep
-        same = reports["old"] == reports["new"] and (out / f"{unit}-old.json").read_bytes() == (
-            out / f"{unit}-new.json"
-        ).read_bytes()
-        print(f"unit {unit}, old vs new:", "IDENTICAL" if same else "DIFFERENT")
+        for way in ("037", "new"):
+            same = reports["old"] == reports[way] and (out / f"{unit}-old.json").read_bytes() == (
+                out / f"{unit}-{way}.json"
+            ).read_bytes()
+            print(f"unit {unit}, old vs {way}:", "IDENTICAL" if same else "DIFFERENT")
         if prov is not None:
             copy = f"{unit}-{prov.copies - 1}"
             for attempt in range(2):

@@ -400,7 +400,36 @@ SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.se
 FROM verdict v
 ORDER BY v.unit_id, v.start_at, v.id
 """
-RECORDS = _rec_head(by_instrument=True) + _WINDOW_PAIRS + _VERDICT + _RECORDS_SELECT
+# The same from record_checks (migrations 037, 040): each record's window time by attribution, its
+# sessions and whether its applicant was seen, kept at write time with the identities classed as
+# they are now, so the record list reads one row per record instead of its window rows classed and
+# grouped by session. External time in the period: the external rows of the days after the
+# period's end are taken back for the records whose window runs past it (the rare look-up). Whole
+# microseconds in bigint turned into float8 are the float8 sums of the window rows, exactly.
+_CHECKS_PAIRS = """
+rec_measured AS (
+    SELECT r.*, c.verified_us::float8 AS verified, c.unverified_us::float8 AS unverified,
+           (c.ext_verified_us + c.ext_unverified_us)::float8 AS external,
+           (c.ext_verified_us - COALESCE(l.v, 0))::float8 AS ext_period_verified,
+           (c.ext_unverified_us - COALESCE(l.u, 0))::float8 AS ext_period_unverified,
+           c.sessions::bigint AS sessions, c.applicant_seen,
+           c.attributed_us::float8 AS attributed, c.may_us::float8 AS may_support, c.own_us::float8 AS own_unit,
+           c.other_us::float8 AS other_use
+    FROM rec r
+    -- by primary key per record (OFFSET 0: not a merge join over the whole table's index)
+    LEFT JOIN LATERAL (SELECT * FROM record_checks x WHERE x.record_id = r.id OFFSET 0) c ON true
+    LEFT JOIN LATERAL (
+        SELECT sum(w.us) FILTER (WHERE w.watched) AS v, sum(w.us) FILTER (WHERE NOT w.watched) AS u
+        FROM record_window_usage w
+        JOIN ident ON ident.unit_id = r.unit_id AND ident.method = NULLIF(w.method, '')
+                  AND ident.identifier = NULLIF(w.identifier, '')
+        WHERE r.end_at > %(t1)s AND w.record_id = r.id AND w.day >= %(end)s AND ident.who = 'external'
+    ) l ON true
+),
+"""
+RECORDS = _rec_head(by_instrument=True) + _CHECKS_PAIRS + _VERDICT + _RECORDS_SELECT
+# From the windows (migration 029), classed and grouped per session at report time: the way before 040.
+RECORDS_FROM_WINDOWS = _rec_head(by_instrument=True) + _WINDOW_PAIRS + _VERDICT + _RECORDS_SELECT
 # The same from the running segments themselves: the reference the windows are checked against.
 RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + _RECORDS_SELECT
 
@@ -583,7 +612,8 @@ per_session AS (
            sum(us) FILTER (WHERE watched) AS verified, sum(us) FILTER (WHERE NOT watched) AS unverified,
            sum(us - covered) FILTER (WHERE watched) AS uncovered_verified,
            sum(us - covered) FILTER (WHERE NOT watched) AS uncovered_unverified
-    FROM covered GROUP BY 1, 2, 3, 4
+    -- agent first: `covered` comes grouped by agent, so the sort for this grouping is incremental
+    FROM covered GROUP BY agent_id, session_id, unit_id, instrument_id
 )
 SELECT unit_id, instrument_id, session_id, user_id, method, identifier, first_start,
        (COALESCE(verified, 0) / 1000000)::float8 / 3600, (COALESCE(unverified, 0) / 1000000)::float8 / 3600,
@@ -640,13 +670,18 @@ class RecordCheck:
         return self.may_support_used > 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        return self.fields(local_iso(self.start_at), local_iso(self.end_at))
+
+    def fields(self, start_at: Any, end_at: Any) -> dict[str, Any]:
+        """`as_dict` with the window's ends given: a report's table keeps the datetimes (9,000
+        records' local ISO strings were built there only to be replaced)."""
         return {
             "id": self.id,
             "unit_id": self.unit_id,
             "instrument_id": self.instrument_id,
             "record_no": self.record_no,
-            "start_at": local_iso(self.start_at),
-            "end_at": local_iso(self.end_at),
+            "start_at": start_at,
+            "end_at": end_at,
             "claimed_hours": self.claimed_hours,
             "amount": str(self.amount),
             "user_type": self.user_type,
@@ -779,8 +814,8 @@ def reconcile(
     """Check the period's service records of the units (all when None) against `ev`, the same
     period's indicators. Records and uncovered sessions are listed one by one only for a single
     unit; for more, only per-instrument and per-unit totals come back (memory stays bounded).
-    `precomputed`: the region's totals from record_checks (migration 037), one unit's records from
-    record_window_usage (migration 029); False measures them
+    `precomputed`: the region's totals and one unit's records from record_checks (migrations 037,
+    040), its uncovered sessions from record_window_usage (029); False measures them
     from the running segments (the reference, for the benchmark's and the tests' comparisons)."""
     period = ev.period
     p = params(period, unit_ids) | {"tol": tolerance_h, "top": top_sessions}

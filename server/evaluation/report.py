@@ -352,9 +352,7 @@ def reconciliation_tables(rc: reconciliation.Reconciliation, unit_id: str) -> li
             status += f"（依赖{may}机时）"
         recs.rows.append(
             {
-                **r.as_dict(),
-                "start_at": r.start_at,
-                "end_at": r.end_at,
+                **r.fields(r.start_at, r.end_at),
                 "user_type": USER_TYPES.get(r.user_type, str(r.user_type)),
                 "status": status,
             }

@@ -9,6 +9,7 @@ service records edited and deleted. Only the owner's triggers write the tables.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -34,6 +35,7 @@ def stored(conn: psycopg.Connection[Any]) -> Tables:
         [r[:16] for r in conn.execute("SELECT * FROM record_checks ORDER BY 1").fetchall()],  # not unsupported_us
         conn.execute("SELECT * FROM service_totals ORDER BY 1, 2, 3, 4, 5").fetchall(),
         conn.execute("SELECT * FROM record_totals ORDER BY 1, 2, 3, 4").fetchall(),
+        conn.execute("SELECT record_id, sessions, applicant_seen FROM record_checks ORDER BY 1").fetchall(),
     )
 
 
@@ -51,25 +53,35 @@ def recomputed(conn: psycopg.Connection[Any]) -> Tables:
                  "SELECT x.*, 1 AS sign FROM record_window_usage x")  # fmt: skip
     totals = sql("service_totals_sql", "SELECT s.*, 1 AS sign FROM service_records s")
     sums = sql("record_totals_sql", "SELECT c.*, 1 AS sign FROM record_checks c")  # (checked above)
+    facts = sql("record_facts_sql", "SELECT * FROM service_records")
     return (
         conn.execute(f"SELECT * FROM ({classed}) z WHERE seconds <> 0 ORDER BY 1, 2, 3, 4, 5".encode()).fetchall(),
         conn.execute(f"SELECT * FROM ({checks}) z ORDER BY 1".encode()).fetchall(),
         conn.execute(f"SELECT * FROM ({totals}) z WHERE records <> 0 ORDER BY 1, 2, 3, 4, 5".encode()).fetchall(),
         [(*r[:9], r[9] or 0, r[10] or 0, r[11] or 0) for r in conn.execute(
             f"SELECT * FROM ({sums}) z WHERE records <> 0 ORDER BY 1, 2, 3, 4".encode()).fetchall()],
+        conn.execute(f"SELECT * FROM ({facts}) z ORDER BY 1".encode()).fetchall(),
     )
 
 
-def same_evaluation(conn: psycopg.Connection[Any]) -> None:
-    """Indicators and the region's reconciliation (totals and fees) from 037's tables equal those
-    computed the way before, exactly, for several periods; the tables equal a fresh computation."""
+def same_evaluation(conn: psycopg.Connection[Any], *, by_unit: bool = True) -> None:
+    """Indicators, the region's reconciliation (totals and fees) and each unit's record list and
+    uncovered sessions from 037's and 040's tables equal those computed the way before, exactly,
+    for several periods; the tables equal a fresh computation."""
     assert stored(conn) == recomputed(conn)
     for period in PERIODS:
         new, old = compute(conn, period), compute(conn, period, precomputed=False)
+        units = new.units if by_unit else []
         assert new == old, period
         rc_new = reconciliation.reconcile(conn, new, KEY)
         rc_old = reconciliation.reconcile(conn, old, KEY, precomputed=False)
         assert (rc_new.units, rc_new.instruments, rc_new.fees) == (rc_old.units, rc_old.instruments, rc_old.fees)
+        for unit in units:
+            one_new = reconciliation.reconcile(conn, new, KEY, [unit])
+            one_old = reconciliation.reconcile(conn, old, KEY, [unit], precomputed=False)
+            assert one_new.records == one_old.records, (period, unit)
+            assert one_new.sessions == one_old.sessions, (period, unit)
+            assert one_new == one_old, (period, unit)
 
 
 def _external_2025(conn: psycopg.Connection[Any]) -> float:
@@ -91,6 +103,8 @@ def test_tables_follow_ingest_a_rederive_and_record_edits(ingested: str) -> None
     with psycopg.connect(ingested) as conn:
         before = stored(conn)
         assert all(before), "the scenario fills every table"
+        facts = before[4]  # 040: sessions and applicant seen, each kind present
+        assert {n > 1 for _, n, _ in facts} == {True, False} and {s for _, _, s in facts} >= {True, None}
         same_evaluation(conn)
         rebuild_agent(conn, "A1", settings_for(ingested).derive.params())
         conn.commit()
@@ -189,6 +203,15 @@ def test_registry_edits_reclass_past_running_time(ingested: str) -> None:  # noq
                 assert _external_2025(check) < external
     with psycopg.connect(ingested) as check:
         assert _external_2025(check) == external
+        check.execute("INSERT INTO units (id, org_id, name, region) VALUES ('U2', 'O4', '第二单位', '呼和浩特')")
+        check.commit()
+    # an instrument moved to another unit (the region: one unit's report of U2 meets U1's records of
+    # I1 and fails the same way old and new, see the report4 notes), and back
+    for sql, by_unit in (("UPDATE instruments SET unit_id = 'U2' WHERE id = 'I1'", False),
+                         ("UPDATE instruments SET unit_id = 'U1' WHERE id = 'I1'", True)):
+        _edit_as_operator(web, sql)
+        with psycopg.connect(ingested) as check:
+            same_evaluation(check, by_unit=by_unit)
 
 
 @pytest.mark.parametrize("role", ["jishi_web", "jishi_admin", "jishi_ingest"])
@@ -201,6 +224,7 @@ def test_only_the_triggers_write_the_tables(fresh_db: str, role: str) -> None:
             "INSERT INTO record_checks (record_id, unit_id, instrument_id, start_at, end_at, service_hours, user_type,"
             " type_mismatch, attributed_us) VALUES (1, 'U1', 'I1', now(), now(), 1, 130, false, 3600000000)",
             "UPDATE record_checks SET attributed_us = attributed_us + 3600000000",
+            "UPDATE record_checks SET sessions = sessions + 1, applicant_seen = true",
             "DELETE FROM record_checks",
             "INSERT INTO service_totals VALUES ('I1', 'y', '2025-01-01', 'U1', 130, 1, 100, 1)",
             "UPDATE service_totals SET amount = amount * 2",
@@ -211,3 +235,43 @@ def test_only_the_triggers_write_the_tables(fresh_db: str, role: str) -> None:
                 conn.execute(sql.encode())
         if role != "jishi_ingest":
             assert conn.execute("SELECT count(*) FROM record_checks").fetchone() == (0,)
+
+
+def test_two_segment_writers_of_one_record_leave_its_facts_whole(fresh_db: str) -> None:
+    """Two agents of one instrument derive running time inside R6's window at once (029's lock is
+    shared between segment writers): the second waits for the first's row of record_checks, and
+    its facts (040) are recomputed after that wait, so both sessions count."""
+    scenario.build_registry(fresh_db)
+    t = scenario.t
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("INSERT INTO agents (id, instrument_id) VALUES ('A9', 'I1')")
+        conn.commit()
+    first = psycopg.connect(role_dsn(fresh_db, "jishi_ingest"))
+    second = psycopg.connect(role_dsn(fresh_db, "jishi_ingest"))
+    try:
+        queries.upsert_segments(first, [("A1", "I1", t("2024-12-31 21:00"), t("2024-12-31 21:30"), "running", True,
+                                          "live", "sa", 1)])  # fmt: skip
+        pid = second.info.backend_pid
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                queries.upsert_segments, second,
+                [("A9", "I1", t("2024-12-31 22:00"), t("2024-12-31 22:30"), "running", True, "live", "sb", 1)],
+            )  # fmt: skip
+            with psycopg.connect(fresh_db) as check:
+                while not waiting.done() and check.execute(
+                    "SELECT wait_event_type IS DISTINCT FROM 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone() == (True,):
+                    check.commit()  # a new snapshot of pg_stat_activity
+            first.commit()
+            waiting.result()
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+    with psycopg.connect(fresh_db) as check:
+        facts = check.execute(
+            "SELECT c.sessions FROM record_checks c JOIN service_records r ON r.id = c.record_id"
+            " WHERE r.record_no = 'R6'"
+        ).fetchone()
+        assert facts == (2,)
+        assert stored(check) == recomputed(check)
