@@ -833,7 +833,13 @@ def reconcile(
     def add(unit: str, inst: str, n: int, claimed: float, overclaimed: int, contradicted: float,
             unverifiable: float, mismatches: int, cov_v: float, cov_u: float, unverifiable_n: int,
             own_in_external: float, may_used: float) -> None:  # fmt: skip
-        u = out.units[unit]
+        item = uncovered.setdefault(inst, InstrumentUncovered(unit, inst, 0.0, 0.0))
+        item.covered_verified += cov_v
+        item.covered_unverified += cov_u
+        item.contradicted += contradicted
+        u = out.units.get(unit)
+        if u is None:  # another unit's record on an instrument since moved to this one: see below
+            return
         u.records += n
         u.claimed_hours += claimed
         u.overclaimed_records += overclaimed
@@ -843,10 +849,6 @@ def reconcile(
         u.unverifiable_records += unverifiable_n
         u.own_unit_in_external_windows += own_in_external
         u.may_support_used += may_used
-        item = uncovered.setdefault(inst, InstrumentUncovered(unit, inst, 0.0, 0.0))
-        item.covered_verified += cov_v
-        item.covered_unverified += cov_u
-        item.contradicted += contradicted
 
     if unit_ids is not None and len(unit_ids) == 1:
         # one unit: every record, listed; the totals are their sums
@@ -855,7 +857,10 @@ def reconcile(
             rec = RecordCheck(*row[:28])
             rec.applicant_seen = rec.applicant_seen if rec.applicant else None
             rec.applicant = pseudonyms.user(rec.applicant) if rec.applicant else ""
-            out.records.append(rec)
+            if rec.unit_id in out.units:
+                # A record the previous owner of an instrument claimed stays that unit's claim, as in
+                # the region; the time it covers still counts for the instrument (add, above).
+                out.records.append(rec)
             cov_v, cov_u = row[28:30] if rec.user_type == 130 else (0.0, 0.0)
             add(rec.unit_id, rec.instrument_id, 1, rec.claimed_hours, rec.status == "overclaimed",
                 rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u, rec.status == "unverifiable",

@@ -205,13 +205,23 @@ def test_registry_edits_reclass_past_running_time(ingested: str) -> None:  # noq
         assert _external_2025(check) == external
         check.execute("INSERT INTO units (id, org_id, name, region) VALUES ('U2', 'O4', '第二单位', '呼和浩特')")
         check.commit()
-    # an instrument moved to another unit (the region: one unit's report of U2 meets U1's records of
-    # I1 and fails the same way old and new, see the report4 notes), and back
-    for sql, by_unit in (("UPDATE instruments SET unit_id = 'U2' WHERE id = 'I1'", False),
-                         ("UPDATE instruments SET unit_id = 'U1' WHERE id = 'I1'", True)):
+    # an instrument moved to another unit, and back: U2's report meets U1's records of I1, which
+    # stay U1's claims (as in the region) while the time they cover still counts for I1
+    for sql in ("UPDATE instruments SET unit_id = 'U2' WHERE id = 'I1'",
+                "UPDATE instruments SET unit_id = 'U1' WHERE id = 'I1'"):
         _edit_as_operator(web, sql)
         with psycopg.connect(ingested) as check:
-            same_evaluation(check, by_unit=by_unit)
+            same_evaluation(check)
+            moved = sql.endswith("'U2' WHERE id = 'I1'")
+            ev = compute(check, Period.year(2025))
+            region = reconciliation.reconcile(check, ev, KEY)
+            one = reconciliation.reconcile(check, ev, KEY, ["U2"] if moved else ["U1"])
+            unit = "U2" if moved else "U1"
+            assert one.units[unit] == region.units[unit]
+            assert [i for i in one.instruments] == [i for i in region.instruments if i.unit_id == unit]
+            assert all(r.unit_id == unit for r in one.records)
+            if moved:
+                assert region.units["U1"].records > 0 and one.records == []
 
 
 @pytest.mark.parametrize("role", ["jishi_web", "jishi_admin", "jishi_ingest"])
