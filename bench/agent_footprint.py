@@ -12,6 +12,8 @@ agent to the first record arriving at a subscriber.
     .venv/bin/python bench/agent_footprint.py 60 --gateway 8   # one gateway process, 8 meters on a bus
     .venv/bin/python bench/agent_footprint.py 60 --maps        # plus resident MB per mapped file
     .venv/bin/python bench/agent_footprint.py 30 --compare main --rounds 3   # old vs new, interleaved
+    .venv/bin/python bench/agent_footprint.py 10 --compare HEAD --old-launch production --env MALLOC_ARENA_MAX=1
+                                                             # one lever: the same tree without / with it
 
 The agent is launched as deploy/agent/jishi-agent.service launches it (`--launch production`, the
 default): the unit's PYTHON* environment (PYTHONOPTIMIZE, PYTHONPYCACHEPREFIX -- the cache folder
@@ -251,14 +253,14 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     if launch == "production":
         env.update(production_env(bool(args.gateway)))
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # production writes its byte-code cache
-    if launch == "production" or not args.compare:  # --env/--pyarg: only the new run of a comparison
+    if tree == ROOT or not args.compare:  # --env/--pyarg: only the new run of a comparison
         for kv in args.env:
             k, _, v = kv.partition("=")
             if v:
                 env[k] = v
             else:
                 env.pop(k, None)
-    pyargs = args.pyarg if launch == "production" or not args.compare else []
+    pyargs = args.pyarg if tree == ROOT or not args.compare else []
     if launch == "production":
         subprocess.run([sys.executable, *pyargs, "-m", "agent.precompile"], cwd=tree, env=env, check=True,
                        capture_output=True)  # the unit's ExecStartPre
@@ -352,6 +354,9 @@ def main() -> int:
     ap.add_argument("--launch", choices=("production", "plain"), default="production",
                     help="as deploy/agent/*.service launches it (default), or plain `python -m agent.cli run`")
     ap.add_argument("--compare", metavar="REF", help="also run REF's tree (launched plain), interleaved")
+    ap.add_argument("--old-launch", choices=("production", "plain"), default="plain",
+                    help="with --compare: how REF's tree is launched (production: one lever at a time, e.g. "
+                         "`--compare HEAD --old-launch production --env MALLOC_ARENA_MAX=1`)")
     ap.add_argument("--rounds", type=int, default=1, help="with --compare: old/new pairs to run")
     ap.add_argument("--pyarg", action="append", default=[], help="an interpreter option for the agent (repeatable)")
     ap.add_argument("--env", action="append", default=[], help="K=V for the agent's environment; K= removes K")
@@ -376,7 +381,7 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
         for i in range(args.rounds):
-            for name, tree, launch in (("old", old_tree, "plain"), ("new", ROOT, "production")):
+            for name, tree, launch in (("old", old_tree, args.old_launch), ("new", ROOT, "production")):
                 r = measure(args, tree, launch)
                 runs[name].append(r)
                 print(json.dumps({"round": i + 1, "run": name, **r}), flush=True)
@@ -386,7 +391,8 @@ def main() -> int:
             "cpu_percent_of_one_core", "first_record_s", "load_average_1min")
     kind = f"gateway {args.gateway}" if args.gateway else "agent, process only" if args.process_only else "agent"
     label = f"{kind}, {args.seconds:g} s x {args.rounds}"
-    print(f"\n{label}: median of the rounds     old ({args.compare}, plain)   new (this tree, production)")
+    print(f"\n{label}: median of the rounds     old ({args.compare}, {args.old_launch})   new (this tree, production"
+          f"{''.join(' ' + a for a in args.pyarg + args.env)})")
     for k in keys:
         o = [r[k] for r in runs["old"] if r[k] is not None]
         n = [r[k] for r in runs["new"] if r[k] is not None]
