@@ -114,7 +114,8 @@ def ssl_for_import_only() -> Iterator[None]:
     while `ssl` is unavailable: it takes its own fallback (`ssl = None`) instead of reading the
     stand-in's attributes at import. A no-op unless `no_ssl` applies.
     """
-    if "ssl" not in sys.modules or sys.modules["ssl"] is not None:
+    blocked: object = sys.modules.get("ssl", "absent")  # object: mypy types sys.modules' values as never None
+    if blocked is not None:
         yield
         return
     import asyncio  # noqa: F401  # binds its `ssl = None` now (asyncio.sslproto reads ssl at import)

@@ -133,7 +133,8 @@ print(json.dumps({"openssl": [m for m in ("_ssl", "_hashlib") if sys.modules.get
                   "stand_in": "__deferred__" in vars(transport.ssl),
                   "serial_client": bus.ModbusSerialClient.__module__}))
 """)
-    assert got == {"openssl": [], "clients": ["pymodbus.client.base", "pymodbus.client.mixin", "pymodbus.client.serial"],
+    assert got == {"openssl": [],
+                   "clients": ["pymodbus.client.base", "pymodbus.client.mixin", "pymodbus.client.serial"],
                    "asyncio_ssl": True, "after": "unavailable", "stand_in": True,
                    "serial_client": "pymodbus.client.serial"}
 
