@@ -118,7 +118,8 @@ def ssl_for_import_only() -> Iterator[None]:
     if blocked is not None:
         yield
         return
-    import asyncio  # noqa: F401  # binds its `ssl = None` now (asyncio.sslproto reads ssl at import)
+    import asyncio  # noqa: F401  # binds its `ssl = None` now (asyncio.sslproto reads ssl at import);
+    # a no-op after asyncio_classes_only: a later full asyncio finds `ssl` unavailable and takes the fallback
 
     del sys.modules["ssl"]
     deferred("ssl")
@@ -161,6 +162,28 @@ def package_on_demand(name: str) -> bool:
     parent, _, child = name.rpartition(".")
     if parent:
         setattr(sys.modules[parent], child, pkg)
+    return True
+
+
+ASYNCIO_CLASSES = ("exceptions", "protocols", "transports")
+
+
+def asyncio_classes_only() -> bool:
+    """Give a library that subclasses asyncio's base classes at import but runs synchronously
+    (pymodbus's serial client: `ModbusProtocol(asyncio.BaseProtocol)`, `SerialTransport(asyncio.Transport)`,
+    `asyncio.exceptions.TimeoutError` raised by the sync transaction) the package `asyncio` with only
+    its import-free submodules `exceptions`, `protocols` and `transports` loaded and their names bound,
+    as asyncio's `__init__` binds them (`from .protocols import *`). The rest of asyncio (event loops,
+    tasks, streams, subprocess, concurrent.futures, and with TLS its `sslproto`) loads when any other
+    attribute is read (`package_on_demand`). True if applied; False once asyncio is imported.
+    """
+    if not package_on_demand("asyncio"):
+        return False
+    pkg = sys.modules["asyncio"]
+    for sub in ASYNCIO_CLASSES:
+        mod = importlib.import_module(f"asyncio.{sub}")
+        for attr in mod.__all__:
+            setattr(pkg, attr, getattr(mod, attr))
     return True
 
 

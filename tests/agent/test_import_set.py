@@ -51,6 +51,7 @@ OPENSSL_HASHES = ("_hashlib",)
 SSL = ("ssl", "_ssl")
 URLLIB_REQUEST = ("urllib.request", "urllib.response")
 SERIAL_STATUS = ("agent.detectors.serial_status",)
+ASYNCIO_LOOP = ("asyncio.base_events", "asyncio.events", "asyncio.tasks", "asyncio.sslproto", "concurrent")
 
 
 def unit_optimize() -> dict[str, str]:
@@ -124,3 +125,5 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
     assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN) == []
     assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST + SSL + OPENSSL_HASHES) == []
     assert absent(mods, ("pymodbus.client.tcp", "pymodbus.client.tls", "pymodbus.client.udp")) == []
+    # pymodbus's sync serial client: asyncio's base classes only, no event loop (agent/lean.py)
+    assert absent(mods, ASYNCIO_LOOP) == []

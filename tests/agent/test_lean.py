@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 
 from agent import lean
 from agent.config import load
+from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import ROOT, write_config
 
 BROKER = SimpleNamespace(host="127.0.0.1", port=1883)  # written into the config only; nothing connects
@@ -155,3 +157,31 @@ print(json.dumps({"registered": registered, "alone": alone, "tcp": tcp.__module_
 """)
     assert got == {"registered": True, "alone": True, "tcp": "pymodbus.client.tcp", "same_serial": True,
                    "ssl": True, "again": False, "missing": False}
+
+
+def test_a_serial_meter_link_reads_with_asyncio_base_classes_only() -> None:
+    """pymodbus's sync serial client subclasses asyncio's base classes and raises its TimeoutError on
+    silence: a reply and a silent address work without asyncio's event loop modules; any other read of
+    asyncio loads all of it."""
+    with ModbusMeter(watts=40.0) as meter:
+        got = python(f"""
+import json, sys
+from agent.detectors.power_meter import bus
+link = bus.acquire(bus.Endpoint("serial", {meter.port!r}, timeout_s=0.2))
+regs = link.read(1, 4, 0x000C, 2, retries=0)
+try:
+    link.read(7, 4, 0x000C, 2, retries=0)  # nobody at address 7: silence
+    silent = "answered"
+except bus.NoResponse:
+    silent = "NoResponse"
+bus.release(link)
+loaded = sorted(m for m in sys.modules if m.startswith("asyncio"))
+import asyncio
+print(json.dumps({{"regs": regs, "silent": silent, "loaded": loaded,
+                  "same": asyncio.BaseProtocol is asyncio.protocols.BaseProtocol,
+                  "loop": asyncio.run(asyncio.sleep(0, "ran")), "full": "asyncio.base_events" in sys.modules}}))
+""")
+    assert got["regs"] == list(struct.unpack(">HH", struct.pack(">f", 40.0)))
+    assert got["silent"] == "NoResponse"
+    assert got["loaded"] == ["asyncio", "asyncio.exceptions", "asyncio.protocols", "asyncio.transports"]
+    assert got["same"] is True and got["loop"] == "ran" and got["full"] is True
