@@ -42,7 +42,9 @@ NEVER = ("pydantic", "cryptography", "server", "sim", "tests", "agent.calibrate"
 POWER_METER = ("pymodbus", "asyncio", "serial", "agent.detectors.power_meter.bus")
 DATA_FILES = ("watchdog", "watchdog.observers", "agent.detectors.data_files")
 PROCESS = ("psutil", "agent.detectors.process")
-CHECKIN = ("http.server", "socketserver", "agent.identity.checkin")
+CHECKIN = ("agent.identity.checkin",)
+# The check-in page's HTTP side: on its first connection only (agent/identity/checkin.py).
+CHECKIN_HTTP = ("http.server", "http.client", "socketserver", "email", "agent.identity.checkin_http")
 CARD = ("agent.identity.card_reader",)
 # agent/lean.py: `ssl` only with TLS or a library that reads it at import (pymodbus's TCP client: a
 # network meter; a serial meter's client runs without it), OpenSSL's hashes only then
@@ -103,7 +105,7 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
     assert optimize == {"PYTHONOPTIMIZE": "2"}
     mods = run_modules(cfg, mqtt_broker, "imp-lean", env=optimize)  # and it runs as in production (-OO)
     assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing", "hashlib")) == []
-    assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CARD + SERIAL_STATUS) == []
+    assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CHECKIN_HTTP + CARD + SERIAL_STATUS) == []
     assert absent(mods, OPENSSL_HASHES + SSL + URLLIB_REQUEST + ("email", "http.client")) == []
 
 
@@ -124,6 +126,7 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
         mods = run_modules(cfg, mqtt_broker, "imp-full")
     assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN) == []
     assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST + SSL + OPENSSL_HASHES) == []
+    assert absent(mods, CHECKIN_HTTP) == []  # the page configured, nobody visited it
     assert absent(mods, ("pymodbus.client.tcp", "pymodbus.client.tls", "pymodbus.client.udp")) == []
     # pymodbus's sync serial client: asyncio's base classes only, no event loop (agent/lean.py)
     assert absent(mods, ASYNCIO_LOOP) == []
