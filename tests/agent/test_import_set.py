@@ -34,10 +34,10 @@ runpy.run_module("agent.cli", run_name="__main__", alter_sys=True)
 """
 
 # Never needed by `run` whatever the config: the server's validation, cryptography (the agent signs
-# with libsodium: agent/signer.py), the CLI's other commands, log rotation without a log file,
-# "did you mean" suggestions for config mistakes.
+# with libsodium: agent/signer.py), the CLI's other commands and argparse (agent/cli.py `run_args`),
+# log rotation without a log file, "did you mean" suggestions for config mistakes.
 NEVER = ("pydantic", "cryptography", "server", "sim", "tests", "agent.calibrate", "agent.winservice",
-         "logging.handlers", "difflib", "statistics", "minimalmodbus")
+         "logging.handlers", "difflib", "statistics", "minimalmodbus", "argparse", "gettext")
 # Only for the detectors / identity sources that use them.
 POWER_METER = ("pymodbus", "asyncio", "serial", "agent.detectors.power_meter.bus")
 DATA_FILES = ("watchdog", "watchdog.observers", "agent.detectors.data_files")
