@@ -53,6 +53,8 @@ OPENSSL_HASHES = ("_hashlib",)
 SSL = ("ssl", "_ssl")
 URLLIB_REQUEST = ("urllib.request", "urllib.response")
 SERIAL_STATUS = ("agent.detectors.serial_status",)
+# agent/signer.py: PyNaCl's Ed25519 binding only, not the other bindings nacl.signing pulls in.
+NACL_UNUSED = ("nacl.signing", "nacl.public", "nacl.bindings.crypto_box", "nacl.bindings.crypto_pwhash")
 ASYNCIO_LOOP = ("asyncio.base_events", "asyncio.events", "asyncio.tasks", "asyncio.sslproto", "concurrent")
 
 
@@ -104,7 +106,8 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
     optimize = unit_optimize()
     assert optimize == {"PYTHONOPTIMIZE": "2"}
     mods = run_modules(cfg, mqtt_broker, "imp-lean", env=optimize)  # and it runs as in production (-OO)
-    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing", "hashlib")) == []
+    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.bindings.crypto_sign", "hashlib")) == []
+    assert absent(mods, NACL_UNUSED) == []
     assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CHECKIN_HTTP + CARD + SERIAL_STATUS) == []
     assert absent(mods, OPENSSL_HASHES + SSL + URLLIB_REQUEST + ("email", "http.client")) == []
 
@@ -127,6 +130,7 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
     assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN) == []
     assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST + SSL + OPENSSL_HASHES) == []
     assert absent(mods, CHECKIN_HTTP) == []  # the page configured, nobody visited it
+    assert absent(mods, NACL_UNUSED) == []
     assert absent(mods, ("pymodbus.client.tcp", "pymodbus.client.tls", "pymodbus.client.udp")) == []
     # pymodbus's sync serial client: asyncio's base classes only, no event loop (agent/lean.py)
     assert absent(mods, ASYNCIO_LOOP) == []
