@@ -9,13 +9,16 @@ Exit codes: 0 success, 1 a problem found or a failure at run time, 2 configurati
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import argparse
 
 from agent import SOFTWARE
 from agent.config import Config, ConfigError, GatewayConfig, default_path, load_any
@@ -455,6 +458,8 @@ def cmd_checkout(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="jishi-agent", description="Jishi instrument agent")
     p.add_argument("--version", action="version", version=SOFTWARE)
     sub = p.add_subparsers(dest="command", required=True)
@@ -496,8 +501,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+RUN_OPTIONS = {"--config": "config", "-c": "config", "--instrument": "instrument", "-i": "instrument"}
+
+
+def run_args(argv: list[str]) -> argparse.Namespace | None:
+    """`run` followed only by `--config/-c VALUE` and `--instrument/-i VALUE` (the services' command lines),
+    read without argparse: importing it and building every command's parser costs the running agent
+    ~0.3 MB it keeps (issue 17). None for anything else (help, other commands, mistakes): argparse reads
+    those and words its errors as before. The result equals what the parser returns for the same argv."""
+    if not argv or argv[0] != "run" or len(argv) % 2 == 0:
+        return None
+    found: dict[str, str | None] = {"config": None, "instrument": None}
+    for flag, value in zip(argv[1::2], argv[2::2], strict=True):
+        key = RUN_OPTIONS.get(flag)
+        if key is None or value.startswith("-"):  # argparse reads "-x" as an option
+            return None
+        found[key] = value  # the last one wins, as with argparse
+    return cast("argparse.Namespace", SimpleNamespace(command="run", **found, fn=cmd_run))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = run_args(argv) or parser().parse_args(argv)
     if args.fn is cmd_run:
         from agent import lean
 

@@ -11,7 +11,10 @@ agent to the first record arriving at a subscriber.
 
     .venv/bin/python bench/agent_footprint.py 60 --gateway 8   # one gateway process, 8 meters on a bus
     .venv/bin/python bench/agent_footprint.py 60 --maps        # plus resident MB per mapped file
+    .venv/bin/python bench/agent_footprint.py 30 --tls         # the broker connection with TLS (deploy's examples)
     .venv/bin/python bench/agent_footprint.py 30 --compare main --rounds 3   # old vs new, interleaved
+    .venv/bin/python bench/agent_footprint.py 10 --compare HEAD --old-launch production --env MALLOC_ARENA_MAX=1
+                                                             # one lever: the same tree without / with it
 
 The agent is launched as deploy/agent/jishi-agent.service launches it (`--launch production`, the
 default): the unit's PYTHON* environment (PYTHONOPTIMIZE, PYTHONPYCACHEPREFIX -- the cache folder
@@ -62,10 +65,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def make_ca() -> Path:
+    """A certificate authority and a server certificate for 127.0.0.1 (`--tls`), in a folder Mosquitto can
+    read after it drops root; cryptography is a bench dependency only (the agent does not import it)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    d = Path(tempfile.mkdtemp(prefix="jishi-bench-tls-"))
+    d.chmod(0o755)
+    now = datetime.datetime.now(datetime.UTC)  # certificate validity only, not a product rule
+    keys = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("ca", "server")}
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jishi bench CA")])
+    for n, subject in (("ca", ca_name), ("server", x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+             .public_key(keys[n].public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=n == "ca", path_length=None), critical=True))
+        if n == "server":
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        (d / f"{n}.crt").write_bytes(b.sign(keys["ca"], hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        (d / f"{n}.key").write_bytes(keys[n].private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    return d
+
+
+def start_broker(workdir: Path, tls: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A private Mosquitto; with `tls` (make_ca's folder) its listener speaks TLS only."""
     port = free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    certs = f"cafile {tls}/ca.crt\ncertfile {tls}/server.crt\nkeyfile {tls}/server.key\n" if tls else ""
+    conf.write_text(f"listener {port} 127.0.0.1\n{certs}allow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -78,7 +114,8 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("mosquitto did not start")
 
 
-def config(workdir: Path, port: int, meter_port: str, data: Path, process_only: bool = False) -> Path:
+def config(workdir: Path, port: int, meter_port: str, data: Path, process_only: bool = False,
+           mqtt_extra: str = "") -> Path:
     """The bench config; `process_only`: the process detector alone (no meter, files or check-in page)."""
     save_private(generate(), workdir / "agent.key")
     path = workdir / "agent.toml"
@@ -95,6 +132,7 @@ heartbeat_s = 300
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+{mqtt_extra}
 
 [state]
 running = "power or software or files"
@@ -147,7 +185,7 @@ def by_mapping(pid: int, top: int = 14) -> dict[str, float]:
     return {k: round(v / 1024, 1) for k, v in ranked[:top] if v}
 
 
-def gateway_config(workdir: Path, port: int, bus_port: str, n: int) -> Path:
+def gateway_config(workdir: Path, port: int, bus_port: str, n: int, mqtt_extra: str = "") -> Path:
     """A gateway watching `n` instruments whose SDM120 meters share one RS-485 bus (addresses 1..n)."""
     text = f"""
 [gateway]
@@ -162,6 +200,7 @@ heartbeat_s = 300
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+{mqtt_extra}
 
 [state]
 confirm_s = 2
@@ -219,7 +258,9 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     work = Path(tempfile.mkdtemp(prefix="jishi-bench-"))
     data = work / "acq"
     data.mkdir()
-    broker, port = start_broker(work)
+    tls = make_ca() if args.tls else None
+    broker, port = start_broker(work, tls)
+    mqtt_extra = f'tls = true\nca_file = "{tls}/ca.crt"' if tls else ""
     meter = ModbusMeter(watts=40.0)
     bus = Rs485Bus(list(range(1, args.gateway + 1)), watts=40.0) if args.gateway else None
     software = ControlSoftware(data, duty=0.05)
@@ -238,27 +279,29 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
 
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
     sub.on_message = on_message
+    if tls:
+        sub.tls_set(ca_certs=str(tls / "ca.crt"))
     sub.connect("127.0.0.1", port)
     sub.subscribe("jishi/v1/bench-unit/#", qos=1)
     sub.loop_start()
     time.sleep(0.3)
 
     if bus:
-        cfg = gateway_config(work, port, bus.port, args.gateway)
+        cfg = gateway_config(work, port, bus.port, args.gateway, mqtt_extra)
     else:
-        cfg = config(work, port, meter.port, data, args.process_only)
+        cfg = config(work, port, meter.port, data, args.process_only, mqtt_extra)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if launch == "production":
         env.update(production_env(bool(args.gateway)))
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # production writes its byte-code cache
-    if launch == "production" or not args.compare:  # --env/--pyarg: only the new run of a comparison
+    if tree == ROOT or not args.compare:  # --env/--pyarg: only the new run of a comparison
         for kv in args.env:
             k, _, v = kv.partition("=")
             if v:
                 env[k] = v
             else:
                 env.pop(k, None)
-    pyargs = args.pyarg if launch == "production" or not args.compare else []
+    pyargs = args.pyarg if tree == ROOT or not args.compare else []
     if launch == "production":
         subprocess.run([sys.executable, *pyargs, "-m", "agent.precompile"], cwd=tree, env=env, check=True,
                        capture_output=True)  # the unit's ExecStartPre
@@ -327,6 +370,8 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     if maps:
         result["rss_by_mapping_mb"] = maps
     shutil.rmtree(work, ignore_errors=True)
+    if tls:
+        shutil.rmtree(tls, ignore_errors=True)
     return result
 
 
@@ -347,11 +392,16 @@ def main() -> int:
                     help="instead: one gateway process watching N instruments (power meters on one RS-485 bus)")
     ap.add_argument("--process-only", action="store_true",
                     help="the process detector alone: no power meter, data files or check-in page")
+    ap.add_argument("--tls", action="store_true",
+                    help="the broker speaks TLS only; the agent has tls = true (as deploy/agent's examples)")
     ap.add_argument("--maps", action="store_true", help="also print the agent's resident memory by mapping (Linux)")
     ap.add_argument("--wrap", type=Path, help="run the agent as `python WRAP run ...` (e.g. an import tracer)")
     ap.add_argument("--launch", choices=("production", "plain"), default="production",
                     help="as deploy/agent/*.service launches it (default), or plain `python -m agent.cli run`")
     ap.add_argument("--compare", metavar="REF", help="also run REF's tree (launched plain), interleaved")
+    ap.add_argument("--old-launch", choices=("production", "plain"), default="plain",
+                    help="with --compare: how REF's tree is launched (production: one lever at a time, e.g. "
+                         "`--compare HEAD --old-launch production --env MALLOC_ARENA_MAX=1`)")
     ap.add_argument("--rounds", type=int, default=1, help="with --compare: old/new pairs to run")
     ap.add_argument("--pyarg", action="append", default=[], help="an interpreter option for the agent (repeatable)")
     ap.add_argument("--env", action="append", default=[], help="K=V for the agent's environment; K= removes K")
@@ -376,7 +426,7 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
         for i in range(args.rounds):
-            for name, tree, launch in (("old", old_tree, "plain"), ("new", ROOT, "production")):
+            for name, tree, launch in (("old", old_tree, args.old_launch), ("new", ROOT, "production")):
                 r = measure(args, tree, launch)
                 runs[name].append(r)
                 print(json.dumps({"round": i + 1, "run": name, **r}), flush=True)
@@ -385,8 +435,10 @@ def main() -> int:
     keys = ("rss_peak_mb", "pss_final_mb", "uss_final_mb", "anon_final_mb", "file_final_mb",
             "cpu_percent_of_one_core", "first_record_s", "load_average_1min")
     kind = f"gateway {args.gateway}" if args.gateway else "agent, process only" if args.process_only else "agent"
+    kind += ", TLS" if args.tls else ""
     label = f"{kind}, {args.seconds:g} s x {args.rounds}"
-    print(f"\n{label}: median of the rounds     old ({args.compare}, plain)   new (this tree, production)")
+    print(f"\n{label}: median of the rounds     old ({args.compare}, {args.old_launch})   new (this tree, production"
+          f"{''.join(' ' + a for a in args.pyarg + args.env)})")
     for k in keys:
         o = [r[k] for r in runs["old"] if r[k] is not None]
         n = [r[k] for r in runs["new"] if r[k] is not None]

@@ -6,21 +6,24 @@ answered with its result. Only loopback is served; the Host header must name loo
 rebinding) and a browser's Origin, when sent, must be this page (cross-site form posts).
 
 Routes: GET / (page), GET /status (JSON), POST /checkin {user, kind: account|booking|card},
-POST /checkout. Bodies: JSON or a form.
+POST /checkout. Bodies: JSON or a form. The HTTP handling is in checkin_http.py, imported on the
+page's first connection (issue 17: `http.server` and `email` cost ~1.5 MB of an agent nobody visits).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import queue
+import select
+import socket
 import threading
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 log = logging.getLogger("jishi.checkin")
 MAX_BODY = 4096
@@ -64,113 +67,59 @@ class CheckinServer:
         self.instrument = instrument
         self.status = status
         self.requests: queue.Queue[Request] = queue.Queue()
+        self._sock: socket.socket | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def start(self) -> None:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "jishi-agent"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("http: " + format, *args)
-
-            def _host_ok(self) -> bool:
-                host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
-                if host not in ("127.0.0.1", "localhost", "::1"):
-                    self._send(403, {"ok": False, "error": "only loopback host names are served"})
-                    return False
-                origin = self.headers.get("Origin")
-                if origin and self.command == "POST":
-                    o = urllib.parse.urlparse(origin)
-                    if o.hostname not in ("127.0.0.1", "localhost", "::1") or o.port != server.port:
-                        self._send(403, {"ok": False, "error": "cross-site request refused"})
-                        return False
-                return True
-
-            def _send(self, code: int, body: dict[str, Any] | str, ctype: str = "application/json") -> None:
-                data = (json.dumps(body, ensure_ascii=False) if isinstance(body, dict) else body).encode("utf-8")
-                self.send_response(code)
-                self.send_header("Content-Type", f"{ctype}; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _page(self, message: str = "") -> None:
-                st = server.status()
-                self._send(200, PAGE.format(
-                    instrument=html.escape(server.instrument), state=html.escape(str(st.get("state", "?"))),
-                    user=html.escape(str(st.get("explicit_user") or st.get("os_user") or "—")),
-                    message=html.escape(message)), "text/html")
-
-            def do_GET(self) -> None:
-                if not self._host_ok():
-                    return
-                if self.path == "/":
-                    self._page()
-                elif self.path == "/status":
-                    self._send(200, server.status())
-                else:
-                    self._send(404, {"ok": False, "error": "not found"})
-
-            def do_POST(self) -> None:
-                if not self._host_ok():
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
-                    self._send(413, {"ok": False, "error": "request too large"})
-                    return
-                raw = self.rfile.read(length).decode("utf-8", errors="replace")
-                ctype = self.headers.get("Content-Type") or ""
-                is_form = ctype.startswith("application/x-www-form-urlencoded")
-                try:
-                    data: dict[str, Any] = (
-                        {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()} if is_form
-                        else (json.loads(raw) if raw else {}))
-                    if not isinstance(data, dict):
-                        raise ValueError("expected an object")
-                except ValueError:
-                    self._send(400, {"ok": False, "error": "body must be JSON or a form"})
-                    return
-                if self.path == "/checkin":
-                    user = str(data.get("user", "")).strip()
-                    kind = str(data.get("kind", "account"))
-                    problem = valid_user(user) or (None if kind in ("account", "booking", "card")
-                                                   else "kind must be account, booking or card")
-                    if problem:
-                        self._reply(is_form, 400, {"ok": False, "error": problem})
-                        return
-                    req = Request("checkin", user, kind)
-                elif self.path == "/checkout":
-                    req = Request("checkout")
-                else:
-                    self._send(404, {"ok": False, "error": "not found"})
-                    return
-                server.requests.put(req)
-                if not req.done.wait(10):
-                    self._reply(is_form, 503, {"ok": False, "error": "the agent did not answer in time"})
-                    return
-                self._reply(is_form, 200 if req.result.get("ok") else 409, req.result)
-
-            def _reply(self, is_form: bool, code: int, result: dict[str, Any]) -> None:
-                if is_form:
-                    self._page(str(result.get("message") or result.get("error") or ""))
-                else:
-                    self._send(code, result)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="checkin-http", daemon=True)
+        """Listen now (the CLI and the page may come at any time); `http.server` is imported on the
+        first connection (agent/identity/checkin_http.py), in the serving thread. Raises OSError if
+        the port is taken. The socket is set up as `ThreadingHTTPServer` sets up its own."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if hasattr(socket, "SO_REUSEADDR"):  # HTTPServer.allow_reuse_address
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self.port))
+            sock.listen(5)  # TCPServer.request_queue_size
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="checkin-http", daemon=True)
         self._thread.start()
 
+    def _serve(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._stopping.is_set():
+            try:
+                ready, _, _ = select.select([sock], [], [], 0.5)  # serve_forever's poll interval
+            except (OSError, ValueError):  # closed by stop()
+                return
+            if ready:
+                break
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            from agent.identity.checkin_http import server
+
+            httpd = self._httpd = server(self, sock)
+        httpd.serve_forever(poll_interval=0.5)
+
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        with self._lock:
+            self._stopping.set()
+            httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()  # closes the listening socket
+        elif self._sock is not None:
+            if self._thread is not None:
+                self._thread.join()
+            self._sock.close()
+        self._sock = None
 
 
 def call(port: int, path: str, body: dict[str, Any] | None = None, timeout: float = 15.0) -> dict[str, Any]:

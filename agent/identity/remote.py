@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
 
+from agent.signer import VerifyKey
 from protocols.canonical import canonical
 from protocols.envelope import MAX_CONTROL_BYTES, SESSION_COMMANDS, signed_bytes
 from protocols.signing import b64d, b64e

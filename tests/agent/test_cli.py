@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-from agent.cli import main
+from agent.cli import main, parser, run_args
 from protocols.signing import key_id, load_private
 from sim.modbus_meter import ModbusMeter
 from sim.serial_instrument import SerialInstrument
@@ -105,3 +105,17 @@ def test_calibrate_labelled_running_below_standby(tmp_path: Path, mqtt_broker: A
         assert "BELOW standby" in out.stdout
         out = cli("calibrate", "--config", str(cfg), "--propose-only")
         assert out.returncode == 0 and "levels = [" in out.stdout
+
+
+def test_the_services_run_command_lines_read_without_argparse_as_argparse_reads_them() -> None:
+    """`run_args` (agent/cli.py, issue 17) must give what the parser gives, and leave everything else to it."""
+    for argv in (["run"], ["run", "--config", "/etc/jishi/agent.toml"], ["run", "-c", "a.toml", "-i", "I-7"],
+                 ["run", "--instrument", "agent-2", "--config", "gw.toml"], ["run", "-c", "a", "-c", "b"],
+                 ["run", "--config", ""]):
+        fast = run_args(argv)
+        assert fast is not None, argv
+        assert vars(fast) == vars(parser().parse_args(argv)), argv
+    for argv in ([], ["run", "--config"], ["run", "--conf", "a.toml"], ["run", "-ca.toml"], ["run", "--config=a"],
+                 ["run", "-c", "-i"], ["run", "--help"], ["status", "--config", "a.toml"], ["run", "extra", "x"],
+                 ["--version"]):
+        assert run_args(argv) is None, argv

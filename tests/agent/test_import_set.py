@@ -34,22 +34,28 @@ runpy.run_module("agent.cli", run_name="__main__", alter_sys=True)
 """
 
 # Never needed by `run` whatever the config: the server's validation, cryptography (the agent signs
-# with libsodium: agent/signer.py), the CLI's other commands, log rotation without a log file,
-# "did you mean" suggestions for config mistakes.
+# with libsodium: agent/signer.py), the CLI's other commands and argparse (agent/cli.py `run_args`),
+# log rotation without a log file, "did you mean" suggestions for config mistakes.
 NEVER = ("pydantic", "cryptography", "server", "sim", "tests", "agent.calibrate", "agent.winservice",
-         "logging.handlers", "difflib", "statistics", "minimalmodbus")
+         "logging.handlers", "difflib", "statistics", "minimalmodbus", "argparse", "gettext")
 # Only for the detectors / identity sources that use them.
 POWER_METER = ("pymodbus", "asyncio", "serial", "agent.detectors.power_meter.bus")
 DATA_FILES = ("watchdog", "watchdog.observers", "agent.detectors.data_files")
 PROCESS = ("psutil", "agent.detectors.process")
-CHECKIN = ("http.server", "socketserver", "agent.identity.checkin")
+CHECKIN = ("agent.identity.checkin",)
+# The check-in page's HTTP side: on its first connection only (agent/identity/checkin.py).
+CHECKIN_HTTP = ("http.server", "http.client", "socketserver", "email", "agent.identity.checkin_http")
 CARD = ("agent.identity.card_reader",)
-# agent/lean.py: `ssl` only with TLS or a library that imports it (pymodbus), OpenSSL's hashes only then
+# agent/lean.py: `ssl` only with TLS or a library that reads it at import (pymodbus's TCP client: a
+# network meter; a serial meter's client runs without it), OpenSSL's hashes only then
 # (built-in SHA-256 otherwise); paho's `urllib.request` (proxy lookup with PySocks only) never runs.
 OPENSSL_HASHES = ("_hashlib",)
 SSL = ("ssl", "_ssl")
 URLLIB_REQUEST = ("urllib.request", "urllib.response")
 SERIAL_STATUS = ("agent.detectors.serial_status",)
+# agent/signer.py: PyNaCl's Ed25519 binding only, not the other bindings nacl.signing pulls in.
+NACL_UNUSED = ("nacl.signing", "nacl.public", "nacl.bindings.crypto_box", "nacl.bindings.crypto_pwhash")
+ASYNCIO_LOOP = ("asyncio.base_events", "asyncio.events", "asyncio.tasks", "asyncio.sslproto", "concurrent")
 
 
 def unit_optimize() -> dict[str, str]:
@@ -100,8 +106,9 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
     optimize = unit_optimize()
     assert optimize == {"PYTHONOPTIMIZE": "2"}
     mods = run_modules(cfg, mqtt_broker, "imp-lean", env=optimize)  # and it runs as in production (-OO)
-    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.signing", "hashlib")) == []
-    assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CARD + SERIAL_STATUS) == []
+    assert present(mods, (*PROCESS, "paho.mqtt.client", "sqlite3", "nacl.bindings.crypto_sign", "hashlib")) == []
+    assert absent(mods, NACL_UNUSED) == []
+    assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CHECKIN_HTTP + CARD + SERIAL_STATUS) == []
     assert absent(mods, OPENSSL_HASHES + SSL + URLLIB_REQUEST + ("email", "http.client")) == []
 
 
@@ -120,5 +127,10 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
         text = cfg.read_text().replace("os_session = false", "os_session = true")
         cfg.write_text(text)
         mods = run_modules(cfg, mqtt_broker, "imp-full")
-    assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN + SSL + OPENSSL_HASHES) == []
-    assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST) == []
+    assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN) == []
+    assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST + SSL + OPENSSL_HASHES) == []
+    assert absent(mods, CHECKIN_HTTP) == []  # the page configured, nobody visited it
+    assert absent(mods, NACL_UNUSED) == []
+    assert absent(mods, ("pymodbus.client.tcp", "pymodbus.client.tls", "pymodbus.client.udp")) == []
+    # pymodbus's sync serial client: asyncio's base classes only, no event loop (agent/lean.py)
+    assert absent(mods, ASYNCIO_LOOP) == []

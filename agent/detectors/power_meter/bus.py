@@ -3,8 +3,12 @@
 One link per serial port or network endpoint: several meters on one RS-485 bus (or behind one
 Modbus-TCP gateway) are several detectors with different `slave` addresses sharing one link, which
 is opened once, used by one request at a time and closed with its last user. Imported only when a
-power-meter detector is created (pymodbus pulls in asyncio: memory the agent spends only when a
-meter is configured).
+power-meter detector is created. pymodbus imports asyncio, but its synchronous clients only
+subclass asyncio's base classes and raise its TimeoutError: those three small submodules are loaded,
+not the event loop (`lean.asyncio_classes_only`, 0.7 MB, 1.4 MB with TLS). Only pymodbus's serial
+client is imported here, without `pymodbus.client`'s `__init__` (which imports the TCP and TLS
+clients and with them `ssl`, libssl and libcrypto: 4.7 MB); the TCP client on the first network
+link (agent/lean.py; a network meter's config loads `ssl`).
 
 Transports:
   serial RTU      port = "COM4", "/dev/ttyUSB1", or a pyserial URL ("rfc2217://host:port": a
@@ -18,15 +22,23 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import serial
-from pymodbus.client import ModbusSerialClient, ModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
-from pymodbus.framer import FramerType
-from pymodbus.pdu import ExceptionResponse
 
+from agent import lean
 from agent.detectors.serialport import PORT_ERRORS
+
+lean.asyncio_classes_only()  # the sync clients subclass asyncio's base classes and run no event loop
+with lean.ssl_for_import_only():
+    lean.package_on_demand("pymodbus.client")
+    from pymodbus.client.serial import ModbusSerialClient
+    from pymodbus.exceptions import ConnectionException, ModbusIOException
+    from pymodbus.framer import FramerType
+    from pymodbus.pdu import ExceptionResponse
+
+if TYPE_CHECKING:
+    from pymodbus.client.tcp import ModbusTcpClient
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # every failure is reported by the detector
 
@@ -86,6 +98,8 @@ class Link:
             port.inter_byte_timeout = client.inter_byte_timeout
             client.socket = port
         else:
+            from pymodbus.client.tcp import ModbusTcpClient
+
             framer = FramerType.SOCKET if ep.framer == "tcp" else FramerType.RTU
             client = ModbusTcpClient(ep.where, port=ep.tcp_port, framer=framer, timeout=ep.timeout_s, retries=0)
             if not client.connect():  # type: ignore[no-untyped-call]
