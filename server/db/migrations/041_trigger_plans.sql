@@ -11,10 +11,14 @@
 --
 -- Same statements, same rows, same arithmetic: the bodies below are the texts the helpers produced
 -- for INSERT and UPDATE, with the transition tables named in place of `changed`. Plans are kept
--- whole for the backend's life (a statement without parameters gets a generic plan): the shapes
--- here do not depend on the sizes (a transition table is read once, other tables through their
--- primary keys, 029's look-up is a LATERAL index range per segment). DELETE (a re-derive's or an
--- operator's delete, rare) keeps the dynamic path exactly as before.
+-- until a table they read changes its statistics or definition (a statement without parameters
+-- gets a generic plan, made with the sizes of its first call). So that no size makes a plan that
+-- is bad for another, the look-ups of other tables cannot become joins that read a whole table:
+-- 029's records of a segment and 037's class of an identity are LATERAL subqueries kept whole
+-- (OFFSET 0), i.e. index probes per row of the transition table, as the dynamic statements' plans
+-- were for a drain's few hundred rows (the class is the same row: identity_map's primary key and
+-- one organisation per user). DELETE (a re-derive's or an operator's delete, rare) keeps the
+-- dynamic path exactly as before.
 --
 -- Also, the rollup's triggers return at once when no running segment changed (only running time
 -- is rolled up; 029 already did this), as when an upsert rewrites only idle or off segments.
@@ -139,6 +143,7 @@ BEGIN
                 SELECT q.id, q.start_at, q.end_at FROM service_records q
                 WHERE q.instrument_id = c.instrument_id AND q.end_at - q.start_at > interval '24 hours'
                   AND q.start_at < c.start_at - interval '24 hours' AND q.end_at > c.start_at
+                OFFSET 0
             ) r
             WHERE c.state = 'running'
         ),
@@ -182,6 +187,7 @@ BEGIN
                 SELECT q.id, q.start_at, q.end_at FROM service_records q
                 WHERE q.instrument_id = c.instrument_id AND q.end_at - q.start_at > interval '24 hours'
                   AND q.start_at < c.start_at - interval '24 hours' AND q.end_at > c.start_at
+                OFFSET 0
             ) r
             WHERE c.state = 'running'
         ),
@@ -228,17 +234,17 @@ BEGIN
                    sum(u.sign * u.seconds) AS seconds
             FROM (SELECT n.*, 1 AS sign FROM usage_rollup_new n) u
             JOIN instruments inst ON inst.id = u.instrument_id
-            LEFT JOIN (
-                SELECT m.unit_id, m.method, m.identifier, m.user_id, p.org_id,
-                       CASE WHEN io.org_id IS NULL THEN 'external' ELSE 'internal' END AS who
+            LEFT JOIN LATERAL (
+                SELECT CASE WHEN EXISTS (SELECT 1 FROM units x WHERE x.id = m.unit_id AND x.org_id = p.org_id
+                                         UNION ALL SELECT 1 FROM unit_affiliations a
+                                         WHERE a.unit_id = m.unit_id AND a.org_id = p.org_id)
+                            THEN 'internal' ELSE 'external' END AS who
                 FROM identity_map m
                 JOIN platform_users p ON p.id = m.user_id
-                LEFT JOIN (SELECT u.id AS unit_id, u.org_id FROM units u
-                           UNION SELECT a.unit_id, a.org_id FROM unit_affiliations a) io
-                       ON io.unit_id = m.unit_id AND io.org_id = p.org_id
-                WHERE m.method <> 'login'
-            ) i ON i.unit_id = inst.unit_id AND i.method = NULLIF(u.method, '')
-                   AND i.identifier = NULLIF(u.identifier, '')
+                WHERE m.unit_id = inst.unit_id AND m.method = NULLIF(u.method, '')
+                  AND m.identifier = NULLIF(u.identifier, '') AND m.method <> 'login'
+                OFFSET 0
+            ) i ON true
             GROUP BY 1, 2, 3, 4, 5
         ),
         up AS (
@@ -258,17 +264,17 @@ BEGIN
                    sum(u.sign * u.seconds) AS seconds
             FROM (SELECT n.*, 1 AS sign FROM usage_rollup_new n UNION ALL SELECT o.*, -1 FROM usage_rollup_old o) u
             JOIN instruments inst ON inst.id = u.instrument_id
-            LEFT JOIN (
-                SELECT m.unit_id, m.method, m.identifier, m.user_id, p.org_id,
-                       CASE WHEN io.org_id IS NULL THEN 'external' ELSE 'internal' END AS who
+            LEFT JOIN LATERAL (
+                SELECT CASE WHEN EXISTS (SELECT 1 FROM units x WHERE x.id = m.unit_id AND x.org_id = p.org_id
+                                         UNION ALL SELECT 1 FROM unit_affiliations a
+                                         WHERE a.unit_id = m.unit_id AND a.org_id = p.org_id)
+                            THEN 'internal' ELSE 'external' END AS who
                 FROM identity_map m
                 JOIN platform_users p ON p.id = m.user_id
-                LEFT JOIN (SELECT u.id AS unit_id, u.org_id FROM units u
-                           UNION SELECT a.unit_id, a.org_id FROM unit_affiliations a) io
-                       ON io.unit_id = m.unit_id AND io.org_id = p.org_id
-                WHERE m.method <> 'login'
-            ) i ON i.unit_id = inst.unit_id AND i.method = NULLIF(u.method, '')
-                   AND i.identifier = NULLIF(u.identifier, '')
+                WHERE m.unit_id = inst.unit_id AND m.method = NULLIF(u.method, '')
+                  AND m.identifier = NULLIF(u.identifier, '') AND m.method <> 'login'
+                OFFSET 0
+            ) i ON true
             GROUP BY 1, 2, 3, 4, 5
         ),
         up AS (
