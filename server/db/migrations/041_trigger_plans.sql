@@ -14,10 +14,10 @@
 -- until a table they read changes its statistics or definition (a statement without parameters
 -- gets a generic plan, made with the sizes of its first call). So that no size makes a plan that
 -- is bad for another, the look-ups of other tables cannot become joins that read a whole table:
--- 029's records of a segment and 037's class of an identity are LATERAL subqueries kept whole
--- (OFFSET 0), i.e. index probes per row of the transition table, as the dynamic statements' plans
--- were for a drain's few hundred rows (the class is the same row: identity_map's primary key and
--- one organisation per user). DELETE (a re-derive's or an operator's delete, rare) keeps the
+-- 029's records of a segment, 037's instrument and class of an identity are LATERAL subqueries
+-- kept whole (OFFSET 0), i.e. index probes per row of the transition table, as the dynamic
+-- statements' plans were for a drain's few hundred rows (the class is the same row: identity_map's
+-- and instruments' primary keys, one organisation per user). DELETE (a re-derive's or an operator's delete, rare) keeps the
 -- dynamic path exactly as before.
 --
 -- Also, the rollup's triggers return at once when no running segment changed (only running time
@@ -233,7 +233,7 @@ BEGIN
             SELECT u.instrument_id, u.grain, u.first_day, u.cls, COALESCE(i.who, 'unattributed') AS who,
                    sum(u.sign * u.seconds) AS seconds
             FROM (SELECT n.*, 1 AS sign FROM usage_rollup_new n) u
-            JOIN instruments inst ON inst.id = u.instrument_id
+            JOIN LATERAL (SELECT i.unit_id FROM instruments i WHERE i.id = u.instrument_id OFFSET 0) inst ON true
             LEFT JOIN LATERAL (
                 SELECT CASE WHEN EXISTS (SELECT 1 FROM units x WHERE x.id = m.unit_id AND x.org_id = p.org_id
                                          UNION ALL SELECT 1 FROM unit_affiliations a
@@ -263,7 +263,7 @@ BEGIN
             SELECT u.instrument_id, u.grain, u.first_day, u.cls, COALESCE(i.who, 'unattributed') AS who,
                    sum(u.sign * u.seconds) AS seconds
             FROM (SELECT n.*, 1 AS sign FROM usage_rollup_new n UNION ALL SELECT o.*, -1 FROM usage_rollup_old o) u
-            JOIN instruments inst ON inst.id = u.instrument_id
+            JOIN LATERAL (SELECT i.unit_id FROM instruments i WHERE i.id = u.instrument_id OFFSET 0) inst ON true
             LEFT JOIN LATERAL (
                 SELECT CASE WHEN EXISTS (SELECT 1 FROM units x WHERE x.id = m.unit_id AND x.org_id = p.org_id
                                          UNION ALL SELECT 1 FROM unit_affiliations a
