@@ -87,10 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     loaded = _load_any(args)
     if isinstance(loaded, GatewayConfig) and not args.instrument:
-        lean.for_run(loaded.instruments)
+        lean.for_run()
         return _run_gateway(loaded)
     cfg = _load(args)
-    lean.for_run([cfg])
+    lean.for_run()
     _setup_logging(cfg.agent.log_level, cfg.agent.log_file)
     problem = _key_problem(cfg)
     if problem:
@@ -523,10 +523,6 @@ def run_args(argv: list[str]) -> argparse.Namespace | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = run_args(argv) or parser().parse_args(argv)
-    if args.fn is cmd_run:
-        from agent import lean
-
-        lean.builtin_hashes()  # before anything imports hashlib (agent/lean.py)
     try:
         code: int = args.fn(args)
         return code

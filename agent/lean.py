@@ -1,15 +1,16 @@
 """What the running agent keeps out of its memory although its libraries would load it (issue 17).
 
-Measured by import on the development VM (bench/RESULTS.md, "agentmem"): the system OpenSSL behind
-`hashlib` 3.5 MB resident, `ssl` 1.6 MB, `urllib.request` (with `http.client`, `email`, `tempfile`)
-2.6 MB. paho-mqtt imports all three at module level, but uses `ssl` only when TLS is configured,
-`urllib.request` only when PySocks is installed (proxy detection), and `hashlib` only for
-WebSockets. pymodbus's transport module runs `import ssl` but reads it only for TLS, and its client
-package's `__init__` imports the TCP and TLS clients (which use `ssl` at import): a serial meter
-imports `pymodbus.client.serial` alone (`package_on_demand`) with `ssl` stood in for during that import
-(`ssl_for_import_only`), which keeps libssl and libcrypto out (-4.7 MB measured by import). None of
-the libraries is patched: the import system is told what this process does without, and the
-libraries take their own documented fallbacks.
+Measured by import on the development VM (bench/RESULTS.md, "agentmem", "agentmem4"): paho-mqtt
+imports `urllib.request` (with `http.client`, `email`, `tempfile`: 2.6 MB) at module level but reads
+it only to look up a proxy when PySocks is installed (`deferred`); pymodbus's client package's
+`__init__` imports the TCP, TLS and UDP clients next to the serial one (`package_on_demand`), and its
+sync serial client needs only asyncio's base classes, not the event loop (`asyncio_classes_only`).
+None of the libraries is patched: the import system is told what this process does without.
+
+`ssl` (and with it OpenSSL) stays loaded whether or not TLS is configured: paho names
+`ssl.SSLWantReadError` in the `except` of every socket read, so with `ssl` made unavailable a read
+that would block raised AttributeError and dropped the broker connection (CI, 2026-12-03;
+tests/agent/test_lean.py).
 
 Only `jishi-agent run` (and the Windows service) call these, as their first step, so a test
 process or another command that has already imported these modules is left as it is.
@@ -22,50 +23,7 @@ import importlib.util
 import sys
 import threading
 import types
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from agent.config import Config
-
-def builtin_hashes() -> bool:
-    """Make `hashlib` use CPython's built-in SHA-2/SHA-1/MD5 instead of loading OpenSSL.
-
-    `hashlib` falls back to the built-in implementations when `_hashlib` cannot be imported; the
-    digests are the same bytes. The cost is speed: SHA-256 of a data file runs at about a quarter
-    of OpenSSL's rate (once per finished file, in the data-files thread), which is why `for_run`
-    undoes this when `ssl` loads OpenSSL anyway. True if applied; a no-op once `hashlib` or
-    `_hashlib` is imported.
-    """
-    if "hashlib" in sys.modules or "_hashlib" in sys.modules:
-        return False
-    sys.modules["_hashlib"] = None  # type: ignore[assignment]  # None in sys.modules: ImportError
-    return True
-
-
-def openssl_hashes() -> bool:
-    """Undo `builtin_hashes` once `ssl` will load OpenSSL anyway: then OpenSSL's faster SHA-256 costs
-    no memory. `hashlib` (imported since by the config loader only) is run again to bind OpenSSL's
-    constructors. True if undone."""
-    if "_hashlib" not in sys.modules or sys.modules["_hashlib"] is not None:
-        return False
-    del sys.modules["_hashlib"]
-    if "hashlib" in sys.modules:
-        importlib.reload(sys.modules["hashlib"])
-    return True
-
-
-def no_ssl() -> bool:
-    """Make `ssl` unavailable to a process whose broker connections are all without TLS.
-
-    paho-mqtt, `http.client` and `urllib.request` import `ssl` inside `try ... except ImportError`
-    and run without it; `_ssl` would map the system libssl and libcrypto. True if applied.
-    """
-    if "ssl" in sys.modules:
-        return False
-    sys.modules["ssl"] = None  # type: ignore[assignment]
-    return True
+from typing import Any
 
 
 def deferred(name: str) -> bool:
@@ -89,7 +47,7 @@ def deferred(name: str) -> bool:
 
     def __getattr__(attr: str) -> Any:
         with lock:
-            if sys.modules.get(name, stub) in (stub, None):  # None: made unavailable since (ssl_for_import_only)
+            if sys.modules.get(name, stub) is stub:
                 sys.modules.pop(name, None)
                 real = importlib.import_module(name)  # also rebinds the parent package's attribute
                 stub.__dict__.update({k: v for k, v in vars(real).items() if k != "__getattr__"})
@@ -102,32 +60,6 @@ def deferred(name: str) -> bool:
     if parent:
         setattr(sys.modules[parent], child, stub)
     return True
-
-
-@contextmanager
-def ssl_for_import_only() -> Iterator[None]:
-    """Let a library `import ssl` that reads it only on paths this process does not take (pymodbus's
-    transport module: only for TLS), while `no_ssl` keeps it out of the process.
-
-    Within the block `ssl` is a `deferred` stand-in (on first attribute read it loads the real
-    module); afterwards `ssl` is unavailable again for everything else. asyncio is imported first,
-    while `ssl` is unavailable: it takes its own fallback (`ssl = None`) instead of reading the
-    stand-in's attributes at import. A no-op unless `no_ssl` applies.
-    """
-    blocked: object = sys.modules.get("ssl", "absent")  # object: mypy types sys.modules' values as never None
-    if blocked is not None:
-        yield
-        return
-    import asyncio  # noqa: F401  # binds its `ssl = None` now (asyncio.sslproto reads ssl at import);
-    # a no-op after asyncio_classes_only: a later full asyncio finds `ssl` unavailable and takes the fallback
-
-    del sys.modules["ssl"]
-    deferred("ssl")
-    try:
-        yield
-    finally:
-        if "__deferred__" in vars(sys.modules.get("ssl") or types.ModuleType("-")):
-            sys.modules["ssl"] = None  # type: ignore[assignment]
 
 
 def package_on_demand(name: str) -> bool:
@@ -187,18 +119,6 @@ def asyncio_classes_only() -> bool:
     return True
 
 
-def needs_ssl(configs: Iterable[Config]) -> bool:
-    """An instrument's broker connection uses TLS, or one of its detectors' libraries reads `ssl` at
-    import (a detector config says so with `imports_ssl`: a network power meter, pymodbus's TCP client)."""
-    return any(c.mqtt.tls or any(getattr(d.config, "imports_ssl", False) for d in c.detectors) for c in configs)
-
-
-def for_run(configs: Iterable[Config]) -> None:
-    """What applies once the config is known, before the publisher imports paho: no `ssl` unless
-    `needs_ssl` (and then OpenSSL's hashes, since OpenSSL is loaded anyway), and a deferred
-    `urllib.request` always."""
-    if needs_ssl(configs):
-        openssl_hashes()
-    else:
-        no_ssl()
+def for_run() -> None:
+    """What applies before the publisher imports paho: a deferred `urllib.request`."""
     deferred("urllib.request")

@@ -63,7 +63,6 @@ def serve(stop: threading.Event, config: Path | None = None, log_file: Path | No
     from agent import lean
     from agent.cli import EXIT_CONFIG, _key_problem, _setup_logging
 
-    lean.builtin_hashes()  # a no-op if the service host has imported hashlib already
     path = config or default_path()
     try:
         loaded = load_any(path)
@@ -76,7 +75,7 @@ def serve(stop: threading.Event, config: Path | None = None, log_file: Path | No
         level, file, configs = loaded.gateway.log_level, loaded.gateway.log_file, list(loaded.instruments)
     else:
         level, file, configs = loaded.agent.log_level, loaded.agent.log_file, [loaded]
-    lean.for_run(configs)
+    lean.for_run()
     _setup_logging(level, file or log_file or default_log_file(path), gateway=gateway, force=True)
     problems = [f"{c.agent.id}: {p}" for c in configs if (p := _key_problem(c))]
     if problems:

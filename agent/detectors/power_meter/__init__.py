@@ -92,12 +92,6 @@ class Config:
             word_swap=self.word_swap or base.word_swap,
         )
 
-    @property
-    def imports_ssl(self) -> bool:
-        """A network meter: pymodbus's TCP client reads `ssl` at import (agent/lean.py); a serial one
-        (RTU, also over rfc2217://) runs without it."""
-        return bool(self.host) or self.port.startswith("socket://")
-
     def endpoint(self) -> Endpoint:
         from agent.detectors.power_meter.bus import Endpoint
 

@@ -30,12 +30,11 @@ from agent import lean
 from agent.detectors.serialport import PORT_ERRORS
 
 lean.asyncio_classes_only()  # the sync clients subclass asyncio's base classes and run no event loop
-with lean.ssl_for_import_only():
-    lean.package_on_demand("pymodbus.client")
-    from pymodbus.client.serial import ModbusSerialClient
-    from pymodbus.exceptions import ConnectionException, ModbusIOException
-    from pymodbus.framer import FramerType
-    from pymodbus.pdu import ExceptionResponse
+lean.package_on_demand("pymodbus.client")  # the serial client alone; TCP on the first network link
+from pymodbus.client.serial import ModbusSerialClient  # noqa: E402
+from pymodbus.exceptions import ConnectionException, ModbusIOException  # noqa: E402
+from pymodbus.framer import FramerType  # noqa: E402
+from pymodbus.pdu import ExceptionResponse  # noqa: E402
 
 if TYPE_CHECKING:
     from pymodbus.client.tcp import ModbusTcpClient
