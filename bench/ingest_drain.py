@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +88,10 @@ def main() -> None:
     with services(fast=False) as (pg, broker):
         ceiling = copy_ceiling(pg, fleet, records)
         print(f"ceiling: binary COPY of the same {total:,} record rows into records: {ceiling:,.0f} rows/s")
+        for name, root in trees:
+            imp = import_cpu_s(root)
+            print(f"[{name}] an ingest process's imports: {imp:.2f} s CPU, in the drain's ingest CPU "
+                  f"{imp / total * 1e6:.2f} us/record per process (not per record: a longer backlog dilutes it)")
         results = {}
         for w in args.workers:
             for name, root in reversed(trees):  # the old code first, then this tree
@@ -187,6 +193,20 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
         n = conn.execute("SELECT count(*) FROM records").fetchone()[0]  # type: ignore[index]
         assert n == total, f"stored {n} of {total}"
     return total / (done - t0), total / (done - first), int(dups), (cpu[0] / total * 1e6, cpu[1] / total * 1e6)
+
+
+def import_cpu_s(root: Path, runs: int = 3) -> float:
+    """CPU seconds of importing what `jishi-server ingest` imports before its first message
+    (the fixed start cost inside the drain's ingest CPU), the least of `runs` fresh processes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JISHI_")} | {"PYTHONPATH": str(root)}
+    best = float("inf")
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import server.cli, server.ingest.service"], env=env, cwd=root,
+                       check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        best = min(best, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return best
 
 
 def cpu_s(pid: int) -> float:

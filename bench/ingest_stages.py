@@ -16,9 +16,11 @@ bench/ingest_drain.py (ingest's CPU there minus this).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import hashlib
 import os
+import pstats
 import sys
 import time
 from collections import defaultdict
@@ -156,6 +158,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=40)
     ap.add_argument("--gc", default=",".join(map(str, GC_THRESHOLDS)),
                     help="gc thresholds (default: as `jishi-server ingest` sets them), or 'off'")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="cProfile the database phase instead of timing it; print the N top functions by own time")
     ap.add_argument("--sql", default="", help="run this SQL on the fresh database first (to try a server-side lever)")
     args = ap.parse_args()
     if args.gc == "off":
@@ -198,8 +202,14 @@ def main() -> None:
             wrap_pipeline()
             o0 = postgres_others(postmaster, _backend_pid)
             c0, b0, w0 = time.thread_time(), sched_s(_backend_pid), time.perf_counter()
+            prof = cProfile.Profile() if args.profile else None
+            if prof is not None:
+                prof.enable()
             for i in range(0, len(msgs), args.batch):
                 pipe.process(conn, msgs[i:i + args.batch], opened[i:i + args.batch])
+            if prof is not None:
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
             c, b, w = time.thread_time() - c0, sched_s(_backend_pid) - b0, time.perf_counter() - w0
             others = postgres_others(postmaster, _backend_pid) - o0
             n = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])  # type: ignore[index]

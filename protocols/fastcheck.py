@@ -119,7 +119,6 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_HEX = re.compile(r"[0-9a-f]*")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SIG = re.compile(r"[A-Za-z0-9_-]{86}")
 _UNIT = re.compile(r"[A-Za-z%/_0-9]{1,16}")
@@ -141,8 +140,17 @@ def _all_match(pattern: re.Pattern[str], values: set[str]) -> bool:
     return True
 
 
+_HEX_DIGITS = b"0123456789abcdef"
+
+
 def _hashes_ok(values: list[str]) -> bool:
-    return set(map(len, values)) <= {64} and _HEX.fullmatch("".join(values)) is not None
+    """Every value 64 lowercase hex digits (what a fullmatch of [0-9a-f]{64} on each says). Deleting the
+    digits from the joined ASCII bytes and finding nothing left is ~8x faster than the regex
+    over 32 kB of an envelope's hashes (0.28 us per record; bench/RESULTS.md, "ingest6")."""
+    if not set(map(len, values)) <= {64}:
+        return False
+    joined = "".join(values)
+    return joined.isascii() and not joined.encode("ascii").translate(None, _HEX_DIGITS)
 
 
 def accepts(body: Any) -> bool:

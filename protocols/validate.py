@@ -68,16 +68,21 @@ def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: Key
     the Opened it gets until then has no hashes.
     """
     body = _parse(data, max_bytes, "rec")
-    records = body.get("records")
-    # anything but a list is the schema's refusal (an int here once stopped ingest's open thread)
-    for i, rec in enumerate(records if isinstance(records, list) else ()):
-        if isinstance(rec, dict) and rec.get("type") not in RECORD_TYPES:
-            raise ProtocolError(
-                Reason.UNKNOWN_TYPE, f"record type {rec.get('type')!r} is not defined in v1", f"records[{i}].type"
-            )
     # the fast check only accepts; anything it does not accept gets the reference models, which
-    # refuse with the reason as always (or accept: then only the fast check was too cautious)
-    model = None if fastcheck.accepts(body) else _model(Envelope, body)
+    # refuse with the reason as always (or accept: then only the fast check was too cautious).
+    # What it accepts has only records of known types, so the unknown-type check (which comes
+    # before the schema's) can refuse nothing then and is skipped (~0.06 us per record).
+    model = None
+    if not fastcheck.accepts(body):
+        records = body.get("records")
+        # anything but a list is the schema's refusal (an int here once stopped ingest's open thread)
+        for i, rec in enumerate(records if isinstance(records, list) else ()):
+            if isinstance(rec, dict) and rec.get("type") not in RECORD_TYPES:
+                raise ProtocolError(
+                    Reason.UNKNOWN_TYPE, f"record type {rec.get('type')!r} is not defined in v1",
+                    f"records[{i}].type",
+                )
+        model = _model(Envelope, body)
     if key_for is not None:
         check_signature(body, key_for(body["agent"], body["key"]))
     if defer_records:
