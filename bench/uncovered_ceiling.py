@@ -46,11 +46,9 @@ def build(conn: psycopg.Connection[Any], p: dict[str, Any]) -> dict[str, str]:
     conn.execute("CREATE TEMP TABLE r5_ext_sessions AS " + q[: q.index(_FINAL)] + "SELECT * FROM per_session", p)
     conn.execute("CREATE INDEX ON r5_ext_sessions (instrument_id, first_start)")
     unclassed = q.replace(_EXT_JOIN, "LEFT JOIN ext_ident e ON false").replace("e.user_id,", "NULL::text AS user_id,")
-    conn.execute(
-        "CREATE TEMP TABLE r5_segments AS " + unclassed[: unclassed.index(_TAIL)].rstrip().rstrip(",")
-        + "\nSELECT instrument_id, agent_id, session_id, start_at, watched, method, identifier, us, covered FROM covered",
-        p,
-    )
+    per_segment = unclassed[: unclassed.index(_TAIL)].rstrip().rstrip(",")
+    columns = "instrument_id, agent_id, session_id, start_at, watched, method, identifier, us, covered"
+    conn.execute(f"CREATE TEMP TABLE r5_segments AS {per_segment}\nSELECT {columns} FROM covered", p)
     conn.execute("CREATE INDEX ON r5_segments (instrument_id, start_at)")
     conn.commit()
     conn.autocommit = True
