@@ -31,6 +31,7 @@ from server.evaluation import privacy, reconciliation, rubric
 from server.evaluation.indicators import params, tune
 from server.evaluation.period import Period
 from server.evaluation.report import unit_report
+from server.evaluation.sql import INST
 
 YEAR = 2025
 NOW = datetime(2026, 1, 10, tzinfo=UTC)  # the report's generation time, the same for both ways
@@ -56,7 +57,7 @@ def build(conn: psycopg.Connection[Any], p: dict[str, Any]) -> dict[str, str]:
     conn.execute("VACUUM ANALYZE r5_segments")
     conn.autocommit = False
     head = q[: q.index("cover AS (")]
-    classed = f"""WITH inst AS NOT MATERIALIZED ({reconciliation.INST}),
+    classed = f"""WITH inst AS NOT MATERIALIZED ({INST}),
 per_session AS (
     SELECT s.* FROM r5_ext_sessions s JOIN inst ON inst.id = s.instrument_id
     WHERE s.first_start >= %(t0)s - interval '1 day' AND s.first_start < %(t1)s
