@@ -17,6 +17,8 @@ import psycopg
 
 KEY_NAME = "pseudonym_key"
 ENV_KEY = "JISHI_PSEUDONYM_KEY"
+MEMO_SIZE = 65_536
+"""pseudonyms one instance remembers before it starts over (an instance lives for one request)"""
 
 
 class Pseudonymizer:
@@ -24,6 +26,10 @@ class Pseudonymizer:
         if len(key) < 16:
             raise ValueError("a pseudonym key needs at least 16 bytes")
         self._key = key
+        # One unit's report names the same few dozen people ~18,600 times (each service record's
+        # applicant, twice): the HMAC is a pure function of its input, so each is computed once
+        # (40 ms of a 0.46 s report). Bounded, in case an instance is kept.
+        self._memo: dict[str, str] = {}
 
     def user(self, user_id: str) -> str:
         return "U-" + self._digest("user", user_id)
@@ -40,8 +46,14 @@ class Pseudonymizer:
         return ""
 
     def _digest(self, kind: str, value: str) -> str:
-        mac = hmac.new(self._key, f"{kind}\x00{value}".encode(), hashlib.sha256)
-        return mac.hexdigest()[:12]
+        message = f"{kind}\x00{value}"
+        digest = self._memo.get(message)
+        if digest is None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            digest = hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()[:12]
+            self._memo[message] = digest
+        return digest
 
 
 def load(conn: psycopg.Connection[tuple[object, ...]]) -> Pseudonymizer:
