@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time
 from pathlib import Path
 
@@ -166,6 +167,15 @@ class ClonePool:
             self._drop.append(name)
             self._cv.notify_all()
 
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        """The DSN of a fresh copy of the caller's own for the block, dropped after it."""
+        name = self.take()
+        try:
+            yield self.server.dsn(name)
+        finally:
+            self.give_back(name)
+
     def close(self) -> None:
         with self._cv:
             self._stop = True
@@ -215,11 +225,23 @@ def _clone_pool(pg_server: PostgresServer, _migrated_template: str) -> Iterator[
 @pytest.fixture
 def fresh_db(pg_server: PostgresServer, _clone_pool: ClonePool) -> Iterator[str]:
     """DSN of a migrated database of this test's own."""
-    name = _clone_pool.take()
+    with _clone_pool.database() as dsn:
+        yield dsn
+
+
+@contextmanager
+def filled_pool(pg_server: PostgresServer, migrated: str, template: str,
+                fill: Callable[[str], object]) -> Iterator[ClonePool]:
+    """Copies of a template made once from the migrated one and filled by `fill(dsn)`, for the
+    tests that all start from the same data (filling each copy took longer than copying it)."""
+    pg_server.drop_database(template)
+    fill(pg_server.create_database(template, template=migrated))
+    pg_server.freeze_template(template)
+    pool = ClonePool(pg_server, template)
     try:
-        yield pg_server.dsn(name)
+        yield pool
     finally:
-        _clone_pool.give_back(name)
+        pool.close()
 
 
 @pytest.fixture(scope="session")

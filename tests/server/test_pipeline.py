@@ -373,14 +373,19 @@ def test_birth_in_the_same_batch_declares_only_what_is_missing(db: tuple[str, Co
     assert [x.acked for x in out.acks] == [4] and progress(dsn, "a1")[:3] == (4, 4, 4)
 
 
-def test_agents_busy_in_another_worker_are_deferred(db: tuple[str, Conn]) -> None:
-    dsn, conn = db
-    a, b = TestAgent("busy"), TestAgent("free")
+def _two_agents_with_a_batch_each(dsn: str, conn: Conn, first: str) -> tuple[Pipeline, Incoming, Incoming]:
+    """Agents `first` and "free", each with a stored state; a pipeline and each one's next batch."""
+    a, b = TestAgent(first), TestAgent("free")
     register(dsn, a)
     register(dsn, b)
     run(conn, dsn, [a.msg(a.seal([a.state(T0, "idle")])), b.msg(b.seal([b.state(T0, "idle")]))])
     pipe = Pipeline(settings_for(dsn), "t")
-    ma, mb = a.msg(a.seal([a.heartbeat(T0 + 60 * S, "idle")])), b.msg(b.seal([b.heartbeat(T0 + 60 * S, "idle")]))
+    return pipe, a.msg(a.seal([a.heartbeat(T0 + 60 * S, "idle")])), b.msg(b.seal([b.heartbeat(T0 + 60 * S, "idle")]))
+
+
+def test_agents_busy_in_another_worker_are_deferred(db: tuple[str, Conn]) -> None:
+    dsn, conn = db
+    pipe, ma, mb = _two_agents_with_a_batch_each(dsn, conn, "busy")
     with psycopg.connect(dsn) as other:
         other.execute("SELECT 1 FROM agent_progress WHERE agent_id = 'busy' FOR UPDATE")
         out = pipe.process(conn, [ma, mb], skip_locked=True)
@@ -396,12 +401,7 @@ def test_an_agent_another_worker_has_saved_but_not_committed_is_deferred_not_wai
     this worker skips the agent at once instead of waiting for that commit (lock_timeout turns a
     wait into an error)."""
     dsn, conn = db
-    a, b = TestAgent("saved"), TestAgent("free")
-    register(dsn, a)
-    register(dsn, b)
-    run(conn, dsn, [a.msg(a.seal([a.state(T0, "idle")])), b.msg(b.seal([b.state(T0, "idle")]))])
-    pipe = Pipeline(settings_for(dsn), "t")
-    ma, mb = a.msg(a.seal([a.heartbeat(T0 + 60 * S, "idle")])), b.msg(b.seal([b.heartbeat(T0 + 60 * S, "idle")]))
+    pipe, ma, mb = _two_agents_with_a_batch_each(dsn, conn, "saved")
     with psycopg.connect(dsn) as other:
         other.execute("UPDATE agent_progress SET resend_attempts = resend_attempts WHERE agent_id = 'saved'")
         conn.execute("SET lock_timeout = '200ms'")

@@ -25,7 +25,7 @@ from server.config import WebSettings
 from server.web.app import create_app
 from server.web.auth import hash_password
 from sim.devstack import PostgresServer, role_dsn
-from tests.conftest import ClonePool
+from tests.conftest import ClonePool, filled_pool
 
 PASSWORD = "correct-horse-battery"
 ACCOUNTS = {"ops": ("operator", None), "mgr-a": ("unit_manager", "ua"), "mgr-b": ("unit_manager", "ub"),
@@ -129,26 +129,15 @@ SEEDED_TEMPLATE = "jishi_web_template"
 
 @pytest.fixture(scope="session")
 def _seeded_pool(pg_server: PostgresServer, _migrated_template: str) -> Iterator[ClonePool]:
-    """Copies of a migrated database with the seed already in it (seeding each one took longer
-    than copying it)."""
-    pg_server.drop_database(SEEDED_TEMPLATE)
-    seed(pg_server.create_database(SEEDED_TEMPLATE, template=_migrated_template))
-    pg_server.freeze_template(SEEDED_TEMPLATE)
-    pool = ClonePool(pg_server, SEEDED_TEMPLATE)
-    try:
+    with filled_pool(pg_server, _migrated_template, SEEDED_TEMPLATE, seed) as pool:
         yield pool
-    finally:
-        pool.close()
 
 
 @pytest.fixture
-def seeded_db(pg_server: PostgresServer, _seeded_pool: ClonePool) -> Iterator[str]:
+def seeded_db(_seeded_pool: ClonePool) -> Iterator[str]:
     """DSN of a database of this test's own, migrated and seeded (`seed`)."""
-    name = _seeded_pool.take()
-    try:
-        yield pg_server.dsn(name)
-    finally:
-        _seeded_pool.give_back(name)
+    with _seeded_pool.database() as dsn:
+        yield dsn
 
 
 @pytest.fixture
