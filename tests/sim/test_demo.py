@@ -256,7 +256,10 @@ def test_demo_runs_stops_cleanly_and_reuses_its_data(var: Path) -> None:
         # local robots (both, for its unit) once it has been offline for a minute
         [lcms] = [pid for pid, a in agents.items() if "imu-lcms-a1" in a]
         os.kill(lcms, signal.SIGTERM)
-        # during its offline minute: a phone check-in on an instrument of the gateway (not imu-lcms)
+        # during its offline minute: a phone check-in on an instrument of the gateway (not imu-lcms).
+        # Once the booked slot is over: the phone's instrument is the booked imu-tem, and the phone
+        # user's session would end the booking's, leaving it seconds of measured time (CI, 2026-12-03)
+        assert _wait_rows(dsn, "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM bookings WHERE end_at >= now())", 90)
         _phone_checkin(url, demo.text(), dsn, opener)
         # meanwhile the booking's slot ended: settled with the measured hours and the external rate
         draft = _wait_rows(dsn, "SELECT measured_hours, draft_amount, draft_price_item, outcome, b.applicant_org_id,"
