@@ -33,6 +33,7 @@ from agent.recorder import Recorder
 from agent.signer import load_key
 from agent.spool import RunLock, Spool, SpoolError
 from agent.state import StateMachine, compile_rules
+from agent.waker import Waker
 
 if TYPE_CHECKING:
     from agent.identity.checkin import CheckinServer, Request
@@ -79,6 +80,21 @@ class Summary:
             if k not in ev and len(ev) < 16:
                 ev[k] = v
         return ev
+
+
+
+def install_signals(runner: Agent | Gateway) -> None:
+    """SIGINT and SIGTERM (and Windows' SIGBREAK) stop the main loop. The handler runs in the main
+    thread between any two bytecodes, so it takes no lock: a flag and the lock-free `Waker`."""
+
+    def handler(signum: int, frame: Any) -> None:
+        runner._signalled = True
+        runner.wake.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    if hasattr(signal, "SIGBREAK"):  # Windows services and consoles (Ctrl+Break)
+        signal.signal(signal.SIGBREAK, handler)
 
 
 class Agent:
@@ -131,8 +147,10 @@ class Agent:
 
             self.http = CheckinServer(cfg.identity.checkin_port, a.instrument, self.snapshot)
         self.stop_event = threading.Event()
-        self.wake = threading.Event()
-        """set by the publisher when the server sent a check-in: handled before the next tick"""
+        """set by the Windows service's stop request (winservice.py); a signal sets `_signalled`"""
+        self._signalled = False
+        self.wake = Waker()
+        """set by the publisher when the server sent a check-in (handled before the next tick) and by a signal"""
         self.publisher.on_session_command = self.wake.set
         self.remote = RemoteCommands(a.id, a.unit, a.instrument, cfg.identity.server_key,
                                      int(self.spool.meta(META_N, 0)), lambda n: self.spool.set_meta(META_N, n),
@@ -154,14 +172,10 @@ class Agent:
     # ---- lifecycle ---------------------------------------------------------------------------------
 
     def install_signals(self) -> None:
-        def handler(signum: int, frame: Any) -> None:
-            self.stop_event.set()
-            self.wake.set()
+        install_signals(self)
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
-        if hasattr(signal, "SIGBREAK"):  # Windows services and consoles (Ctrl+Break)
-            signal.signal(signal.SIGBREAK, handler)
+    def stopping(self) -> bool:
+        return self._signalled or self.stop_event.is_set()
 
     def run(self) -> int:
         self.publisher.start()
@@ -169,13 +183,13 @@ class Agent:
             self.start()
             period = self.cfg.agent.sample_period_s
             next_tick = time.monotonic()
-            while not self.stop_event.is_set():
+            while not self.stopping():
                 self.safe_tick()
                 next_tick += period
                 now = time.monotonic()
                 if next_tick < now:  # overran (slow device): skip, do not burst
                     next_tick = now
-                while not self.stop_event.is_set() and self.wake.wait(max(0.0, next_tick - time.monotonic())):
+                while not self.stopping() and self.wake.wait(next_tick - time.monotonic()):
                     self.wake.clear()  # a check-in from the server: answer now, not at the next tick
                     self.safe_remote()
         finally:
@@ -507,17 +521,15 @@ class Gateway:
                 agent.run_lock.release()
             raise
         self.stop_event = threading.Event()
-        self.wake = threading.Event()
+        """set by the Windows service's stop request (winservice.py); a signal sets `_signalled`"""
+        self._signalled = False
+        self.wake = Waker()
 
     def install_signals(self) -> None:
-        def handler(signum: int, frame: Any) -> None:
-            self.stop_event.set()
-            self.wake.set()
+        install_signals(self)
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
-        if hasattr(signal, "SIGBREAK"):
-            signal.signal(signal.SIGBREAK, handler)
+    def stopping(self) -> bool:
+        return self._signalled or self.stop_event.is_set()
 
     def run(self) -> int:
         for agent in self.agents:
@@ -529,14 +541,14 @@ class Gateway:
                     agent.start()
             log.info("gateway %s started with %d instruments", self.cfg.gateway.id, len(self.agents))
             due = [time.monotonic()] * len(self.agents)
-            while not self.stop_event.is_set():
+            while not self.stopping():
                 for i, agent in enumerate(self.agents):
                     if time.monotonic() < due[i]:
                         continue
                     with speaking_as(agent):
                         agent.safe_tick()
                     due[i] = max(due[i] + agent.cfg.agent.sample_period_s, time.monotonic())
-                while not self.stop_event.is_set() and self.wake.wait(max(0.0, min(due) - time.monotonic())):
+                while not self.stopping() and self.wake.wait(min(due) - time.monotonic()):
                     self.wake.clear()  # a check-in from the server: answered before the next tick
                     for agent in self.agents:
                         with speaking_as(agent):

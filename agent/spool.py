@@ -314,17 +314,36 @@ class Spool:
 
     def stats(self, exact: bool = False) -> Stats:
         """Counters of the spool. Cheap by default (index lookups only: called often, also with a
-        large backlog); `exact` also counts rows and bytes, which reads the whole table."""
-        first = self.db.execute("SELECT min(seq) FROM records").fetchone()[0]
-        next_seq = int(self.meta("next_seq", 1))
-        first_seq = int(first) if first is not None else next_seq
-        if exact:
-            count, size = self.db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM records").fetchone()
-        else:
-            count, size = next_seq - first_seq, -1  # an upper bound: holes left by the limit are counted
-        return Stats(boot=int(self.meta("boot", 0)), next_seq=next_seq, first_seq=first_seq,
-                     acked=int(self.meta("acked", 0)), count=int(count), bytes=int(size),
-                     last_hash=str(self.meta("last_hash", GENESIS)))
+        large backlog); `exact` also counts rows and bytes, which reads the whole table.
+
+        Read in one snapshot: the publisher calls this on its own connection while the agent appends
+        on another, and an empty table read before an append and `next_seq` read after it gave
+        first_seq = the new next_seq, so the publisher's cursor skipped the appended record until
+        resend_after_s (CI, 2026-12-03: a gateway's boot record after kill -9)."""
+        with self._snapshot():
+            first = self.db.execute("SELECT min(seq) FROM records").fetchone()[0]
+            next_seq = int(self.meta("next_seq", 1))
+            first_seq = int(first) if first is not None else next_seq
+            if exact:
+                count, size = self.db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM records").fetchone()
+            else:
+                count, size = next_seq - first_seq, -1  # an upper bound: holes left by the limit are counted
+            return Stats(boot=int(self.meta("boot", 0)), next_seq=next_seq, first_seq=first_seq,
+                         acked=int(self.meta("acked", 0)), count=int(count), bytes=int(size),
+                         last_hash=str(self.meta("last_hash", GENESIS)))
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction (WAL: one consistent view for all its statements), unless one is open."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
 
     def read(self, first: int, max_records: int, max_bytes: int, last: int | None = None) -> list[Row]:
         """Records from `first` on, contiguous in seq (stops at a hole), within both limits."""

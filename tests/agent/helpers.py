@@ -143,9 +143,15 @@ class Collector:
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
             [(f"{base}/rec", 1), (f"{base}/birth", 1), (f"{base}/death", 1)])
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
         self.client.reconnect_delay_set(1, 1)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
+        # the broker keeps nothing for a subscription that does not exist yet: an agent started right
+        # after this would lose its first envelopes (CI, 2026-12-03)
+        if not subscribed.wait(15):
+            raise AssertionError(f"collector for {agent_id}: no SUBACK from the broker within 15 s")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         kind = msg.topic.rsplit("/", 1)[1]

@@ -85,6 +85,31 @@ def test_ack_trims_only_below(tmp_path: Path) -> None:
     assert [r.seq for r in spool.read(5, 3, 10**6)] == [5, 6, 7]
 
 
+def test_stats_read_one_snapshot_while_another_connection_appends(tmp_path: Path) -> None:
+    """The publisher reads stats on its own connection while the agent appends on another. An append
+    that commits between stats' statements must not make first_seq jump past it: the publisher's
+    cursor starts at first_seq and would skip the record (a gateway's boot record after kill -9)."""
+    spool, rec = make(tmp_path)
+    for _ in range(9):
+        rec.lifecycle("boot", {})
+    spool.ack(9)  # all sent and acknowledged: the table is empty, next_seq 10
+    reader = Spool(tmp_path / "spool.db", "a1")
+    appended: list[int] = []
+
+    def append_after_the_first_read(sql: str) -> None:
+        if "FROM meta" in sql and not appended:  # the statements after `min(seq)`
+            appended.append(rec.lifecycle("boot", {}).seq)
+
+    reader.db.set_trace_callback(append_after_the_first_read)
+    st = reader.stats()
+    reader.db.set_trace_callback(None)
+    assert appended == [10]
+    assert st.first_seq == 10, "the record appended meanwhile would be skipped"
+    assert st.next_seq in (10, 11)
+    assert [r.seq for r in reader.read(st.first_seq, 100, 10**6)] == [10]
+    reader.close()
+
+
 def test_limits_drop_samples_then_heartbeats_never_state(tmp_path: Path) -> None:
     spool, rec = make(tmp_path)
     rec.lifecycle("boot", {})
