@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 
 import psycopg
 
 from server.config import ConfigError, Settings, load
+from server.signals import stop_on_signals
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,13 +90,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("jishi").info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(stop, lambda signum: logging.getLogger("jishi").info("signal %d: stopping", signum))
     Ingest(settings, serve_metrics=True).run_until(stop)
     return 0
 

@@ -53,7 +53,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psycopg
@@ -61,6 +60,7 @@ import psycopg
 from protocols import topics
 from protocols.signing import generate as new_key
 from protocols.signing import key_id, load_private, public_to_b64, save_private
+from server.signals import stop_on_signals
 from sim import backfill, demo_alerts, seed
 from sim.catalog import INSTRUMENTS, ORGS, PEOPLE, UNITS
 from sim.devstack import MosquittoServer, PostgresServer, free_port, role_dsn, service_dir
@@ -382,11 +382,10 @@ def backfill_history(dsn: str, broker: MosquittoServer, agents_dir: Path, specs:
 _stop = threading.Event()
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
+def _announce_stop(signum: int) -> None:
     if not _stop.is_set():
         print(flush=True)
         say("stopping (Ctrl-C again is ignored; everything is being stopped in order)")
-    _stop.set()
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -428,8 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle-minutes", type=float, default=1.0,
                     help="the alerts job settles a booking this long after its slot")
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    stop_on_signals(_stop, _announce_stop)
     var: Path = args.var.absolute()
     state_file = var / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() and not args.fresh else {}

@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 from datetime import timedelta
-from types import FrameType
 
 import psycopg
 
 from server.alerts.channels import SmtpConfig
 from server.alerts.engine import run_round
+from server.signals import stop_on_signals
 
 log = logging.getLogger("jishi.alerts")
 
@@ -58,12 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                           starttls=args.smtp_starttls, user=args.smtp_user,
                           password=os.environ.get("JISHI_SMTP_PASSWORD", ""))
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(stop)
     while True:
         try:
             after = None if args.settle_after_minutes is None else timedelta(minutes=args.settle_after_minutes)
