@@ -20,7 +20,7 @@ lint: install
 
 test: lint
 	$(if $(strip $(EXTRA_CHECKS)),$(EXTRA_CHECKS),@true)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=40
 
 demo: install
 	@if [ -f sim/demo.py ]; then \
