@@ -115,7 +115,7 @@ def main() -> None:
                       f"    warm:       {d.warm_rate:,.0f} records/s from connected, {d.warm_rate / ceiling:.1%} of "
                       f"the COPY ceiling; CPU per record: ingest {d.warm_us_ingest:.2f} us + backends "
                       f"{d.us_pg:.2f} us = {d.warm_us_ingest + d.us_pg:.2f} us (start: {d.start_s:.2f} s to "
-                      f"connected, {d.start_cpu_s:.2f} s CPU in all)",
+                      f"connected, {d.start_cpu_s:.2f} s CPU in all); Mosquitto {d.us_broker:.2f} us per record",
                       flush=True)
         for name, _ in trees:
             if (name, 1) in results and (name, 2) in results:
@@ -164,6 +164,8 @@ class Drained(NamedTuple):
     """the same, each process counted from its "connected to" (its start left out)"""
     us_pg: float
     """CPU us per record of the ingest processes' PostgreSQL backends"""
+    us_broker: float
+    """CPU us per record of Mosquitto from spawn to done (delivering the backlog; not in the sums)"""
     start_s: float
     """seconds from spawn to the first process connected"""
     start_cpu_s: float
@@ -212,6 +214,8 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
             return int(conn.execute("SELECT coalesce(sum(derived_seq), 0) FROM agent_progress").fetchone()[0])  # type: ignore[index]
 
         logs = [tmp / f"w{k}.drain.log" for k in range(workers)]
+        broker_pid = broker.proc.pid  # type: ignore[attr-defined]
+        broker0 = cpu_s(broker_pid)
         t0 = time.monotonic()
         procs = [start_ingest(c, logs[k], root) for k, c in enumerate(configs)]
         try:
@@ -232,7 +236,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
             backends = [int(r[0]) for r in conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                 " AND application_name LIKE 'jishi-ingest%'").fetchall()]
-            cpu = (sum(map(cpu_s, (p.pid for p in procs))), sum(map(cpu_s, backends)))
+            cpu = (sum(map(cpu_s, (p.pid for p in procs))), sum(map(cpu_s, backends)), cpu_s(broker_pid) - broker0)
         finally:  # also when a condition times out: never leave ingest processes behind
             for p in procs:
                 stop(p)
@@ -243,7 +247,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     start_cpu = sum(c for _, c in ready.values())
     return Drained(total / (done - t0), total / (done - first), total / (done - warm_t0), int(dups),
                    cpu[0] / total * 1e6, (cpu[0] - start_cpu) / total * 1e6, cpu[1] / total * 1e6,
-                   warm_t0 - t0, start_cpu)
+                   cpu[2] / total * 1e6, warm_t0 - t0, start_cpu)
 
 
 def import_cpu_s(root: Path, runs: int = 3) -> float:
