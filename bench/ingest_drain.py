@@ -115,7 +115,8 @@ def main() -> None:
                       f"    warm:       {d.warm_rate:,.0f} records/s from connected, {d.warm_rate / ceiling:.1%} of "
                       f"the COPY ceiling; CPU per record: ingest {d.warm_us_ingest:.2f} us + backends "
                       f"{d.us_pg:.2f} us = {d.warm_us_ingest + d.us_pg:.2f} us (start: {d.start_s:.2f} s to "
-                      f"connected, {d.start_cpu_s:.2f} s CPU in all); Mosquitto {d.us_broker:.2f} us per record",
+                      f"connected, {d.start_cpu_s:.2f} s CPU in all); Mosquitto {d.us_broker:.2f} us per record; "
+                      f"ingest CPU split over the processes: {' / '.join(f'{x:.0%}' for x in d.split)}",
                       flush=True)
         for name, _ in trees:
             if (name, 1) in results and (name, 2) in results:
@@ -170,6 +171,9 @@ class Drained(NamedTuple):
     """seconds from spawn to the first process connected"""
     start_cpu_s: float
     """CPU seconds of the processes up to their "connected to", all of them"""
+    split: tuple[float, ...]
+    """each ingest process's share of the ingest CPU after its start (how evenly the broker's
+    shared subscription spread the backlog over the processes)"""
 
 
 def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tuple[str, bytes]], total: int,
@@ -236,6 +240,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
             backends = [int(r[0]) for r in conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                 " AND application_name LIKE 'jishi-ingest%'").fetchall()]
+            each = [cpu_s(p.pid) - ready[k][1] for k, p in enumerate(procs)]
             cpu = (sum(map(cpu_s, (p.pid for p in procs))), sum(map(cpu_s, backends)), cpu_s(broker_pid) - broker0)
         finally:  # also when a condition times out: never leave ingest processes behind
             for p in procs:
@@ -247,7 +252,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     start_cpu = sum(c for _, c in ready.values())
     return Drained(total / (done - t0), total / (done - first), total / (done - warm_t0), int(dups),
                    cpu[0] / total * 1e6, (cpu[0] - start_cpu) / total * 1e6, cpu[1] / total * 1e6,
-                   cpu[2] / total * 1e6, warm_t0 - t0, start_cpu)
+                   cpu[2] / total * 1e6, warm_t0 - t0, start_cpu, tuple(c / (sum(each) or 1) for c in each))
 
 
 def import_cpu_s(root: Path, runs: int = 3) -> float:
