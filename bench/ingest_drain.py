@@ -116,7 +116,9 @@ def main() -> None:
                       f"the COPY ceiling; CPU per record: ingest {d.warm_us_ingest:.2f} us + backends "
                       f"{d.us_pg:.2f} us = {d.warm_us_ingest + d.us_pg:.2f} us (start: {d.start_s:.2f} s to "
                       f"connected, {d.start_cpu_s:.2f} s CPU in all); Mosquitto {d.us_broker:.2f} us per record; "
-                      f"ingest CPU split over the processes: {' / '.join(f'{x:.0%}' for x in d.split)}",
+                      f"ingest CPU split over the processes: {' / '.join(f'{x:.0%}' for x in d.split)}; "
+                      f"cores busy (ingest + backends + Mosquitto, warm): "
+                      f"{(d.warm_us_ingest + d.us_pg + d.us_broker) * d.warm_rate / 1e6:.2f} of {os.cpu_count()}",
                       flush=True)
         for name, _ in trees:
             if (name, 1) in results and (name, 2) in results:

@@ -90,7 +90,6 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     # and freed by reference counting, so collect rarely (GC_THRESHOLDS); freeze what import created.
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()
-    sys.setswitchinterval(settings.ingest.switch_interval_ms / 1000)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

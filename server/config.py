@@ -98,9 +98,6 @@ class IngestSettings(_Section):
     gap_check_every_s: float = Field(5.0, gt=0)
     pack_after_s: int = Field(86400, ge=0, description="raw envelopes older than this are packed per agent")
     pack_every_s: float = Field(600.0, gt=0)
-    switch_interval_ms: float = Field(5.0, gt=0, le=1000, description="`jishi-server ingest`'s GIL switch "
-                                      "interval (sys.setswitchinterval; Python's default 5 ms): how long the "
-                                      "network, open and database threads run before another may take over")
 
 
 class DeriveSettings(_Section):
