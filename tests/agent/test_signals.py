@@ -22,8 +22,9 @@ port = "/dev/null"
 levels = [{ state = "off", below_w = 5 }, { state = "running" }]
 """)
     raised = signalled_at_every_line(
-        setup="from pathlib import Path\nimport agent.waker\nfrom agent.config import load\nfrom agent.runner import Agent\n"
-              "runner = Agent(load(Path(sys.argv[1]), environ={}))\nrunner.install_signals()",
+        setup="from pathlib import Path\nimport agent.waker\nfrom agent.config import load\n"
+              "from agent.runner import Agent\nrunner = Agent(load(Path(sys.argv[1]), environ={}))\n"
+              "runner.install_signals()",
         loop="runner.wake.wait(0.001)\nrunner.wake.clear()\nstopping = runner.stopping()",  # as run() waits
         files="{threading.__file__, agent.waker.__file__}",
         check="assert stopping", args=[str(cfg)])
