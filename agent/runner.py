@@ -237,6 +237,7 @@ class Agent:
         self.publisher.stop()
         self.spool.close()
         self.run_lock.release()
+        self.wake.close()
         log.info("agent stopped")
 
     def finish(self) -> None:
@@ -568,4 +569,6 @@ class Gateway:
             agent.publisher.stop()
             agent.spool.close()
             agent.run_lock.release()
+            agent.wake.close()
+        self.wake.close()
         log.info("gateway %s stopped", self.cfg.gateway.id)
