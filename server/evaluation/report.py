@@ -51,6 +51,9 @@ class Table:
     columns: list[Column]
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # a report built for a page (unit_report(rows=N)): `rows` holds the first rows of a longer list
+    # of `total` rows (None: `rows` is the whole list)
+    total: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -230,7 +233,10 @@ def sharing_table(figures: Sequence[InstrumentFigures]) -> Table:
     return t
 
 
-def revenue_table(conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudonymizer) -> Table:
+def revenue_table(
+    conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudonymizer, limit: int | None = None
+) -> Table:
+    """The unit's external records of the period; `limit`: only the first ones, with the count of all."""
     t = Table(
         "revenue",
         "服务收入",
@@ -251,11 +257,16 @@ def revenue_table(conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudony
     )
     rows = conn.execute(
         "SELECT record_no, instrument_id, start_at, end_at, service_hours, amount, way, direction,"
-        " applicant_user_id, applicant_name, applicant_org_name, contract_no FROM service_records"
-        " WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s ORDER BY start_at, id",
-        (unit_id, period.t0, period.t1),
+        " applicant_user_id, applicant_name, applicant_org_name, contract_no, "
+        + ("count(*) OVER ()" if limit is not None else "NULL")
+        + " FROM service_records"
+        " WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s ORDER BY start_at, id"
+        " LIMIT %s",
+        (unit_id, period.t0, period.t1, limit),
     ).fetchall()
-    for no, inst, a, b, hours, amount, way, direction, user, name, org, contract in rows:
+    if limit is not None:
+        t.total = rows[0][-1] if rows else 0
+    for no, inst, a, b, hours, amount, way, direction, user, name, org, contract, _n in rows:
         t.rows.append(
             {
                 "record_no": no,
@@ -357,6 +368,8 @@ def reconciliation_tables(rc: reconciliation.Reconciliation, unit_id: str) -> li
                 "status": status,
             }
         )
+    if rc.listed is not None and rc.consistent is not None:  # built for a page: the first rows only
+        recs.total, consistent = rc.listed, rc.consistent
     recs.notes.insert(
         0, f"列出结论不是“一致”、依赖“{may}”机时或用户类型存疑的记录；其余 {consistent} 条服务记录与归属机时一致"
     )
@@ -613,14 +626,20 @@ def unit_report(
     tolerance_h: float = reconciliation.DEFAULT_TOLERANCE_H,
     now: datetime | None = None,
     precomputed: bool = True,
+    rows: int | None = None,
 ) -> Report:
+    """The unit's report. `rows`: for a page, the long per-record lists (service records checked,
+    revenue) hold only their first `rows` rows, each with its `total`; every figure, note and
+    other table is the same as the full report's (the XLSX, JSON and evidence use the full one)."""
     tune(conn)
     ev = compute(conn, period, [unit_id], precomputed=precomputed)
     if unit_id not in ev.units:
         raise LookupError(f"unit {unit_id!r} does not exist")
     unit = ev.units[unit_id]
     figures = ev.unit_instruments(unit_id)
-    rc = reconciliation.reconcile(conn, ev, pseudonyms, [unit_id], tolerance_h=tolerance_h, precomputed=precomputed)
+    rc = reconciliation.reconcile(
+        conn, ev, pseudonyms, [unit_id], tolerance_h=tolerance_h, precomputed=precomputed, rows=rows
+    )
     at_risk = prices.revenue_at_risk(conn, period, [i for i in rc.instruments if i.unit_id == unit_id])
     fees = rc.fees.units.get(unit_id, prices.UnitFees(unit_id)) if rc.fees else prices.UnitFees(unit_id)
     findings, cal = compliance.check(conn, period, [unit_id], as_of=as_of, silent_days=silent_days)
@@ -688,7 +707,7 @@ def unit_report(
         open_rate_table(figures),
         utilization_table(figures),
         sharing_table(figures),
-        revenue_table(conn, period, unit_id, pseudonyms),
+        revenue_table(conn, period, unit_id, pseudonyms, rows),
         cases_table(conn, period, unit_id),
         *reconciliation_tables(rc, unit_id),
         fee_table(rc.fees, unit_id),
