@@ -437,7 +437,9 @@ RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + 
 # first N records the report's table lists are fetched (its order: start, id; those not 一致, relying
 # on may-support time or of a doubtful user type), with the unit's and the instruments' totals
 # summed here, in SQL, in the order the full list adds them in Python (float8 `sum` adds in its
-# input's order, which the aggregate's ORDER BY fixes), so the figures are the same floats. One
+# input's order: a window whose frame is the whole ordered list adds the rows in the window's order,
+# one sort for all the sums, where ordered aggregates sort once each), so the figures are the same
+# floats. One
 # statement, so the verdict is computed once: the page's records ('r'), the unit's totals ('u') and
 # the instruments' ('i'), told apart by the first column.
 _PAGE_HOURS = f"""
@@ -469,25 +471,40 @@ SELECT 'r', p.id, p.unit_id, p.instrument_id, p.record_no, p.start_at, p.end_at,
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::float8, NULL::float8
 FROM (SELECT * FROM listed ORDER BY start_at, id LIMIT %(rows)s) p
 UNION ALL
-SELECT 'u', NULL, %(unit)s, NULL, NULL, NULL, NULL, sum(claimed ORDER BY start_at, id), NULL,
+SELECT 'u', NULL, %(unit)s, NULL, NULL, NULL, NULL, claimed, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, sum(unverifiable ORDER BY start_at, id), sum(contradicted ORDER BY start_at, id),
+       NULL, NULL, NULL, NULL, NULL, unverifiable, contradicted,
        NULL, NULL,
-       NULL, NULL, sum(own_unit ORDER BY start_at, id) FILTER (WHERE user_type = 130), NULL,
-       sum(may_used ORDER BY start_at, id),
-       count(*), count(*) FILTER (WHERE status = 'overclaimed'), count(*) FILTER (WHERE type_mismatch),
-       count(*) FILTER (WHERE status = 'unverifiable'), (SELECT count(*) FROM listed), NULL, NULL
-FROM h WHERE h.unit_id = %(unit)s
+       NULL, NULL, own_unit, NULL, may_used,
+       n, overclaimed, mismatches, unverifiable_n, (SELECT count(*) FROM listed), NULL, NULL
+FROM (
+    SELECT sum(claimed) OVER w AS claimed, sum(unverifiable) OVER w AS unverifiable,
+           sum(contradicted) OVER w AS contradicted,
+           sum(own_unit) FILTER (WHERE user_type = 130) OVER w AS own_unit, sum(may_used) OVER w AS may_used,
+           count(*) OVER w AS n, count(*) FILTER (WHERE status = 'overclaimed') OVER w AS overclaimed,
+           count(*) FILTER (WHERE type_mismatch) OVER w AS mismatches,
+           count(*) FILTER (WHERE status = 'unverifiable') OVER w AS unverifiable_n
+    FROM h WHERE h.unit_id = %(unit)s
+    WINDOW w AS (ORDER BY start_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+    LIMIT 1
+) t
 UNION ALL
-SELECT 'i', NULL, (array_agg(unit_id ORDER BY unit_id, start_at, id))[1], instrument_id, NULL, NULL, NULL, NULL, NULL,
+SELECT 'i', NULL, unit_id, instrument_id, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, sum(contradicted ORDER BY unit_id, start_at, id),
+       NULL, NULL, NULL, NULL, NULL, NULL, contradicted,
        NULL, NULL,
        NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL,
-       sum(cov_v ORDER BY unit_id, start_at, id) FILTER (WHERE user_type = 130),
-       sum(cov_u ORDER BY unit_id, start_at, id) FILTER (WHERE user_type = 130)
-FROM h GROUP BY instrument_id
+       NULL, NULL, NULL, NULL, NULL, cov_v, cov_u
+FROM (
+    SELECT instrument_id, first_value(unit_id) OVER w AS unit_id, sum(contradicted) OVER w AS contradicted,
+           sum(cov_v) FILTER (WHERE user_type = 130) OVER w AS cov_v,
+           sum(cov_u) FILTER (WHERE user_type = 130) OVER w AS cov_u,
+           row_number() OVER w AS k
+    FROM h
+    WINDOW w AS (PARTITION BY instrument_id ORDER BY unit_id, start_at, id
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+) t
+WHERE k = 1
 """
 RECORDS_PAGE = _rec_head(by_instrument=True) + _CHECKS_PAIRS + _VERDICT + ",\n" + _PAGE_HOURS
 
