@@ -262,10 +262,11 @@ def revenue_table(
         + " FROM service_records"
         " WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s ORDER BY start_at, id"
         " LIMIT %s",
-        (unit_id, period.t0, period.t1, limit),
+        (unit_id, period.t0, period.t1, None if limit is None else max(limit, 1)),  # a row to count with
     ).fetchall()
     if limit is not None:
         t.total = rows[0][-1] if rows else 0
+        rows = rows[:limit]
     for no, inst, a, b, hours, amount, way, direction, user, name, org, contract, _n in rows:
         t.rows.append(
             {
