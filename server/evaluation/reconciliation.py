@@ -454,14 +454,11 @@ h AS MATERIALIZED (
            {_record_hours("v.attributed")} AS attributed, {_record_hours("v.may_support")} AS may_support,
            {_record_hours("v.own_unit")} AS own_unit, {_record_hours("v.other_use")} AS other_use,
            {_record_hours("v.may_used")} AS may_used,
-           {_record_hours("v.ext_period_verified")} AS cov_v, {_record_hours("v.ext_period_unverified")} AS cov_u
+           {_record_hours("v.ext_period_verified")} AS cov_v, {_record_hours("v.ext_period_unverified")} AS cov_u,
+           -- what reconciliation_tables lists: not (一致, no type mismatch, may-support within the tolerance)
+           NOT (v.status = 'ok' AND v.type_mismatch IS NOT TRUE
+                  AND {_record_hours("v.may_used")} <= %(tol)s::float8) AS listed
     FROM verdict v
-),
--- what reconciliation_tables lists: not (一致, no type mismatch, may-support within the tolerance)
-listed AS (
-    SELECT h.* FROM h
-    WHERE h.unit_id = %(unit)s
-      AND NOT (h.status = 'ok' AND h.type_mismatch IS NOT TRUE AND h.may_used <= %(tol)s::float8)
 )
 SELECT 'r', p.id, p.unit_id, p.instrument_id, p.record_no, p.start_at, p.end_at, p.claimed, p.amount,
        p.user_type, p.applicant_user_id, p.applicant_org_name, p.type_mismatch, p.m_verified, p.m_unverified,
@@ -469,21 +466,22 @@ SELECT 'r', p.id, p.unit_id, p.instrument_id, p.record_no, p.start_at, p.end_at,
        p.status, EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = p.instrument_id),
        p.attributed, p.may_support, p.own_unit, p.other_use, p.may_used,
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::float8, NULL::float8
-FROM (SELECT * FROM listed ORDER BY start_at, id LIMIT %(rows)s) p
+FROM (SELECT * FROM h WHERE h.unit_id = %(unit)s AND h.listed ORDER BY start_at, id LIMIT %(rows)s) p
 UNION ALL
 SELECT 'u', NULL, %(unit)s, NULL, NULL, NULL, NULL, claimed, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, unverifiable, contradicted,
        NULL, NULL,
        NULL, NULL, own_unit, NULL, may_used,
-       n, overclaimed, mismatches, unverifiable_n, (SELECT count(*) FROM listed), NULL, NULL
+       n, overclaimed, mismatches, unverifiable_n, listed, NULL, NULL
 FROM (
     SELECT sum(claimed) OVER w AS claimed, sum(unverifiable) OVER w AS unverifiable,
            sum(contradicted) OVER w AS contradicted,
            sum(own_unit) FILTER (WHERE user_type = 130) OVER w AS own_unit, sum(may_used) OVER w AS may_used,
            count(*) OVER w AS n, count(*) FILTER (WHERE status = 'overclaimed') OVER w AS overclaimed,
            count(*) FILTER (WHERE type_mismatch) OVER w AS mismatches,
-           count(*) FILTER (WHERE status = 'unverifiable') OVER w AS unverifiable_n
+           count(*) FILTER (WHERE status = 'unverifiable') OVER w AS unverifiable_n,
+           count(*) FILTER (WHERE listed) OVER w AS listed
     FROM h WHERE h.unit_id = %(unit)s
     WINDOW w AS (ORDER BY start_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
     LIMIT 1
