@@ -255,19 +255,19 @@ def revenue_table(
         ],
         notes=["服务收入 = 评价期内用户类型为 130（外部）的服务记录金额合计"],
     )
+    where = " FROM service_records WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s"
+    args = (unit_id, period.t0, period.t1)
     rows = conn.execute(
         "SELECT record_no, instrument_id, start_at, end_at, service_hours, amount, way, direction,"
-        " applicant_user_id, applicant_name, applicant_org_name, contract_no, "
-        + ("count(*) OVER ()" if limit is not None else "NULL")
-        + " FROM service_records"
-        " WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s ORDER BY start_at, id"
+        " applicant_user_id, applicant_name, applicant_org_name, contract_no" + where + " ORDER BY start_at, id"
         " LIMIT %s",
-        (unit_id, period.t0, period.t1, None if limit is None else max(limit, 1)),  # a row to count with
+        (*args, limit),
     ).fetchall()
     if limit is not None:
-        t.total = rows[0][-1] if rows else 0
-        rows = rows[:limit]
-    for no, inst, a, b, hours, amount, way, direction, user, name, org, contract, _n in rows:
+        # two statements: the page from the (unit, start) index, the count from it (a count over
+        # the page's statement would read and sort every row: 13 ms against 5 for the unit of 9,296)
+        t.total = conn.execute("SELECT count(*)" + where, args).fetchone()[0]  # type: ignore[index]
+    for no, inst, a, b, hours, amount, way, direction, user, name, org, contract in rows:
         t.rows.append(
             {
                 "record_no": no,
