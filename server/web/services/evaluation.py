@@ -118,8 +118,9 @@ def page_view(rep: report.Report, max_rows: int, whole: tuple[str, ...] = ()) ->
 
 
 def _indicators(settings: WebSettings, period: Period, unit_id: str) -> figures.Indicators:
-    def of(conn: Conn) -> dict[str, Any]:
-        return indicators_of(report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn)))
+    def of(conn: Conn) -> dict[str, Any]:  # the indicators only: no list's rows (rows=0)
+        return indicators_of(report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn),
+                                                rows=0))
 
     return of
 
