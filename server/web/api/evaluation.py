@@ -134,8 +134,8 @@ def create_expert_score(period: PeriodPath, unit_id: str, body: ExpertScoreIn, w
         evaluation.require_open(conn, p)
         rubric.record_expert_score(conn, rb, unit_id, p.label, body.criterion, body.points, body.note.strip(),
                                    expert)
-    with db.read() as conn:
-        rep = evaluation.unit_report(conn, settings, p, unit_id)
+    with db.read() as conn:  # the score sheet only: no list's rows
+        rep = evaluation.unit_report(conn, settings, p, unit_id, rows=0)
     sheet = rep.data["score_sheet"]
     return {"unit_id": unit_id, "period": p.label, "criterion": body.criterion, "points": body.points,
             "note": body.note.strip(), "expert": expert, "grade": sheet["grade"], "total": sheet["total"]}
