@@ -979,7 +979,10 @@ def _page(conn: Conn, p: dict[str, Any], out: Reconciliation, uncovered: dict[st
           pseudonyms: Pseudonymizer) -> None:
     """RECORDS_PAGE into `out`: the page's records, the unit's totals and each instrument's, the
     same values the full list's loop in `reconcile` adds up (x + 0.0 is x, so records a sum skips
-    change nothing; 0.0 + s is s)."""
+    change nothing; 0.0 + s is s). A row: its kind, then a RecordCheck's 28 fields (the totals in
+    the same places: 7 claimed, 20 unverifiable, 21 contradicted, 26 own unit, 28 may-support
+    used), then 29-33 the unit's counts (records, overclaimed, type mismatches, unverifiable,
+    listed) and 34-35 an instrument's covered external time (verified, unverified)."""
     for row in conn.execute(RECORDS_PAGE, p).fetchall():
         kind = row[0]
         if kind == "r":
