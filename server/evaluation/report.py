@@ -56,12 +56,15 @@ class Table:
     total: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "title": self.title,
             "columns": [{"key": c.key, "label": c.label, "kind": c.kind} for c in self.columns],
             "rows": [{c.key: _json(row.get(c.key)) for c in self.columns} for row in self.rows],
             "notes": self.notes,
         }
+        if self.total is not None:  # built for a page: says that `rows` are the first of `total`
+            out["total"] = self.total
+        return out
 
 
 @dataclass

@@ -65,3 +65,18 @@ def test_the_reconciliation_of_a_page_has_the_full_figures(scenario_db: str) -> 
     assert page.records == listed[:1]
     assert (page.listed, page.consistent) == (len(listed), len(full.records) - len(listed))
     assert (full.listed, full.consistent) == (None, None)
+
+
+def test_a_page_of_the_report_says_it_is_one_and_is_not_exported(scenario_db: str, tmp_path: Any) -> None:
+    from server.exports.workbook import write_json, write_xlsx
+
+    with psycopg.connect(scenario_db) as conn:
+        page = _report(conn, "U1", 1)
+        full = _report(conn, "U1", None)
+    tables = page.as_dict()["tables"]
+    assert tables["reconciliation"]["total"] > len(tables["reconciliation"]["rows"]) == 1
+    assert all("total" not in t for t in full.as_dict()["tables"].values())
+    for write in (write_xlsx, write_json):
+        with pytest.raises(ValueError, match="first rows of revenue, reconciliation"):
+            write(page, tmp_path / "page.out")
+        write(full, tmp_path / "full.out")  # the full report is exported as before

@@ -108,8 +108,8 @@ def page_view(rep: report.Report, max_rows: int, whole: tuple[str, ...] = ()) ->
     out = light.as_dict()
     for t in rep.tables:
         total = len(t.rows) if t.total is None else t.total  # a table built for a page holds its first rows
-        if t.key in whole or total <= max_rows:
-            out["tables"][t.key] = t.as_dict()
+        if t.key in whole or total <= max_rows:  # every row (a page's table then holds them all)
+            out["tables"][t.key] = report.Table(t.key, t.title, t.columns, t.rows, t.notes).as_dict()
             continue
         head = report.Table(t.key, t.title, t.columns, t.rows[:max_rows], t.notes).as_dict()
         head["rows"] = ShownRows(head["rows"], total)
