@@ -645,11 +645,15 @@ covered AS (
            start_at, bool_or(watched) AS watched, min(method) AS method, min(identifier) AS identifier,
            min(user_id) AS user_id, max(us) AS us, least(max(us), COALESCE(sum(cov), 0)) AS covered
     FROM (
-        SELECT ext.instrument_id, ext.unit_id, ext.agent_id, ext.session_id, ext.start_at, ext.watched, ext.method,
+        -- the text keys of this grouping and the sessions' in the "C" collation: the same groups
+        -- (equality is byte equality in any deterministic collation), sorted by memcmp with
+        -- abbreviated keys instead of strcoll (PostgreSQL 15 treats libc's C.UTF-8 as any locale)
+        SELECT ext.instrument_id COLLATE "C", ext.unit_id COLLATE "C", ext.agent_id COLLATE "C",
+               ext.session_id COLLATE "C", ext.start_at, ext.watched, ext.method,
                ext.identifier, ext.user_id, ext.us, NULL::bigint AS cov
         FROM ext
         UNION ALL
-        SELECT NULL, NULL, c.agent_id, NULL, c.seg_start, NULL, NULL, NULL, NULL, NULL, c.us FROM cover c
+        SELECT NULL, NULL, c.agent_id COLLATE "C", NULL, c.seg_start, NULL, NULL, NULL, NULL, NULL, c.us FROM cover c
     ) u
     GROUP BY agent_id, start_at
     HAVING count(us) > 0
