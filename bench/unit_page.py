@@ -11,7 +11,8 @@ Ways, each round in a rotating order, all on the same database:
 
 Each round checks that what the page draws of every way (`services.evaluation.page_view(rep, 200)`:
 summary, figures, notes, each table's first 200 rows and row count; compared as a hash of its JSON)
-is IDENTICAL, and that `page` and `full` have equal summary and figures (`data`).
+is IDENTICAL, that `page` and `full` have equal summary and figures (`data`), and that the full
+reports of `full` and `old` are IDENTICAL (the JSON of `as_dict`, every row).
 
     mkdir -p /tmp/r6-old && git archive 1445bc7 | tar -x -C /tmp/r6-old
     python bench/unit_page.py --workdir /tmp/jishi-s3/eval-r5k --old-tree /tmp/r6-old [--rounds 10]
@@ -65,7 +66,8 @@ def worker(dsn: str, unit: str, year: int) -> None:
             rep = unit_report(conn, period, unit, rb, pseudonyms, now=NOW)
             took = time.perf_counter() - t
             conn.rollback()
-            print(json.dumps({"s": took, "hash": view_hash(page_view(rep, MAX_ROWS))}), flush=True)
+            answer = {"s": took, "hash": view_hash(page_view(rep, MAX_ROWS)), "whole": view_hash(rep.as_dict())}
+            print(json.dumps(answer), flush=True)
 
 
 def main() -> None:
@@ -120,6 +122,7 @@ def run(dsn: str, unit: str, year: int, rounds: int, old_tree: Path | None) -> N
             print("load average at start", os.getloadavg())
             for attempt in range(rounds + 1):  # the first round warms the caches, not counted
                 hashes: dict[str, str] = {}
+                wholes: dict[str, str] = {}  # the full reports' JSON (what the API and the XLSX carry)
                 reps = {}
                 for way in ways[attempt % len(ways):] + ways[:attempt % len(ways)]:
                     if way == "old":
@@ -127,7 +130,7 @@ def run(dsn: str, unit: str, year: int, rounds: int, old_tree: Path | None) -> N
                         old.stdin.write("go\n")
                         old.stdin.flush()
                         answer = json.loads(old.stdout.readline())
-                        took, hashes[way] = answer["s"], answer["hash"]
+                        took, hashes[way], wholes[way] = answer["s"], answer["hash"], answer["whole"]
                     else:
                         t = time.perf_counter()
                         rep = unit_report(conn, period, unit, rb, pseudonyms, now=NOW,
@@ -136,10 +139,12 @@ def run(dsn: str, unit: str, year: int, rounds: int, old_tree: Path | None) -> N
                         conn.rollback()
                         reps[way] = rep
                         hashes[way] = view_hash(page_view(rep, MAX_ROWS))
+                        if way == "full":
+                            wholes[way] = view_hash(rep.as_dict())
                     if attempt:
                         times[way].append(took)
-                ok = len(set(hashes.values())) == 1 and (reps["full"].summary, reps["full"].data) == (
-                    reps["page"].summary, reps["page"].data)
+                ok = len(set(hashes.values())) == 1 and len(set(wholes.values())) == 1
+                ok = ok and (reps["full"].summary, reps["full"].data) == (reps["page"].summary, reps["page"].data)
                 same = same and ok
                 if attempt:
                     print(f"  round {attempt}: " + ", ".join(f"{w} {times[w][-1]:.3f} s" for w in ways)
@@ -158,7 +163,8 @@ def run(dsn: str, unit: str, year: int, rounds: int, old_tree: Path | None) -> N
     for way in ways:
         v = times[way]
         print(f"  {way}: median {statistics.median(v):.3f} s (min {min(v):.3f}, max {max(v):.3f})")
-    print(f"page views {' vs '.join(ways)}:", "IDENTICAL" if same else "DIFFERENT")
+    print(f"page views {' vs '.join(ways)}" + (", full reports full vs old" if old_tree else "") + ":",
+          "IDENTICAL" if same else "DIFFERENT")
 
 
 if __name__ == "__main__":
