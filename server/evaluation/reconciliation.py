@@ -466,7 +466,7 @@ SELECT 'r', p.id, p.unit_id, p.instrument_id, p.record_no, p.start_at, p.end_at,
        p.status, EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = p.instrument_id),
        p.attributed, p.may_support, p.own_unit, p.other_use, p.may_used,
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::float8, NULL::float8
-FROM (SELECT * FROM h WHERE h.unit_id = %(unit)s AND h.listed ORDER BY start_at, id LIMIT %(rows)s) p
+FROM (SELECT * FROM h WHERE h.unit_id = %(unit)s AND h.listed ORDER BY start_at, id LIMIT %(rows)s OFFSET %(offset)s) p
 UNION ALL
 SELECT 'u', NULL, %(unit)s, NULL, NULL, NULL, NULL, claimed, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL,
@@ -872,10 +872,12 @@ class Reconciliation:
     units: dict[str, UnitReconciliation] = field(default_factory=dict)
     # service records' fees against the published price lists (server/evaluation/prices.py)
     fees: FeeChecks | None = None
-    # one unit for a page (reconcile(rows=N)): `records` holds the first N records the report lists;
+    # one unit for a page (reconcile(rows=N, offset=K)): `records` holds N of the records the report
+    # lists, from the K-th;
     # how many it lists and how many are 一致 (None: `records` holds every record)
     listed: int | None = None
     consistent: int | None = None
+    offset: int = 0
 
     def discrepancy_hours(self) -> dict[str, float]:
         """Per instrument, the size of the proven differences (contradicted + uncovered verified)."""
@@ -892,6 +894,7 @@ def reconcile(
     top_sessions: int = 200,
     precomputed: bool = True,
     rows: int | None = None,
+    offset: int = 0,
 ) -> Reconciliation:
     """Check the period's service records of the units (all when None) against `ev`, the same
     period's indicators. Records and uncovered sessions are listed one by one only for a single
@@ -899,8 +902,8 @@ def reconcile(
     `precomputed`: the region's totals and one unit's records from record_checks (migrations 037,
     040), its uncovered sessions from record_window_usage (029); False measures them
     from the running segments (the reference, for the benchmark's and the tests' comparisons).
-    `rows` (one unit, precomputed): only the first `rows` records a report lists are fetched into
-    `records` (`listed` and `consistent` count them all); every figure is the same."""
+    `rows` (one unit, precomputed): only `rows` of the records a report lists, from the `offset`-th,
+    are fetched into `records` (`listed` and `consistent` count them all); every figure is the same."""
     period = ev.period
     p = params(period, unit_ids) | {"tol": tolerance_h, "top": top_sessions}
     out = Reconciliation(period=period, tolerance_h=tolerance_h)
@@ -937,7 +940,8 @@ def reconcile(
     if unit_ids is not None and len(unit_ids) == 1:
         if rows is not None and precomputed:
             # one unit, for a page: the first `rows` records the report lists; the totals summed in SQL
-            _page(conn, p | {"unit": unit_ids[0], "rows": rows}, out, uncovered, pseudonyms)
+            _page(conn, p | {"unit": unit_ids[0], "rows": rows, "offset": offset}, out, uncovered, pseudonyms)
+            out.offset = offset
         else:
             # one unit: every record, listed; the totals are their sums
             records = RECORDS if precomputed else RECORDS_FROM_SEGMENTS

@@ -19,8 +19,9 @@ Y2025 = Period.year(2025)
 KEY = privacy.Pseudonymizer(b"k" * 32)
 
 
-def _report(conn: psycopg.Connection[Any], unit: str, rows: int | None, tolerance_h: float = 0.5) -> Report:
-    rep = unit_report(conn, Y2025, unit, rubric.load(), KEY, rows=rows, tolerance_h=tolerance_h)
+def _report(conn: psycopg.Connection[Any], unit: str, rows: int | None, tolerance_h: float = 0.5,
+            offset: int = 0) -> Report:
+    rep = unit_report(conn, Y2025, unit, rubric.load(), KEY, rows=rows, tolerance_h=tolerance_h, offset=offset)
     rep.generated_at = Y2025.t0  # the same for both ways
     return rep
 
@@ -80,3 +81,21 @@ def test_a_page_of_the_report_says_it_is_one_and_is_not_exported(scenario_db: st
         with pytest.raises(ValueError, match="first rows of revenue, reconciliation"):
             write(page, tmp_path / "page.out")
         write(full, tmp_path / "full.out")  # the full report is exported as before
+
+
+def test_pages_from_an_offset_put_together_are_the_full_lists(scenario_db: str) -> None:
+    with psycopg.connect(scenario_db) as conn:
+        full = {t.key: t for t in _report(conn, "U1", None).tables}
+        got: dict[str, list[dict[str, Any]]] = {"reconciliation": [], "revenue": []}
+        offset = 0
+        while offset <= max(len(full[k].rows) for k in got):
+            page = _report(conn, "U1", 1, offset=offset)
+            for t in page.tables:
+                if t.key in got:
+                    assert (t.total, t.offset) == (len(full[t.key].rows), offset)
+                    got[t.key] += t.rows
+                else:
+                    assert t.rows == full[t.key].rows
+            offset += 1
+    for key, rows in got.items():
+        assert len(full[key].rows) >= 2 and rows == full[key].rows, key

@@ -35,9 +35,10 @@ def rubric_of(settings: WebSettings) -> rubric.Rubric:
 
 
 def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str,
-                rows: int | None = None) -> report.Report:
-    """The unit's report; for a closed period the snapshot's, with the amendment beside it. `rows`:
-    for a page, the long per-record lists built only as far as a page draws them (report.unit_report)."""
+                rows: int | None = None, offset: int = 0) -> report.Report:
+    """The unit's report; for a closed period the snapshot's, with the amendment beside it. `rows`
+    (an open period): the long per-record lists hold only `rows` rows from the `offset`-th
+    (report.unit_report), as a page draws them."""
     snap = closing.current(conn, period.label)
     if snap is not None:
         try:
@@ -49,7 +50,8 @@ def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str,
             raise ApiError(500, "snapshot_altered", "err.snapshot_altered", period=period.label) from None
     # an open period: with the registry changes the unit proposed and the operator accepted, and the
     # figures both ways while proposals are open (nothing when there are none)
-    rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn), rows=rows)
+    rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn), rows=rows,
+                             offset=offset)
     both = figures_both_ways(conn, settings, period, unit_id, first=rep)
     changes = accepted_changes(conn, settings, period, unit_id)
     rep.tables.extend(figures.tables(pseudonymizer(conn), both, changes))
