@@ -67,10 +67,12 @@ from server.evaluation import privacy, reconciliation, rubric
 from server.evaluation.period import Period
 from server.evaluation.report import RegionResult, evaluate_region, region_report, unit_report
 from server.exports.workbook import write_json, write_xlsx
+from server.web.services.evaluation import page_view
 from sim.devstack import PostgresServer
 
 YEAR = 2025
 SEGMENT_CHUNKS = 5
+PAGE_ROWS = 200  # server/web/pages/main.py MAX_ROWS: the rows of a list the unit's report page draws
 
 
 def generate(dsn: str, n_instruments: int, n_units: int) -> dict[str, float]:
@@ -437,12 +439,19 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies
         for attempt in range(6):
             # "037": the record list from the window rows (the way before migration 040); the order
             # rotates, so that no way always follows the old way's reading of 1 GB of segments
-            ways = [("new", True), ("037", True), ("old", False)]
-            for way, precomputed in ways[attempt % 3:] + ways[:attempt % 3]:
+            # "page": the report as the unit's page builds it (report6: the long lists' first
+            # PAGE_ROWS rows, the figures summed in SQL); compared with "new" as the page draws both
+            ways = [("new", True), ("037", True), ("old", False), ("page", True)]
+            for way, precomputed in ways[attempt % 4:] + ways[:attempt % 4]:
                 t = time.perf_counter()
                 with _records_from_windows(way == "037"):
-                    urep = unit_report(conn, period, unit, rb, pseudonyms, now=now, precomputed=precomputed)
+                    urep = unit_report(conn, period, unit, rb, pseudonyms, now=now, precomputed=precomputed,
+                                       rows=PAGE_ROWS if way == "page" else None)
                 figures[f"unit_report_only_{way}_{attempt}"] = time.perf_counter() - t
+                if way == "page":  # no workbook: the XLSX and the JSON are built from the full report
+                    print(f"  unit_report_only_page_{attempt}: {figures[f'unit_report_only_page_{attempt}']:.2f}")
+                    reports[way] = urep
+                    continue
                 write_xlsx(urep, out / f"{unit}-{way}.xlsx")
                 write_json(urep, out / f"{unit}-{way}.json")
                 figures[f"unit_report_{way}_{attempt}"] = time.perf_counter() - t
@@ -454,6 +463,10 @@ def run(dsn: str, out: Path, unit: str, *, unit_only: bool = False, prov: Copies
                 out / f"{unit}-{way}.json"
             ).read_bytes()
             print(f"unit {unit}, old vs {way}:", "IDENTICAL" if same else "DIFFERENT")
+        same = page_view(reports["page"], PAGE_ROWS) == page_view(reports["new"], PAGE_ROWS) and (
+            reports["page"].summary, reports["page"].data) == (reports["new"].summary, reports["new"].data)
+        print(f"unit {unit}, new vs page (as the page draws them; summary and figures):",
+              "IDENTICAL" if same else "DIFFERENT")
         if prov is not None:
             copy = f"{unit}-{prov.copies - 1}"
             for attempt in range(2):

@@ -93,7 +93,7 @@ FROM verdict GROUP BY unit_id
 # The same from migration 037's service totals: only records of instruments with a price list are
 # checked one by one; those of the others (most of a region's) are 'no_price' and counted from the
 # totals per calendar span, so the region's records are not read at all.
-FEE_TOTALS_PRICED = f"""
+_PRICED_HEAD = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 pinst AS MATERIALIZED (SELECT id FROM inst WHERE id IN (SELECT q.instrument_id FROM price_list q)),
 rec AS ({records_in_period(_REC_COLUMNS, "pinst", by_instrument=True)}),{_CHECKED_TAIL},
@@ -102,7 +102,8 @@ unpriced AS (
     FROM ({rollup_tiles("service_totals", "r.instrument_id, r.unit_id, r.records", "IN (SELECT id FROM inst)")}) t
     WHERE t.instrument_id NOT IN (SELECT instrument_id FROM priced_inst)
     GROUP BY 1
-)
+)"""
+_PRICED_TOTALS = f"""
 SELECT unit_id, sum(checked)::bigint, sum(differing)::bigint, sum(without)::bigint, sum(diff)
 FROM (
     SELECT unit_id, {_TOTALS_COLUMNS} FROM verdict GROUP BY unit_id
@@ -111,6 +112,7 @@ FROM (
 ) z (unit_id, checked, differing, without, diff)
 GROUP BY unit_id
 """
+FEE_TOTALS_PRICED = _PRICED_HEAD + _PRICED_TOTALS
 
 # One unit in one pass (its records read through the (instrument, start) index): per unit of the
 # records, the totals of FEE_TOTALS, then one of its records whose fee differs, in FeeCheck's field
@@ -118,6 +120,17 @@ GROUP BY unit_id
 FEE_UNIT = f"""
 {_checked(by_instrument=True)},
 totals AS (SELECT unit_id, {_TOTALS_COLUMNS} FROM verdict GROUP BY unit_id)
+SELECT t.*, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.user_type, v.service_hours, v.sample_count,
+       v.item, v.basis, v.rate, v.qty, v.fee, v.amount, v.diff
+FROM totals t LEFT JOIN verdict v ON v.unit_id = t.unit_id AND v.status = 'differs'
+ORDER BY t.unit_id, v.start_at, v.id
+"""
+# The same with the totals of FEE_TOTALS_PRICED: only the records of instruments with a price list
+# are read and checked (the others are 'no_price', counted from 037's service totals), as the
+# region does; the differing records are among those checked.
+FEE_UNIT_PRICED = f"""
+{_PRICED_HEAD},
+totals AS ({_PRICED_TOTALS})
 SELECT t.*, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.user_type, v.service_hours, v.sample_count,
        v.item, v.basis, v.rate, v.qty, v.fee, v.amount, v.diff
 FROM totals t LEFT JOIN verdict v ON v.unit_id = t.unit_id AND v.status = 'differs'
@@ -211,15 +224,17 @@ def check_fees(
     precomputed: bool = True,
 ) -> FeeChecks:
     """Service records of the period against the price lists; records listed for one unit only (a
-    region gets per-unit totals, so memory stays bounded). `precomputed=False`: the region's
-    records without a price list counted one by one (the reference for FEE_TOTALS_PRICED)."""
+    region gets per-unit totals, so memory stays bounded). `precomputed=False`: the records
+    without a price list counted one by one (the reference for FEE_TOTALS_PRICED and
+    FEE_UNIT_PRICED)."""
     p = params(period, unit_ids) | {"fee_tol": tolerance}
     out = FeeChecks(tolerance)
     for uid in unit_ids or ():
         out.units[uid] = UnitFees(uid)
     if unit_ids is not None and len(unit_ids) == 1:
         seen: set[str] = set()
-        for uid, checked, differing, without, diff, *record in conn.execute(FEE_UNIT, p).fetchall():
+        unit_sql = FEE_UNIT_PRICED if precomputed else FEE_UNIT
+        for uid, checked, differing, without, diff, *record in conn.execute(unit_sql, p).fetchall():
             if uid not in seen:  # the unit's first row
                 seen.add(uid)
                 out.units[uid] = UnitFees(uid, checked, differing, without, Decimal(diff).quantize(FEN))

@@ -433,6 +433,79 @@ RECORDS_FROM_WINDOWS = _rec_head(by_instrument=True) + _WINDOW_PAIRS + _VERDICT 
 # The same from the running segments themselves: the reference the windows are checked against.
 RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + _RECORDS_SELECT
 
+# One unit's report for a page (`reconcile(rows=N)`): the same verdict for every record, but only the
+# first N records the report's table lists are fetched (its order: start, id; those not 一致, relying
+# on may-support time or of a doubtful user type), with the unit's and the instruments' totals
+# summed here, in SQL, in the order the full list adds them in Python (float8 `sum` adds in its
+# input's order: a window whose frame is the whole ordered list adds the rows in the window's order,
+# one sort for all the sums, where ordered aggregates sort once each), so the figures are the same
+# floats. One
+# statement, so the verdict is computed once: the page's records ('r'), the unit's totals ('u') and
+# the instruments' ('i'), told apart by the first column.
+_PAGE_HOURS = f"""
+h AS MATERIALIZED (
+    SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.service_hours::float8 AS claimed,
+           v.amount, v.user_type, v.applicant_user_id, v.applicant_org_name, v.type_mismatch,
+           {_record_hours("v.verified")} AS m_verified, {_record_hours("v.unverified")} AS m_unverified,
+           {_record_hours("v.external")} AS m_external, COALESCE(v.sessions, 0) AS sessions, v.applicant_seen,
+           {_record_hours("v.unwatched")} AS unwatched, {_record_hours("v.unsupported")} AS unsupported,
+           {_record_hours("v.unverifiable")} AS unverifiable, {_record_hours("v.contradicted")} AS contradicted,
+           v.status,
+           {_record_hours("v.attributed")} AS attributed, {_record_hours("v.may_support")} AS may_support,
+           {_record_hours("v.own_unit")} AS own_unit, {_record_hours("v.other_use")} AS other_use,
+           {_record_hours("v.may_used")} AS may_used,
+           {_record_hours("v.ext_period_verified")} AS cov_v, {_record_hours("v.ext_period_unverified")} AS cov_u,
+           -- what reconciliation_tables lists: not (一致, no type mismatch, may-support within the tolerance)
+           NOT (v.status = 'ok' AND v.type_mismatch IS NOT TRUE
+                  AND {_record_hours("v.may_used")} <= %(tol)s::float8) AS listed
+    FROM verdict v
+)
+SELECT 'r', p.id, p.unit_id, p.instrument_id, p.record_no, p.start_at, p.end_at, p.claimed, p.amount,
+       p.user_type, p.applicant_user_id, p.applicant_org_name, p.type_mismatch, p.m_verified, p.m_unverified,
+       p.m_external, p.sessions, p.applicant_seen, p.unwatched, p.unsupported, p.unverifiable, p.contradicted,
+       p.status, EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = p.instrument_id),
+       p.attributed, p.may_support, p.own_unit, p.other_use, p.may_used,
+       NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::float8, NULL::float8
+FROM (SELECT * FROM h WHERE h.unit_id = %(unit)s AND h.listed ORDER BY start_at, id LIMIT %(rows)s OFFSET %(offset)s) p
+UNION ALL
+SELECT 'u', NULL, %(unit)s, NULL, NULL, NULL, NULL, claimed, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, unverifiable, contradicted,
+       NULL, NULL,
+       NULL, NULL, own_unit, NULL, may_used,
+       n, overclaimed, mismatches, unverifiable_n, listed, NULL, NULL
+FROM (
+    SELECT sum(claimed) OVER w AS claimed, sum(unverifiable) OVER w AS unverifiable,
+           sum(contradicted) OVER w AS contradicted,
+           sum(own_unit) FILTER (WHERE user_type = 130) OVER w AS own_unit, sum(may_used) OVER w AS may_used,
+           count(*) OVER w AS n, count(*) FILTER (WHERE status = 'overclaimed') OVER w AS overclaimed,
+           count(*) FILTER (WHERE type_mismatch) OVER w AS mismatches,
+           count(*) FILTER (WHERE status = 'unverifiable') OVER w AS unverifiable_n,
+           count(*) FILTER (WHERE listed) OVER w AS listed
+    FROM h WHERE h.unit_id = %(unit)s
+    WINDOW w AS (ORDER BY start_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+    LIMIT 1
+) t
+UNION ALL
+SELECT 'i', NULL, unit_id, instrument_id, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, contradicted,
+       NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, cov_v, cov_u
+FROM (
+    SELECT instrument_id, first_value(unit_id) OVER w AS unit_id, sum(contradicted) OVER w AS contradicted,
+           sum(cov_v) FILTER (WHERE user_type = 130) OVER w AS cov_v,
+           sum(cov_u) FILTER (WHERE user_type = 130) OVER w AS cov_u,
+           row_number() OVER w AS k
+    FROM h
+    WINDOW w AS (PARTITION BY instrument_id ORDER BY unit_id, start_at, id
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+) t
+WHERE k = 1
+"""
+RECORDS_PAGE = _rec_head(by_instrument=True) + _CHECKS_PAIRS + _VERDICT + ",\n" + _PAGE_HOURS
+
 # Per instrument: what the region's evaluation needs, without a row per record; in a fixed order,
 # since the units' totals are float sums of these rows in Python (the last bit depends on the order).
 _TOTALS_SELECT = f"""
@@ -572,11 +645,15 @@ covered AS (
            start_at, bool_or(watched) AS watched, min(method) AS method, min(identifier) AS identifier,
            min(user_id) AS user_id, max(us) AS us, least(max(us), COALESCE(sum(cov), 0)) AS covered
     FROM (
-        SELECT ext.instrument_id, ext.unit_id, ext.agent_id, ext.session_id, ext.start_at, ext.watched, ext.method,
+        -- the text keys of this grouping and the sessions' in the "C" collation: the same groups
+        -- (equality is byte equality in any deterministic collation), sorted by memcmp with
+        -- abbreviated keys instead of strcoll (PostgreSQL 15 treats libc's C.UTF-8 as any locale)
+        SELECT ext.instrument_id COLLATE "C", ext.unit_id COLLATE "C", ext.agent_id COLLATE "C",
+               ext.session_id COLLATE "C", ext.start_at, ext.watched, ext.method,
                ext.identifier, ext.user_id, ext.us, NULL::bigint AS cov
         FROM ext
         UNION ALL
-        SELECT NULL, NULL, c.agent_id, NULL, c.seg_start, NULL, NULL, NULL, NULL, NULL, c.us FROM cover c
+        SELECT NULL, NULL, c.agent_id COLLATE "C", NULL, c.seg_start, NULL, NULL, NULL, NULL, NULL, c.us FROM cover c
     ) u
     GROUP BY agent_id, start_at
     HAVING count(us) > 0
@@ -795,6 +872,12 @@ class Reconciliation:
     units: dict[str, UnitReconciliation] = field(default_factory=dict)
     # service records' fees against the published price lists (server/evaluation/prices.py)
     fees: FeeChecks | None = None
+    # one unit for a page (reconcile(rows=N, offset=K)): `records` holds N of the records the report
+    # lists, from the K-th;
+    # how many it lists and how many are 一致 (None: `records` holds every record)
+    listed: int | None = None
+    consistent: int | None = None
+    offset: int = 0
 
     def discrepancy_hours(self) -> dict[str, float]:
         """Per instrument, the size of the proven differences (contradicted + uncovered verified)."""
@@ -810,13 +893,17 @@ def reconcile(
     tolerance_h: float = DEFAULT_TOLERANCE_H,
     top_sessions: int = 200,
     precomputed: bool = True,
+    rows: int | None = None,
+    offset: int = 0,
 ) -> Reconciliation:
     """Check the period's service records of the units (all when None) against `ev`, the same
     period's indicators. Records and uncovered sessions are listed one by one only for a single
     unit; for more, only per-instrument and per-unit totals come back (memory stays bounded).
     `precomputed`: the region's totals and one unit's records from record_checks (migrations 037,
     040), its uncovered sessions from record_window_usage (029); False measures them
-    from the running segments (the reference, for the benchmark's and the tests' comparisons)."""
+    from the running segments (the reference, for the benchmark's and the tests' comparisons).
+    `rows` (one unit, precomputed): only `rows` of the records a report lists, from the `offset`-th,
+    are fetched into `records` (`listed` and `consistent` count them all); every figure is the same."""
     period = ev.period
     p = params(period, unit_ids) | {"tol": tolerance_h, "top": top_sessions}
     out = Reconciliation(period=period, tolerance_h=tolerance_h)
@@ -851,20 +938,24 @@ def reconcile(
         u.may_support_used += may_used
 
     if unit_ids is not None and len(unit_ids) == 1:
-        # one unit: every record, listed; the totals are their sums
-        records = RECORDS if precomputed else RECORDS_FROM_SEGMENTS
-        for row in conn.execute(records, p).fetchall():  # fetchall: far less per-row overhead
-            rec = RecordCheck(*row[:28])
-            rec.applicant_seen = rec.applicant_seen if rec.applicant else None
-            rec.applicant = pseudonyms.user(rec.applicant) if rec.applicant else ""
-            if rec.unit_id in out.units:
-                # A record the previous owner of an instrument claimed stays that unit's claim, as in
-                # the region; the time it covers still counts for the instrument (add, above).
-                out.records.append(rec)
-            cov_v, cov_u = row[28:30] if rec.user_type == 130 else (0.0, 0.0)
-            add(rec.unit_id, rec.instrument_id, 1, rec.claimed_hours, rec.status == "overclaimed",
-                rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u, rec.status == "unverifiable",
-                rec.own_unit_hours if rec.user_type == 130 else 0.0, rec.may_support_used)  # fmt: skip
+        if rows is not None and precomputed:
+            # one unit, for a page: the first `rows` records the report lists; the totals summed in SQL
+            _page(conn, p | {"unit": unit_ids[0], "rows": rows, "offset": offset}, out, uncovered, pseudonyms)
+            out.offset = offset
+        else:
+            # one unit: every record, listed; the totals are their sums
+            records = RECORDS if precomputed else RECORDS_FROM_SEGMENTS
+            for row in conn.execute(records, p).fetchall():  # fetchall: far less per-row overhead
+                rec = _record(row[:28], pseudonyms)
+                if rec.unit_id in out.units:
+                    # A record the previous owner of an instrument claimed stays that unit's claim, as in
+                    # the region; the time it covers still counts for the instrument (add, above).
+                    out.records.append(rec)
+                cov_v, cov_u = row[28:30] if rec.user_type == 130 else (0.0, 0.0)
+                add(rec.unit_id, rec.instrument_id, 1, rec.claimed_hours, rec.status == "overclaimed",
+                    rec.contradicted, rec.unverifiable, rec.type_mismatch, cov_v, cov_u,
+                    rec.status == "unverifiable", rec.own_unit_hours if rec.user_type == 130 else 0.0,
+                    rec.may_support_used)  # fmt: skip
         uncovered_sessions = UNCOVERED_SESSIONS if precomputed else UNCOVERED_SESSIONS_FROM_SEGMENTS
         for unit, inst, session, user, method, ident, start, ext_v, ext_u, unc_v, unc_u in conn.execute(
             uncovered_sessions, p
@@ -883,3 +974,43 @@ def reconcile(
         u.uncovered_unverified += item.uncovered_unverified
     out.fees = check_fees(conn, period, unit_ids, precomputed=precomputed)
     return out
+
+
+def _record(row: Sequence[Any], pseudonyms: Pseudonymizer) -> RecordCheck:
+    rec = RecordCheck(*row)
+    rec.applicant_seen = rec.applicant_seen if rec.applicant else None
+    rec.applicant = pseudonyms.user(rec.applicant) if rec.applicant else ""
+    return rec
+
+
+def _page(conn: Conn, p: dict[str, Any], out: Reconciliation, uncovered: dict[str, InstrumentUncovered],
+          pseudonyms: Pseudonymizer) -> None:
+    """RECORDS_PAGE into `out`: the page's records, the unit's totals and each instrument's, the
+    same values the full list's loop in `reconcile` adds up (x + 0.0 is x, so records a sum skips
+    change nothing; 0.0 + s is s). A row: its kind, then a RecordCheck's 28 fields (the totals in
+    the same places: 7 claimed, 20 unverifiable, 21 contradicted, 26 own unit, 28 may-support
+    used), then 29-33 the unit's counts (records, overclaimed, type mismatches, unverifiable,
+    listed) and 34-35 an instrument's covered external time (verified, unverified)."""
+    for row in conn.execute(RECORDS_PAGE, p).fetchall():
+        kind = row[0]
+        if kind == "r":
+            out.records.append(_record(row[1:29], pseudonyms))
+        elif kind == "u":
+            u = out.units[row[2]]
+            n, overclaimed, mismatches, unverifiable_n, listed = row[29:34]
+            u.records += n
+            u.claimed_hours += row[7] or 0.0
+            u.overclaimed_records += overclaimed
+            u.contradicted_hours += row[21] or 0.0
+            u.unverifiable_hours += row[20] or 0.0
+            u.type_mismatches += mismatches
+            u.unverifiable_records += unverifiable_n
+            u.own_unit_in_external_windows += row[26] or 0.0
+            u.may_support_used += row[28] or 0.0
+            out.listed, out.consistent = listed, n - listed
+        else:
+            unit, inst = row[2], row[3]
+            item = uncovered.setdefault(inst, InstrumentUncovered(unit, inst, 0.0, 0.0))
+            item.covered_verified += row[34] or 0.0
+            item.covered_unverified += row[35] or 0.0
+            item.contradicted += row[21] or 0.0

@@ -51,14 +51,21 @@ class Table:
     columns: list[Column]
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # a report built for a page (unit_report(rows=N, offset=K)): `rows` holds N rows of a longer list
+    # of `total` rows, from the K-th (`offset`; total None: `rows` is the whole list)
+    total: int | None = None
+    offset: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "title": self.title,
             "columns": [{"key": c.key, "label": c.label, "kind": c.kind} for c in self.columns],
             "rows": [{c.key: _json(row.get(c.key)) for c in self.columns} for row in self.rows],
             "notes": self.notes,
         }
+        if self.total is not None:  # built for a page: says which of `total` rows `rows` are
+            out["total"], out["offset"] = self.total, self.offset
+        return out
 
 
 @dataclass
@@ -230,7 +237,11 @@ def sharing_table(figures: Sequence[InstrumentFigures]) -> Table:
     return t
 
 
-def revenue_table(conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudonymizer) -> Table:
+def revenue_table(
+    conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudonymizer, limit: int | None = None, offset: int = 0
+) -> Table:
+    """The unit's external records of the period; `limit`: only that many from the `offset`-th, with
+    the count of all."""
     t = Table(
         "revenue",
         "服务收入",
@@ -249,12 +260,19 @@ def revenue_table(conn: Conn, period: Period, unit_id: str, pseudonyms: Pseudony
         ],
         notes=["服务收入 = 评价期内用户类型为 130（外部）的服务记录金额合计"],
     )
+    where = " FROM service_records WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s"
+    args = (unit_id, period.t0, period.t1)
     rows = conn.execute(
         "SELECT record_no, instrument_id, start_at, end_at, service_hours, amount, way, direction,"
-        " applicant_user_id, applicant_name, applicant_org_name, contract_no FROM service_records"
-        " WHERE unit_id = %s AND user_type = 130 AND start_at >= %s AND start_at < %s ORDER BY start_at, id",
-        (unit_id, period.t0, period.t1),
+        " applicant_user_id, applicant_name, applicant_org_name, contract_no" + where + " ORDER BY start_at, id"
+        " LIMIT %s OFFSET %s",
+        (*args, limit, offset if limit is not None else 0),
     ).fetchall()
+    if limit is not None:
+        t.offset = offset
+        # two statements: the page from the (unit, start) index, the count from it (a count over
+        # the page's statement would read and sort every row: 13 ms against 5 for the unit of 9,296)
+        t.total = conn.execute("SELECT count(*)" + where, args).fetchone()[0]  # type: ignore[index]
     for no, inst, a, b, hours, amount, way, direction, user, name, org, contract in rows:
         t.rows.append(
             {
@@ -357,6 +375,8 @@ def reconciliation_tables(rc: reconciliation.Reconciliation, unit_id: str) -> li
                 "status": status,
             }
         )
+    if rc.listed is not None and rc.consistent is not None:  # built for a page: some rows only
+        recs.total, recs.offset, consistent = rc.listed, rc.offset, rc.consistent
     recs.notes.insert(
         0, f"列出结论不是“一致”、依赖“{may}”机时或用户类型存疑的记录；其余 {consistent} 条服务记录与归属机时一致"
     )
@@ -613,14 +633,21 @@ def unit_report(
     tolerance_h: float = reconciliation.DEFAULT_TOLERANCE_H,
     now: datetime | None = None,
     precomputed: bool = True,
+    rows: int | None = None,
+    offset: int = 0,
 ) -> Report:
+    """The unit's report. `rows`: for a page, the long per-record lists (service records checked,
+    revenue) hold only `rows` rows from the `offset`-th, each with its `total`; every figure, note
+    and other table is the same as the full report's (the XLSX, JSON and evidence use the full one)."""
     tune(conn)
     ev = compute(conn, period, [unit_id], precomputed=precomputed)
     if unit_id not in ev.units:
         raise LookupError(f"unit {unit_id!r} does not exist")
     unit = ev.units[unit_id]
     figures = ev.unit_instruments(unit_id)
-    rc = reconciliation.reconcile(conn, ev, pseudonyms, [unit_id], tolerance_h=tolerance_h, precomputed=precomputed)
+    rc = reconciliation.reconcile(
+        conn, ev, pseudonyms, [unit_id], tolerance_h=tolerance_h, precomputed=precomputed, rows=rows, offset=offset
+    )
     at_risk = prices.revenue_at_risk(conn, period, [i for i in rc.instruments if i.unit_id == unit_id])
     fees = rc.fees.units.get(unit_id, prices.UnitFees(unit_id)) if rc.fees else prices.UnitFees(unit_id)
     findings, cal = compliance.check(conn, period, [unit_id], as_of=as_of, silent_days=silent_days)
@@ -688,7 +715,7 @@ def unit_report(
         open_rate_table(figures),
         utilization_table(figures),
         sharing_table(figures),
-        revenue_table(conn, period, unit_id, pseudonyms),
+        revenue_table(conn, period, unit_id, pseudonyms, rows, offset),
         cases_table(conn, period, unit_id),
         *reconciliation_tables(rc, unit_id),
         fee_table(rc.fees, unit_id),

@@ -82,6 +82,14 @@ def same_evaluation(conn: psycopg.Connection[Any], *, by_unit: bool = True) -> N
             assert one_new.records == one_old.records, (period, unit)
             assert one_new.sessions == one_old.sessions, (period, unit)
             assert one_new == one_old, (period, unit)
+            # for a page (report6): the first listed record, the same totals to the last bit
+            page = reconciliation.reconcile(conn, new, KEY, [unit], rows=1)
+            assert (page.units, page.instruments, page.sessions, page.fees) == (
+                one_new.units, one_new.instruments, one_new.sessions, one_new.fees), (period, unit)
+            listed = [r for r in one_new.records if r.unit_id == unit and not (
+                r.status == "ok" and not r.type_mismatch and r.may_support_used <= one_new.tolerance_h)]
+            assert page.records == listed[:1], (period, unit)
+            assert page.listed == (len(listed) if one_new.units[unit].records else None), (period, unit)
 
 
 def _external_2025(conn: psycopg.Connection[Any]) -> float:

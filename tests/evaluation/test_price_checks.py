@@ -74,6 +74,8 @@ def test_fee_check_by_hand(db: str) -> None:
     #   R8 I4 08-02 130  no price list -> not checked
     with psycopg.connect(db) as conn:
         fees = prices.check_fees(conn, Y2025, ["U1"])
+        # only the priced instruments' records read (report6), the same as every record checked
+        assert fees == prices.check_fees(conn, Y2025, ["U1"], precomputed=False)
     u = fees.units["U1"]
     assert (u.checked, u.differing, u.without_price, u.difference) == (6, 1, 1, Decimal("-2000.00"))
     [r4] = fees.records

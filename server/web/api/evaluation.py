@@ -45,12 +45,19 @@ def _xlsx(rep: report_mod.Report, name: str) -> Response:
                     headers={"Content-Disposition": f"attachment; filename=\"{name}.xlsx\""})
 
 
-@router.get("/{period}/units/{unit_id}", summary="A unit's evaluation report (indicators, reconciliation, grade)")
-def unit_report(period: PeriodPath, unit_id: str, who: Who, db: Db, settings: Settings) -> dict[str, Any]:
+@router.get("/{period}/units/{unit_id}", summary="A unit's evaluation report (indicators, reconciliation, grade)",
+            description="Every row of every table by default. `rows` (with `offset`) pages the two lists with a "
+                        "row per service record (`reconciliation`, `revenue`): those tables then hold `rows` rows "
+                        "from the `offset`-th and say `total` and `offset`; every figure and every other table is "
+                        "the same. A closed period's report is its snapshot, whole, whatever `rows` says.")
+def unit_report(period: PeriodPath, unit_id: str, who: Who, db: Db, settings: Settings,
+                rows: Annotated[int | None, Query(ge=0, le=10000, description="rows of each per-record list")] = None,
+                offset: Annotated[int, Query(ge=0, le=10_000_000, description="the first row's index")] = 0,
+                ) -> dict[str, Any]:
     p = evaluation.period_of(period)
     with db.read() as conn:
         scope.unit(conn, who, unit_id)
-        return evaluation.unit_report(conn, settings, p, unit_id).as_dict()
+        return evaluation.unit_report(conn, settings, p, unit_id, rows=rows, offset=offset).as_dict()
 
 
 @router.get("/{period}/units/{unit_id}/workbook.xlsx", summary="The unit's report as an XLSX workbook",
@@ -134,8 +141,8 @@ def create_expert_score(period: PeriodPath, unit_id: str, body: ExpertScoreIn, w
         evaluation.require_open(conn, p)
         rubric.record_expert_score(conn, rb, unit_id, p.label, body.criterion, body.points, body.note.strip(),
                                    expert)
-    with db.read() as conn:
-        rep = evaluation.unit_report(conn, settings, p, unit_id)
+    with db.read() as conn:  # the score sheet only: no list's rows
+        rep = evaluation.unit_report(conn, settings, p, unit_id, rows=0)
     sheet = rep.data["score_sheet"]
     return {"unit_id": unit_id, "period": p.label, "criterion": body.criterion, "points": body.points,
             "note": body.note.strip(), "expert": expert, "grade": sheet["grade"], "total": sheet["total"]}

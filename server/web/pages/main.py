@@ -241,7 +241,8 @@ def report_page(unit_id: str, request: Request, who: MaybeWho, db: Db, settings:
         return {"rep": rep, "util_chart": util_chart, "claims_chart": claims_chart, "tables_html": tables_html}
 
     page = kept.derived(db, ("unit_report", period_.label, unit_id),
-                        lambda c: evaluation.page_view(evaluation.unit_report(c, settings, period_, unit_id), MAX_ROWS),
+                        lambda c: evaluation.page_view(
+                            evaluation.unit_report(c, settings, period_, unit_id, rows=MAX_ROWS), MAX_ROWS),
                         lang, shown, kept.ttl_for(period_.end, clock.today()))
     rep = page["rep"]
     return render(request, "report.html", p, unit=u, period=period_, ind=rep["unit"]["indicators"], **page)

@@ -34,8 +34,11 @@ def rubric_of(settings: WebSettings) -> rubric.Rubric:
     return rubric.load(Path(settings.rubric_path) if settings.rubric_path else None)
 
 
-def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str) -> report.Report:
-    """The unit's report; for a closed period the snapshot's, with the amendment beside it."""
+def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str,
+                rows: int | None = None, offset: int = 0) -> report.Report:
+    """The unit's report; for a closed period the snapshot's, with the amendment beside it. `rows`
+    (an open period): the long per-record lists hold only `rows` rows from the `offset`-th
+    (report.unit_report), as a page draws them."""
     snap = closing.current(conn, period.label)
     if snap is not None:
         try:
@@ -47,7 +50,8 @@ def unit_report(conn: Conn, settings: WebSettings, period: Period, unit_id: str)
             raise ApiError(500, "snapshot_altered", "err.snapshot_altered", period=period.label) from None
     # an open period: with the registry changes the unit proposed and the operator accepted, and the
     # figures both ways while proposals are open (nothing when there are none)
-    rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn))
+    rep = report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn), rows=rows,
+                             offset=offset)
     both = figures_both_ways(conn, settings, period, unit_id, first=rep)
     changes = accepted_changes(conn, settings, period, unit_id)
     rep.tables.extend(figures.tables(pseudonymizer(conn), both, changes))
@@ -105,18 +109,20 @@ def page_view(rep: report.Report, max_rows: int, whole: tuple[str, ...] = ()) ->
     light = report.Report(rep.title, rep.period, rep.generated_at, rep.summary, [], rep.data)
     out = light.as_dict()
     for t in rep.tables:
-        if t.key in whole or len(t.rows) <= max_rows:
-            out["tables"][t.key] = t.as_dict()
+        total = len(t.rows) if t.total is None else t.total  # a table built for a page holds its first rows
+        if t.key in whole or total <= max_rows:  # every row (a page's table then holds them all)
+            out["tables"][t.key] = report.Table(t.key, t.title, t.columns, t.rows, t.notes).as_dict()
             continue
         head = report.Table(t.key, t.title, t.columns, t.rows[:max_rows], t.notes).as_dict()
-        head["rows"] = ShownRows(head["rows"], len(t.rows))
+        head["rows"] = ShownRows(head["rows"], total)
         out["tables"][t.key] = head
     return out
 
 
 def _indicators(settings: WebSettings, period: Period, unit_id: str) -> figures.Indicators:
-    def of(conn: Conn) -> dict[str, Any]:
-        return indicators_of(report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn)))
+    def of(conn: Conn) -> dict[str, Any]:  # the indicators only: no list's rows (rows=0)
+        return indicators_of(report.unit_report(conn, period, unit_id, rubric_of(settings), pseudonymizer(conn),
+                                                rows=0))
 
     return of
 
