@@ -44,7 +44,7 @@ from tests.faults.common import (
 from tests.server.procs import IngestProc
 from tests.server.procs import write_config as ingest_config
 
-OUTAGE_S = 20.0
+OUTAGE_S = 12.0
 RETRY_MAX_S = 2.0
 
 
