@@ -450,10 +450,17 @@ RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + 
 _PAGE_MEASURED = f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_ORG}),
-internal_org AS MATERIALIZED ({INTERNAL_ORGS}),
-rec AS MATERIALIZED ({records_in_period(
-    "r.id, r.unit_id, r.instrument_id, r.start_at, r.end_at, r.service_hours, r.user_type, r.applicant_org_id",
-    by_instrument=True)}),
+-- the period's records of the unit's instruments as record_checks keeps them (its copy of each
+-- record's unit, instrument, window, claim, user type and type mismatch, kept with the record by
+-- 037's triggers), from its (instrument, start) index: no look-up per record
+rec AS MATERIALIZED (
+    SELECT c.record_id AS id, c.unit_id, c.instrument_id, c.start_at, c.end_at, c.service_hours, c.user_type,
+           c.type_mismatch, c.attributed_us, c.may_us, c.own_us, c.ext_verified_us, c.ext_unverified_us
+    FROM inst CROSS JOIN LATERAL (
+        SELECT * FROM record_checks x
+        WHERE x.instrument_id = inst.id AND x.start_at >= %(t0)s AND x.start_at < %(t1)s OFFSET 0
+    ) c
+),
 -- _CHECKS_PAIRS's external rows of the days after the period, grouped per record for the few
 -- records whose window runs past its end (not a look-up per record)
 late AS (
@@ -467,21 +474,19 @@ late AS (
     WHERE r.end_at > %(t1)s AND ident.who = 'external'
     GROUP BY r.id
 ),
--- as _CHECKS_PAIRS and _VERDICT's `measured` and `checked` (type_mismatch), for the totals only
+-- as _CHECKS_PAIRS and _VERDICT's `measured` and `checked`, for the totals only
 measured AS MATERIALIZED (
     SELECT r.id, r.unit_id, r.instrument_id, r.start_at, r.end_at, r.user_type,
-           r.service_hours::float8 AS claimed, (r.user_type = 130 AND io.org_id IS NOT NULL) AS type_mismatch,
-           COALESCE(c.own_us::float8, 0) AS own_unit,
-           COALESCE((c.ext_verified_us - COALESCE(l.v, 0))::float8, 0) AS ext_period_verified,
-           COALESCE((c.ext_unverified_us - COALESCE(l.u, 0))::float8, 0) AS ext_period_unverified,
-           greatest(0, (r.service_hours * 3600000000)::float8 - COALESCE(c.attributed_us::float8, 0)
-                       - COALESCE(c.may_us::float8, 0)) AS unsupported,
-           least(COALESCE(c.may_us::float8, 0),
-                 greatest(0, (r.service_hours * 3600000000)::float8 - COALESCE(c.attributed_us::float8, 0))) AS may_used
+           r.service_hours::float8 AS claimed, r.type_mismatch,
+           r.own_us::float8 AS own_unit,
+           (r.ext_verified_us - COALESCE(l.v, 0))::float8 AS ext_period_verified,
+           (r.ext_unverified_us - COALESCE(l.u, 0))::float8 AS ext_period_unverified,
+           greatest(0, (r.service_hours * 3600000000)::float8 - r.attributed_us::float8
+                       - r.may_us::float8) AS unsupported,
+           least(r.may_us::float8,
+                 greatest(0, (r.service_hours * 3600000000)::float8 - r.attributed_us::float8)) AS may_used
     FROM rec r
-    LEFT JOIN LATERAL (SELECT * FROM record_checks x WHERE x.record_id = r.id OFFSET 0) c ON true
     LEFT JOIN late l ON l.id = r.id
-    LEFT JOIN internal_org io ON io.unit_id = r.unit_id AND io.org_id = r.applicant_org_id
 ),
 {_UNWATCHED}checked AS (
     SELECT r.*, least(r.unsupported, greatest(0, COALESCE(u.unwatched, 0))) AS unverifiable,
