@@ -7,15 +7,17 @@ Ways, each round in a rotating order, all on the same database:
 - ``full``: this tree's full report (what the XLSX, the JSON and the evidence use);
 - ``old`` (with ``--old-tree DIR``, e.g. an unpacked ``git archive 1445bc7``): the full report of
   that tree, in a worker process of its own started once (so it is as warm as this one) and told
-  to run one report per round.
+  to run one report per round;
+- ``old-page`` (with ``--old-tree DIR``; report7): that tree's `unit_report(rows=200)` (a tree that
+  has it: report6's merge or later), in a second worker process the same way.
 
 Each round checks that what the page draws of every way (`services.evaluation.page_view(rep, 200)`:
 summary, figures, notes, each table's first 200 rows and row count; compared as a hash of its JSON)
 is IDENTICAL, that `page` and `full` have equal summary and figures (`data`), and that the full
 reports of `full` and `old` are IDENTICAL (the JSON of `as_dict`, every row).
 
-    mkdir -p /tmp/r6-old && git archive 1445bc7 | tar -x -C /tmp/r6-old
-    python bench/unit_page.py --workdir /tmp/jishi-s3/eval-r5k --old-tree /tmp/r6-old [--rounds 10]
+    mkdir -p /tmp/r7-old && git archive a58e39e | tar -x -C /tmp/r7-old
+    python bench/unit_page.py --workdir /tmp/jishi-s3/eval-r5k --old-tree /tmp/r7-old [--rounds 10]
     python bench/unit_page.py --dsn URL ...
 """
 
@@ -50,8 +52,9 @@ def view_hash(view: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(view, default=other, sort_keys=True).encode()).hexdigest()
 
 
-def worker(dsn: str, unit: str, year: int) -> None:
-    """The old tree's side: one full report per line read, answered with its time and view hash."""
+def worker(dsn: str, unit: str, year: int, rows: int | None) -> None:
+    """The old tree's side: one report per line read (full, or the page's with `rows`), answered
+    with its time and view hash."""
     from server.evaluation import privacy, rubric
     from server.evaluation.period import Period
     from server.evaluation.report import unit_report
@@ -63,7 +66,8 @@ def worker(dsn: str, unit: str, year: int) -> None:
         rb, period = rubric.load(), Period.year(year)
         for _ in sys.stdin:
             t = time.perf_counter()
-            rep = unit_report(conn, period, unit, rb, pseudonyms, now=NOW)
+            rep = (unit_report(conn, period, unit, rb, pseudonyms, now=NOW) if rows is None
+                   else unit_report(conn, period, unit, rb, pseudonyms, now=NOW, rows=rows))
             took = time.perf_counter() - t
             conn.rollback()
             answer = {"s": took, "hash": view_hash(page_view(rep, MAX_ROWS)), "whole": view_hash(rep.as_dict())}
@@ -79,9 +83,10 @@ def main() -> None:
     ap.add_argument("--year", type=int, default=2025)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-rows", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.dsn, args.unit, args.year)
+        worker(args.dsn, args.unit, args.year, args.worker_rows)
         return
     server = None
     dsn = args.dsn
@@ -103,15 +108,16 @@ def run(dsn: str, unit: str, year: int, rounds: int, old_tree: Path | None) -> N
     from server.evaluation.report import unit_report
     from server.web.services.evaluation import page_view
 
-    old = None
+    workers: dict[str, subprocess.Popen[str]] = {}
     if old_tree is not None:
         env = {**os.environ, "PYTHONPATH": str(old_tree.absolute())}
-        old = subprocess.Popen(
-            [sys.executable, str(Path(__file__).absolute()), "--worker", "--dsn", dsn, "--unit", unit,
-             "--year", str(year)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=old_tree,
-        )
-    ways = ["page", "full", *(["old"] if old else [])]
+        for way, extra in (("old", []), ("old-page", ["--worker-rows", str(MAX_ROWS)])):
+            workers[way] = subprocess.Popen(
+                [sys.executable, str(Path(__file__).absolute()), "--worker", "--dsn", dsn, "--unit", unit,
+                 "--year", str(year), *extra],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=old_tree,
+            )
+    ways = ["page", "full", *workers]
     times: dict[str, list[float]] = {w: [] for w in ways}
     same = True
     rb, period = rubric.load(), Period.year(year)
@@ -125,12 +131,15 @@ def run(dsn: str, unit: str, year: int, rounds: int, old_tree: Path | None) -> N
                 wholes: dict[str, str] = {}  # the full reports' JSON (what the API and the XLSX carry)
                 reps = {}
                 for way in ways[attempt % len(ways):] + ways[:attempt % len(ways)]:
-                    if way == "old":
-                        assert old is not None and old.stdin is not None and old.stdout is not None
+                    if way in workers:
+                        old = workers[way]
+                        assert old.stdin is not None and old.stdout is not None
                         old.stdin.write("go\n")
                         old.stdin.flush()
                         answer = json.loads(old.stdout.readline())
-                        took, hashes[way], wholes[way] = answer["s"], answer["hash"], answer["whole"]
+                        took, hashes[way] = answer["s"], answer["hash"]
+                        if way == "old":  # the old page's whole report is a page, not the full one
+                            wholes[way] = answer["whole"]
                     else:
                         t = time.perf_counter()
                         rep = unit_report(conn, period, unit, rb, pseudonyms, now=NOW,
@@ -155,7 +164,7 @@ def run(dsn: str, unit: str, year: int, rounds: int, old_tree: Path | None) -> N
                     print(f"  table {t_full.key}: {len(t_full.rows)} rows; the page's report fetched"
                           f" {len(t_page.rows)} of {t_page.total}")
     finally:
-        if old is not None:
+        for old in workers.values():
             assert old.stdin is not None
             old.stdin.close()
             old.wait(timeout=30)

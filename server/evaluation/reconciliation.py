@@ -105,14 +105,19 @@ def _head(by_instrument: bool) -> str:
     return _rec_head(by_instrument) + _PAIRS_HEAD
 
 
-def _rec_head(by_instrument: bool) -> str:
+def _rec_head(by_instrument: bool, *, by_id: bool = False) -> str:
     """The records of the period with the organisation their claim is attributed to, and the
-    identities classed."""
+    identities classed. `by_id`: only the records %(ids)s names (a page's, chosen beforehand)."""
+    records = (
+        f"SELECT {_REC_COLUMNS} FROM service_records r WHERE r.id = ANY (%(ids)s::bigint[])"
+        if by_id
+        else records_in_period(_REC_COLUMNS, by_instrument=by_instrument)
+    )
     return f"""
 WITH inst AS NOT MATERIALIZED ({INST}),
 ident AS MATERIALIZED ({IDENTITY_ORG}),
 internal_org AS MATERIALIZED ({INTERNAL_ORGS}),
-rec_only AS MATERIALIZED ({records_in_period(_REC_COLUMNS, by_instrument=by_instrument)}),
+rec_only AS MATERIALIZED ({records}),
 -- rec_org: the organisation the claim is attributed to (the record's, else its applicant's), in one
 -- hash join (a look-up per record cost more than the rest of the region's query)
 rec AS MATERIALIZED (
@@ -433,46 +438,82 @@ RECORDS_FROM_WINDOWS = _rec_head(by_instrument=True) + _WINDOW_PAIRS + _VERDICT 
 # The same from the running segments themselves: the reference the windows are checked against.
 RECORDS_FROM_SEGMENTS = _head(by_instrument=True) + _MEASURE_PAIRS + _VERDICT + _RECORDS_SELECT
 
-# One unit's report for a page (`reconcile(rows=N)`): the same verdict for every record, but only the
-# first N records the report's table lists are fetched (its order: start, id; those not 一致, relying
-# on may-support time or of a doubtful user type), with the unit's and the instruments' totals
-# summed here, in SQL, in the order the full list adds them in Python (float8 `sum` adds in its
-# input's order: a window whose frame is the whole ordered list adds the rows in the window's order,
-# one sort for all the sums, where ordered aggregates sort once each), so the figures are the same
-# floats. One
-# statement, so the verdict is computed once: the page's records ('r'), the unit's totals ('u') and
-# the instruments' ('i'), told apart by the first column.
-_PAGE_HOURS = f"""
+# One unit's report for a page (`reconcile(rows=N)`), in two statements. RECORDS_PAGE: the verdict
+# of every record with only what the totals and the choice of the listed records need (the same
+# expressions as _CHECKS_PAIRS and _VERDICT on the same rows, so the same floats), the unit's totals
+# ('u') and the instruments' ('i') summed here, in SQL, in the order the full list adds them in
+# Python (float8 `sum` adds in its input's order: a window whose frame is the whole ordered list
+# adds the rows in the window's order, one sort for all the sums, where ordered aggregates sort once
+# each), and the ids ('r') of the first N records the report's table lists (its order: start, id;
+# those not 一致, relying on may-support time or of a doubtful user type). RECORDS_BY_ID then
+# computes those records' every field as RECORDS does (a record's verdict depends on it alone).
+_PAGE_MEASURED = f"""
+WITH inst AS NOT MATERIALIZED ({INST}),
+ident AS MATERIALIZED ({IDENTITY_ORG}),
+-- the period's records of the unit's instruments as record_checks keeps them (its copy of each
+-- record's unit, instrument, window, claim, user type and type mismatch, kept with the record by
+-- 037's triggers), from its (instrument, start) index: no look-up per record
+rec AS MATERIALIZED (
+    SELECT c.record_id AS id, c.unit_id, c.instrument_id, c.start_at, c.end_at, c.service_hours, c.user_type,
+           c.type_mismatch, c.attributed_us, c.may_us, c.own_us, c.ext_verified_us, c.ext_unverified_us
+    FROM inst CROSS JOIN LATERAL (
+        SELECT * FROM record_checks x
+        WHERE x.instrument_id = inst.id AND x.start_at >= %(t0)s AND x.start_at < %(t1)s OFFSET 0
+    ) c
+),
+-- _CHECKS_PAIRS's external rows of the days after the period, grouped per record for the few
+-- records whose window runs past its end (not a look-up per record)
+late AS (
+    SELECT r.id, sum(w.us) FILTER (WHERE w.watched) AS v, sum(w.us) FILTER (WHERE NOT w.watched) AS u
+    FROM rec r
+    CROSS JOIN LATERAL (
+        SELECT * FROM record_window_usage x WHERE x.record_id = r.id AND x.day >= %(end)s OFFSET 0
+    ) w
+    JOIN ident ON ident.unit_id = r.unit_id AND ident.method = NULLIF(w.method, '')
+              AND ident.identifier = NULLIF(w.identifier, '')
+    WHERE r.end_at > %(t1)s AND ident.who = 'external'
+    GROUP BY r.id
+),
+-- as _CHECKS_PAIRS and _VERDICT's `measured` and `checked`, for the totals only
+measured AS MATERIALIZED (
+    SELECT r.id, r.unit_id, r.instrument_id, r.start_at, r.end_at, r.user_type,
+           r.service_hours::float8 AS claimed, r.type_mismatch,
+           r.own_us::float8 AS own_unit,
+           (r.ext_verified_us - COALESCE(l.v, 0))::float8 AS ext_period_verified,
+           (r.ext_unverified_us - COALESCE(l.u, 0))::float8 AS ext_period_unverified,
+           greatest(0, (r.service_hours * 3600000000)::float8 - r.attributed_us::float8
+                       - r.may_us::float8) AS unsupported,
+           least(r.may_us::float8,
+                 greatest(0, (r.service_hours * 3600000000)::float8 - r.attributed_us::float8)) AS may_used
+    FROM rec r
+    LEFT JOIN late l ON l.id = r.id
+),
+{_UNWATCHED}checked AS (
+    SELECT r.*, least(r.unsupported, greatest(0, COALESCE(u.unwatched, 0))) AS unverifiable,
+           r.unsupported - least(r.unsupported, greatest(0, COALESCE(u.unwatched, 0))) AS contradicted
+    FROM measured r LEFT JOIN unwatched u ON u.id = r.id
+),
 h AS MATERIALIZED (
-    SELECT v.id, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.end_at, v.service_hours::float8 AS claimed,
-           v.amount, v.user_type, v.applicant_user_id, v.applicant_org_name, v.type_mismatch,
-           {_record_hours("v.verified")} AS m_verified, {_record_hours("v.unverified")} AS m_unverified,
-           {_record_hours("v.external")} AS m_external, COALESCE(v.sessions, 0) AS sessions, v.applicant_seen,
-           {_record_hours("v.unwatched")} AS unwatched, {_record_hours("v.unsupported")} AS unsupported,
-           {_record_hours("v.unverifiable")} AS unverifiable, {_record_hours("v.contradicted")} AS contradicted,
-           v.status,
-           {_record_hours("v.attributed")} AS attributed, {_record_hours("v.may_support")} AS may_support,
-           {_record_hours("v.own_unit")} AS own_unit, {_record_hours("v.other_use")} AS other_use,
-           {_record_hours("v.may_used")} AS may_used,
-           {_record_hours("v.ext_period_verified")} AS cov_v, {_record_hours("v.ext_period_unverified")} AS cov_u,
+    SELECT c.id, c.unit_id, c.instrument_id, c.start_at, c.user_type, c.claimed, c.type_mismatch,
+           {_record_hours("c.unverifiable")} AS unverifiable, {_record_hours("c.contradicted")} AS contradicted,
+           {_record_hours("c.own_unit")} AS own_unit, {_record_hours("c.may_used")} AS may_used,
+           {_record_hours("c.ext_period_verified")} AS cov_v, {_record_hours("c.ext_period_unverified")} AS cov_u,
+           s.status,
            -- what reconciliation_tables lists: not (一致, no type mismatch, may-support within the tolerance)
-           NOT (v.status = 'ok' AND v.type_mismatch IS NOT TRUE
-                  AND {_record_hours("v.may_used")} <= %(tol)s::float8) AS listed
-    FROM verdict v
+           NOT (s.status = 'ok' AND c.type_mismatch IS NOT TRUE
+                  AND {_record_hours("c.may_used")} <= %(tol)s::float8) AS listed
+    FROM checked c
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN c.contradicted > %(tol)s * 3600000000 THEN 'overclaimed'
+                    WHEN c.unsupported > %(tol)s * 3600000000 THEN 'unverifiable'
+                    ELSE 'ok' END AS status
+    ) s
 )
-SELECT 'r', p.id, p.unit_id, p.instrument_id, p.record_no, p.start_at, p.end_at, p.claimed, p.amount,
-       p.user_type, p.applicant_user_id, p.applicant_org_name, p.type_mismatch, p.m_verified, p.m_unverified,
-       p.m_external, p.sessions, p.applicant_seen, p.unwatched, p.unsupported, p.unverifiable, p.contradicted,
-       p.status, EXISTS (SELECT 1 FROM agents a WHERE a.instrument_id = p.instrument_id),
-       p.attributed, p.may_support, p.own_unit, p.other_use, p.may_used,
+SELECT 'r', p.id, p.unit_id, NULL, NULL::float8, NULL::float8, NULL::float8, NULL::float8, NULL::float8,
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::float8, NULL::float8
 FROM (SELECT * FROM h WHERE h.unit_id = %(unit)s AND h.listed ORDER BY start_at, id LIMIT %(rows)s OFFSET %(offset)s) p
 UNION ALL
-SELECT 'u', NULL, %(unit)s, NULL, NULL, NULL, NULL, claimed, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, unverifiable, contradicted,
-       NULL, NULL,
-       NULL, NULL, own_unit, NULL, may_used,
+SELECT 'u', NULL, %(unit)s, NULL, claimed, unverifiable, contradicted, own_unit, may_used,
        n, overclaimed, mismatches, unverifiable_n, listed, NULL, NULL
 FROM (
     SELECT sum(claimed) OVER w AS claimed, sum(unverifiable) OVER w AS unverifiable,
@@ -487,11 +528,7 @@ FROM (
     LIMIT 1
 ) t
 UNION ALL
-SELECT 'i', NULL, unit_id, instrument_id, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, contradicted,
-       NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL,
+SELECT 'i', NULL, unit_id, instrument_id, NULL, NULL, contradicted, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, cov_v, cov_u
 FROM (
     SELECT instrument_id, first_value(unit_id) OVER w AS unit_id, sum(contradicted) OVER w AS contradicted,
@@ -504,7 +541,8 @@ FROM (
 ) t
 WHERE k = 1
 """
-RECORDS_PAGE = _rec_head(by_instrument=True) + _CHECKS_PAIRS + _VERDICT + ",\n" + _PAGE_HOURS
+RECORDS_PAGE = _PAGE_MEASURED
+RECORDS_BY_ID = _rec_head(by_instrument=True, by_id=True) + _CHECKS_PAIRS + _VERDICT + _RECORDS_SELECT
 
 # Per instrument: what the region's evaluation needs, without a row per record; in a fixed order,
 # since the units' totals are float sums of these rows in Python (the last bit depends on the order).
@@ -985,32 +1023,37 @@ def _record(row: Sequence[Any], pseudonyms: Pseudonymizer) -> RecordCheck:
 
 def _page(conn: Conn, p: dict[str, Any], out: Reconciliation, uncovered: dict[str, InstrumentUncovered],
           pseudonyms: Pseudonymizer) -> None:
-    """RECORDS_PAGE into `out`: the page's records, the unit's totals and each instrument's, the
-    same values the full list's loop in `reconcile` adds up (x + 0.0 is x, so records a sum skips
-    change nothing; 0.0 + s is s). A row: its kind, then a RecordCheck's 28 fields (the totals in
-    the same places: 7 claimed, 20 unverifiable, 21 contradicted, 26 own unit, 28 may-support
-    used), then 29-33 the unit's counts (records, overclaimed, type mismatches, unverifiable,
-    listed) and 34-35 an instrument's covered external time (verified, unverified)."""
+    """RECORDS_PAGE into `out`: the unit's totals and each instrument's, the same values the full
+    list's loop in `reconcile` adds up (x + 0.0 is x, so records a sum skips change nothing; 0.0 +
+    s is s), and the ids of the page's records, whose fields RECORDS_BY_ID then fetches. A row: its
+    kind, record id, unit, instrument, then 4-8 claimed, unverifiable, contradicted, own unit,
+    may-support used, 9-13 the unit's counts (records, overclaimed, type mismatches, unverifiable,
+    listed) and 14-15 an instrument's covered external time (verified, unverified)."""
+    ids: list[int] = []
     for row in conn.execute(RECORDS_PAGE, p).fetchall():
         kind = row[0]
         if kind == "r":
-            out.records.append(_record(row[1:29], pseudonyms))
+            ids.append(row[1])
         elif kind == "u":
             u = out.units[row[2]]
-            n, overclaimed, mismatches, unverifiable_n, listed = row[29:34]
+            claimed, unverifiable, contradicted, own, may_used = row[4:9]
+            n, overclaimed, mismatches, unverifiable_n, listed = row[9:14]
             u.records += n
-            u.claimed_hours += row[7] or 0.0
+            u.claimed_hours += claimed or 0.0
             u.overclaimed_records += overclaimed
-            u.contradicted_hours += row[21] or 0.0
-            u.unverifiable_hours += row[20] or 0.0
+            u.contradicted_hours += contradicted or 0.0
+            u.unverifiable_hours += unverifiable or 0.0
             u.type_mismatches += mismatches
             u.unverifiable_records += unverifiable_n
-            u.own_unit_in_external_windows += row[26] or 0.0
-            u.may_support_used += row[28] or 0.0
+            u.own_unit_in_external_windows += own or 0.0
+            u.may_support_used += may_used or 0.0
             out.listed, out.consistent = listed, n - listed
         else:
             unit, inst = row[2], row[3]
             item = uncovered.setdefault(inst, InstrumentUncovered(unit, inst, 0.0, 0.0))
-            item.covered_verified += row[34] or 0.0
-            item.covered_unverified += row[35] or 0.0
-            item.contradicted += row[21] or 0.0
+            item.covered_verified += row[14] or 0.0
+            item.covered_unverified += row[15] or 0.0
+            item.contradicted += row[6] or 0.0
+    if ids:
+        for row in conn.execute(RECORDS_BY_ID, p | {"ids": ids}).fetchall():
+            out.records.append(_record(row[:28], pseudonyms))

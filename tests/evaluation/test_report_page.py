@@ -14,6 +14,7 @@ from server.evaluation.indicators import compute
 from server.evaluation.period import Period
 from server.evaluation.report import Report, unit_report
 from server.web.services.evaluation import page_view
+from tests.evaluation import scenario
 
 Y2025 = Period.year(2025)
 KEY = privacy.Pseudonymizer(b"k" * 32)
@@ -66,6 +67,31 @@ def test_the_reconciliation_of_a_page_has_the_full_figures(scenario_db: str) -> 
     assert page.records == listed[:1]
     assert (page.listed, page.consistent) == (len(listed), len(full.records) - len(listed))
     assert (full.listed, full.consistent) == (None, None)
+
+
+def test_a_window_past_the_periods_end_counts_only_its_part_in_the_period(scenario_db: str) -> None:
+    """report7: the page's totals take back a window's external time after the period's end as the
+    full list does: dave's (O4, external) s7 runs 2025-12-31 23:00 - 2026-01-01 01:00 (scenario)."""
+    with psycopg.connect(scenario_db) as conn:
+        before = reconciliation.reconcile(conn, compute(conn, Y2025, ["U1"]), KEY, ["U1"])
+        conn.execute(
+            "INSERT INTO service_records (unit_id, instrument_id, record_no, start_at, end_at, service_hours,"
+            " amount, way, user_type, applicant_user_id, applicant_name, applicant_org_id, content)"
+            " VALUES ('U1', 'I1', 'Y1', %s, %s, 2.0, 100, '占用', 130, 'dave', 'Dave', 'O4', '样品测试')",
+            (scenario.t("2025-12-31 23:00"), scenario.t("2026-01-01 01:00")),
+        )
+        ev = compute(conn, Y2025, ["U1"])
+        full = reconciliation.reconcile(conn, ev, KEY, ["U1"])
+        page = reconciliation.reconcile(conn, ev, KEY, ["U1"], rows=1)
+    y1 = next(r for r in full.records if r.record_no == "Y1")
+    assert y1.measured_external == pytest.approx(2.0)  # the whole window's external time
+    i1 = next(i for i in full.instruments if i.instrument_id == "I1")
+    without = next(i for i in before.instruments if i.instrument_id == "I1")
+    # only the hour inside the period is covered (watched: the scenario's agent watches then)
+    assert (i1.covered_verified + i1.covered_unverified) - (without.covered_verified + without.covered_unverified) \
+        == pytest.approx(1.0)
+    assert page.units == full.units
+    assert page.instruments == full.instruments
 
 
 def test_a_page_of_the_report_says_it_is_one_and_is_not_exported(scenario_db: str, tmp_path: Any) -> None:
