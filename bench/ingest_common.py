@@ -223,6 +223,17 @@ def machine() -> str:
     return f"{platform.node()}: {cpu} cores, {mem:.0f} GiB, Python {platform.python_version()}; load average {load}"
 
 
+def compiled_modules(root: Path) -> list[str]:
+    """The modules of the tree at `root` that are extension modules beside their source (compiled by
+    mypyc, bench/mypyc_tree.sh): Python imports those instead of the .py. Empty for a plain tree."""
+    out = []
+    for so in sorted((*root.glob("protocols/**/*.so"), *root.glob("server/**/*.so"))):
+        mod = so.relative_to(root).with_suffix("").with_suffix("")  # name.cpython-311-x86_64-linux-gnu.so
+        if (root / mod).with_suffix(".py").exists():
+            out.append(".".join(mod.parts))
+    return out
+
+
 def fleet_publisher(broker: MosquittoServer, client_id: str) -> mqtt.Client:
     """A connected, running MQTT client for `publish_fleet` (the caller stops it once delivered)."""
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)

@@ -43,6 +43,7 @@ from ingest_common import (
     ROOT,
     SimAgent,
     checkout,
+    compiled_modules,
     fresh_db,
     machine,
     services,
@@ -100,7 +101,8 @@ def main() -> None:
         for name, root in trees:
             imp = import_cpu_s(root)
             print(f"[{name}] an ingest process's imports: {imp:.2f} s CPU, in the drain's ingest CPU "
-                  f"{imp / total * 1e6:.2f} us/record per process (not per record: a longer backlog dilutes it)")
+                  f"{imp / total * 1e6:.2f} us/record per process (not per record: a longer backlog dilutes it); "
+                  f"compiled by mypyc: {', '.join(compiled_modules(root)) or 'none'}")
         results = {}
         for w in args.workers:
             for name, root in reversed(trees):  # the old code first, then this tree

@@ -32,7 +32,7 @@ sys.path.insert(0, os.environ.get("BENCH_CODE") or str(Path(__file__).resolve().
 
 import orjson
 import psycopg
-from ingest_common import SimAgent, backlog_envelopes, fresh_db, machine, services
+from ingest_common import SimAgent, backlog_envelopes, compiled_modules, fresh_db, machine, services
 
 from protocols import fastcheck
 from protocols.canonical import dumps_sorted
@@ -83,29 +83,41 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def wrap_pipeline() -> None:
+def wrap_pipeline() -> list[str]:
+    """Wrap the database thread's steps; returns those that could not be wrapped. A class compiled by
+    mypyc (bench/mypyc_tree.sh) refuses new methods; a call inside a compiled group goes straight to
+    the callee, so its wrapper sees nothing: the totals (database phase, backend) stay exact."""
     w: Any = worker_mod  # patched in place: the names the pipeline calls
     q = w.queries
+    refused: list[str] = []
+
+    def wrap(obj: Any, name: str, label: str) -> None:
+        try:
+            setattr(obj, name, timed(label, getattr(obj, name)))
+        except (TypeError, AttributeError):
+            refused.append(f"{getattr(obj, '__name__', obj)}.{name}")
+
     for name in ("registry_for", "lock_progress", "gaps_of", "stored_hashes", "next_envelope_ids", "insert_gaps",
                  "save_progress"):
-        setattr(q, name, timed(f"db: {name}", getattr(q, name)))
-    w.authenticate = timed("signature + registry checks", w.authenticate)
-    w.copy_envelopes = timed("COPY envelopes (raw bytes)", w.copy_envelopes)
+        wrap(q, name, f"db: {name}")
+    wrap(w, "authenticate", "signature + registry checks")
+    wrap(w, "copy_envelopes", "COPY envelopes (raw bytes)")
     for name in ("copy_records_binary", "packed_record_rows", "copy_packed_records"):  # older code: the first
         if hasattr(w, name):
-            setattr(w, name, timed("COPY records (build rows + COPY)", getattr(w, name)))
-    Book.judge = timed("book: judge", Book.judge)  # type: ignore[method-assign]
-    Book.accept = timed("book: accept", Book.accept)  # type: ignore[method-assign]
-    Book.settle = timed("book: settle", Book.settle)  # type: ignore[method-assign]
-    w.incremental.advance = timed("derive: advance (Python + reads)", w.incremental.advance)
-    w.incremental.write_many = timed("derive: write_many (upserts)", w.incremental.write_many)
-    w.live.rows_after_derivation = timed("live state", w.live.rows_after_derivation)
-    w.quarantine.record = timed("quarantine/future/energy", w.quarantine.record)
+            wrap(w, name, "COPY records (build rows + COPY)")
+    wrap(Book, "judge", "book: judge")
+    wrap(Book, "accept", "book: accept")
+    wrap(Book, "settle", "book: settle")
+    wrap(w.incremental, "advance", "derive: advance (Python + reads)")
+    wrap(w.incremental, "write_many", "derive: write_many (upserts)")
+    wrap(w.live, "rows_after_derivation", "live state")
+    wrap(w.quarantine, "record", "quarantine/future/energy")
     for name in ("upsert_sessions", "upsert_segments", "upsert_coverage"):
-        setattr(q, name, timed(f"  derive upsert: {name}", getattr(q, name)))
-    Pipeline._derive = timed("derive: all (Rec per record, advance)", Pipeline._derive)  # type: ignore[method-assign]
-    Pipeline._write_new = timed("write new (rows, both COPYs)", Pipeline._write_new)  # type: ignore[method-assign]
-    w.future.flag = timed("future flag", w.future.flag)
+        wrap(q, name, f"  derive upsert: {name}")
+    wrap(Pipeline, "_derive", "derive: all (Rec per record, advance)")
+    wrap(Pipeline, "_write_new", "write new (rows, both COPYs)")
+    wrap(w.future, "flag", "future flag")
+    return refused
 
 
 TOP: tuple[str, ...] = (
@@ -171,6 +183,8 @@ def main() -> None:
     gc.callbacks.append(lambda phase, info: gc_s.__setitem__(1, time.thread_time()) if phase == "start"
                         else gc_s.__setitem__(0, gc_s[0] + time.thread_time() - gc_s[1]))
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
+    code = Path(sys.path[0])
+    print(f"code: {code}; compiled by mypyc: {', '.join(compiled_modules(code)) or 'none'}")
     fleet = [SimAgent(f"bench-{i}", "bench-unit", f"bench-i{i}") for i in range(args.agents)]
     envs = backlog_envelopes(fleet, args.days)
     msgs = [Incoming(t, p, time.time(), i) for i, (t, p) in enumerate(envs)]
@@ -199,7 +213,9 @@ def main() -> None:
             pipe = Pipeline(Settings(), "stages")
             _backend_pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
             postmaster = int(Path(f"/proc/{_backend_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            wrap_pipeline()
+            refused = wrap_pipeline()
+            if refused:
+                print(f"not wrapped (compiled classes): {', '.join(refused)}")
             o0 = postgres_others(postmaster, _backend_pid)
             c0, b0, w0 = time.thread_time(), sched_s(_backend_pid), time.perf_counter()
             prof = cProfile.Profile() if args.profile else None
