@@ -31,6 +31,12 @@ mkdir -p "$DIR"
 git -C "$REPO" archive "$REF" | tar -x -C "$DIR"
 cd "$DIR"
 ln -s "$REPO/sim/oidc/node_modules" sim/oidc/node_modules 2>/dev/null || true
+# what mypyc refuses: "Cannot access instance attribute "__slots__" through class object" (derive.py);
+# the same field names, from the dataclass (the copy only: the repository's source is not changed)
+sed -i 's/^_CARRY_FIELDS = tuple(f for f in _State.__slots__)$/_CARRY_FIELDS = tuple(f.name for f in fields(_State))/;
+        s/^from dataclasses import dataclass, field, replace$/from dataclasses import dataclass, field, fields, replace/' \
+  protocols/derive.py
+grep -q "fields(_State)" protocols/derive.py || { echo "mypyc_tree: derive.py patch did not apply" >&2; exit 1; }
 echo "mypyc_tree: $REF -> $DIR; $("$VENV/bin/mypy" --version); $(gcc --version | head -1)"
 echo "mypyc_tree: load average $(cut -d' ' -f1-3 /proc/loadavg); modules:" $MODULES
 TIMEFORMAT="mypyc_tree: compile took %R s wall, %U s user + %S s system CPU"
