@@ -83,21 +83,37 @@ class Summary:
 
 
 
-def install_signals(runner: Agent | Gateway) -> None:
-    """SIGINT and SIGTERM (and Windows' SIGBREAK) stop the main loop. The handler runs in the main
-    thread between any two bytecodes, so it takes no lock: a flag and the lock-free `Waker`."""
+class MainLoop:
+    """What stops and wakes a main loop (an agent's or a gateway's): the Windows service's stop
+    request (`stop_event`, winservice.py), a stop signal, and `wake` (a check-in from the server)."""
 
-    def handler(signum: int, frame: Any) -> None:
-        runner._signalled = True
-        runner.wake.set()
+    stop_event: threading.Event
+    wake: Waker
+    _signalled: bool
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    if hasattr(signal, "SIGBREAK"):  # Windows services and consoles (Ctrl+Break)
-        signal.signal(signal.SIGBREAK, handler)
+    def _loop_controls(self) -> None:
+        self.stop_event = threading.Event()
+        self._signalled = False
+        self.wake = Waker()
+
+    def install_signals(self) -> None:
+        """SIGINT and SIGTERM (and Windows' SIGBREAK) stop the main loop. The handler runs in the main
+        thread between any two bytecodes, so it takes no lock: a flag and the lock-free `Waker`."""
+
+        def handler(signum: int, frame: Any) -> None:
+            self._signalled = True
+            self.wake.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        if hasattr(signal, "SIGBREAK"):  # Windows services and consoles (Ctrl+Break)
+            signal.signal(signal.SIGBREAK, handler)
+
+    def stopping(self) -> bool:
+        return self._signalled or self.stop_event.is_set()
 
 
-class Agent:
+class Agent(MainLoop):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         a = cfg.agent
@@ -146,11 +162,7 @@ class Agent:
             from agent.identity.checkin import CheckinServer  # http.server and email: only when on
 
             self.http = CheckinServer(cfg.identity.checkin_port, a.instrument, self.snapshot)
-        self.stop_event = threading.Event()
-        """set by the Windows service's stop request (winservice.py); a signal sets `_signalled`"""
-        self._signalled = False
-        self.wake = Waker()
-        """set by the publisher when the server sent a check-in (handled before the next tick) and by a signal"""
+        self._loop_controls()
         self.publisher.on_session_command = self.wake.set
         self.remote = RemoteCommands(a.id, a.unit, a.instrument, cfg.identity.server_key,
                                      int(self.spool.meta(META_N, 0)), lambda n: self.spool.set_meta(META_N, n),
@@ -170,12 +182,6 @@ class Agent:
         self._outputs: list[tuple[int, str, int, str]] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------------
-
-    def install_signals(self) -> None:
-        install_signals(self)
-
-    def stopping(self) -> bool:
-        return self._signalled or self.stop_event.is_set()
 
     def run(self) -> int:
         self.publisher.start()
@@ -502,7 +508,7 @@ class AgentLogFilter(logging.Filter):
         return True
 
 
-class Gateway:
+class Gateway(MainLoop):
     """Several instruments in one process, each a complete `Agent` (key, spool, chain, MQTT client).
 
     One loop ticks them in turn, each at its own sample period, so detectors that share a bus
@@ -521,16 +527,7 @@ class Gateway:
                 agent.spool.close()
                 agent.run_lock.release()
             raise
-        self.stop_event = threading.Event()
-        """set by the Windows service's stop request (winservice.py); a signal sets `_signalled`"""
-        self._signalled = False
-        self.wake = Waker()
-
-    def install_signals(self) -> None:
-        install_signals(self)
-
-    def stopping(self) -> bool:
-        return self._signalled or self.stop_event.is_set()
+        self._loop_controls()
 
     def run(self) -> int:
         for agent in self.agents:
