@@ -117,25 +117,21 @@ FEE_TOTALS_PRICED = _PRICED_HEAD + _PRICED_TOTALS
 # One unit in one pass (its records read through the (instrument, start) index): per unit of the
 # records, the totals of FEE_TOTALS, then one of its records whose fee differs, in FeeCheck's field
 # order (NULLs when none differs), in the order of (unit, start, id).
-FEE_UNIT = f"""
-{_checked(by_instrument=True)},
-totals AS (SELECT unit_id, {_TOTALS_COLUMNS} FROM verdict GROUP BY unit_id)
+_UNIT_DIFFERING = """
 SELECT t.*, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.user_type, v.service_hours, v.sample_count,
        v.item, v.basis, v.rate, v.qty, v.fee, v.amount, v.diff
 FROM totals t LEFT JOIN verdict v ON v.unit_id = t.unit_id AND v.status = 'differs'
 ORDER BY t.unit_id, v.start_at, v.id
 """
+FEE_UNIT = f"""
+{_checked(by_instrument=True)},
+totals AS (SELECT unit_id, {_TOTALS_COLUMNS} FROM verdict GROUP BY unit_id)""" + _UNIT_DIFFERING
 # The same with the totals of FEE_TOTALS_PRICED: only the records of instruments with a price list
 # are read and checked (the others are 'no_price', counted from 037's service totals), as the
 # region does; the differing records are among those checked.
 FEE_UNIT_PRICED = f"""
 {_PRICED_HEAD},
-totals AS ({_PRICED_TOTALS})
-SELECT t.*, v.unit_id, v.instrument_id, v.record_no, v.start_at, v.user_type, v.service_hours, v.sample_count,
-       v.item, v.basis, v.rate, v.qty, v.fee, v.amount, v.diff
-FROM totals t LEFT JOIN verdict v ON v.unit_id = t.unit_id AND v.status = 'differs'
-ORDER BY t.unit_id, v.start_at, v.id
-"""
+totals AS ({_PRICED_TOTALS})""" + _UNIT_DIFFERING
 
 # Per instrument, the lowest and highest external hourly rate in force on some day of the period.
 EXTERNAL_HOURLY = f"""

@@ -411,6 +411,22 @@ ORDER BY v.unit_id, v.start_at, v.id
 # grouped by session. External time in the period: the external rows of the days after the
 # period's end are taken back for the records whose window runs past it (the rare look-up). Whole
 # microseconds in bigint turned into float8 are the float8 sums of the window rows, exactly.
+def _late_external(rows: str, record_id: str, keys: str, where: str = "") -> str:
+    """External time (watched `v`, unwatched `u`) on the days after the period, of the records of
+    `rows` (a CTE with unit_id and end_at) whose window runs past its end, grouped by `keys`."""
+    return f"""(
+    SELECT {keys}, sum(w.us) FILTER (WHERE w.watched) AS v, sum(w.us) FILTER (WHERE NOT w.watched) AS u
+    FROM {rows} c
+    CROSS JOIN LATERAL (
+        SELECT * FROM record_window_usage x WHERE x.record_id = c.{record_id} AND x.day >= %(end)s OFFSET 0
+    ) w
+    JOIN ident ON ident.unit_id = c.unit_id AND ident.method = NULLIF(w.method, '')
+              AND ident.identifier = NULLIF(w.identifier, '')
+    WHERE c.end_at > %(t1)s {where} AND ident.who = 'external'
+    GROUP BY {keys}
+)"""
+
+
 _CHECKS_PAIRS = """
 rec_measured AS (
     SELECT r.*, c.verified_us::float8 AS verified, c.unverified_us::float8 AS unverified,
@@ -463,17 +479,7 @@ rec AS MATERIALIZED (
 ),
 -- _CHECKS_PAIRS's external rows of the days after the period, grouped per record for the few
 -- records whose window runs past its end (not a look-up per record)
-late AS (
-    SELECT r.id, sum(w.us) FILTER (WHERE w.watched) AS v, sum(w.us) FILTER (WHERE NOT w.watched) AS u
-    FROM rec r
-    CROSS JOIN LATERAL (
-        SELECT * FROM record_window_usage x WHERE x.record_id = r.id AND x.day >= %(end)s OFFSET 0
-    ) w
-    JOIN ident ON ident.unit_id = r.unit_id AND ident.method = NULLIF(w.method, '')
-              AND ident.identifier = NULLIF(w.identifier, '')
-    WHERE r.end_at > %(t1)s AND ident.who = 'external'
-    GROUP BY r.id
-),
+late AS {_late_external("rec", "id", "c.id")},
 -- as _CHECKS_PAIRS and _VERDICT's `measured` and `checked`, for the totals only
 measured AS MATERIALIZED (
     SELECT r.id, r.unit_id, r.instrument_id, r.start_at, r.end_at, r.user_type,
@@ -576,18 +582,7 @@ checks AS NOT MATERIALIZED (
     WHERE c.instrument_id IN (SELECT id FROM inst) AND c.start_at >= %(t0)s AND c.start_at < %(t1)s
 ),
 -- external time of 130 windows that run past the period's end, on the days after it
-late AS (
-    SELECT c.unit_id, c.instrument_id, sum(w.us) FILTER (WHERE w.watched) AS v,
-           sum(w.us) FILTER (WHERE NOT w.watched) AS u
-    FROM checks c
-    CROSS JOIN LATERAL (
-        SELECT * FROM record_window_usage x WHERE x.record_id = c.record_id AND x.day >= %(end)s OFFSET 0
-    ) w
-    JOIN ident ON ident.unit_id = c.unit_id AND ident.method = NULLIF(w.method, '')
-              AND ident.identifier = NULLIF(w.identifier, '')
-    WHERE c.end_at > %(t1)s AND c.user_type = 130 AND ident.who = 'external'
-    GROUP BY 1, 2
-),
+late AS {_late_external("checks", "record_id", "c.unit_id, c.instrument_id", "AND c.user_type = 130")},
 -- records whose claim exceeds attributed + may-support time by more than the tolerance: the time
 -- no agent watched in their window is looked up for these only (as _VERDICT does); every other
 -- record is 一致, its (small) unsupported time counted as contradicted
