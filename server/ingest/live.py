@@ -49,19 +49,18 @@ def rows_after_derivation(
     if not items:
         return []
     today, start, end = day_bounds(now, tz)
-    hours = queries.hours_by_instrument(conn, start, end, [i[0] for i in items])
+    running = queries.running_s_by_instrument(conn, start, end, [i[0] for i in items])
     keys = [(i[1], i[3].session.method, i[3].session.identifier) for i in items if i[3].session is not None]
     orgs = queries.org_names(conn, keys)
     rows = []
     for instrument_id, unit_id, agent_id, carry, received in items:
         s = carry.session
-        h = hours.get(instrument_id)
         rows.append({
             "instrument_id": instrument_id, "unit_id": unit_id, "agent_id": agent_id, "state": carry.state,
             "state_since": ms_to_dt(carry.state_since), "session_id": s.session_id if s else None,
             "identifier": s.identifier if s else None,
             "org_name": orgs.get((unit_id, s.method, s.identifier)) if s else None,
-            "today": today, "today_running_s": h.running_s if h else 0.0, "last_seq": carry.last_seq,
+            "today": today, "today_running_s": running.get(instrument_id, 0.0), "last_seq": carry.last_seq,
             "last_t": ms_to_dt(carry.last_t), "last_received_at": received, "online": True,
         })
     return queries.upsert_live(conn, rows, CHANNEL)

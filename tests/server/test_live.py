@@ -80,3 +80,43 @@ def test_live_rows_follow_commits(fresh_db: str) -> None:
     finally:
         stop.set()
         th.join(5)
+
+
+def test_live_running_seconds_equal_the_hours_query(fresh_db: str) -> None:
+    """running_s_by_instrument (the live state's, through the running partial indexes) gives
+    hours_by_instrument's running_s for every instrument and day: segments inside the day, across
+    its start and end, running for days (> 24 h, from before the 24 h look-back), unwatched,
+    not running, and an instrument with none."""
+    from datetime import timedelta
+
+    from server.db import queries
+
+    day0 = datetime(2026, 3, 1, 16, tzinfo=UTC)  # a Shanghai day
+    h = timedelta(hours=1)
+    segs = [  # agent, instrument, start, end, state, watched
+        ("a1", "i1", day0 - 3 * h, day0 + 2 * h, "running", True),        # across the start
+        ("a1", "i1", day0 + 2 * h, day0 + 5 * h, "idle", True),
+        ("a1", "i1", day0 + 5 * h, day0 + 7 * h, "running", False),       # unwatched
+        ("a1", "i1", day0 + 23 * h, day0 + 26 * h, "running", True),      # across the end
+        ("a2", "i2", day0 - 50 * h, day0 + 30 * h, "running", True),      # days long, from before the look-back
+        ("a3", "i3", day0 - 30 * h, day0 - 1 * h, "running", True),       # ends before
+        ("a3", "i3", day0 - 25 * h, day0 + 1 * h, "idle", True),
+        ("a4", "i4", day0 - 24 * h, day0 + 3 * h, "running", True),       # starts exactly 24 h before
+        ("a4", "i4", day0 + 3 * h, day0 + 3 * h + timedelta(microseconds=7), "running", True),
+    ]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,"
+                     " start_seq) SELECT a, i, s, e, st, w, 'live', 1 FROM unnest(%s::text[], %s::text[],"
+                     " %s::timestamptz[], %s::timestamptz[], %s::text[], %s::bool[]) AS q(a, i, s, e, st, w)",
+                     [list(c) for c in zip(*segs, strict=True)])
+        ids = ["i1", "i2", "i3", "i4", "i5"]
+        seen = set()
+        for d in range(-3, 3):
+            lo = day0 + d * 24 * h
+            hours = queries.hours_by_instrument(conn, lo, lo + 24 * h, ids)
+            got = queries.running_s_by_instrument(conn, lo, lo + 24 * h, ids)
+            want = {i: hours[i].running_s if i in hours else 0.0 for i in ids}
+            assert {i: got.get(i, 0.0) for i in ids} == want
+            seen |= {i for i, v in want.items() if v}
+        assert seen == {"i1", "i2", "i3", "i4"}
+        assert queries.running_s_by_instrument(conn, day0, day0 + 24 * h, ids)["i1"] == (2 + 1) * 3600
