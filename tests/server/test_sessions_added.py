@@ -66,3 +66,46 @@ def test_the_triggers_the_update_fires_are_planned_without_the_look_ups_hints(fr
         filled = conn.execute("SELECT method, identifier FROM usage_segments").fetchall()
     assert filled == [("os", "alice")]
     assert probed == [("on", "on", "on")]
+
+
+def test_one_look_up_per_statement_finds_any_session_with_segments_to_fill(fresh_db: str) -> None:
+    """044: the trigger asks once per statement whether any new session has a segment to fill. A
+    statement of many sessions whose segments all carry their identity (as the derive writer writes
+    them) fires no UPDATE; one whose last session (open, no end) has an unfilled segment fills it."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE probe (n int)")
+        conn.execute("CREATE FUNCTION probe_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     " INSERT INTO probe VALUES (1); RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER probe AFTER UPDATE ON usage_segments FOR EACH STATEMENT"
+                     " EXECUTE FUNCTION probe_update()")
+
+        def segments(agent: str, session: str, hour: float, method: str | None) -> None:
+            conn.execute(
+                f"INSERT INTO usage_segments (agent_id, instrument_id, start_at, end_at, state, watched, arrival,"
+                f" session_id, start_seq, method, identifier) VALUES (%s, 'I1', '{_ts(hour)}',"
+                f" '{_ts(hour)}' + interval '10 minutes', 'running', true, 'live', %s, 1, %s, %s)",
+                (agent, session, method, "x" if method else None))
+
+        def sessions(agent: str, names: list[str], last_open: bool) -> None:
+            conn.execute(
+                "INSERT INTO user_sessions (agent_id, instrument_id, session_id, method, identifier, start_at, end_at,"
+                " start_seq) SELECT %s, 'I1', s, 'os', 'u-' || s, '2025-03-01'::timestamptz + k * interval '1 hour',"
+                " CASE WHEN %s AND k = cardinality(%s::text[]) THEN NULL"
+                " ELSE '2025-03-01'::timestamptz + (k + 0.5) * interval '1 hour' END, k"
+                " FROM unnest(%s::text[]) WITH ORDINALITY AS q(s, k)", (agent, last_open, names, names))
+
+        names = [f"s{k}" for k in range(1, 41)]
+        for k, s in enumerate(names, 1):
+            segments("A1", s, k, "os")  # filled already, as the derive writer leaves them
+        sessions("A1", names, False)
+        assert conn.execute("SELECT count(*) FROM probe").fetchone() == (0,)
+
+        segments("A2", "s40", 40, "card")
+        segments("A2", "s40", 45, None)  # after the session's start; the session is still open
+        segments("A2", "s39", 39.75, None)  # after s39 ended: not s39's
+        sessions("A2", names, True)
+        got = conn.execute("SELECT session_id, extract(epoch FROM start_at - '2025-03-01 00:00+00') / 3600, method,"
+                           " identifier FROM usage_segments WHERE agent_id = 'A2' ORDER BY start_at").fetchall()
+        assert [(s, float(h), m, i) for s, h, m, i in got] == [
+            ("s39", 39.75, None, None), ("s40", 40.0, "card", "x"), ("s40", 45.0, "os", "u-s40")]
+        assert conn.execute("SELECT count(*) FROM probe").fetchone() == (1,)
