@@ -69,9 +69,11 @@ def test_the_triggers_the_update_fires_are_planned_without_the_look_ups_hints(fr
 
 
 def test_one_look_up_per_statement_finds_any_session_with_segments_to_fill(fresh_db: str) -> None:
-    """044: the trigger asks once per statement whether any new session has a segment to fill. A
-    statement of many sessions whose segments all carry their identity (as the derive writer writes
-    them) fires no UPDATE; one whose last session (open, no end) has an unfilled segment fills it."""
+    """044: the trigger asks once per statement whether any segment of the new sessions' agents lacks
+    its session's identity (a partial index of exactly those), and only then looks up each session.
+    A statement of many sessions whose segments all carry their identity (as the derive writer
+    writes them) fires no UPDATE; one whose last session (open, no end) has an unfilled segment
+    fills exactly that segment."""
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE probe (n int)")
         conn.execute("CREATE FUNCTION probe_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
