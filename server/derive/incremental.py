@@ -47,20 +47,22 @@ def advance(conn: Conn, agent_no: int, agent_id: str, lo: int, hi: int, new: Map
     """Derive seqs lo..hi (derived_seq+1 up to the watermark) from the records at hand (`new`) and,
     for the rest, the agent's kept envelopes. The caller saves the returned carry and writes the rows
     (several agents' at once with `write_many`)."""
-    recs = dict(new)
-    missing = _needed(lo, hi, recs, list(gaps))
+    missing = _needed(lo, hi, new, list(gaps))
+    recs: Mapping[int, Rec] = new  # every seq at hand (the usual case): no copy
     if missing:
+        more = dict(new)  # the caller's mapping stays as it was
         for env in envelopes_for(conn, agent_no, min(missing), max(missing)):
             received = dt_to_ms(env.received_at)
             for rec in orjson.loads(env.raw)["records"]:
                 if rec["seq"] in missing:
-                    recs[rec["seq"]] = Rec.from_record(rec, received)
+                    more[rec["seq"]] = Rec.from_record(rec, received)
                     missing.discard(rec["seq"])
             if not missing:
                 break
         if missing:
             log.error("agent %s: %d stored records up to the watermark were not found in their envelopes "
                       "(first %d); deriving as if lost", agent_id, len(missing), min(missing))
+        recs = more
     return derive(map(recs.__getitem__, sorted(recs)), params, carry, list(gaps))
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from protocols.chain import GENESIS
 from protocols.errors import Reason
+from server.ingest.prepared import NewRecord
 from server.ingest.verify import EnvelopeIn
 from server.store.codes import short_hash
 
@@ -95,20 +96,6 @@ class Progress:
         if not self.pending:
             return None
         return self.watermark + 1, self.pending[0].lo - 1
-
-
-class NewRecord(NamedTuple):
-    """A record this batch stores. (A named tuple, built without its keyword constructor: one per
-    record, and tuples are the cheapest to build; server/ingest/store.py packs its COPY row.)"""
-
-    seq: int
-    t: int
-    hash: str
-    prev: str
-    rec: dict[str, Any]
-    envelope: int
-    """index of the accepted envelope in the batch"""
-    received: int
 
 
 @dataclass
@@ -266,27 +253,24 @@ class Book:
                         return v
         return v
 
-    def accept(self, env: EnvelopeIn, v: Verdict, envelope_index: int) -> list[NewRecord]:
-        opened = env.opened
-        records, hashes = opened.body["records"], opened.hashes
-        received = env.msg.received_ms
-        new = self.new
-        make = tuple.__new__
-        if len(v.new) == len(records):  # all new (the usual case): no index per record
-            out = [make(NewRecord, (rec["seq"], rec["t"], h, rec["prev"], rec, envelope_index, received))
-                   for rec, h in zip(records, hashes, strict=True)]
+    def accept(self, env: EnvelopeIn, v: Verdict) -> list[NewRecord]:
+        """Keep the verdict's new records: the tuples the open thread prepared (with derive's Rec)."""
+        records, prepared = env.opened.body["records"], env.prepared.new
+        if len(v.new) == len(records):  # all new (the usual case): the prepared list as it is
+            out = prepared
+            first = prepared[0].seq  # contiguous seqs (checked when opened)
+            self.new.update(zip(range(first, first + len(out)), out, strict=True))
         else:
-            out = [make(NewRecord, (rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received))
-                   for i in v.new for rec in (records[i],)]
-        new.update({nr.seq: nr for nr in out})
+            out = [prepared[i] for i in v.new]
+            self.new.update({nr.seq: nr for nr in out})
         self.touched = True
         if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record
             return out
-        for nr in out:
-            rec = nr.rec
+        for i in v.new:
+            rec = records[i]
             if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
-                    g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {nr.seq}")
+                    g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {rec['seq']}")
                     if not any(x.first == g.first for x in self.gaps):
                         self.gaps.append(g)
                         self.new_gaps.append(g)
