@@ -8,6 +8,7 @@ the worker loads, calls, and saves.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -114,6 +115,7 @@ class Verdict:
 
 
 StoredHashes = dict[tuple[int, int], tuple[int, int]]
+_LO = operator.attrgetter("lo")
 SPOOL_OVERFLOW_MARK = b'"type":"spool_overflow"'
 """In the canonical bytes of every envelope holding a spool_overflow record (one encoding only):
 without it, no record needs a look for one."""
@@ -124,6 +126,8 @@ class Book:
         self.prog = prog
         self.gaps = gaps
         self.new: dict[int, NewRecord] = {}
+        self.new_runs: list[Run] = []
+        """the new records as runs of consecutive seqs, kept by `accept` for `settle`"""
         self.new_gaps: list[GapRow] = []
         self.start_watermark = prog.watermark
         self.touched = False
@@ -258,11 +262,21 @@ class Book:
         records, prepared = env.opened.body["records"], env.prepared.new
         if len(v.new) == len(records):  # all new (the usual case): the prepared list as it is
             out = prepared
-            first = prepared[0].seq  # contiguous seqs (checked when opened)
-            self.new.update(zip(range(first, first + len(out)), out, strict=True))
+            first, last = prepared[0], prepared[-1]  # contiguous seqs (checked when opened)
+            self.new.update(zip(range(first.seq, last.seq + 1), out, strict=True))
+            self.new_runs.append(Run(first.seq, last.seq, first.prev, last.hash, env.prepared.t_min,
+                                     env.prepared.t_max))
         else:
             out = [prepared[i] for i in v.new]
             self.new.update({nr.seq: nr for nr in out})
+            cur: Run | None = None
+            for nr in out:  # ascending seqs
+                if cur is not None and cur.hi + 1 == nr.seq:
+                    cur.hi, cur.hash_hi = nr.seq, nr.hash
+                    cur.t_min, cur.t_max = min(cur.t_min, nr.t), max(cur.t_max, nr.t)
+                else:
+                    cur = Run(nr.seq, nr.seq, nr.prev, nr.hash, nr.t, nr.t)
+                    self.new_runs.append(cur)
         self.touched = True
         if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record
             return out
@@ -301,17 +315,12 @@ class Book:
         p = self.prog
         runs = list(p.pending)
         cur: Run | None = None
-        new = self.new
-        for seq in sorted(new):
-            nr = new[seq]
-            if cur is not None and cur.hi + 1 == seq:
-                cur.hi, cur.hash_hi, t = seq, nr.hash, nr.t
-                if t < cur.t_min:
-                    cur.t_min = t
-                elif t > cur.t_max:
-                    cur.t_max = t
+        for c in sorted(self.new_runs, key=_LO):  # the new records' runs: no walk over each record
+            if cur is not None and cur.hi + 1 == c.lo:
+                cur.hi, cur.hash_hi = c.hi, c.hash_hi
+                cur.t_min, cur.t_max = min(cur.t_min, c.t_min), max(cur.t_max, c.t_max)
             else:
-                cur = Run(seq, seq, nr.prev, nr.hash, nr.t, nr.t)
+                cur = Run(c.lo, c.hi, c.prev_lo, c.hash_hi, c.t_min, c.t_max)
                 runs.append(cur)
         runs.sort(key=lambda r: r.lo)
         merged: list[Run] = []
@@ -322,8 +331,8 @@ class Book:
                     merged[-1] = Run(m.lo, r.hi, m.prev_lo, r.hash_hi, min(m.t_min, r.t_min), max(m.t_max, r.t_max))
             else:
                 merged.append(r)
-        if self.new:
-            p.max_seq = max(p.max_seq, max(self.new))
+        if self.new_runs:
+            p.max_seq = max(p.max_seq, max(c.hi for c in self.new_runs))
         old_wm = p.watermark
         while True:
             nxt = p.watermark + 1

@@ -9,7 +9,8 @@ open thread, right after the records' own checks passed, while the dicts are hot
 - one COPY row per record, but for the two columns only the database knows (envelope id, agent
   number), which are the row's last two (PREPARED_COLUMNS) and the same for all of an envelope's
   rows: the database thread adds them with one concatenation per row (store.finish_rows);
-- the envelope's latest record time, so the future-time flag reads no record when none is ahead.
+- the envelope's earliest and latest record time: the book's run of its records, and the
+  future-time flag reads no record when none is ahead.
 The database thread then reads no record dict on the usual path (bench/RESULTS.md, "ingest10").
 """
 
@@ -48,8 +49,9 @@ class Prepared:
     new: list[NewRecord]
     rows: list[bytes]
     """each record's COPY row up to its envelope id and agent number (PREPARED_COLUMNS)"""
+    t_min: int
     t_max: int
-    """the latest `t` of the records"""
+    """the earliest and latest `t` of the records"""
 
 
 def prepare(records: Sequence[Mapping[str, Any]], hashes: Sequence[str], received: int) -> Prepared:
@@ -62,11 +64,13 @@ def prepare(records: Sequence[Mapping[str, Any]], hashes: Sequence[str], receive
     new: list[NewRecord] = []
     rows: list[bytes] = []
     add, add_row = new.append, rows.append
-    t_max = records[0]["t"]
+    t_min = t_max = records[0]["t"]
     for rec, h in zip(records, hashes, strict=True):
         seq, t, typ = rec["seq"], rec["t"], rec["type"]
         if t > t_max:
             t_max = t
+        elif t < t_min:
+            t_min = t
         if typ == "heartbeat":  # most records: built without a call
             state = rec["state"]
             add(make(NewRecord, (seq, t, h, rec["prev"], make(Rec, (
@@ -81,4 +85,4 @@ def prepare(records: Sequence[Mapping[str, Any]], hashes: Sequence[str], receive
             add_row(head_ns(7, 8, (t - epoch) * 1000, 8, seq, 8, fromhex(h[:16]), 2, code, -1))
         else:
             add_row(head(7, 8, (t - epoch) * 1000, 8, seq, 8, fromhex(h[:16]), 2, code, 2, states[state]))
-    return Prepared(new, rows, t_max)
+    return Prepared(new, rows, t_min, t_max)

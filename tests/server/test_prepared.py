@@ -70,6 +70,7 @@ def test_prepare_gives_derives_recs_and_the_books_fields() -> None:
     assert [(nr.seq, nr.t, nr.hash, nr.prev) for nr in p.new] == [(r["seq"], r["t"], h, r["prev"])
                                                                    for r, h in zip(recs, hashes, strict=True)]
     assert p.t_max == max(r["t"] for r in recs) == 4_102_444_800_000
+    assert p.t_min == min(r["t"] for r in recs)
     assert len(p.rows) == len(recs)
 
 
