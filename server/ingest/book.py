@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from protocols.chain import GENESIS
+from protocols.derive import Rec
 from protocols.errors import Reason
-from server.ingest.prepared import NewRecord
 from server.ingest.verify import EnvelopeIn
 from server.store.codes import short_hash
 
@@ -125,9 +125,13 @@ class Book:
     def __init__(self, prog: Progress, gaps: list[GapRow]) -> None:
         self.prog = prog
         self.gaps = gaps
-        self.new: dict[int, NewRecord] = {}
+        self.new: dict[int, Rec] = {}
+        """the new records by seq (derive's Rec, which the open thread made)"""
         self.new_runs: list[Run] = []
         """the new records as runs of consecutive seqs, kept by `accept` for `settle`"""
+        self._held: list[tuple[int, int, int, list[str], list[dict[str, Any]]]] = []
+        """where the new records' hashes and prevs are: (lo, hi) of a run of them, its envelope's
+        first seq, hashes and records (no tuple per record to carry them)"""
         self.new_gaps: list[GapRow] = []
         self.start_watermark = prog.watermark
         self.touched = False
@@ -166,7 +170,7 @@ class Book:
         if p == 0:
             return GENESIS
         if p in self.new:
-            return self.new[p].hash
+            return self._new_hash(p)
         if p == self.prog.watermark and self.prog.watermark_hash is not None:
             return self.prog.watermark_hash
         for r in self.prog.pending:
@@ -181,11 +185,26 @@ class Book:
         """The `prev` of the stored record seq+1, when it is stored and its link is still unchecked."""
         n = seq + 1
         if n in self.new:
-            return self.new[n].prev
+            return self._new_prev(n)
         for r in self.prog.pending:
             if r.lo == n:
                 return r.prev_lo
         return None
+
+    def _new_hash(self, seq: int) -> str:
+        """The hash of a new record (seq in self.new)."""
+        for lo, hi, first, hashes, _ in self._held:
+            if lo <= seq <= hi:
+                return hashes[seq - first]
+        raise KeyError(seq)
+
+    def _new_prev(self, seq: int) -> str:
+        """The `prev` of a new record (seq in self.new)."""
+        for lo, hi, first, _, records in self._held:
+            if lo <= seq <= hi:
+                prev: str = records[seq - first]["prev"]
+                return prev
+        raise KeyError(seq)
 
     # -- judging ---------------------------------------------------------------------------------
 
@@ -203,7 +222,7 @@ class Book:
             seq = rec["seq"]
             h = opened.hashes[i]
             if seq in self.new:
-                if self.new[seq].hash != h:
+                if self._new_hash(seq) != h:
                     return _conflict(v, seq, i)
                 v.duplicates += 1
             elif seq <= self.prog.watermark or self._pending_of(seq) is not None:
@@ -257,29 +276,35 @@ class Book:
                         return v
         return v
 
-    def accept(self, env: EnvelopeIn, v: Verdict) -> list[NewRecord]:
-        """Keep the verdict's new records: the tuples the open thread prepared (with derive's Rec)."""
-        records, prepared = env.opened.body["records"], env.prepared.new
-        if len(v.new) == len(records):  # all new (the usual case): the prepared list as it is
-            out = prepared
-            first, last = prepared[0], prepared[-1]  # contiguous seqs (checked when opened)
-            self.new.update(zip(range(first.seq, last.seq + 1), out, strict=True))
-            self.new_runs.append(Run(first.seq, last.seq, first.prev, last.hash, env.prepared.t_min,
-                                     env.prepared.t_max))
+    def accept(self, env: EnvelopeIn, v: Verdict) -> None:
+        """Keep the verdict's new records: derive's Recs the open thread made, and where their
+        hashes and prevs are (in the opened envelope)."""
+        records, hashes = env.opened.body["records"], env.opened.hashes
+        prepared = env.prepared
+        recs = prepared.recs
+        first = recs[0].seq  # contiguous seqs (checked when opened)
+        if len(v.new) == len(records):  # all new (the usual case): nothing per record but the dict
+            last = recs[-1].seq
+            self.new.update(zip(range(first, last + 1), recs, strict=True))
+            self.new_runs.append(Run(first, last, records[0]["prev"], hashes[-1], prepared.t_min, prepared.t_max))
+            self._held.append((first, last, first, hashes, records))
         else:
-            out = [prepared[i] for i in v.new]
-            self.new.update({nr.seq: nr for nr in out})
+            self.new.update({recs[i].seq: recs[i] for i in v.new})
+            runs: list[Run] = []
             cur: Run | None = None
-            for nr in out:  # ascending seqs
-                if cur is not None and cur.hi + 1 == nr.seq:
-                    cur.hi, cur.hash_hi = nr.seq, nr.hash
-                    cur.t_min, cur.t_max = min(cur.t_min, nr.t), max(cur.t_max, nr.t)
+            for i in v.new:  # ascending
+                r = recs[i]
+                if cur is not None and cur.hi + 1 == r.seq:
+                    cur.hi, cur.hash_hi = r.seq, hashes[i]
+                    cur.t_min, cur.t_max = min(cur.t_min, r.t), max(cur.t_max, r.t)
                 else:
-                    cur = Run(nr.seq, nr.seq, nr.prev, nr.hash, nr.t, nr.t)
-                    self.new_runs.append(cur)
+                    cur = Run(r.seq, r.seq, records[i]["prev"], hashes[i], r.t, r.t)
+                    runs.append(cur)
+            self.new_runs += runs
+            self._held += [(run.lo, run.hi, first, hashes, records) for run in runs]
         self.touched = True
         if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record
-            return out
+            return
         for i in v.new:
             rec = records[i]
             if rec["type"] == "spool_overflow":
@@ -288,7 +313,6 @@ class Book:
                     if not any(x.first == g.first for x in self.gaps):
                         self.gaps.append(g)
                         self.new_gaps.append(g)
-        return out
 
     # -- after the batch -------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 Why: the database thread used to turn every record dict into a Python object three times (the
 book's NewRecord in `accept`, derive's Rec in `recs_of`, the packed COPY row with its hex hash turned
 back into bytes), each time reading dicts that were no longer in the CPU's cache (a batch is ~20 MB
-of objects): whichever step touched a record first paid for the miss. `prepare` builds them in the
-open thread, right after the records' own checks passed, while the dicts are hot:
-- one NewRecord per record (what the book keeps: seq, t, hash, prev) with derive's Rec inside it;
+of objects): whichever step touched a record first paid for the miss. `prepare` builds what it
+needs in the open thread, right after the records' own checks passed, while the dicts are hot:
+- derive's Rec of each record, which the book keeps by seq (its hashes and prevs it finds in the
+  opened envelope: no tuple per record for them);
 - one COPY row per record, but for the two columns only the database knows (envelope id, agent
   number), which are the row's last two (PREPARED_COLUMNS) and the same for all of an envelope's
   rows: the database thread adds them with one concatenation per row (store.finish_rows);
@@ -19,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from protocols.derive import Rec
 from server.store.codes import STATE_CODES, TYPE_CODES
@@ -32,21 +33,10 @@ _HEAD = struct.Struct(">hiqiqi8sihih").pack  # 7 fields; t, seq, h, type, state
 _HEAD_NO_STATE = struct.Struct(">hiqiqi8sihi").pack  # state NULL (length -1)
 
 
-class NewRecord(NamedTuple):
-    """A record as the book keeps it. (A named tuple, built without its keyword constructor: one
-    per record, and tuples are the cheapest to build.)"""
-
-    seq: int
-    t: int
-    hash: str
-    prev: str
-    rec: Rec
-    """derive's fields of the record, with its receive time"""
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    new: list[NewRecord]
+    recs: list[Rec]
+    """derive's Rec of each record, with its receive time"""
     rows: list[bytes]
     """each record's COPY row up to its envelope id and agent number (PREPARED_COLUMNS)"""
     t_min: int
@@ -61,9 +51,9 @@ def prepare(records: Sequence[Mapping[str, Any]], hashes: Sequence[str], receive
     make, from_record, fromhex = tuple.__new__, Rec.from_record, bytes.fromhex
     codes, states, epoch, head, head_ns = TYPE_CODES, STATE_CODES, PG_EPOCH_MS, _HEAD, _HEAD_NO_STATE
     hb, st = codes["heartbeat"], codes["state"]
-    new: list[NewRecord] = []
+    recs: list[Rec] = []
     rows: list[bytes] = []
-    add, add_row = new.append, rows.append
+    add, add_row = recs.append, rows.append
     t_min = t_max = records[0]["t"]
     for rec, h in zip(records, hashes, strict=True):
         seq, t, typ = rec["seq"], rec["t"], rec["type"]
@@ -73,16 +63,15 @@ def prepare(records: Sequence[Mapping[str, Any]], hashes: Sequence[str], receive
             t_min = t
         if typ == "heartbeat":  # most records: built without a call
             state = rec["state"]
-            add(make(NewRecord, (seq, t, h, rec["prev"], make(Rec, (
-                seq, t, typ, rec["boot"], received, state, rec["period_ms"], None, None, None, None, None,
-                rec.get("mono"), None)))))
+            add(make(Rec, (seq, t, typ, rec["boot"], received, state, rec["period_ms"], None, None, None, None, None,
+                           rec.get("mono"), None)))
             code = hb
         else:
-            add(make(NewRecord, (seq, t, h, rec["prev"], from_record(rec, received))))
+            add(from_record(rec, received))
             code = codes[typ]
             state = rec.get("state") if code == st else None
         if state is None:
             add_row(head_ns(7, 8, (t - epoch) * 1000, 8, seq, 8, fromhex(h[:16]), 2, code, -1))
         else:
             add_row(head(7, 8, (t - epoch) * 1000, 8, seq, 8, fromhex(h[:16]), 2, code, 2, states[state]))
-    return Prepared(new, rows, t_min, t_max)
+    return Prepared(recs, rows, t_min, t_max)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 import queue
 import threading
 import time
@@ -56,7 +55,6 @@ from server.store.times import dt_to_ms, ms_to_dt
 
 log = logging.getLogger(__name__)
 _BYTES_PER_RECORD = 250  # to bound a batch's records before parsing it
-_REC = operator.attrgetter("rec")
 
 
 @dataclass
@@ -302,9 +300,8 @@ class Pipeline:
         at_hand = b.new
         if at_hand and (min(at_hand) < lo or max(at_hand) > hi):
             at_hand = {s: nr for s, nr in at_hand.items() if lo <= s <= hi}
-        new = dict(zip(at_hand, map(_REC, at_hand.values()), strict=True))
         carry = Carry.from_dict(p.derive_carry) if p.derive_carry else None
-        d = incremental.advance(conn, p.agent_no, p.agent_id, lo, hi, new,
+        d = incremental.advance(conn, p.agent_no, p.agent_id, lo, hi, at_hand,
                                 [Gap(g.first, g.last, g.kind) for g in b.gaps], carry, self.params)
         p.derived_seq = hi
         p.derive_carry = d.carry.to_dict() if d.carry is not None else None

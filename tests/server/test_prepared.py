@@ -10,7 +10,9 @@ from typing import Any
 import psycopg
 
 from protocols import vectors
+from protocols.chain import record_hash
 from protocols.derive import Rec
+from protocols.errors import Reason
 from protocols.validate import open_envelope
 from server.ingest.prepared import PREPARED_COLUMNS, prepare
 from server.ingest.store import (
@@ -20,8 +22,10 @@ from server.ingest.store import (
     finish_rows,
     packed_record_rows,
 )
+from server.ingest.worker import Pipeline
 from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
 from server.store.times import ms_to_dt
+from tests.server.helpers import T0, TestAgent, query, register, settings_for
 
 DOC: dict[str, Any] = json.loads(vectors.VECTOR_FILE.read_text(encoding="utf-8"))
 
@@ -63,12 +67,10 @@ def _fields(row: bytes, columns: tuple[str, ...]) -> dict[str, bytes | None]:
     return out
 
 
-def test_prepare_gives_derives_recs_and_the_books_fields() -> None:
+def test_prepare_gives_derives_recs_and_the_times() -> None:
     recs, hashes = _records()
     p = prepare(recs, hashes, 1_767_225_700_123)
-    assert [nr.rec for nr in p.new] == [Rec.from_record(r, 1_767_225_700_123) for r in recs]
-    assert [(nr.seq, nr.t, nr.hash, nr.prev) for nr in p.new] == [(r["seq"], r["t"], h, r["prev"])
-                                                                   for r, h in zip(recs, hashes, strict=True)]
+    assert p.recs == [Rec.from_record(r, 1_767_225_700_123) for r in recs]
     assert p.t_max == max(r["t"] for r in recs) == 4_102_444_800_000
     assert p.t_min == min(r["t"] for r in recs)
     assert len(p.rows) == len(recs)
@@ -116,3 +118,46 @@ def test_prepared_rows_store_what_write_row_stores(fresh_db: str) -> None:
         a, b = stored(nos[0]), stored(nos[1])
     assert len(a) == len(recs) and a == b
     assert any(r[3] < 0 for r in a) and any(r[5] is None for r in a)
+
+
+def test_envelopes_partly_new_keep_their_runs_hashes_and_times(fresh_db: str) -> None:
+    """Envelopes whose records are partly stored already (resends overlapping what is stored or
+    pending, and within one batch): the book's runs of the new records carry the right edge
+    hashes and times, so the next envelopes chain on, and the watermark's hash is the last one's."""
+    a = TestAgent("p1")
+    register(fresh_db, a)
+    # seqs 1..13; 5 and 9 later than the next one (a clock set back): a run's t_max is not its last t
+    recs = [a.heartbeat(T0 + k * 60_000 + (90_000 if k in (4, 8) else 0), "running") for k in range(13)]
+    hashes = [record_hash(r) for r in recs]
+
+    def env(lo: int, hi: int) -> bytes:
+        return a.seal(recs[lo - 1:hi])
+
+    def prog() -> tuple[Any, ...]:
+        return query(fresh_db, "SELECT watermark, watermark_hash, watermark_t, pending, derived_seq FROM agent_progress"
+                     " WHERE agent_id = 'p1'")[0]
+
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        pipe = Pipeline(settings_for(fresh_db), "t")
+        assert pipe.process(conn, [a.msg(env(1, 3), T0)]).records == 3
+        # 4..6 new after 2..3, and 9..10 above a hole
+        out = pipe.process(conn, [a.msg(env(2, 6), T0 + 1), a.msg(env(9, 10), T0 + 2)])
+        assert out.rejections == [] and out.records == 5 and out.duplicates == 2
+        wm, wm_hash, wm_t, pending, derived = prog()
+        assert (wm, wm_hash, wm_t, derived) == (6, hashes[5], ms_to_dt(recs[4]["t"]), 6)
+        assert pending == [[9, 10, hashes[7], hashes[9], recs[9]["t"], recs[8]["t"]]]
+        # 7..8 new below the pending run (9 is stored), then 11..12 new after 10 and 13 in the same batch
+        out = pipe.process(conn, [a.msg(env(7, 9), T0 + 3), a.msg(env(10, 12), T0 + 4), a.msg(env(13, 13), T0 + 5)])
+        assert out.rejections == [] and out.records == 5 and out.duplicates == 2
+        assert prog() == (13, hashes[12], ms_to_dt(recs[12]["t"]), [], 13)
+        stored = query(fresh_db, "SELECT seq FROM records r JOIN agent_progress p USING (agent_no)"
+                       " WHERE p.agent_id = 'p1' ORDER BY seq")
+        assert [s for (s,) in stored] == list(range(1, 14))
+        # a link that does not fit the new records' edge hashes is still refused
+        b = TestAgent("p2")
+        register(fresh_db, b)
+        brecs = [b.heartbeat(T0 + k * 60_000, "running") for k in range(6)]
+        forged = {**brecs[4], "prev": "0" * 64}
+        out = pipe.process(conn, [b.msg(b.seal(brecs[:3]), T0), b.msg(b.seal(brecs[1:4]), T0 + 1),
+                                  b.msg(b.seal([forged]), T0 + 2)])
+        assert [r.reason for r in out.rejections] == [str(Reason.CHAIN_BROKEN)] and out.records == 4
