@@ -116,6 +116,7 @@ class Verdict:
 
 StoredHashes = dict[tuple[int, int], tuple[int, int]]
 _LO = operator.attrgetter("lo")
+_FIRST = operator.itemgetter(0)
 SPOOL_OVERFLOW_MARK = b'"type":"spool_overflow"'
 """In the canonical bytes of every envelope holding a spool_overflow record (one encoding only):
 without it, no record needs a look for one."""
@@ -125,13 +126,11 @@ class Book:
     def __init__(self, prog: Progress, gaps: list[GapRow]) -> None:
         self.prog = prog
         self.gaps = gaps
-        self.new: dict[int, Rec] = {}
-        """the new records by seq (derive's Rec, which the open thread made)"""
         self.new_runs: list[Run] = []
         """the new records as runs of consecutive seqs, kept by `accept` for `settle`"""
-        self._held: list[tuple[int, int, int, list[str], list[dict[str, Any]]]] = []
-        """where the new records' hashes and prevs are: (lo, hi) of a run of them, its envelope's
-        first seq, hashes and records (no tuple per record to carry them)"""
+        self._held: list[tuple[int, int, int, list[str], list[dict[str, Any]], list[Rec]]] = []
+        """the new records, as `accept` found them: (lo, hi) of a run of them, its envelope's first
+        seq, hashes, records and derive's Recs (nothing per record: a few runs per agent and batch)"""
         self.new_gaps: list[GapRow] = []
         self.start_watermark = prog.watermark
         self.touched = False
@@ -153,7 +152,7 @@ class Book:
 
     def needs_lookup(self, seq: int) -> bool:
         """A seq whose stored hash must be fetched to tell a duplicate from a conflict."""
-        if seq in self.new:
+        if self.is_new(seq):
             return False
         if seq <= self.prog.watermark:
             g = self._gap_of(seq)
@@ -169,8 +168,9 @@ class Book:
         p = seq - 1
         if p == 0:
             return GENESIS
-        if p in self.new:
-            return self._new_hash(p)
+        h = self._new_hash(p)
+        if h is not None:
+            return h
         if p == self.prog.watermark and self.prog.watermark_hash is not None:
             return self.prog.watermark_hash
         for r in self.prog.pending:
@@ -184,27 +184,46 @@ class Book:
     def prev_after(self, seq: int) -> str | None:
         """The `prev` of the stored record seq+1, when it is stored and its link is still unchecked."""
         n = seq + 1
-        if n in self.new:
-            return self._new_prev(n)
+        prev = self._new_prev(n)
+        if prev is not None:
+            return prev
         for r in self.prog.pending:
             if r.lo == n:
                 return r.prev_lo
         return None
 
-    def _new_hash(self, seq: int) -> str:
-        """The hash of a new record (seq in self.new)."""
-        for lo, hi, first, hashes, _ in self._held:
+    def is_new(self, seq: int) -> bool:
+        """Whether this batch stores seq (accepted it)."""
+        return any(lo <= seq <= hi for lo, hi, *_ in self._held)
+
+    def _new_hash(self, seq: int) -> str | None:
+        """The hash of the record this batch stores as seq; None when it stores none."""
+        for lo, hi, first, hashes, _, _ in self._held:
             if lo <= seq <= hi:
                 return hashes[seq - first]
-        raise KeyError(seq)
+        return None
 
-    def _new_prev(self, seq: int) -> str:
-        """The `prev` of a new record (seq in self.new)."""
-        for lo, hi, first, _, records in self._held:
+    def _new_prev(self, seq: int) -> str | None:
+        """The `prev` of the record this batch stores as seq; None when it stores none."""
+        for lo, hi, first, _, records, _ in self._held:
             if lo <= seq <= hi:
                 prev: str = records[seq - first]["prev"]
                 return prev
-        raise KeyError(seq)
+        return None
+
+    def new_recs(self, lo: int, hi: int) -> list[Rec]:
+        """derive's Recs of the records this batch stores with seqs in lo..hi, in seq order."""
+        out: list[Rec] = []
+        for a, b, first, _, _, recs in sorted(self._held, key=_FIRST):
+            a, b = max(a, lo), min(b, hi)
+            if a <= b:
+                out += recs[a - first:b - first + 1]
+        return out
+
+    @property
+    def stores(self) -> bool:
+        """Whether this batch stores records of the agent."""
+        return bool(self._held)
 
     # -- judging ---------------------------------------------------------------------------------
 
@@ -214,15 +233,17 @@ class Book:
         records = opened.body["records"]
         agent_no = self.prog.agent_no
         first = records[0]["seq"]
-        if first > self.prog.watermark and not self.prog.pending and self.new.keys().isdisjoint(
-                range(first, first + len(records))):
+        last = first + len(records) - 1
+        if first > self.prog.watermark and not self.prog.pending and not any(
+                lo <= last and hi >= first for lo, hi, *_ in self._held):
             # nothing of it can be stored yet (records are contiguous, checked when opened): all new
             v.new = list(range(len(records)))
         for i, rec in enumerate(records if not v.new else ()):
             seq = rec["seq"]
             h = opened.hashes[i]
-            if seq in self.new:
-                if self._new_hash(seq) != h:
+            new_h = self._new_hash(seq)
+            if new_h is not None:
+                if new_h != h:
                     return _conflict(v, seq, i)
                 v.duplicates += 1
             elif seq <= self.prog.watermark or self._pending_of(seq) is not None:
@@ -285,11 +306,9 @@ class Book:
         first = recs[0].seq  # contiguous seqs (checked when opened)
         if len(v.new) == len(records):  # all new (the usual case): nothing per record but the dict
             last = recs[-1].seq
-            self.new.update(zip(range(first, last + 1), recs, strict=True))
             self.new_runs.append(Run(first, last, records[0]["prev"], hashes[-1], prepared.t_min, prepared.t_max))
-            self._held.append((first, last, first, hashes, records))
+            self._held.append((first, last, first, hashes, records, recs))
         else:
-            self.new.update({recs[i].seq: recs[i] for i in v.new})
             runs: list[Run] = []
             cur: Run | None = None
             for i in v.new:  # ascending
@@ -301,7 +320,7 @@ class Book:
                     cur = Run(r.seq, r.seq, records[i]["prev"], hashes[i], r.t, r.t)
                     runs.append(cur)
             self.new_runs += runs
-            self._held += [(run.lo, run.hi, first, hashes, records) for run in runs]
+            self._held += [(run.lo, run.hi, first, hashes, records, recs) for run in runs]
         self.touched = True
         if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record
             return

@@ -297,9 +297,7 @@ class Pipeline:
         lo, hi = p.derived_seq + 1, p.watermark
         if hi < lo:
             return None
-        at_hand = b.new
-        if at_hand and (min(at_hand) < lo or max(at_hand) > hi):
-            at_hand = {s: nr for s, nr in at_hand.items() if lo <= s <= hi}
+        at_hand = b.new_recs(lo, hi)
         carry = Carry.from_dict(p.derive_carry) if p.derive_carry else None
         d = incremental.advance(conn, p.agent_no, p.agent_id, lo, hi, at_hand,
                                 [Gap(g.first, g.last, g.kind) for g in b.gaps], carry, self.params)
