@@ -117,9 +117,6 @@ class Verdict:
 StoredHashes = dict[tuple[int, int], tuple[int, int]]
 _LO = operator.attrgetter("lo")
 _FIRST = operator.itemgetter(0)
-SPOOL_OVERFLOW_MARK = b'"type":"spool_overflow"'
-"""In the canonical bytes of every envelope holding a spool_overflow record (one encoding only):
-without it, no record needs a look for one."""
 
 
 class Book:
@@ -286,7 +283,7 @@ class Book:
                     v.detail = (f"the stored seq {seq + 1} links to {after[:12]}…, but seq {seq} here hashes "
                                 f"to {opened.hashes[i][:12]}…")
                     return v
-        for i in v.new if SPOOL_OVERFLOW_MARK in env.msg.payload else ():
+        for i in v.new if env.prepared.overflow else ():
             rec = records[i]
             if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
@@ -322,7 +319,7 @@ class Book:
             self.new_runs += runs
             self._held += [(run.lo, run.hi, first, hashes, records, recs) for run in runs]
         self.touched = True
-        if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record
+        if not env.prepared.overflow:  # no spool_overflow record in the envelope
             return
         for i in v.new:
             rec = records[i]

@@ -73,6 +73,9 @@ def test_prepare_gives_derives_recs_and_the_times() -> None:
     assert p.recs == [Rec.from_record(r, 1_767_225_700_123) for r in recs]
     assert p.t_max == max(r["t"] for r in recs) == 4_102_444_800_000
     assert p.t_min == min(r["t"] for r in recs)
+    assert not p.overflow
+    spool = {**recs[0], "type": "spool_overflow", "dropped": [{"first": 1, "last": 2, "last_hash": "a" * 64}]}
+    assert prepare([*recs, spool], [*hashes, "b" * 64], 0).overflow
     assert len(p.rows) == len(recs)
 
 
