@@ -102,7 +102,8 @@ def wrap_pipeline() -> list[str]:
         wrap(q, name, f"db: {name}")
     wrap(w, "authenticate", "signature + registry checks")
     wrap(w, "copy_envelopes", "COPY envelopes (raw bytes)")
-    for name in ("copy_records_binary", "packed_record_rows", "copy_packed_records"):  # older code: the first
+    for name in ("copy_records_binary", "packed_record_rows", "copy_packed_records",  # older code: the first
+                 "finish_rows", "copy_prepared_records"):  # ingest10: rows prepared in the open thread
         if hasattr(w, name):
             wrap(w, name, "COPY records (build rows + COPY)")
     wrap(Book, "judge", "book: judge")

@@ -10,7 +10,7 @@ segment instead of adding a row per heartbeat. Nothing here knows ingest's book-
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 
@@ -42,25 +42,26 @@ def _needed(lo: int, hi: int, have: Iterable[int], gaps: list[Gap]) -> set[int]:
     return out
 
 
-def advance(conn: Conn, agent_no: int, agent_id: str, lo: int, hi: int, new: Mapping[int, Rec],
+def advance(conn: Conn, agent_no: int, agent_id: str, lo: int, hi: int, new: Sequence[Rec],
             gaps: Sequence[Gap], carry: Carry | None, params: Params) -> Derived:
-    """Derive seqs lo..hi (derived_seq+1 up to the watermark) from the records at hand (`new`) and,
-    for the rest, the agent's kept envelopes. The caller saves the returned carry and writes the rows
-    (several agents' at once with `write_many`)."""
-    recs = dict(new)
+    """Derive seqs lo..hi (derived_seq+1 up to the watermark) from the records at hand (`new`:
+    distinct seqs within lo..hi, ascending) and, for the rest, the agent's kept envelopes. The
+    caller saves the returned carry and writes the rows (several agents' at once with `write_many`)."""
+    if len(new) == hi - lo + 1:  # every seq at hand, in order (the usual case): nothing to look up
+        return derive(new, params, carry, list(gaps))
+    recs = {r.seq: r for r in new}
     missing = _needed(lo, hi, recs, list(gaps))
+    for env in envelopes_for(conn, agent_no, min(missing), max(missing)) if missing else ():
+        received = dt_to_ms(env.received_at)
+        for rec in orjson.loads(env.raw)["records"]:
+            if rec["seq"] in missing:
+                recs[rec["seq"]] = Rec.from_record(rec, received)
+                missing.discard(rec["seq"])
+        if not missing:
+            break
     if missing:
-        for env in envelopes_for(conn, agent_no, min(missing), max(missing)):
-            received = dt_to_ms(env.received_at)
-            for rec in orjson.loads(env.raw)["records"]:
-                if rec["seq"] in missing:
-                    recs[rec["seq"]] = Rec.from_record(rec, received)
-                    missing.discard(rec["seq"])
-            if not missing:
-                break
-        if missing:
-            log.error("agent %s: %d stored records up to the watermark were not found in their envelopes "
-                      "(first %d); deriving as if lost", agent_id, len(missing), min(missing))
+        log.error("agent %s: %d stored records up to the watermark were not found in their envelopes "
+                  "(first %d); deriving as if lost", agent_id, len(missing), min(missing))
     return derive(map(recs.__getitem__, sorted(recs)), params, carry, list(gaps))
 
 

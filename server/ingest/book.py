@@ -8,11 +8,13 @@ the worker loads, calls, and saves.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from protocols.chain import GENESIS
+from protocols.derive import Rec
 from protocols.errors import Reason
 from server.ingest.verify import EnvelopeIn
 from server.store.codes import short_hash
@@ -97,20 +99,6 @@ class Progress:
         return self.watermark + 1, self.pending[0].lo - 1
 
 
-class NewRecord(NamedTuple):
-    """A record this batch stores. (A named tuple, built without its keyword constructor: one per
-    record, and tuples are the cheapest to build; server/ingest/store.py packs its COPY row.)"""
-
-    seq: int
-    t: int
-    hash: str
-    prev: str
-    rec: dict[str, Any]
-    envelope: int
-    """index of the accepted envelope in the batch"""
-    received: int
-
-
 @dataclass
 class Verdict:
     """What to do with one envelope: store its new records, count it as duplicate, or refuse it."""
@@ -127,16 +115,19 @@ class Verdict:
 
 
 StoredHashes = dict[tuple[int, int], tuple[int, int]]
-SPOOL_OVERFLOW_MARK = b'"type":"spool_overflow"'
-"""In the canonical bytes of every envelope holding a spool_overflow record (one encoding only):
-without it, no record needs a look for one."""
+_LO = operator.attrgetter("lo")
+_FIRST = operator.itemgetter(0)
 
 
 class Book:
     def __init__(self, prog: Progress, gaps: list[GapRow]) -> None:
         self.prog = prog
         self.gaps = gaps
-        self.new: dict[int, NewRecord] = {}
+        self.new_runs: list[Run] = []
+        """the new records as runs of consecutive seqs, kept by `accept` for `settle`"""
+        self._held: list[tuple[int, int, int, list[str], list[dict[str, Any]], list[Rec]]] = []
+        """the new records, as `accept` found them: (lo, hi) of a run of them, its envelope's first
+        seq, hashes, records and derive's Recs (nothing per record: a few runs per agent and batch)"""
         self.new_gaps: list[GapRow] = []
         self.start_watermark = prog.watermark
         self.touched = False
@@ -158,7 +149,7 @@ class Book:
 
     def needs_lookup(self, seq: int) -> bool:
         """A seq whose stored hash must be fetched to tell a duplicate from a conflict."""
-        if seq in self.new:
+        if self.is_new(seq):
             return False
         if seq <= self.prog.watermark:
             g = self._gap_of(seq)
@@ -174,8 +165,9 @@ class Book:
         p = seq - 1
         if p == 0:
             return GENESIS
-        if p in self.new:
-            return self.new[p].hash
+        h = self._new_hash(p)
+        if h is not None:
+            return h
         if p == self.prog.watermark and self.prog.watermark_hash is not None:
             return self.prog.watermark_hash
         for r in self.prog.pending:
@@ -189,12 +181,46 @@ class Book:
     def prev_after(self, seq: int) -> str | None:
         """The `prev` of the stored record seq+1, when it is stored and its link is still unchecked."""
         n = seq + 1
-        if n in self.new:
-            return self.new[n].prev
+        prev = self._new_prev(n)
+        if prev is not None:
+            return prev
         for r in self.prog.pending:
             if r.lo == n:
                 return r.prev_lo
         return None
+
+    def is_new(self, seq: int) -> bool:
+        """Whether this batch stores seq (accepted it)."""
+        return any(lo <= seq <= hi for lo, hi, *_ in self._held)
+
+    def _new_hash(self, seq: int) -> str | None:
+        """The hash of the record this batch stores as seq; None when it stores none."""
+        for lo, hi, first, hashes, _, _ in self._held:
+            if lo <= seq <= hi:
+                return hashes[seq - first]
+        return None
+
+    def _new_prev(self, seq: int) -> str | None:
+        """The `prev` of the record this batch stores as seq; None when it stores none."""
+        for lo, hi, first, _, records, _ in self._held:
+            if lo <= seq <= hi:
+                prev: str = records[seq - first]["prev"]
+                return prev
+        return None
+
+    def new_recs(self, lo: int, hi: int) -> list[Rec]:
+        """derive's Recs of the records this batch stores with seqs in lo..hi, in seq order."""
+        out: list[Rec] = []
+        for a, b, first, _, _, recs in sorted(self._held, key=_FIRST):
+            a, b = max(a, lo), min(b, hi)
+            if a <= b:
+                out += recs[a - first:b - first + 1]
+        return out
+
+    @property
+    def stores(self) -> bool:
+        """Whether this batch stores records of the agent."""
+        return bool(self._held)
 
     # -- judging ---------------------------------------------------------------------------------
 
@@ -204,15 +230,17 @@ class Book:
         records = opened.body["records"]
         agent_no = self.prog.agent_no
         first = records[0]["seq"]
-        if first > self.prog.watermark and not self.prog.pending and self.new.keys().isdisjoint(
-                range(first, first + len(records))):
+        last = first + len(records) - 1
+        if first > self.prog.watermark and not self.prog.pending and not any(
+                lo <= last and hi >= first for lo, hi, *_ in self._held):
             # nothing of it can be stored yet (records are contiguous, checked when opened): all new
             v.new = list(range(len(records)))
         for i, rec in enumerate(records if not v.new else ()):
             seq = rec["seq"]
             h = opened.hashes[i]
-            if seq in self.new:
-                if self.new[seq].hash != h:
+            new_h = self._new_hash(seq)
+            if new_h is not None:
+                if new_h != h:
                     return _conflict(v, seq, i)
                 v.duplicates += 1
             elif seq <= self.prog.watermark or self._pending_of(seq) is not None:
@@ -255,7 +283,7 @@ class Book:
                     v.detail = (f"the stored seq {seq + 1} links to {after[:12]}…, but seq {seq} here hashes "
                                 f"to {opened.hashes[i][:12]}…")
                     return v
-        for i in v.new if SPOOL_OVERFLOW_MARK in env.msg.payload else ():
+        for i in v.new if env.prepared.overflow else ():
             rec = records[i]
             if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
@@ -266,31 +294,41 @@ class Book:
                         return v
         return v
 
-    def accept(self, env: EnvelopeIn, v: Verdict, envelope_index: int) -> list[NewRecord]:
-        opened = env.opened
-        records, hashes = opened.body["records"], opened.hashes
-        received = env.msg.received_ms
-        new = self.new
-        make = tuple.__new__
-        if len(v.new) == len(records):  # all new (the usual case): no index per record
-            out = [make(NewRecord, (rec["seq"], rec["t"], h, rec["prev"], rec, envelope_index, received))
-                   for rec, h in zip(records, hashes, strict=True)]
+    def accept(self, env: EnvelopeIn, v: Verdict) -> None:
+        """Keep the verdict's new records: derive's Recs the open thread made, and where their
+        hashes and prevs are (in the opened envelope)."""
+        records, hashes = env.opened.body["records"], env.opened.hashes
+        prepared = env.prepared
+        recs = prepared.recs
+        first = recs[0].seq  # contiguous seqs (checked when opened)
+        if len(v.new) == len(records):  # all new (the usual case): nothing per record but the dict
+            last = recs[-1].seq
+            self.new_runs.append(Run(first, last, records[0]["prev"], hashes[-1], prepared.t_min, prepared.t_max))
+            self._held.append((first, last, first, hashes, records, recs))
         else:
-            out = [make(NewRecord, (rec["seq"], rec["t"], hashes[i], rec["prev"], rec, envelope_index, received))
-                   for i in v.new for rec in (records[i],)]
-        new.update({nr.seq: nr for nr in out})
+            runs: list[Run] = []
+            cur: Run | None = None
+            for i in v.new:  # ascending
+                r = recs[i]
+                if cur is not None and cur.hi + 1 == r.seq:
+                    cur.hi, cur.hash_hi = r.seq, hashes[i]
+                    cur.t_min, cur.t_max = min(cur.t_min, r.t), max(cur.t_max, r.t)
+                else:
+                    cur = Run(r.seq, r.seq, records[i]["prev"], hashes[i], r.t, r.t)
+                    runs.append(cur)
+            self.new_runs += runs
+            self._held += [(run.lo, run.hi, first, hashes, records, recs) for run in runs]
         self.touched = True
-        if SPOOL_OVERFLOW_MARK not in env.msg.payload:  # canonical bytes: no mark, no spool_overflow record
-            return out
-        for nr in out:
-            rec = nr.rec
+        if not env.prepared.overflow:  # no spool_overflow record in the envelope
+            return
+        for i in v.new:
+            rec = records[i]
             if rec["type"] == "spool_overflow":
                 for d in rec["dropped"]:
-                    g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {nr.seq}")
+                    g = GapRow(d["first"], d["last"], "overflow", d["last_hash"], f"spool_overflow seq {rec['seq']}")
                     if not any(x.first == g.first for x in self.gaps):
                         self.gaps.append(g)
                         self.new_gaps.append(g)
-        return out
 
     # -- after the batch -------------------------------------------------------------------------
 
@@ -317,17 +355,12 @@ class Book:
         p = self.prog
         runs = list(p.pending)
         cur: Run | None = None
-        new = self.new
-        for seq in sorted(new):
-            nr = new[seq]
-            if cur is not None and cur.hi + 1 == seq:
-                cur.hi, cur.hash_hi, t = seq, nr.hash, nr.t
-                if t < cur.t_min:
-                    cur.t_min = t
-                elif t > cur.t_max:
-                    cur.t_max = t
+        for c in sorted(self.new_runs, key=_LO):  # the new records' runs: no walk over each record
+            if cur is not None and cur.hi + 1 == c.lo:
+                cur.hi, cur.hash_hi = c.hi, c.hash_hi
+                cur.t_min, cur.t_max = min(cur.t_min, c.t_min), max(cur.t_max, c.t_max)
             else:
-                cur = Run(seq, seq, nr.prev, nr.hash, nr.t, nr.t)
+                cur = Run(c.lo, c.hi, c.prev_lo, c.hash_hi, c.t_min, c.t_max)
                 runs.append(cur)
         runs.sort(key=lambda r: r.lo)
         merged: list[Run] = []
@@ -338,8 +371,8 @@ class Book:
                     merged[-1] = Run(m.lo, r.hi, m.prev_lo, r.hash_hi, min(m.t_min, r.t_min), max(m.t_max, r.t_max))
             else:
                 merged.append(r)
-        if self.new:
-            p.max_seq = max(p.max_seq, max(self.new))
+        if self.new_runs:
+            p.max_seq = max(p.max_seq, max(c.hi for c in self.new_runs))
         old_wm = p.watermark
         while True:
             nxt = p.watermark + 1

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from server.ingest.prepared import PG_EPOCH_MS, PREPARED_COLUMNS
 from server.store.codes import STATE_CODES, TYPE_CODES
 from server.store.conn import Conn
 
@@ -45,7 +46,7 @@ def copy_records(conn: Conn, rows: Iterable[tuple[datetime, int, int, int, int, 
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
-_PG_EPOCH_MS = 946_684_800_000  # 2000-01-01 UTC, where PostgreSQL's binary timestamps count from
+_PG_EPOCH_MS = PG_EPOCH_MS
 _ROW = struct.Struct(">hiqiqiqi8siiihih").pack
 _ROW_NO_STATE = struct.Struct(">hiqiqiqi8siiihi").pack
 _STATE_TYPES = frozenset((TYPE_CODES["state"], TYPE_CODES["heartbeat"]))
@@ -104,6 +105,28 @@ def packed_record_rows(agent_no: int, env_ids: Sequence[int], new: Iterable[NewR
             add(row_no_state(7, 8, (t - epoch) * 1000, 8, seq, 8, env_ids[envelope], 8, fromhex(h[:16]), 4,
                              agent_no, 2, code, -1))
     return out
+
+
+_ENVELOPE_AGENT = struct.Struct(">iqii").pack
+
+
+def finish_rows(rows: Iterable[bytes], envelope_id: int, agent_no: int) -> list[bytes]:
+    """The COPY rows of an envelope's new records from those server/ingest/prepared.py made in the
+    open thread (PREPARED_COLUMNS): each gets the envelope id and agent number, one concatenation
+    per row. Sorting them sorts by time as packed_record_rows' rows do (the same start)."""
+    tail = _ENVELOPE_AGENT(8, envelope_id, 4, agent_no)
+    return [r + tail for r in rows]
+
+
+def copy_prepared_records(conn: Conn, rows: list[bytes]) -> int:
+    """Binary COPY of rows made by finish_rows (columns PREPARED_COLUMNS); returns the number written."""
+    if not rows:
+        return 0
+    with conn.cursor() as cur, cur.copy(
+        f"COPY records ({', '.join(PREPARED_COLUMNS)}) FROM STDIN (FORMAT BINARY)"  # names are constants
+    ) as cp:
+        cp.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
+    return len(rows)
 
 
 def copy_packed_records(conn: Conn, rows: list[bytes]) -> int:

@@ -24,6 +24,7 @@ from protocols.records import Birth, Death
 from protocols.signing import public_from_b64, verify
 from protocols.validate import Opened, check_records, check_signature, open_envelope, open_message
 from server.db.queries import AgentRow, KeyRow
+from server.ingest.prepared import Prepared, prepare
 from server.store.times import s_to_dt, s_to_ms
 
 
@@ -57,6 +58,8 @@ class EnvelopeIn:
     msg: Incoming
     opened: Opened
     agent: AgentRow
+    prepared: Prepared
+    """its records as the database thread stores and derives them (server/ingest/prepared.py)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,9 @@ class Opening:
     model: Birth | Death | None
     records_error: ProtocolError | None = None
     """the records' own refusal (chain, ...), reported only once the signature verified (§6.2)"""
+    prepared: Prepared | None = None
+    """an envelope whose records passed their own checks: its records as the database thread
+    uses them, made here while they are hot (server/ingest/prepared.py)"""
 
 
 def open_any(msg: Incoming) -> Opening | Refused:
@@ -103,7 +109,8 @@ def open_any(msg: Incoming) -> Opening | Refused:
                 opened = replace(opened, hashes=check_records(opened.model, opened.body, opened.raw))
             except ProtocolError as exc:
                 return Opening(msg, top.kind, top, opened.body, opened, None, exc)
-            return Opening(msg, top.kind, top, opened.body, opened, None)
+            return Opening(msg, top.kind, top, opened.body, opened, None, None,
+                           prepare(opened.body["records"], opened.hashes, msg.received_ms))
         if top.kind is topics.Kind.BIRTH:
             birth = open_message(msg.payload, Birth)
             return Opening(msg, top.kind, top, orjson.loads(msg.payload), None, birth)
@@ -202,6 +209,7 @@ def authenticate(
         # signature, so a record altered after signing anywhere in the envelope is `bad_signature`
         return refuse(o.records_error.reason, o.records_error.detail, o.records_error.field)
     if o.opened is not None:
-        return EnvelopeIn(o.msg, o.opened, agent)
+        assert o.prepared is not None  # an opened envelope without records_error is prepared
+        return EnvelopeIn(o.msg, o.opened, agent, o.prepared)
     assert o.model is not None
     return ControlIn(o.msg, o.model, agent)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 import queue
 import threading
 import time
@@ -27,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from protocols.derive import Carry, Derived, Gap, recs_of
+from protocols.derive import Carry, Derived, Gap
 from protocols.errors import Reason
 from protocols.records import Birth
 from server import clock
@@ -39,7 +38,7 @@ from server.ingest.ack import AckOut, ResendOut, publish_acks, publish_resends
 from server.ingest.batching import Handoff
 from server.ingest.book import Book, GapRow, Progress
 from server.ingest.metrics import Metrics
-from server.ingest.store import copy_envelopes, copy_packed_records, packed_record_rows
+from server.ingest.store import copy_envelopes, copy_prepared_records, finish_rows
 from server.ingest.verify import (
     ControlIn,
     EnvelopeIn,
@@ -56,7 +55,6 @@ from server.store.times import dt_to_ms, ms_to_dt
 
 log = logging.getLogger(__name__)
 _BYTES_PER_RECORD = 250  # to bound a batch's records before parsing it
-_REC, _RECEIVED = operator.attrgetter("rec"), operator.attrgetter("received")
 
 
 @dataclass
@@ -141,6 +139,7 @@ class Pipeline:
             ])
             envs.sort(key=lambda e: (e.agent.agent_id, e.opened.first_seq, e.msg.received))
             accepted: list[EnvelopeIn] = []
+            chosen: list[list[int] | None] = []  # per accepted envelope: its new records' indices, None: all
             grace = self.s.ingest.replay_grace_s * 1000
             for e in envs:
                 book = books[e.agent.agent_id]
@@ -151,14 +150,18 @@ class Pipeline:
                 out.duplicates += v.duplicates
                 out.late += v.late
                 if v.new:
-                    book.accept(e, v, len(accepted))
+                    book.accept(e, v)
                     accepted.append(e)
                     records = e.opened.body["records"]
-                    ahead = future.flag(e.agent.agent_id, records if len(v.new) == len(records)
-                                        else [records[i] for i in v.new],
-                                        e.msg.received_ms, e.msg.received_at, self.params.future_ms)
-                    if ahead is not None:
-                        out.future_rows.append(ahead)
+                    chosen.append(None if len(v.new) == len(records) else v.new)
+                    # the latest time of all its records bounds that of the new ones: when it is not
+                    # ahead, no new record is (the usual case; no record is read)
+                    if e.prepared.t_max - e.msg.received_ms > self.params.future_ms:
+                        ahead = future.flag(e.agent.agent_id, records if len(v.new) == len(records)
+                                            else [records[i] for i in v.new],
+                                            e.msg.received_ms, e.msg.received_at, self.params.future_ms)
+                        if ahead is not None:
+                            out.future_rows.append(ahead)
                     if energy.MARK in e.msg.payload:  # canonical bytes: no mark, no stuck counter
                         stuck = energy.flag(e.agent.agent_id, (e.opened.body["records"][i] for i in v.new))
                         if stuck is not None:
@@ -184,7 +187,7 @@ class Pipeline:
             for c in sorted(ctrls, key=lambda c: c.msg.received):
                 if self._control(c, books[c.agent.agent_id], online, births):
                     books[c.agent.agent_id].settle(now)
-            self._write_new(conn, books, accepted, out)
+            self._write_new(conn, books, accepted, chosen, out)
             out.live_rows += live.set_online(conn, [o for o in online if o[3]], now, self.s.derive.timezone)
             self._finish(conn, books, registry, now, out, births)
             out.live_rows += live.set_online(conn, [o for o in online if not o[3]], now, self.s.derive.timezone)
@@ -232,7 +235,8 @@ class Pipeline:
         online.append((a.instrument_id, a.unit_id, a.agent_id, False, c.msg.received_at))
         return False
 
-    def _write_new(self, conn: Conn, books: dict[str, Book], accepted: list[EnvelopeIn], out: Outcome) -> None:
+    def _write_new(self, conn: Conn, books: dict[str, Book], accepted: list[EnvelopeIn],
+                   chosen: list[list[int] | None], out: Outcome) -> None:
         ids = queries.next_envelope_ids(conn, len(accepted))
         if accepted:
             agent_nos = {b.prog.agent_id: b.prog.agent_no for b in books.values()}
@@ -242,18 +246,22 @@ class Pipeline:
                 for i, e in enumerate(accepted)
             ))
             # in time order: the index leads with time, so rows in time order append at its right
-            # edge instead of splitting pages (it stays ~30 % smaller); packed rows sort by time
+            # edge instead of splitting pages (it stays ~30 % smaller); the rows sort by time
             rows: list[bytes] = []
-            for b in books.values():
-                if b.new:
-                    rows += packed_record_rows(b.prog.agent_no, ids, b.new.values())
+            latest: dict[str, datetime] = {}
+            for env_id, e, which in zip(ids, accepted, chosen, strict=True):
+                prepared = e.prepared.rows
+                aid = e.agent.agent_id
+                rows += finish_rows(prepared if which is None else [prepared[i] for i in which], env_id,
+                                    agent_nos[aid])
+                if aid not in latest or e.msg.received_at > latest[aid]:
+                    latest[aid] = e.msg.received_at
             rows.sort()
-            out.records = copy_packed_records(conn, rows)
+            out.records = copy_prepared_records(conn, rows)
             for b in books.values():
-                if b.new:
-                    latest = max(accepted[i].msg.received_at for i in {nr.envelope for nr in b.new.values()})
-                    if b.prog.last_received_at is None or latest > b.prog.last_received_at:
-                        b.prog.last_received_at = latest
+                at = latest.get(b.prog.agent_id)
+                if at is not None and (b.prog.last_received_at is None or at > b.prog.last_received_at):
+                    b.prog.last_received_at = at
 
     def _finish(self, conn: Conn, books: dict[str, Book], registry: dict[str, queries.AgentRow], now: datetime,
                 out: Outcome, births: set[str]) -> None:
@@ -289,13 +297,9 @@ class Pipeline:
         lo, hi = p.derived_seq + 1, p.watermark
         if hi < lo:
             return None
-        at_hand = b.new
-        if at_hand and (min(at_hand) < lo or max(at_hand) > hi):
-            at_hand = {s: nr for s, nr in at_hand.items() if lo <= s <= hi}
-        vals = at_hand.values()
-        new = dict(zip(at_hand, recs_of(map(_REC, vals), map(_RECEIVED, vals)), strict=True))
+        at_hand = b.new_recs(lo, hi)
         carry = Carry.from_dict(p.derive_carry) if p.derive_carry else None
-        d = incremental.advance(conn, p.agent_no, p.agent_id, lo, hi, new,
+        d = incremental.advance(conn, p.agent_no, p.agent_id, lo, hi, at_hand,
                                 [Gap(g.first, g.last, g.kind) for g in b.gaps], carry, self.params)
         p.derived_seq = hi
         p.derive_carry = d.carry.to_dict() if d.carry is not None else None
