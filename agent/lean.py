@@ -119,6 +119,15 @@ def asyncio_classes_only() -> bool:
     return True
 
 
+# Imported at module level by a library on the run path, read only on paths the agent does not take:
+# paho: `urllib.request` (proxy lookup with PySocks only); `shutil` (through watchdog's inotify ->
+# `ctypes.util`): `bz2` and `lzma` (`import bz2; del bz2`, only to record that archives can use them;
+# with them go `_compression`, `_bz2`, `_lzma`, libbz2 and liblzma); `ctypes.util`: `tempfile` (read
+# only by `_findLib_gcc`, the fallback when `ldconfig -p` does not name the library).
+RUN_DEFERRED = ("urllib.request", "bz2", "lzma", "tempfile")
+
+
 def for_run() -> None:
-    """What applies before the publisher imports paho: a deferred `urllib.request`."""
-    deferred("urllib.request")
+    """What applies before the agent imports its libraries: the modules of RUN_DEFERRED deferred."""
+    for name in RUN_DEFERRED:
+        deferred(name)
