@@ -18,8 +18,9 @@ agent to the first record arriving at a subscriber.
                                                              # one lever: the same tree without / with it
 
 The agent is launched as deploy/agent/jishi-agent.service launches it (`--launch production`, the
-default): the unit's PYTHON* environment (PYTHONOPTIMIZE, PYTHONPYCACHEPREFIX -- the cache folder
-replaced by one under var/), with `python -m agent.precompile` run first, as its ExecStartPre does.
+default): the unit's PYTHON* and MALLOC_* environment (PYTHONOPTIMIZE, PYTHONPYCACHEPREFIX -- the cache
+folder replaced by one under var/ --, MALLOC_MMAP_THRESHOLD_), with `python -m agent.precompile` run first,
+as its ExecStartPre does.
 `--launch plain` is `python -m agent.cli run` with this shell's environment (the launch before
 issue 17's third round). `--compare REF` runs REF's tree (git archive) launched plain and this tree
 launched for production, one after the other, `--rounds` times, and prints both with the load average.
@@ -225,15 +226,16 @@ levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }},
     return path
 
 
-def production_env(gateway: bool) -> dict[str, str]:
-    """The PYTHON* variables of the systemd unit, the byte-code cache moved under var/ (kept between runs)."""
-    unit = ROOT / "deploy" / "agent" / ("jishi-agent-gateway.service" if gateway else "jishi-agent.service")
+def production_env(tree: Path, gateway: bool) -> dict[str, str]:
+    """The PYTHON* and MALLOC_* variables of `tree`'s systemd unit, the byte-code cache moved under var/
+    (kept between runs)."""
+    unit = tree / "deploy" / "agent" / ("jishi-agent-gateway.service" if gateway else "jishi-agent.service")
     env: dict[str, str] = {}
     for line in unit.read_text().splitlines():
         if line.startswith("Environment="):
             for kv in line.removeprefix("Environment=").split():
                 k, _, v = kv.partition("=")
-                if k.startswith("PYTHON"):
+                if k.startswith(("PYTHON", "MALLOC_")):
                     env[k] = v
     if "PYTHONPYCACHEPREFIX" in env:
         env["PYTHONPYCACHEPREFIX"] = str(ROOT / "var" / "bench-pycache")
@@ -296,7 +298,7 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
         cfg = config(work, port, meter.port, data, args.process_only, mqtt_extra)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if launch == "production":
-        env.update(production_env(bool(args.gateway)))
+        env.update(production_env(tree, bool(args.gateway)))
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # production writes its byte-code cache
     if tree == ROOT or not args.compare:  # --env/--pyarg: only the new run of a comparison
         for kv in args.env:
