@@ -9,19 +9,24 @@ Exit codes: 0 success, 1 a problem found or a failure at run time, 2 configurati
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-import time
-from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, cast
+
+from agent import lean
+
+lean.before_imports(sys.argv[1:])  # `run`: before `logging` and `dataclasses` import what it never reads
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+from typing import TYPE_CHECKING, Any, cast  # noqa: E402
 
 if TYPE_CHECKING:
     import argparse
 
-from agent import SOFTWARE
-from agent.config import Config, ConfigError, GatewayConfig, default_path, load_any
+from agent import SOFTWARE  # noqa: E402
+from agent.config import Config, ConfigError, GatewayConfig, default_path, load_any  # noqa: E402
 
 EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG = 0, 1, 2
 
@@ -83,8 +88,6 @@ def _key_problem(cfg: Config) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent import lean
-
     loaded = _load_any(args)
     if isinstance(loaded, GatewayConfig) and not args.instrument:
         lean.for_run()

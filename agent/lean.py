@@ -119,6 +119,32 @@ def asyncio_classes_only() -> bool:
     return True
 
 
+# Imported at module level on the run path, read only on paths the running agent does not take; each
+# runs on the first read of one of its attributes (bench/RESULTS.md "agentmem4", "agentmem5"):
+# - `logging` (traceback -> linecache -> tokenize, token; traceback -> textwrap) and `dataclasses`
+#   (inspect -> linecache, tokenize, token): read to format a traceback or show a warning's source line,
+#   so the first logged exception loads them (~0.45 MB);
+# - paho: `urllib.request` (a proxy lookup with PySocks installed);
+# - psutil: `subprocess` (its `Popen` and `Process.wait`'s timeout), with `locale` (text-mode pipes);
+#   `glob` (sensors and disks, not processes or users);
+# - `shutil`: `bz2` and `lzma` (`import bz2; del bz2`: only to note that archives may use them; with them
+#   go `_compression`, `_bz2`, `_lzma`, libbz2 and liblzma); `tempfile` (`ctypes.util`'s `_findLib_gcc`,
+#   the fallback when `ldconfig -p` does not name a library);
+# - the publisher: `random` (the reconnect back-off's jitter, once a connection failed);
+# - `encodings.idna` (the broker's host name, through `socket.getaddrinfo`): `stringprep` (nameprep
+#   of a label that is not ASCII).
+RUN_DEFERRED = ("traceback", "linecache", "tokenize", "token", "textwrap", "urllib.request", "subprocess",
+                "locale", "glob", "bz2", "lzma", "tempfile", "random", "stringprep")
+
+
+def before_imports(argv: list[str]) -> None:
+    """For `jishi-agent run` (argv without the program name): `for_run()`, called by agent/cli.py before
+    its own imports, since `logging` and the config's `dataclasses` are what import the first ones."""
+    if argv[:1] == ["run"]:
+        for_run()
+
+
 def for_run() -> None:
-    """What applies before the publisher imports paho: a deferred `urllib.request`."""
-    deferred("urllib.request")
+    """The modules of RUN_DEFERRED deferred (those already imported stay as they are)."""
+    for name in RUN_DEFERRED:
+        deferred(name)

@@ -57,6 +57,11 @@ MIN_FREE_PAGES = 16
 LAST_FREE_PAGES = 4
 """while the disk is full and fewer pages than this are free, whatever is droppable is dropped"""
 WAL_AUTOCHECKPOINT = 100
+CACHE_KIB = 128
+"""SQLite page cache per connection (the agent's loop and its publisher hold one each). It fills up as
+the spool is written and read, i.e. within hours of running or on publishing a backlog: 512 KiB each
+added ~1.2 MB resident to the agent, 128 KiB ~0.45 MB, for the same drain time (bench/RESULTS.md
+"agentmem5"). The spool is read in seq order, once; the OS keeps the file's pages cached anyway."""
 """pages (4 KiB): keeps the WAL well below the reserve, so the reserve always covers a checkpoint"""
 
 log = logging.getLogger("jishi.spool")
@@ -119,7 +124,7 @@ class Spool:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=True)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA cache_size=-512")
+            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             self._write(self._init_schema)
             self.restore_reserve()

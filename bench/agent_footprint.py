@@ -12,13 +12,15 @@ agent to the first record arriving at a subscriber.
     .venv/bin/python bench/agent_footprint.py 60 --gateway 8   # one gateway process, 8 meters on a bus
     .venv/bin/python bench/agent_footprint.py 60 --maps        # plus resident MB per mapped file
     .venv/bin/python bench/agent_footprint.py 30 --tls         # the broker connection with TLS (deploy's examples)
+    .venv/bin/python bench/agent_footprint.py 30 --backlog 8000   # 8,000 records spooled first (2.2 h offline)
     .venv/bin/python bench/agent_footprint.py 30 --compare main --rounds 3   # old vs new, interleaved
     .venv/bin/python bench/agent_footprint.py 10 --compare HEAD --old-launch production --env MALLOC_ARENA_MAX=1
                                                              # one lever: the same tree without / with it
 
 The agent is launched as deploy/agent/jishi-agent.service launches it (`--launch production`, the
-default): the unit's PYTHON* environment (PYTHONOPTIMIZE, PYTHONPYCACHEPREFIX -- the cache folder
-replaced by one under var/), with `python -m agent.precompile` run first, as its ExecStartPre does.
+default): the unit's PYTHON* and MALLOC_* environment (PYTHONOPTIMIZE, PYTHONPYCACHEPREFIX -- the cache
+folder replaced by one under var/ --, MALLOC_MMAP_THRESHOLD_), with `python -m agent.precompile` run first,
+as its ExecStartPre does.
 `--launch plain` is `python -m agent.cli run` with this shell's environment (the launch before
 issue 17's third round). `--compare REF` runs REF's tree (git archive) launched plain and this tree
 launched for production, one after the other, `--rounds` times, and prints both with the load average.
@@ -224,15 +226,16 @@ levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }},
     return path
 
 
-def production_env(gateway: bool) -> dict[str, str]:
-    """The PYTHON* variables of the systemd unit, the byte-code cache moved under var/ (kept between runs)."""
-    unit = ROOT / "deploy" / "agent" / ("jishi-agent-gateway.service" if gateway else "jishi-agent.service")
+def production_env(tree: Path, gateway: bool) -> dict[str, str]:
+    """The PYTHON* and MALLOC_* variables of `tree`'s systemd unit, the byte-code cache moved under var/
+    (kept between runs)."""
+    unit = tree / "deploy" / "agent" / ("jishi-agent-gateway.service" if gateway else "jishi-agent.service")
     env: dict[str, str] = {}
     for line in unit.read_text().splitlines():
         if line.startswith("Environment="):
             for kv in line.removeprefix("Environment=").split():
                 k, _, v = kv.partition("=")
-                if k.startswith("PYTHON"):
+                if k.startswith(("PYTHON", "MALLOC_")):
                     env[k] = v
     if "PYTHONPYCACHEPREFIX" in env:
         env["PYTHONPYCACHEPREFIX"] = str(ROOT / "var" / "bench-pycache")
@@ -268,11 +271,14 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     first_record: list[float] = []
     first_t: list[int] = []
     received = [0]
+    drained: list[float] = []
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/rec"):
             recs = json.loads(msg.payload)["records"]
             received[0] += len(recs)
+            if args.backlog and received[0] >= args.backlog and not drained:
+                drained.append(time.monotonic())
             if not first_record:
                 first_record.append(time.monotonic())
                 first_t.append(recs[0]["t"])
@@ -292,7 +298,7 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
         cfg = config(work, port, meter.port, data, args.process_only, mqtt_extra)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if launch == "production":
-        env.update(production_env(bool(args.gateway)))
+        env.update(production_env(tree, bool(args.gateway)))
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # production writes its byte-code cache
     if tree == ROOT or not args.compare:  # --env/--pyarg: only the new run of a comparison
         for kv in args.env:
@@ -308,6 +314,8 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     if bus:  # a key per instrument
         subprocess.run([sys.executable, "-m", "agent.cli", "keygen", "--config", str(cfg)], cwd=tree, check=True,
                        env=env, capture_output=True)
+    if args.backlog:
+        fill_backlog(tree, cfg, env, args.backlog)
     spawned = time.monotonic()
     spawned_wall = time.time_ns() // 1_000_000
     launcher = [str(args.wrap)] if args.wrap else ["-m", "agent.cli"]
@@ -365,6 +373,7 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
         "first_record_s": first_s,
         "first_record_made_s": round((first_t[0] - spawned_wall) / 1000, 2) if first_t else None,
         "records_received": received[0],
+        **({"backlog_drained_s": round(drained[0] - spawned, 2) if drained else None} if args.backlog else {}),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
     if maps:
@@ -373,6 +382,34 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     if tls:
         shutil.rmtree(tls, ignore_errors=True)
     return result
+
+
+BACKLOG = """
+import sys
+from pathlib import Path
+from agent.clock import Clock
+from agent.config import load_any
+from agent.recorder import Recorder
+from agent.spool import Spool
+cfg = load_any(Path(sys.argv[1]))
+spool = Spool(cfg.spool_path, cfg.agent.id)
+boot = spool.start_boot()
+rec = Recorder(spool, cfg.agent.id, boot, Clock(jump_ms=60_000))
+ev = {"software": {"procs": 1, "cpu": 120, "io": 4, "children": 1}, "power": {"w": 8500, "state": "running"},
+      "files": {"new": 0, "active": False}}
+with spool.tx():  # one transaction: the rows as the agent would have appended them, without 1 fsync each
+    for _ in range(int(sys.argv[2])):
+        spool._append(lambda seq, prev: {**rec._base("heartbeat", seq, prev, None), "state": "running",
+                                         "period_ms": 1000, "evidence": ev})
+spool.close()
+"""
+
+
+def fill_backlog(tree: Path, cfg: Path, env: dict[str, str], n: int) -> None:
+    """`n` heartbeat records in the agent's spool before it starts, as after a broker outage of n
+    seconds at 1 record/s: the agent publishes them on start, its spool connections' page caches fill."""
+    subprocess.run([sys.executable, "-c", BACKLOG, str(cfg), str(n)], cwd=cfg.parent, env=env, check=True,
+                   capture_output=True)
 
 
 def checkout(ref: str) -> Path:
@@ -394,6 +431,9 @@ def main() -> int:
                     help="the process detector alone: no power meter, data files or check-in page")
     ap.add_argument("--tls", action="store_true",
                     help="the broker speaks TLS only; the agent has tls = true (as deploy/agent's examples)")
+    ap.add_argument("--backlog", type=int, default=0, metavar="N",
+                    help="N records in the spool before the start (a broker outage of N s at 1 record/s), "
+                         "which the agent publishes: its SQLite page caches fill")
     ap.add_argument("--maps", action="store_true", help="also print the agent's resident memory by mapping (Linux)")
     ap.add_argument("--wrap", type=Path, help="run the agent as `python WRAP run ...` (e.g. an import tracer)")
     ap.add_argument("--launch", choices=("production", "plain"), default="production",
@@ -433,9 +473,11 @@ def main() -> int:
     finally:
         shutil.rmtree(old_tree, ignore_errors=True)
     keys = ("rss_peak_mb", "pss_final_mb", "uss_final_mb", "anon_final_mb", "file_final_mb",
-            "cpu_percent_of_one_core", "first_record_s", "load_average_1min")
+            "cpu_percent_of_one_core", "first_record_s", *(("backlog_drained_s",) if args.backlog else ()),
+            "load_average_1min")
     kind = f"gateway {args.gateway}" if args.gateway else "agent, process only" if args.process_only else "agent"
     kind += ", TLS" if args.tls else ""
+    kind += f", backlog {args.backlog}" if args.backlog else ""
     label = f"{kind}, {args.seconds:g} s x {args.rounds}"
     print(f"\n{label}: median of the rounds     old ({args.compare}, {args.old_launch})   new (this tree, production"
           f"{''.join(' ' + a for a in args.pyarg + args.env)})")

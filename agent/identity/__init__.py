@@ -13,7 +13,7 @@ check-out ends after `idle_timeout_s` during which the instrument was not runnin
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 
 from agent.recorder import Recorder
 from agent.spool import Spool
@@ -22,6 +22,12 @@ log = logging.getLogger("jishi.identity")
 
 OS = "os"
 EXPLICIT = "explicit"
+
+
+def new_session_id() -> str:
+    """16 hex digits from the OS's random source: what `secrets.token_hex(8)` returns (`os.urandom`),
+    without `secrets`, `hmac` and `random` in the running agent (issue 17)."""
+    return os.urandom(8).hex()
 
 
 class Sessions:
@@ -44,7 +50,7 @@ class Sessions:
             if cur[1] == method and cur[2] == user:
                 return None
             self.end(source, "replaced")
-        session = session or secrets.token_hex(8)
+        session = session or new_session_id()
         row = self.recorder.session_start(session, method, user)
         t = self.recorder.clock.now()[0]
         self.spool.session_opened(source, session, method, user, t)
@@ -57,7 +63,7 @@ class Sessions:
         the boot record. Returns the new ids."""
         resumed = []
         for source, (old, method, user, _started) in list(self.open.items()):
-            session = secrets.token_hex(8)
+            session = new_session_id()
             row = self.recorder.session_start(session, method, user)
             t = self.recorder.clock.now()[0]
             self.spool.session_opened(source, session, method, user, t)

@@ -53,6 +53,11 @@ URLLIB_REQUEST = ("urllib.request", "urllib.response")
 SERIAL_STATUS = ("agent.detectors.serial_status",)
 # agent/signer.py: PyNaCl's Ed25519 binding only, not the other bindings nacl.signing pulls in.
 NACL_UNUSED = ("nacl.signing", "nacl.public", "nacl.bindings.crypto_box", "nacl.bindings.crypto_pwhash")
+# agent/lean.py RUN_DEFERRED and EARLY_DEFERRED: imported by a library, read only on paths `run` does not take
+# (a logged traceback, a reconnect's jitter, a subprocess, a non-ASCII host name, archives); watchdog's
+# `ctypes.util` (with shutil, tempfile, bz2, lzma); `secrets` (agent/identity `new_session_id`).
+READ_ON_DEMAND = ("traceback", "linecache", "tokenize", "textwrap", "subprocess", "locale", "glob", "random",
+                  "stringprep", "ctypes.util", "shutil", "tempfile", "bz2", "lzma", "secrets", "hmac")
 ASYNCIO_LOOP = ("asyncio.base_events", "asyncio.events", "asyncio.tasks", "asyncio.sslproto", "concurrent")
 
 
@@ -108,6 +113,7 @@ def test_a_process_only_agent_loads_no_device_file_or_web_libraries(tmp_path: Pa
     assert absent(mods, NACL_UNUSED) == []
     assert absent(mods, NEVER + POWER_METER + DATA_FILES + CHECKIN + CHECKIN_HTTP + CARD + SERIAL_STATUS) == []
     assert absent(mods, (*URLLIB_REQUEST, "email", "http.client")) == []
+    assert absent(mods, READ_ON_DEMAND) == []
     assert present(mods, SSL) == []
 
 
@@ -128,6 +134,8 @@ def test_the_benchmark_agent_loads_what_its_detectors_need_and_nothing_else(tmp_
         mods = run_modules(cfg, mqtt_broker, "imp-full")
     assert present(mods, PROCESS + POWER_METER + DATA_FILES + CHECKIN) == []
     assert absent(mods, NEVER + CARD + SERIAL_STATUS + URLLIB_REQUEST) == []
+    assert absent(mods, READ_ON_DEMAND) == []
+    assert present(mods, ("ctypes", "watchdog.observers.inotify", "psutil", "dataclasses", "logging")) == []
     assert present(mods, SSL) == []
     assert absent(mods, CHECKIN_HTTP) == []  # the page configured, nobody visited it
     assert absent(mods, NACL_UNUSED) == []

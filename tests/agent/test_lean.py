@@ -47,6 +47,43 @@ print(json.dumps({"deferred": deferred, "ran_before_use": before, "ran_after_use
                    "proxies": True, "stub_serves": True, "again": False}
 
 
+def test_what_run_defers_works_on_first_use() -> None:
+    """`jishi-agent run` defers what `logging`, `dataclasses`, psutil, watchdog and the publisher import
+    but read only on rare paths (agent/lean.py): each path still works when taken, and loads it then."""
+    got = python("""
+import json, sys
+from agent import lean
+lean.before_imports(["run"])
+lean.for_run()
+import io, logging, dataclasses, psutil, subprocess, random
+from agent.detectors.data_files import DataFilesDetector
+from agent.identity import new_session_id
+loaded = lambda *names: [n for n in names if "__deferred__" not in vars(sys.modules[n])]
+before = loaded("traceback", "linecache", "tokenize", "textwrap", "subprocess", "locale", "random")
+out = io.StringIO()
+logging.basicConfig(stream=out)
+try:
+    json.loads("{")
+except ValueError as exc:
+    tb = exc.__traceback__
+    while tb.tb_next:
+        tb = tb.tb_next
+    where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+    logging.getLogger("t").exception("failed")
+import linecache
+source = linecache.getline(*where).strip()  # the innermost frame's line, which the traceback shows
+child = subprocess.run([sys.executable, "-c", "print('ok')"], capture_output=True, text=True).stdout
+sid = new_session_id()
+print(json.dumps({"before": before, "shown": bool(source) and f"\\n    {source}\\n" in out.getvalue(),
+                  "traceback": "Traceback (most recent call last):" in out.getvalue(),
+                  "child": child, "jitter": 1 <= random.uniform(1, 2) <= 2, "sid": [len(sid), int(sid, 16) >= 0],
+                  "after": loaded("traceback", "linecache", "tokenize", "subprocess", "locale", "random")}))
+""")
+    assert got == {"before": [], "traceback": True, "shown": True,
+                   "child": "ok\n", "jitter": True, "sid": [16, True],
+                   "after": ["traceback", "linecache", "tokenize", "subprocess", "locale", "random"]}
+
+
 def test_paho_reads_a_socket_without_data_as_the_agent_runs_it() -> None:
     """paho names `ssl.SSLWantReadError` in the `except` of every socket read: with `ssl` made
     unavailable (this round's first agent/lean.py), a read that would block raised AttributeError and

@@ -83,6 +83,9 @@ class DataFilesDetector:
             self._touched[path] = self._last_activity = time.monotonic()
 
     def _start(self) -> None:
+        from agent import lean
+
+        lean.deferred("ctypes.util")  # watchdog's inotify imports it and opens libc with CDLL(None) instead
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
