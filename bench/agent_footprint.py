@@ -32,6 +32,7 @@ average, first record <= 3 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -272,6 +273,8 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     first_t: list[int] = []
     received = [0]
     drained: list[float] = []
+    drained_cpu: list[float] = []
+    watched: list[psutil.Process] = []  # the agent, once spawned
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/rec"):
@@ -279,6 +282,10 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
             received[0] += len(recs)
             if args.backlog and received[0] >= args.backlog and not drained:
                 drained.append(time.monotonic())
+                if watched:  # the agent's CPU seconds from its spawn to here (start-up + the backlog)
+                    with contextlib.suppress(psutil.Error):
+                        cpu = watched[0].cpu_times()
+                        drained_cpu.append(cpu.user + cpu.system)
             if not first_record:
                 first_record.append(time.monotonic())
                 first_t.append(recs[0]["t"])
@@ -323,6 +330,7 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
     agent = subprocess.Popen([sys.executable, *pyargs, *launcher, "run", "--config", str(cfg)], cwd=tree,
                              env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
     proc = psutil.Process(agent.pid)
+    watched.append(proc)
     rss: list[int] = []
     stop = threading.Event()
 
@@ -373,7 +381,8 @@ def measure(args: argparse.Namespace, tree: Path, launch: str) -> dict[str, Any]
         "first_record_s": first_s,
         "first_record_made_s": round((first_t[0] - spawned_wall) / 1000, 2) if first_t else None,
         "records_received": received[0],
-        **({"backlog_drained_s": round(drained[0] - spawned, 2) if drained else None} if args.backlog else {}),
+        **({"backlog_drained_s": round(drained[0] - spawned, 2) if drained else None,
+            "backlog_cpu_s": round(drained_cpu[0], 2) if drained_cpu else None} if args.backlog else {}),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
     if maps:
@@ -473,7 +482,8 @@ def main() -> int:
     finally:
         shutil.rmtree(old_tree, ignore_errors=True)
     keys = ("rss_peak_mb", "pss_final_mb", "uss_final_mb", "anon_final_mb", "file_final_mb",
-            "cpu_percent_of_one_core", "first_record_s", *(("backlog_drained_s",) if args.backlog else ()),
+            "cpu_percent_of_one_core", "first_record_s",
+            *(("backlog_drained_s", "backlog_cpu_s") if args.backlog else ()),
             "load_average_1min")
     kind = f"gateway {args.gateway}" if args.gateway else "agent, process only" if args.process_only else "agent"
     kind += ", TLS" if args.tls else ""
