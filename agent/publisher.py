@@ -31,7 +31,7 @@ from agent.spool import Row, Spool, SpoolError, SpoolFull
 from protocols import PROTOCOL_VERSION
 from protocols import envelope as env
 from protocols.canonical import canonical, dumps_sorted
-from protocols.envelope import SESSION_COMMANDS
+from protocols.envelope import MAX_RECORD_BYTES, SESSION_COMMANDS
 from protocols.signing import Signer, key_id, sign
 from protocols.topics import Kind, topic
 
@@ -58,22 +58,30 @@ def intact(row: Row) -> bool:
     return hashlib.sha256(row.body).hexdigest() == row.hash
 
 
-def seal_rows(*, key: Signer, agent: str, unit: str, instrument: str, boot: int, sent: int,
-              rows: list[Row]) -> bytes:
-    """The `rec` envelope of spooled rows, byte for byte what `protocols.envelope.envelope` makes of
-    the parsed bodies, built without parsing them: each body goes in as it is (`orjson.Fragment`).
+def seal_records(*, key: Signer, agent: str, unit: str, instrument: str, boot: int, sent: int,
+                 records: bytes) -> bytes:
+    """The `rec` envelope of spooled records, byte for byte what `protocols.envelope.envelope` makes of
+    the parsed bodies, built without parsing them: `records` is the JSON array of their canonical
+    bodies (`[body,body,...]`), which goes in as it is (`orjson.Fragment`).
 
     Why: parsing a 500-record batch into dicts only to encode them again made ~1 MB of short-lived
     objects whose pymalloc arenas stayed after a backlog (bench/RESULTS.md, agentmem5/agentmem6).
-    Only bodies that are `intact` may come here: `Spool._append` stored `canonical(record)` (checked
-    there) and its hash, so an intact body is canonical and its bytes equal `dumps_sorted(loads(body))`.
-    The header is checked by `canonical` as before; `protocols.canonical` itself stays as strict."""
+    Only `intact` bodies may come here: `Spool._append` stored `canonical(record)` (checked there)
+    and its hash, so an intact body is canonical, and `[a,b]` is how orjson writes a list. The header
+    is checked by `canonical` as before; `protocols.canonical` itself stays as strict for everyone."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION, "msg": "rec", "agent": agent, "key": key_id(key), "unit": unit,
                             "instrument": instrument, "boot": boot, "sent": sent}
     canonical(body)  # the header's values, checked as `seal` checks them
-    body["records"] = [orjson.Fragment(r.body) for r in rows]
+    body["records"] = orjson.Fragment(records)
     body["sig"] = sign(key, dumps_sorted(body))
     return dumps_sorted(body)
+
+
+def seal_rows(*, key: Signer, agent: str, unit: str, instrument: str, boot: int, sent: int,
+              rows: list[Row]) -> bytes:
+    """`seal_records` of intact spool rows."""
+    return seal_records(key=key, agent=agent, unit=unit, instrument=instrument, boot=boot, sent=sent,
+                        records=b"[" + b",".join(r.body for r in rows) + b"]")
 
 
 class Publisher(threading.Thread):
@@ -268,22 +276,54 @@ class Publisher(threading.Thread):
                         spool_first=st.first_seq, acked=self.acked, sw=SOFTWARE[:32], **self.ids)
         self._client.publish(self.topics[Kind.BIRTH], msg, qos=1, retain=True)
 
-    def _send(self, client: mqtt.Client, rows: list[Row]) -> None:
-        bad = [r.seq for r in rows if not intact(r)]
+    def _batch(self, first: int, last: int | None = None) -> tuple[int, int, bytes] | None:
+        """The next envelope from `first` on (up to `last`): (first seq, last seq, bytes); None when
+        the spool holds nothing there. The records are `Spool.read`'s; each body is checked against
+        its hash and copied into one buffer as it is read, so no batch of rows or of parsed records
+        is ever alive (memory: bench/RESULTS.md, agentmem6)."""
+        m = self.m
+        buf = bytearray(m.batch_bytes + m.batch_records + MAX_RECORD_BYTES + 2)  # grows if ever too small
+        buf[0] = 0x5B  # [
+        pos, count, lo, hi = 1, 0, 0, 0
+        bad: list[int] = []
+        for seq, _type, body, digest in self._spool_().scan(first, m.batch_records, m.batch_bytes, last):
+            if hashlib.sha256(body).hexdigest() != digest:
+                bad.append(seq)
+            if count:
+                buf[pos] = 0x2C  # ,
+                pos += 1
+            else:
+                lo = seq
+            buf[pos:pos + len(body)] = body
+            pos += len(body)
+            count += 1
+            hi = seq
+        if not count:
+            return None
+        buf[pos:pos + 1] = b"]"
+        pos += 1
+        sent = now_ms()
         if not bad:
-            data = seal_rows(key=self.key, boot=self.boot, sent=now_ms(), rows=rows, **self.ids)
-        else:
-            # a spool row changed on disk: handled as before the spooled bytes were sent as they are
-            # (parsed and encoded again: a body that is not JSON stops this connection with the
-            # parse error, one that is JSON goes out and the server judges it), now with its seqs named
-            log.warning("spool rows %s do not match their stored hash (the spool file changed on disk)", bad[:8])
-            records = [orjson.loads(r.body) for r in rows]
-            data = env.envelope(key=self.key, boot=self.boot, sent=now_ms(), records=records, **self.ids)
+            with memoryview(buf) as view:
+                records = view[:pos].tobytes()
+            del buf
+            return lo, hi, seal_records(key=self.key, boot=self.boot, sent=sent, records=records, **self.ids)
+        # a spool row changed on disk: handled as before the spooled bytes were sent as they are
+        # (parsed and encoded again: a body that is not JSON ends this connection with the parse
+        # error, one that is JSON goes out and the server judges it), now with its seqs named
+        log.warning("spool rows %s do not match their stored hash (the spool file changed on disk)", bad[:8])
+        rows = self._spool_().read(first, m.batch_records, m.batch_bytes, last)
+        data = env.envelope(key=self.key, boot=self.boot, sent=sent, records=[orjson.loads(r.body) for r in rows],
+                            **self.ids)
+        return lo, hi, data
+
+    def _send(self, client: mqtt.Client, batch: tuple[int, int, bytes]) -> None:
+        first, last, data = batch
         info = client.publish(self.topics[Kind.REC], data, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish failed ({mqtt.error_string(info.rc)})")
-        self._inflight[info.mid] = (rows[0].seq, rows[-1].seq)
-        self.published_records += len(rows)
+        self._inflight[info.mid] = (first, last)
+        self.published_records += last - first + 1
         if self.first_publish_mono is None:
             self.first_publish_mono = time.monotonic()
 
@@ -296,33 +336,33 @@ class Publisher(threading.Thread):
         spool = self._spool_()
         while self._resend and len(self._inflight) < limit:
             first, last = self._resend[0]
-            rows = spool.read(first, self.m.batch_records, self.m.batch_bytes, last=last)
-            if not rows:
+            batch = self._batch(first, last)
+            if batch is None:
                 nxt = spool.next_held(first)
                 if nxt is None or nxt > last:
                     self._resend.pop(0)
                 else:
                     self._resend[0] = (nxt, last)
                 continue
-            self._send(client, rows)
-            if rows[-1].seq >= last:
+            self._send(client, batch)
+            if batch[1] >= last:
                 self._resend.pop(0)
             else:
-                self._resend[0] = (rows[-1].seq + 1, last)
+                self._resend[0] = (batch[1] + 1, last)
         if not (self._more or self.wake.is_set()):
             return False
         self.wake.clear()
         self._more = False
         while len(self._inflight) < limit:
-            rows = spool.read(self.cursor, self.m.batch_records, self.m.batch_bytes)
-            if not rows:
+            batch = self._batch(self.cursor)
+            if batch is None:
                 nxt = spool.next_held(self.cursor)
                 if nxt is None or nxt <= self.cursor:
                     return bool(self._resend)
                 self.cursor = nxt  # a hole left by the spool limit: the overflow record names it
                 continue
-            self._send(client, rows)
-            self.cursor = rows[-1].seq + 1
+            self._send(client, batch)
+            self.cursor = batch[1] + 1
         self._more = True  # stopped by the in-flight limit: more may be waiting
         return True
 

@@ -352,22 +352,29 @@ class Spool:
 
     def read(self, first: int, max_records: int, max_bytes: int, last: int | None = None) -> list[Row]:
         """Records from `first` on, contiguous in seq (stops at a hole), within both limits."""
-        rows: list[Row] = []
+        return [Row(*row) for row in self.scan(first, max_records, max_bytes, last)]
+
+    def scan(self, first: int, max_records: int, max_bytes: int,
+             last: int | None = None) -> Iterator[tuple[int, str, bytes, str]]:
+        """`read`'s records one at a time as (seq, type, body, hash): the publisher copies each body
+        into its envelope and drops it, so a batch's 500 rows are never alive at once (memory)."""
         size = 0
+        taken = 0
         expect = first
         upper = last if last is not None else 2**62
         cur = self.db.execute("SELECT seq, type, body, hash FROM records WHERE seq >= ? AND seq <= ? "
                               "ORDER BY seq LIMIT ?", (first, upper, max_records))
-        for seq, typ, body, digest in cur:
-            if rows and seq != expect:
-                break
-            if rows and size + len(body) > max_bytes:
-                break
-            rows.append(Row(seq, typ, body, digest))
-            size += len(body)
-            expect = seq + 1
-        cur.close()
-        return rows
+        try:
+            for row in cur:
+                seq, body = row[0], row[2]
+                if taken and (seq != expect or size + len(body) > max_bytes):
+                    break
+                yield row
+                taken += 1
+                size += len(body)
+                expect = seq + 1
+        finally:
+            cur.close()
 
     def next_held(self, seq: int) -> int | None:
         row = self.db.execute("SELECT min(seq) FROM records WHERE seq >= ?", (seq,)).fetchone()

@@ -14,11 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.clock import Clock
 from agent.publisher import intact, seal_rows
-from agent.recorder import Recorder
 from agent.signer import AgentKey
-from agent.spool import Row, Spool
+from agent.spool import Row
 from agent.state import Transition
 from protocols import envelope as env
 from protocols import vectors
@@ -77,41 +75,50 @@ def test_each_record_type_alone_gives_the_old_bytes(entry: dict[str, Any]) -> No
     assert open_envelope(new).hashes == [entry["sha256"]]
 
 
-def test_a_real_spool_backlog_gives_the_old_bytes(tmp_path: Path) -> None:
-    key = AgentKey(b64d(DOC["keys"]["agent"]["private"]))
-    spool = Spool(tmp_path / "spool.db", "agent-0001")
+def test_a_real_spool_backlog_goes_out_as_the_old_bytes(harness: Any, mqtt_broker: Any, tmp_path: Path) -> None:
+    h = harness("backlog1", "batch_records = 50")
+    rec = h.rec
+    t = rec.clock.now()[0]
+    rec.lifecycle("boot", {"reason": "start", "version": "0.1.0", "note": "ünïcode \u2028 \"q\" \\ \x01"})
+    for i in range(120):
+        rec.heartbeat("idle", 1000, {"power": {"n": i, "mw_avg": -40_000 - i, "ok": i % 2 == 0, "err": None}})
+        if i % 10 == 0:
+            rec.state(Transition("running", "idle", t - 500, t - 400, 100, edge=t - 450, post_ms=i),
+                      "power or software", {"power": {"w": 2**53 - 1}})
+            rec.session_start(f"s{i}", "checkin", "用户-" + "x" * 200)
+            rec.sample("power_mw", "mW", t, 1000, [None if j % 7 == 0 else j * 1000 for j in range(700)])
+            rec.session_end(f"s{i}", "checkout")
+    # a hole and its spool_overflow record, as the spool limit leaves them
+    h.spool.enforce_limits(h.spool.stats(exact=True).bytes // 2, 10**12, t, rec.overflow_builder)
+    rec.lifecycle("stop", {})
+    held = h.spool.stats(exact=True).count
+    collector = Collector(mqtt_broker, tmp_path, "backlog1", ack=False)  # the spool keeps every row
+    payloads: list[bytes] = []
+    orig = collector._on_message
+
+    def spy(client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic.endswith("/rec"):
+            payloads.append(bytes(msg.payload))
+        orig(client, userdata, msg)
+
+    collector.client.on_message = spy
     try:
-        boot = spool.start_boot()
-        rec = Recorder(spool, "agent-0001", boot, Clock(2000))
-        t = rec.clock.now()[0]
-        rec.lifecycle("boot", {"reason": "start", "version": "0.1.0", "note": "ünïcode \u2028 \"q\" \\ \x01"})
-        for i in range(120):
-            rec.heartbeat("idle", 1000, {"power": {"n": i, "mw_avg": -40_000 - i, "ok": i % 2 == 0, "err": None}})
-            if i % 10 == 0:
-                rec.state(Transition("running", "idle", t - 500, t - 400, 100, edge=t - 450, post_ms=i),
-                          "power or software", {"power": {"w": 2**53 - 1}})
-                rec.session_start(f"s{i}", "checkin", "用户-" + "x" * 200)
-                rec.sample("power_mw", "mW", t, 1000, [None if j % 7 == 0 else j * 1000 for j in range(700)])
-                rec.session_end(f"s{i}", "checkout")
-        # a hole and its spool_overflow record, as the spool limit leaves them
-        spool.enforce_limits(spool.stats(exact=True).bytes // 2, 10**12, t, rec.overflow_builder)
-        rec.lifecycle("stop", {})
-        types = set()
-        cursor, batches = 1, 0
-        while (rows := spool.read(cursor, 50, 100_000)) or spool.next_held(cursor) is not None:
-            if not rows:
-                cursor = spool.next_held(cursor) or cursor
-                continue
-            assert all(intact(r) for r in rows)
-            new = seal_rows(key=key, boot=boot, sent=t + cursor, rows=rows, **IDS)
-            assert new == old_way(key, boot, t + cursor, rows, IDS)
-            assert open_envelope(new).hashes == [r.hash for r in rows]
-            types |= {r.type for r in rows}
-            cursor, batches = rows[-1].seq + 1, batches + 1
-        assert types == {"lifecycle", "heartbeat", "state", "session_start", "sample", "session_end", "spool_overflow"}
-        assert batches > 3
+        h.start()
+        collector.wait_for(lambda c: len(c.records) == held, 15, "the backlog")
     finally:
-        spool.close()
+        collector.close()
+    assert not collector.errors
+    ids = {"agent": "backlog1", "unit": "u-backlog1", "instrument": "i-backlog1"}
+    types = set()
+    for payload in payloads:
+        head = orjson.loads(payload)
+        seqs = [r["seq"] for r in head["records"]]
+        rows = h.spool.read(seqs[0], len(seqs), 10**9)
+        assert [r.seq for r in rows] == seqs
+        assert payload == old_way(h.key, head["boot"], head["sent"], rows, ids)
+        types |= {r.type for r in rows}
+    assert types == {"lifecycle", "heartbeat", "state", "session_start", "sample", "session_end", "spool_overflow"}
+    assert len(payloads) > 3
 
 
 def corrupt(spool_path: Path, seq: int, body: bytes) -> None:
