@@ -52,10 +52,14 @@ def secure(client: mqtt.Client, m: MqttSection) -> None:
         client.username_pw_set(m.username, m.read_password() or None)
 
 
+def unchanged(body: bytes, digest: str) -> bool:
+    """A spooled body is still the bytes the spool hashed when it stored the record (SPEC.md §2: a
+    record's hash is the SHA-256 of its canonical bytes), so it is that record's canonical form."""
+    return hashlib.sha256(body).hexdigest() == digest
+
+
 def intact(row: Row) -> bool:
-    """The spooled body is still the bytes the spool hashed when it stored the record (SPEC.md §2:
-    a record's hash is the SHA-256 of its canonical bytes), so it is that record's canonical form."""
-    return hashlib.sha256(row.body).hexdigest() == row.hash
+    return unchanged(row.body, row.hash)
 
 
 def seal_records(*, key: Signer, agent: str, unit: str, instrument: str, boot: int, sent: int,
@@ -287,7 +291,7 @@ class Publisher(threading.Thread):
         pos, count, lo, hi = 1, 0, 0, 0
         bad: list[int] = []
         for seq, _type, body, digest in self._spool_().scan(first, m.batch_records, m.batch_bytes, last):
-            if hashlib.sha256(body).hexdigest() != digest:
+            if not unchanged(body, digest):
                 bad.append(seq)
             if count:
                 buf[pos] = 0x2C  # ,
@@ -308,9 +312,9 @@ class Publisher(threading.Thread):
                 records = view[:pos].tobytes()
             del buf
             return lo, hi, seal_records(key=self.key, boot=self.boot, sent=sent, records=records, **self.ids)
-        # a spool row changed on disk: handled as before the spooled bytes were sent as they are
-        # (parsed and encoded again: a body that is not JSON ends this connection with the parse
-        # error, one that is JSON goes out and the server judges it), now with its seqs named
+        # a spool row changed on disk: this batch is built as every batch was before the bodies went
+        # out unparsed (parsed and encoded again: a body that is not JSON ends this connection with
+        # the parse error, one that is JSON goes out and the server judges it), its seqs now named
         log.warning("spool rows %s do not match their stored hash (the spool file changed on disk)", bad[:8])
         rows = self._spool_().read(first, m.batch_records, m.batch_bytes, last)
         data = env.envelope(key=self.key, boot=self.boot, sent=sent, records=[orjson.loads(r.body) for r in rows],
