@@ -19,7 +19,7 @@ import queue
 import random
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -28,11 +28,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import SOFTWARE
 from agent.config import Config, MqttSection
 from agent.spool import Row, Spool, SpoolError, SpoolFull
-from protocols import PROTOCOL_VERSION
 from protocols import envelope as env
 from protocols.canonical import canonical, dumps_sorted
 from protocols.envelope import MAX_RECORD_BYTES, SESSION_COMMANDS
-from protocols.signing import Signer, key_id, sign
+from protocols.signing import Signer, sign
 from protocols.topics import Kind, topic
 
 log = logging.getLogger("jishi.publisher")
@@ -73,8 +72,7 @@ def seal_records(*, key: Signer, agent: str, unit: str, instrument: str, boot: i
     Only `intact` bodies may come here: `Spool._append` stored `canonical(record)` (checked there)
     and its hash, so an intact body is canonical, and `[a,b]` is how orjson writes a list. The header
     is checked by `canonical` as before; `protocols.canonical` itself stays as strict for everyone."""
-    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "msg": "rec", "agent": agent, "key": key_id(key), "unit": unit,
-                            "instrument": instrument, "boot": boot, "sent": sent}
+    body = env.rec_header(key=key, agent=agent, unit=unit, instrument=instrument, boot=boot, sent=sent)
     canonical(body)  # the header's values, checked as `seal` checks them
     body["records"] = orjson.Fragment(records)
     body["sig"] = sign(key, dumps_sorted(body))
@@ -86,6 +84,15 @@ def seal_rows(*, key: Signer, agent: str, unit: str, instrument: str, boot: int,
     """`seal_records` of intact spool rows."""
     return seal_records(key=key, agent=agent, unit=unit, instrument=instrument, boot=boot, sent=sent,
                         records=b"[" + b",".join(r.body for r in rows) + b"]")
+
+
+class Batch(NamedTuple):
+    """One sealed `rec` envelope of spooled records."""
+
+    first: int
+    last: int
+    records: int  # how many (a batch never spans a hole, but count, do not subtract)
+    data: bytes
 
 
 class Publisher(threading.Thread):
@@ -280,8 +287,8 @@ class Publisher(threading.Thread):
                         spool_first=st.first_seq, acked=self.acked, sw=SOFTWARE[:32], **self.ids)
         self._client.publish(self.topics[Kind.BIRTH], msg, qos=1, retain=True)
 
-    def _batch(self, first: int, last: int | None = None) -> tuple[int, int, bytes] | None:
-        """The next envelope from `first` on (up to `last`): (first seq, last seq, bytes); None when
+    def _batch(self, first: int, last: int | None = None) -> Batch | None:
+        """The next envelope from `first` on (up to `last`); None when
         the spool holds nothing there. The records are `Spool.read`'s; each body is checked against
         its hash and copied into one buffer as it is read, so no batch of rows or of parsed records
         is ever alive (memory: bench/RESULTS.md, agentmem6)."""
@@ -311,7 +318,8 @@ class Publisher(threading.Thread):
             with memoryview(buf) as view:
                 records = view[:pos].tobytes()
             del buf
-            return lo, hi, seal_records(key=self.key, boot=self.boot, sent=sent, records=records, **self.ids)
+            return Batch(lo, hi, count, seal_records(key=self.key, boot=self.boot, sent=sent, records=records,
+                                                     **self.ids))
         # a spool row changed on disk: this batch is built as every batch was before the bodies went
         # out unparsed (parsed and encoded again: a body that is not JSON ends this connection with
         # the parse error, one that is JSON goes out and the server judges it), its seqs now named
@@ -319,15 +327,14 @@ class Publisher(threading.Thread):
         rows = self._spool_().read(first, m.batch_records, m.batch_bytes, last)
         data = env.envelope(key=self.key, boot=self.boot, sent=sent, records=[orjson.loads(r.body) for r in rows],
                             **self.ids)
-        return lo, hi, data
+        return Batch(lo, hi, len(rows), data)
 
-    def _send(self, client: mqtt.Client, batch: tuple[int, int, bytes]) -> None:
-        first, last, data = batch
-        info = client.publish(self.topics[Kind.REC], data, qos=1)
+    def _send(self, client: mqtt.Client, batch: Batch) -> None:
+        info = client.publish(self.topics[Kind.REC], batch.data, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish failed ({mqtt.error_string(info.rc)})")
-        self._inflight[info.mid] = (first, last)
-        self.published_records += last - first + 1
+        self._inflight[info.mid] = (batch.first, batch.last)
+        self.published_records += batch.records
         if self.first_publish_mono is None:
             self.first_publish_mono = time.monotonic()
 
@@ -349,10 +356,10 @@ class Publisher(threading.Thread):
                     self._resend[0] = (nxt, last)
                 continue
             self._send(client, batch)
-            if batch[1] >= last:
+            if batch.last >= last:
                 self._resend.pop(0)
             else:
-                self._resend[0] = (batch[1] + 1, last)
+                self._resend[0] = (batch.last + 1, last)
         if not (self._more or self.wake.is_set()):
             return False
         self.wake.clear()
@@ -366,7 +373,7 @@ class Publisher(threading.Thread):
                 self.cursor = nxt  # a hole left by the spool limit: the overflow record names it
                 continue
             self._send(client, batch)
-            self.cursor = batch[1] + 1
+            self.cursor = batch.last + 1
         self._more = True  # stopped by the in-flight limit: more may be waiting
         return True
 

@@ -32,6 +32,21 @@ def seal(message: Mapping[str, Any], key: Signer) -> bytes:
     return canonical(body)
 
 
+def rec_header(*, key: Signer, agent: str, unit: str, instrument: str, boot: int, sent: int) -> dict[str, Any]:
+    """A `rec` message's fields but its records and signature (the agent's publisher also seals
+    spooled bodies under it without parsing them: agent/publisher.py `seal_records`)."""
+    return {
+        "v": PROTOCOL_VERSION,
+        "msg": "rec",
+        "agent": agent,
+        "key": key_id(key),
+        "unit": unit,
+        "instrument": instrument,
+        "boot": boot,
+        "sent": sent,
+    }
+
+
 def envelope(
     *,
     key: Signer,
@@ -43,20 +58,9 @@ def envelope(
     records: Sequence[Mapping[str, Any]],
 ) -> bytes:
     """Seal records (already chained, contiguous, ascending seq) into one `rec` message."""
-    return seal(
-        {
-            "v": PROTOCOL_VERSION,
-            "msg": "rec",
-            "agent": agent,
-            "key": key_id(key),
-            "unit": unit,
-            "instrument": instrument,
-            "boot": boot,
-            "sent": sent,
-            "records": [dict(r) for r in records],
-        },
-        key,
-    )
+    body = rec_header(key=key, agent=agent, unit=unit, instrument=instrument, boot=boot, sent=sent)
+    body["records"] = [dict(r) for r in records]
+    return seal(body, key)
 
 
 def birth(
