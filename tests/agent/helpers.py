@@ -131,6 +131,7 @@ class Collector:
         self.raw: dict[int, bytes] = {}
         self.arrival: list[int] = []  # seqs in order of first arrival
         self.envelopes = 0
+        self.payloads: list[bytes] = []  # every `rec` message as it arrived, refused ones too
         self.births: list[Birth] = []
         self.deaths: list[Death] = []
         self.errors: list[str] = []
@@ -157,6 +158,8 @@ class Collector:
         kind = msg.topic.rsplit("/", 1)[1]
         try:
             if kind == "rec":
+                with self.lock:
+                    self.payloads.append(bytes(msg.payload))
                 opened = open_envelope(bytes(msg.payload))
                 check_signature(opened.body, self.pub)
                 with self.lock:

@@ -89,20 +89,12 @@ def test_envelopes_respect_the_byte_limit(harness: Any, mqtt_broker: Any, tmp_pa
     for _ in range(40):
         h.rec.heartbeat("idle", 1000, big)
     collector = Collector(mqtt_broker, tmp_path, "bytes1")
-    sizes: list[int] = []
-    orig = collector._on_message
-
-    def spy(client: Any, userdata: Any, msg: Any) -> None:
-        if msg.topic.endswith("/rec"):
-            sizes.append(len(msg.payload))
-        orig(client, userdata, msg)
-
-    collector.client.on_message = spy
     try:
         h.start()
         collector.wait_for(lambda c: len(c.records) == 40, 20, "all records")
     finally:
         collector.close()
+    sizes = [len(p) for p in collector.payloads]
     assert len(sizes) > 1 and max(sizes) < 20000 + 2000 < MAX_ENVELOPE_BYTES
 
 

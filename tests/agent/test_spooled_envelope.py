@@ -93,21 +93,13 @@ def test_a_real_spool_backlog_goes_out_as_the_old_bytes(harness: Any, mqtt_broke
     rec.lifecycle("stop", {})
     held = h.spool.stats(exact=True).count
     collector = Collector(mqtt_broker, tmp_path, "backlog1", ack=False)  # the spool keeps every row
-    payloads: list[bytes] = []
-    orig = collector._on_message
-
-    def spy(client: Any, userdata: Any, msg: Any) -> None:
-        if msg.topic.endswith("/rec"):
-            payloads.append(bytes(msg.payload))
-        orig(client, userdata, msg)
-
-    collector.client.on_message = spy
     try:
         h.start()
         collector.wait_for(lambda c: len(c.records) == held, 15, "the backlog")
     finally:
         collector.close()
     assert not collector.errors
+    payloads = collector.payloads
     ids = {"agent": "backlog1", "unit": "u-backlog1", "instrument": "i-backlog1"}
     types = set()
     for payload in payloads:
