@@ -214,6 +214,11 @@ def wait(cond: Any, timeout: float, every: float = 0.1) -> float:
         time.sleep(every)
 
 
+def sched_s(pid: int) -> float:
+    """CPU seconds a process (e.g. a PostgreSQL backend) has run, from the scheduler's own count."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 def machine() -> str:
     import platform
 

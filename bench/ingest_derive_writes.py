@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, os.environ.get("BENCH_CODE") or str(Path(__file__).resolve().parents[1]))
 
 import psycopg
-from ingest_common import SimAgent, backlog_envelopes, fresh_db, machine, services
+from ingest_common import SimAgent, backlog_envelopes, fresh_db, machine, sched_s, services
 
 from server.config import Settings
 from server.db import queries
@@ -46,10 +46,6 @@ VARIANTS = {
 }
 SESSIONS = "agent_id, instrument_id, session_id, method, identifier, start_at, end_at, end_reason, start_seq"
 SEGMENTS = "agent_id, instrument_id, start_at, end_at, state, watched, arrival, session_id, start_seq"
-
-
-def sched_s(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def main() -> None:

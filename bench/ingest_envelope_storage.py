@@ -19,17 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
-from ingest_common import SimAgent, backlog_envelopes, machine, services
+from ingest_common import SimAgent, backlog_envelopes, machine, sched_s, services
 
 VARIANTS = {
     "lz4 (039, now)": "ALTER TABLE e ALTER COLUMN raw SET STORAGE EXTENDED, ALTER COLUMN raw SET COMPRESSION lz4",
     "pglz": "ALTER TABLE e ALTER COLUMN raw SET STORAGE EXTENDED, ALTER COLUMN raw SET COMPRESSION pglz",
     "none (EXTERNAL)": "ALTER TABLE e ALTER COLUMN raw SET STORAGE EXTERNAL",
 }
-
-
-def sched_s(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def main() -> None:

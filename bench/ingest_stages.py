@@ -32,7 +32,7 @@ sys.path.insert(0, os.environ.get("BENCH_CODE") or str(Path(__file__).resolve().
 
 import orjson
 import psycopg
-from ingest_common import SimAgent, backlog_envelopes, compiled_modules, fresh_db, machine, services
+from ingest_common import SimAgent, backlog_envelopes, compiled_modules, fresh_db, machine, sched_s, services
 
 from protocols import fastcheck
 from protocols.canonical import dumps_sorted
@@ -50,10 +50,6 @@ from server.ingest.worker import Pipeline
 
 STAGES: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])  # thread CPU, backend CPU, wall (s)
 _backend_pid = 0
-
-
-def sched_s(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def postgres_others(postmaster: int, backend: int) -> float:

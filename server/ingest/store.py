@@ -118,26 +118,24 @@ def finish_rows(rows: Iterable[bytes], envelope_id: int, agent_no: int) -> list[
     return [r + tail for r in rows]
 
 
-def copy_prepared_records(conn: Conn, rows: list[bytes]) -> int:
-    """Binary COPY of rows made by finish_rows (columns PREPARED_COLUMNS); returns the number written."""
+def _copy_records(conn: Conn, columns: tuple[str, ...], rows: list[bytes]) -> int:
     if not rows:
         return 0
     with conn.cursor() as cur, cur.copy(
-        f"COPY records ({', '.join(PREPARED_COLUMNS)}) FROM STDIN (FORMAT BINARY)"  # names are constants
+        f"COPY records ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"  # names are constants
     ) as cp:
         cp.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
     return len(rows)
+
+
+def copy_prepared_records(conn: Conn, rows: list[bytes]) -> int:
+    """Binary COPY of rows made by finish_rows (columns PREPARED_COLUMNS); returns the number written."""
+    return _copy_records(conn, PREPARED_COLUMNS, rows)
 
 
 def copy_packed_records(conn: Conn, rows: list[bytes]) -> int:
     """Binary COPY of rows packed by packed_record_rows; returns the number written."""
-    if not rows:
-        return 0
-    with conn.cursor() as cur, cur.copy(
-        f"COPY records ({', '.join(RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"  # names are constants
-    ) as cp:
-        cp.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
-    return len(rows)
+    return _copy_records(conn, RECORD_COLUMNS, rows)
 
 
 def copy_records_binary(conn: Conn, rows: list[NewRow]) -> int:

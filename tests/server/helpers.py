@@ -41,6 +41,20 @@ def register(dsn: str, agent: TestAgent, *, org: str = "org-u", org_name: str = 
                      " ON CONFLICT DO NOTHING", (key_id(agent.key), agent.agent, public_to_b64(agent.key)))
 
 
+def two_agent_numbers(conn: psycopg.Connection[Any]) -> list[int]:
+    """Two agents on two instruments of one unit, with their progress rows: their agent numbers
+    (for tests that write `records` rows directly)."""
+    conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'O')")
+    conn.execute("INSERT INTO units (id, org_id, name) VALUES ('u', 'o', 'u')")
+    nos = []
+    for k in (1, 2):
+        conn.execute("INSERT INTO instruments (id, unit_id, name) VALUES (%s, 'u', 'i')", (f"i{k}",))
+        conn.execute("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)", (f"a{k}", f"i{k}"))
+        nos.append(conn.execute("INSERT INTO agent_progress (agent_id) VALUES (%s) RETURNING agent_no",
+                                (f"a{k}",)).fetchone()[0])  # type: ignore[index]
+    return nos
+
+
 def map_identity(dsn: str, unit: str, method: str, identifier: str, user: str, org: str, org_name: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO organisations (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (org, org_name))

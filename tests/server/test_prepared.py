@@ -25,7 +25,7 @@ from server.ingest.store import (
 from server.ingest.worker import Pipeline
 from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
 from server.store.times import ms_to_dt
-from tests.server.helpers import T0, TestAgent, query, register, settings_for
+from tests.server.helpers import T0, TestAgent, query, register, settings_for, two_agent_numbers
 
 DOC: dict[str, Any] = json.loads(vectors.VECTOR_FILE.read_text(encoding="utf-8"))
 
@@ -97,14 +97,7 @@ def test_prepared_rows_hold_what_packed_record_rows_packs() -> None:
 def test_prepared_rows_store_what_write_row_stores(fresh_db: str) -> None:
     recs, hashes = _records()
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'O')")
-        conn.execute("INSERT INTO units (id, org_id, name) VALUES ('u', 'o', 'u')")
-        nos = []
-        for k in (1, 2):
-            conn.execute("INSERT INTO instruments (id, unit_id, name) VALUES (%s, 'u', 'i')", (f"i{k}",))
-            conn.execute("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)", (f"a{k}", f"i{k}"))
-            nos.append(conn.execute("INSERT INTO agent_progress (agent_id) VALUES (%s) RETURNING agent_no",
-                                    (f"a{k}",)).fetchone()[0])  # type: ignore[index]
+        nos = two_agent_numbers(conn)
         with conn.transaction():
             rows = sorted(finish_rows(prepare(recs, hashes, 0).rows, 77, nos[0]))
             assert copy_prepared_records(conn, rows) == len(recs)

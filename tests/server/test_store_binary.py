@@ -19,6 +19,7 @@ from server.ingest.store import (
 )
 from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
 from server.store.times import ms_to_dt
+from tests.server.helpers import two_agent_numbers
 
 TYPES = ["state", "heartbeat", "session_start", "session_end", "sample", "lifecycle", "spool_overflow"]
 STATES = list(STATE_CODES)
@@ -39,14 +40,7 @@ def _rows(agent_no: int) -> list[NewRow]:
 
 def test_binary_rows_equal_write_row(fresh_db: str) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute("INSERT INTO organisations (id, name) VALUES ('o', 'O')")
-        conn.execute("INSERT INTO units (id, org_id, name) VALUES ('u', 'o', 'u')")
-        nos = []
-        for k in (1, 2):
-            conn.execute("INSERT INTO instruments (id, unit_id, name) VALUES (%s, 'u', 'i')", (f"i{k}",))
-            conn.execute("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)", (f"a{k}", f"i{k}"))
-            nos.append(conn.execute("INSERT INTO agent_progress (agent_id) VALUES (%s) RETURNING agent_no",
-                                    (f"a{k}",)).fetchone()[0])  # type: ignore[index]
+        nos = two_agent_numbers(conn)
         fast, slow = _rows(nos[0]), _rows(nos[1])
         with conn.transaction():
             assert copy_records_binary(conn, fast) == len(fast)
