@@ -3,6 +3,7 @@ server commands (resend, rebirth), holes left by the spool limit, clean stop."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ class Harness:
         self.spool.close()
 
 
-@pytest.fixture
-def harness(tmp_path: Path, mqtt_broker: Any, request: pytest.FixtureRequest) -> Any:
+def harnesses(tmp_path: Path, mqtt_broker: Any) -> Iterator[Callable[..., Harness]]:
+    """A fixture's body: makes Harnesses on demand and closes them all after the test."""
     made: list[Harness] = []
 
     def make(agent_id: str, mqtt_extra: str = "") -> Harness:
@@ -60,6 +61,11 @@ def harness(tmp_path: Path, mqtt_broker: Any, request: pytest.FixtureRequest) ->
     yield make
     for h in made:
         h.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path, mqtt_broker: Any) -> Iterator[Callable[..., Harness]]:
+    yield from harnesses(tmp_path, mqtt_broker)
 
 
 def test_backlog_goes_out_in_batches_and_acks_trim(harness: Any, mqtt_broker: Any, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +24,12 @@ from protocols import vectors
 from protocols.signing import b64d, private_from_b64
 from protocols.validate import open_envelope
 from tests.agent.helpers import Collector, wait_until
-from tests.agent.test_publisher import Harness
+from tests.agent.test_publisher import Harness, harnesses
 
 
 @pytest.fixture
-def harness(tmp_path: Path, mqtt_broker: Any) -> Any:
-    made: list[Harness] = []
-
-    def make(agent_id: str, mqtt_extra: str = "") -> Harness:
-        h = Harness(tmp_path, mqtt_broker, agent_id, mqtt_extra)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
+def harness(tmp_path: Path, mqtt_broker: Any) -> Iterator[Callable[..., Harness]]:
+    yield from harnesses(tmp_path, mqtt_broker)
 
 
 DOC: dict[str, Any] = json.loads(vectors.VECTOR_FILE.read_text(encoding="utf-8"))
