@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from psycopg.types.json import Jsonb
 
+from server.db.running import running_overlapping
 from server.store.conn import Conn
 
 # -- registry --------------------------------------------------------------------------------------
@@ -382,18 +383,10 @@ def hours_by_instrument(
     return {r[0]: Hours(r[0], *(float(x) for x in r[1:])) for r in rows}
 
 
-_RUNNING_SQL = """
+_RUNNING_SQL = f"""
 SELECT x.instrument_id, coalesce(sum(extract(epoch FROM least(x.end_at, %(end)s) - greatest(x.start_at, %(start)s)))
                                  FILTER (WHERE x.watched), 0)
-FROM (
-    SELECT s.instrument_id, s.start_at, s.end_at, s.watched FROM usage_segments s
-    WHERE s.instrument_id = ANY(%(ids)s::text[]) AND s.state = 'running'
-      AND s.start_at >= %(start)s - interval '24 hours' AND s.start_at < %(end)s AND s.end_at > %(start)s
-    UNION ALL
-    SELECT s.instrument_id, s.start_at, s.end_at, s.watched FROM usage_segments s
-    WHERE s.instrument_id = ANY(%(ids)s::text[]) AND s.state = 'running' AND s.end_at - s.start_at > interval '24 hours'
-      AND s.start_at < %(start)s - interval '24 hours' AND s.end_at > %(start)s
-) x
+FROM ({running_overlapping("= ANY(%(ids)s::text[])", "%(start)s", "%(end)s")}) x
 GROUP BY x.instrument_id
 """
 
@@ -407,8 +400,8 @@ def running_s_by_instrument(
     Why not hours_by_instrument: its `start_at < end` read each instrument's whole history (an index
     range, or a sequential scan on fresh statistics) in every transaction, a cost that grew with
     the history. Running segments that overlap the range are those that start at most 24 h before it
-    plus the longer ones, each a tight range of migration 011's partial indexes (as
-    evaluation.sql.running_overlapping); instruments without one are left out (0 for the caller)."""
+    plus the longer ones, each a tight range of migration 011's partial indexes (`server.db.running`,
+    which the evaluation uses too); instruments without one are left out (0 for the caller)."""
     if not instrument_ids:
         return {}
     rows = conn.execute(_RUNNING_SQL, {"start": start, "end": end, "ids": list(instrument_ids)}).fetchall()

@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from server import clock
+from server.db.running import running_overlapping
 from server.evaluation.period import Period, year_fraction
 from server.evaluation.sql import (
     IDENTITY_CLASS,
@@ -39,7 +40,6 @@ from server.evaluation.sql import (
     records_in_period,
     rollup_spans,
     rollup_tiles,
-    running_overlapping,
     running_rollup,
     session_identity,
 )

@@ -28,6 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from server.db.running import running_overlapping
 from server.evaluation.indicators import Evaluation, params
 from server.evaluation.period import Period, local_iso
 from server.evaluation.prices import FeeChecks, check_fees
@@ -41,7 +42,6 @@ from server.evaluation.sql import (
     overlapping,
     records_in_period,
     rollup_tiles,
-    running_overlapping,
 )
 from server.store.conn import Conn
 
