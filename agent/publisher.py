@@ -27,10 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import SOFTWARE
 from agent.config import Config, MqttSection
-from agent.spool import Row, Spool, SpoolError, SpoolFull
+from agent.spool import Spool, SpoolError, SpoolFull
 from protocols import envelope as env
 from protocols.canonical import canonical, dumps_sorted
-from protocols.envelope import MAX_RECORD_BYTES, SESSION_COMMANDS
+from protocols.envelope import SESSION_COMMANDS
 from protocols.signing import Signer, sign
 from protocols.topics import Kind, topic
 
@@ -57,10 +57,6 @@ def unchanged(body: bytes, digest: str) -> bool:
     return hashlib.sha256(body).hexdigest() == digest
 
 
-def intact(row: Row) -> bool:
-    return unchanged(row.body, row.hash)
-
-
 def seal_records(*, key: Signer, agent: str, unit: str, instrument: str, boot: int, sent: int,
                  records: bytes) -> bytes:
     """The `rec` envelope of spooled records, byte for byte what `protocols.envelope.envelope` makes of
@@ -69,21 +65,15 @@ def seal_records(*, key: Signer, agent: str, unit: str, instrument: str, boot: i
 
     Why: parsing a 500-record batch into dicts only to encode them again made ~1 MB of short-lived
     objects whose pymalloc arenas stayed after a backlog (bench/RESULTS.md, agentmem5/agentmem6).
-    Only `intact` bodies may come here: `Spool._append` stored `canonical(record)` (checked there)
-    and its hash, so an intact body is canonical, and `[a,b]` is how orjson writes a list. The header
-    is checked by `canonical` as before; `protocols.canonical` itself stays as strict for everyone."""
+    Only bodies `unchanged` against their stored hash may come here: `Spool._append` stored
+    `canonical(record)` (checked there) and its hash, so such a body is canonical, and `[a,b]` is how
+    orjson writes a list. The header is checked by `canonical` as before; `protocols.canonical`
+    itself stays as strict for everyone."""
     body = env.rec_header(key=key, agent=agent, unit=unit, instrument=instrument, boot=boot, sent=sent)
     canonical(body)  # the header's values, checked as `seal` checks them
     body["records"] = orjson.Fragment(records)
     body["sig"] = sign(key, dumps_sorted(body))
     return dumps_sorted(body)
-
-
-def seal_rows(*, key: Signer, agent: str, unit: str, instrument: str, boot: int, sent: int,
-              rows: list[Row]) -> bytes:
-    """`seal_records` of intact spool rows."""
-    return seal_records(key=key, agent=agent, unit=unit, instrument=instrument, boot=boot, sent=sent,
-                        records=b"[" + b",".join(r.body for r in rows) + b"]")
 
 
 class Batch(NamedTuple):
@@ -293,30 +283,25 @@ class Publisher(threading.Thread):
         its hash and copied into one buffer as it is read, so no batch of rows or of parsed records
         is ever alive (memory: bench/RESULTS.md, agentmem6)."""
         m = self.m
-        buf = bytearray(m.batch_bytes + m.batch_records + MAX_RECORD_BYTES + 2)  # grows if ever too small
-        buf[0] = 0x5B  # [
-        pos, count, lo, hi = 1, 0, 0, 0
+        buf = bytearray(b"[")
+        count = lo = hi = 0
         bad: list[int] = []
         for seq, _type, body, digest in self._spool_().scan(first, m.batch_records, m.batch_bytes, last):
             if not unchanged(body, digest):
                 bad.append(seq)
             if count:
-                buf[pos] = 0x2C  # ,
-                pos += 1
+                buf += b","
             else:
                 lo = seq
-            buf[pos:pos + len(body)] = body
-            pos += len(body)
+            buf += body
             count += 1
             hi = seq
         if not count:
             return None
-        buf[pos:pos + 1] = b"]"
-        pos += 1
+        buf += b"]"
         sent = now_ms()
         if not bad:
-            with memoryview(buf) as view:
-                records = view[:pos].tobytes()
+            records = bytes(buf)
             del buf
             return Batch(lo, hi, count, seal_records(key=self.key, boot=self.boot, sent=sent, records=records,
                                                      **self.ids))

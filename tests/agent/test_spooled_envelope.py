@@ -1,5 +1,5 @@
 """The publisher builds each envelope from the spooled canonical bytes without parsing them
-(agent/publisher.py `seal_rows`): the bytes must be exactly those of the old way (the parsed bodies
+(agent/publisher.py `seal_records`): the bytes must be exactly those of the old way (the parsed bodies
 sealed by protocols.envelope.envelope), for every record type and a real backlog; a spool row that
 changed on disk is named in the log and handled as before (parse error, or sent and refused)."""
 
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.publisher import intact, seal_rows
+from agent.publisher import seal_records, unchanged
 from agent.signer import AgentKey
 from agent.spool import Row
 from agent.state import Transition
@@ -39,6 +39,15 @@ IDS = {"agent": "agent-0001", "unit": "IMU", "instrument": "ms-01"}
 def old_way(key: Any, boot: int, sent: int, rows: list[Row], ids: dict[str, str]) -> bytes:
     """What `Publisher._send` built before: every body parsed, then sealed (and checked) again."""
     return env.envelope(key=key, boot=boot, sent=sent, records=[orjson.loads(r.body) for r in rows], **ids)
+
+
+def intact(row: Row) -> bool:
+    return unchanged(row.body, row.hash)
+
+
+def seal_rows(*, rows: list[Row], **header: Any) -> bytes:
+    """What the publisher sends for these rows: their bodies as one JSON array, sealed unparsed."""
+    return seal_records(records=b"[" + b",".join(r.body for r in rows) + b"]", **header)
 
 
 def vector_rows() -> list[Row]:
