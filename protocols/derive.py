@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, overload
 
 STATES = ("off", "idle", "running", "fault", "unknown")
 WATCHING, OFFLINE, GAP = "watching", "offline", "gap"
@@ -76,6 +76,19 @@ class Params:
     future_ms: int = 600_000
     """A record whose `t` is more than this ahead of its receive time is 'future' (flagged by
     ingest); every record's corrected time is bounded by its receive time plus this."""
+
+
+class RecordFields(Protocol):
+    """A verified record read by key: its parsed dict, or the struct protocols.fastcheck.decode
+    gives the ingest (which reads alike)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+    @overload
+    def get(self, name: str, /) -> Any: ...
+
+    @overload
+    def get(self, name: str, default: Any, /) -> Any: ...
 
 
 class Rec(NamedTuple):
@@ -100,8 +113,8 @@ class Rec(NamedTuple):
     """state records: `evidence.state.since`, when the agent says the new state began"""
 
     @classmethod
-    def from_record(cls, rec: Mapping[str, Any], received: int) -> Rec:
-        """From a verified record (a parsed dict as in the envelope) and its receive time in ms."""
+    def from_record(cls, rec: RecordFields, received: int) -> Rec:
+        """From a verified record (as in the envelope) and its receive time in ms."""
         typ = rec["type"]
         seq, t, boot, mono = rec["seq"], rec["t"], rec["boot"], rec.get("mono")
         if typ == "heartbeat":  # most records: built without keyword arguments (a third of the cost)

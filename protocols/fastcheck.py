@@ -4,12 +4,19 @@ Why: building a pydantic object per record was the largest single cost of openin
 (bench/RESULTS.md, "Ingest throughput, second round"). These structs decode and check the whole
 envelope in one pass without building the reference models.
 
-It only ever *accepts*: `accepts(data)` is True when the envelope is certainly valid by the
-strict models in records.py; for anything else (False) the caller runs the reference models,
-which give the refusal and its reason exactly as before. So a difference between the two can make
-a valid envelope slower, never a refusal different - provided this check accepts nothing the
-reference refuses, which tests/protocol/test_fastcheck.py checks differentially (vectors,
-hand-made edge cases and generated mutations).
+It only ever *accepts*: `accepts(body)` is True when a parsed envelope is certainly valid by the
+strict models in records.py, and `decode(raw)` returns the envelope as these structs when its
+bytes are certainly canonical and valid; for anything else (False, None) the caller takes the
+reference path (parse_canonical, then the models), which gives the refusal and its reason exactly
+as before. So a difference between the two can make a valid envelope slower, never a refusal
+different - provided this check accepts nothing the reference refuses, which
+tests/protocols/test_fastcheck.py checks differentially (vectors, hand-made edge cases and
+generated mutations, as parsed bodies and as bytes).
+
+`decode` is the ingest's way in (issue 17, bench/RESULTS.md "typed"): the records stay these
+structs from the wire to the database thread, never a dict each. They read like the parsed
+dicts they replace (`rec["seq"]`, `rec.get("mono")`, `rec["type"]`) for the code that is not
+per record; the per-record loops read attributes.
 
 Patterns end in `\\Z`, not `$`: Python's `$` also matches before a final newline, the reference
 (Rust regex) does not.
@@ -18,7 +25,8 @@ Patterns end in `\\Z`, not `$`: Python's `$` also matches before a final newline
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -45,7 +53,26 @@ EvidenceByDetector = Annotated[dict[Name, Evidence], Meta(max_length=16)]
 State = Literal["off", "idle", "running", "fault", "unknown"]
 
 
-class _Rec(msgspec.Struct, forbid_unknown_fields=True, tag_field="type"):
+class _Readable(msgspec.Struct, gc=False):
+    """Read by key like the parsed dict it stands for; a missing field is a KeyError.
+
+    Untracked by the garbage collector (a batch holds ~100,000 records: -0.15 us per record):
+    what a struct holds (strings, ints, evidence dicts of scalars, dropped ranges) never refers
+    back to it, and nothing writes to a decoded record."""
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default)
+
+
+class _Rec(_Readable, forbid_unknown_fields=True, tag_field="type"):
+    type: ClassVar[str]
+    """the tag, readable as `rec["type"]` (msgspec keeps it out of the fields)"""
     agent: Id
     boot: Seq
     seq: Seq
@@ -55,6 +82,7 @@ class _Rec(msgspec.Struct, forbid_unknown_fields=True, tag_field="type"):
 
 
 class _State(_Rec, tag="state"):
+    type = "state"
     state: State
     prev_state: State
     rule: Text
@@ -62,23 +90,27 @@ class _State(_Rec, tag="state"):
 
 
 class _Heartbeat(_Rec, tag="heartbeat"):
+    type = "heartbeat"
     state: State
     period_ms: Count
     evidence: EvidenceByDetector
 
 
 class _SessionStart(_Rec, tag="session_start"):
+    type = "session_start"
     session: Id
     method: Literal["os", "checkin", "card", "booking"]
     user: Annotated[str, Meta(min_length=1, max_length=128)]
 
 
 class _SessionEnd(_Rec, tag="session_end"):
+    type = "session_end"
     session: Id
     reason: Literal["checkout", "idle_timeout", "os_logout", "card", "replaced", "agent_stop"]
 
 
 class _Sample(_Rec, tag="sample"):
+    type = "sample"
     signal: Name
     unit: str
     start: Millis
@@ -87,21 +119,23 @@ class _Sample(_Rec, tag="sample"):
 
 
 class _Lifecycle(_Rec, tag="lifecycle"):
+    type = "lifecycle"
     event: Literal["boot", "stop", "config", "clock", "detector_error"]
     detail: Evidence
 
 
-class _Dropped(msgspec.Struct, forbid_unknown_fields=True):
+class _Dropped(_Readable, forbid_unknown_fields=True):
     first: Seq
     last: Seq
     last_hash: Hash
 
 
 class _SpoolOverflow(_Rec, tag="spool_overflow"):
+    type = "spool_overflow"
     dropped: Annotated[list[_Dropped], Meta(min_length=1, max_length=256)]
 
 
-class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     v: Literal[1]
     msg: Literal["rec"]
     agent: Id
@@ -160,6 +194,44 @@ def accepts(body: Any) -> bool:
         env = msgspec.convert(body, _Envelope, strict=True)
     except msgspec.ValidationError:
         return False
+    return _sound(env)
+
+
+_decode = msgspec.json.Decoder(_Envelope).decode
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+def decode(raw: bytes) -> _Envelope | None:
+    """The envelope of the wire bytes `raw` as these structs, when the bytes are certainly
+    canonical (protocols/canonical.py) and the envelope certainly valid by the strict models;
+    None means "take the reference path", not "invalid". The caller checks the size first.
+
+    Canonical: the bytes are the structs encoded again with keys sorted. That equals what
+    parse_canonical compares with (orjson) for bytes without a backslash: no string then holds
+    an escape, which is where the two encoders could write a string apart (a lone surrogate, for
+    one); both write every other character as its UTF-8 (a Chinese user name too), the encoder
+    writes only valid UTF-8 (so equal bytes are valid UTF-8, which orjson reads), and sorting
+    keys (ASCII: the schema's names and patterns) is the same in both. Bytes with a backslash
+    (an escaped quote or control character) take the reference path."""
+    if b"\\" in raw:
+        return None
+    try:
+        env = _decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if _encode_sorted(env) != raw or not _sound(env):
+        return None
+    return env
+
+
+def typed(records: Sequence[Any]) -> bool:
+    """Whether an opened envelope's records are these structs (from `decode`), not parsed dicts."""
+    return bool(records) and isinstance(records[0], _Rec)
+
+
+def _sound(env: _Envelope) -> bool:
+    """The checks the struct types do not make: patterns of strings (once per distinct value),
+    the reference's model validators, one agent throughout."""
     agent = env.agent
     ids = {agent, env.unit, env.instrument}
     names: set[str] = set()

@@ -10,8 +10,10 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
@@ -33,7 +35,8 @@ class Opened:
 
     `model` is the strict model when it was built while opening; None when the fast check
     (protocols/fastcheck.py) accepted the bytes, and `envelope` builds it when first asked for
-    (the ingest hot path never asks: it reads the checked body)."""
+    (the ingest hot path never asks: it reads the checked body). Opened by `open_typed`, the
+    body's records may be fastcheck's structs, which read by key like the dicts."""
 
     model: Envelope | None
     raw: bytes
@@ -42,7 +45,7 @@ class Opened:
 
     @functools.cached_property
     def envelope(self) -> Envelope:
-        return self.model if self.model is not None else Envelope.model_validate(self.body)
+        return self.model if self.model is not None else Envelope.model_validate(orjson.loads(self.raw))
 
     @property
     def first_seq(self) -> int:
@@ -90,6 +93,17 @@ def open_envelope(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES, key_for: Key
     return Opened(model=model, raw=data, body=body, hashes=check_records(model, body, data))
 
 
+def open_typed(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> Opened:
+    """`open_envelope(data, max_bytes, defer_records=True)` as the ingest calls it: the same
+    checks and refusals, but an envelope that fastcheck.decode takes in one pass (the usual
+    case) keeps its records as fastcheck's structs: no dict per record, no second decode
+    (bench/RESULTS.md, "typed"). Anything it does not take goes the reference way."""
+    env = fastcheck.decode(data) if len(data) <= max_bytes else None
+    if env is None:
+        return open_envelope(data, max_bytes, defer_records=True)
+    return Opened(model=None, raw=data, body={f: getattr(env, f) for f in env.__struct_fields__}, hashes=[])
+
+
 def check_records(env: Envelope | None, body: dict[str, Any], raw: bytes | None = None) -> list[str]:
     """The records' own checks (§6.2, after the signature): agent, boot, size, seq and chain.
     Returns each record's hash. Reads the body, which the schema check has passed (so its values
@@ -99,6 +113,8 @@ def check_records(env: Envelope | None, body: dict[str, Any], raw: bytes | None 
     hashes = _records_if_sound(body, raw)
     if hashes is not None:
         return hashes
+    if fastcheck.typed(body["records"]):  # the same values as dicts (raw: canonical, checked when opened)
+        body = orjson.loads(raw) if raw is not None else msgspec.to_builtins(body)
     # something is wrong: the checks one after the other, for the first refusal in their order
     hashes = []
     append = hashes.append
@@ -169,16 +185,25 @@ def _records_if_sound(body: dict[str, Any], raw: bytes | None = None) -> list[st
     agent, boot = body["agent"], body["boot"]
     last_seq = records[0]["seq"] - 1
     last_hash = GENESIS if last_seq == 0 else records[0]["prev"]
+    typed = fastcheck.typed(records)
     slices = record_slices(raw, len(records)) if raw is not None else None
+    if slices is None and typed:
+        return None  # the slow path encodes each record, of the dicts
     encodings = slices if slices is not None else (dumps(rec, option=sort_keys) for rec in records)
-    for rec, encoded in zip(records, encodings, strict=True):
-        if (rec["agent"] != agent or rec["boot"] > boot or len(encoded) > MAX_RECORD_BYTES
-                or rec["seq"] != last_seq + 1 or rec["prev"] != last_hash):
+    for (rec_agent, rec_boot, seq, prev), encoded in zip(map(_LINK_ATTRS if typed else _LINK_KEYS, records),
+                                                         encodings, strict=True):
+        if (rec_agent != agent or rec_boot > boot or len(encoded) > MAX_RECORD_BYTES
+                or seq != last_seq + 1 or prev != last_hash):
             return None
-        last_seq = rec["seq"]
+        last_seq = seq
         last_hash = sha256(encoded).hexdigest()
         append(last_hash)
     return hashes
+
+
+_LINK_KEYS = itemgetter("agent", "boot", "seq", "prev")
+_LINK_ATTRS = attrgetter("agent", "boot", "seq", "prev")
+"""what the records' own checks read of each record: of a parsed dict, of a fastcheck struct"""
 
 
 def open_message(data: bytes, model: type[M]) -> M:

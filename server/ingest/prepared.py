@@ -19,11 +19,13 @@ The database thread then reads no record dict on the usual path (bench/RESULTS.m
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
-from protocols.derive import Rec
+from protocols import fastcheck
+from protocols.derive import Rec, RecordFields
 from server.store.codes import STATE_CODES, TYPE_CODES
 
 PG_EPOCH_MS = 946_684_800_000
@@ -47,28 +49,31 @@ class Prepared:
     """whether a record is a spool_overflow (the book looks for them only then)"""
 
 
-def prepare(records: Sequence[Mapping[str, Any]], hashes: Sequence[str], received: int) -> Prepared:
+def prepare(records: Sequence[RecordFields], hashes: Sequence[str], received: int) -> Prepared:
     """The records of a checked envelope (their own checks passed; `hashes` from them) as the
     database thread uses them; `received`: the message's receive time in ms. The same values as
-    `Rec.from_record`, and the rows `store.packed_record_rows` packs (tests/server/test_prepared.py)."""
+    `Rec.from_record`, and the rows `store.packed_record_rows` packs (tests/server/test_prepared.py).
+    The records are parsed dicts or fastcheck's structs (validate.open_typed); their fields are
+    read alike through one getter, chosen once per envelope."""
     make, from_record, fromhex = tuple.__new__, Rec.from_record, bytes.fromhex
     codes, states, epoch, head, head_ns = TYPE_CODES, STATE_CODES, PG_EPOCH_MS, _HEAD, _HEAD_NO_STATE
     hb, st = codes["heartbeat"], codes["state"]
+    typed = fastcheck.typed(records)
+    common, beat = (_COMMON_ATTRS, _BEAT_ATTRS) if typed else (_COMMON_KEYS, _beat_keys)
     recs: list[Rec] = []
     rows: list[bytes] = []
     add, add_row = recs.append, rows.append
     t_min = t_max = records[0]["t"]
     overflow = False
     for rec, h in zip(records, hashes, strict=True):
-        seq, t, typ = rec["seq"], rec["t"], rec["type"]
+        seq, t, typ = common(rec)
         if t > t_max:
             t_max = t
         elif t < t_min:
             t_min = t
         if typ == "heartbeat":  # most records: built without a call
-            state = rec["state"]
-            add(make(Rec, (seq, t, typ, rec["boot"], received, state, rec["period_ms"], None, None, None, None, None,
-                           rec.get("mono"), None)))
+            boot, state, period_ms, mono = beat(rec)
+            add(make(Rec, (seq, t, typ, boot, received, state, period_ms, None, None, None, None, None, mono, None)))
             code = hb
         else:
             add(from_record(rec, received))
@@ -80,3 +85,13 @@ def prepare(records: Sequence[Mapping[str, Any]], hashes: Sequence[str], receive
         else:
             add_row(head(7, 8, (t - epoch) * 1000, 8, seq, 8, fromhex(h[:16]), 2, code, 2, states[state]))
     return Prepared(recs, rows, t_min, t_max, overflow)
+
+
+_COMMON_KEYS = itemgetter("seq", "t", "type")
+_COMMON_ATTRS = attrgetter("seq", "t", "type")
+_BEAT_ATTRS = attrgetter("boot", "state", "period_ms", "mono")
+
+
+def _beat_keys(rec: RecordFields) -> tuple[Any, Any, Any, Any]:
+    """a heartbeat dict's (boot, state, period_ms, mono): mono may be absent (Rec.from_record)"""
+    return rec["boot"], rec["state"], rec["period_ms"], rec.get("mono")

@@ -22,7 +22,7 @@ from protocols import topics
 from protocols.errors import ProtocolError, Reason
 from protocols.records import Birth, Death
 from protocols.signing import public_from_b64, verify
-from protocols.validate import Opened, check_records, check_signature, open_envelope, open_message
+from protocols.validate import Opened, check_records, check_signature, open_message, open_typed
 from server.db.queries import AgentRow, KeyRow
 from server.ingest.prepared import Prepared, prepare
 from server.store.times import s_to_dt, s_to_ms
@@ -104,7 +104,7 @@ def open_any(msg: Incoming) -> Opening | Refused:
         return Refused(msg, "unknown", str(Reason.WRONG_TOPIC), str(exc), agent_id=_claimed_agent(msg.payload))
     try:
         if top.kind is topics.Kind.REC:
-            opened = open_envelope(msg.payload, defer_records=True)
+            opened = open_typed(msg.payload)
             try:  # done here, off the database thread; a refusal waits for the signature check
                 opened = replace(opened, hashes=check_records(opened.model, opened.body, opened.raw))
             except ProtocolError as exc:
@@ -192,8 +192,8 @@ def authenticate(
         return refuse(Reason.UNKNOWN_KEY, f"registered key {key_row.key_id!r} is unusable: {exc}", "key")
     signed = signed_slice(o.msg.payload, o.body.get("sig"))
     if signed is None:
-        try:
-            check_signature(o.body, pub)
+        try:  # of the wire bytes parsed again: the body's records may be structs (open_typed)
+            check_signature(orjson.loads(o.msg.payload), pub)
         except ProtocolError as exc:
             return refuse(exc.reason, exc.detail, exc.field)
     elif not verify(pub, signed, o.body["sig"]):

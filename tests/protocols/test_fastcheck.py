@@ -10,6 +10,7 @@ import base64
 import copy
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,7 @@ from protocols import fastcheck
 from protocols.canonical import MAX_SAFE_INT, dumps_sorted
 from protocols.errors import ProtocolError, Reason
 from protocols.records import MAX_T, MIN_T, Envelope
-from protocols.validate import open_envelope
+from protocols.validate import check_records, open_envelope, open_typed
 from protocols.vectors import _envelope, _rechain, _records, build
 
 H = "ab" * 32
@@ -160,3 +161,145 @@ def test_records_not_a_list_is_a_schema_refusal(records: Any) -> None:
     with pytest.raises(ProtocolError) as err:
         open_envelope(dumps_sorted(body), defer_records=True)
     assert err.value.reason is Reason.SCHEMA
+
+
+# -- decode: the ingest's typed way in (validate.open_typed) -------------------------------------
+
+
+def _reference_opens(raw: bytes) -> bool:
+    """Whether the reference path accepts the bytes: canonical form, version, then the models."""
+    try:
+        open_envelope(raw, defer_records=True)
+    except ProtocolError:
+        return False
+    return True
+
+
+def _unescaped(value: Any) -> Any:
+    """`value` with every string that JSON writes with an escape (a quote, a backslash, a control
+    character) spelled plainly, so that its bytes reach decode (which leaves escapes to the reference)"""
+    if isinstance(value, str):
+        return "plain" if b"\\" in dumps_sorted(value) else value
+    if isinstance(value, dict):
+        return {k: _unescaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unescaped(v) for v in value]
+    return value
+
+
+def test_valid_envelopes_decode_to_the_parsed_values() -> None:
+    vector = build()["envelope"]["wire"].encode("utf-8")
+    for body in (_valid_body(), orjson.loads(vector)):
+        raw = dumps_sorted(_unescaped(body))
+        env = fastcheck.decode(raw)
+        assert env is not None
+        assert msgspec.to_builtins(env) == orjson.loads(raw)
+        for rec, parsed in zip(env.records, orjson.loads(raw)["records"], strict=True):
+            assert rec["type"] == parsed["type"] == type(rec).type
+            assert {k: msgspec.to_builtins(rec[k]) for k in parsed} == parsed
+            assert rec.get("nothing", 7) == 7
+            with pytest.raises(KeyError):
+                rec["nothing"]
+    # the vectors' envelope has a Chinese string with an escaped quote: the reference way; its
+    # Chinese alone (the escapes dropped; the signature does not matter here) the fast way
+    assert b"\\" in vector and not vector.isascii()
+    assert fastcheck.decode(vector) is None and _reference_opens(vector)
+    chinese = vector.replace(b'\\"', b"").replace(b"\\n", b"")
+    assert not chinese.isascii() and fastcheck.decode(chinese) is not None and _reference_opens(chinese)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_decode_takes_only_what_the_reference_takes(body: dict[str, Any]) -> None:
+    try:
+        raw = dumps_sorted(_unescaped(body))
+    except (orjson.JSONEncodeError, TypeError):
+        return
+    if fastcheck.decode(raw) is not None:
+        assert _reference_opens(raw), body
+
+
+def _with(body: dict[str, Any], old: bytes, new: bytes) -> bytes:
+    raw = dumps_sorted(body)
+    assert old in raw
+    return raw.replace(old, new, 1)
+
+
+BYTE_EDITS: list[tuple[str, bytes, bytes]] = [
+    ("white space", b'"v":1', b'"v": 1'),
+    ("trailing new line", b'"v":1}', b'"v":1}\n'),
+    ("key order", b'"unit":"', b'"unix":0,"unit":"'),
+    ("duplicate key", b'"v":1', b'"v":1,"v":1'),
+    ("negative zero", b'"boot":1', b'"boot":-0'),
+    ("exponent", b'"boot":1', b'"boot":1e0'),
+    ("float", b'"boot":1', b'"boot":1.0'),
+    ("escaped letter", b'"msg":"rec"', b'"msg":"r\\u0065c"'),
+    ("escaped slash", b'"rule":"', b'"rule":"\\/'),
+    ("lone surrogate", b'"rule":"', b'"rule":"\\ud800'),
+    ("escaped control", b'"rule":"', b'"rule":"\\u001f'),
+    ("short escape", b'"rule":"', b'"rule":"\\n'),
+    ("raw control", b'"rule":"', b'"rule":"\x1f'),
+    ("raw DEL", b'"rule":"', b'"rule":"\x7f'),
+    ("non-ASCII", b'"rule":"', '"rule":"质谱'.encode()),
+    ("not UTF-8", b'"rule":"', b'"rule":"\xff'),
+    ("line separator", b'"rule":"', '"rule":"\u2028'.encode()),
+    ("astral", b'"rule":"', '"rule":"\U0001f600'.encode()),
+    ("encoded surrogate", b'"rule":"', b'"rule":"\xed\xa0\x80'),
+    ("overlong", b'"rule":"', b'"rule":"\xc0\xaf'),
+    ("above U+10FFFF", b'"rule":"', b'"rule":"\xf4\x90\x80\x80'),
+    ("non-ASCII key", b'"v":1', '"v":1,"\u00e9":1'.encode()),
+    ("NUL", b'"rule":"', b'"rule":"\x00'),
+    ("truncated", b'"v":1}', b'"v":1'),
+    ("boolean version", b'"v":1', b'"v":true'),
+    ("big int", b'"boot":1', b'"boot":9007199254740992'),
+]
+
+
+@pytest.mark.parametrize(("name", "old", "new"), BYTE_EDITS, ids=[e[0] for e in BYTE_EDITS])
+def test_decode_takes_no_bytes_the_reference_refuses(name: str, old: bytes, new: bytes) -> None:
+    """Edits of the wire bytes the parsed-body mutations cannot make: spelling, escapes, bytes
+    the two JSON libraries may read or write apart. None may be taken unless the reference takes it."""
+    raw = _with(_unescaped(_valid_body()), old, new)
+    if fastcheck.decode(raw) is not None:
+        assert _reference_opens(raw), name
+    if name in ("raw DEL", "non-ASCII", "line separator", "astral"):  # valid and canonical: taken by both
+        assert fastcheck.decode(raw) is not None and _reference_opens(raw)
+
+
+def test_vectors_decode_as_the_reference_opens() -> None:
+    """Every fixed vector: decode takes it only if the reference path opens it."""
+    for case in build()["invalid"]:
+        raw = base64.b64decode(case["wire_b64"])
+        if fastcheck.decode(raw) is not None:
+            assert _reference_opens(raw), case["name"]
+
+
+def _outcome(open_: Any, raw: bytes) -> tuple[str, str | None, list[str]]:
+    try:
+        opened = open_(raw)
+        return "ok", None, check_records(opened.model, opened.body, opened.raw)
+    except ProtocolError as exc:
+        return str(exc.reason), exc.field, []
+
+
+def test_open_typed_refuses_as_open_envelope() -> None:
+    """The vectors' refusals, spelled in ASCII so that decode takes their bytes, and the records'
+    own checks after them: open_typed gives each the reason, field and hashes open_envelope does
+    (a typed envelope whose records fail their own checks goes the dicts' way for its reason)."""
+    doc = build()
+    cases = [orjson.loads(doc["envelope"]["wire"])]
+    for case in doc["invalid"]:
+        try:
+            cases.append(orjson.loads(base64.b64decode(case["wire_b64"])))
+        except orjson.JSONDecodeError:
+            continue
+    big = _unescaped(cases[0])
+    big["records"][1]["rule"] = "x" * 256
+    big["records"][1]["evidence"] = {f"d{i}": {f"k{j}": "y" * 200 for j in range(16)} for i in range(2)}
+    cases.append(big)  # a record over MAX_RECORD_BYTES
+    typed = 0
+    for body in cases:
+        raw = dumps_sorted(_unescaped(body))
+        typed += fastcheck.decode(raw) is not None
+        assert _outcome(open_typed, raw) == _outcome(lambda r: open_envelope(r, defer_records=True), raw), body
+    assert typed >= 6

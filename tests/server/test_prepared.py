@@ -7,9 +7,11 @@ import json
 import struct
 from typing import Any
 
+import orjson
 import psycopg
 
-from protocols import vectors
+from protocols import fastcheck, vectors
+from protocols.canonical import dumps_sorted
 from protocols.chain import record_hash
 from protocols.derive import Rec
 from protocols.errors import Reason
@@ -25,6 +27,7 @@ from server.ingest.store import (
 from server.ingest.worker import Pipeline
 from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
 from server.store.times import ms_to_dt
+from tests.protocols.test_fastcheck import _unescaped
 from tests.server.helpers import T0, TestAgent, query, register, settings_for, two_agent_numbers
 
 DOC: dict[str, Any] = json.loads(vectors.VECTOR_FILE.read_text(encoding="utf-8"))
@@ -157,3 +160,22 @@ def test_envelopes_partly_new_keep_their_runs_hashes_and_times(fresh_db: str) ->
         out = pipe.process(conn, [b.msg(b.seal(brecs[:3]), T0), b.msg(b.seal(brecs[1:4]), T0 + 1),
                                   b.msg(b.seal([forged]), T0 + 2)])
         assert [r.reason for r in out.rejections] == [str(Reason.CHAIN_BROKEN)] and out.records == 4
+
+
+def test_typed_records_prepare_as_their_parsed_dicts() -> None:
+    """What the ingest opens with validate.open_typed (fastcheck's structs, no dict per record)
+    prepares to the same Recs, rows, times and overflow flag as the same records parsed."""
+    body = _unescaped(json.loads(DOC["envelope"]["wire"]))
+    last = body["records"][-1]
+    body["records"].append({**{k: last[k] for k in ("agent", "boot", "mono", "prev", "t")},
+                            "seq": last["seq"] + 1, "type": "spool_overflow",
+                            "dropped": [{"first": 1, "last": 2, "last_hash": "c" * 64}]})
+    raw = dumps_sorted(body)
+    env = fastcheck.decode(raw)
+    assert env is not None and fastcheck.typed(env.records)
+    parsed = orjson.loads(raw)["records"]
+    assert {r["type"] for r in parsed} >= {"heartbeat", "state", "session_start", "session_end", "sample",
+                                          "lifecycle", "spool_overflow"}
+    hashes = [f"{i % 16:x}" * 64 for i in range(len(parsed))]
+    typed, dicts = prepare(env.records, hashes, 123), prepare(parsed, hashes, 123)
+    assert typed == dicts and typed.overflow
