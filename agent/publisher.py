@@ -111,6 +111,9 @@ class Publisher(threading.Thread):
         self._spool: Spool | None = None
         self._inflight: dict[int, tuple[int, int]] = {}
         self._resend: list[tuple[int, int]] = []
+        self._changed: set[int] = set()
+        """seqs of spool rows found changed on disk (never sent), each named in the log once"""
+        self.changed_rows = 0
         self._rebirth = False
         self._more = True
         self._last_progress = time.monotonic()
@@ -278,41 +281,56 @@ class Publisher(threading.Thread):
         self._client.publish(self.topics[Kind.BIRTH], msg, qos=1, retain=True)
 
     def _batch(self, first: int, last: int | None = None) -> Batch | None:
-        """The next envelope from `first` on (up to `last`); None when
-        the spool holds nothing there. The records are `Spool.read`'s; each body is checked against
-        its hash and copied into one buffer as it is read, so no batch of rows or of parsed records
-        is ever alive (memory: bench/RESULTS.md, agentmem6)."""
+        """The next envelope from `first` on (up to `last`); None when the spool holds nothing
+        sendable there. The records are `Spool.read`'s; each body is checked against its hash and
+        copied into one buffer as it is read, so no batch of rows or of parsed records is ever
+        alive (memory: bench/RESULTS.md, agentmem6).
+
+        A row whose body no longer hashes to its stored hash (the spool file changed on disk) is
+        never sent (SPEC.md §9.2): the envelope ends before it, or starts after it. The server
+        sees a hole there, asks for it, gets nothing, and records it as a gap (not watched), so
+        the records around it still go out: before, such a row stopped this agent's publishing
+        (tests/agent/test_spooled_envelope.py, tests/e2e/test_ingest_agent.py)."""
         m = self.m
         buf = bytearray(b"[")
         count = lo = hi = 0
-        bad: list[int] = []
-        for seq, _type, body, digest in self._spool_().scan(first, m.batch_records, m.batch_bytes, last):
-            if not unchanged(body, digest):
-                bad.append(seq)
-            if count:
-                buf += b","
-            else:
-                lo = seq
-            buf += body
-            count += 1
-            hi = seq
+        while True:
+            skipped = False
+            for seq, _type, body, digest in self._spool_().scan(first, m.batch_records, m.batch_bytes, last):
+                if not unchanged(body, digest):
+                    self._unsendable(seq)
+                    if count:
+                        break
+                    skipped, first = True, seq + 1
+                    continue
+                if count:
+                    buf += b","
+                else:
+                    lo = seq
+                buf += body
+                count += 1
+                hi = seq
+            if count or not skipped or (last is not None and first > last):
+                break  # else every row scanned was unsendable: on after them
         if not count:
             return None
         buf += b"]"
-        sent = now_ms()
-        if not bad:
-            records = bytes(buf)
-            del buf
-            return Batch(lo, hi, count, seal_records(key=self.key, boot=self.boot, sent=sent, records=records,
-                                                     **self.ids))
-        # a spool row changed on disk: this batch is built as every batch was before the bodies went
-        # out unparsed (parsed and encoded again: a body that is not JSON ends this connection with
-        # the parse error, one that is JSON goes out and the server judges it), its seqs now named
-        log.warning("spool rows %s do not match their stored hash (the spool file changed on disk)", bad[:8])
-        rows = self._spool_().read(first, m.batch_records, m.batch_bytes, last)
-        data = env.envelope(key=self.key, boot=self.boot, sent=sent, records=[orjson.loads(r.body) for r in rows],
-                            **self.ids)
-        return Batch(lo, hi, len(rows), data)
+        records = bytes(buf)
+        del buf
+        return Batch(lo, hi, count, seal_records(key=self.key, boot=self.boot, sent=now_ms(), records=records,
+                                                 **self.ids))
+
+    def _unsendable(self, seq: int) -> None:
+        """Name a changed spool row once (it is met again at every resend until the server's ack
+        passes the gap)."""
+        if seq in self._changed:
+            return
+        if len(self._changed) > 10_000:
+            self._changed.clear()
+        self._changed.add(seq)
+        self.changed_rows += 1
+        log.error("spool row %d does not match its stored hash (the spool file changed on disk): not sent; "
+                  "the server will record seq %d as lost", seq, seq)
 
     def _send(self, client: mqtt.Client, batch: Batch) -> None:
         info = client.publish(self.topics[Kind.REC], batch.data, qos=1)
@@ -335,7 +353,7 @@ class Publisher(threading.Thread):
             batch = self._batch(first, last)
             if batch is None:
                 nxt = spool.next_held(first)
-                if nxt is None or nxt > last:
+                if nxt is None or nxt > last or nxt == first:  # gone, or held but unsendable
                     self._resend.pop(0)
                 else:
                     self._resend[0] = (nxt, last)

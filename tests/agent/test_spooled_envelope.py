@@ -1,7 +1,7 @@
 """The publisher builds each envelope from the spooled canonical bytes without parsing them
 (agent/publisher.py `seal_records`): the bytes must be exactly those of the old way (the parsed bodies
 sealed by protocols.envelope.envelope), for every record type and a real backlog; a spool row that
-changed on disk is named in the log and handled as before (parse error, or sent and refused)."""
+changed on disk is named in the log and never sent (SPEC.md §9.2)."""
 
 from __future__ import annotations
 
@@ -129,64 +129,59 @@ def backlog(h: Harness) -> None:
         h.rec.heartbeat("idle", 1000, {"power": {"n": i, "mw_avg": 40_000 + i}})
 
 
-def test_a_changed_row_that_is_still_json_is_named_then_sent_and_refused_as_before(
-        harness: Any, mqtt_broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="jishi.publisher")
-    h = harness("corrupt1", "batch_records = 10")
-    backlog(h)
-    row = h.spool.read(15, 1, 10**6)[0]
-    changed = row.body.replace(b'"mw_avg":40014', b'"mw_avg":99014')
-    assert changed != row.body
-    corrupt(h.cfg.spool_path, 15, changed)
-    key = h.key
-    ids = {"agent": "corrupt1", "unit": "u-corrupt1", "instrument": "i-corrupt1"}
-    rows = h.spool.read(11, 10, 10**6)
-    assert [r.seq for r in rows if not intact(r)] == [15]
-    with pytest.raises(Exception) as before:  # the refusal the old way's envelope gets
-        open_envelope(old_way(key, h.boot, 1767225600000, rows, ids))
-    collector = Collector(mqtt_broker, tmp_path, "corrupt1")
-    try:
-        h.start()
-        collector.wait_for(lambda c: set(c.records) >= set(range(1, 11)) | set(range(21, 31)), 15,
-                           "every envelope without the changed row")
-        wait_until(lambda: any("do not match their stored hash" in r.getMessage() for r in caplog.records), 10,
-                   "the changed row named in the log")
-        collector.wait_for(lambda c: bool(c.errors), 10, "the refusal of the changed row's envelope")
-    finally:
-        collector.close()
-    named = [r for r in caplog.records if "do not match their stored hash" in r.getMessage()]
-    assert "[15]" in named[0].getMessage() and named[0].levelno == logging.WARNING
-    # the same refusal as before: the next record's prev is not the changed record's hash
-    assert collector.errors[0] == f"rec: {before.value!r}"
-    assert "chain_broken" in collector.errors[0]
-    assert not set(collector.records) & set(range(11, 21))
-    # nothing else lost: the spool keeps everything from the changed envelope on (acked up to 10)
-    wait_until(lambda: h.spool.stats().acked == 10, 10, "the ack of the first envelope")
-    assert [r.seq for r in h.spool.read(11, 100, 10**6)] == list(range(11, 31))
+def _changed_json(body: bytes) -> bytes:
+    changed = body.replace(b'"mw_avg":400', b'"mw_avg":990')
+    assert changed != body
+    return changed
 
 
-def test_a_changed_row_that_is_not_json_is_named_and_stops_at_the_parse_error_as_before(
-        harness: Any, mqtt_broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+CHANGES: dict[str, Callable[[bytes], bytes]] = {
+    "still JSON": _changed_json,  # a figure raised: the bytes parse, the hash no longer fits
+    "not JSON": lambda body: body[: len(body) // 2],  # a torn write: stopped all publishing before
+}
+
+
+@pytest.mark.parametrize(("change", "seqs"), [
+    ("still JSON", [15]),
+    ("not JSON", [15]),
+    ("not JSON", list(range(12, 26))),  # more changed rows in a row than an envelope holds
+    ("still JSON", [1, 30]),  # the first and the last row
+], ids=["json", "torn", "run-of-14", "first-and-last"])
+def test_a_changed_row_is_never_sent_and_the_rows_around_it_are(
+        harness: Any, mqtt_broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        change: str, seqs: list[int]) -> None:
+    """SPEC.md §9.2: a spooled record whose bytes no longer hash to its stored hash is not sent,
+    neither as it is nor re-encoded; the records around it are, and a resend of it gets nothing.
+    The server then records it as a gap (the hole a record the agent cannot give leaves)."""
     caplog.set_level(logging.INFO, logger="jishi.publisher")
-    h = harness("corrupt2", "batch_records = 10")
+    name = f"changed-{len(seqs)}-{seqs[0]}-{change[:3]}"
+    h = harness(name, "batch_records = 10")
     backlog(h)
-    row = h.spool.read(15, 1, 10**6)[0]
-    corrupt(h.cfg.spool_path, 15, row.body[: len(row.body) // 2])
-    with pytest.raises(orjson.JSONDecodeError) as before:  # what the old way raised for this batch
-        old_way(h.key, h.boot, 1767225600000, h.spool.read(11, 10, 10**6),
-                {"agent": "corrupt2", "unit": "u-corrupt2", "instrument": "i-corrupt2"})
-    collector = Collector(mqtt_broker, tmp_path, "corrupt2")
+    for seq in seqs:
+        corrupt(h.cfg.spool_path, seq, CHANGES[change](h.spool.read(seq, 1, 10**6)[0].body))
+    assert [r.seq for r in h.spool.read(1, 100, 10**6) if not intact(r)] == seqs
+    good = set(range(1, 31)) - set(seqs)
+    collector = Collector(mqtt_broker, tmp_path, name)
     try:
         pub = h.start()
-        collector.wait_for(lambda c: set(c.records) == set(range(1, 11)), 15, "the envelope before the changed row")
-        wait_until(lambda: pub.conn >= 2, 15, "a reconnect after the parse error")
+        collector.wait_for(lambda c: set(c.records) == good, 15, "every row but the changed ones")
+        # a resend of the changed rows alone gets nothing; of a range with more, the rows kept
+        # (those below the first changed row are acknowledged and gone from the spool)
+        envelopes = collector.envelopes
+        collector.command(cmd="resend", first=seqs[0], last=seqs[0])
+        collector.command(cmd="resend", first=seqs[0], last=min(seqs[-1] + 1, 30))
+        collector.wait_for(lambda c: c.envelopes > envelopes, 10, "the resent rows after")
+        h.rec.heartbeat("idle", 1000, {"power": {"n": 99, "mw_avg": 1}})
+        collector.wait_for(lambda c: 31 in c.records, 10, "still publishing after the resends")
     finally:
         collector.close()
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("[15] do not match their stored hash" in m for m in messages)
-    # the parse error's path, as before: logged with the broker's address, then a new connection
-    assert any(m.startswith("mqtt ") and str(before.value) in m for m in messages), messages
-    assert set(collector.records) == set(range(1, 11)) and not collector.errors
-    # nothing lost: the spool holds every record from the changed envelope on (1-10 too unless the
-    # retained ack was read before a connection ended: as before, the parse error ends each one)
-    assert [r.seq for r in h.spool.read(1, 100, 10**6)] in (list(range(1, 31)), list(range(11, 31)))
+    assert set(collector.records) == good | {31} and not collector.errors
+    assert not any({r["seq"] for r in orjson.loads(p)["records"]} & set(seqs) for p in collector.payloads)
+    assert pub.conn == 1  # no reconnect: nothing raised
+    named = [r for r in caplog.records if "does not match its stored hash" in r.getMessage()]
+    assert [r.levelno for r in named] == [logging.ERROR] * len(seqs)  # each once, though met again
+    assert [int(r.getMessage().split()[2]) for r in named] == seqs
+    assert pub.changed_rows == len(seqs)
+    # the spool keeps everything from the first changed row on (acked up to the row before it)
+    wait_until(lambda: h.spool.stats().acked == seqs[0] - 1, 10, "the ack below the first changed row")
+    assert [r.seq for r in h.spool.read(1, 100, 10**6)] == list(range(seqs[0], 32))

@@ -20,10 +20,10 @@ from server.alerts import queries as aq
 from server.alerts.engine import run_round
 from server.bookings import queries as bq
 from server.bookings import service
-from server.ingest.service import Ingest
 from sim.modbus_meter import ModbusMeter
-from tests.agent.helpers import AgentProc, cli, wait_until, write_config
-from tests.server.helpers import query, settings_for, wait_for
+from tests.agent.helpers import cli, wait_until, write_config
+from tests.e2e.helpers import agent_with_ingest
+from tests.server.helpers import query, wait_for
 from tests.web.alerthelp import RobotReceiver
 
 METER = """
@@ -71,13 +71,7 @@ def test_booking_code_checks_the_user_in(fresh_db: str, mqtt_broker: Any, tmp_pa
         assert booking["status"] == "approved" and booking["user_type"] == 130
         code = booking["code"]
 
-        s = settings_for(dsn, mqtt_broker, client_id=f"ing-{tag}")
-        s.mqtt.share_group = f"g-{tag}"
-        ing = Ingest(s).start()
-        agent = AgentProc(cfg)
-        try:
-            assert ing.wait_connected()
-            agent.start()
+        with agent_with_ingest(dsn, mqtt_broker, cfg, tag) as agent:
             wait_until(lambda: status(cfg).get("running") is True, 20, "the agent answering")
             out = cli("checkin", code.lower(), "--booking", "--config", str(cfg))  # typed as people type
             assert out.returncode == 0 and "Checked in" in out.stdout, out
@@ -92,10 +86,6 @@ def test_booking_code_checks_the_user_in(fresh_db: str, mqtt_broker: Any, tmp_pa
             wait_for(lambda: query(dsn, "SELECT count(*) FROM user_sessions WHERE method = 'booking'"
                                         " AND identifier = %s AND end_at IS NOT NULL", (code.lower(),)) == [(1,)],
                      30, what="the booking session derived")
-        finally:
-            if agent.alive():
-                agent.kill()
-            ing.stop()
 
     with psycopg.connect(dsn) as conn:
         [session] = bq.code_sessions(conn, instrument, [code, code.lower()])

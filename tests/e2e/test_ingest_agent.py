@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from protocols.signing import key_id, load_private, public_to_b64
 from server.ingest.service import Ingest
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import AgentProc, write_config
+from tests.e2e.helpers import agent_with_ingest
 from tests.server.helpers import Publisher, query, settings_for, wait_for
 
 METER = """
@@ -38,12 +41,14 @@ def spool_meta(cfg: Path) -> dict[str, int]:
     return meta
 
 
-def test_real_agent_through_ingest(pg_dsn: str, mqtt_broker: Any, tmp_path: Path) -> None:
+@contextmanager
+def metered_agent(dsn: str, broker: Any, tmp_path: Path, prefix: str) -> Iterator[tuple[str, str, ModbusMeter, Path]]:
+    """(tag, agent id, its power meter, its config): an agent on a third-party Modbus meter
+    (pymodbus), registered in its own organisation, unit and instrument."""
     tag = uuid.uuid4().hex[:6]
-    agent_id = f"ag-{tag}"
-    dsn = pg_dsn
+    agent_id = f"{prefix}-{tag}"
     with ModbusMeter(watts=40.0) as meter:
-        cfg = write_config(tmp_path, agent_id=agent_id, broker=mqtt_broker, detectors=METER.format(port=meter.port),
+        cfg = write_config(tmp_path, agent_id=agent_id, broker=broker, detectors=METER.format(port=meter.port),
                            running="power", period=0.05, heartbeat=0.2)
         key = load_private(tmp_path / "agent.key")
         unit, instrument = f"u-{agent_id}", f"i-{agent_id}"
@@ -53,6 +58,13 @@ def test_real_agent_through_ingest(pg_dsn: str, mqtt_broker: Any, tmp_path: Path
         query(dsn, "INSERT INTO agents (id, instrument_id) VALUES (%s, %s) RETURNING 1", (agent_id, instrument))
         query(dsn, "INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s) RETURNING 1",
               (key_id(key), agent_id, public_to_b64(key)))
+        yield tag, agent_id, meter, cfg
+
+
+def test_real_agent_through_ingest(pg_dsn: str, mqtt_broker: Any, tmp_path: Path) -> None:
+    dsn = pg_dsn
+    with metered_agent(dsn, mqtt_broker, tmp_path, "ag") as (tag, agent_id, meter, cfg):
+        unit, instrument = f"u-{agent_id}", f"i-{agent_id}"
         s = settings_for(dsn, mqtt_broker, client_id=f"ing-{tag}")
         s.mqtt.share_group = f"g-{tag}"
         ing = Ingest(s).start()
@@ -99,3 +111,48 @@ def test_real_agent_through_ingest(pg_dsn: str, mqtt_broker: Any, tmp_path: Path
     assert len(restarts) >= 3, cov
     states = {r[0] for r in query(dsn, "SELECT state FROM usage_segments WHERE agent_id = %s", (agent_id,))}
     assert {"idle", "running"} <= states
+
+
+def test_a_changed_spool_row_becomes_a_gap_and_the_rest_is_stored(pg_dsn: str, mqtt_broker: Any,
+                                                                  tmp_path: Path) -> None:
+    """SPEC.md §9.2: a spool row changed on disk (here torn in half) is never sent; the server asks
+    for it, gets nothing, records it as lost and derives the time around it as a gap, stores every
+    other record, and its ack passes the hole so that the agent's spool is trimmed. (Before, such
+    a row stopped the agent's publishing for good.)"""
+    dsn = pg_dsn
+    with metered_agent(dsn, mqtt_broker, tmp_path, "chg") as (tag, agent_id, _meter, cfg):
+        agent = AgentProc(cfg)
+        try:  # records made while no server listens: all in the spool, none acknowledged
+            agent.start()
+            spool = cfg.parent / "data" / "spool.db"
+            wait_for(lambda: spool.exists() and spool_meta(cfg).get("next_seq", 0) > 12, 20,
+                     what="a dozen records spooled")
+            assert agent.stop() == 0
+        finally:
+            if agent.alive():
+                agent.kill()
+        db = sqlite3.connect(spool)
+        (body,) = db.execute("SELECT body FROM records WHERE seq = 6").fetchone()
+        db.execute("UPDATE records SET body = ? WHERE seq = 6", (body[: len(body) // 2],))
+        db.commit()
+        db.close()
+        made = spool_meta(cfg)["next_seq"] - 1
+        with agent_with_ingest(dsn, mqtt_broker, cfg, tag, resend_after_s=0.3, resend_max_attempts=1,
+                               gap_give_up_after_s=1.0) as agent:
+
+            def passed() -> bool:
+                rows = query(dsn, "SELECT watermark FROM agent_progress WHERE agent_id = %s", (agent_id,))
+                return bool(rows) and rows[0][0] >= made
+
+            wait_for(passed, 30, what=f"the watermark past seq 6 up to {made}")
+            wait_for(lambda: spool_meta(cfg)["acked"] >= made, 10, what="the agent's spool acknowledged past the gap")
+            assert agent.stop() == 0
+    gaps = query(dsn, "SELECT first_seq, last_seq, kind FROM gaps g JOIN agent_progress p USING (agent_no)"
+                 " WHERE p.agent_id = %s", (agent_id,))
+    assert gaps == [(6, 6, "lost")]
+    seqs = {r[0] for r in query(dsn, "SELECT seq FROM records r JOIN agent_progress p USING (agent_no)"
+                                " WHERE p.agent_id = %s", (agent_id,))}
+    assert 6 not in seqs and set(range(1, made + 1)) - {6} <= seqs
+    assert query(dsn, "SELECT reason FROM quarantine WHERE agent_id = %s", (agent_id,)) == []
+    cov = query(dsn, "SELECT status, reason FROM coverage WHERE agent_id = %s ORDER BY start_at", (agent_id,))
+    assert ("gap", "records_lost") in cov, cov

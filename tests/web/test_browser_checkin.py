@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 
 from protocols.signing import generate, key_id, load_private, public_to_b64, save_private
-from server.ingest.service import Ingest
 from sim.modbus_meter import ModbusMeter
-from tests.agent.helpers import AgentProc, write_config
-from tests.server.helpers import settings_for, wait_for
+from tests.agent.helpers import write_config
+from tests.e2e.helpers import agent_with_ingest
+from tests.server.helpers import wait_for
 from tests.web.conftest import PASSWORD, Web
 from tests.web.livehelp import serve
 from tests.web.ssohelp import PROVIDER_PASSWORD, Idp
@@ -62,13 +62,7 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
         web.sql("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)", (agent_id, instrument))
         web.sql("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
                 (key_id(key), agent_id, public_to_b64(key)))
-        s = settings_for(web.dsn, mqtt_broker, client_id=f"ing-{tag}")
-        s.mqtt.share_group = f"g-{tag}"
-        ing = Ingest(s).start()
-        agent = AgentProc(cfg)
-        try:
-            assert ing.wait_connected()
-            agent.start()
+        with agent_with_ingest(web.dsn, mqtt_broker, cfg, tag):
             wait_for(lambda: web.sql("SELECT online FROM live_state WHERE instrument_id = %s", (instrument,))
                      == [(True,)], 30, what="the agent online")
             with serve(web.dsn, port=oidc_idp.browser_port, login_providers=[oidc_idp.provider()],
@@ -140,7 +134,3 @@ def test_phone_checks_in_on_a_power_meter_agent(web: Web, mqtt_broker: Any, brow
                            "user": "person:p-wu"}
             assert web.sql("SELECT kind, agent_id IS NOT NULL, login FROM checkin_requests ORDER BY id") == [
                 ("agent", True, "uni:wu"), ("agent", True, "uni:wu")]
-        finally:
-            if agent.alive():
-                agent.kill()
-            ing.stop()
