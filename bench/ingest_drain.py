@@ -192,7 +192,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     tmp = Path(tempfile.mkdtemp(prefix="jishi-drain-"))
     group = f"drain{workers}-{int(time.time())}"
     configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-w{k}", group,  # type: ignore[arg-type]
-                                   batch_max_messages=40, **(settings or {})) for k in range(workers)]
+                                   **{"batch_max_messages": 40, **(settings or {})}) for k in range(workers)]
     # create the persistent sessions, then stop ingest: the backlog queues in the broker. Wait
     # until each process has subscribed (a fixed sleep was too short on a loaded box: the
     # backlog then went to a group without members and was dropped)
