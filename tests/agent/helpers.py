@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -241,3 +242,18 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10, what: str = "") ->
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def spool_meta(cfg: Path) -> dict[str, int]:
+    """next_seq, acked and boot from the spool of the agent configured by `cfg` (read-only, while
+    it runs); empty while the agent has made the file but not yet its tables."""
+    db = sqlite3.connect(f"file:{cfg.parent / 'data' / 'spool.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT key, value FROM meta WHERE key IN ('next_seq', 'acked', 'boot')").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return {}
+    finally:
+        db.close()
+    return {k: int(v) for k, v in rows}

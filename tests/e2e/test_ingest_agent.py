@@ -20,7 +20,7 @@ import orjson
 from protocols.signing import key_id, load_private, public_to_b64
 from server.ingest.service import Ingest
 from sim.modbus_meter import ModbusMeter
-from tests.agent.helpers import AgentProc, write_config
+from tests.agent.helpers import AgentProc, spool_meta, write_config
 from tests.e2e.helpers import agent_with_ingest
 from tests.server.helpers import Publisher, query, settings_for, wait_for
 
@@ -32,13 +32,6 @@ timeout_s = 0.05
 retries = 0
 levels = [{{ state = "off", below_w = 5 }}, {{ state = "idle", below_w = 200 }}, {{ state = "running" }}]
 """
-
-
-def spool_meta(cfg: Path) -> dict[str, int]:
-    db = sqlite3.connect(cfg.parent / "data" / "spool.db")
-    meta = {k: int(v) for k, v in db.execute("SELECT key, value FROM meta WHERE key IN ('next_seq', 'acked', 'boot')")}
-    db.close()
-    return meta
 
 
 @contextmanager

@@ -11,7 +11,6 @@ allowance per edge, whatever the fault in between.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import psycopg
 from protocols.signing import key_id, load_private, public_to_b64
 from sim.modbus_meter import ModbusMeter
 from tests.agent.helpers import meter_toml as meter_toml  # the fault tests take it from here
+from tests.agent.helpers import spool_meta as spool_meta
 
 PERIOD = 0.05
 HEARTBEAT = 0.5
@@ -83,16 +83,6 @@ def enrol(dsn: str, cfg_dir: Path, agent_id: str, org: str | None = None) -> Non
         conn.execute("INSERT INTO agents (id, instrument_id) VALUES (%s, %s)", (agent_id, instrument))
         conn.execute("INSERT INTO agent_keys (key_id, agent_id, public_key) VALUES (%s, %s, %s)",
                      (key_id(key), agent_id, public_to_b64(key)))
-
-
-def spool_meta(cfg: Path) -> dict[str, int]:
-    """next_seq, acked and boot from the agent's spool (read-only, while it runs)."""
-    db = sqlite3.connect(f"file:{cfg.parent / 'data' / 'spool.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        return {k: int(v) for k, v in db.execute(
-            "SELECT key, value FROM meta WHERE key IN ('next_seq', 'acked', 'boot')")}
-    finally:
-        db.close()
 
 
 def progress(dsn: str, agent_id: str) -> tuple[int, int]:
