@@ -3,12 +3,14 @@ take the backlog from the broker to committed, derived records? Compared with a 
 of the same record rows into the same table in the same run (the ceiling).
 
     .venv/bin/python bench/ingest_drain.py [--agents 20] [--days 40] [--per-envelope 500] [--workers 1 2]
-                                           [--old-ref REF]
+                                           [--old-ref REF [--rounds N]]
 
 Everything on one host: PostgreSQL (durable: fsync on), Mosquitto and the ingest processes.
 With --old-ref, the code at git REF (and its migrations) drains the same backlog too, each of
-its runs right before this tree's run with the same number of processes: old and new figures
-from one run, next to one ceiling, with the load average at each drain.
+its runs next to this tree's run with the same number of processes: old and new figures from one
+run, next to one ceiling, with the load average at each drain. With --rounds N each tree drains
+N times, the order flipped every round (old first in the first), and the medians are compared:
+on a shared virtual machine one pair of drains can differ by 10-25 % for the same code.
 
 Each drain gives two figures, from the same run:
 - "from spawn" (the figure of rounds 1-4): the clock starts when the ingest processes are spawned,
@@ -68,6 +70,9 @@ def main() -> None:
     ap.add_argument("--per-envelope", type=int, default=500)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--old-ref", help="also drain with the code at this git ref (e.g. main), interleaved")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --old-ref: drain each tree this many times, the order flipped each round "
+                         "(old first, then this tree first, ...); medians and the paired ratios are printed")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an [ingest] setting for this tree's drains only (e.g. split_groups=2, "
                          "split_only_when_contended=false); repeatable")
@@ -96,46 +101,67 @@ def main() -> None:
           f"of {args.per_envelope} ({size / 2**20:.0f} MiB); generated and signed in {time.perf_counter() - t:.1f} s")
 
     with services(fast=False) as (pg, broker):
-        ceiling = copy_ceiling(pg, fleet, records)
-        print(f"ceiling: binary COPY of the same {total:,} record rows into records: {ceiling:,.0f} rows/s")
+        # the median of three: one COPY of 600,000 rows varied from 316k to 406k rows/s on this box
+        ceilings = [copy_ceiling(pg, fleet, records) for _ in range(3)]
+        ceiling = sorted(ceilings)[1]
+        print(f"ceiling: binary COPY of the same {total:,} record rows into records: {ceiling:,.0f} rows/s "
+              f"(median of {', '.join(f'{c:,.0f}' for c in ceilings)})")
         for name, root in trees:
             imp = import_cpu_s(root)
             print(f"[{name}] an ingest process's imports: {imp:.2f} s CPU, in the drain's ingest CPU "
                   f"{imp / total * 1e6:.2f} us/record per process (not per record: a longer backlog dilutes it); "
                   f"compiled by mypyc: {', '.join(compiled_modules(root)) or 'none'}")
-        results = {}
+        results: dict[tuple[str, int], list[Drained]] = {}
         for w in args.workers:
-            for name, root in reversed(trees):  # the old code first, then this tree
-                load = os.getloadavg()[0]
-                d = drain(pg, broker, fleet, envelopes, total, w, root, overrides if root == ROOT else {})
-                results[name, w] = d
-                print(f"[{name}] drain with {w} ingest process(es), load average {load:.1f} -> "
-                      f"{os.getloadavg()[0]:.1f}; records stored twice: {d.dups}\n"
-                      f"    from spawn: {d.rate:,.0f} records/s end to end ({d.steady:,.0f}/s from first commit), "
-                      f"{d.rate / ceiling:.1%} of the COPY ceiling; CPU per record: ingest {d.us_ingest:.2f} us + "
-                      f"its PostgreSQL backends {d.us_pg:.2f} us = {d.us_ingest + d.us_pg:.2f} us\n"
-                      f"    warm:       {d.warm_rate:,.0f} records/s from connected, {d.warm_rate / ceiling:.1%} of "
-                      f"the COPY ceiling; CPU per record: ingest {d.warm_us_ingest:.2f} us + backends "
-                      f"{d.us_pg:.2f} us = {d.warm_us_ingest + d.us_pg:.2f} us (start: {d.start_s:.2f} s to "
-                      f"connected, {d.start_cpu_s:.2f} s CPU in all); Mosquitto {d.us_broker:.2f} us per record; "
-                      f"ingest CPU split over the processes: {' / '.join(f'{x:.0%}' for x in d.split)}; "
-                      f"cores busy (ingest + backends + Mosquitto, warm): "
-                      f"{(d.warm_us_ingest + d.us_pg + d.us_broker) * d.warm_rate / 1e6:.2f} of {os.cpu_count()}",
-                      flush=True)
+            for r in range(args.rounds):
+                # the old code first, then this tree; flipped every other round, so that neither
+                # always has the place after the ceiling
+                for name, root in (reversed(trees) if r % 2 == 0 else trees):
+                    load = os.getloadavg()[0]
+                    d = drain(pg, broker, fleet, envelopes, total, w, root, overrides if root == ROOT else {})
+                    results.setdefault((name, w), []).append(d)
+                    report(name, w, d, load, ceiling)
         for name, _ in trees:
             if (name, 1) in results and (name, 2) in results:
-                one, two = results[name, 1], results[name, 2]
+                one, two = median_of(results[name, 1]), median_of(results[name, 2])
                 print(f"[{name}] two workers vs one: x{two.rate / one.rate:.2f} from spawn, "
                       f"x{two.warm_rate / one.warm_rate:.2f} warm")
         if args.old_ref:
             for w in args.workers:
-                new_d, old_d = results["this tree", w], results[args.old_ref, w]
-                print(f"{w} process(es): this tree / {args.old_ref} = x{new_d.rate / old_d.rate:.2f} from spawn, "
-                      f"x{new_d.warm_rate / old_d.warm_rate:.2f} warm; CPU per record (warm, in all) "
-                      f"{old_d.warm_us_ingest + old_d.us_pg:.2f} -> {new_d.warm_us_ingest + new_d.us_pg:.2f} us")
+                news, olds = results["this tree", w], results[args.old_ref, w]
+                new_d, old_d = median_of(news), median_of(olds)
+                pairs = " ".join(f"x{n.warm_rate / o.warm_rate:.2f}" for n, o in zip(news, olds, strict=True))
+                each = f"median of {args.rounds} each" if args.rounds > 1 else "one each"
+                print(f"{w} process(es), {each}: "
+                      f"this tree / {args.old_ref} = x{new_d.rate / old_d.rate:.2f} from spawn, "
+                      f"x{new_d.warm_rate / old_d.warm_rate:.2f} warm ({new_d.warm_rate / ceiling:.1%} against "
+                      f"{old_d.warm_rate / ceiling:.1%} of the ceiling); CPU per record (warm, in all) "
+                      f"{old_d.warm_us_ingest + old_d.us_pg:.2f} -> {new_d.warm_us_ingest + new_d.us_pg:.2f} us"
+                      + (f"; warm ratio round by round: {pairs}" if args.rounds > 1 else ""))
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for _, root in trees[1:]:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def report(name: str, w: int, d: Drained, load: float, ceiling: float) -> None:
+    print(f"[{name}] drain with {w} ingest process(es), load average {load:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}; records stored twice: {d.dups}\n"
+          f"    from spawn: {d.rate:,.0f} records/s end to end ({d.steady:,.0f}/s from first commit), "
+          f"{d.rate / ceiling:.1%} of the COPY ceiling; CPU per record: ingest {d.us_ingest:.2f} us + "
+          f"its PostgreSQL backends {d.us_pg:.2f} us = {d.us_ingest + d.us_pg:.2f} us\n"
+          f"    warm:       {d.warm_rate:,.0f} records/s from connected, {d.warm_rate / ceiling:.1%} of "
+          f"the COPY ceiling; CPU per record: ingest {d.warm_us_ingest:.2f} us + backends "
+          f"{d.us_pg:.2f} us = {d.warm_us_ingest + d.us_pg:.2f} us (start: {d.start_s:.2f} s to "
+          f"connected, {d.start_cpu_s:.2f} s CPU in all); Mosquitto {d.us_broker:.2f} us per record; "
+          f"ingest CPU split over the processes: {' / '.join(f'{x:.0%}' for x in d.split)}; "
+          f"cores busy (ingest + backends + Mosquitto, warm): "
+          f"{(d.warm_us_ingest + d.us_pg + d.us_broker) * d.warm_rate / 1e6:.2f} of {os.cpu_count()}",
+          flush=True)
+
+
+def median_of(runs: list[Drained]) -> Drained:
+    """The run with the median warm rate (the lower middle one of an even number)."""
+    return sorted(runs, key=lambda d: d.warm_rate)[(len(runs) - 1) // 2]
 
 
 def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[str, Any]]]) -> float:
@@ -149,10 +175,18 @@ def copy_ceiling(pg: Any, fleet: list[SimAgent], records: dict[str, list[dict[st
         rows = [(ms_to_dt(r["t"]), r["seq"], 1, short_hash("0" * 16), nos[aid], TYPE_CODES[r["type"]],
                  STATE_CODES[r["state"]] if r["type"] in ("state", "heartbeat") else None)
                 for aid, recs in records.items() for r in recs]
+        checkpoint(conn)
         t = time.perf_counter()
         with conn.transaction():
             copy_records(conn, rows)
         return len(rows) / (time.perf_counter() - t)
+
+
+def checkpoint(conn: psycopg.Connection[Any]) -> None:
+    """Every run starts right after a checkpoint, so that none pays for the WAL of the run before
+    it (the ceiling's COPY, the previous drain) with a checkpoint in its middle, after which its
+    backends write each page's first change whole into the WAL."""
+    conn.execute("CHECKPOINT")
 
 
 class Drained(NamedTuple):
@@ -189,6 +223,7 @@ def drain(pg: object, broker: object, fleet: list[SimAgent], envelopes: list[tup
     with psycopg.connect(dsn, autocommit=True) as conn:
         for a in fleet:
             a.register(conn)
+        checkpoint(conn)
     tmp = Path(tempfile.mkdtemp(prefix="jishi-drain-"))
     group = f"drain{workers}-{int(time.time())}"
     configs = [write_ingest_config(tmp / f"w{k}.toml", dsn, broker, f"{group}-w{k}", group,  # type: ignore[arg-type]
