@@ -257,3 +257,13 @@ def spool_meta(cfg: Path) -> dict[str, int]:
     finally:
         db.close()
     return {k: int(v) for k, v in rows}
+
+
+def corrupt_spool_row(spool_path: Path, seq: int, body: bytes) -> None:
+    """Change one record's body in the spool file behind the agent's back (its stored hash stays)."""
+    db = sqlite3.connect(spool_path)
+    try:
+        db.execute("UPDATE records SET body = ? WHERE seq = ?", (body, seq))
+        db.commit()
+    finally:
+        db.close()

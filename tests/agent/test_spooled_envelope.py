@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from protocols import envelope as env
 from protocols import vectors
 from protocols.signing import b64d, private_from_b64
 from protocols.validate import open_envelope
-from tests.agent.helpers import Collector, wait_until
+from tests.agent.helpers import Collector, corrupt_spool_row, wait_until
 from tests.agent.test_publisher import Harness, harnesses
 
 
@@ -114,16 +113,6 @@ def test_a_real_spool_backlog_goes_out_as_the_old_bytes(harness: Any, mqtt_broke
     assert len(payloads) > 3
 
 
-def corrupt(spool_path: Path, seq: int, body: bytes) -> None:
-    """Change one record's body in the spool file behind the agent's back (its stored hash stays)."""
-    db = sqlite3.connect(spool_path)
-    try:
-        db.execute("UPDATE records SET body = ? WHERE seq = ?", (body, seq))
-        db.commit()
-    finally:
-        db.close()
-
-
 def backlog(h: Harness) -> None:
     for i in range(30):
         h.rec.heartbeat("idle", 1000, {"power": {"n": i, "mw_avg": 40_000 + i}})
@@ -158,7 +147,7 @@ def test_a_changed_row_is_never_sent_and_the_rows_around_it_are(
     h = harness(name, "batch_records = 10")
     backlog(h)
     for seq in seqs:
-        corrupt(h.cfg.spool_path, seq, CHANGES[change](h.spool.read(seq, 1, 10**6)[0].body))
+        corrupt_spool_row(h.cfg.spool_path, seq, CHANGES[change](h.spool.read(seq, 1, 10**6)[0].body))
     assert [r.seq for r in h.spool.read(1, 100, 10**6) if not intact(r)] == seqs
     good = set(range(1, 31)) - set(seqs)
     collector = Collector(mqtt_broker, tmp_path, name)

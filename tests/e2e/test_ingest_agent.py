@@ -20,7 +20,7 @@ import orjson
 from protocols.signing import key_id, load_private, public_to_b64
 from server.ingest.service import Ingest
 from sim.modbus_meter import ModbusMeter
-from tests.agent.helpers import AgentProc, spool_meta, write_config
+from tests.agent.helpers import AgentProc, corrupt_spool_row, spool_meta, write_config
 from tests.e2e.helpers import agent_with_ingest
 from tests.server.helpers import Publisher, query, settings_for, wait_for
 
@@ -126,9 +126,8 @@ def test_a_changed_spool_row_becomes_a_gap_and_the_rest_is_stored(pg_dsn: str, m
                 agent.kill()
         db = sqlite3.connect(spool)
         (body,) = db.execute("SELECT body FROM records WHERE seq = 6").fetchone()
-        db.execute("UPDATE records SET body = ? WHERE seq = 6", (body[: len(body) // 2],))
-        db.commit()
         db.close()
+        corrupt_spool_row(spool, 6, body[: len(body) // 2])
         made = spool_meta(cfg)["next_seq"] - 1
         with agent_with_ingest(dsn, mqtt_broker, cfg, tag, resend_after_s=0.3, resend_max_attempts=1,
                                gap_give_up_after_s=1.0) as agent:

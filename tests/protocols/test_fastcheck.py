@@ -23,6 +23,7 @@ from protocols.errors import ProtocolError, Reason
 from protocols.records import MAX_T, MIN_T, Envelope
 from protocols.validate import check_records, open_envelope, open_typed
 from protocols.vectors import _envelope, _rechain, _records, build
+from tests.protocols.helpers import unescaped
 
 H = "ab" * 32
 
@@ -175,22 +176,10 @@ def _reference_opens(raw: bytes) -> bool:
     return True
 
 
-def _unescaped(value: Any) -> Any:
-    """`value` with every string that JSON writes with an escape (a quote, a backslash, a control
-    character) spelled plainly, so that its bytes reach decode (which leaves escapes to the reference)"""
-    if isinstance(value, str):
-        return "plain" if b"\\" in dumps_sorted(value) else value
-    if isinstance(value, dict):
-        return {k: _unescaped(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unescaped(v) for v in value]
-    return value
-
-
 def test_valid_envelopes_decode_to_the_parsed_values() -> None:
     vector = build()["envelope"]["wire"].encode("utf-8")
     for body in (_valid_body(), orjson.loads(vector)):
-        raw = dumps_sorted(_unescaped(body))
+        raw = dumps_sorted(unescaped(body))
         env = fastcheck.decode(raw)
         assert env is not None
         assert msgspec.to_builtins(env) == orjson.loads(raw)
@@ -212,7 +201,7 @@ def test_valid_envelopes_decode_to_the_parsed_values() -> None:
 @given(mutated())
 def test_decode_takes_only_what_the_reference_takes(body: dict[str, Any]) -> None:
     try:
-        raw = dumps_sorted(_unescaped(body))
+        raw = dumps_sorted(unescaped(body))
     except (orjson.JSONEncodeError, TypeError):
         return
     if fastcheck.decode(raw) is not None:
@@ -259,7 +248,7 @@ BYTE_EDITS: list[tuple[str, bytes, bytes]] = [
 def test_decode_takes_no_bytes_the_reference_refuses(name: str, old: bytes, new: bytes) -> None:
     """Edits of the wire bytes the parsed-body mutations cannot make: spelling, escapes, bytes
     the two JSON libraries may read or write apart. None may be taken unless the reference takes it."""
-    raw = _with(_unescaped(_valid_body()), old, new)
+    raw = _with(unescaped(_valid_body()), old, new)
     if fastcheck.decode(raw) is not None:
         assert _reference_opens(raw), name
     if name in ("raw DEL", "non-ASCII", "line separator", "astral"):  # valid and canonical: taken by both
@@ -293,13 +282,13 @@ def test_open_typed_refuses_as_open_envelope() -> None:
             cases.append(orjson.loads(base64.b64decode(case["wire_b64"])))
         except orjson.JSONDecodeError:
             continue
-    big = _unescaped(cases[0])
+    big = unescaped(cases[0])
     big["records"][1]["rule"] = "x" * 256
     big["records"][1]["evidence"] = {f"d{i}": {f"k{j}": "y" * 200 for j in range(16)} for i in range(2)}
     cases.append(big)  # a record over MAX_RECORD_BYTES
     typed = 0
     for body in cases:
-        raw = dumps_sorted(_unescaped(body))
+        raw = dumps_sorted(unescaped(body))
         typed += fastcheck.decode(raw) is not None
         assert _outcome(open_typed, raw) == _outcome(lambda r: open_envelope(r, defer_records=True), raw), body
     assert typed >= 6

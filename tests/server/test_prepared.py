@@ -27,7 +27,7 @@ from server.ingest.store import (
 from server.ingest.worker import Pipeline
 from server.store.codes import STATE_CODES, TYPE_CODES, short_hash
 from server.store.times import ms_to_dt
-from tests.protocols.test_fastcheck import _unescaped
+from tests.protocols.helpers import unescaped
 from tests.server.helpers import T0, TestAgent, query, register, settings_for, two_agent_numbers
 
 DOC: dict[str, Any] = json.loads(vectors.VECTOR_FILE.read_text(encoding="utf-8"))
@@ -165,7 +165,7 @@ def test_envelopes_partly_new_keep_their_runs_hashes_and_times(fresh_db: str) ->
 def test_typed_records_prepare_as_their_parsed_dicts() -> None:
     """What the ingest opens with validate.open_typed (fastcheck's structs, no dict per record)
     prepares to the same Recs, rows, times and overflow flag as the same records parsed."""
-    body = _unescaped(json.loads(DOC["envelope"]["wire"]))
+    body = unescaped(json.loads(DOC["envelope"]["wire"]))
     last = body["records"][-1]
     body["records"].append({**{k: last[k] for k in ("agent", "boot", "mono", "prev", "t")},
                             "seq": last["seq"] + 1, "type": "spool_overflow",
